@@ -1,0 +1,280 @@
+"""The ``maild`` command: ``maild -c FILE <command>``.
+
+Every error prints one line (``maild: ...``) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from maild import config as configmod
+from maild.auth import hash_password
+from maild.store import Store
+from maild.store.types import StoreError
+
+DEFAULT_CONFIG = "/etc/maild/maild.toml"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _store(args: argparse.Namespace) -> Store:
+    cfg = configmod.load(args.config)
+    return Store(cfg.data_dir, cfg.store)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise StoreError("passwords differ")
+    if len(password) < 8:
+        raise StoreError("a password needs at least 8 characters")
+    return password
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    from maild.daemon import tls_options
+
+    tls_options(cfg)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    from maild.daemon import serve
+
+    return serve(cfg)
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        if args.action == "add":
+            store.domain_add(args.name)
+            print(f"domain {args.name.lower()} added")
+        elif args.action == "remove":
+            store.domain_remove(args.name)
+            print(f"domain {args.name.lower()} removed")
+        else:
+            for domain in store.domains():
+                print(domain.name)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        if args.action == "add":
+            password = _read_password(args)
+            quota = None if args.quota_mb is None else args.quota_mb * 1024 * 1024
+            user = store.user_add(args.address, hash_password(password), quota)
+            print(f"user {user.address} added (shard {user.shard})")
+        elif args.action == "passwd":
+            if store.user(args.address) is None:
+                raise StoreError(f"no user {args.address}")
+            store.user_set_password(args.address, hash_password(_read_password(args)))
+            print(f"password of {args.address} changed")
+        elif args.action == "remove":
+            store.user_remove(args.address)
+            print(f"user {args.address} removed with all its mail")
+        else:
+            rows = []
+            for user in store.users():
+                quota = store.quota(user.address)
+                limit = f"{user.quota_bytes // 1048576} MB" if user.quota_bytes else "-"
+                rows.append([user.address, str(user.shard), str(quota.messages),
+                             str(quota.used_bytes), limit])
+            _table(rows, ["address", "shard", "messages", "bytes", "quota"])
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        if args.action == "add":
+            store.alias_add(args.address, args.targets)
+            print(f"alias {args.address} -> {', '.join(args.targets)} added")
+        elif args.action == "remove":
+            store.alias_remove(args.address)
+            print(f"alias {args.address} removed")
+        else:
+            for address, targets in store.aliases():
+                print(f"{address} -> {', '.join(targets)}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        status = store.status()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"domains {status['domains']}, users {status['users']}")
+    _table([[str(i), str(s["users"]), str(s["messages"]), str(s["bytes"])]
+            for i, s in status["shards"].items()], ["shard", "users", "messages", "bytes"])
+    queue = status["queue"]
+    age = "-" if queue["oldest_age"] is None else f"{queue['oldest_age']:.0f}s"
+    print(f"outbound queue: {queue['entries']} entries, oldest {age}")
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from maild.store.fsck import fsck
+
+    store = _store(args)
+    try:
+        report = fsck(store, repair=args.repair, progress=sys.stderr.isatty())
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(problem)
+    for note in report.notes:
+        print(f"note: {note}")
+    for fixed in report.repaired:
+        print(f"repaired: {fixed}")
+    print(f"fsck: {report.summary()}")
+    return 0 if not report.problems or args.repair and not report.unrepaired else 1
+
+
+def cmd_dev_cert(args: argparse.Namespace) -> int:
+    """A self-signed certificate for development and tests."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, args.hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(args.hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    Path(args.cert).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.key).write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    Path(args.key).chmod(0o600)
+    Path(args.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    print(f"self-signed certificate for {args.hostname}: {args.cert}, key {args.key}")
+    return 0
+
+
+def cmd_demo_init(args: argparse.Namespace) -> int:
+    """Create the demo domain and user on a new data directory; print the password."""
+    store = _store(args)
+    try:
+        if store.user("demo@example.test") is not None:
+            print("demo@example.test exists (password printed when it was created)")
+            return 0
+        if store.domain("example.test") is None:
+            store.domain_add("example.test")
+        password = secrets.token_urlsafe(12)
+        store.user_add("demo@example.test", hash_password(password))
+    finally:
+        store.close()
+    print(f"demo user: demo@example.test  password: {password}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maild", description="maild mail server")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="TOML configuration file")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the daemon in the foreground").set_defaults(func=cmd_serve)
+    sub.add_parser("check", help="validate the configuration").set_defaults(func=cmd_check)
+
+    domain = sub.add_parser("domain", help="local domains")
+    dsub = domain.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        dsub.add_parser(action).add_argument("name")
+    dsub.add_parser("list")
+    domain.set_defaults(func=cmd_domain)
+
+    user = sub.add_parser("user", help="mail users")
+    usub = user.add_subparsers(dest="action", required=True)
+    for action in ("add", "passwd"):
+        p = usub.add_parser(action)
+        p.add_argument("address")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        if action == "add":
+            p.add_argument("--quota-mb", type=int, default=None, help="quota in MiB (0: none)")
+    usub.add_parser("remove").add_argument("address")
+    usub.add_parser("list")
+    user.set_defaults(func=cmd_user)
+
+    alias = sub.add_parser("alias", help="address aliases")
+    asub = alias.add_subparsers(dest="action", required=True)
+    p = asub.add_parser("add")
+    p.add_argument("address")
+    p.add_argument("targets", nargs="+")
+    asub.add_parser("remove").add_argument("address")
+    asub.add_parser("list")
+    alias.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("status", help="shards, users, messages, bytes, queue")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("fsck", help="verify the store; --repair rebuilds what can be rebuilt")
+    p.add_argument("--repair", action="store_true")
+    p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser("dev-cert", help="write a self-signed TLS certificate")
+    p.add_argument("--hostname", default="localhost")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.set_defaults(func=cmd_dev_cert)
+
+    sub.add_parser("demo-init", help="create example.test and demo@example.test if missing"
+                   ).set_defaults(func=cmd_demo_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (configmod.ConfigError, StoreError) as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""What the daemon hands to every protocol front end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twisted.internet.ssl import CertificateOptions
+
+    from maild.auth import Authenticator
+    from maild.config import Config
+    from maild.delivery import Delivery
+    from maild.filters.chain import FilterChain
+    from maild.store import Store
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    store: Store
+    auth: Authenticator
+    tls: CertificateOptions | None
+    reactor: Any
+    filters: FilterChain
+    delivery: Delivery | None = None

@@ -1,0 +1,458 @@
+"""The store: the only code that touches LMDB and blob files (see docs/storage.md).
+
+Reads are synchronous. Writes return Deferreds that fire on the reactor thread after the
+batch holding them is committed with fsync. With ``reactor=None`` (CLI, fsck, tests run
+without a reactor) writes block until committed and return already-fired Deferreds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from maild.config import StoreConfig
+from maild.store import blobs as blobfiles
+from maild.store import shard as ops
+from maild.store.directory import Directory, canonical, split_address
+from maild.store.shard import Shard
+from maild.store.types import (
+    DEFAULT_MAILBOXES,
+    AppendResult,
+    Change,
+    ChangeKind,
+    CopyResult,
+    Domain,
+    Envelope,
+    FlagMode,
+    FlagResult,
+    Mailbox,
+    MailboxNotFound,
+    MessageMeta,
+    NotFound,
+    Quota,
+    Recipient,
+    SpecialUse,
+    User,
+    UserNotFound,
+)
+from maild.util.message import envelope_fields
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Store", "canonical", "split_address"]
+
+
+def shard_for(user_id: int, shards: int) -> int:
+    """Stable placement of a new user; recorded in the directory so it can change later."""
+    digest = hashlib.blake2b(user_id.to_bytes(8, "big"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _PrefixedReader(io.RawIOBase):
+    """prefix bytes followed by a blob file, as one stream."""
+
+    def __init__(self, prefix: bytes, blob: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._blob = blob
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._blob.readinto(buffer)
+
+    def close(self) -> None:
+        self._blob.close()
+        super().close()
+
+
+class Store:
+    def __init__(self, data_dir: Path, config: StoreConfig, reactor: Any = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.reactor = reactor
+        self._subscribers: list[Callable[[Change], None]] = []
+        self.tmp_dir = self._claim_tmp_dir()
+        max_batch = config.max_batch if config.group_commit else 1
+        map_size = config.map_size_mb * 1024 * 1024
+        self.directory = Directory(self.data_dir / "directory",
+                                   config.directory_map_size_mb * 1024 * 1024, max_batch,
+                                   config.shards)
+        self.shards = [
+            Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._committed)
+            for i in range(config.shards)
+        ]
+        self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
+
+    def _claim_tmp_dir(self) -> Path:
+        """A staging directory of this process; those of dead processes are removed (their
+        staged blobs were never referenced, or are linked into a shard already)."""
+        root = self.data_dir / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.iterdir():
+            if not stale.name.isdigit() or not _pid_alive(int(stale.name)):
+                shutil.rmtree(stale, ignore_errors=True)
+        mine = root / str(os.getpid())
+        mine.mkdir(exist_ok=True)
+        return mine
+
+    def close(self) -> None:
+        """Finish every queued write, then close the environments."""
+        self._stager.shutdown(wait=True)
+        for s in self.shards:
+            s.close()
+        self.directory.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _deferred(self, future: Future[Any]) -> defer.Deferred[Any]:
+        if self.reactor is None:
+            try:
+                return defer.succeed(future.result())
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's errback
+                return defer.fail(exc)
+        d: defer.Deferred[Any] = defer.Deferred()
+
+        def done(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is None:
+                self.reactor.callFromThread(d.callback, f.result())
+            else:
+                self.reactor.callFromThread(d.errback, exc)
+        future.add_done_callback(done)
+        return d
+
+    def _committed(self, changes: list[dict[str, Any]]) -> None:
+        records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
+                          user=c["user"], mailbox_id=c["mailbox_id"],
+                          uids=tuple(c.get("uids", ())), modseq=c.get("modseq", 0),
+                          flags=tuple(frozenset(f) for f in c.get("flags", ())),
+                          name=c.get("name"), extra=c.get("extra", {})) for c in changes]
+        if self.reactor is not None:
+            self.reactor.callFromThread(self._publish, records)
+        else:
+            self._publish(records)
+
+    def _publish(self, records: list[Change]) -> None:
+        for record in records:
+            for callback in list(self._subscribers):
+                try:
+                    callback(record)
+                except Exception:
+                    log.exception("change subscriber failed")
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def _user(self, address: str) -> User:
+        user = self.directory.user(address)
+        if user is None:
+            raise UserNotFound(f"no user {address}")
+        return user
+
+    def _shard(self, user: User) -> Shard:
+        return self.shards[user.shard]
+
+    def _write(self, user: User, op: Callable[[Any], Any],
+               staged: tuple[blobfiles.StagedBlob, ...] = ()) -> Future[Any]:
+        return self._shard(user).writer.submit(op, staged)
+
+    def _stage(self, raw: bytes) -> Future[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+        def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
+            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(raw)
+        if self.reactor is None:
+            f: Future[Any] = Future()
+            try:
+                f.set_result(work())
+            except Exception as exc:  # noqa: BLE001
+                f.set_exception(exc)
+            return f
+        return self._stager.submit(work)
+
+    # -- directory ---------------------------------------------------------------------
+
+    def domains(self) -> list[Domain]:
+        return self.directory.domains()
+
+    def domain(self, name: str) -> Domain | None:
+        return self.directory.domain(name)
+
+    def is_local_domain(self, name: str) -> bool:
+        return self.directory.domain(name) is not None
+
+    def domain_add(self, name: str) -> Domain:
+        return self.directory.domain_add(name)
+
+    def domain_remove(self, name: str) -> None:
+        self.directory.domain_remove(name)
+
+    def domain_dkim_keys(self, name: str) -> list[dict[str, Any]]:
+        return self.directory.domain_dkim_keys(name)
+
+    def domain_set_dkim_keys(self, name: str, keys: list[dict[str, Any]]) -> None:
+        self.directory.domain_set_dkim_keys(name, keys)
+
+    def domain_set_catch_all(self, name: str, address: str | None) -> None:
+        self.directory.domain_set_catch_all(name, address)
+
+    def user(self, address: str) -> User | None:
+        return self.directory.user(address)
+
+    def users(self) -> list[User]:
+        return self.directory.users()
+
+    def user_add(self, address: str, password_hash: str, quota_bytes: int | None = None) -> User:
+        if quota_bytes is None:
+            quota_bytes = self.config.default_quota_mb * 1024 * 1024
+        user = self.directory.user_add(address, password_hash, quota_bytes,
+                                       lambda uid: shard_for(uid, len(self.shards)))
+        # The directory record is written first; a crash before the mailboxes exist is
+        # repaired by running this idempotent partition creation again (fsck --repair).
+        self._write(user, ops.op_create_partition(user.id, DEFAULT_MAILBOXES)).result()
+        return user
+
+    def ensure_partition(self, user: User) -> None:
+        self._write(user, ops.op_create_partition(user.id, DEFAULT_MAILBOXES)).result()
+
+    def user_remove(self, address: str) -> None:
+        user = self.directory.user_remove(address)
+        self._write(user, ops.op_purge_partition(user.id)).result()
+
+    def user_set_password(self, address: str, password_hash: str) -> None:
+        self.directory.user_set_password(address, password_hash)
+
+    def user_set_quota(self, address: str, quota_bytes: int) -> None:
+        self.directory.user_set_quota(address, quota_bytes)
+
+    def aliases(self) -> list[tuple[str, list[str]]]:
+        return self.directory.aliases()
+
+    def alias_add(self, address: str, targets: list[str]) -> None:
+        self.directory.alias_add(address, targets)
+
+    def alias_remove(self, address: str) -> None:
+        self.directory.alias_remove(address)
+
+    def resolve_recipient(self, address: str) -> list[str] | None:
+        return self.directory.resolve(address)
+
+    def addresses_of(self, user: str) -> set[str]:
+        return self.directory.addresses_of(user)
+
+    # -- mailboxes ---------------------------------------------------------------------
+
+    def mailboxes(self, user: str) -> list[Mailbox]:
+        u = self._user(user)
+        return self._shard(u).mailbox_records(u.id)
+
+    @staticmethod
+    def _name(name: str) -> str:
+        return "INBOX" if name.upper() == "INBOX" else name
+
+    def mailbox(self, user: str, name: str) -> Mailbox | None:
+        u = self._user(user)
+        return self._shard(u).mailbox_by_name(u.id, self._name(name))
+
+    def mailbox_by_id(self, user: str, mailbox_id: int) -> Mailbox | None:
+        u = self._user(user)
+        return self._shard(u).mailbox_by_id(u.id, mailbox_id)
+
+    def create_mailbox(self, user: str, name: str, special_use: SpecialUse | None = None) -> defer.Deferred[Mailbox]:
+        u = self._user(user)
+        name = self._name(name)
+        d = self._deferred(self._write(u, ops.op_create_mailbox(u.address, u.id, name, special_use)))
+        d.addCallback(lambda mid: self._shard(u).mailbox_by_id(u.id, mid))
+        return d
+
+    def rename_mailbox(self, user: str, old: str, new: str) -> defer.Deferred[None]:
+        u = self._user(user)
+        return self._deferred(self._write(u, ops.op_rename_mailbox(u.address, u.id, self._name(old), self._name(new))))
+
+    def delete_mailbox(self, user: str, name: str) -> defer.Deferred[None]:
+        u = self._user(user)
+        return self._deferred(self._write(u, ops.op_delete_mailbox(u.address, u.id, self._name(name))))
+
+    def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
+        u = self._user(user)
+        return self._deferred(self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed)))
+
+    # -- messages: writes --------------------------------------------------------------
+
+    def append(self, user: str, mailbox_id: int, raw: bytes, flags: Iterable[str] = frozenset(),
+               internal_date: float | None = None) -> defer.Deferred[AppendResult]:
+        results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
+        return results.addCallback(lambda rs: rs[0])
+
+    def deliver(self, raw: bytes, recipients: list[Recipient]) -> defer.Deferred[list[AppendResult]]:
+        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard)."""
+        targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
+        return self._deliver(raw, targets, None)
+
+    def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
+                 internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
+        when = time.time() if internal_date is None else internal_date
+        staged_future = self._stage(raw)
+
+        def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[AppendResult]]:
+            staged, envelope = staged_env
+            waits = []
+            for user, mailbox, flags, prefix in targets:
+                op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
+                                   flags, when, envelope, user.quota_bytes)
+                waits.append(self._deferred(self._write(user, op, (staged,))))
+            d = defer.gatherResults(waits, consumeErrors=True)
+
+            def cleanup(result: Any) -> Any:
+                staged.path.unlink(missing_ok=True)
+                if isinstance(result, Failure) and isinstance(result.value, defer.FirstError):
+                    return result.value.subFailure
+                return result
+            d.addBoth(cleanup)
+            d.addCallback(lambda rs: [AppendResult(u.address, mid, uidv, uid, modseq)
+                                      for (u, *_), (mid, uidv, uid, modseq) in zip(targets, rs, strict=True)])
+            return d
+
+        return self._deferred(staged_future).addCallback(submit)
+
+    def set_flags(self, user: str, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
+                  mode: FlagMode, unchanged_since: int | None = None) -> defer.Deferred[tuple[list[FlagResult], list[int]]]:
+        u = self._user(user)
+        op = ops.op_set_flags(u.address, u.id, mailbox_id, sorted(set(uids)), frozenset(flags), mode, unchanged_since)
+        return self._deferred(self._write(u, op))
+
+    def copy(self, user: str, src_id: int, uids: Iterable[int], dst_id: int) -> defer.Deferred[CopyResult]:
+        return self._copy(user, src_id, uids, dst_id, move=False)
+
+    def move(self, user: str, src_id: int, uids: Iterable[int], dst_id: int) -> defer.Deferred[CopyResult]:
+        return self._copy(user, src_id, uids, dst_id, move=True)
+
+    def _copy(self, user: str, src_id: int, uids: Iterable[int], dst_id: int, move: bool) -> defer.Deferred[CopyResult]:
+        u = self._user(user)
+        op = ops.op_copy(u.address, u.id, src_id, sorted(set(uids)), dst_id, move, u.quota_bytes)
+        return self._deferred(self._write(u, op)).addCallback(lambda r: CopyResult(r[0], r[1]))
+
+    def expunge(self, user: str, mailbox_id: int, uids: Iterable[int]) -> defer.Deferred[list[int]]:
+        u = self._user(user)
+        return self._deferred(self._write(u, ops.op_expunge(u.address, u.id, mailbox_id, sorted(set(uids)))))
+
+    # -- messages: reads ---------------------------------------------------------------
+
+    def uids(self, user: str, mailbox_id: int) -> list[int]:
+        u = self._user(user)
+        return self._shard(u).uids(u.id, mailbox_id)
+
+    def messages(self, user: str, mailbox_id: int, uids: Iterable[int] | None = None) -> Iterator[MessageMeta]:
+        u = self._user(user)
+        return self._shard(u).messages(u.id, mailbox_id, uids)
+
+    def message(self, user: str, mailbox_id: int, uid: int) -> MessageMeta | None:
+        return next(self.messages(user, mailbox_id, [uid]), None)
+
+    def envelope(self, user: str, mailbox_id: int, uid: int) -> Envelope:
+        u = self._user(user)
+        return Envelope(**self._shard(u).envelope(u.id, mailbox_id, uid))
+
+    def open(self, user: str, mailbox_id: int, uid: int) -> BinaryIO:
+        u = self._user(user)
+        shard = self._shard(u)
+        record = shard.record(u.id, mailbox_id, uid)
+        if record is None:
+            raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
+        return io.BufferedReader(_PrefixedReader(record.prefix, shard.blobs.open(record.sha.hex())))
+
+    def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
+        with self.open(user, mailbox_id, uid) as fh:
+            return fh.read()
+
+    def unseen_uids(self, user: str, mailbox_id: int) -> list[int]:
+        u = self._user(user)
+        return self._shard(u).unseen_uids(u.id, mailbox_id)
+
+    def changed_since(self, user: str, mailbox_id: int, modseq: int) -> list[MessageMeta]:
+        u = self._user(user)
+        return self._shard(u).changed_since(u.id, mailbox_id, modseq)
+
+    def expunged_since(self, user: str, mailbox_id: int, modseq: int) -> list[int]:
+        u = self._user(user)
+        return self._shard(u).expunged_since(u.id, mailbox_id, modseq)
+
+    def quota(self, user: str) -> Quota:
+        u = self._user(user)
+        used, count = self._shard(u).usage(u.id)
+        return Quota(used, u.quota_bytes, count)
+
+    def require_mailbox(self, user: str, name: str) -> Mailbox:
+        mailbox = self.mailbox(user, name)
+        if mailbox is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        return mailbox
+
+    # -- outbound queue ----------------------------------------------------------------
+
+    def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
+        staged_future = self._stage(raw)
+
+        def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:
+            staged, _ = staged_env
+            op = self.directory.op_enqueue(staged.sha, staged.size, sender, recipients, time.time())
+            d = self._deferred(self.directory.writer.submit(op, (staged,)))
+            return d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])
+
+        return self._deferred(staged_future).addCallback(submit)
+
+    def queue_entries(self) -> list[dict[str, Any]]:
+        return self.directory.queue_entries()
+
+    def queue_due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        return self.directory.queue_due(now, limit)
+
+    def queue_update(self, entry: dict[str, Any]) -> defer.Deferred[None]:
+        return self._deferred(self.directory.writer.submit(self.directory.op_queue_update(entry)))
+
+    def queue_message(self, entry: dict[str, Any]) -> bytes:
+        return self.directory.blobs.read(entry["blob"])
+
+    # -- statistics --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        users = self.users()
+        per_shard = {s.index: {"users": 0, "messages": 0, "bytes": 0} for s in self.shards}
+        for u in users:
+            used, count = self.shards[u.shard].usage(u.id)
+            row = per_shard[u.shard]
+            row["users"] += 1
+            row["messages"] += count
+            row["bytes"] += used
+        queue = self.queue_entries()
+        oldest = min((e["created"] for e in queue), default=None)
+        return {"domains": len(self.domains()), "users": len(users), "shards": per_shard,
+                "queue": {"entries": len(queue),
+                          "oldest_age": None if oldest is None else time.time() - oldest}}

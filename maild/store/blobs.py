@@ -1,0 +1,99 @@
+"""Content-addressed blob files.
+
+A message body is written once to ``data_dir/tmp`` (fsync), then hard-linked into each
+shard that references it (``shards/NN/blobs/ab/<sha256>``), and the shard directories are
+fsynced once per batch. Hard links let every shard own and reference-count its own name
+while the bytes exist once on disk, however many users on however many shards receive
+them. A crash leaves at worst an unreferenced file, which fsck reports and removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from maild.store.types import StoreFull
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    sha: str
+    path: Path  # in data_dir/tmp, fsynced
+    size: int
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(tmp_dir: Path, data: bytes) -> StagedBlob:
+    """Write ``data`` to a new file in ``tmp_dir`` and fsync it (runs in a worker thread)."""
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_dir / f"{sha}.{uuid.uuid4().hex}"
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+            raise StoreFull(f"blob file system full: {exc}") from exc
+        raise
+    return StagedBlob(sha, path, len(data))
+
+
+class BlobDir:
+    """One shard's blob names."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def link(self, staged: StagedBlob) -> Path | None:
+        """Give ``staged`` its name in this shard; return the directory to fsync, if any."""
+        target = self.path(staged.sha)
+        if target.exists():
+            return None
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.link(staged.path, target)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            if exc.errno in (28, 122):
+                raise StoreFull(f"blob file system full: {exc}") from exc
+            raise
+        return target.parent
+
+    def remove(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)
+
+    def open(self, sha: str) -> BinaryIO:
+        return open(self.path(sha), "rb")
+
+    def read(self, sha: str) -> bytes:
+        with self.open(sha) as fh:
+            return fh.read()
+
+    def names(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for sub in self.root.iterdir() if sub.is_dir() for p in sub.iterdir())
+
+    def checksum(self, sha: str) -> str:
+        digest = hashlib.sha256()
+        with self.open(sha) as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()

@@ -1,0 +1,127 @@
+"""Key layout and value encoding of the LMDB environments (documented in docs/storage.md).
+
+Integers in keys are big-endian so that LMDB's byte order is numeric order: a range scan
+over ``user | mailbox | uid`` returns a mailbox's messages in UID order.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from maild.store.types import SYSTEM_FLAGS, Mailbox, MessageMeta, SpecialUse
+
+FORMAT_VERSION = 1
+
+_U32 = struct.Struct(">I")
+_MBOX = struct.Struct(">II")
+_MSG = struct.Struct(">III")
+_MODSEQ = struct.Struct(">IIQ")
+_U64 = struct.Struct(">Q")
+# modseq, internal date, blob size, system flag bits, blob sha256, keyword bytes, prefix bytes
+_RECORD = struct.Struct("<QdIB32sHI")
+
+
+def u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def read_u64(b: bytes) -> int:
+    return _U64.unpack(b)[0]
+
+
+def read_u32(b: bytes) -> int:
+    return _U32.unpack(b)[0]
+
+
+def mbox_key(user_id: int, mailbox_id: int) -> bytes:
+    return _MBOX.pack(user_id, mailbox_id)
+
+
+def msg_key(user_id: int, mailbox_id: int, uid: int) -> bytes:
+    return _MSG.pack(user_id, mailbox_id, uid)
+
+
+def msg_uid(key: bytes) -> int:
+    return _MSG.unpack(key)[2]
+
+
+def modseq_key(user_id: int, mailbox_id: int, modseq: int) -> bytes:
+    return _MODSEQ.pack(user_id, mailbox_id, modseq)
+
+
+def modseq_of_key(key: bytes) -> int:
+    return _MODSEQ.unpack(key)[2]
+
+
+def name_key(user_id: int, name: str) -> bytes:
+    return u32(user_id) + name.encode("utf-8")
+
+
+def jdump(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def jload(data: bytes) -> Any:
+    return json.loads(data)
+
+
+@dataclass
+class MessageRecord:
+    modseq: int
+    internal_date: float
+    blob_size: int
+    flags: frozenset[str]
+    sha: bytes
+    prefix: bytes
+
+    def encode(self) -> bytes:
+        bits = 0
+        keywords = []
+        for flag in self.flags:
+            try:
+                bits |= 1 << SYSTEM_FLAGS.index(flag)
+            except ValueError:
+                keywords.append(flag)
+        kw = "\0".join(sorted(keywords)).encode("utf-8")
+        head = _RECORD.pack(self.modseq, self.internal_date, self.blob_size, bits, self.sha,
+                            len(kw), len(self.prefix))
+        return head + kw + self.prefix
+
+    @classmethod
+    def decode(cls, data: bytes) -> MessageRecord:
+        modseq, idate, size, bits, sha, kwlen, plen = _RECORD.unpack_from(data)
+        pos = _RECORD.size
+        kw = bytes(data[pos:pos + kwlen]).decode("utf-8")
+        prefix = bytes(data[pos + kwlen:pos + kwlen + plen])
+        flags = {f for i, f in enumerate(SYSTEM_FLAGS) if bits & (1 << i)}
+        if kw:
+            flags.update(kw.split("\0"))
+        return cls(modseq, idate, size, frozenset(flags), bytes(sha), prefix)
+
+    def meta(self, uid: int) -> MessageMeta:
+        return MessageMeta(uid=uid, flags=self.flags, internal_date=self.internal_date,
+                           size=len(self.prefix) + self.blob_size, modseq=self.modseq,
+                           blob=self.sha.hex(), prefix_len=len(self.prefix))
+
+
+def mailbox_from(mailbox_id: int, record: dict[str, Any]) -> Mailbox:
+    special = record.get("special_use")
+    return Mailbox(
+        id=mailbox_id,
+        name=record["name"],
+        uidvalidity=record["uidvalidity"],
+        uidnext=record["uidnext"],
+        highestmodseq=record["highestmodseq"],
+        special_use=SpecialUse(special) if special else None,
+        subscribed=record["subscribed"],
+        messages=record["messages"],
+        unseen=record["unseen"],
+        size=record["size"],
+    )

@@ -1,0 +1,577 @@
+"""One shard: an LMDB environment holding whole user partitions, its blob names and its
+change log. Reads run on the caller's thread; writes are operations for the writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from maild.store import codec
+from maild.store.blobs import BlobDir
+from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
+from maild.store.types import (
+    SEEN,
+    ChangeKind,
+    FlagMode,
+    FlagResult,
+    FormatError,
+    Mailbox,
+    MailboxExists,
+    MailboxNotFound,
+    MessageMeta,
+    NotFound,
+    QuotaExceeded,
+    SpecialUse,
+)
+from maild.store.writer import Batch, Writer
+
+DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
+            "blobref", "uinfo", "changes")
+CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
+
+
+def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tuple[lmdb.Environment, dict[str, Any]]:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
+                        sync=True, metasync=True, max_readers=1024)
+        dbs = {name: env.open_db(name.encode()) for name in names}
+    except lmdb.Error as exc:
+        raise FormatError(f"{what} at {path} cannot be opened ({exc}): restore it from a "
+                          "backup or a replica; 'maild fsck' reports what else is damaged") from None
+    with env.begin(write=True) as txn:
+        raw = txn.get(b"format", db=dbs["meta"])
+        if raw is None:
+            txn.put(b"format", str(codec.FORMAT_VERSION).encode(), db=dbs["meta"])
+        elif int(raw) > codec.FORMAT_VERSION:
+            env.close()
+            raise FormatError(
+                f"{what} at {path} has format {int(raw)}, newer than this maild "
+                f"(format {codec.FORMAT_VERSION}): upgrade maild before opening it")
+        elif int(raw) < codec.FORMAT_VERSION:  # pragma: no cover - no older format exists yet
+            env.close()
+            raise FormatError(f"{what} at {path} has old format {int(raw)}: run a migration")
+    return env, dbs
+
+
+class Shard:
+    def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
+                 on_commit: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        self.index = index
+        self.path = path
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}")
+        self.blobs = BlobDir(path / "blobs")
+        self.blobs.root.mkdir(exist_ok=True)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["changes"])
+            self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
+                             max_batch=max_batch, on_commit=on_commit,
+                             log_changes=self._log_changes)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.env.close()
+
+    # -- change log ---------------------------------------------------------------------
+
+    def _log_changes(self, b: Batch) -> None:
+        db = self.dbs["changes"]
+        for change in b.changes:
+            change["shard"] = self.index
+            change["seq"] = self._next_seq
+            b.txn.put(codec.u64(self._next_seq), jdump(change), db=db)
+            self._next_seq += 1
+        oldest = self._next_seq - CHANGES_RETAINED
+        if oldest > 1:
+            cur = b.txn.cursor(db=db)
+            while cur.first() and codec.read_u64(cur.key()) < oldest:
+                cur.delete()
+
+    def changes_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        out = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["changes"])
+            if cur.set_range(codec.u64(seq + 1)):
+                for _key, value in cur:
+                    out.append(jload(value))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def mailbox_records(self, user_id: int) -> list[Mailbox]:
+        prefix = codec.u32(user_id)
+        out = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["mbox"])
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out.append(codec.mailbox_from(codec.read_u32(key[4:]), jload(value)))
+        return sorted(out, key=lambda m: (m.name != "INBOX", m.name))
+
+    def mailbox_id(self, txn: lmdb.Transaction, user_id: int, name: str) -> int | None:
+        raw = txn.get(codec.name_key(user_id, name), db=self.dbs["mboxname"])
+        return None if raw is None else codec.read_u32(raw)
+
+    def mailbox_by_name(self, user_id: int, name: str) -> Mailbox | None:
+        with self.env.begin() as txn:
+            mid = self.mailbox_id(txn, user_id, name)
+            if mid is None:
+                return None
+            raw = txn.get(mbox_key(user_id, mid), db=self.dbs["mbox"])
+            return None if raw is None else codec.mailbox_from(mid, jload(raw))
+
+    def mailbox_by_id(self, user_id: int, mailbox_id: int) -> Mailbox | None:
+        with self.env.begin() as txn:
+            raw = txn.get(mbox_key(user_id, mailbox_id), db=self.dbs["mbox"])
+            return None if raw is None else codec.mailbox_from(mailbox_id, jload(raw))
+
+    def uids(self, user_id: int, mailbox_id: int) -> list[int]:
+        prefix = mbox_key(user_id, mailbox_id)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["msg"])
+            out: list[int] = []
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if key[:8] != prefix:
+                        break
+                    out.append(codec.msg_uid(key))
+            return out
+
+    def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
+        prefix = mbox_key(user_id, mailbox_id)
+        with self.env.begin(buffers=True) as txn:
+            cur = txn.cursor(db=self.dbs["msg"])
+            if uids is None:
+                if cur.set_range(prefix):
+                    for key, value in cur:
+                        if bytes(key[:8]) != prefix:
+                            break
+                        yield MessageRecord.decode(value).meta(codec.msg_uid(bytes(key)))
+                return
+            for uid in uids:
+                value = cur.get(msg_key(user_id, mailbox_id, uid))
+                if value is not None:
+                    yield MessageRecord.decode(value).meta(uid)
+
+    def record(self, user_id: int, mailbox_id: int, uid: int) -> MessageRecord | None:
+        with self.env.begin() as txn:
+            raw = txn.get(msg_key(user_id, mailbox_id, uid), db=self.dbs["msg"])
+            return None if raw is None else MessageRecord.decode(raw)
+
+    def envelope(self, user_id: int, mailbox_id: int, uid: int) -> dict[str, str]:
+        with self.env.begin() as txn:
+            raw = txn.get(msg_key(user_id, mailbox_id, uid), db=self.dbs["env"])
+        if raw is None:
+            raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
+        return jload(raw)
+
+    def unseen_uids(self, user_id: int, mailbox_id: int) -> list[int]:
+        prefix = mbox_key(user_id, mailbox_id)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["unseen"])
+            out = []
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if key[:8] != prefix:
+                        break
+                    out.append(codec.msg_uid(key))
+            return out
+
+    def changed_since(self, user_id: int, mailbox_id: int, modseq: int) -> list[MessageMeta]:
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["modseq"])
+            uids = []
+            if cur.set_range(codec.modseq_key(user_id, mailbox_id, modseq + 1)):
+                prefix = mbox_key(user_id, mailbox_id)
+                for key, value in cur:
+                    if key[:8] != prefix:
+                        break
+                    uids.append(codec.read_u32(value))
+        return sorted(self.messages(user_id, mailbox_id, sorted(uids)), key=lambda m: m.uid)
+
+    def expunged_since(self, user_id: int, mailbox_id: int, modseq: int) -> list[int]:
+        out: list[int] = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["expunged"])
+            if cur.set_range(codec.modseq_key(user_id, mailbox_id, modseq + 1)):
+                prefix = mbox_key(user_id, mailbox_id)
+                for key, value in cur:
+                    if key[:8] != prefix:
+                        break
+                    out.extend(codec.read_u32(value[i:i + 4]) for i in range(0, len(value), 4))
+        return sorted(out)
+
+    def usage(self, user_id: int) -> tuple[int, int]:
+        with self.env.begin() as txn:
+            raw = txn.get(codec.u32(user_id), db=self.dbs["uinfo"])
+        info = jload(raw) if raw else {}
+        return info.get("used_bytes", 0), info.get("messages", 0)
+
+
+# -- write operations: each runs inside the writer thread with a Batch -------------------
+
+def _uinfo(b: Batch, user_id: int) -> dict[str, Any]:
+    raw = b.txn.get(codec.u32(user_id), db=b.dbs["uinfo"])
+    if raw is None:
+        raise NotFound(f"user id {user_id} has no partition in this shard")
+    return jload(raw)
+
+
+def _put_uinfo(b: Batch, user_id: int, info: dict[str, Any]) -> None:
+    b.txn.put(codec.u32(user_id), jdump(info), db=b.dbs["uinfo"])
+
+
+def _mbox(b: Batch, user_id: int, mailbox_id: int) -> dict[str, Any]:
+    raw = b.txn.get(mbox_key(user_id, mailbox_id), db=b.dbs["mbox"])
+    if raw is None:
+        raise MailboxNotFound(f"mailbox {mailbox_id} does not exist")
+    return jload(raw)
+
+
+def _put_mbox(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any]) -> None:
+    b.txn.put(mbox_key(user_id, mailbox_id), jdump(record), db=b.dbs["mbox"])
+
+
+def _change(b: Batch, kind: ChangeKind, user: str, mailbox_id: int, **fields: Any) -> None:
+    b.changes.append({"kind": kind.value, "user": user, "mailbox_id": mailbox_id, **fields})
+
+
+def op_create_partition(user_id: int, mailboxes: Iterable[tuple[str, SpecialUse | None]]) -> Callable[[Batch], None]:
+    mailboxes = list(mailboxes)
+
+    def op(b: Batch) -> None:
+        if b.txn.get(codec.u32(user_id), db=b.dbs["uinfo"]) is None:
+            _put_uinfo(b, user_id, {"next_mailbox_id": 1, "last_uidvalidity": 0,
+                                    "used_bytes": 0, "messages": 0})
+        for name, special in mailboxes:
+            if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is None:
+                _create_mailbox(b, "", user_id, name, special)
+    return op
+
+
+def _create_mailbox(b: Batch, user: str, user_id: int, name: str, special: SpecialUse | None) -> int:
+    if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is not None:
+        raise MailboxExists(f"mailbox {name!r} exists")
+    info = _uinfo(b, user_id)
+    mailbox_id = info["next_mailbox_id"]
+    uidvalidity = max(int(time.time()), info["last_uidvalidity"] + 1)
+    info["next_mailbox_id"] = mailbox_id + 1
+    info["last_uidvalidity"] = uidvalidity
+    _put_uinfo(b, user_id, info)
+    _put_mbox(b, user_id, mailbox_id, {
+        "name": name, "uidvalidity": uidvalidity, "uidnext": 1, "highestmodseq": 1,
+        "special_use": special.value if special else None, "subscribed": True,
+        "messages": 0, "unseen": 0, "size": 0,
+    })
+    b.txn.put(codec.name_key(user_id, name), codec.u32(mailbox_id), db=b.dbs["mboxname"])
+    if user:
+        _change(b, ChangeKind.MAILBOX_CREATE, user, mailbox_id, name=name)
+    return mailbox_id
+
+
+def op_create_mailbox(user: str, user_id: int, name: str, special: SpecialUse | None) -> Callable[[Batch], int]:
+    return lambda b: _create_mailbox(b, user, user_id, name, special)
+
+
+def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[Batch], None]:
+    def op(b: Batch) -> None:
+        names = b.dbs["mboxname"]
+        old_id = b.txn.get(codec.name_key(user_id, old), db=names)
+        if old_id is None:
+            raise MailboxNotFound(f"mailbox {old!r} does not exist")
+        if b.txn.get(codec.name_key(user_id, new), db=names) is not None:
+            raise MailboxExists(f"mailbox {new!r} exists")
+        if old == "INBOX":
+            # RFC 3501 §6.3.5: renaming INBOX moves its messages to a new mailbox and
+            # leaves INBOX empty.
+            inbox = codec.read_u32(old_id)
+            target = _create_mailbox(b, user, user_id, new, None)
+            _move_all(b, user, user_id, inbox, target)
+            return
+        prefix = old + "/"
+        renames = []
+        cur = b.txn.cursor(db=names)
+        start = codec.name_key(user_id, old)
+        if cur.set_range(start):
+            for key, value in cur:
+                if key[:4] != codec.u32(user_id):
+                    break
+                name = key[4:].decode("utf-8")
+                if name == old or name.startswith(prefix):
+                    renames.append((name, codec.read_u32(value)))
+                elif not name.startswith(old):
+                    break
+        for name, mid in renames:
+            target = new + name[len(old):]
+            if b.txn.get(codec.name_key(user_id, target), db=names) is not None:
+                raise MailboxExists(f"mailbox {target!r} exists")
+            b.txn.delete(codec.name_key(user_id, name), db=names)
+            b.txn.put(codec.name_key(user_id, target), codec.u32(mid), db=names)
+            record = _mbox(b, user_id, mid)
+            record["name"] = target
+            _put_mbox(b, user_id, mid, record)
+            _change(b, ChangeKind.MAILBOX_RENAME, user, mid, name=target, extra={"old": name})
+    return op
+
+
+def _move_all(b: Batch, user: str, user_id: int, src: int, dst: int) -> None:
+    uids = []
+    cur = b.txn.cursor(db=b.dbs["msg"])
+    prefix = mbox_key(user_id, src)
+    if cur.set_range(prefix):
+        for key in cur.iternext(keys=True, values=False):
+            if key[:8] != prefix:
+                break
+            uids.append(codec.msg_uid(key))
+    if uids:
+        _copy(b, user, user_id, src, uids, dst, move=True)
+
+
+def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], None]:
+    def op(b: Batch) -> None:
+        raw = b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"])
+        if raw is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        mid = codec.read_u32(raw)
+        prefix = mbox_key(user_id, mid)
+        uids = []
+        cur = b.txn.cursor(db=b.dbs["msg"])
+        if cur.set_range(prefix):
+            for key in cur.iternext(keys=True, values=False):
+                if key[:8] != prefix:
+                    break
+                uids.append(codec.msg_uid(key))
+        _expunge(b, user, user_id, mid, uids, log=False)
+        for db in ("modseq", "expunged"):
+            cur = b.txn.cursor(db=b.dbs[db])
+            while cur.set_range(prefix) and cur.key()[:8] == prefix:
+                cur.delete()
+        b.txn.delete(prefix, db=b.dbs["mbox"])
+        b.txn.delete(codec.name_key(user_id, name), db=b.dbs["mboxname"])
+        _change(b, ChangeKind.MAILBOX_DELETE, user, mid, name=name)
+    return op
+
+
+def op_set_subscribed(user_id: int, name: str, subscribed: bool) -> Callable[[Batch], None]:
+    def op(b: Batch) -> None:
+        raw = b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"])
+        if raw is None:
+            raise MailboxNotFound(f"mailbox {name!r} does not exist")
+        mid = codec.read_u32(raw)
+        record = _mbox(b, user_id, mid)
+        record["subscribed"] = subscribed
+        _put_mbox(b, user_id, mid, record)
+    return op
+
+
+def _ref(b: Batch, sha: bytes, delta: int) -> None:
+    db = b.dbs["blobref"]
+    raw = b.txn.get(sha, db=db)
+    count = (codec.read_u64(raw) if raw else 0) + delta
+    if count > 0:
+        b.txn.put(sha, codec.u64(count), db=db)
+    else:
+        b.txn.delete(sha, db=db)
+        b.unlink.add(sha.hex())
+
+
+def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec: MessageRecord,
+            envelope: bytes) -> int:
+    """Put one message into a mailbox record (caller stores the mailbox record)."""
+    uid = record["uidnext"]
+    record["uidnext"] = uid + 1
+    record["highestmodseq"] += 1
+    rec.modseq = record["highestmodseq"]
+    key = msg_key(user_id, mailbox_id, uid)
+    b.txn.put(key, rec.encode(), db=b.dbs["msg"])
+    b.txn.put(key, envelope, db=b.dbs["env"])
+    b.txn.put(codec.modseq_key(user_id, mailbox_id, rec.modseq), codec.u32(uid), db=b.dbs["modseq"])
+    record["messages"] += 1
+    record["size"] += len(rec.prefix) + rec.blob_size
+    if SEEN not in rec.flags:
+        b.txn.put(key, b"", db=b.dbs["unseen"])
+        record["unseen"] += 1
+    return uid
+
+
+def _charge(b: Batch, user_id: int, size: int, count: int, quota: int) -> None:
+    info = _uinfo(b, user_id)
+    if size > 0 and quota and info["used_bytes"] + size > quota:
+        raise QuotaExceeded(f"quota of {quota} bytes exceeded")
+    info["used_bytes"] += size
+    info["messages"] += count
+    _put_uinfo(b, user_id, info)
+
+
+def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_size: int,
+              prefix: bytes, flags: frozenset[str], internal_date: float, envelope: dict[str, str],
+              quota: int) -> Callable[[Batch], tuple[int, int, int, int]]:
+    """Append one message; ``mailbox_id`` may be a name (delivery). Returns
+    (mailbox id, uidvalidity, uid, modseq)."""
+    env_bytes = jdump(envelope)
+
+    def op(b: Batch) -> tuple[int, int, int, int]:
+        mid = mailbox_id
+        if isinstance(mid, str):
+            raw = b.txn.get(codec.name_key(user_id, mid), db=b.dbs["mboxname"])
+            if raw is None:
+                raise MailboxNotFound(f"mailbox {mid!r} does not exist")
+            mid = codec.read_u32(raw)
+        record = _mbox(b, user_id, mid)
+        _charge(b, user_id, len(prefix) + blob_size, 1, quota)
+        rec = MessageRecord(0, internal_date, blob_size, flags, bytes.fromhex(sha), prefix)
+        uid = _insert(b, user_id, mid, record, rec, env_bytes)
+        _put_mbox(b, user_id, mid, record)
+        _ref(b, rec.sha, +1)
+        _change(b, ChangeKind.APPEND, user, mid, uids=[uid], modseq=rec.modseq)
+        return mid, record["uidvalidity"], uid, rec.modseq
+    return op
+
+
+def op_set_flags(user: str, user_id: int, mailbox_id: int, uids: list[int], flags: frozenset[str],
+                 mode: FlagMode, unchanged_since: int | None) -> Callable[[Batch], tuple[list[FlagResult], list[int]]]:
+    def op(b: Batch) -> tuple[list[FlagResult], list[int]]:
+        record = _mbox(b, user_id, mailbox_id)
+        changed: list[FlagResult] = []
+        failed: list[int] = []
+        for uid in uids:
+            key = msg_key(user_id, mailbox_id, uid)
+            raw = b.txn.get(key, db=b.dbs["msg"])
+            if raw is None:
+                continue
+            rec = MessageRecord.decode(raw)
+            if unchanged_since is not None and rec.modseq > unchanged_since:
+                failed.append(uid)  # RFC 7162 §3.1.3
+                continue
+            if mode is FlagMode.ADD:
+                new = rec.flags | flags
+            elif mode is FlagMode.REMOVE:
+                new = rec.flags - flags
+            else:
+                new = frozenset(flags)
+            if new == rec.flags:
+                continue
+            b.txn.delete(codec.modseq_key(user_id, mailbox_id, rec.modseq), db=b.dbs["modseq"])
+            record["highestmodseq"] += 1
+            rec.modseq = record["highestmodseq"]
+            was_seen, seen = SEEN in rec.flags, SEEN in new
+            rec.flags = new
+            b.txn.put(key, rec.encode(), db=b.dbs["msg"])
+            b.txn.put(codec.modseq_key(user_id, mailbox_id, rec.modseq), codec.u32(uid), db=b.dbs["modseq"])
+            if was_seen and not seen:
+                b.txn.put(key, b"", db=b.dbs["unseen"])
+                record["unseen"] += 1
+            elif seen and not was_seen:
+                b.txn.delete(key, db=b.dbs["unseen"])
+                record["unseen"] -= 1
+            changed.append(FlagResult(uid, new, rec.modseq))
+        if changed:
+            _put_mbox(b, user_id, mailbox_id, record)
+            _change(b, ChangeKind.FLAGS, user, mailbox_id, uids=[c.uid for c in changed],
+                    modseq=changed[-1].modseq, flags=[sorted(c.flags) for c in changed])
+        return changed, failed
+    return op
+
+
+def _copy(b: Batch, user: str, user_id: int, src: int, uids: list[int], dst: int, *,
+          move: bool, quota: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    src_record = _mbox(b, user_id, src)
+    dst_record = _mbox(b, user_id, dst) if dst != src else src_record
+    pairs = []
+    added = 0
+    for uid in uids:
+        key = msg_key(user_id, src, uid)
+        raw = b.txn.get(key, db=b.dbs["msg"])
+        if raw is None:
+            continue
+        rec = MessageRecord.decode(raw)
+        envelope = b.txn.get(key, db=b.dbs["env"]) or b"{}"
+        new_uid = _insert(b, user_id, dst, dst_record, rec, envelope)
+        pairs.append((uid, new_uid))
+        added += len(rec.prefix) + rec.blob_size
+        if not move:
+            _ref(b, rec.sha, +1)
+    if not pairs:
+        return dst_record["uidvalidity"], pairs
+    _put_mbox(b, user_id, dst, dst_record)
+    new_uids = [p[1] for p in pairs]
+    _change(b, ChangeKind.APPEND, user, dst, uids=new_uids, modseq=dst_record["highestmodseq"],
+            extra={"source_mailbox_id": src, "source_uids": [p[0] for p in pairs], "moved": move})
+    if move:
+        _expunge(b, user, user_id, src, [p[0] for p in pairs], keep_blobs=True)
+    else:
+        _charge(b, user_id, added, len(pairs), quota)
+    return dst_record["uidvalidity"], pairs
+
+
+def op_copy(user: str, user_id: int, src: int, uids: list[int], dst: int, move: bool,
+            quota: int) -> Callable[[Batch], tuple[int, list[tuple[int, int]]]]:
+    return lambda b: _copy(b, user, user_id, src, uids, dst, move=move, quota=quota)
+
+
+def _expunge(b: Batch, user: str, user_id: int, mailbox_id: int, uids: Iterable[int], *,
+             keep_blobs: bool = False, log: bool = True) -> list[int]:
+    record = _mbox(b, user_id, mailbox_id)
+    removed = []
+    freed = 0
+    for uid in uids:
+        key = msg_key(user_id, mailbox_id, uid)
+        raw = b.txn.get(key, db=b.dbs["msg"])
+        if raw is None:
+            continue
+        rec = MessageRecord.decode(raw)
+        b.txn.delete(key, db=b.dbs["msg"])
+        b.txn.delete(key, db=b.dbs["env"])
+        b.txn.delete(codec.modseq_key(user_id, mailbox_id, rec.modseq), db=b.dbs["modseq"])
+        if b.txn.delete(key, db=b.dbs["unseen"]):
+            record["unseen"] -= 1
+        record["messages"] -= 1
+        size = len(rec.prefix) + rec.blob_size
+        record["size"] -= size
+        freed += size
+        if not keep_blobs:
+            _ref(b, rec.sha, -1)
+        removed.append(uid)
+    if not removed:
+        return removed
+    record["highestmodseq"] += 1
+    modseq = record["highestmodseq"]
+    _put_mbox(b, user_id, mailbox_id, record)
+    b.txn.put(codec.modseq_key(user_id, mailbox_id, modseq),
+              b"".join(codec.u32(u) for u in removed), db=b.dbs["expunged"])
+    if not keep_blobs:
+        _charge(b, user_id, -freed, -len(removed), 0)
+    if log:
+        _change(b, ChangeKind.EXPUNGE, user, mailbox_id, uids=removed, modseq=modseq)
+    return removed
+
+
+def op_expunge(user: str, user_id: int, mailbox_id: int, uids: list[int]) -> Callable[[Batch], list[int]]:
+    return lambda b: _expunge(b, user, user_id, mailbox_id, uids)
+
+
+def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
+    """Remove a user's whole partition (user removal)."""
+    def op(b: Batch) -> None:
+        prefix = codec.u32(user_id)
+        cur = b.txn.cursor(db=b.dbs["msg"])
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if key[:4] != prefix:
+                    break
+                _ref(b, MessageRecord.decode(value).sha, -1)
+        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname"):
+            cur = b.txn.cursor(db=b.dbs[db])
+            while cur.set_range(prefix) and cur.key()[:4] == prefix:
+                cur.delete()
+        b.txn.delete(prefix, db=b.dbs["uinfo"])
+    return op

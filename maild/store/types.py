@@ -1,0 +1,204 @@
+"""Typed values the store hands to its callers; nothing here touches LMDB."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class StoreError(Exception):
+    """Base class of store failures; the message is safe to log, not to show a client."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class MailboxNotFound(NotFound):
+    pass
+
+
+class MailboxExists(StoreError):
+    pass
+
+
+class UserExists(StoreError):
+    pass
+
+
+class UserNotFound(NotFound):
+    pass
+
+
+class DomainNotFound(NotFound):
+    pass
+
+
+class QuotaExceeded(StoreError):
+    """The user's quota would be exceeded (SMTP 552 5.2.2, IMAP NO [OVERQUOTA])."""
+
+
+class StoreFull(StoreError):
+    """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
+
+
+class FormatError(StoreError):
+    """The on-disk format is newer or damaged; the message tells the operator what to do."""
+
+
+class SpecialUse(enum.StrEnum):
+    """RFC 6154 special-use attributes."""
+
+    ALL = "\\All"
+    ARCHIVE = "\\Archive"
+    DRAFTS = "\\Drafts"
+    FLAGGED = "\\Flagged"
+    JUNK = "\\Junk"
+    SENT = "\\Sent"
+    TRASH = "\\Trash"
+
+
+DEFAULT_MAILBOXES: tuple[tuple[str, SpecialUse | None], ...] = (
+    ("INBOX", None),
+    ("Sent", SpecialUse.SENT),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Junk", SpecialUse.JUNK),
+    ("Trash", SpecialUse.TRASH),
+    ("Archive", SpecialUse.ARCHIVE),
+)
+
+# RFC 3501 §2.3.2 system flags, in the bit order of the message record.
+SYSTEM_FLAGS: tuple[str, ...] = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+
+
+class FlagMode(enum.Enum):
+    ADD = "+"
+    REMOVE = "-"
+    REPLACE = ""
+
+
+@dataclass(frozen=True)
+class User:
+    address: str  # canonical lower-case address, the login name
+    id: int
+    shard: int
+    password_hash: str
+    quota_bytes: int  # 0: unlimited
+    created: float
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    created: float
+    catch_all: str | None = None  # address receiving mail for unknown local parts
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: SpecialUse | None
+    subscribed: bool
+    messages: int
+    unseen: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The RFC 3501 §7.4.2 envelope fields, as raw header values (RFC 2047 left encoded)."""
+
+    date: str | None = None
+    subject: str | None = None
+    from_: str | None = None
+    sender: str | None = None
+    reply_to: str | None = None
+    to: str | None = None
+    cc: str | None = None
+    bcc: str | None = None
+    in_reply_to: str | None = None
+    message_id: str | None = None
+    references: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    flags: frozenset[str]
+    internal_date: float  # seconds since the epoch
+    size: int  # octets as served: prefix + blob
+    modseq: int
+    blob: str  # sha256 hex of the blob
+    prefix_len: int
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    user: str
+    mailbox_id: int
+    uidvalidity: int
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    uidvalidity: int
+    pairs: list[tuple[int, int]]  # (source uid, destination uid), in source order
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One local delivery of a shared blob: the per-recipient header prefix
+    (Return-Path, Delivered-To) lives in the message record, not in the blob, so the
+    body is stored once for any number of recipients."""
+
+    user: str
+    mailbox: str = "INBOX"
+    flags: frozenset[str] = frozenset()
+    prefix: bytes = b""
+
+
+class ChangeKind(enum.StrEnum):
+    APPEND = "append"
+    FLAGS = "flags"
+    EXPUNGE = "expunge"
+    MAILBOX_CREATE = "mailbox-create"
+    MAILBOX_RENAME = "mailbox-rename"
+    MAILBOX_DELETE = "mailbox-delete"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change, from a shard's change log (delivered after commit)."""
+
+    shard: int
+    seq: int
+    kind: ChangeKind
+    user: str
+    mailbox_id: int
+    uids: tuple[int, ...] = ()
+    modseq: int = 0
+    flags: tuple[frozenset[str], ...] = ()  # per uid, for FLAGS
+    name: str | None = None  # mailbox name, for mailbox changes
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quota:
+    used_bytes: int
+    limit_bytes: int  # 0: unlimited
+    messages: int

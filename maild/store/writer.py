@@ -1,0 +1,173 @@
+"""One writer thread per LMDB environment, committing operations in batches.
+
+Group commit: the thread takes every operation queued while the previous commit was
+fsyncing (up to ``max_batch``), runs each in its own nested transaction (so one failing
+operation does not abort its neighbours), commits once, and only then completes the
+operations' futures. Many concurrent deliveries share one fsync; the reactor thread never
+waits on one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
+from maild.store.types import StoreFull
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """What operations of one batch share: the transaction and post-commit work."""
+
+    txn: lmdb.Transaction
+    dbs: dict[str, Any]
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
+
+
+Operation = Callable[[Batch], Any]
+
+
+@dataclass
+class _Item:
+    op: Operation
+    future: Future[Any]
+    blobs: tuple[StagedBlob, ...] = ()
+
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(
+        self,
+        name: str,
+        env: lmdb.Environment,
+        dbs: dict[str, Any],
+        *,
+        blob_dir: BlobDir | None,
+        max_batch: int,
+        on_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+        log_changes: Callable[[Batch], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.env = env
+        self.dbs = dbs
+        self.blob_dir = blob_dir
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self.log_changes = log_changes
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"maild-writer-{name}", daemon=True)
+        self._thread.start()
+        self.commits = 0
+        self.operations = 0
+
+    def submit(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put(_Item(op, future, blobs))
+        return future
+
+    def close(self) -> None:
+        """Finish everything queued so far, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            items = [first]
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                items.append(nxt)
+            try:
+                self._commit(items)
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                log.exception("writer %s: batch of %d failed", self.name, len(items))
+                error = _storage_error(exc)
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+
+    def _link_blobs(self, items: list[_Item]) -> None:
+        if self.blob_dir is None:
+            return
+        dirs: set[Path] = set()
+        for item in items:
+            for staged in item.blobs:
+                linked = self.blob_dir.link(staged)
+                if linked is not None:
+                    dirs.add(linked)
+        if dirs:
+            dirs.add(self.blob_dir.root)
+        for directory in dirs:
+            fsync_dir(directory)
+
+    def _commit(self, items: list[_Item]) -> None:
+        self._link_blobs(items)
+        results: list[tuple[_Item, bool, Any]] = []
+        with self.env.begin(write=True) as txn:
+            batch = Batch(txn, self.dbs)
+            for item in items:
+                child = self.env.begin(write=True, parent=txn)
+                mark = (len(batch.changes), set(batch.unlink))
+                try:
+                    result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
+                except lmdb.MapFullError as exc:
+                    child.abort()
+                    del batch.changes[mark[0]:]
+                    batch.unlink = mark[1]
+                    results.append((item, False, StoreFull(f"store {self.name} is full: {exc}")))
+                except Exception as exc:  # noqa: BLE001 - handed to the waiter
+                    child.abort()
+                    del batch.changes[mark[0]:]
+                    batch.unlink = mark[1]
+                    results.append((item, False, exc))
+                else:
+                    child.commit()
+                    results.append((item, True, result))
+            if self.log_changes is not None and batch.changes:
+                self.log_changes(batch)
+        # Committed and fsynced (lmdb sync=True) from here on.
+        self.commits += 1
+        self.operations += len(items)
+        if batch.unlink and self.blob_dir is not None:
+            with self.env.begin() as rtxn:
+                for sha in batch.unlink:
+                    if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
+                        self.blob_dir.remove(sha)
+        for item, ok, value in results:
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+        if self.on_commit is not None and batch.changes:
+            self.on_commit(batch.changes)
+
+
+def _storage_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, lmdb.MapFullError):
+        return StoreFull(str(exc))
+    if isinstance(exc, OSError) and exc.errno in (28, 122):
+        return StoreFull(str(exc))
+    return exc

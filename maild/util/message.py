@@ -1,0 +1,54 @@
+"""Small, protocol-neutral facts about an RFC 5322 message."""
+
+from __future__ import annotations
+
+import re
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\r?\n[ \t]")
+
+_ENVELOPE_FIELDS = {
+    "date": "date",
+    "subject": "subject",
+    "from": "from_",
+    "sender": "sender",
+    "reply-to": "reply_to",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+    "in-reply-to": "in_reply_to",
+    "message-id": "message_id",
+    "references": "references",
+}
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its terminating blank line, body)."""
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return raw, b""
+    return raw[: match.end()], raw[match.end():]
+
+
+def header_fields(header: bytes) -> list[tuple[str, str]]:
+    """Unfolded (name, value) pairs in order; undecodable bytes are kept as surrogates."""
+    text = header.decode("utf-8", "surrogateescape")
+    text = _FOLD.sub(" ", text)
+    fields: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line or line[0] in " \t" or ":" not in line:
+            continue
+        name, _, value = line.partition(":")
+        fields.append((name.strip(), value.strip()))
+    return fields
+
+
+def envelope_fields(raw: bytes) -> dict[str, str]:
+    """The first occurrence of each RFC 3501 envelope header, raw (RFC 2047 left encoded),
+    keyed by the attribute names of ``maild.store.types.Envelope``."""
+    values: dict[str, str] = {}
+    for name, value in header_fields(split_header(raw)[0]):
+        attr = _ENVELOPE_FIELDS.get(name.lower())
+        if attr and attr not in values:
+            values[attr] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return values
