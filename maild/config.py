@@ -142,6 +142,22 @@ class FiltersConfig:
 
 
 @dataclass(frozen=True)
+class MailauthConfig:
+    """Mail authentication (docs/dns.md): SPF, DKIM, DMARC, ARC inbound; DKIM signing."""
+
+    verify: bool = True  # check SPF/DKIM/DMARC/ARC on [smtp] and add Authentication-Results
+    sign: bool = True  # DKIM-sign mail from [submission] with the From domain's keys
+    enforce_dmarc: bool = True  # act on p=reject (550) and p=quarantine (Junk); else record
+    dmarc_reports: bool = True  # keep aggregate-report rows in data_dir/dmarc/
+    dmarc_policy: str = "quarantine"  # the p= `maild domain dns` publishes for our domains
+
+    def __post_init__(self) -> None:
+        if self.dmarc_policy not in ("none", "quarantine", "reject"):
+            raise ConfigError("mailauth.dmarc_policy: expected one of none, quarantine, "
+                              f"reject, got {self.dmarc_policy!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -156,6 +172,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    mailauth: MailauthConfig = field(default_factory=MailauthConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -169,6 +186,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "auth": AuthConfig,
     "filters": FiltersConfig,
+    "mailauth": MailauthConfig,
 }
 
 _POSITIVE = {"shards", "map_size_mb", "directory_map_size_mb", "max_batch", "max_message_size",
