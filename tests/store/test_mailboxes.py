@@ -1,0 +1,58 @@
+"""Mailbox create, rename (children, INBOX), delete, subscribe."""
+
+from __future__ import annotations
+
+import pytest
+
+from maild.store import Store
+from maild.store.types import MailboxExists, MailboxNotFound, SpecialUse
+from tests.store.conftest import result
+
+ALICE = "alice@example.test"
+RAW = b"Subject: x\r\n\r\nx\r\n"
+
+
+def test_create_exists_and_special_use(store: Store) -> None:
+    box = result(store.create_mailbox(ALICE, "Work", SpecialUse.FLAGGED))
+    assert box.name == "Work" and box.special_use == SpecialUse.FLAGGED and box.uidnext == 1
+    with pytest.raises(MailboxExists):
+        result(store.create_mailbox(ALICE, "Work"))
+
+
+def test_uidvalidity_changes_when_recreated(store: Store) -> None:
+    first = result(store.create_mailbox(ALICE, "Tmp"))
+    result(store.delete_mailbox(ALICE, "Tmp"))
+    second = result(store.create_mailbox(ALICE, "Tmp"))
+    assert second.uidvalidity > first.uidvalidity
+
+
+def test_rename_moves_children(store: Store) -> None:
+    result(store.create_mailbox(ALICE, "A"))
+    result(store.create_mailbox(ALICE, "A/B"))
+    result(store.create_mailbox(ALICE, "AB"))
+    result(store.rename_mailbox(ALICE, "A", "Z"))
+    names = {m.name for m in store.mailboxes(ALICE)}
+    assert {"Z", "Z/B", "AB"} <= names and "A" not in names and "A/B" not in names
+
+
+def test_rename_inbox_moves_messages_and_keeps_inbox(store: Store) -> None:
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    result(store.append(ALICE, inbox.id, RAW))
+    result(store.rename_mailbox(ALICE, "INBOX", "Old"))  # RFC 3501 §6.3.5
+    assert store.require_mailbox(ALICE, "INBOX").messages == 0
+    assert store.require_mailbox(ALICE, "Old").messages == 1
+
+
+def test_delete_removes_messages(store: Store) -> None:
+    box = result(store.create_mailbox(ALICE, "Gone"))
+    result(store.append(ALICE, box.id, RAW))
+    result(store.delete_mailbox(ALICE, "Gone"))
+    assert store.mailbox(ALICE, "Gone") is None
+    assert store.quota(ALICE).messages == 0
+    with pytest.raises(MailboxNotFound):
+        result(store.delete_mailbox(ALICE, "Gone"))
+
+
+def test_subscribe(store: Store) -> None:
+    result(store.set_subscribed(ALICE, "Junk", False))
+    assert not store.require_mailbox(ALICE, "Junk").subscribed
