@@ -1,0 +1,66 @@
+"""Abuse limits shared by the sessions of one listener section: connection counts and
+token-bucket message rates. Pure logic with an injected clock, so tests need no sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+MAX_TRACKED_KEYS = 100_000  # bounded memory when many addresses come and go
+
+
+class TokenBuckets:
+    """One bucket per key holding up to ``per_minute`` tokens, refilled continuously at
+    ``per_minute`` per 60 seconds; ``per_minute == 0`` means unlimited."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self._state: dict[str, tuple[float, float]] = {}  # key -> (tokens, time)
+
+    def take(self, key: str) -> bool:
+        """Take one token for ``key``; False when its bucket is empty."""
+        if self.capacity == 0:
+            return True
+        now = self.clock()
+        tokens, then = self._state.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - then) * self.rate)
+        if tokens < 1.0:
+            self._state[key] = (tokens, now)
+            return False
+        if len(self._state) >= MAX_TRACKED_KEYS and key not in self._state:
+            self._prune(now)
+        self._state[key] = (tokens - 1.0, now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled completely (they hold no information)."""
+        full = [key for key, (tokens, then) in self._state.items()
+                if tokens + (now - then) * self.rate >= self.capacity]
+        for key in full:
+            del self._state[key]
+        if len(self._state) >= MAX_TRACKED_KEYS:
+            self._state.clear()
+
+
+class ConnectionCounter:
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> bool:
+        if self.total >= self.max_total or self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return False
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_ip.get(ip, 1) - 1
+        if left:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)

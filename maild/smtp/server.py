@@ -1,0 +1,800 @@
+"""maild's SMTP server: inbound MX (RFC 5321) and message submission (RFC 6409, RFC 8314),
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/smtp.md).
+
+Implementation notes — invariants a contributor must keep:
+
+1. Parse, then execute. Every command line goes through
+   :func:`maild.smtp.parser.parse_command`; ``_ALLOWED`` is the one table of which
+   command each session state accepts.
+2. One command at a time. While a command waits on a Deferred (filters, store, auth) no
+   further input is parsed; pipelined commands wait in the buffer and replies go out in
+   order (RFC 2920 §3.1).
+3. STARTTLS throws away everything the client pipelined behind it and everything learnt
+   before it (HELO, transaction) — RFC 3207 §4.2, the CVE-2011-0411 class.
+4. DATA ends only at CRLF "." CRLF (:mod:`maild.smtp.data`); a bare CR/LF never ends a
+   message nor starts a command. When a limit is hit inside DATA or BDAT the session
+   keeps reading and discarding to the end of the message, then answers.
+5. Durability: 250 after DATA/BDAT LAST only after the store's Deferred has fired.
+6. Submission: AUTH is offered and accepted only over TLS; MAIL needs AUTH; the envelope
+   sender and the From: header must belong to the authenticated user.
+7. Never an open relay: a recipient outside the local domains, an address literal or a
+   local part carrying a relay operator (% ! @) is refused unless the client is
+   authenticated on the submission port.
+8. Bounded memory: command lines are capped, the input buffer pauses the transport when
+   it grows, and the transport's own write buffer pauses us (we are its push producer).
+9. A client never sees an exception text: unexpected errors are logged and answered
+   451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import enum
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from maild.auth import SaslError, parse_sasl_plain
+from maild.config import SmtpConfig
+from maild.delivery import complete_submission, new_queue_id
+from maild.filters.chain import Action, Reply, Transaction, Verdict
+from maild.smtp.data import DataReader, Problem, check_content
+from maild.smtp.limits import ConnectionCounter, TokenBuckets
+from maild.smtp.parser import (
+    Auth,
+    Bdat,
+    Command,
+    CommandError,
+    Data,
+    Hello,
+    Help,
+    Mailbox,
+    MailFrom,
+    Noop,
+    Quit,
+    RcptTo,
+    Rset,
+    StartTls,
+    Verb,
+    Vrfy,
+    parse_command,
+)
+from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util.message import header_fields, split_header
+
+log = logging.getLogger(__name__)
+
+# RFC 4954 §4: an AUTH line may be 12288 octets; ordinary commands are 512 (RFC 5321
+# §4.5.3.1.4) but ESMTP parameters extend them, so one cap fits all command lines.
+MAX_COMMAND_LINE = 12288 + 2
+# Pipelined input waiting while a command is busy; beyond it the transport is paused.
+MAX_BUFFERED = 256 * 1024
+
+_PROBLEM_REPLIES: dict[Problem, Reply] = {
+    Problem.TOO_BIG: Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
+    Problem.LINE_TOO_LONG: Reply(550, "5.6.0", "Message has a line longer than 1000 octets"),
+    Problem.BARE_NEWLINE: Reply(550, "5.6.0",
+                                "Message contains a bare CR, bare LF or NUL; lines end with CRLF"),
+}
+_INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"  # no HELO/EHLO yet (or reset by STARTTLS)
+    GREETED = "greeted"
+    MAIL = "mail"  # MAIL FROM accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+
+
+class Mode(enum.Enum):
+    COMMAND = "command"
+    DATA = "data"
+    BDAT = "bdat"
+
+
+_ANY = frozenset(State)
+# RFC 5321 §4.1.4 command order. DATA and BDAT are checked by their handlers too, since
+# DATA in state MAIL is "554 no valid recipients" (RFC 2920 §3.1) and BDAT must consume
+# its chunk whatever the state (RFC 3030 §2).
+_ALLOWED: dict[type, frozenset[State]] = {
+    Hello: _ANY,
+    StartTls: frozenset({State.CONNECTED, State.GREETED}),
+    Auth: frozenset({State.GREETED}),
+    MailFrom: frozenset({State.GREETED}),
+    RcptTo: frozenset({State.MAIL, State.RCPT}),
+    Data: frozenset({State.MAIL, State.RCPT}),
+    Bdat: _ANY,
+    Rset: _ANY,
+    Noop: _ANY,
+    Quit: _ANY,
+    Vrfy: _ANY,
+    Help: _ANY,
+}
+
+
+def _sequence_hint(cmd: Command, state: State) -> str:
+    if state is State.CONNECTED:
+        return "Send EHLO first"
+    if state is State.GREETED:
+        return "Send MAIL FROM first"
+    if isinstance(cmd, MailFrom):
+        return "Nested MAIL command"
+    return "Not permitted during a mail transaction"
+
+
+class _SharedLimits:
+    def __init__(self, config: SmtpConfig, clock: Any) -> None:
+        self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
+        self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
+        self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
+
+
+# One set of limits per (context, listener section): the plain and TLS listeners of a
+# section share them, so 587 and 465 count a user's messages together.
+_LIMITS: dict[tuple[int, bool], _SharedLimits] = {}
+
+
+class SmtpFactory(Factory):
+    noisy = False
+
+    def __init__(self, ctx: Any, submission: bool, implicit_tls: bool) -> None:
+        self.ctx = ctx
+        self.submission = submission
+        self.implicit_tls = implicit_tls
+        self.config: SmtpConfig = ctx.config.submission if submission else ctx.config.smtp
+        key = (id(ctx), submission)
+        if key not in _LIMITS:
+            _LIMITS[key] = _SharedLimits(self.config, ctx.reactor.seconds)
+        self.limits = _LIMITS[key]
+
+    def buildProtocol(self, addr: Any) -> SmtpSession:
+        session = SmtpSession(self)
+        session.factory = self
+        return session
+
+
+@implementer(IPushProducer, IHandshakeListener)
+class SmtpSession(Protocol):
+    def __init__(self, factory: SmtpFactory) -> None:
+        self.factory = factory
+        self.ctx = factory.ctx
+        self.config = factory.config
+        self.hostname: str = self.ctx.config.hostname
+        self.submission = factory.submission
+        self.tls = factory.implicit_tls
+        self.tx = Transaction(client_ip="", client_port=0, submission=self.submission)
+        self.user: User | None = None
+        self._greeted = False
+        self._counted = False
+        self._closed = False
+        self._mode = Mode.COMMAND
+        self._buf = bytearray()
+        self._discarding_line = False
+        self._busy = False
+        self._in_process = False
+        self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
+        self._output_paused = False
+        self._read_paused = False
+        self._timer: Any = None
+        self._bad_commands = 0
+        self._session_notes: dict[str, Any] = {}
+        self._local_rcpts: list[str] = []
+        self._remote_rcpts: list[str] = []
+        self._data: DataReader | None = None
+        self._bdat_chunks: list[bytes] = []
+        self._bdat_size = 0
+        self._bdat_left = 0
+        self._bdat_last = False
+        self._bdat_error: Reply | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.tx.client_ip = getattr(peer, "host", "")
+        self.tx.client_port = getattr(peer, "port", 0)
+        if not self.factory.limits.connections.acquire(self.tx.client_ip):
+            # RFC 5321 §3.1: a server may answer the connection with 421 and close.
+            self._reply(421, "4.7.0", f"{self.hostname} Too many connections, try again later")
+            self._close()
+            return
+        self._counted = True
+        self.transport.registerProducer(self, True)
+        self._touch()
+        self._start(self._connect())
+
+    async def _connect(self) -> None:
+        verdict = await self._run_filters("connect")
+        if verdict.action is not Action.ACCEPT:
+            reply = verdict.reply or Reply(554, "5.7.1", "Connection refused")
+            self._send(f"{reply.code} {self.hostname} {reply.text}")
+            self._close()
+            return
+        self._session_notes = dict(self.tx.notes)
+        self._send(f"220 {self.hostname} ESMTP maild")
+
+    def handshakeCompleted(self) -> None:
+        handle = self.transport.getHandle()
+        self.tx.tls_version = handle.get_protocol_version_name()
+        cipher = handle.get_cipher_name()
+        bits = handle.get_cipher_bits()
+        self.tx.tls_cipher = f"{cipher} ({bits} bits)" if cipher else None
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._counted:
+            self._counted = False
+            self.factory.limits.connections.release(self.tx.client_ip)
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is not None:
+            waiter.cancel()
+        self._buf.clear()
+        self._data = None
+        self._bdat_chunks.clear()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._buf.clear()
+        self.transport.loseConnection()
+
+    # -- IPushProducer: the transport's write buffer is full / drained ----------------------
+
+    def pauseProducing(self) -> None:
+        self._output_paused = True
+        self._update_read_pause()
+
+    def resumeProducing(self) -> None:
+        self._output_paused = False
+        self._update_read_pause()
+        self._process()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+
+    def _update_read_pause(self) -> None:
+        if self._closed:
+            return
+        want = self._output_paused or len(self._buf) > MAX_BUFFERED
+        if want != self._read_paused:
+            self._read_paused = want
+            if want:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # -- timeouts (RFC 5321 §4.5.3.2) --------------------------------------------------------
+
+    def _touch(self) -> None:
+        timeout = (self.config.data_timeout if self._mode is not Mode.COMMAND
+                   else self.config.command_timeout)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(timeout)
+        else:
+            self._timer = self.ctx.reactor.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self._closed:
+            return
+        if self._busy and self._line_waiter is None:
+            self._touch()  # we are the slow one (store, filters), not the client
+            return
+        self._reply(421, "4.4.2", f"{self.hostname} Timeout, closing connection")
+        self._close()
+
+    # -- input -------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._buf += data
+        self._touch()
+        self._process()
+
+    def _process(self) -> None:
+        if self._in_process:
+            return
+        self._in_process = True
+        try:
+            while not self._closed and not self._output_paused:
+                if self._mode is Mode.DATA:
+                    assert self._data is not None
+                    if not self._buf or not self._data.feed(self._buf):
+                        break
+                    reader, self._data = self._data, None
+                    self._mode = Mode.COMMAND
+                    self._start(self._end_of_data(reader.message(), reader.problem))
+                elif self._mode is Mode.BDAT:
+                    if self._bdat_left and not self._buf:
+                        break
+                    self._take_chunk()
+                    if self._bdat_left:
+                        break
+                    self._mode = Mode.COMMAND
+                    self._start(self._end_of_chunk())
+                else:
+                    if self._busy and self._line_waiter is None:
+                        break
+                    line = self._take_line()
+                    if line is None:
+                        break
+                    waiter, self._line_waiter = self._line_waiter, None
+                    if waiter is not None:
+                        waiter.callback(line)
+                    else:
+                        self._start(self._command(*line))
+        finally:
+            self._in_process = False
+        self._update_read_pause()
+
+    def _take_line(self) -> tuple[bytes, str | None] | None:
+        """Next command line as (line without CRLF, problem or None)."""
+        end = self._buf.find(b"\n")
+        if end < 0:
+            if len(self._buf) > MAX_COMMAND_LINE:
+                self._discarding_line = True  # answer once the line ends
+                self._buf.clear()
+            return None
+        line = bytes(self._buf[:end + 1])
+        del self._buf[:end + 1]
+        if self._discarding_line or len(line) > MAX_COMMAND_LINE:
+            self._discarding_line = False
+            return b"", "Line too long"
+        if not line.endswith(b"\r\n"):
+            return b"", "Line must end with CRLF"  # RFC 5321 §2.3.8
+        return line[:-2], None
+
+    def _take_chunk(self) -> None:
+        size = min(self._bdat_left, len(self._buf))
+        if size:
+            chunk = bytes(self._buf[:size])
+            del self._buf[:size]
+            self._bdat_left -= size
+            self._bdat_size += size
+            if self._bdat_error is None:
+                if self._bdat_size > self.config.max_message_size:
+                    self._bdat_error = _PROBLEM_REPLIES[Problem.TOO_BIG]
+                    self._bdat_chunks.clear()
+                else:
+                    self._bdat_chunks.append(chunk)
+
+    # -- running commands --------------------------------------------------------------------
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(work)
+        d.addErrback(self._internal_error)
+        d.addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        if not self._closed:
+            self._touch()
+            self._process()
+
+    def _internal_error(self, failure: Failure) -> None:
+        if self._closed:
+            return
+        log.error("smtp session %s:%s: internal error", self.tx.client_ip, self.tx.client_port,
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+        self._reset_transaction()
+        self._reply(*_reply_args(_INTERNAL_ERROR))
+
+    def _send(self, text: str) -> None:
+        if not self._closed:
+            self.transport.write(text.encode("utf-8") + b"\r\n")
+
+    def _reply(self, code: int, enhanced: str, text: str) -> None:
+        self._send(f"{code} {enhanced} {text}")  # RFC 2034 §4: enhanced code after the code
+
+    def _reply_multi(self, code: int, lines: list[str]) -> None:
+        for line in lines[:-1]:
+            self._send(f"{code}-{line}")
+        self._send(f"{code} {lines[-1]}")
+
+    def _bad(self, code: int, enhanced: str, text: str) -> None:
+        """Answer an erroneous command; too many of them end the session."""
+        self._bad_commands += 1
+        if self._bad_commands >= self.config.max_bad_commands:
+            self._reply(421, "4.7.0", f"{self.hostname} Too many errors, closing connection")
+            self._close()
+            return
+        self._reply(code, enhanced, text)
+
+    def _state(self) -> State:
+        if self.tx.mail_from is None:
+            return State.GREETED if self._greeted else State.CONNECTED
+        return State.RCPT if self.tx.rcpt_to else State.MAIL
+
+    async def _command(self, line: bytes, problem: str | None) -> None:
+        if problem is not None:
+            self._bad(500, "5.5.2", problem)
+            return
+        try:
+            cmd = parse_command(line)
+        except CommandError as exc:
+            self._bad(exc.code, exc.enhanced, exc.text)
+            if line[:5].upper() == b"BDAT ":
+                # The chunk size is unknown, so its octets cannot be skipped: reading them as
+                # commands would be smuggling. Give up on the connection (RFC 3030 §2).
+                self._close()
+            return
+        state = self._state()
+        if state not in _ALLOWED[type(cmd)]:
+            self._bad(503, "5.5.1", _sequence_hint(cmd, state))
+            return
+        await self._dispatch(cmd)
+
+    async def _dispatch(self, cmd: Command) -> None:
+        match cmd:
+            case Hello():
+                await self._hello(cmd)
+            case StartTls():
+                self._starttls()
+            case Auth():
+                await self._auth(cmd)
+            case MailFrom():
+                await self._mail(cmd)
+            case RcptTo():
+                await self._rcpt(cmd)
+            case Data():
+                self._data_command()
+            case Bdat():
+                self._bdat_command(cmd)
+            case Rset():
+                self._reset_transaction()
+                self._reply(250, "2.0.0", "Ok")
+            case Noop():
+                self._reply(250, "2.0.0", "Ok")
+            case Quit():
+                self._reply(221, "2.0.0", f"{self.hostname} Bye")
+                self._close()
+            case Vrfy():
+                # RFC 5321 §3.5.3: do not disclose whether a user exists.
+                self._reply(252, "2.5.2", "Cannot VRFY user, but will accept message")
+            case Help():
+                self._reply(214, "2.0.0", "Commands: " + " ".join(v.value for v in Verb))
+
+    # -- filters -------------------------------------------------------------------------------
+
+    async def _run_filters(self, phase: str, *args: Any) -> Verdict:
+        return await self.ctx.filters.run(phase, self.tx, *args)
+
+    def _refused(self, verdict: Verdict) -> bool:
+        """Answer a REJECT or TEMPFAIL verdict; True when the phase was refused."""
+        if verdict.action is Action.ACCEPT:
+            return False
+        reply = verdict.reply or (Reply(550, "5.7.1", "Rejected by policy")
+                                  if verdict.action is Action.REJECT
+                                  else Reply(451, "4.7.1", "Try again later"))
+        self._reply(*_reply_args(reply))
+        return True
+
+    # -- session commands ----------------------------------------------------------------------
+
+    def _reset_transaction(self) -> None:
+        tx = self.tx
+        tx.mail_from = None
+        tx.mail_params = {}
+        tx.rcpt_to = []
+        tx.raw = None
+        tx.queue_id = ""
+        tx.notes = dict(self._session_notes)
+        self._local_rcpts = []
+        self._remote_rcpts = []
+        self._bdat_chunks = []
+        self._bdat_size = 0
+        self._bdat_error = None
+
+    def _auth_offered(self) -> bool:
+        if not self.submission:
+            return False
+        loopback = self.tx.client_ip in ("127.0.0.1", "::1") or self.tx.client_ip.startswith("127.")
+        return self.tls or (self.config.allow_plaintext_auth_on_loopback and loopback)
+
+    async def _hello(self, cmd: Hello) -> None:
+        self._reset_transaction()  # RFC 5321 §4.1.4: EHLO resets the transaction
+        self.tx.helo = cmd.domain
+        self.tx.esmtp = cmd.verb is Verb.EHLO
+        self._greeted = False
+        verdict = await self._run_filters("helo")
+        if self._refused(verdict):
+            self.tx.helo = None
+            return
+        self._greeted = True
+        self._session_notes = dict(self.tx.notes)
+        if cmd.verb is Verb.HELO:
+            self._reply_multi(250, [self.hostname])
+            return
+        lines = [f"{self.hostname} Hello {cmd.domain} [{self.tx.client_ip}]",
+                 "PIPELINING",  # RFC 2920
+                 f"SIZE {self.config.max_message_size}",  # RFC 1870
+                 "8BITMIME",  # RFC 6152
+                 "ENHANCEDSTATUSCODES",  # RFC 2034
+                 "SMTPUTF8",  # RFC 6531
+                 "CHUNKING"]  # RFC 3030
+        if not self.tls and self.ctx.tls is not None:
+            lines.append("STARTTLS")  # RFC 3207
+        if self._auth_offered():
+            lines.append("AUTH PLAIN LOGIN")  # RFC 4954
+        lines.append("HELP")
+        self._reply_multi(250, lines)
+
+    def _starttls(self) -> None:
+        if self.tls:
+            self._bad(503, "5.5.1", "TLS already active")
+            return
+        if self.ctx.tls is None:
+            self._reply(454, "4.7.0", "TLS not available")
+            return
+        self._reply(220, "2.0.0", "Ready to start TLS")
+        # RFC 3207 §4.2: discard what was pipelined after STARTTLS (CVE-2011-0411) and
+        # everything learnt from the client before TLS.
+        self._buf.clear()
+        self.transport.startTLS(self.ctx.tls)
+        self.tls = True
+        self._greeted = False
+        self.tx.helo = None
+        self.tx.esmtp = False
+        self._reset_transaction()
+
+    async def _challenge(self, prompt: str) -> bytes | None:
+        """RFC 4954 §4: send a 334 challenge, return the client's base64 response, or
+        None when the client cancelled with "*"."""
+        self._send("334 " + base64.b64encode(prompt.encode()).decode())
+        waiter: defer.Deferred[tuple[bytes, str | None]] = defer.Deferred()
+        self._line_waiter = waiter
+        line, problem = await waiter
+        if problem is not None:
+            raise _SaslAbort(Reply(500, "5.5.6", "Authentication exchange line is invalid"))
+        line = line.strip()
+        return None if line == b"*" else line
+
+    async def _auth(self, cmd: Auth) -> None:
+        if not self.submission:
+            self._bad(502, "5.5.1", "AUTH not available on this port")
+            return
+        if not self.tx.esmtp:
+            self._bad(503, "5.5.1", "Send EHLO first")
+            return
+        if self.user is not None:
+            self._bad(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
+            return
+        if not self._auth_offered():
+            self._bad(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            return
+        try:
+            credentials = await self._sasl(cmd)
+        except _SaslAbort as abort:
+            self._bad(*_reply_args(abort.reply))
+            return
+        if credentials is None:
+            self._reply(501, "5.0.0", "Authentication cancelled")
+            return
+        username, password = credentials
+        user = await self.ctx.auth.authenticate(username, password, self.tx.client_ip)
+        if user is None:
+            log.info("smtp auth failed for %r from %s", username, self.tx.client_ip)
+            self._bad(535, "5.7.8", "Authentication credentials invalid")
+            return
+        self.user = user
+        self.tx.authenticated_user = user.address
+        self._reply(235, "2.7.0", "Authentication successful")
+
+    async def _sasl(self, cmd: Auth) -> tuple[str, str] | None:
+        # RFC 4954 §4: "=" is an empty initial response.
+        initial = None if cmd.initial_response is None else (
+            b"" if cmd.initial_response == "=" else cmd.initial_response.encode())
+        if cmd.mechanism == "PLAIN":  # RFC 4616
+            response = initial if initial is not None else await self._challenge("")
+            if response is None:
+                return None
+            try:
+                authzid, authcid, password = parse_sasl_plain(response)
+            except SaslError:
+                raise _SaslAbort(Reply(501, "5.5.2", "Malformed PLAIN response")) from None
+            if authzid and authzid.lower() != authcid.lower():
+                raise _SaslAbort(Reply(535, "5.7.8", "Authentication credentials invalid"))
+            return authcid, password
+        if cmd.mechanism == "LOGIN":  # draft-murchison-sasl-login
+            username = initial if initial is not None else await self._challenge("Username:")
+            if username is None:
+                return None
+            password = await self._challenge("Password:")
+            if password is None:
+                return None
+            try:
+                return _b64(username).decode("utf-8"), _b64(password).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _SaslAbort(Reply(501, "5.5.2", "Credentials are not UTF-8")) from None
+        raise _SaslAbort(Reply(504, "5.5.4", "Unrecognized authentication type"))
+
+    # -- the mail transaction ------------------------------------------------------------------
+
+    async def _mail(self, cmd: MailFrom) -> None:
+        if self.submission and self.user is None:
+            if not self.tls and not self._auth_offered():
+                self._reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 §4
+            else:
+                self._reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+            return
+        if cmd.params and not self.tx.esmtp:
+            self._bad(555, "5.5.4", "Parameters need EHLO")
+            return
+        if cmd.size is not None and cmd.size > self.config.max_message_size:
+            self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+            return
+        if self.user is not None:
+            owned = {a.lower() for a in self.ctx.store.addresses_of(self.user.address)}
+            if cmd.sender is None or cmd.sender.address.lower() not in owned:
+                self._reply(553, "5.7.1", "Sender address not owned by the authenticated user")
+                return
+        limits = self.factory.limits
+        if not limits.per_ip.take(self.tx.client_ip) or (
+                self.user is not None and not limits.per_user.take(self.user.address)):
+            self._reply(451, "4.7.1", "Message rate limit exceeded, try again later")
+            return
+        self.tx.mail_from = cmd.address
+        self.tx.mail_params = dict(cmd.params)
+        self.tx.queue_id = new_queue_id()
+        verdict = await self._run_filters("mail_from")
+        if self._refused(verdict):
+            self._reset_transaction()
+            return
+        self._reply(250, "2.1.0", "Ok")
+
+    def _postmaster(self) -> Mailbox:
+        """RFC 5321 §4.5.1: <Postmaster> without a domain."""
+        domains = [self.hostname.lower()] + [d.name for d in self.ctx.store.domains()]
+        for domain in domains:
+            if self.ctx.store.resolve_recipient(f"postmaster@{domain}"):
+                return Mailbox("postmaster", domain)
+        return Mailbox("postmaster", domains[-1])
+
+    async def _rcpt(self, cmd: RcptTo) -> None:
+        mailbox = cmd.recipient if cmd.recipient is not None else self._postmaster()
+        if not mailbox.is_ascii and "SMTPUTF8" not in self.tx.mail_params:
+            self._reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")  # RFC 6531 §3.5
+            return
+        if len(self.tx.rcpt_to) >= self.config.max_recipients:
+            self._reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
+            return
+        address = mailbox.address
+        users = None if mailbox.is_literal else self.ctx.store.resolve_recipient(address)
+        trusted = self.user is not None
+        if users is None or (mailbox.has_routing and not trusted):
+            if not trusted:
+                log.info("relay denied: %s -> %r", self.tx.client_ip, address)
+                self._bad(554, "5.7.1", "Relay access denied")
+                return
+            local = False
+        elif not users or mailbox.has_routing:
+            self._reply(550, "5.1.1", "No such user here")
+            return
+        else:
+            local = True
+            if self._over_quota(users):
+                self._reply(552, "5.2.2", "Mailbox full")
+                return
+        verdict = await self._run_filters("rcpt_to", address)
+        if self._refused(verdict):
+            return
+        self.tx.rcpt_to.append(address)
+        (self._local_rcpts if local else self._remote_rcpts).append(address)
+        self._reply(250, "2.1.5", "Ok")
+
+    def _over_quota(self, users: list[str]) -> bool:
+        declared = int(self.tx.mail_params.get("SIZE") or 0)
+        for user in users:
+            quota = self.ctx.store.quota(user)
+            if quota.limit_bytes and quota.used_bytes + declared >= quota.limit_bytes:
+                return True
+        return False
+
+    def _data_command(self) -> None:
+        if not self.tx.rcpt_to:
+            self._reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3.1
+            return
+        if self._bdat_size or self._bdat_chunks:
+            self._bad(503, "5.5.1", "DATA after BDAT")  # RFC 3030 §2
+            return
+        self._data = DataReader(self.config.max_message_size, self.config.max_line_length)
+        self._mode = Mode.DATA
+        self._reply(354, "2.0.0", "End data with <CR><LF>.<CR><LF>")
+
+    def _bdat_command(self, cmd: Bdat) -> None:
+        """RFC 3030 §2: the chunk is read whatever happens; the answer comes after it."""
+        if self._bdat_error is None:
+            if self.tx.mail_from is None:
+                self._bdat_error = Reply(503, "5.5.1", "Send MAIL FROM first")
+            elif not self.tx.rcpt_to:
+                self._bdat_error = Reply(554, "5.5.1", "No valid recipients")
+        self._bdat_left = cmd.size
+        self._bdat_last = cmd.last
+        self._mode = Mode.BDAT
+
+    async def _end_of_chunk(self) -> None:
+        if self._bdat_error is not None:
+            error = self._bdat_error
+            if self._bdat_last:
+                self._reset_transaction()
+            self._reply(*_reply_args(error))
+            return
+        if not self._bdat_last:
+            self._reply(250, "2.0.0", f"{self._bdat_size} octets received")
+            return
+        body = b"".join(self._bdat_chunks)
+        self._bdat_chunks = []
+        await self._end_of_data(body, check_content(body, self.config.max_line_length))
+
+    async def _end_of_data(self, body: bytes, problem: Problem | None) -> None:
+        try:
+            if problem is not None:
+                self._reply(*_reply_args(_PROBLEM_REPLIES[problem]))
+                return
+            await self._accept_message(body)
+        finally:
+            self._reset_transaction()
+
+    async def _accept_message(self, body: bytes) -> None:
+        if self.user is not None:
+            if not self._from_header_owned(body):
+                self._reply(553, "5.7.1", "From: header address not owned by the authenticated user")
+                return
+            body = complete_submission(body, self.hostname)
+        self.tx.raw = body
+        verdict = await self._run_filters("data")
+        if self._refused(verdict):
+            return
+        delivery = self.ctx.delivery
+        message = delivery.stamp(self.tx, body, verdict.add_headers)
+        try:
+            if self.user is not None:
+                await delivery.submit(self.tx, message, self._local_rcpts, self._remote_rcpts,
+                                      self.user)
+            else:
+                await delivery.deliver(self.tx, message, self._local_rcpts, verdict.folder)
+        except QuotaExceeded:
+            self._reply(552, "5.2.2", "Mailbox full")
+            return
+        except StoreFull:
+            log.error("store full: refusing message %s", self.tx.queue_id)
+            self._reply(452, "4.3.1", "Insufficient system storage")
+            return
+        log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
+                 len(self.tx.rcpt_to), len(message))
+        self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
+
+    def _from_header_owned(self, body: bytes) -> bool:
+        """RFC 6409 §8.1-style sender check: every From: address is the user's."""
+        assert self.user is not None
+        owned = {a.lower() for a in self.ctx.store.addresses_of(self.user.address)}
+        values = [v for n, v in header_fields(split_header(body)[0]) if n.lower() == "from"]
+        addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
+        return len(values) == 1 and bool(addresses) and all(a.lower() in owned for a in addresses)
+
+
+class _SaslAbort(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(data.strip(), validate=True)
+    except binascii.Error:
+        raise _SaslAbort(Reply(501, "5.5.2", "Cannot decode base64 response")) from None
+
+
+def _reply_args(reply: Reply) -> tuple[int, str, str]:
+    return reply.code, reply.enhanced, reply.text
