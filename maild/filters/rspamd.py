@@ -1,0 +1,158 @@
+"""Spam scoring with rspamd over its HTTP protocol, on Twisted's non-blocking web client.
+
+- Scanning: ``POST /checkv2`` to the normal worker with the message as body and the SMTP
+  envelope as request headers (rspamd.com/doc/developers/protocol.html): ``IP``,
+  ``Helo``, ``From``, one ``Rcpt`` per recipient, ``User`` for an authenticated sender,
+  ``TLS-Version``/``TLS-Cipher``. Mail authentication's results travel as an
+  ``Authentication-Results`` header prepended to the copy rspamd sees. The JSON answer's
+  ``action`` is mapped by :class:`maild.filters.spam.SpamPolicy`.
+- Learning: ``POST /learnspam`` and ``/learnham`` to the controller worker (see
+  maild.filters.training); the controller trusts loopback (``secure_ip``), otherwise a
+  ``Password`` header is sent.
+- Every request is bounded by ``timeout``. When rspamd cannot be asked, the filter does
+  what ``[filters] rspamd_on_error`` says: the built-in fallback scorer, 451, or accept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from io import BytesIO
+from typing import Any
+
+from twisted.internet import defer
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from maild.filters.chain import Filter, Transaction, Verdict
+from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
+
+log = logging.getLogger(__name__)
+
+
+class RspamdError(Exception):
+    """rspamd could not be reached, timed out, or answered with an error."""
+
+
+def envelope_headers(tx: Transaction) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {"IP": [tx.client_ip]}
+    if tx.helo:
+        headers["Helo"] = [tx.helo]
+    if tx.mail_from is not None:
+        headers["From"] = [tx.mail_from or "<>"]
+    if tx.rcpt_to:
+        headers["Rcpt"] = list(tx.rcpt_to)
+    if tx.authenticated_user:
+        headers["User"] = [tx.authenticated_user]
+    if tx.tls_version:
+        headers["TLS-Version"] = [tx.tls_version]
+    if tx.tls_cipher:
+        headers["TLS-Cipher"] = [tx.tls_cipher]
+    return headers
+
+
+def parse_check(body: bytes) -> SpamScore:
+    """A /checkv2 JSON answer as a SpamScore."""
+    try:
+        answer = json.loads(body)
+        action_name = str(answer["action"])
+        score = float(answer.get("score", 0.0))
+        required = float(answer.get("required_score", 0.0))
+        symbols = tuple(sorted(answer.get("symbols") or {}))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RspamdError(f"unexpected answer from rspamd: {body[:200]!r}") from exc
+    action = RSPAMD_ACTIONS.get(action_name)
+    if action is None:
+        log.warning("rspamd: unknown action %r, treated as no action", action_name)
+        action = SpamAction.NONE
+    return SpamScore(action, score, required, "rspamd", symbols)
+
+
+class RspamdClient:
+    def __init__(self, reactor: Any, url: str, controller_url: str = "",
+                 timeout: float = 15.0, password: str = "") -> None:
+        self.reactor = reactor
+        self.url = url.rstrip("/")
+        self.controller_url = controller_url.rstrip("/")
+        self.timeout = timeout
+        self.password = password
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 8
+        pool.cachedConnectionTimeout = 60
+        self.agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+
+    def _post(self, url: str, body: bytes,
+              headers: dict[str, list[str]]) -> defer.Deferred[tuple[int, bytes]]:
+        """(HTTP status, body) of one POST, within ``timeout``; RspamdError otherwise."""
+        request_headers = Headers({k.encode(): [v.encode("utf-8", "replace") for v in values]
+                                   for k, values in headers.items()})
+
+        @defer.inlineCallbacks
+        def exchange():  # type: ignore[no-untyped-def]
+            response = yield self.agent.request(
+                b"POST", url.encode(), request_headers, FileBodyProducer(BytesIO(body)))
+            content = yield readBody(response)
+            return response.code, content
+
+        def failed(failure: Any) -> None:
+            if failure.check(defer.TimeoutError, defer.CancelledError):
+                raise RspamdError(f"{url}: no answer within {self.timeout}s")
+            raise RspamdError(f"{url}: {failure.getErrorMessage()}")
+
+        d = exchange()
+        d.addTimeout(self.timeout, self.reactor)
+        d.addErrback(failed)
+        return d
+
+    @defer.inlineCallbacks
+    def check(self, raw: bytes, tx: Transaction):  # type: ignore[no-untyped-def]
+        """The SpamScore of one message."""
+        auth_results = tx.notes.get("auth_results")
+        if isinstance(auth_results, str) and auth_results:
+            raw = b"Authentication-Results: " + auth_results.encode("utf-8", "replace") + b"\r\n" + raw
+        url = self.url + "/checkv2"
+        code, content = yield self._post(url, raw, envelope_headers(tx))
+        if code != 200:
+            raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
+        return parse_check(content)
+
+    @defer.inlineCallbacks
+    def learn(self, raw: bytes, spam: bool):  # type: ignore[no-untyped-def]
+        """Teach the Bayes classifier; False when rspamd had already learned the message."""
+        if not self.controller_url:
+            raise RspamdError("no rspamd_controller_url configured")
+        headers = {"Password": [self.password]} if self.password else {}
+        url = self.controller_url + ("/learnspam" if spam else "/learnham")
+        code, content = yield self._post(url, raw, headers)
+        if code == 200:
+            return True
+        if code == 208:  # "<message-id> has been already learned as spam, ignore it"
+            return False
+        raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
+
+
+class RspamdFilter(Filter):
+    """Score with rspamd; when rspamd fails, use ``fallback`` or tempfail or accept."""
+
+    name = "rspamd"
+
+    def __init__(self, client: RspamdClient, policy: SpamPolicy, on_error: str = "fallback",
+                 fallback: Filter | None = None) -> None:
+        self.client = client
+        self.policy = policy
+        self.on_error = on_error
+        self.fallback = fallback
+
+    @defer.inlineCallbacks
+    def on_data(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        try:
+            score = yield self.client.check(tx.raw or b"", tx)
+        except RspamdError as exc:
+            log.warning("rspamd: %s (on error: %s)", exc, self.on_error)
+            if self.on_error == "fallback" and self.fallback is not None:
+                result = yield defer.maybeDeferred(self.fallback.on_data, tx)
+                return result
+            if self.on_error == "tempfail":
+                return Verdict.tempfail(451, "4.7.1", "Spam scanner unavailable, try again later")
+            return Verdict(add_headers=[("X-Spam-Status", "Unknown, scanner unavailable")])
+        return self.policy.verdict(tx, score)

@@ -1,0 +1,144 @@
+"""The one place where a spam score becomes an SMTP answer or a folder.
+
+Both scorers (rspamd, and the built-in fallback) produce a :class:`SpamScore`;
+:class:`SpamPolicy` maps it (docs/filters.md, "Action mapping"):
+
+    reject                        -> 550 5.7.1, nothing stored
+    soft reject, greylist         -> 451 4.7.1 (the sender retries)
+    add header, rewrite subject   -> delivered to "Junk" with X-Spam-* headers
+    no action                     -> delivered to INBOX
+
+Per-user allow-list: when a local recipient has sent mail to the envelope sender before,
+the message is never refused for spam - a reject is filed to Junk and a soft reject or
+greylist is delivered as usual. A sender whose SPF or DMARC check failed gets no
+allow-listing, since anyone can put a friend's address in MAIL FROM.
+
+On the submission port (an authenticated user sending) only reject applies: outgoing mail
+is not filed anywhere, and a compromised account should not relay spam.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from maild.filters.chain import Transaction, Verdict
+
+log = logging.getLogger(__name__)
+
+JUNK_FOLDER = "Junk"
+
+
+class SpamAction(enum.Enum):
+    NONE = "no action"
+    JUNK = "junk"
+    TEMPFAIL = "tempfail"
+    REJECT = "reject"
+
+
+# rspamd's action names (rspamd.com/doc/configuration/metrics.html) -> ours.
+RSPAMD_ACTIONS: dict[str, SpamAction] = {
+    "reject": SpamAction.REJECT,
+    "soft reject": SpamAction.TEMPFAIL,
+    "greylist": SpamAction.TEMPFAIL,
+    "add header": SpamAction.JUNK,
+    "rewrite subject": SpamAction.JUNK,
+    "no action": SpamAction.NONE,
+}
+
+
+@dataclass(frozen=True)
+class SpamScore:
+    action: SpamAction
+    score: float
+    required: float  # the score at which the scorer rejects
+    scorer: str  # "rspamd" or "fallback"
+    symbols: tuple[str, ...] = field(default=())
+
+
+class SenderAllowList(Protocol):
+    """Which senders a local user corresponds with (see maild.filters.contacts)."""
+
+    def knows(self, user: str, sender: str) -> bool: ...
+
+
+class RecipientResolver(Protocol):
+    """The slice of the store the policy needs: local users behind a recipient address."""
+
+    def resolve_recipient(self, address: str) -> list[str] | None: ...
+
+
+_AR_RESULT = re.compile(r"(?:^|;)\s*([A-Za-z0-9_-]+)\s*=\s*([A-Za-z]+)")
+
+
+def auth_methods(notes: Mapping[str, object]) -> dict[str, str]:
+    """The results of ``notes["auth_results"]`` per method (``spf``, ``dkim``, ``dmarc``),
+    lower-case; for a method reported several times (one dkim per signature) a pass wins.
+
+    ``auth_results`` is the RFC 8601 Authentication-Results value written by mail
+    authentication (``authserv-id; spf=pass smtp.mailfrom=...; dkim=fail ...``)."""
+    value = notes.get("auth_results")
+    if not isinstance(value, str):
+        return {}
+    _authserv_id, _, results = value.partition(";")
+    methods: dict[str, str] = {}
+    for method, result in _AR_RESULT.findall(";" + results):
+        method, result = method.lower(), result.lower()
+        if methods.get(method) != "pass":
+            methods[method] = result
+    return methods
+
+
+def _status(score: SpamScore, spam: bool) -> str:
+    text = f"{'Yes' if spam else 'No'}, score={score.score:.2f} required={score.required:.2f}"
+    text += f" scorer={score.scorer}"
+    if score.symbols:
+        text += " tests=" + ",".join(score.symbols[:40])
+    return text
+
+
+class SpamPolicy:
+    def __init__(self, recipients: RecipientResolver | None = None,
+                 allow_list: SenderAllowList | None = None) -> None:
+        self.recipients = recipients
+        self.allow_list = allow_list
+
+    def allow_listed(self, tx: Transaction) -> bool:
+        sender = (tx.mail_from or "").lower()
+        if not sender or self.allow_list is None or self.recipients is None:
+            return False
+        methods = auth_methods(tx.notes)
+        if methods.get("spf") == "fail" or methods.get("dmarc") == "fail":
+            return False
+        for rcpt in tx.rcpt_to:
+            for user in self.recipients.resolve_recipient(rcpt) or []:
+                if self.allow_list.knows(user, sender):
+                    return True
+        return False
+
+    def verdict(self, tx: Transaction, score: SpamScore) -> Verdict:
+        tx.notes["spam"] = score
+        action = score.action
+        if tx.authenticated_user is not None:
+            if action is SpamAction.REJECT:
+                log.info("spam: refused submission from %s: score %.2f",
+                         tx.authenticated_user, score.score)
+                return Verdict.reject(550, "5.7.1", "Message refused as spam")
+            return Verdict()
+        if action in (SpamAction.REJECT, SpamAction.TEMPFAIL) and self.allow_listed(tx):
+            log.info("spam: sender %s is allow-listed, %s downgraded", tx.mail_from, action.value)
+            action = SpamAction.JUNK if action is SpamAction.REJECT else SpamAction.NONE
+        if action is SpamAction.REJECT:
+            return Verdict.reject(550, "5.7.1", "Message refused as spam")
+        if action is SpamAction.TEMPFAIL:
+            return Verdict.tempfail(451, "4.7.1", "Try again later")
+        spam = action is SpamAction.JUNK
+        headers = [("X-Spam-Status", _status(score, spam))]
+        if spam:
+            headers.insert(0, ("X-Spam-Flag", "YES"))
+            return Verdict(add_headers=headers, folder=JUNK_FOLDER)
+        return Verdict(add_headers=headers)

@@ -1,0 +1,68 @@
+"""Fixtures of the content-filter tests: a real reactor in a background thread (the filters
+are Twisted code), a real store, and Transactions as the SMTP server builds them.
+
+The real engines (``clamd``, ``rspamd``) and the DNS server come from tests/fixtures,
+registered by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import threads
+
+from maild.config import StoreConfig
+from maild.filters.chain import Transaction
+from maild.store import Store
+
+
+class ReactorThread:
+    """The global reactor, running in a daemon thread for the whole session."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        if not reactor.running:
+            started = threading.Event()
+            reactor.callWhenRunning(started.set)
+            threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+                             daemon=True, name="reactor").start()
+            if not started.wait(10):
+                raise RuntimeError("the reactor did not start")
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the reactor thread; wait for it (and for its Deferred) and return
+        the result or raise its exception."""
+        return threads.blockingCallFromThread(self.reactor, fn, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def reactor_thread() -> ReactorThread:
+    return ReactorThread()
+
+
+@pytest.fixture
+def store(tmp_path: Path, reactor_thread: ReactorThread) -> Iterator[Store]:
+    """A real store with example.test, alice@ and bob@, whose Deferreds fire on the reactor."""
+    config = StoreConfig(shards=1, map_size_mb=256, directory_map_size_mb=64)
+    opened = Store(tmp_path / "data", config, reactor_thread.reactor)
+    opened.domain_add("example.test")
+    for user in ("alice@example.test", "bob@example.test"):
+        opened.user_add(user, "not-a-password-hash")
+    yield opened
+    opened.close()
+
+
+def make_tx(raw: bytes, *, mail_from: str = "sender@remote.test",
+            rcpt_to: tuple[str, ...] = ("alice@example.test",), client_ip: str = "192.0.2.10",
+            authenticated_user: str | None = None, **notes: Any) -> Transaction:
+    """A Transaction at end of DATA, as the SMTP server hands it to the chain."""
+    return Transaction(client_ip=client_ip, client_port=40000,
+                       submission=authenticated_user is not None, helo="mail.remote.test",
+                       authenticated_user=authenticated_user, mail_from=mail_from,
+                       rcpt_to=list(rcpt_to), raw=raw, notes=dict(notes))
