@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from maild.dns import Resolver, TempError
 from maild.mailauth import message
 from maild.mailauth.results import ArcResult, DkimResult
+
+log = logging.getLogger("maild.mailauth")
 
 RSA_BITS = 2048
 ACTIVE, PENDING, RETIRED = "active", "pending", "retired"
@@ -94,8 +97,11 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
     signatures = [f for f in fields if message.field_name(f) == "dkim-signature"]
     if not signatures:
         return []
-    verifier = dkim.DKIM(raw, minkey=1024, timeout=resolver.timeout)
-    results = []
+    results: list[DkimResult] = []
+    try:
+        verifier = dkim.DKIM(raw, minkey=1024, timeout=resolver.timeout)
+    except dkim.DKIMException as exc:
+        return [DkimResult("permerror", "", "", "", reason=str(exc)) for _ in signatures]
     for idx, field in enumerate(signatures):
         tags = _signature_tags(field)
         domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
@@ -116,6 +122,10 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
             continue
         except dkim.DKIMException as exc:
             results.append(result("permerror", reason=str(exc)))
+            continue
+        except Exception:  # dkimpy on input it does not expect: never the whole message
+            log.exception("dkimpy failed on signature %d", idx)
+            results.append(result("permerror", reason="signature could not be processed"))
             continue
         if ok:
             if algorithm == "rsa-sha1":
