@@ -8,7 +8,7 @@ CONFIG := etc/maild.toml
 DEV_CERT := var/tls/cert.pem
 DEV_KEY := var/tls/key.pem
 # Debian packages the test suite drives as real peers and engines.
-TEST_DEBS := clamav-daemon rspamd swaks isync fetchmail getmail6 postfix openssl
+TEST_DEBS := clamav-daemon rspamd swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl
 
 .PHONY: run test venv deps-debian bench bench-compare lint clean
 

@@ -1,0 +1,173 @@
+"""SMTP test helpers: a raw-socket transcript client, a module-scoped daemon, store reads.
+
+Most modules share one daemon per module (``server``) to keep the area fast; a module sets
+``MAILD_OVERRIDES = {...}`` for its own configuration. Tests that kill or restart the
+daemon use the function-scoped ``maild_factory`` from tests/conftest.py instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maild.store import Store
+from tests.conftest import MaildServer
+
+
+class Reply:
+    def __init__(self, code: int, lines: list[str]) -> None:
+        self.code = code
+        self.lines = lines
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def __repr__(self) -> str:
+        return f"Reply({self.code}, {self.lines!r})"
+
+
+class Transcript:
+    """A line-level SMTP client on a real socket: send exactly the bytes a test wants,
+    read replies one by one, and keep the whole dialogue for failure messages."""
+
+    def __init__(self, host: str, port: int, *, implicit_tls: bool = False,
+                 cafile: Path | None = None, timeout: float = 10.0) -> None:
+        self.host = host
+        self.cafile = cafile
+        self.log: list[str] = []
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock: socket.socket = self._wrap(raw) if implicit_tls else raw
+        self._buf = b""
+
+    def _wrap(self, raw: socket.socket) -> ssl.SSLSocket:
+        context = ssl.create_default_context(cafile=str(self.cafile))
+        return context.wrap_socket(raw, server_hostname="localhost")
+
+    def send(self, data: bytes) -> None:
+        self.log.append(f"C: {data[:200]!r}")
+        self.sock.sendall(data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed; transcript:\n{self.dump()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        self.log.append(f"S: {line!r}")
+        return line
+
+    def reply(self) -> Reply:
+        lines = []
+        while True:
+            line = self._line()
+            lines.append(line[4:].decode())
+            if line[3:4] != b"-":
+                return Reply(int(line[:3]), lines)
+
+    def cmd(self, line: str | bytes, expect: int | None = None) -> Reply:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        reply = self.reply()
+        if expect is not None:
+            assert reply.code == expect, f"{line!r} -> {reply}; transcript:\n{self.dump()}"
+        return reply
+
+    def greeting(self) -> Reply:
+        reply = self.reply()
+        assert reply.code == 220, reply
+        return reply
+
+    def starttls(self) -> None:
+        self.cmd("STARTTLS", 220)
+        assert not self._buf
+        self.sock = self._wrap(self.sock)
+
+    def message(self, sender: str, rcpts: list[str], body: bytes) -> Reply:
+        """MAIL, RCPT..., DATA with dot-stuffing; return the reply to the final dot."""
+        self.cmd(f"MAIL FROM:<{sender}>", 250)
+        for rcpt in rcpts:
+            self.cmd(f"RCPT TO:<{rcpt}>", 250)
+        self.cmd("DATA", 354)
+        stuffed = b"\r\n".join(b"." + line if line.startswith(b".") else line
+                               for line in body.split(b"\r\n"))
+        self.send(stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True once the server has closed the connection (reads EOF)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self._buf += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+
+    def dump(self) -> str:
+        return "\n".join(self.log[-60:])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def messages(server: MaildServer, user: str, mailbox: str = "INBOX") -> list[bytes]:
+    """Every message in ``user``'s ``mailbox``, read through the store in this process
+    (LMDB allows readers beside the daemon)."""
+    store = Store(server.data_dir, server.config.store)
+    try:
+        box = store.mailbox(user, mailbox)
+        assert box is not None, f"{user} has no {mailbox}"
+        return [store.read(user, box.id, uid) for uid in store.uids(user, box.id)]
+    finally:
+        store.close()
+
+
+def queue_entries(server: MaildServer) -> list[dict[str, Any]]:
+    store = Store(server.data_dir, server.config.store)
+    try:
+        return store.queue_entries()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           tls_files: tuple[Path, Path, Path], password_hashes: dict[str, str]) -> Iterator[MaildServer]:
+    overrides = getattr(request.module, "MAILD_OVERRIDES", {})
+    root = tmp_path_factory.mktemp("smtp")
+    srv = MaildServer(root, tls_files, password_hashes, overrides)
+    yield srv
+    code = srv.stop()
+    result = srv.fsck()
+    assert code in (0, -signal.SIGKILL), srv.log()[-4000:]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def mx(server: MaildServer) -> Iterator[Transcript]:
+    """An EHLO'd session on the MX port."""
+    t = Transcript(server.host, server.ports["smtp"], cafile=server.cafile)
+    t.greeting()
+    t.cmd("EHLO client.example", 250)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def submission(server: MaildServer) -> Iterator[Transcript]:
+    """A session on 587 after STARTTLS and EHLO, not yet authenticated."""
+    t = Transcript(server.host, server.ports["submission"], cafile=server.cafile)
+    t.greeting()
+    t.cmd("EHLO client.example", 250)
+    t.starttls()
+    t.cmd("EHLO client.example", 250)
+    yield t
+    t.close()
