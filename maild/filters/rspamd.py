@@ -20,9 +20,12 @@ import logging
 from io import BytesIO
 from typing import Any
 
-from twisted.internet import defer
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from maild.filters.chain import Filter, Transaction, Verdict
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
@@ -30,8 +33,43 @@ from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
 log = logging.getLogger(__name__)
 
 
+MAX_ANSWER = 1024 * 1024  # a /checkv2 answer is a few KiB of JSON
+
+
 class RspamdError(Exception):
     """rspamd could not be reached, timed out, or answered with an error."""
+
+
+class _BodyCollector(protocol.Protocol):
+    """A response body, at most MAX_ANSWER octets (twisted's readBody has no limit)."""
+
+    def __init__(self, done: defer.Deferred[bytes]) -> None:
+        self.done = done
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        self.size += len(data)
+        if self.size > MAX_ANSWER:
+            if not self.done.called:
+                self.done.errback(RspamdError("answer too large"))
+            self.transport.stopProducing()
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def read_body(response: IResponse) -> defer.Deferred[bytes]:
+    done: defer.Deferred[bytes] = defer.Deferred()
+    response.deliverBody(_BodyCollector(done))
+    return done
 
 
 def envelope_headers(tx: Transaction) -> dict[str, list[str]]:
@@ -91,7 +129,7 @@ class RspamdClient:
         def exchange():  # type: ignore[no-untyped-def]
             response = yield self.agent.request(
                 b"POST", url.encode(), request_headers, FileBodyProducer(BytesIO(body)))
-            content = yield readBody(response)
+            content = yield read_body(response)
             return response.code, content
 
         def failed(failure: Any) -> None:

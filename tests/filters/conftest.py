@@ -7,6 +7,7 @@ registered by tests/conftest.py.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,3 +67,30 @@ def make_tx(raw: bytes, *, mail_from: str = "sender@remote.test",
                        submission=authenticated_user is not None, helo="mail.remote.test",
                        authenticated_user=authenticated_user, mail_from=mail_from,
                        rcpt_to=list(rcpt_to), raw=raw, notes=dict(notes))
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()

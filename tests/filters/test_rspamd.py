@@ -1,0 +1,104 @@
+"""rspamd through a real rspamd: /checkv2 actions mapped to SMTP answers and folders, and
+what happens when rspamd cannot be asked."""
+
+from __future__ import annotations
+
+import pytest
+
+from maild.filters.chain import Action
+from maild.filters.fallback import FallbackSpamFilter
+from maild.filters.rspamd import RspamdClient, RspamdFilter, envelope_headers
+from maild.filters.spam import SpamAction, SpamPolicy
+from tests.filters.conftest import ReactorThread, make_tx
+from tests.filters.messages import message
+from tests.fixtures.clamd import free_port
+from tests.fixtures.rspamd import GTUBE
+
+DMARC_FAIL = "mx.example.test; spf=fail smtp.mailfrom=remote.test; dmarc=fail header.from=remote.test"
+
+
+def rspamd_filter(reactor_thread: ReactorThread, url: str, on_error: str = "fallback",
+                  timeout: float = 5.0) -> RspamdFilter:
+    policy = SpamPolicy()
+    fallback = FallbackSpamFilter(policy, None, [], 4.0, junk_score=5.0, reject_score=15.0)
+    client = RspamdClient(reactor_thread.reactor, url, timeout=timeout)
+    return RspamdFilter(client, policy, on_error, fallback)
+
+
+def test_gtube_is_rejected(reactor_thread, rspamd):
+    tx = make_tx(message(GTUBE["reject"] + "\n"))
+    verdict = reactor_thread.call(rspamd_filter(reactor_thread, rspamd.url).on_data, tx)
+    assert verdict.action is Action.REJECT
+    assert (verdict.reply.code, verdict.reply.enhanced) == (550, "5.7.1")
+    assert tx.notes["spam"].action is SpamAction.REJECT
+    assert tx.notes["spam"].symbols == ("GTUBE",)
+
+
+@pytest.mark.parametrize("action", ["add header", "rewrite subject"])
+def test_spam_action_files_into_junk_with_headers(reactor_thread, rspamd, action):
+    tx = make_tx(message(GTUBE[action] + "\n"))
+    verdict = reactor_thread.call(rspamd_filter(reactor_thread, rspamd.url).on_data, tx)
+    assert verdict.action is Action.ACCEPT
+    assert verdict.folder == "Junk"
+    headers = dict(verdict.add_headers)
+    assert headers["X-Spam-Flag"] == "YES"
+    assert headers["X-Spam-Status"].startswith("Yes, score=")
+    assert "scorer=rspamd" in headers["X-Spam-Status"]
+
+
+def test_clean_message_goes_to_inbox(reactor_thread, rspamd):
+    tx = make_tx(message())
+    verdict = reactor_thread.call(rspamd_filter(reactor_thread, rspamd.url).on_data, tx)
+    assert verdict.action is Action.ACCEPT
+    assert verdict.folder is None
+    assert dict(verdict.add_headers)["X-Spam-Status"].startswith("No, score=")
+    assert tx.notes["spam"].action is SpamAction.NONE
+
+
+def test_envelope_and_auth_results_are_passed(reactor_thread, rspamd):
+    """The fixture's MAILD_TEST_* symbols fire on what rspamd was told: HELO, client IP,
+    authenticated user, and the Authentication-Results of mail authentication."""
+    tx = make_tx(message(), auth_results=DMARC_FAIL, authenticated_user="alice@example.test")
+    score = reactor_thread.call(RspamdClient(reactor_thread.reactor, rspamd.url).check,
+                                tx.raw, tx)
+    assert {"MAILD_TEST_HELO", "MAILD_TEST_IP", "MAILD_TEST_USER",
+            "MAILD_TEST_AR", "FROM_EQ_ENVFROM"} <= set(score.symbols)
+    assert envelope_headers(tx)["Rcpt"] == ["alice@example.test"]
+
+
+def test_submission_is_only_ever_rejected(reactor_thread, rspamd):
+    flt = rspamd_filter(reactor_thread, rspamd.url)
+    junk = make_tx(message(GTUBE["add header"] + "\n"), authenticated_user="alice@example.test")
+    verdict = reactor_thread.call(flt.on_data, junk)
+    assert verdict.action is Action.ACCEPT and verdict.folder is None
+    spam = make_tx(message(GTUBE["reject"] + "\n"), authenticated_user="alice@example.test")
+    assert reactor_thread.call(flt.on_data, spam).reply.code == 550
+
+
+def test_rspamd_down_uses_the_fallback_scorer(reactor_thread):
+    flt = rspamd_filter(reactor_thread, f"http://127.0.0.1:{free_port()}")
+    tx = make_tx(message(GTUBE["reject"] + "\n"), auth_results=DMARC_FAIL)
+    verdict = reactor_thread.call(flt.on_data, tx)
+    assert verdict.folder == "Junk"  # spf fail 3 + dmarc fail 5 = 8: junk, not reject
+    assert "scorer=fallback" in dict(verdict.add_headers)["X-Spam-Status"]
+    assert tx.notes["spam"].scorer == "fallback"
+
+
+def test_rspamd_down_tempfails_when_configured(reactor_thread):
+    flt = rspamd_filter(reactor_thread, f"http://127.0.0.1:{free_port()}", on_error="tempfail")
+    verdict = reactor_thread.call(flt.on_data, make_tx(message()))
+    assert verdict.action is Action.TEMPFAIL
+    assert (verdict.reply.code, verdict.reply.enhanced) == (451, "4.7.1")
+
+
+def test_rspamd_down_accepts_when_configured(reactor_thread):
+    flt = rspamd_filter(reactor_thread, f"http://127.0.0.1:{free_port()}", on_error="accept")
+    verdict = reactor_thread.call(flt.on_data, make_tx(message()))
+    assert verdict.action is Action.ACCEPT and verdict.folder is None
+
+
+def test_rspamd_not_answering_times_out(reactor_thread, silent_server):
+    flt = rspamd_filter(reactor_thread, f"http://{silent_server}", on_error="tempfail",
+                        timeout=0.3)
+    verdict = reactor_thread.call(flt.on_data, make_tx(message()))
+    assert verdict.reply.code == 451
