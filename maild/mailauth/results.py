@@ -47,8 +47,9 @@ class SpfResult:
     def resinfo(self) -> str:
         prop = (f"smtp.mailfrom={_pvalue_address(self.identity)}" if self.scope == "mailfrom"
                 else f"smtp.helo={_value(self.identity)}")
-        return f"spf={self.result} {_comment(self.explanation)} {prop}" if self.explanation \
-            else f"spf={self.result} {prop}"
+        if self.explanation and self.result in (TEMPERROR, "permerror"):  # say why
+            return f"spf={self.result} {_comment(self.explanation)} {prop}"
+        return f"spf={self.result} {prop}"
 
 
 @dataclass(frozen=True)
