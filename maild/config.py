@@ -97,6 +97,7 @@ class StoreConfig:
     group_commit: bool = True
     max_batch: int = 256
     default_quota_mb: int = 0  # 0: unlimited
+    inline_body_max: int = 32 * 1024  # bodies up to this size live in LMDB, sharing its group commit
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -98,6 +99,8 @@ class Store:
         self.config = config
         self.reactor = reactor
         self._subscribers: list[Callable[[Change], None]] = []
+        self._fire_lock = threading.Lock()
+        self._to_fire: list[tuple[defer.Deferred[Any], Future[Any]]] = []
         self.tmp_dir = self._claim_tmp_dir()
         max_batch = config.max_batch if config.group_commit else 1
         map_size = config.map_size_mb * 1024 * 1024
@@ -141,13 +144,24 @@ class Store:
         d: defer.Deferred[Any] = defer.Deferred()
 
         def done(f: Future[Any]) -> None:
-            exc = f.exception()
-            if exc is None:
-                self.reactor.callFromThread(d.callback, f.result())
-            else:
-                self.reactor.callFromThread(d.errback, exc)
+            # One reactor wake-up per group commit, not one per operation.
+            with self._fire_lock:
+                self._to_fire.append((d, f))
+                first = len(self._to_fire) == 1
+            if first:
+                self.reactor.callFromThread(self._fire)
         future.add_done_callback(done)
         return d
+
+    def _fire(self) -> None:
+        with self._fire_lock:
+            items, self._to_fire = self._to_fire, []
+        for d, f in items:
+            exc = f.exception()
+            if exc is None:
+                d.callback(f.result())
+            else:
+                d.errback(exc)
 
     def _committed(self, changes: list[dict[str, Any]]) -> None:
         records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
@@ -185,10 +199,13 @@ class Store:
                staged: tuple[blobfiles.StagedBlob, ...] = ()) -> Future[Any]:
         return self._shard(user).writer.submit(op, staged)
 
-    def _stage(self, raw: bytes) -> Future[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+    def _stage(self, raw: bytes, allow_inline: bool = True) -> Future[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+        small = allow_inline and len(raw) <= self.config.inline_body_max
+
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
-            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(raw)
-        if self.reactor is None:
+            staged = blobfiles.inline(raw) if small else blobfiles.stage(self.tmp_dir, raw)
+            return staged, envelope_fields(raw)
+        if self.reactor is None or small:
             f: Future[Any] = Future()
             try:
                 f.set_result(work())
@@ -326,12 +343,13 @@ class Store:
             waits = []
             for user, mailbox, flags, prefix in targets:
                 op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
-                                   flags, when, envelope, user.quota_bytes)
+                                   flags, when, envelope, user.quota_bytes, staged.inline)
                 waits.append(self._deferred(self._write(user, op, (staged,))))
             d = defer.gatherResults(waits, consumeErrors=True)
 
             def cleanup(result: Any) -> Any:
-                staged.path.unlink(missing_ok=True)
+                if staged.path is not None:
+                    staged.path.unlink(missing_ok=True)
                 if isinstance(result, Failure) and isinstance(result.value, defer.FirstError):
                     return result.value.subFailure
                 return result
@@ -343,7 +361,8 @@ class Store:
         return self._deferred(staged_future).addCallback(submit)
 
     def set_flags(self, user: str, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
-                  mode: FlagMode, unchanged_since: int | None = None) -> defer.Deferred[tuple[list[FlagResult], list[int]]]:
+                  mode: FlagMode, unchanged_since: int | None = None
+                  ) -> defer.Deferred[tuple[list[FlagResult], list[int]]]:
         u = self._user(user)
         op = ops.op_set_flags(u.address, u.id, mailbox_id, sorted(set(uids)), frozenset(flags), mode, unchanged_since)
         return self._deferred(self._write(u, op))
@@ -386,7 +405,9 @@ class Store:
         record = shard.record(u.id, mailbox_id, uid)
         if record is None:
             raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
-        return io.BufferedReader(_PrefixedReader(record.prefix, shard.blobs.open(record.sha.hex())))
+        body = shard.inline_blob(record.sha)
+        blob: BinaryIO = io.BytesIO(body) if body is not None else shard.blobs.open(record.sha.hex())
+        return io.BufferedReader(_PrefixedReader(record.prefix, blob))
 
     def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
         with self.open(user, mailbox_id, uid) as fh:
@@ -418,13 +439,14 @@ class Store:
     # -- outbound queue ----------------------------------------------------------------
 
     def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
-        staged_future = self._stage(raw)
+        staged_future = self._stage(raw, allow_inline=False)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:
             staged, _ = staged_env
+            assert staged.path is not None
             op = self.directory.op_enqueue(staged.sha, staged.size, sender, recipients, time.time())
             d = self._deferred(self.directory.writer.submit(op, (staged,)))
-            return d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])
+            return d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])  # type: ignore[union-attr]
 
         return self._deferred(staged_future).addCallback(submit)
 

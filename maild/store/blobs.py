@@ -22,8 +22,13 @@ from maild.store.types import StoreFull
 @dataclass(frozen=True)
 class StagedBlob:
     sha: str
-    path: Path  # in data_dir/tmp, fsynced
+    path: Path | None  # in data_dir/tmp, fsynced; None for a body kept inline in LMDB
     size: int
+    inline: bytes | None = None  # small bodies live in the shard's LMDB (one group-commit fsync)
+
+
+def inline(data: bytes) -> StagedBlob:
+    return StagedBlob(hashlib.sha256(data).hexdigest(), None, len(data), data)
 
 
 def fsync_dir(path: Path) -> None:
@@ -62,6 +67,8 @@ class BlobDir:
 
     def link(self, staged: StagedBlob) -> Path | None:
         """Give ``staged`` its name in this shard; return the directory to fsync, if any."""
+        if staged.path is None:
+            return None
         target = self.path(staged.sha)
         if target.exists():
             return None

@@ -10,6 +10,7 @@ orphan blob files: the spirit of Cyrus ``reconstruct`` and ``mox verifydata``.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -82,7 +83,8 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
     mailboxes: dict[tuple[int, int], dict[str, Any]] = {}
     expect_unseen: set[bytes] = set()
     expect_modseq: dict[bytes, bytes] = {}
-    counters: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: {"messages": 0, "unseen": 0, "size": 0, "maxuid": 0, "maxmodseq": 0})
+    counters: dict[tuple[int, int], dict[str, int]] = defaultdict(
+        lambda: {"messages": 0, "unseen": 0, "size": 0, "maxuid": 0, "maxmodseq": 0})
     usage: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     checked: dict[str, bool] = {}
 
@@ -117,13 +119,18 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
                 lost.append(key)
                 continue
             if sha not in checked:
-                checked[sha] = sha in files and shard.blobs.checksum(sha) == sha
+                body = txn.get(rec.sha, db=dbs["blobdata"])
+                if body is not None:
+                    checked[sha] = hashlib.sha256(body).hexdigest() == sha
+                else:
+                    checked[sha] = sha in files and shard.blobs.checksum(sha) == sha
                 if not checked[sha]:
-                    state = "missing" if sha not in files else "damaged (checksum mismatch)"
+                    state = "missing" if body is None and sha not in files else "damaged (checksum mismatch)"
                     report.problems.append(f"{where}: blob {sha} is {state}")
             if not checked[sha]:
-                report.problems.append(f"{where}: message uid {uid} in mailbox "
-                                       f"{mailboxes[(user_id, mid)]['name']!r} of user {users.get(user_id, user_id)} lost its body")
+                box = mailboxes[(user_id, mid)]["name"]
+                report.problems.append(f"{where}: message uid {uid} in mailbox {box!r} of user "
+                                       f"{users.get(user_id, user_id)} lost its body")
                 lost.append(key)
                 continue
             refs[rec.sha] += 1
@@ -145,6 +152,7 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
             print(file=sys.stderr)
         report.blobs += len(files)
         stored_refs = {bytes(k): codec.read_u64(v) for k, v in txn.cursor(db=dbs["blobref"])}
+        inline_names = {bytes(k) for k in txn.cursor(db=dbs["blobdata"]).iternext(values=False)}
         unseen = {bytes(k) for k in txn.cursor(db=dbs["unseen"]).iternext(values=False)}
         modseq = {bytes(k): bytes(v) for k, v in txn.cursor(db=dbs["modseq"])}
         uinfo = {int.from_bytes(k, "big"): jload(v) for k, v in txn.cursor(db=dbs["uinfo"])}
@@ -157,27 +165,36 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
     for sha in set(stored_refs) - set(refs):
         report.problems.append(f"{where}: refcount for unreferenced blob {sha.hex()}")
         index_problems += 1
+    stale_inline = inline_names - set(refs)
+    if stale_inline:
+        report.problems.append(f"{where}: {len(stale_inline)} inline bodies no message refers to")
+        index_problems += 1
     if unseen != expect_unseen:
         report.problems.append(f"{where}: unseen index differs from flags in {len(unseen ^ expect_unseen)} entries")
         index_problems += 1
     if modseq != expect_modseq:
-        report.problems.append(f"{where}: modseq index differs in {len(set(modseq.items()) ^ set(expect_modseq.items()))} entries")
+        differing = len(set(modseq.items()) ^ set(expect_modseq.items()))
+        report.problems.append(f"{where}: modseq index differs in {differing} entries")
         index_problems += 1
     for key, record in mailboxes.items():
         c = counters[key]
+        box = f"{where}: mailbox {record['name']!r} (user {users.get(key[0], key[0])})"
         for counter in ("messages", "unseen", "size"):
             if record[counter] != c[counter]:
-                report.problems.append(f"{where}: mailbox {record['name']!r} (user {key[0]}) {counter} is {record[counter]}, counted {c[counter]}")
+                report.problems.append(f"{box} {counter} is {record[counter]}, counted {c[counter]}")
                 index_problems += 1
         if c["maxuid"] >= record["uidnext"]:
-            report.problems.append(f"{where}: mailbox {record['name']!r} has uid {c['maxuid']} >= UIDNEXT {record['uidnext']}")
+            report.problems.append(f"{box} has uid {c['maxuid']} >= UIDNEXT {record['uidnext']}")
             index_problems += 1
         if c["maxmodseq"] > record["highestmodseq"]:
-            report.problems.append(f"{where}: mailbox {record['name']!r} has modseq {c['maxmodseq']} > HIGHESTMODSEQ {record['highestmodseq']}")
+            report.problems.append(f"{box} has modseq {c['maxmodseq']} > HIGHESTMODSEQ {record['highestmodseq']}")
             index_problems += 1
     for user_id, info in uinfo.items():
         if [info.get("used_bytes"), info.get("messages")] != usage[user_id]:
-            report.problems.append(f"{where}: user {users.get(user_id, user_id)} usage {info.get('used_bytes')} bytes/{info.get('messages')} messages, counted {usage[user_id][0]}/{usage[user_id][1]}")
+            counted = usage[user_id]
+            report.problems.append(f"{where}: user {users.get(user_id, user_id)} usage "
+                                   f"{info.get('used_bytes')} bytes/{info.get('messages')} messages, "
+                                   f"counted {counted[0]}/{counted[1]}")
             index_problems += 1
     live = {sha.hex() for sha in refs}
     orphans = files - live - {s for s, ok in checked.items() if not ok}
@@ -196,15 +213,18 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         report.repaired.append(f"{where}: removed {len(orphans | damaged)} unreferenced or damaged blob file(s)")
     if index_problems or lost:
         shard.writer.submit(lambda b: _rebuild(b, lost, mailboxes, counters, refs, expect_unseen,
-                                               expect_modseq, usage)).result()
+                                               expect_modseq, usage, stale_inline)).result()
         report.repaired.append(f"{where}: rebuilt indexes, counters and refcounts"
                                + (f"; dropped {len(lost)} message(s) whose body is lost" if lost else ""))
 
 
 def _rebuild(b: Any, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
              counters: dict[tuple[int, int], dict[str, int]], refs: Counter[bytes],
-             unseen: set[bytes], modseq: dict[bytes, bytes], usage: dict[int, list[int]]) -> None:
+             unseen: set[bytes], modseq: dict[bytes, bytes], usage: dict[int, list[int]],
+             stale_inline: set[bytes]) -> None:
     txn: lmdb.Transaction = b.txn
+    for sha in stale_inline:
+        txn.delete(sha, db=b.dbs["blobdata"])
     for key in lost:
         txn.delete(key, db=b.dbs["msg"])
         txn.delete(key, db=b.dbs["env"])

@@ -30,7 +30,7 @@ from maild.store.types import (
 from maild.store.writer import Batch, Writer
 
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
-            "blobref", "uinfo", "changes")
+            "blobref", "blobdata", "uinfo", "changes")
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 
 
@@ -166,6 +166,10 @@ class Shard:
         with self.env.begin() as txn:
             raw = txn.get(msg_key(user_id, mailbox_id, uid), db=self.dbs["msg"])
             return None if raw is None else MessageRecord.decode(raw)
+
+    def inline_blob(self, sha: bytes) -> bytes | None:
+        with self.env.begin() as txn:
+            return txn.get(sha, db=self.dbs["blobdata"])
 
     def envelope(self, user_id: int, mailbox_id: int, uid: int) -> dict[str, str]:
         with self.env.begin() as txn:
@@ -381,7 +385,8 @@ def _ref(b: Batch, sha: bytes, delta: int) -> None:
         b.txn.put(sha, codec.u64(count), db=db)
     else:
         b.txn.delete(sha, db=db)
-        b.unlink.add(sha.hex())
+        if not b.txn.delete(sha, db=b.dbs["blobdata"]):
+            b.unlink.add(sha.hex())
 
 
 def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec: MessageRecord,
@@ -414,7 +419,7 @@ def _charge(b: Batch, user_id: int, size: int, count: int, quota: int) -> None:
 
 def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_size: int,
               prefix: bytes, flags: frozenset[str], internal_date: float, envelope: dict[str, str],
-              quota: int) -> Callable[[Batch], tuple[int, int, int, int]]:
+              quota: int, inline: bytes | None) -> Callable[[Batch], tuple[int, int, int, int]]:
     """Append one message; ``mailbox_id`` may be a name (delivery). Returns
     (mailbox id, uidvalidity, uid, modseq)."""
     env_bytes = jdump(envelope)
@@ -431,6 +436,8 @@ def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_siz
         rec = MessageRecord(0, internal_date, blob_size, flags, bytes.fromhex(sha), prefix)
         uid = _insert(b, user_id, mid, record, rec, env_bytes)
         _put_mbox(b, user_id, mid, record)
+        if inline is not None:
+            b.txn.put(rec.sha, inline, db=b.dbs["blobdata"], overwrite=False)
         _ref(b, rec.sha, +1)
         _change(b, ChangeKind.APPEND, user, mid, uids=[uid], modseq=rec.modseq)
         return mid, record["uidvalidity"], uid, rec.modseq

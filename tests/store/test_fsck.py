@@ -6,29 +6,40 @@ import subprocess
 import sys
 from pathlib import Path
 
-from maild.store import Store
-from maild.store import codec
+from maild.store import Store, codec
 from maild.store.fsck import fsck
 from tests.store.conftest import SMALL, result
 
 ALICE = "alice@example.test"
 
 
-def _fill(store: Store) -> int:
+def _fill(store: Store, size: int = 0) -> int:
     mid = store.require_mailbox(ALICE, "INBOX").id
     for i in range(5):
-        result(store.append(ALICE, mid, f"Subject: {i}\r\n\r\nbody {i}\r\n".encode()))
+        result(store.append(ALICE, mid, f"Subject: {i}\r\n\r\nbody {i}\r\n".encode() + b"x" * size))
     return mid
 
 
 def test_clean_store_is_clean(store: Store) -> None:
     _fill(store)
+    _fill(store, size=50_000)
     report = fsck(store)
-    assert report.problems == [] and report.messages == 5 and report.blobs == 5
+    assert report.problems == [] and report.messages == 10 and report.blobs == 5
+
+
+def test_damaged_inline_body_is_found(store: Store) -> None:
+    mid = _fill(store)
+    meta = store.message(ALICE, mid, 2)
+    shard = store.shards[store.user(ALICE).shard]
+    shard.writer.submit(lambda b: b.txn.put(bytes.fromhex(meta.blob), b"garbage", db=b.dbs["blobdata"])).result()
+    report = fsck(store)
+    assert any(meta.blob in p and "checksum mismatch" in p for p in report.problems)
+    fsck(store, repair=True)
+    assert fsck(store).problems == [] and store.uids(ALICE, mid) == [1, 3, 4, 5]
 
 
 def test_flipped_blob_byte_is_found_and_repair_drops_the_message(store: Store) -> None:
-    mid = _fill(store)
+    mid = _fill(store, size=50_000)
     meta = store.message(ALICE, mid, 3)
     path = store.shards[store.user(ALICE).shard].blobs.path(meta.blob)
     data = bytearray(path.read_bytes())

@@ -12,6 +12,7 @@ from tests.store.conftest import result
 ALICE, BOB = "alice@example.test", "bob@example.test"
 RAW = b"From: Carol <carol@example.org>\r\nTo: alice@example.test\r\nSubject: hello\r\n" \
       b"Message-ID: <1@example.org>\r\n\r\nbody\r\n"
+LARGE = RAW + b"x" * 40_000 + b"\r\n"  # above inline_body_max: a blob file
 
 
 def inbox(store: Store, user: str = ALICE) -> int:
@@ -47,11 +48,12 @@ def test_uids_increase_and_never_reuse(store: Store) -> None:
 
 
 def test_deliver_stores_one_blob_for_many_recipients(store: Store) -> None:
-    results = result(store.deliver(RAW, [Recipient(ALICE, prefix=b"Delivered-To: alice@example.test\r\n"),
+    assert store.user(ALICE).shard != store.user(BOB).shard
+    results = result(store.deliver(LARGE, [Recipient(ALICE, prefix=b"Delivered-To: alice@example.test\r\n"),
                                          Recipient(BOB, prefix=b"Delivered-To: bob@example.test\r\n")]))
     assert [r.user for r in results] == [ALICE, BOB]
-    assert store.read(ALICE, results[0].mailbox_id, 1) == b"Delivered-To: alice@example.test\r\n" + RAW
-    assert store.read(BOB, results[1].mailbox_id, 1) == b"Delivered-To: bob@example.test\r\n" + RAW
+    assert store.read(ALICE, results[0].mailbox_id, 1) == b"Delivered-To: alice@example.test\r\n" + LARGE
+    assert store.read(BOB, results[1].mailbox_id, 1) == b"Delivered-To: bob@example.test\r\n" + LARGE
     files = [p for p in store.data_dir.rglob("*") if p.is_file() and p.parent.parent.name == "blobs"]
     assert len({p.stat().st_ino for p in files}) == 1, "the body must exist once on disk"
 
@@ -75,7 +77,7 @@ def test_flags_modseq_and_unseen_index(store: Store) -> None:
 def test_copy_move_expunge_and_blob_lifetime(store: Store) -> None:
     mid = inbox(store)
     trash = store.require_mailbox(ALICE, "Trash").id
-    r = result(store.append(ALICE, mid, RAW))
+    r = result(store.append(ALICE, mid, LARGE))
     copied = result(store.copy(ALICE, mid, [1], trash))
     assert copied.pairs == [(1, 1)]
     moved = result(store.move(ALICE, mid, [1], trash))

@@ -1,0 +1,126 @@
+"""Store benchmark: appends/s by message size, concurrency and group commit; metadata scan.
+
+Each case uses a fresh data directory on the same disk as the temp dir (TMPDIR), with fsync
+on, exactly as the daemon runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from maild.config import StoreConfig
+from maild.store import Store
+
+BASE = StoreConfig(shards=4, map_size_mb=8192, directory_map_size_mb=256)
+CASES = [  # (label, message size, concurrent appenders, messages)
+    ("1 KB", 1024, 1, 400),
+    ("1 KB", 1024, 50, 4000),
+    ("50 KB", 50 * 1024, 1, 300),
+    ("50 KB", 50 * 1024, 50, 2000),
+    ("1 MB", 1024 * 1024, 1, 40),
+    ("1 MB", 1024 * 1024, 50, 200),
+]
+
+
+def _message(i: int, size: int) -> bytes:
+    head = f"From: bench@example.test\r\nSubject: message {i}\r\n\r\n".encode()
+    return head + (os.urandom(8).hex().encode() * (size // 16 + 1))[: max(0, size - len(head) - 2)] + b"\r\n"
+
+
+def _store(reactor: Any, root: Path, group_commit: bool, users: int = 50) -> Store:
+    store = Store(root, dataclasses.replace(BASE, group_commit=group_commit), reactor)
+    store.domain_add("example.test")
+    for n in range(users):
+        store.user_add(f"u{n}@example.test", "x")
+    return store
+
+
+@defer.inlineCallbacks
+def _append_case(reactor: Any, size: int, writers: int, total: int, group_commit: bool):  # type: ignore[no-untyped-def]
+    root = Path(tempfile.mkdtemp(prefix="maild-bench-"))
+    store = yield task.deferLater(reactor, 0, _store, reactor, root, group_commit)
+    inboxes = {f"u{n}@example.test": store.require_mailbox(f"u{n}@example.test", "INBOX").id for n in range(50)}
+    bodies = [_message(i, size) for i in range(min(total, 64))]
+    latencies: list[float] = []
+    remaining = iter(range(total))
+
+    @defer.inlineCallbacks
+    def writer(n: int):  # type: ignore[no-untyped-def]
+        user = f"u{n % 50}@example.test"
+        for i in remaining:
+            t0 = time.perf_counter()
+            yield store.append(user, inboxes[user], bodies[i % len(bodies)] + str(i).encode())
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    yield defer.gatherResults([writer(n) for n in range(writers)])
+    elapsed = time.perf_counter() - start
+    commits = sum(s.writer.commits for s in store.shards)
+    store.close()
+    shutil.rmtree(root)
+    latencies.sort()
+    return {"rate": total / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "commits": commits}
+
+
+@defer.inlineCallbacks
+def _scan_case(reactor: Any, messages: int):  # type: ignore[no-untyped-def]
+    root = Path(tempfile.mkdtemp(prefix="maild-bench-"))
+    store = _store(reactor, root, True, users=1)
+    user = "u0@example.test"
+    mid = store.require_mailbox(user, "INBOX").id
+    body = _message(0, 2048)
+    pending = iter(range(messages))
+
+    @defer.inlineCallbacks
+    def writer():  # type: ignore[no-untyped-def]
+        for _ in pending:
+            yield store.append(user, mid, body)
+
+    yield defer.gatherResults([writer() for _ in range(64)])
+    t0 = time.perf_counter()
+    uids = store.uids(user, mid)
+    t_uids = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metas = list(store.messages(user, mid))
+    t_meta = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    unseen = store.unseen_uids(user, mid)
+    t_unseen = time.perf_counter() - t0
+    assert len(uids) == len(metas) == len(unseen) == messages
+    store.close()
+    shutil.rmtree(root)
+    return [
+        {"benchmark": "store", "workload": f"uid list of {messages} messages", "result": f"{t_uids * 1000:.0f} ms"},
+        {"benchmark": "store", "workload": f"metadata (flags, size, modseq) of {messages}",
+         "result": f"{t_meta * 1000:.0f} ms ({messages / t_meta:,.0f}/s)"},
+        {"benchmark": "store", "workload": f"unseen index of {messages}", "result": f"{t_unseen * 1000:.0f} ms"},
+    ]
+
+
+@defer.inlineCallbacks
+def run(reactor: Any, scan_messages: int = 100_000):  # type: ignore[no-untyped-def]
+    rows = []
+    rates: dict[tuple[str, int, bool], float] = {}
+    for label, size, writers, total in CASES:
+        for group_commit in (True, False):
+            n = total if group_commit or writers == 1 else max(total // 4, 50)
+            r = yield _append_case(reactor, size, writers, n, group_commit)
+            rates[(label, writers, group_commit)] = r["rate"]
+            rows.append({"benchmark": "store", "workload":
+                         f"append {label}, {writers} appender(s), group commit {'on' if group_commit else 'off'}",
+                         "result": f"{r['rate']:,.0f}/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
+                                   f"({n} msgs, {r['commits']} commits)"})
+    ratio = rates[("1 KB", 50, True)] / rates[("1 KB", 50, False)]
+    rows.append({"benchmark": "store", "workload": "group commit gain, 1 KB x 50 appenders",
+                 "result": f"{ratio:.1f}x"})
+    rows.extend((yield _scan_case(reactor, scan_messages)))
+    return rows
