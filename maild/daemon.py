@@ -32,7 +32,6 @@ _PROTOCOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "submission": ("maild.smtp.server", "SmtpFactory", {"submission": True}),
     "imap": ("maild.imap.server", "ImapFactory", {}),
     "pop3": ("maild.pop3.server", "Pop3Factory", {}),
-    "api": ("maild.api.server", "ApiFactory", {}),
 }
 
 

@@ -32,9 +32,8 @@ PROTOCOL_PORTS = {  # fixture port name -> (config section, key)
     "imaps": ("imap", "tls_listen"),
     "pop3": ("pop3", "listen"),
     "pop3s": ("pop3", "tls_listen"),
-    "api": ("api", "listen"),
 }
-PROTOCOL_MODULES = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop3", "api": "api"}
+PROTOCOL_MODULES = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop3"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,7 +95,7 @@ class MaildServer:
                                 "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1])},
                                 "store": {"shards": 2, "map_size_mb": 1024, "directory_map_size_mb": 256},
                                 "auth": {"failure_delay": 0.2, "max_failure_delay": 1.0}}
-        for section in ("smtp", "submission", "imap", "pop3", "api"):
+        for section in ("smtp", "submission", "imap", "pop3", "api"):  # api: not available yet
             data[section] = {"listen": [], "tls_listen": []}
         for name, (section, key) in PROTOCOL_PORTS.items():
             if (ROOT / "maild" / PROTOCOL_MODULES[section] / "server.py").exists():
