@@ -164,7 +164,9 @@ class RspamdClient:
         code, content = yield self._post(url, raw, headers)
         if code == 200:
             return True
-        if code == 208:  # "<message-id> has been already learned as spam, ignore it"
+        # "<message-id> has been already learned as spam, ignore it": 404 from rspamd 3.4,
+        # 208 from later versions.
+        if code == 208 or (code == 404 and b"already learned" in content):
             return False
         raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
 
