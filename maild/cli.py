@@ -64,11 +64,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_domain(args: argparse.Namespace) -> int:
+    from maild.mailauth import admin, dkim
+
     store = _store(args)
     try:
         if args.action == "add":
             store.domain_add(args.name)
-            print(f"domain {args.name.lower()} added")
+            store.domain_set_dkim_keys(args.name, dkim.generate_keys(args.name))
+            print(f"domain {args.name.lower()} added; publish its DNS records "
+                  f"(maild domain dns {args.name.lower()})")
+        elif args.action == "dns":
+            cfg = configmod.load(args.config)
+            print("\n".join(admin.zone_lines(cfg, args.name, store.domain_dkim_keys(args.name))))
+        elif args.action == "dkim-rotate":
+            cfg = configmod.load(args.config)
+            try:
+                keys, text = admin.rotate(cfg, args.name, store.domain_dkim_keys(args.name),
+                                          confirm=args.confirm, remove_old=args.remove_old,
+                                          force=args.force)
+            except ValueError as exc:
+                raise StoreError(str(exc)) from None
+            store.domain_set_dkim_keys(args.name, keys)
+            print(text)
         elif args.action == "remove":
             store.domain_remove(args.name)
             print(f"domain {args.name.lower()} removed")
@@ -223,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("add", "remove"):
         dsub.add_parser(action).add_argument("name")
     dsub.add_parser("list")
+    dsub.add_parser("dns", help="zone-file lines to publish: MX, SPF, DKIM, DMARC"
+                    ).add_argument("name")
+    p = dsub.add_parser("dkim-rotate", help="add a new DKIM key pair; --confirm to sign with it")
+    p.add_argument("name")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--confirm", action="store_true", help="sign with the pending keys")
+    step.add_argument("--remove-old", action="store_true", help="drop the retired keys")
+    p.add_argument("--force", action="store_true", help="--confirm without checking DNS")
     domain.set_defaults(func=cmd_domain)
 
     user = sub.add_parser("user", help="mail users")
