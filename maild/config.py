@@ -158,6 +158,47 @@ class MailauthConfig:
                               f"reject, got {self.dmarc_policy!r}")
 
 
+TLS_POLICIES = ("none", "opportunistic", "required")
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    """The outbound queue (docs/outbound.md): MX delivery, retries, bounces, TLS policy."""
+
+    port: int = 25  # destination port of every MX; tests point it at their own servers
+    poll_interval: float = 1.0  # seconds between scans of the queue for due entries
+    retry_min: float = 300.0  # first retry after this many seconds, doubling per attempt
+    retry_max: float = 4 * 3600.0  # longest wait between two attempts
+    max_age: float = 5 * 86400.0  # give up (DSN) at the first failure after this age
+    delay_warning: float = 4 * 3600.0  # "delayed" DSN once after this age; 0: never
+    max_connections: int = 20  # deliveries in flight at once
+    max_per_domain: int = 4  # deliveries in flight to one destination domain
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: each reply
+    data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: the reply to the final "."
+    tls_policy: str = "opportunistic"  # none, opportunistic, required
+    tls_required_domains: list[str] = field(default_factory=list)
+    tls_disabled_domains: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.tls_policy not in TLS_POLICIES:
+            raise ConfigError(f"outbound.tls_policy: expected one of {', '.join(TLS_POLICIES)}, "
+                              f"got {self.tls_policy!r}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"outbound.port: {self.port} out of range 1-65535")
+        for key in ("max_per_domain", "poll_interval", "retry_min", "retry_max"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"outbound.{key}: must be greater than 0")
+
+    def tls_policy_for(self, domain: str) -> str:
+        domain = domain.lower()
+        if domain in (d.lower() for d in self.tls_required_domains):
+            return "required"
+        if domain in (d.lower() for d in self.tls_disabled_domains):
+            return "none"
+        return self.tls_policy
+
+
 @dataclass(frozen=True)
 class Config:
     hostname: str
@@ -174,6 +215,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     mailauth: MailauthConfig = field(default_factory=MailauthConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -188,6 +230,7 @@ _SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "filters": FiltersConfig,
     "mailauth": MailauthConfig,
+    "outbound": OutboundConfig,
 }
 
 _POSITIVE = {"shards", "map_size_mb", "directory_map_size_mb", "max_batch", "max_message_size",
