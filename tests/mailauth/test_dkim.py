@@ -131,3 +131,15 @@ def test_our_signatures_pass_dkimverify(dns_zone: DnsZone,
     run = subprocess.run([sys.executable, "-c", _RUN_DKIMVERIFY, str(dns_zone.port),
                           str(DKIMVERIFY), "0"], input=tampered, capture_output=True, timeout=60)
     assert run.returncode != 0 and b"body hash mismatch" in run.stderr
+
+
+def test_generated_keys(org_keys: list[dict[str, Any]]) -> None:
+    assert [(k["selector"], k["algorithm"], k["state"]) for k in org_keys] == [
+        ("rsa-20260101", "rsa-sha256", "active"), ("ed25519-20260101", "ed25519-sha256", "active")]
+    assert org_keys[0]["private_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert org_keys[1]["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert org_keys[0]["public_record"].startswith("v=DKIM1; k=rsa; p=MIIBIjAN")  # 2048-bit
+    assert org_keys[1]["public_record"].startswith("v=DKIM1; k=ed25519; p=")
+    rotated = dkim.rotate(org_keys, now=1_767_225_600.0)  # the same day: selectors differ
+    assert [k["selector"] for k in rotated if k["state"] == "pending"] == [
+        "rsa-20260101-2", "ed25519-20260101-2"]
