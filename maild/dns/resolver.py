@@ -30,7 +30,7 @@ import dns.rdatatype
 import dns.resolver
 from twisted.internet import defer, threads
 
-from maild.config import DnsConfig
+from maild.config import ConfigError, DnsConfig
 
 CACHE_SIZE = 10_000  # answers; each is a few hundred bytes
 
@@ -47,7 +47,11 @@ class Resolver:
             reactor = default_reactor
         self._reactor = reactor
         self.timeout = config.timeout
-        self._resolver = dns.resolver.Resolver(configure=not config.nameservers)
+        try:
+            self._resolver = dns.resolver.Resolver(configure=not config.nameservers)
+        except dns.resolver.NoResolverConfiguration:
+            raise ConfigError("dns.nameservers: empty, and the system has no resolver "
+                              "configured (/etc/resolv.conf)") from None
         if config.nameservers:
             self._resolver.nameservers = [
                 dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in config.nameservers
