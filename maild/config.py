@@ -56,6 +56,7 @@ class SmtpConfig(Listeners):
 class ImapConfig(Listeners):
     append_limit: int = 50 * 1024 * 1024  # RFC 7889 APPENDLIMIT
     max_line_length: int = 64 * 1024
+    max_command_size: int = 1024 * 1024  # a whole non-APPEND command, literals included
     max_connections: int = 2000
     max_connections_per_ip: int = 50
     autologout_authenticated: float = 30 * 60.0  # RFC 3501 §5.4
@@ -235,7 +236,7 @@ _SECTIONS: dict[str, type] = {
 
 _POSITIVE = {"shards", "map_size_mb", "directory_map_size_mb", "max_batch", "max_message_size",
              "max_recipients", "max_line_length", "max_connections", "max_connections_per_ip",
-             "append_limit"}
+             "append_limit", "max_command_size"}
 
 
 def parse_address(text: str, key: str) -> Address:

@@ -1,0 +1,115 @@
+"""A session's view of its selected mailbox: message sequence numbers <-> UIDs and the
+changes of other sessions waiting to be announced (RFC 3501 §7.4.1, §5.2, §5.5)."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from maild.imap.parser import SequenceSet
+
+
+class BadSequence(ValueError):
+    """A message sequence number beyond the mailbox (RFC 3501 §9: BAD)."""
+
+
+@dataclass
+class MailboxView:
+    mailbox_id: int
+    name: str
+    readonly: bool
+    uidvalidity: int
+    uids: list[int]  # ascending; message sequence number n is uids[n - 1]
+    pending_expunge: set[int] = field(default_factory=set)
+    pending_new: set[int] = field(default_factory=set)
+    pending_flags: set[int] = field(default_factory=set)
+    # Flags our own STORE already reported, so the store's change record for it does not
+    # produce a second untagged FETCH.
+    echo: dict[int, frozenset[str]] = field(default_factory=dict)
+    deleted: bool = False
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
+        """Sorted 0-based indexes into ``uids`` named by a sequence set."""
+        n = len(self.uids)
+        if not n:
+            if uid or not sequence.ranges:
+                return []
+            raise BadSequence("no messages in the mailbox")
+        spans: list[tuple[int, int]] = []
+        if uid:
+            largest = self.uids[-1]
+            for lo, hi in sequence.bounds(largest):
+                a = bisect.bisect_left(self.uids, lo)
+                b = bisect.bisect_right(self.uids, hi)
+                if a < b:
+                    spans.append((a, b))
+        else:
+            for lo, hi in sequence.bounds(n):
+                if hi > n:
+                    raise BadSequence(f"message sequence number {hi} does not exist")
+                spans.append((lo - 1, hi))
+        if len(spans) == 1:
+            return list(range(*spans[0]))
+        out: set[int] = set()
+        for a, b in spans:
+            out.update(range(a, b))
+        return sorted(out)
+
+    # -- changes reported by the store -----------------------------------------------------
+
+    def note_new(self, uids: tuple[int, ...]) -> None:
+        last = self.uids[-1] if self.uids else 0
+        self.pending_new.update(u for u in uids if u > last)
+
+    def note_expunged(self, uids: tuple[int, ...]) -> None:
+        self.pending_expunge.update(uids)
+
+    def note_flags(self, uids: tuple[int, ...], flags: tuple[frozenset[str], ...]) -> None:
+        for uid, value in zip(uids, flags, strict=False):
+            if self.echo.get(uid) == value:
+                del self.echo[uid]
+            else:
+                self.pending_flags.add(uid)
+
+    def take_expunges(self) -> list[int]:
+        """Apply pending expunges; the sequence numbers to announce, in announcing order
+        (descending, so each number is valid when its EXPUNGE is read)."""
+        gone = self.pending_expunge
+        self.pending_expunge = set()
+        seqs = []
+        for uid in sorted(gone, reverse=True):
+            seq = self.seq_of(uid)
+            if seq is not None:
+                seqs.append(seq)
+            self.pending_new.discard(uid)
+            self.pending_flags.discard(uid)
+            self.echo.pop(uid, None)
+        if seqs:
+            self.remove_indexes([s - 1 for s in seqs])
+        return seqs
+
+    def remove_indexes(self, indexes: list[int]) -> None:
+        drop = set(indexes)
+        self.uids = [u for i, u in enumerate(self.uids) if i not in drop]
+
+    def take_new(self) -> bool:
+        """Add announced-able new messages; True when EXISTS must be sent."""
+        fresh = sorted(self.pending_new - self.pending_expunge)
+        self.pending_new.clear()
+        last = self.uids[-1] if self.uids else 0
+        fresh = [u for u in fresh if u > last]
+        self.uids.extend(fresh)
+        return bool(fresh)
+
+    def take_flags(self) -> list[int]:
+        uids = sorted(self.pending_flags - self.pending_expunge)
+        self.pending_flags.clear()
+        return uids

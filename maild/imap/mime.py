@@ -1,0 +1,282 @@
+"""The IMAP view of a message (pure functions over the raw bytes).
+
+* :func:`parse` builds the MIME tree with exact byte slices, so ``BODY[section]``
+  (RFC 3501 §6.4.5) returns the octets as stored.
+* :func:`bodystructure` and :func:`envelope` render RFC 3501 §7.4.2 BODY/BODYSTRUCTURE
+  and ENVELOPE.
+* :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers.
+* :func:`header_text` and :func:`body_text` decode RFC 2047 words, transfer encodings and
+  charsets for SEARCH (RFC 3501 §6.4.4: substring, case-insensitive).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses
+
+from maild.imap import wire
+from maild.imap.parser import Section
+from maild.store.types import Envelope
+from maild.util.message import envelope_fields, header_fields, split_header
+
+MAX_PARTS_DEPTH = 20  # deeper MIME nesting is treated as an opaque leaf
+
+_FIELD_LINE = re.compile(rb"^([^:\s]+)[ \t]*:", re.MULTILINE)
+
+
+@dataclass
+class Part:
+    header: bytes  # including the blank line that ends it (may be empty)
+    body: bytes
+    type: str = "text"
+    subtype: str = "plain"
+    params: list[tuple[str, str]] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)  # first value of each field, lower-case names
+    children: list[Part] = field(default_factory=list)  # multipart
+    message: Part | None = None  # message/rfc822: the encapsulated message
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.type == "multipart"
+
+
+def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str, list[tuple[str, str]]]:
+    if not value:
+        return default[0], default[1], [("charset", "us-ascii")] if default[0] == "text" else []
+    msg = Message()
+    msg["Content-Type"] = value
+    params = msg.get_params(failobj=[]) or []
+    main = params[0][0].lower() if params else ""
+    ctype, _, subtype = main.partition("/")
+    if not ctype or not subtype or "/" in subtype:
+        return "text", "plain", [("charset", "us-ascii")]
+    return ctype, subtype, [(k, _param_value(v)) for k, v in params[1:] if k]
+
+
+def _param_value(value: object) -> str:
+    if isinstance(value, tuple):  # RFC 2231 encoded
+        return email.utils.collapse_rfc2231_value(value)  # type: ignore[arg-type]
+    return str(value)
+
+
+def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
+    header, body = split_header(raw)
+    fields: dict[str, str] = {}
+    for name, value in header_fields(header):
+        fields.setdefault(name.lower(), value)
+    ctype, subtype, params = _content_type(fields.get("content-type"), default)
+    part = Part(header, body, ctype, subtype, params, fields)
+    if depth >= MAX_PARTS_DEPTH:
+        return part
+    if ctype == "multipart":
+        boundary = dict(params).get("boundary")
+        if boundary:
+            child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
+            part.children = [parse(chunk, child_default, depth + 1)
+                             for chunk in _split_multipart(body, boundary.encode("utf-8", "replace"))]
+        if not part.children:
+            part.children = [Part(b"", b"")]
+    elif (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
+        part.message = parse(body, ("text", "plain"), depth + 1)
+    return part
+
+
+def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """RFC 2046 §5.1.1: the CRLF before a delimiter line belongs to the delimiter."""
+    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|$)")
+    chunks: list[bytes] = []
+    start: int | None = None
+    for match in delimiter.finditer(body):
+        if start is not None:
+            chunks.append(body[start:match.start()])
+        if match.group(1):
+            return chunks
+        start = match.end()
+    if start is not None:
+        chunks.append(body[start:])
+    return chunks
+
+
+# -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
+
+def _addresses(value: str | None) -> bytes:
+    if not value:
+        return b"NIL"
+    out = []
+    for name, address in getaddresses([value]):
+        if not address and not name:
+            continue
+        local, at, host = address.rpartition("@")
+        if not at:
+            local, host = address, ""
+        out.append(b"(" + b" ".join([wire.nstring(name or None), b"NIL", wire.nstring(local),
+                                     wire.nstring(host or None)]) + b")")
+    return b"(" + b"".join(out) + b")" if out else b"NIL"
+
+
+def envelope(env: Envelope) -> bytes:
+    """RFC 3501 §7.4.2 ENVELOPE; Sender and Reply-To default to From."""
+    sender = env.sender or env.from_
+    reply_to = env.reply_to or env.from_
+    items = [wire.nstring(env.date), wire.nstring(env.subject), _addresses(env.from_),
+             _addresses(sender), _addresses(reply_to), _addresses(env.to), _addresses(env.cc),
+             _addresses(env.bcc), wire.nstring(env.in_reply_to), wire.nstring(env.message_id)]
+    return b"(" + b" ".join(items) + b")"
+
+
+def _params(params: list[tuple[str, str]]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(wire.string(k.upper()) + b" " + wire.string(v) for k, v in params) + b")"
+
+
+def _disposition(part: Part) -> bytes:
+    value = part.fields.get("content-disposition")
+    if not value:
+        return b"NIL"
+    msg = Message()
+    msg["Content-Disposition"] = value
+    params = msg.get_params(header="content-disposition", failobj=[]) or []
+    if not params or not params[0][0]:
+        return b"NIL"
+    rest = [(k, _param_value(v)) for k, v in params[1:] if k]
+    return b"(" + wire.string(params[0][0].upper()) + b" " + _params(rest) + b")"
+
+
+def _language(part: Part) -> bytes:
+    value = part.fields.get("content-language")
+    if not value:
+        return b"NIL"
+    tags = [t.strip() for t in value.split(",") if t.strip()]
+    return b"(" + b" ".join(wire.string(t) for t in tags) + b")" if tags else b"NIL"
+
+
+def _lines(body: bytes) -> int:
+    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+def bodystructure(part: Part, extended: bool = True) -> bytes:
+    """RFC 3501 §7.4.2 BODYSTRUCTURE (``extended``) or BODY."""
+    if part.is_multipart:
+        out = b"".join(bodystructure(child, extended) for child in part.children)
+        out += b" " + wire.string(part.subtype.upper())
+        if extended:
+            out += b" " + b" ".join([_params(part.params), _disposition(part), _language(part),
+                                      wire.nstring(part.fields.get("content-location"))])
+        return b"(" + out + b")"
+    encoding = (part.fields.get("content-transfer-encoding") or "7BIT").strip().upper()
+    items = [wire.string(part.type.upper()), wire.string(part.subtype.upper()), _params(part.params),
+             wire.nstring(part.fields.get("content-id")),
+             wire.nstring(part.fields.get("content-description")),
+             wire.string(encoding), b"%d" % len(part.body)]
+    if part.message is not None:
+        env = Envelope(**envelope_fields(part.message.header))
+        items += [envelope(env), bodystructure(part.message, extended), b"%d" % _lines(part.body)]
+    elif part.type == "text":
+        items.append(b"%d" % _lines(part.body))
+    if extended:
+        items += [wire.nstring(part.fields.get("content-md5")), _disposition(part), _language(part),
+                  wire.nstring(part.fields.get("content-location"))]
+    return b"(" + b" ".join(items) + b")"
+
+
+# -- BODY[section] ------------------------------------------------------------------------------
+
+def _find(root: Part, numbers: tuple[int, ...]) -> Part | None:
+    """RFC 3501 §6.4.5 part numbering; None when the part does not exist."""
+    part = root
+    for n in numbers:
+        if part.message is not None and not part.is_multipart:
+            part = part.message  # parts of an encapsulated message
+        if part.is_multipart:
+            if n > len(part.children):
+                return None
+            part = part.children[n - 1]
+        elif n != 1:
+            return None
+    return part
+
+
+def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    wanted = {n.lower() for n in names}
+    out = bytearray()
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] not in (b" ", b"\t"):
+            match = _FIELD_LINE.match(line)
+            name = match.group(1).decode("ascii", "replace").lower() if match else ""
+            keep = (name in wanted) != exclude if match else False
+        if keep:
+            out += line
+    return bytes(out) + b"\r\n"
+
+
+def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
+    """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
+    if not spec.part and spec.text is None:
+        return raw
+    root = root or parse(raw)
+    part = _find(root, spec.part)
+    if part is None:
+        return None
+    if spec.text is None:
+        return part.body
+    if spec.text == "MIME":
+        return part.header
+    if spec.part:
+        if part.message is None:
+            return None  # HEADER/TEXT apply to message/rfc822 parts only
+        part = part.message
+    if spec.text == "TEXT":
+        return part.body
+    if spec.text == "HEADER":
+        return part.header
+    return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
+
+
+# -- SEARCH text ----------------------------------------------------------------------------------
+
+def header_text(value: str) -> str:
+    """A header value with RFC 2047 encoded words decoded."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        return value
+
+
+def body_text(raw: bytes) -> str:
+    """The decoded text of every text/* leaf (transfer encoding and charset undone)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    out = []
+    for leaf in msg.walk():
+        if leaf.get_content_maintype() != "text":
+            continue
+        payload = leaf.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        charset = leaf.get_content_charset() or "utf-8"
+        try:
+            out.append(payload.decode(charset, "replace"))
+        except LookupError:
+            out.append(payload.decode("utf-8", "replace"))
+    return "\n".join(out)
+
+
+def all_headers_text(raw: bytes) -> str:
+    header, _ = split_header(raw)
+    return "\n".join(f"{name}: {header_text(value)}" for name, value in header_fields(header))
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    header, _ = split_header(raw)
+    wanted = name.lower()
+    return [header_text(v) for n, v in header_fields(header) if n.lower() == wanted]

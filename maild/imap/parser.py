@@ -1,0 +1,1174 @@
+"""The IMAP command grammar (RFC 3501 §9, RFC 9051 §9 and the extensions maild offers),
+parsed at the edge into typed command objects.
+
+Two parts:
+
+* :class:`Framer` cuts the byte stream into complete commands. A command is one line, or
+  several lines joined by literals (``{n}`` synchronizing, ``{n+}`` non-synchronizing,
+  RFC 7888). The framer checks every limit *before* reading the data it guards: line
+  length, literal size (APPEND literals against APPENDLIMIT, RFC 7889; others against the
+  command-size limit) and total command size. It keeps literals inline, so the parser sees
+  exactly the bytes the client sent.
+* :func:`parse_command` turns one complete command (without its final CRLF) into a command
+  dataclass, or raises :class:`ParseError` with the reason to put in the tagged BAD.
+  It never raises anything else, whatever the input (property-tested).
+
+Mailbox names arrive in modified UTF-7 (RFC 3501 §5.1.3) and are decoded here; the rest of
+maild sees Unicode names with "/" as the hierarchy delimiter.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import TypeVar
+
+from maild.imap.mutf7 import decode_mailbox
+
+T = TypeVar("T")
+
+MAX_DEPTH = 32  # parenthesised search keys / lists nested deeper than this are refused
+MAX_NUMBER = 2**32 - 1  # RFC 3501 §9 number: unsigned 32-bit
+MAX_NUMBER64 = 2**63 - 1  # RFC 7162 §7 mod-sequence-value
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+# RFC 3501 §9: ATOM-CHAR is any CHAR except atom-specials.
+_ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
+_TAG_SPECIALS = _ATOM_SPECIALS | {ord("+")}
+_ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
+_LIST_SPECIALS = _ASTRING_SPECIALS - {ord("%"), ord("*")}
+
+
+class ParseError(Exception):
+    """A syntax error: ``text`` goes into ``<tag> BAD <text>`` (tag ``*`` if unknown)."""
+
+    def __init__(self, text: str, tag: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.tag = tag
+
+
+# -- sequence sets ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``."""
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+
+    def bounds(self, largest: int) -> Iterator[tuple[int, int]]:
+        """The ranges as (low, high) with ``*`` replaced by ``largest``."""
+        for a, b in self.ranges:
+            lo = largest if a is None else a
+            hi = largest if b is None else b
+            yield (lo, hi) if lo <= hi else (hi, lo)
+
+    def contains(self, value: int, largest: int) -> bool:
+        return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+
+    @property
+    def uses_star(self) -> bool:
+        return any(a is None or b is None for a, b in self.ranges)
+
+
+# -- fetch ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Section:
+    """RFC 3501 §6.4.5 section-spec: part numbers and HEADER / HEADER.FIELDS[.NOT] / TEXT /
+    MIME (``text`` None for the whole part)."""
+
+    part: tuple[int, ...] = ()
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        out = ".".join(str(p) for p in self.part)
+        if self.text:
+            out = f"{out}.{self.text}" if out else self.text
+            if self.fields:
+                out += " (" + " ".join(self.fields) + ")"
+        return out
+
+
+@dataclass(frozen=True)
+class FetchAtt:
+    """One fetch attribute. ``name`` is upper case: FLAGS, UID, INTERNALDATE, RFC822.SIZE,
+    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, or BODY with
+    a ``section`` (then ``peek`` and ``partial`` apply)."""
+
+    name: str
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None  # (origin, octet count)
+
+    @property
+    def sets_seen(self) -> bool:
+        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not.
+        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+
+_SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
+                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ")
+# RFC 3501 §6.4.5 macros.
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+
+
+# -- search -----------------------------------------------------------------------------------
+
+class SearchOp(enum.StrEnum):
+    """RFC 3501 §6.4.4 search keys (plus MODSEQ, RFC 7162 §3.1.5), normalised: NEW, OLD,
+    UN* keys are expressed with NOT."""
+
+    ALL = "ALL"
+    AND = "AND"
+    OR = "OR"
+    NOT = "NOT"
+    SEQ = "SEQ"  # value: SequenceSet of message numbers
+    UID = "UID"  # value: SequenceSet of uids
+    FLAG = "FLAG"  # value: flag name (\Seen, keyword...)
+    RECENT = "RECENT"
+    HEADER = "HEADER"  # value: (field name, substring)
+    BODY = "BODY"
+    TEXT = "TEXT"
+    BEFORE = "BEFORE"  # value: date (internal date, RFC 3501: disregarding time and zone)
+    ON = "ON"
+    SINCE = "SINCE"
+    SENTBEFORE = "SENTBEFORE"
+    SENTON = "SENTON"
+    SENTSINCE = "SENTSINCE"
+    LARGER = "LARGER"
+    SMALLER = "SMALLER"
+    MODSEQ = "MODSEQ"
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    op: SearchOp
+    value: object = None
+    children: tuple[SearchKey, ...] = ()
+
+
+_FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
+              "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
+_STRING_HEADER_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
+_DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+    name: str  # upper case command name, "UID FETCH" etc. for UID forms
+
+
+@dataclass(frozen=True)
+class Simple(Command):
+    """CAPABILITY NOOP LOGOUT STARTTLS CHECK CLOSE UNSELECT EXPUNGE IDLE NAMESPACE."""
+
+
+@dataclass(frozen=True)
+class Login(Command):
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Authenticate(Command):
+    mechanism: str
+    initial: bytes | None  # RFC 4959 SASL-IR, still base64; b"" for "="
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    params: dict[str, str | None] | None
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Select(Command):
+    mailbox: str
+    readonly: bool
+    condstore: bool = False
+
+
+@dataclass(frozen=True)
+class Create(Command):
+    mailbox: str
+    special_use: tuple[str, ...] = ()  # RFC 6154 §3 USE
+
+
+@dataclass(frozen=True)
+class MailboxCommand(Command):
+    """DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT."""
+
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class ListCommand(Command):
+    """LIST (with RFC 5258 selection/return options, RFC 5819 STATUS) and LSUB."""
+
+    reference: str
+    patterns: tuple[str, ...]
+    selection: frozenset[str] = frozenset()
+    returns: frozenset[str] = frozenset()
+    status: tuple[str, ...] = ()
+    extended: bool = False  # any RFC 5258 syntax used (then CHILDINFO etc. apply)
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    mailbox: str
+    flags: frozenset[str]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True)
+class QuotaCommand(Command):
+    """GETQUOTA root / SETQUOTA root (...) (RFC 9208)."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class Search(Command):
+    uid: bool
+    key: SearchKey
+    charset: str | None = None
+    returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH RETURN options; None: plain
+
+
+@dataclass(frozen=True)
+class Fetch(Command):
+    uid: bool
+    sequence: SequenceSet
+    attributes: tuple[FetchAtt, ...]
+    changed_since: int | None = None  # RFC 7162 §3.1.4.1
+    macro: bool = False
+
+
+class StoreMode(enum.Enum):
+    ADD = "+"
+    REMOVE = "-"
+    REPLACE = ""
+
+
+@dataclass(frozen=True)
+class Store(Command):
+    uid: bool
+    sequence: SequenceSet
+    mode: StoreMode
+    silent: bool
+    flags: frozenset[str]
+    unchanged_since: int | None = None  # RFC 7162 §3.1.3
+
+
+@dataclass(frozen=True)
+class Copy(Command):
+    """COPY and MOVE (RFC 6851)."""
+
+    uid: bool
+    sequence: SequenceSet
+    mailbox: str
+    move: bool
+
+
+@dataclass(frozen=True)
+class UidExpunge(Command):
+    sequence: SequenceSet  # RFC 4315 §2.1
+
+
+# -- the reader ---------------------------------------------------------------------------------
+
+@dataclass
+class _Reader:
+    data: bytes
+    pos: int = 0
+    depth: int = 0
+    tag: str | None = None
+
+    def error(self, text: str) -> ParseError:
+        return ParseError(text, self.tag)
+
+    def peek(self) -> int | None:
+        return self.data[self.pos] if self.pos < len(self.data) else None
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def expect(self, token: bytes, what: str | None = None) -> None:
+        if not self.data.startswith(token, self.pos):
+            raise self.error(f"expected {what or token.decode()}")
+        self.pos += len(token)
+
+    def sp(self) -> None:
+        self.expect(b" ", "a space")
+
+    def maybe(self, token: bytes) -> bool:
+        if self.data.startswith(token, self.pos):
+            self.pos += len(token)
+            return True
+        return False
+
+    def maybe_ci(self, word: str) -> bool:
+        end = self.pos + len(word)
+        if self.data[self.pos:end].upper() == word.encode():
+            self.pos = end
+            return True
+        return False
+
+    def end(self) -> None:
+        if not self.at_end():
+            raise self.error("unexpected characters at the end of the command")
+
+    def _run(self, specials: frozenset[int]) -> bytes:
+        start = self.pos
+        data = self.data
+        while self.pos < len(data) and data[self.pos] not in specials and data[self.pos] < 0x80:
+            self.pos += 1
+        return data[start:self.pos]
+
+    def atom(self, what: str = "an atom") -> str:
+        raw = self._run(_ATOM_SPECIALS)
+        if not raw:
+            raise self.error(f"expected {what}")
+        return raw.decode("ascii")
+
+    def word(self) -> str:
+        """An atom, upper-cased (keywords of the grammar)."""
+        return self.atom("a keyword").upper()
+
+    def number(self, limit: int = MAX_NUMBER, what: str = "a number") -> int:
+        start = self.pos
+        while self.pos < len(self.data) and 0x30 <= self.data[self.pos] <= 0x39:
+            self.pos += 1
+        digits = self.data[start:self.pos]
+        if not digits or len(digits) > 20:
+            raise self.error(f"expected {what}")
+        value = int(digits)
+        if value > limit:
+            raise self.error(f"{what} out of range")
+        return value
+
+    def nz_number(self, limit: int = MAX_NUMBER, what: str = "a number") -> int:
+        value = self.number(limit, what)
+        if value == 0:
+            raise self.error(f"{what} must not be 0")
+        return value
+
+    def literal(self) -> bytes:
+        self.expect(b"{")
+        size = self.number(what="literal size")
+        self.maybe(b"+")
+        self.expect(b"}\r\n", "CRLF after the literal size")
+        if self.pos + size > len(self.data):
+            raise self.error("literal shorter than announced")
+        value = self.data[self.pos:self.pos + size]
+        self.pos += size
+        return value
+
+    def quoted(self) -> bytes:
+        self.expect(b'"')
+        out = bytearray()
+        data = self.data
+        while True:
+            if self.pos >= len(data):
+                raise self.error("unterminated quoted string")
+            c = data[self.pos]
+            self.pos += 1
+            if c == 0x22:
+                return bytes(out)
+            if c == 0x5C:
+                if self.pos >= len(data) or data[self.pos] not in (0x22, 0x5C):
+                    raise self.error("bad escape in quoted string")
+                c = data[self.pos]
+                self.pos += 1
+            elif c in (0x0D, 0x0A, 0x00):
+                raise self.error("CR, LF or NUL in quoted string")
+            out.append(c)
+
+    def string_bytes(self) -> bytes:
+        c = self.peek()
+        if c == 0x22:
+            return self.quoted()
+        if c == 0x7B:
+            return self.literal()
+        raise self.error("expected a string")
+
+    def astring_bytes(self, specials: frozenset[int] = _ASTRING_SPECIALS) -> bytes:
+        c = self.peek()
+        if c in (0x22, 0x7B):
+            return self.string_bytes()
+        raw = self._run(specials)
+        if not raw:
+            raise self.error("expected a string or atom")
+        return raw
+
+    def astring(self) -> str:
+        return _utf8(self.astring_bytes(), self)
+
+    def nstring_or_nil(self) -> str | None:
+        if self.maybe_ci("NIL"):
+            return None
+        return _utf8(self.string_bytes(), self)
+
+    def mailbox(self) -> str:
+        raw = self.astring_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error("mailbox name is not valid UTF-8") from None
+        if text.upper() == "INBOX":
+            return "INBOX"
+        try:
+            name = decode_mailbox(text)
+        except ValueError as exc:
+            raise self.error(f"bad mailbox name: {exc}") from None
+        if not name or any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) \
+                or name.startswith("/") or name.endswith("/") or "//" in name:
+            raise self.error("bad mailbox name")
+        return name
+
+    def list_mailbox(self) -> str:
+        c = self.peek()
+        raw = self.string_bytes() if c in (0x22, 0x7B) else self._run(_LIST_SPECIALS)
+        try:
+            return decode_mailbox(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise self.error("bad mailbox pattern") from None
+
+    def open_paren(self) -> None:
+        self.expect(b"(", '"("')
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error("too deeply nested")
+
+    def close_paren(self) -> None:
+        self.expect(b")", '")"')
+        self.depth -= 1
+
+    def paren_list(self, item: Callable[[], T]) -> list[T]:
+        """``(item SP item ...)``, possibly empty."""
+        self.open_paren()
+        out: list[T] = []
+        if not self.maybe(b")"):
+            while True:
+                out.append(item())
+                if self.maybe(b")"):
+                    break
+                self.sp()
+        self.depth -= 1
+        return out
+
+    def special_use(self) -> str:
+        self.expect(b"\\", "a special-use flag")
+        return "\\" + self.atom("a special-use flag")
+
+    def flag(self) -> str:
+        if self.maybe(b"\\"):
+            name = self.atom("a flag name")
+            system = {"ANSWERED": "\\Answered", "FLAGGED": "\\Flagged", "DELETED": "\\Deleted",
+                      "SEEN": "\\Seen", "DRAFT": "\\Draft"}.get(name.upper())
+            if system is None:
+                raise self.error(f"\\{name} is not a settable flag")
+            return system
+        return self.atom("a flag")
+
+    def flag_list(self) -> frozenset[str]:
+        return frozenset(self.paren_list(self.flag))
+
+    def sequence_set(self) -> SequenceSet:
+        ranges: list[tuple[int | None, int | None]] = []
+        while True:
+            a = self._seq_number()
+            b = self._seq_number() if self.maybe(b":") else a
+            ranges.append((a, b))
+            if not self.maybe(b","):
+                break
+            if len(ranges) > 10000:
+                raise self.error("sequence set too long")
+        return SequenceSet(tuple(ranges))
+
+    def _seq_number(self) -> int | None:
+        if self.maybe(b"*"):
+            return None
+        return self.nz_number(what="message number")
+
+    def date(self) -> datetime:
+        """RFC 3501 §9 date: date-text or DQUOTE date-text DQUOTE (day-month-year)."""
+        quoted = self.maybe(b'"')
+        day = self.number(31, "day")
+        self.expect(b"-", "date")
+        month = self._month()
+        self.expect(b"-", "date")
+        year = self.number(9999, "year")
+        if quoted:
+            self.expect(b'"')
+        try:
+            return datetime(year, month, day, tzinfo=UTC)
+        except ValueError:
+            raise self.error("invalid date") from None
+
+    def _month(self) -> int:
+        raw = self.data[self.pos:self.pos + 3].upper()
+        try:
+            month = _MONTHS.index(raw.decode("ascii", "replace")) + 1
+        except ValueError:
+            raise self.error("bad month name") from None
+        self.pos += 3
+        return month
+
+    def date_time(self) -> datetime:
+        """RFC 3501 §9 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may be space-padded)."""
+        self.expect(b'"', "a quoted date-time")
+        if self.maybe(b" "):
+            day = self.number(9, "day")
+        else:
+            day = self.number(31, "day")
+        self.expect(b"-", "date-time")
+        month = self._month()
+        self.expect(b"-", "date-time")
+        year = self.number(9999, "year")
+        self.sp()
+        hour = self.number(23, "hour")
+        self.expect(b":", "time")
+        minute = self.number(59, "minute")
+        self.expect(b":", "time")
+        second = self.number(60, "second")
+        self.sp()
+        sign = self.peek()
+        if sign not in (0x2B, 0x2D):
+            raise self.error("expected a zone")
+        self.pos += 1
+        zone_raw = self.data[self.pos:self.pos + 4]
+        if len(zone_raw) != 4 or not zone_raw.isdigit():
+            raise self.error("bad zone")
+        self.pos += 4
+        self.expect(b'"')
+        offset = timedelta(hours=int(zone_raw[:2]), minutes=int(zone_raw[2:]))
+        if offset >= timedelta(hours=24):
+            raise self.error("bad zone")
+        try:
+            return datetime(year, month, day, hour, minute, min(second, 59),
+                            tzinfo=timezone(-offset if sign == 0x2D else offset))
+        except ValueError:
+            raise self.error("invalid date-time") from None
+
+
+def _utf8(raw: bytes, reader: _Reader) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise reader.error("string is not valid UTF-8") from None
+
+
+# -- command grammar ------------------------------------------------------------------------
+
+def parse_command(data: bytes) -> Command:
+    """Parse one complete command (literals inline, no final CRLF)."""
+    r = _Reader(data)
+    tag_raw = r._run(_TAG_SPECIALS)
+    if not tag_raw:
+        raise ParseError("missing or invalid tag")
+    r.tag = tag_raw.decode("ascii")
+    if r.at_end():
+        raise r.error("missing command")
+    r.sp()
+    name = r.word()
+    uid = False
+    if name == "UID":
+        r.sp()
+        name = r.word()
+        if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+            raise r.error(f"UID {name} is not a command")
+        uid = True
+    parser = _COMMANDS.get(name)
+    if parser is None:
+        raise r.error(f"unknown command {name[:40]}")
+    command = parser(r, r.tag, ("UID " + name) if uid else name, uid)
+    r.end()
+    return command
+
+
+def _simple(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    return Simple(tag, name)
+
+
+def _login(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    user = r.astring()
+    r.sp()
+    password = r.astring()
+    return Login(tag, name, user, password)
+
+
+def _authenticate(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    mechanism = r.word()
+    initial = None
+    if r.maybe(b" "):
+        initial = b"" if r.maybe(b"=") else r._run(_ATOM_SPECIALS)
+        if not r.at_end():
+            raise r.error("bad initial response")
+    return Authenticate(tag, name, mechanism, initial)
+
+
+def _id(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    if r.maybe_ci("NIL"):
+        return Id(tag, name, None)
+    items = r.paren_list(r.nstring_or_nil)
+    if len(items) % 2 or len(items) > 60:
+        raise r.error("ID takes up to 30 field/value pairs")
+    params: dict[str, str | None] = {}
+    for key, value in zip(items[::2], items[1::2], strict=True):
+        if key is None:
+            raise r.error("ID field name must be a string")
+        params[key] = value
+    return Id(tag, name, params)
+
+
+def _enable(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    caps = []
+    while r.maybe(b" "):
+        caps.append(r.word())
+    if not caps:
+        raise r.error("ENABLE needs a capability")
+    return Enable(tag, name, tuple(caps))
+
+
+def _select(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    condstore = False
+    if r.maybe(b" "):
+        for param in r.paren_list(r.word):
+            if param != "CONDSTORE":  # RFC 7162 §3.1.8
+                raise r.error(f"unknown {name} parameter {param[:40]}")
+            condstore = True
+    return Select(tag, name, mailbox, name == "EXAMINE", condstore)
+
+
+def _create(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    uses: list[str] = []
+    if r.maybe(b" "):
+        r.open_paren()
+        if not r.maybe_ci("USE"):  # RFC 6154 §3
+            raise r.error("unknown CREATE parameter")
+        r.sp()
+        uses = r.paren_list(r.special_use)
+        r.close_paren()
+    return Create(tag, name, mailbox, tuple(uses))
+
+
+def _mailbox_command(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    return MailboxCommand(tag, name, r.mailbox())
+
+
+def _rename(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    old = r.mailbox()
+    r.sp()
+    return Rename(tag, name, old, r.mailbox())
+
+
+_SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT"})
+
+
+def _list(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    selection: frozenset[str] = frozenset()
+    extended = False
+    if name == "LIST" and r.peek() == 0x28:
+        extended = True  # RFC 5258 §3: list-select-opts
+        selection = frozenset(r.paren_list(r.word))
+        if selection - _SELECTION_OPTIONS:
+            raise r.error(f"unknown LIST selection option {sorted(selection - _SELECTION_OPTIONS)[0][:40]}")
+        if "RECURSIVEMATCH" in selection and not selection & {"SUBSCRIBED"}:
+            raise r.error("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
+        r.sp()
+    reference = r.list_mailbox()
+    r.sp()
+    if name == "LIST" and r.peek() == 0x28:
+        extended = True
+        patterns = tuple(r.paren_list(r.list_mailbox))
+        if not patterns:
+            raise r.error("empty pattern list")
+    else:
+        patterns = (r.list_mailbox(),)
+    returns: set[str] = set()
+    status: tuple[str, ...] = ()
+    if name == "LIST" and r.maybe(b" "):
+        extended = True
+        if not r.maybe_ci("RETURN "):
+            raise r.error("expected RETURN")
+        r.open_paren()
+        if not r.maybe(b")"):
+            while True:
+                option = r.word()
+                if option not in _RETURN_OPTIONS:
+                    raise r.error(f"unknown LIST return option {option[:40]}")
+                returns.add(option)
+                if option == "STATUS":  # RFC 5819 §2
+                    r.sp()
+                    status = tuple(r.paren_list(r.word))
+                    if not status or set(status) - STATUS_ITEMS:
+                        raise r.error("bad STATUS return items")
+                if r.maybe(b")"):
+                    break
+                r.sp()
+        r.depth -= 1
+    return ListCommand(tag, name, reference, patterns, selection, frozenset(returns), status, extended)
+
+
+def _status(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = tuple(r.paren_list(r.word))
+    if not items:
+        raise r.error("STATUS needs at least one item")
+    unknown = set(items) - STATUS_ITEMS
+    if unknown:
+        raise r.error(f"unknown STATUS item {sorted(unknown)[0][:40]}")
+    return Status(tag, name, mailbox, items)
+
+
+def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    flags: frozenset[str] = frozenset()
+    date = None
+    if r.peek() == 0x28:
+        flags = r.flag_list()
+        r.sp()
+    if r.peek() == 0x22:
+        date = r.date_time()
+        r.sp()
+    if r.peek() != 0x7B:
+        raise r.error("APPEND needs the message as a literal")
+    message = r.literal()
+    return Append(tag, name, mailbox, flags, date, message)
+
+
+def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    root = r.astring()
+    if name == "SETQUOTA":
+        r.sp()
+        r.paren_list(lambda: (r.atom(), r.sp(), r.number(MAX_NUMBER64)))
+    return QuotaCommand(tag, name, root)
+
+
+def _fetch(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    sequence = r.sequence_set()
+    r.sp()
+    macro = False
+    if r.peek() == 0x28:
+        atts = r.paren_list(lambda: _fetch_att(r))
+        if not atts:
+            raise r.error("empty fetch attribute list")
+    else:
+        word_start = r.pos
+        word = r.word()
+        if word in _MACROS:
+            atts = [FetchAtt(a) for a in _MACROS[word]]
+            macro = True
+        else:
+            r.pos = word_start
+            atts = [_fetch_att(r)]
+    changed_since = None
+    if r.maybe(b" "):
+        r.open_paren()
+        if not r.maybe_ci("CHANGEDSINCE "):  # RFC 7162 §3.1.4.1
+            raise r.error("unknown FETCH modifier")
+        changed_since = r.number(MAX_NUMBER64, "mod-sequence")
+        r.close_paren()
+    if uid and not any(a.name == "UID" for a in atts):
+        atts.append(FetchAtt("UID"))  # RFC 3501 §6.4.8: UID FETCH always returns UID
+    if changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
+        atts.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.1.4.1
+    return Fetch(tag, name, uid, sequence, tuple(atts), changed_since, macro)
+
+
+def _fetch_att(r: _Reader) -> FetchAtt:
+    start = r.pos
+    raw = r._run(_ATOM_SPECIALS | {ord("["), ord("<")})
+    word = raw.decode("ascii").upper()
+    if word in ("BODY", "BODY.PEEK", "BINARY.PEEK") and r.peek() == 0x5B:
+        if word == "BINARY.PEEK":
+            raise r.error("BINARY is not supported")
+        r.pos += 1
+        section = _section(r)
+        r.expect(b"]", '"]"')
+        partial = None
+        if r.maybe(b"<"):
+            origin = r.number(what="partial origin")
+            r.expect(b".", '"."')
+            count = r.nz_number(what="partial length")
+            r.expect(b">", '">"')
+            partial = (origin, count)
+        return FetchAtt("BODY", section, word == "BODY.PEEK", partial)
+    if word in _SIMPLE_ATTS or word == "BODY":
+        return FetchAtt(word)
+    r.pos = start
+    raise r.error(f"unknown fetch attribute {word[:40] or 'here'}")
+
+
+def _section(r: _Reader) -> Section:
+    part: list[int] = []
+    while r.peek() is not None and 0x31 <= r.peek() <= 0x39:  # type: ignore[operator]
+        part.append(r.nz_number(what="part number"))
+        if len(part) > MAX_DEPTH:
+            raise r.error("part number too deep")
+        if not r.maybe(b"."):
+            return Section(tuple(part))
+    if r.peek() == 0x5D:
+        if part:
+            raise r.error("bad section")
+        return Section()
+    text = r._run(_ATOM_SPECIALS | {ord("]")}).decode("ascii").upper()
+    if text in ("HEADER", "TEXT") or (text == "MIME" and part):
+        return Section(tuple(part), text)
+    if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        r.sp()
+        fields = r.paren_list(lambda: _utf8(r.astring_bytes(), r))
+        if not fields:
+            raise r.error("empty header list")
+        return Section(tuple(part), text, tuple(fields))
+    raise r.error(f"bad section {text[:40]}")
+
+
+def _store(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    sequence = r.sequence_set()
+    r.sp()
+    unchanged = None
+    if r.peek() == 0x28:
+        r.open_paren()
+        if not r.maybe_ci("UNCHANGEDSINCE "):  # RFC 7162 §3.1.3
+            raise r.error("unknown STORE modifier")
+        unchanged = r.number(MAX_NUMBER64, "mod-sequence")
+        r.close_paren()
+        r.sp()
+    item = r.atom("a store item").upper()
+    mode = StoreMode.REPLACE
+    if item[:1] in ("+", "-"):
+        mode = StoreMode(item[0])
+        item = item[1:]
+    if item not in ("FLAGS", "FLAGS.SILENT"):
+        raise r.error("expected FLAGS, +FLAGS or -FLAGS")
+    r.sp()
+    if r.peek() == 0x28:
+        flags = r.flag_list()
+    else:
+        items = [r.flag()]
+        while r.maybe(b" "):
+            items.append(r.flag())
+        flags = frozenset(items)
+    return Store(tag, name, uid, sequence, mode, item.endswith(".SILENT"), flags, unchanged)
+
+
+def _copy(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    sequence = r.sequence_set()
+    r.sp()
+    return Copy(tag, name, uid, sequence, r.mailbox(), name.endswith("MOVE"))
+
+
+def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    if uid:
+        r.sp()
+        return UidExpunge(tag, name, r.sequence_set())
+    return Simple(tag, name)
+
+
+_ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
+
+
+def _search(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()
+    returns: tuple[str, ...] | None = None
+    charset = None
+    if r.maybe_ci("RETURN "):  # RFC 4731 §3
+        options = tuple(r.paren_list(r.word))
+        if set(options) - _ESEARCH_RETURNS:
+            raise r.error("unknown SEARCH return option")
+        returns = options or ("ALL",)
+        r.sp()
+    if r.maybe_ci("CHARSET "):
+        charset = r.astring().upper()
+        r.sp()
+    keys = [_search_key(r)]
+    while r.maybe(b" "):
+        keys.append(_search_key(r))
+    key = keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
+    return Search(tag, name, uid, key, charset, returns)
+
+
+def _search_key(r: _Reader) -> SearchKey:
+    c = r.peek()
+    if c == 0x28:
+        r.open_paren()
+        keys = [_search_key(r)]
+        while r.maybe(b" "):
+            keys.append(_search_key(r))
+        r.close_paren()
+        return keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
+    if c is not None and (0x30 <= c <= 0x39 or c == 0x2A):
+        return SearchKey(SearchOp.SEQ, r.sequence_set())
+    word = r.word()
+    if word in _FLAG_KEYS:
+        return SearchKey(SearchOp.FLAG, _FLAG_KEYS[word])
+    if word.startswith("UN") and word[2:] in _FLAG_KEYS:
+        return _not(SearchKey(SearchOp.FLAG, _FLAG_KEYS[word[2:]]))
+    if word == "ALL":
+        return SearchKey(SearchOp.ALL)
+    if word in ("NEW", "OLD", "RECENT"):
+        recent = SearchKey(SearchOp.RECENT)
+        if word == "NEW":  # RFC 3501 §6.4.4: RECENT UNSEEN
+            return SearchKey(SearchOp.AND, children=(recent, _not(SearchKey(SearchOp.FLAG, "\\Seen"))))
+        return _not(recent) if word == "OLD" else recent
+    if word in ("KEYWORD", "UNKEYWORD"):
+        r.sp()
+        key = SearchKey(SearchOp.FLAG, r.flag() if r.peek() == 0x5C else r.atom("a keyword"))
+        return key if word == "KEYWORD" else _not(key)
+    if word == "NOT":
+        r.sp()
+        r.depth += 1
+        if r.depth > MAX_DEPTH:
+            raise r.error("too deeply nested")
+        inner = _search_key(r)
+        r.depth -= 1
+        return _not(inner)
+    if word == "OR":
+        r.depth += 1
+        if r.depth > MAX_DEPTH:
+            raise r.error("too deeply nested")
+        r.sp()
+        a = _search_key(r)
+        r.sp()
+        b = _search_key(r)
+        r.depth -= 1
+        return SearchKey(SearchOp.OR, children=(a, b))
+    if word in _STRING_HEADER_KEYS:
+        r.sp()
+        return SearchKey(SearchOp.HEADER, (word.capitalize() if word != "BCC" else "Bcc",
+                                           r.astring()))
+    if word == "HEADER":
+        r.sp()
+        field_name = r.astring()
+        r.sp()
+        return SearchKey(SearchOp.HEADER, (field_name, r.astring()))
+    if word in ("BODY", "TEXT"):
+        r.sp()
+        return SearchKey(SearchOp(word), r.astring())
+    if word in _DATE_KEYS:
+        r.sp()
+        return SearchKey(SearchOp(word), r.date().date())
+    if word in ("LARGER", "SMALLER"):
+        r.sp()
+        return SearchKey(SearchOp(word), r.number())
+    if word == "UID":
+        r.sp()
+        return SearchKey(SearchOp.UID, r.sequence_set())
+    if word == "MODSEQ":  # RFC 7162 §3.1.5
+        r.sp()
+        if r.peek() == 0x22:
+            r.quoted()  # entry name: per-flag modseqs are not kept; the entry is ignored
+            r.sp()
+            entry_type = r.word()
+            if entry_type not in ("PRIV", "SHARED", "ALL"):
+                raise r.error("bad MODSEQ entry type")
+            r.sp()
+        return SearchKey(SearchOp.MODSEQ, r.number(MAX_NUMBER64, "mod-sequence"))
+    raise r.error(f"unknown search key {word[:40]}")
+
+
+def _not(key: SearchKey) -> SearchKey:
+    return SearchKey(SearchOp.NOT, children=(key,))
+
+
+_COMMANDS = {
+    "CAPABILITY": _simple, "NOOP": _simple, "LOGOUT": _simple, "STARTTLS": _simple,
+    "CHECK": _simple, "CLOSE": _simple, "UNSELECT": _simple, "IDLE": _simple,
+    "NAMESPACE": _simple, "EXPUNGE": _expunge,
+    "LOGIN": _login, "AUTHENTICATE": _authenticate, "ID": _id, "ENABLE": _enable,
+    "SELECT": _select, "EXAMINE": _select, "CREATE": _create,
+    "DELETE": _mailbox_command, "SUBSCRIBE": _mailbox_command,
+    "UNSUBSCRIBE": _mailbox_command, "GETQUOTAROOT": _mailbox_command,
+    "RENAME": _rename, "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
+    "GETQUOTA": _quota, "SETQUOTA": _quota,
+    "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
+}
+
+
+# -- framing ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Complete:
+    """A whole command (literals inline, without its final CRLF)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class NeedContinuation:
+    """A synchronizing literal was announced and is within limits: send ``+ ...``."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The command was refused before its data was read.
+
+    ``code`` is ``TOOBIG`` for an APPEND literal over APPENDLIMIT (answered NO), else the
+    answer is BAD. ``fatal``: the client will send the data anyway (non-synchronizing
+    literal) or the stream cannot be resynchronised, so the connection must close."""
+
+    tag: str | None
+    text: str
+    code: str | None = None
+    fatal: bool = False
+
+
+FrameEvent = Complete | NeedContinuation | Rejected
+
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
+_TAG_AND_NAME = re.compile(rb"^([^\s(){%*\"\\\]+]+) +(?:UID +)?([A-Za-z]+)")
+
+
+@dataclass
+class Framer:
+    """Cuts a byte stream into commands, enforcing limits before reading data."""
+
+    max_line: int
+    max_command: int
+    append_limit: int
+    _buffer: bytearray = field(default_factory=bytearray)
+    _parts: list[bytes] = field(default_factory=list)
+    _size: int = 0
+    _literal: int = 0  # bytes of literal still to read
+    _skipping: bool = False  # discarding the rest of an over-long line
+    _skip_tag: str | None = None
+
+    def reset(self) -> None:
+        """Forget everything buffered (after STARTTLS, RFC 3501 §6.2.1 / CVE-2011-0411)."""
+        self._buffer.clear()
+        self._parts.clear()
+        self._size = 0
+        self._literal = 0
+        self._skipping = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet cut into a command (literal data excluded)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        self._buffer += data
+        events: list[FrameEvent] = []
+        while True:
+            if self._literal:
+                if not self._buffer:
+                    break
+                take = min(self._literal, len(self._buffer))
+                self._parts.append(bytes(self._buffer[:take]))
+                del self._buffer[:take]
+                self._literal -= take
+                continue
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.max_line:
+                    if not self._skipping:
+                        self._skip_tag = self._tag(bytes(self._buffer[:200]))
+                    self._skipping = True
+                    self._buffer.clear()
+                break
+            line = bytes(self._buffer[:end + 1])
+            del self._buffer[:end + 1]
+            if self._skipping or len(line) > self.max_line:
+                tag = self._skip_tag if self._skipping else self._tag(line)
+                self._skipping = False
+                self._parts.clear()
+                self._size = 0
+                events.append(Rejected(tag, "line too long"))
+                continue
+            if not line.endswith(b"\r\n"):
+                line = line[:-1] + b"\r\n"  # a bare LF ends a line too (lenient, like Dovecot)
+            self._size += len(line)
+            self._parts.append(line)
+            body = line[:-2]
+            match = _LITERAL_AT_END.search(body)
+            if match is None:
+                command = b"".join(self._parts)[:-2]
+                self._parts.clear()
+                self._size = 0
+                events.append(Complete(command))
+                continue
+            size = int(match.group(1))
+            nonsync = bool(match.group(2))
+            first = self._parts[0]
+            tag = self._tag(first)
+            is_append = self._is_append(first)
+            limit = self.append_limit if is_append else self.max_command
+            if size > limit or self._size + size > limit + self.max_command:
+                self._parts.clear()
+                self._size = 0
+                if is_append:
+                    # RFC 7889 §4 / RFC 4469: refuse before reading.
+                    events.append(Rejected(tag, "message larger than APPENDLIMIT", "TOOBIG",
+                                           fatal=nonsync))
+                else:
+                    events.append(Rejected(tag, "literal too large", fatal=nonsync))
+                if nonsync:
+                    break
+                continue
+            self._size += size
+            self._literal = size
+            if not nonsync:
+                events.append(NeedContinuation())
+        return events
+
+    @staticmethod
+    def _tag(line: bytes) -> str | None:
+        match = _TAG_AND_NAME.match(line)
+        return match.group(1).decode("ascii") if match else None
+
+    @staticmethod
+    def _is_append(line: bytes) -> bool:
+        match = _TAG_AND_NAME.match(line)
+        return bool(match) and match.group(2).upper() == b"APPEND"

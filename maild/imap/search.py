@@ -1,0 +1,179 @@
+"""SEARCH evaluation (RFC 3501 §6.4.4, RFC 7162 §3.1.5) over the store's indexes.
+
+Flags, sizes, dates and modseqs come from the message records, the address and subject
+keys from the stored envelope; only BODY, TEXT and other HEADER fields read the message
+itself, and only for the messages the cheaper keys have not already ruled out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from maild.imap import mime
+from maild.imap.parser import SearchKey, SearchOp
+from maild.store.types import SEEN, Envelope, MessageMeta
+
+_ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
+                     "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
+                     "sender": "sender", "reply-to": "reply_to", "references": "references"}
+_RAW_OPS = {SearchOp.BODY, SearchOp.TEXT}
+
+
+def _walk(key: SearchKey) -> list[SearchKey]:
+    out = [key]
+    for child in key.children:
+        out.extend(_walk(child))
+    return out
+
+
+def needs_raw(key: SearchKey) -> bool:
+    return any(k.op in _RAW_OPS or (k.op is SearchOp.HEADER
+                                    and str(k.value[0]).lower() not in _ENVELOPE_HEADERS)  # type: ignore[index]
+               for k in _walk(key))
+
+
+def only_unseen(key: SearchKey) -> bool:
+    """UNSEEN alone: answered from the unseen index."""
+    return (key.op is SearchOp.NOT and key.children[0].op is SearchOp.FLAG
+            and key.children[0].value == SEEN)
+
+
+class _Message:
+    """Lazily loaded facts about one message during a search."""
+
+    def __init__(self, store: Any, user: str, mailbox_id: int, uid: int, seq: int,
+                 meta: MessageMeta | None) -> None:
+        self.store = store
+        self.user = user
+        self.mailbox_id = mailbox_id
+        self.uid = uid
+        self.seq = seq
+        self.meta = meta
+        self._envelope: Envelope | None = None
+        self._raw: bytes | None = None
+        self._text: dict[str, str] = {}
+
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            self._envelope = self.store.envelope(self.user, self.mailbox_id, self.uid)
+        return self._envelope
+
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.store.read(self.user, self.mailbox_id, self.uid)
+        return self._raw
+
+    def cached(self, name: str, make: Callable[[], str]) -> str:
+        if name not in self._text:
+            self._text[name] = make().casefold()
+        return self._text[name]
+
+
+def _internal_date(meta: MessageMeta) -> date:
+    return datetime.fromtimestamp(meta.internal_date, UTC).date()
+
+
+def _sent_date(msg: _Message) -> date | None:
+    value = msg.envelope().date
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).date()  # RFC 3501: disregarding time and zone
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _header_match(msg: _Message, name: str, needle: str) -> bool:
+    attr = _ENVELOPE_HEADERS.get(name.lower())
+    if attr is not None:
+        value = getattr(msg.envelope(), attr)
+        if value is None:
+            return False
+        values = [msg.cached("h:" + attr, lambda: mime.header_text(value))]
+    else:
+        values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
+        if not values:
+            return False
+    return any(needle.casefold() in v for v in values)
+
+
+def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -> bool:
+    op = key.op
+    meta = msg.meta
+    if op is SearchOp.ALL:
+        return True
+    if op is SearchOp.AND:
+        return all(matches(k, msg, largest_seq, largest_uid) for k in key.children)
+    if op is SearchOp.OR:
+        return any(matches(k, msg, largest_seq, largest_uid) for k in key.children)
+    if op is SearchOp.NOT:
+        return not matches(key.children[0], msg, largest_seq, largest_uid)
+    if op is SearchOp.SEQ:
+        return key.value.contains(msg.seq, largest_seq)  # type: ignore[attr-defined]
+    if op is SearchOp.UID:
+        return key.value.contains(msg.uid, largest_uid)  # type: ignore[attr-defined]
+    if op is SearchOp.RECENT:
+        return False  # \Recent is not kept (RFC 9051 removed it)
+    if op is SearchOp.HEADER:
+        name, needle = key.value  # type: ignore[misc]
+        return _header_match(msg, name, needle)
+    if op is SearchOp.BODY:
+        return str(key.value).casefold() in msg.cached("body", lambda: mime.body_text(msg.raw()))
+    if op is SearchOp.TEXT:
+        needle = str(key.value).casefold()
+        return (needle in msg.cached("headers", lambda: mime.all_headers_text(msg.raw()))
+                or needle in msg.cached("body", lambda: mime.body_text(msg.raw())))
+    if op in (SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE):
+        sent = _sent_date(msg)
+        if sent is None:
+            return False
+        return _compare(op, sent, key.value)  # type: ignore[arg-type]
+    if meta is None:
+        return False
+    if op is SearchOp.FLAG:
+        return key.value in meta.flags
+    if op in (SearchOp.BEFORE, SearchOp.ON, SearchOp.SINCE):
+        return _compare(op, _internal_date(meta), key.value)  # type: ignore[arg-type]
+    if op is SearchOp.LARGER:
+        return meta.size > key.value  # type: ignore[operator]
+    if op is SearchOp.SMALLER:
+        return meta.size < key.value  # type: ignore[operator]
+    if op is SearchOp.MODSEQ:
+        return meta.modseq >= key.value  # type: ignore[operator]
+    raise AssertionError(f"unhandled search key {op}")
+
+
+def _compare(op: SearchOp, value: date, target: date) -> bool:
+    if op in (SearchOp.BEFORE, SearchOp.SENTBEFORE):
+        return value < target
+    if op in (SearchOp.ON, SearchOp.SENTON):
+        return value == target
+    return value >= target
+
+
+def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey) -> list[tuple[int, int, int]]:
+    """(sequence number, uid, modseq) of the messages of ``uids`` matching ``key``.
+    May read message blobs: callers run it off the reactor thread when :func:`needs_raw`."""
+    if not uids:
+        return []
+    if only_unseen(key):
+        unseen = set(store.unseen_uids(user, mailbox_id))
+        wanted = [u for u in uids if u in unseen]
+        metas = {m.uid: m for m in store.messages(user, mailbox_id, wanted)}
+        return [(i + 1, u, metas[u].modseq) for i, u in enumerate(uids) if u in unseen and u in metas]
+    # One pass over the message records: flags, dates, sizes, and the modseq CONDSTORE
+    # needs for every answer.
+    metas = {m.uid: m for m in store.messages(user, mailbox_id)}
+    largest_seq, largest_uid = len(uids), uids[-1]
+    out = []
+    for i, uid in enumerate(uids):
+        meta = metas.get(uid)
+        if meta is None:
+            continue  # expunged by another session, not yet announced
+        msg = _Message(store, user, mailbox_id, uid, i + 1, meta)
+        if matches(key, msg, largest_seq, largest_uid):
+            out.append((i + 1, uid, meta.modseq))
+    return out

@@ -1,0 +1,1126 @@
+"""maild's IMAP server (RFC 3501 IMAP4rev1 plus the extensions in ``CAPABILITIES``),
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/imap.md).
+
+Implementation notes — invariants a contributor must keep:
+
+1. Parse, then execute. Bytes go through :class:`maild.imap.parser.Framer` (limits are
+   checked before data is read) and :func:`maild.imap.parser.parse_command`; ``ALLOWED``
+   is the one table of which command each session state accepts.
+2. One command at a time. While a command waits on a Deferred nothing else is executed;
+   pipelined commands wait in ``_queue`` and the transport is paused when it grows.
+3. STARTTLS throws away everything pipelined behind it (RFC 3501 §6.2.1, CVE-2011-0411).
+   LOGIN and AUTHENTICATE only over TLS, unless ``[imap] allow_plaintext_auth_on_loopback``
+   and the peer is a loopback address; LOGINDISABLED is advertised otherwise.
+4. Durability: a write command answers OK only after the store's Deferred has fired.
+5. Other sessions' changes arrive through the store's change feed into the
+   :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE never
+   while answering FETCH, STORE or SEARCH (the UID forms may), never with no command in
+   progress except during IDLE.
+6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
+7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
+   the transport's push producer, so a slow reader pauses us instead of filling memory.
+8. A client never sees an exception text: unexpected errors are logged and answered
+   ``NO [SERVERBUG]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import enum
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from maild.auth import SaslError, parse_sasl_plain
+from maild.config import ImapConfig
+from maild.imap import mime, wire
+from maild.imap import search as searching
+from maild.imap.mailbox import BadSequence, MailboxView
+from maild.imap.parser import (
+    Append,
+    Authenticate,
+    Command,
+    Complete,
+    Copy,
+    Create,
+    Enable,
+    Fetch,
+    FetchAtt,
+    FrameEvent,
+    Framer,
+    Id,
+    ListCommand,
+    Login,
+    MailboxCommand,
+    NeedContinuation,
+    ParseError,
+    QuotaCommand,
+    Rejected,
+    Rename,
+    Search,
+    Section,
+    Select,
+    Status,
+    Store,
+    StoreMode,
+    UidExpunge,
+    parse_command,
+)
+from maild.store.types import (
+    DELETED,
+    SEEN,
+    Change,
+    ChangeKind,
+    FlagMode,
+    Mailbox,
+    MailboxExists,
+    MailboxNotFound,
+    MessageMeta,
+    QuotaExceeded,
+    SpecialUse,
+    StoreFull,
+    User,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_BYTES = 1024 * 1024  # pipelined input held while a command runs
+MAX_BAD_COMMANDS = 20
+STREAM_CHUNK = 64 * 1024
+STREAM_ABOVE = 256 * 1024  # whole bodies larger than this stream from the blob file
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+# RFC numbers in docs/imap.md; each is advertised only because it is complete.
+CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+                "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
+                "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE")
+PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+_ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
+_AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
+                         "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
+                         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
+# RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
+# (RFC 5161 §3.1).
+ALLOWED: dict[State, frozenset[str]] = {
+    State.NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "AUTHENTICATE", "LOGIN"}),
+    State.AUTHENTICATED: frozenset(_AUTHENTICATED),
+    State.SELECTED: frozenset((_AUTHENTICATED - {"ENABLE"}) | {
+        "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+        "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE"}),
+    State.LOGOUT: frozenset(),
+}
+# RFC 3501 §7.4.1: no EXPUNGE while answering these.
+_NO_EXPUNGE_DURING = {"FETCH", "STORE", "SEARCH"}
+
+
+class _Answered(enum.Enum):
+    """A handler that already sent its own tagged response returns ``ANSWERED``."""
+
+    ANSWERED = "answered"
+
+
+ANSWERED = _Answered.ANSWERED
+
+
+class ImapError(Exception):
+    """A tagged NO or BAD: ``text`` is public, never an exception text."""
+
+    def __init__(self, status: str, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code
+
+
+def _no(text: str, code: str | None = None) -> ImapError:
+    return ImapError("NO", text, code)
+
+
+def _bad(text: str) -> ImapError:
+    return ImapError("BAD", text)
+
+
+class ImapFactory(Factory):
+    noisy = False
+
+    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+        self.ctx = ctx
+        self.implicit_tls = implicit_tls
+        self.config: ImapConfig = ctx.config.imap
+        self.connections: collections.Counter[str] = collections.Counter()
+        self.sessions: dict[str, set[ImapSession]] = {}
+        self._unsubscribe = ctx.store.subscribe(self._changed)
+
+    def buildProtocol(self, addr: Any) -> ImapSession:
+        session = ImapSession(self)
+        session.factory = self
+        return session
+
+    def _changed(self, change: Change) -> None:
+        for session in list(self.sessions.get(change.user, ())):
+            session.store_changed(change)
+
+    def stopFactory(self) -> None:
+        self._unsubscribe()
+
+
+@implementer(IPushProducer)
+class ImapSession(Protocol):
+    def __init__(self, factory: ImapFactory) -> None:
+        self.factory = factory
+        self.ctx = factory.ctx
+        self.store = factory.ctx.store
+        self.config = factory.config
+        self.tls = factory.implicit_tls
+        self.state = State.NOT_AUTHENTICATED
+        self.user: str | None = None
+        self.view: MailboxView | None = None
+        self.condstore = False
+        self.client_ip = ""
+        self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
+                              self.config.append_limit)
+        self._queue: collections.deque[FrameEvent] = collections.deque()
+        self._busy = False
+        self._closed = False
+        self._counted = False
+        self._output_paused = False
+        self._read_paused = False
+        self._resume: defer.Deferred[None] | None = None
+        self._line_waiter: defer.Deferred[bytes] | None = None
+        self._idle_tag: str | None = None
+        self._timer: Any = None
+        self._bad_commands = 0
+        self._cache: tuple[int, bytes, mime.Part | None] | None = None  # uid, raw, parsed
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.client_ip = getattr(self.transport.getPeer(), "host", "")
+        counts = self.factory.connections
+        if sum(counts.values()) >= self.config.max_connections \
+                or counts[self.client_ip] >= self.config.max_connections_per_ip:
+            self._send(b"* BYE [UNAVAILABLE] Too many connections, try again later")
+            self._close()
+            return
+        counts[self.client_ip] += 1
+        self._counted = True
+        self.transport.registerProducer(self, True)
+        self._touch()
+        self._send(b"* OK [CAPABILITY " + self._capabilities() + b"] maild IMAP ready")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._counted:
+            self._counted = False
+            counts = self.factory.connections
+            counts[self.client_ip] -= 1
+            if counts[self.client_ip] <= 0:
+                del counts[self.client_ip]
+        self._leave_user()
+        for waiter in (self._resume, self._line_waiter):
+            if waiter is not None and not waiter.called:
+                waiter.cancel()
+        self._resume = self._line_waiter = None
+        self._queue.clear()
+        self._framer.reset()
+
+    def _leave_user(self) -> None:
+        if self.user is not None:
+            sessions = self.factory.sessions.get(self.user)
+            if sessions is not None:
+                sessions.discard(self)
+                if not sessions:
+                    del self.factory.sessions[self.user]
+
+    def _close(self) -> None:
+        self._closed = True
+        self.state = State.LOGOUT
+        self._queue.clear()
+        self.transport.loseConnection()
+
+    def _send(self, line: bytes) -> None:
+        if not self._closed:
+            self.transport.write(line + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        if not self._closed:
+            self.transport.write(data)
+
+    # -- IPushProducer: the transport's write buffer is full / drained -------------------
+
+    def pauseProducing(self) -> None:
+        self._output_paused = True
+        self._update_read_pause()
+
+    def resumeProducing(self) -> None:
+        self._output_paused = False
+        self._update_read_pause()
+        waiter, self._resume = self._resume, None
+        if waiter is not None:
+            waiter.callback(None)
+        self._process()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+
+    async def _drain(self) -> None:
+        """Wait until the transport wants more output (backpressure for big FETCHes)."""
+        if self._output_paused and not self._closed:
+            self._resume = defer.Deferred()
+            await self._resume
+
+    def _update_read_pause(self) -> None:
+        if self._closed:
+            return
+        queued = sum(len(e.data) for e in self._queue if isinstance(e, Complete))
+        # Not on output pauses alone: TLS pauses us during its handshake, and the handshake
+        # needs reading. Processing stops while output is paused, so input only queues up.
+        want = queued + self._framer.pending > MAX_QUEUED_BYTES
+        if want != self._read_paused:
+            self._read_paused = want
+            if want:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # -- autologout (RFC 3501 §5.4) ----------------------------------------------------------
+
+    def _touch(self) -> None:
+        timeout = (self.config.autologout_unauthenticated if self.state is State.NOT_AUTHENTICATED
+                   else self.config.autologout_authenticated)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(timeout)
+        else:
+            self._timer = self.ctx.reactor.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self._closed:
+            return
+        if self._busy and self._line_waiter is None and self._idle_tag is None:
+            self._touch()  # we are the slow one (store, auth), not the client
+            return
+        self._send(b"* BYE Autologout; idle for too long")
+        self._close()
+
+    # -- input -------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._touch()
+        self._queue.extend(self._framer.feed(data))
+        self._process()
+
+    def _process(self) -> None:
+        while self._queue and not self._closed and not self._output_paused:
+            event = self._queue[0]
+            if isinstance(event, NeedContinuation):
+                self._queue.popleft()
+                if not self._busy or self._line_waiter is not None:
+                    self._send(b"+ Ready for literal data")
+                    continue
+                self._queue.appendleft(event)
+                break
+            if self._busy and self._line_waiter is None and self._idle_tag is None:
+                break
+            self._queue.popleft()
+            if isinstance(event, Rejected):
+                self._rejected(event)
+                continue
+            assert isinstance(event, Complete)
+            if self._idle_tag is not None:
+                self._idle_line(event.data)
+            elif self._line_waiter is not None:
+                waiter, self._line_waiter = self._line_waiter, None
+                waiter.callback(event.data)
+            else:
+                self._command(event.data)
+        self._update_read_pause()
+
+    def _rejected(self, event: Rejected) -> None:
+        tag = (event.tag or "*").encode("ascii")
+        if event.code == "TOOBIG":
+            self._send(tag + b" NO [TOOBIG] " + event.text.encode())
+        else:
+            self._send(tag + b" BAD " + event.text.encode())
+        if event.fatal:
+            self._send(b"* BYE Too much data")
+            self._close()
+        else:
+            self._count_bad()
+
+    def _count_bad(self) -> None:
+        self._bad_commands += 1
+        if self._bad_commands > MAX_BAD_COMMANDS:
+            self._send(b"* BYE Too many invalid commands")
+            self._close()
+
+    def _command(self, data: bytes) -> None:
+        try:
+            cmd = parse_command(data)
+        except ParseError as exc:
+            tag = (exc.tag or "*").encode("ascii")
+            self._send(tag + b" BAD " + exc.text.encode("ascii", "replace"))
+            self._count_bad()
+            return
+        if cmd.name not in ALLOWED[self.state]:
+            self._send(cmd.tag.encode() + b" BAD " + cmd.name.encode() + b" not allowed now")
+            self._count_bad()
+            return
+        self._bad_commands = 0
+        self._busy = True
+        d = defer.ensureDeferred(self._execute(cmd))
+        d.addErrback(self._crashed)
+        d.addBoth(self._finished)
+
+    def _crashed(self, failure: Failure) -> None:
+        log.error("IMAP session crashed: %s", failure.getTraceback())
+        self._send(b"* BYE Internal error")
+        self._close()
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        if not self._closed:
+            self._touch()
+            self._process()
+
+    async def _read_line(self) -> bytes:
+        """The next client line (SASL responses); the session is busy meanwhile."""
+        self._line_waiter = defer.Deferred()
+        self._process()
+        return await self._line_waiter
+
+    async def _execute(self, cmd: Command) -> None:
+        handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
+        status, code, text = "OK", None, f"{cmd.name} completed"
+        try:
+            result = await handler(cmd)
+            if result is ANSWERED:
+                return
+            if isinstance(result, tuple):
+                code, text = result
+            elif isinstance(result, str):
+                code = result
+        except ImapError as exc:
+            status, code, text = exc.status, exc.code, exc.text
+        except BadSequence as exc:
+            status, text = "BAD", str(exc)
+        except MailboxNotFound:
+            status, code, text = "NO", "NONEXISTENT", "No such mailbox"
+        except MailboxExists:
+            status, code, text = "NO", "ALREADYEXISTS", "Mailbox already exists"
+        except QuotaExceeded:
+            status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
+        except StoreFull:
+            status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except defer.CancelledError:
+            return
+        except Exception:  # noqa: BLE001 - logged; the client sees a generic answer
+            log.exception("IMAP %s failed for %s", cmd.name, self.user)
+            status, code, text = "NO", "SERVERBUG", "Internal error, try again later"
+        if self._closed:
+            return
+        if self.state is State.LOGOUT:
+            self._send(cmd.tag.encode() + b" OK LOGOUT completed")
+            self._close()
+            return
+        base = cmd.name.split(" ")[-1]
+        self._announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        line = f"{cmd.tag} {status} " + (f"[{code}] " if code else "") + text
+        self._send(line.encode("utf-8"))
+
+    # -- untagged updates from other sessions (RFC 3501 §7.4.1) --------------------------------
+
+    def store_changed(self, change: Change) -> None:
+        view = self.view
+        if view is None or change.mailbox_id != view.mailbox_id:
+            return
+        if change.kind is ChangeKind.APPEND:
+            view.note_new(change.uids)
+        elif change.kind is ChangeKind.EXPUNGE:
+            view.note_expunged(change.uids)
+        elif change.kind is ChangeKind.FLAGS:
+            view.note_flags(change.uids, change.flags)
+        elif change.kind is ChangeKind.MAILBOX_DELETE:
+            view.deleted = True
+        elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
+            view.name = change.name
+        if self._idle_tag is not None:
+            self._announce(expunge=True)
+
+    def _announce(self, expunge: bool) -> None:
+        view = self.view
+        if view is None or self._closed:
+            return
+        if view.deleted:
+            self._send(b"* BYE The selected mailbox was deleted")
+            self._close()
+            return
+        if expunge:
+            for seq in view.take_expunges():
+                self._send(b"* %d EXPUNGE" % seq)
+        if view.take_new():
+            self._send(b"* %d EXISTS" % view.exists)
+        uids = view.take_flags()
+        if uids:
+            assert self.user is not None
+            for meta in self.store.messages(self.user, view.mailbox_id, uids):
+                seq = view.seq_of(meta.uid)
+                if seq is not None:
+                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
+
+    def _flag_items(self, meta: MessageMeta, uid: bool) -> bytes:
+        out = b"FLAGS " + wire.flags(meta.flags)
+        if uid:
+            out += b" UID %d" % meta.uid
+        if self.condstore:
+            out += b" MODSEQ (%d)" % meta.modseq
+        return out
+
+    # -- capabilities, any state -------------------------------------------------------------
+
+    def _plaintext_ok(self) -> bool:
+        if self.tls:
+            return True
+        if not self.config.allow_plaintext_auth_on_loopback:
+            return False
+        try:
+            return ipaddress.ip_address(self.client_ip).is_loopback
+        except ValueError:
+            return False
+
+    def _capabilities(self) -> bytes:
+        if self.state is State.NOT_AUTHENTICATED:
+            caps = list(PRE_AUTH_CAPABILITIES)
+            if not self.tls and self.ctx.tls is not None:
+                caps.append("STARTTLS")
+            if self._plaintext_ok():
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")  # RFC 3501 §6.2.3
+        else:
+            caps = [*CAPABILITIES, f"APPENDLIMIT={self.config.append_limit}"]
+        return " ".join(caps).encode()
+
+    async def _do_capability(self, cmd: Command) -> None:
+        self._send(b"* CAPABILITY " + self._capabilities())
+
+    async def _do_noop(self, cmd: Command) -> None:
+        pass
+
+    async def _do_check(self, cmd: Command) -> None:
+        pass  # every write is already durable
+
+    async def _do_logout(self, cmd: Command) -> None:
+        self._send(b"* BYE maild logging out")
+        self.state = State.LOGOUT
+
+    async def _do_id(self, cmd: Id) -> None:
+        # RFC 2971 §3.3: the server's own identification.
+        self._send(b'* ID ("name" "maild" "vendor" "maild")')
+
+    # -- not authenticated ---------------------------------------------------------------------
+
+    async def _do_starttls(self, cmd: Command) -> _Answered:
+        if self.tls or self.ctx.tls is None:
+            raise _bad("TLS is already active" if self.tls else "STARTTLS is not available")
+        # RFC 3501 §6.2.1 / CVE-2011-0411: whatever was pipelined behind STARTTLS is dropped.
+        self._queue.clear()
+        self._framer.reset()
+        self._send(cmd.tag.encode() + b" OK Begin TLS negotiation now")
+        self.transport.startTLS(self.ctx.tls)
+        self.tls = True
+        return ANSWERED
+
+    def _require_plaintext_ok(self) -> None:
+        if not self._plaintext_ok():
+            raise _no("Authentication requires TLS (use STARTTLS or port 993)", "PRIVACYREQUIRED")
+
+    async def _do_login(self, cmd: Login) -> tuple[str, str]:
+        self._require_plaintext_ok()
+        return await self._authenticate(cmd.username, cmd.password)
+
+    async def _do_authenticate(self, cmd: Authenticate) -> tuple[str, str]:
+        self._require_plaintext_ok()
+        if cmd.mechanism == "PLAIN":
+            response = cmd.initial
+            if response is None:
+                self._send(b"+ ")
+                response = await self._read_line()
+            self._sasl_cancelled(response)
+            try:
+                authzid, authcid, password = parse_sasl_plain(response)
+            except SaslError as exc:
+                raise _bad(str(exc)) from None
+            if authzid and authzid.lower() != authcid.lower():
+                raise _no("Authorization identity must match", "AUTHORIZATIONFAILED")
+            return await self._authenticate(authcid, password)
+        if cmd.mechanism == "LOGIN":
+            if cmd.initial:
+                username_b64 = cmd.initial
+            else:
+                self._send(b"+ VXNlcm5hbWU6")  # "Username:"
+                username_b64 = await self._read_line()
+            self._sasl_cancelled(username_b64)
+            self._send(b"+ UGFzc3dvcmQ6")  # "Password:"
+            password_b64 = await self._read_line()
+            self._sasl_cancelled(password_b64)
+            try:
+                username = base64.b64decode(username_b64, validate=True).decode("utf-8")
+                password = base64.b64decode(password_b64, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise _bad("invalid base64 in LOGIN response") from None
+            return await self._authenticate(username, password)
+        raise _no("Unsupported authentication mechanism", "CANNOT")
+
+    @staticmethod
+    def _sasl_cancelled(response: bytes) -> None:
+        if response.strip() == b"*":
+            raise _bad("Authentication cancelled")  # RFC 3501 §6.2.2
+
+    async def _authenticate(self, username: str, password: str) -> tuple[str, str]:
+        user: User | None = await self.ctx.auth.authenticate(username, password, self.client_ip)
+        if user is None:
+            raise _no("Authentication failed", "AUTHENTICATIONFAILED")
+        self.user = user.address
+        self.state = State.AUTHENTICATED
+        self.factory.sessions.setdefault(self.user, set()).add(self)
+        return "CAPABILITY " + self._capabilities().decode(), "Logged in"
+
+    # -- authenticated -------------------------------------------------------------------------
+
+    def _user(self) -> str:
+        assert self.user is not None
+        return self.user
+
+    def _mailbox(self, name: str, code: str = "NONEXISTENT") -> Mailbox:
+        mailbox = self.store.mailbox(self._user(), name)
+        if mailbox is None:
+            raise _no("No such mailbox", code)
+        return mailbox
+
+    async def _do_enable(self, cmd: Enable) -> None:
+        enabled = []
+        if "CONDSTORE" in cmd.capabilities and not self.condstore:
+            self.condstore = True  # RFC 7162 §3.1
+            enabled.append(b"CONDSTORE")
+        self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
+
+    async def _do_namespace(self, cmd: Command) -> None:
+        self._send(b'* NAMESPACE (("" "/")) NIL NIL')  # RFC 2342: personal only
+
+    async def _do_select(self, cmd: Select) -> str:
+        if self.view is not None:
+            self.view = None
+            self.state = State.AUTHENTICATED
+            self._send(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
+        mailbox = self._mailbox(cmd.mailbox)
+        user = self._user()
+        uids = self.store.uids(user, mailbox.id)
+        if cmd.condstore:
+            self.condstore = True
+        view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
+        flags = b"(" + " ".join(SYSTEM_FLAGS).encode() + b")"
+        self._send(b"* FLAGS " + flags)
+        self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else flags[:-1] + b" \\*)")
+                   + b"] Flags permitted")
+        self._send(b"* %d EXISTS" % len(uids))
+        self._send(b"* 0 RECENT")
+        unseen = self.store.unseen_uids(user, mailbox.id)
+        if unseen:
+            seq = view.seq_of(unseen[0])
+            if seq is not None:
+                self._send(b"* OK [UNSEEN %d] First unseen" % seq)
+        uidnext = max(mailbox.uidnext, uids[-1] + 1 if uids else 1)
+        self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
+        self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
+        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self.view = view
+        self.state = State.SELECTED
+        return "READ-ONLY" if cmd.readonly else "READ-WRITE"
+
+    _do_examine = _do_select
+
+    async def _do_create(self, cmd: Create) -> None:
+        special = None
+        if cmd.special_use:
+            if len(cmd.special_use) > 1:
+                raise _no("Only one special-use attribute per mailbox", "USEATTR")
+            try:
+                special = SpecialUse(next(s for s in SpecialUse if s.value.lower() == cmd.special_use[0].lower()))
+            except StopIteration:
+                raise _no("Unknown special-use attribute", "USEATTR") from None
+        if cmd.mailbox == "INBOX":
+            raise _no("INBOX always exists", "ALREADYEXISTS")
+        await self._create_parents(cmd.mailbox)
+        await self.store.create_mailbox(self._user(), cmd.mailbox, special)
+
+    async def _create_parents(self, name: str) -> None:
+        """RFC 3501 §6.3.3: create the superior hierarchical names too."""
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if self.store.mailbox(self._user(), parent) is None:
+                try:
+                    await self.store.create_mailbox(self._user(), parent)
+                except MailboxExists:
+                    pass
+
+    async def _do_delete(self, cmd: MailboxCommand) -> None:
+        if cmd.mailbox == "INBOX":
+            raise _no("INBOX cannot be deleted", "CANNOT")
+        self._mailbox(cmd.mailbox)
+        prefix = cmd.mailbox + "/"
+        if any(m.name.startswith(prefix) for m in self.store.mailboxes(self._user())):
+            raise _no("Delete the mailboxes inside it first", "INUSE")
+        await self.store.delete_mailbox(self._user(), cmd.mailbox)
+
+    async def _do_rename(self, cmd: Rename) -> None:
+        self._mailbox(cmd.old)
+        if self.store.mailbox(self._user(), cmd.new) is not None:
+            raise _no("Target mailbox exists", "ALREADYEXISTS")
+        if cmd.new == "INBOX" or cmd.new.startswith(cmd.old + "/"):
+            raise _no("Cannot rename there", "CANNOT")
+        await self._create_parents(cmd.new)
+        await self.store.rename_mailbox(self._user(), cmd.old, cmd.new)
+
+    async def _do_subscribe(self, cmd: MailboxCommand) -> None:
+        self._mailbox(cmd.mailbox)
+        await self.store.set_subscribed(self._user(), cmd.mailbox, True)
+
+    async def _do_unsubscribe(self, cmd: MailboxCommand) -> None:
+        self._mailbox(cmd.mailbox)
+        await self.store.set_subscribed(self._user(), cmd.mailbox, False)
+
+    async def _do_list(self, cmd: ListCommand) -> None:
+        mailboxes = self.store.mailboxes(self._user())
+        lsub = cmd.name == "LSUB"
+        if cmd.patterns == ("",) and not cmd.extended:
+            # RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            self._send(b'* %s (\\Noselect) "/" ""' % cmd.name.encode())
+            return
+        matcher = _pattern_matcher(cmd.reference, cmd.patterns)
+        by_name = {m.name: m for m in mailboxes}
+        names = set(by_name)
+        for name in list(names):  # superiors of existing names, for '%' matches
+            parts = name.split("/")
+            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        subscribed_only = lsub or "SUBSCRIBED" in cmd.selection
+        want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.returns
+        for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+            if not matcher(name):
+                continue
+            mailbox = by_name.get(name)
+            attrs: list[str] = []
+            childinfo = False
+            prefix = name + "/"
+            children = [m for m in mailboxes if m.name.startswith(prefix)]
+            if mailbox is None:
+                attrs += ["\\Noselect"] if lsub else ["\\NonExistent", "\\Noselect"]
+            if subscribed_only and not (mailbox and mailbox.subscribed):
+                if "RECURSIVEMATCH" in cmd.selection and any(c.subscribed for c in children):
+                    childinfo = True  # RFC 5258 §3.5
+                elif not (lsub and any(c.subscribed for c in children)):
+                    continue
+            if "SPECIAL-USE" in cmd.selection and not (mailbox and mailbox.special_use):
+                continue
+            if not lsub:
+                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+                if mailbox is not None and mailbox.special_use is not None:
+                    attrs.append(mailbox.special_use.value)  # RFC 6154 §2
+            if want_subscribed and not lsub and mailbox is not None and mailbox.subscribed:
+                attrs.append("\\Subscribed")
+            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name))
+            if childinfo:
+                line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+            self._send(line)
+            if "STATUS" in cmd.returns and mailbox is not None:
+                self._send_status(mailbox, cmd.status)  # RFC 5819
+
+    _do_lsub = _do_list
+
+    def _send_status(self, mailbox: Mailbox, items: tuple[str, ...]) -> None:
+        values = {"MESSAGES": mailbox.messages, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
+                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
+                  "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
+                  "APPENDLIMIT": self.config.append_limit}
+        body = " ".join(f"{item} {values[item]}" for item in items)
+        self._send(b"* STATUS " + wire.mailbox(mailbox.name) + b" (" + body.encode() + b")")
+
+    async def _do_status(self, cmd: Status) -> None:
+        self._send_status(self._mailbox(cmd.mailbox), cmd.items)
+
+    async def _do_append(self, cmd: Append) -> str:
+        mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
+        date = cmd.date.timestamp() if cmd.date else None
+        result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
+        if self.view is not None and self.view.mailbox_id == mailbox.id:
+            self.view.note_new((result.uid,))  # EXISTS in this response
+        return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
+
+    async def _do_getquotaroot(self, cmd: MailboxCommand) -> None:
+        self._mailbox(cmd.mailbox)
+        quota = self.store.quota(self._user())
+        if not quota.limit_bytes:
+            self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox))  # no quota root
+            return
+        self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox) + b' ""')
+        self._send_quota()
+
+    def _send_quota(self) -> None:
+        quota = self.store.quota(self._user())
+        # RFC 9208 §5.1: STORAGE in units of 1024 octets.
+        used = (quota.used_bytes + 1023) // 1024
+        self._send(b'* QUOTA "" (STORAGE %d %d)' % (used, quota.limit_bytes // 1024))
+
+    async def _do_getquota(self, cmd: QuotaCommand) -> None:
+        if cmd.root != "" or not self.store.quota(self._user()).limit_bytes:
+            raise _no("No such quota root", "NONEXISTENT")
+        self._send_quota()
+
+    async def _do_setquota(self, cmd: QuotaCommand) -> None:
+        raise _no("Quotas are set by the administrator", "NOPERM")
+
+    async def _do_idle(self, cmd: Command) -> None:
+        # RFC 2177: updates flow while idling; "DONE" ends it.
+        self._idle_tag = cmd.tag
+        self._send(b"+ idling")
+        self._announce(expunge=True)
+        self._line_waiter = defer.Deferred()
+        try:
+            await self._line_waiter
+        finally:
+            self._idle_tag = None
+
+    def _idle_line(self, data: bytes) -> None:
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is None:
+            return
+        if data.strip().upper() == b"DONE":
+            waiter.callback(data)
+        else:
+            waiter.errback(_bad("Expected DONE"))
+
+    # -- selected ------------------------------------------------------------------------
+
+    def _view(self) -> MailboxView:
+        assert self.view is not None
+        return self.view
+
+    def _writable(self) -> MailboxView:
+        view = self._view()
+        if view.readonly:
+            raise _no("Mailbox is read-only", "READ-ONLY")
+        return view
+
+    def _deselect(self) -> None:
+        self.view = None
+        self.state = State.AUTHENTICATED
+
+    async def _do_close(self, cmd: Command) -> None:
+        view = self._view()
+        self._deselect()
+        if not view.readonly:
+            deleted = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
+                       if DELETED in m.flags]
+            if deleted:
+                await self.store.expunge(self._user(), view.mailbox_id, deleted)  # silently
+
+    async def _do_unselect(self, cmd: Command) -> None:
+        self._deselect()  # RFC 3691
+
+    async def _expunge(self, only: set[int] | None) -> None:
+        view = self._writable()
+        targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
+                   if DELETED in m.flags and (only is None or m.uid in only)]
+        if targets:
+            removed = await self.store.expunge(self._user(), view.mailbox_id, targets)
+            view.note_expunged(tuple(removed))
+        # the EXPUNGE responses go out with the other pending ones, in _announce
+
+    async def _do_expunge(self, cmd: Command) -> None:
+        await self._expunge(None)
+
+    async def _do_uid_expunge(self, cmd: UidExpunge) -> None:
+        view = self._view()
+        await self._expunge({view.uids[i] for i in view.resolve(cmd.sequence, uid=True)})
+
+    async def _do_search(self, cmd: Search) -> None:
+        view = self._view()
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            raise _no("Supported charsets: UTF-8 US-ASCII", "BADCHARSET (UTF-8 US-ASCII)")
+        uids = list(view.uids)
+        user = self._user()
+        if searching.needs_raw(cmd.key):
+            found = await threads.deferToThread(searching.search, self.store, user, view.mailbox_id,
+                                                uids, cmd.key)
+        else:
+            found = searching.search(self.store, user, view.mailbox_id, uids, cmd.key)
+        # RFC 7162 §3.1.5: MODSEQ in the answer when the search used it.
+        with_modseq = _uses_modseq(cmd.key)
+        if with_modseq:
+            self.condstore = True
+        numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
+        highest = max((m for _, _, m in found), default=0)
+        if cmd.returns is None:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            if with_modseq and numbers:
+                line += b" (MODSEQ %d)" % highest
+            self._send(line)
+            return
+        # RFC 4731 §3.1 ESEARCH
+        line = b"* ESEARCH (TAG " + wire.string(cmd.tag) + b")" + (b" UID" if cmd.uid else b"")
+        if numbers:
+            if "MIN" in cmd.returns:
+                line += b" MIN %d" % numbers[0]
+            if "MAX" in cmd.returns:
+                line += b" MAX %d" % numbers[-1]
+            if "ALL" in cmd.returns:
+                line += b" ALL " + _compress(numbers)
+        if "COUNT" in cmd.returns:
+            line += b" COUNT %d" % len(numbers)
+        if with_modseq and numbers:
+            line += b" MODSEQ %d" % highest
+        self._send(line)
+
+    _do_uid_search = _do_search
+
+    async def _do_store(self, cmd: Store) -> str | None:
+        view = self._writable()
+        user = self._user()
+        indexes = view.resolve(cmd.sequence, cmd.uid)
+        uids = [view.uids[i] for i in indexes]
+        if cmd.unchanged_since is not None:
+            self.condstore = True
+        mode = {StoreMode.ADD: FlagMode.ADD, StoreMode.REMOVE: FlagMode.REMOVE,
+                StoreMode.REPLACE: FlagMode.REPLACE}[cmd.mode]
+        changed, failed = await self.store.set_flags(user, view.mailbox_id, uids, cmd.flags, mode,
+                                                     cmd.unchanged_since)
+        for result in changed:
+            view.echo[result.uid] = result.flags
+        changed_uids = {r.uid for r in changed}
+        failed_set = set(failed)
+        # RFC 7162 §3.1.3: with CONDSTORE, .SILENT still reports the new MODSEQ.
+        report = [u for u in uids if u not in failed_set
+                  and (not cmd.silent or (self.condstore and u in changed_uids))]
+        for meta in self.store.messages(user, view.mailbox_id, report):
+            seq = view.seq_of(meta.uid)
+            if seq is not None:
+                if cmd.silent:
+                    body = (b"UID %d " % meta.uid if cmd.uid else b"") + b"MODSEQ (%d)" % meta.modseq
+                    self._send(b"* %d FETCH (%s)" % (seq, body))
+                else:
+                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, cmd.uid) + b")")
+        if failed:
+            return "MODIFIED " + _compress(sorted(failed) if cmd.uid else
+                                           sorted(view.seq_of(u) or 0 for u in failed)).decode()
+        return None
+
+    _do_uid_store = _do_store
+
+    async def _do_copy(self, cmd: Copy) -> str | None:
+        view = self._writable() if cmd.move else self._view()
+        user = self._user()
+        target = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.4.7
+        uids = [view.uids[i] for i in view.resolve(cmd.sequence, cmd.uid)]
+        if not uids:
+            if cmd.uid:
+                return None  # RFC 4315 §3: nothing copied, no COPYUID
+            raise _no("No messages")
+        op = self.store.move if cmd.move else self.store.copy
+        result = await op(user, view.mailbox_id, uids, target.id)
+        if not result.pairs:
+            return None
+        if target.id == view.mailbox_id:
+            view.note_new(tuple(p[1] for p in result.pairs))
+        sources = _compress([p[0] for p in result.pairs]).decode()
+        targets = _compress([p[1] for p in result.pairs]).decode()
+        code = f"COPYUID {result.uidvalidity} {sources} {targets}"
+        if not cmd.move:
+            return code
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+        self._send(b"* OK [" + code.encode() + b"] Moved")
+        view.note_expunged(tuple(p[0] for p in result.pairs))
+        return None
+
+    _do_uid_copy = _do_copy
+    _do_move = _do_copy
+    _do_uid_move = _do_copy
+
+    async def _do_fetch(self, cmd: Fetch) -> None:
+        view = self._view()
+        user = self._user()
+        indexes = view.resolve(cmd.sequence, cmd.uid)
+        if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
+            self.condstore = True  # RFC 7162 §3.1
+        uids = [view.uids[i] for i in indexes]
+        metas = {m.uid: m for m in self.store.messages(user, view.mailbox_id, uids)}
+        if cmd.changed_since is not None:
+            metas = {u: m for u, m in metas.items() if m.modseq > cmd.changed_since}
+        seen_now: set[int] = set()
+        if not view.readonly and any(a.sets_seen for a in cmd.attributes):
+            unseen = [u for u, m in metas.items() if SEEN not in m.flags]
+            if unseen:
+                changed, _ = await self.store.set_flags(user, view.mailbox_id, unseen, {SEEN}, FlagMode.ADD)
+                for result in changed:
+                    view.echo[result.uid] = result.flags
+                metas.update({m.uid: m for m in self.store.messages(user, view.mailbox_id, unseen)})
+                if not any(a.name == "FLAGS" for a in cmd.attributes):
+                    seen_now = {r.uid for r in changed}  # RFC 3501 §6.4.5: report the \Seen we set
+        attributes = list(cmd.attributes)
+        for index, uid in zip(indexes, uids, strict=True):
+            meta = metas.get(uid)
+            if meta is None or self._closed:
+                continue
+            atts = attributes + [FetchAtt("FLAGS")] if uid in seen_now else attributes
+            await self._fetch_one(index + 1, meta, atts)
+            await self._drain()
+        self._cache = None
+
+    _do_uid_fetch = _do_fetch
+
+    async def _fetch_one(self, seq: int, meta: MessageMeta, attributes: list[FetchAtt]) -> None:
+        view = self._view()
+        user = self._user()
+        parts: list[bytes] = []
+        stream: tuple[bytes, int, int] | None = None  # (name, origin, length) of BODY[] streamed last
+        for att in attributes:
+            name = att.name
+            if name == "FLAGS":
+                parts.append(b"FLAGS " + wire.flags(meta.flags))
+            elif name == "UID":
+                parts.append(b"UID %d" % meta.uid)
+            elif name == "INTERNALDATE":
+                parts.append(b"INTERNALDATE " + wire.internal_date(meta.internal_date))
+            elif name == "RFC822.SIZE":
+                parts.append(b"RFC822.SIZE %d" % meta.size)
+            elif name == "MODSEQ":
+                parts.append(b"MODSEQ (%d)" % meta.modseq)
+            elif name == "ENVELOPE":
+                parts.append(b"ENVELOPE " + mime.envelope(self.store.envelope(user, view.mailbox_id, meta.uid)))
+            elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
+                parts.append(name.encode() + b" " + mime.bodystructure(self._parsed(meta), name == "BODYSTRUCTURE"))
+            else:
+                label, section, partial = _section_of(att)
+                whole = section.text is None and not section.part
+                if whole and meta.size > STREAM_ABOVE and stream is None:
+                    origin, length = _partial_range(meta.size, partial)
+                    stream = (label, origin, length)
+                    continue
+                data = mime.section(self._raw(meta), section, self._parsed(meta) if not whole else None)
+                data = data if data is not None else b""
+                if partial is not None:
+                    data = data[partial[0]:partial[0] + partial[1]]
+                parts.append(label + b" " + wire.literal(data))
+        items = b" ".join(parts)
+        if stream is None:
+            self._write(b"* %d FETCH (" % seq + items + b")\r\n")
+            return
+        label, origin, length = stream
+        self._write(b"* %d FETCH (" % seq + items + (b" " if items else b"") + label
+                    + b" {%d}\r\n" % length)
+        with self.store.open(user, view.mailbox_id, meta.uid) as fh:
+            fh.seek(origin)
+            left = length
+            while left > 0 and not self._closed:
+                chunk = fh.read(min(STREAM_CHUNK, left))
+                if not chunk:
+                    break
+                self._write(chunk)
+                left -= len(chunk)
+                await self._drain()
+        self._write(b")\r\n")
+
+    def _raw(self, meta: MessageMeta) -> bytes:
+        if self._cache is None or self._cache[0] != meta.uid:
+            raw = self.store.read(self._user(), self._view().mailbox_id, meta.uid)
+            self._cache = (meta.uid, raw, None)
+        return self._cache[1]
+
+    def _parsed(self, meta: MessageMeta) -> mime.Part:
+        raw = self._raw(meta)
+        assert self._cache is not None
+        if self._cache[2] is None:
+            self._cache = (meta.uid, raw, mime.parse(raw))
+        part = self._cache[2]
+        assert part is not None
+        return part
+
+
+def _section_of(att: FetchAtt) -> tuple[bytes, Section, tuple[int, int] | None]:
+    """(response label, section, partial) for BODY[...] and the RFC822 forms."""
+    if att.name == "RFC822":
+        return b"RFC822", Section(), None
+    if att.name == "RFC822.HEADER":
+        return b"RFC822.HEADER", Section(text="HEADER"), None
+    if att.name == "RFC822.TEXT":
+        return b"RFC822.TEXT", Section(text="TEXT"), None
+    assert att.section is not None
+    label = b"BODY[" + str(att.section).encode("utf-8") + b"]"
+    if att.partial is not None:
+        label += b"<%d>" % att.partial[0]  # RFC 3501 §7.4.2: only the origin is returned
+    return label, att.section, att.partial
+
+
+def _partial_range(size: int, partial: tuple[int, int] | None) -> tuple[int, int]:
+    if partial is None:
+        return 0, size
+    origin = min(partial[0], size)
+    return origin, max(0, min(partial[1], size - origin))
+
+
+def _compress(numbers: list[int]) -> bytes:
+    """Ascending numbers as an RFC 3501 sequence set: 1:3,5,7:9."""
+    out: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if prev is not None and n == prev + 1:
+            prev = n
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = n
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out).encode()
+
+
+def _uses_modseq(key: Any) -> bool:
+    return key.op.value == "MODSEQ" or any(_uses_modseq(k) for k in key.children)
+
+
+def _pattern_matcher(reference: str, patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the delimiter."""
+    regexes = []
+    for pattern in patterns:
+        full = reference + pattern
+        out = "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in full)
+        regexes.append((re.compile(out + r"\Z", re.DOTALL),
+                        re.compile(out + r"\Z", re.DOTALL | re.IGNORECASE)))
+
+    def match(name: str) -> bool:
+        # INBOX is case-insensitive (RFC 3501 §5.1).
+        return any(exact.match(name) or (name == "INBOX" and folded.match(name))
+                   for exact, folded in regexes)
+    return match

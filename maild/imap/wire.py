@@ -1,0 +1,51 @@
+"""How values are written on the IMAP wire (RFC 3501 §4): strings, flags, dates, names."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from maild.imap.mutf7 import encode_mailbox
+
+_QUOTABLE_MAX = 1024
+
+
+def string(value: str | bytes) -> bytes:
+    """A quoted string when RFC 3501 §4.3 allows one (7-bit, no CR/LF/NUL), else a literal."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if len(raw) <= _QUOTABLE_MAX and raw.isascii() and not any(c in raw for c in b"\r\n\0"):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return literal(raw)
+
+
+def literal(raw: bytes) -> bytes:
+    return b"{%d}\r\n" % len(raw) + raw
+
+
+def nstring(value: str | bytes | None) -> bytes:
+    return b"NIL" if value is None else string(value)
+
+
+def astring(value: str) -> bytes:
+    """An atom when it is one, else a string (used for mailbox names in responses)."""
+    raw = value.encode("utf-8")
+    if raw and raw.isascii() and not any(c in raw for c in b'(){ %*"\\]\r\n\0') \
+            and all(0x20 < c < 0x7F for c in raw) and raw.upper() != b"NIL":
+        return raw
+    return string(raw)
+
+
+def mailbox(name: str) -> bytes:
+    return astring(encode_mailbox(name))
+
+
+def flags(values: Iterable[str]) -> bytes:
+    return b"(" + " ".join(sorted(values)).encode("utf-8") + b")"
+
+
+def internal_date(timestamp: float) -> bytes:
+    """RFC 3501 §9 date-time in UTC, e.g. "17-Jul-1996 02:44:25 +0000"."""
+    t = time.gmtime(timestamp)
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[t.tm_mon - 1]
+    return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (t.tm_mday, month.encode(), t.tm_year,
+                                                        t.tm_hour, t.tm_min, t.tm_sec)
