@@ -1,0 +1,659 @@
+"""maild's POP3 server (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN
+(RFC 5034), written on ``twisted.internet.protocol`` (not twisted.mail, see docs/pop3.md).
+
+Implementation notes — invariants a contributor must keep:
+
+1. Parse, then execute. Every command line goes through
+   :func:`maild.pop3.parser.parse_command`; ``_ALLOWED`` is the one table of which command
+   each state (AUTHORIZATION, TRANSACTION, UPDATE — RFC 1939 §3) accepts.
+2. One command at a time. While a command waits (auth, store, a RETR being streamed) no
+   further input is parsed; pipelined commands (RFC 2449 §6.6) wait in the buffer and
+   answers go out in order.
+3. STLS throws away everything the client pipelined behind it in the same packet and the
+   name given to USER before it (RFC 2595 §4, the CVE-2011-0411 class).
+4. Passwords only over TLS: USER, PASS and AUTH are refused on a plain connection unless
+   ``[pop3] allow_plaintext_auth_on_loopback`` is set and the client is on loopback.
+   Wrong credentials get ``-ERR [AUTH]`` (RFC 3206 §4) after the authenticator's growing
+   per-IP delay; the answer never says whether the user exists.
+5. The maildrop is a snapshot of INBOX taken at login; message numbers never change
+   during a session. One POP3 session per user (RFC 1939 §8, ``-ERR [IN-USE]``, RFC 2449
+   §8.1.1); IMAP is not blocked. The lock is released when the connection closes.
+6. Nothing is deleted before QUIT: DELE only marks, and a connection that ends any other
+   way (drop, timeout, shutdown) deletes nothing (RFC 1939 §6). At QUIT the marked
+   messages are expunged from the store, so IMAP sessions see them go.
+7. UIDLs are ``<UIDVALIDITY>.<UID>`` of INBOX: stable for the life of the message and
+   never reused (RFC 1939 §7 "unique-id").
+8. RETR and TOP stream the message from ``store.open`` in fixed-size chunks through a pull
+   producer; a message is never read whole into memory. Byte-stuffing and line ends are
+   :mod:`maild.pop3.encoder`'s job.
+9. A client never sees an exception text: unexpected errors are logged and answered
+   ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
+   connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from maild.auth import SaslError, parse_sasl_plain
+from maild.config import Pop3Config
+from maild.pop3.encoder import MessageEncoder
+from maild.pop3.parser import (
+    MAX_COMMAND_LINE,
+    Auth,
+    Capa,
+    Command,
+    CommandError,
+    Dele,
+    List,
+    Noop,
+    Pass,
+    Quit,
+    Retr,
+    Rset,
+    Stat,
+    Stls,
+    Top,
+    Uidl,
+    User,
+    parse_command,
+)
+from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
+
+log = logging.getLogger(__name__)
+
+# RFC 5034 §4 limits the AUTH command line to 255 octets, not the client's responses.
+MAX_SASL_LINE = 4096
+MAX_BUFFERED = 64 * 1024  # pipelined input held while a command runs; beyond it, stop reading
+MAX_BAD_COMMANDS = 20
+CHUNK = 64 * 1024
+MECHANISMS = ("PLAIN",)
+
+_INTERNAL_ERROR = "-ERR [SYS/TEMP] Internal error, try again later"
+
+
+class State(enum.Enum):
+    AUTHORIZATION = "authorization"
+    TRANSACTION = "transaction"
+    UPDATE = "update"
+
+
+_AUTHORIZATION = frozenset({State.AUTHORIZATION})
+_TRANSACTION = frozenset({State.TRANSACTION})
+_ALLOWED: dict[type, frozenset[State]] = {
+    User: _AUTHORIZATION,  # RFC 1939 §7
+    Pass: _AUTHORIZATION,
+    Auth: _AUTHORIZATION,  # RFC 5034 §4
+    Stls: _AUTHORIZATION,  # RFC 2595 §4
+    Capa: _AUTHORIZATION | _TRANSACTION,  # RFC 2449 §5
+    Quit: _AUTHORIZATION | _TRANSACTION,  # RFC 1939 §4, §6
+    Stat: _TRANSACTION,  # RFC 1939 §5
+    List: _TRANSACTION,
+    Retr: _TRANSACTION,
+    Dele: _TRANSACTION,
+    Noop: _TRANSACTION,
+    Rset: _TRANSACTION,
+    Top: _TRANSACTION,  # RFC 1939 §7
+    Uidl: _TRANSACTION,
+}
+
+
+class ConnectionCounter:
+    """Concurrent connections in total and per client IP."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> bool:
+        if self.total >= self.max_total or self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return False
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_ip[ip] - 1
+        if left:
+            self.per_ip[ip] = left
+        else:
+            del self.per_ip[ip]
+
+
+class _Shared:
+    """What the plain and TLS listeners of one daemon share: limits and maildrop locks."""
+
+    def __init__(self, config: Pop3Config) -> None:
+        self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
+        self.locked: set[str] = set()  # users with a POP3 session in TRANSACTION
+
+
+_SHARED: dict[int, _Shared] = {}
+
+
+@dataclass
+class Maildrop:
+    """The snapshot of INBOX a session works on; message n is ``messages[n - 1]``."""
+
+    user: str
+    mailbox_id: int
+    uidvalidity: int
+    messages: list[MessageMeta]
+    deleted: set[int] = field(default_factory=set)  # message numbers marked by DELE
+
+    def get(self, msg: int) -> MessageMeta | None:
+        """The message numbered ``msg``, or None when there is none or it is deleted."""
+        if msg > len(self.messages) or msg in self.deleted:
+            return None
+        return self.messages[msg - 1]
+
+    def live(self) -> list[tuple[int, MessageMeta]]:
+        return [(n, m) for n, m in enumerate(self.messages, 1) if n not in self.deleted]
+
+    def totals(self) -> tuple[int, int]:
+        live = self.live()
+        return len(live), sum(m.size for _, m in live)
+
+    def uidl(self, meta: MessageMeta) -> str:
+        return f"{self.uidvalidity}.{meta.uid}"
+
+
+class Pop3Factory(Factory):
+    noisy = False
+
+    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+        self.ctx = ctx
+        self.implicit_tls = implicit_tls
+        self.config: Pop3Config = ctx.config.pop3
+        self.shared = _SHARED.setdefault(id(ctx), _Shared(self.config))
+
+    def buildProtocol(self, addr: Any) -> Pop3Session:
+        session = Pop3Session(self)
+        session.factory = self
+        return session
+
+
+@implementer(IPullProducer)
+class _MessageSender:
+    """Streams one message through a :class:`MessageEncoder` as the transport drains."""
+
+    def __init__(self, source: BinaryIO, encoder: MessageEncoder, consumer: Any) -> None:
+        self.source = source
+        self.encoder = encoder
+        self.consumer = consumer
+        self.finished: defer.Deferred[bool] = defer.Deferred()  # True: all sent
+
+    def start(self) -> defer.Deferred[bool]:
+        self.consumer.registerProducer(self, False)
+        return self.finished
+
+    def resumeProducing(self) -> None:
+        if self.finished.called:
+            return
+        try:
+            while True:
+                chunk = b"" if self.encoder.done else self.source.read(CHUNK)
+                if not chunk:
+                    self.consumer.write(self.encoder.finish())
+                    self._end(True)
+                    return
+                data = self.encoder.feed(chunk)
+                if data:
+                    self.consumer.write(data)
+                    return
+        except Exception:  # noqa: BLE001 - a blob read failed after "+OK": log, give up
+            log.exception("pop3: reading a message failed while sending it")
+            self._end(False)
+
+    def stopProducing(self) -> None:
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        if self.finished.called:
+            return
+        self.source.close()
+        self.consumer.unregisterProducer()
+        self.finished.callback(complete)
+
+
+class Pop3Session(Protocol):
+    def __init__(self, factory: Pop3Factory) -> None:
+        self.factory = factory
+        self.ctx = factory.ctx
+        self.config = factory.config
+        self.shared = factory.shared
+        self.hostname: str = self.ctx.config.hostname
+        self.tls = factory.implicit_tls
+        self.state = State.AUTHORIZATION
+        self.client_ip = ""
+        self.maildrop: Maildrop | None = None
+        self._user_name: str | None = None  # from USER, waiting for PASS
+        self._locked: str | None = None
+        self._counted = False
+        self._closed = False
+        self._buf = bytearray()
+        self._discarding_line = False
+        self._busy = False
+        self._in_process = False
+        self._read_paused = False
+        self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
+        self._timer: Any = None
+        self._bad_commands = 0
+        self._seen_updates: list[defer.Deferred[Any]] = []
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.client_ip = getattr(self.transport.getPeer(), "host", "")
+        if not self.shared.connections.acquire(self.client_ip):
+            self._send("-ERR [SYS/TEMP] Too many connections, try again later")
+            self._close()
+            return
+        self._counted = True
+        self._touch()
+        self._send(f"+OK {self.hostname} maild POP3 ready")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._counted:
+            self._counted = False
+            self.shared.connections.release(self.client_ip)
+        if self._locked is not None:
+            self.shared.locked.discard(self._locked)  # invariant 5; nothing deleted (6)
+            self._locked = None
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is not None:
+            waiter.cancel()
+        self._buf.clear()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._buf.clear()
+        self.transport.loseConnection()
+
+    # -- idle timeout (RFC 1939 §3: at least 10 minutes) --------------------------------------
+
+    def _touch(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.config.idle_timeout)
+        else:
+            self._timer = self.ctx.reactor.callLater(self.config.idle_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self._closed:
+            return
+        if self._busy and self._line_waiter is None:
+            self._touch()  # we are sending or waiting on the store, not the client
+            return
+        # RFC 1939 §3: an autologout timer closes without entering the UPDATE state.
+        self._send("-ERR Disconnected for inactivity")
+        self._close()
+
+    # -- input -------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._buf += data
+        self._touch()
+        self._process()
+
+    def _process(self) -> None:
+        if self._in_process:
+            return
+        self._in_process = True
+        try:
+            while not self._closed and not (self._busy and self._line_waiter is None):
+                line = self._take_line()
+                if line is None:
+                    break
+                waiter, self._line_waiter = self._line_waiter, None
+                if waiter is not None:
+                    waiter.callback(line)
+                else:
+                    self._start(self._command(*line))
+        finally:
+            self._in_process = False
+        self._update_read_pause()
+
+    def _update_read_pause(self) -> None:
+        if self._closed:
+            return
+        want = len(self._buf) > MAX_BUFFERED
+        if want != self._read_paused:
+            self._read_paused = want
+            if want:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    def _take_line(self) -> tuple[bytes, str | None] | None:
+        """Next line as (line without CRLF, problem or None)."""
+        limit = MAX_SASL_LINE if self._line_waiter is not None else MAX_COMMAND_LINE
+        end = self._buf.find(b"\n")
+        if end < 0:
+            if len(self._buf) > limit:
+                self._discarding_line = True  # answer once the line ends
+                self._buf.clear()
+            return None
+        line = bytes(self._buf[:end + 1])
+        del self._buf[:end + 1]
+        if self._discarding_line or len(line) > limit:
+            self._discarding_line = False
+            return b"", f"Line too long (at most {limit} octets)"  # RFC 2449 §4
+        if not line.endswith(b"\r\n"):
+            return b"", "Lines must end with CRLF"  # RFC 1939 §3
+        return line[:-2], None
+
+    # -- running commands --------------------------------------------------------------------
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(work)
+        d.addErrback(self._internal_error)
+        d.addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        if not self._closed:
+            self._touch()
+            self._process()
+
+    def _internal_error(self, failure: Failure) -> None:
+        if self._closed:
+            return
+        log.error("pop3 session %s: internal error", self.client_ip,
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+        self._send(_INTERNAL_ERROR)
+
+    def _send(self, text: str) -> None:
+        if not self._closed:
+            self.transport.write(text.encode("utf-8") + b"\r\n")
+
+    def _send_multi(self, first: str, lines: list[str]) -> None:
+        """A multi-line response (RFC 1939 §3); the lines here never begin with "."."""
+        self._send(first)
+        if not self._closed:
+            self.transport.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines) + b".\r\n")
+
+    def _bad(self, text: str) -> None:
+        """Answer an erroneous command; too many of them end the session."""
+        self._bad_commands += 1
+        if self._bad_commands >= MAX_BAD_COMMANDS:
+            self._send("-ERR Too many errors, closing connection")
+            self._close()
+            return
+        self._send(f"-ERR {text}")
+
+    async def _command(self, line: bytes, problem: str | None) -> None:
+        if problem is not None:
+            self._bad(problem)
+            return
+        try:
+            cmd = parse_command(line)
+        except CommandError as exc:
+            self._bad(str(exc))
+            return
+        if self.state not in _ALLOWED[type(cmd)]:
+            self._bad("Log in first" if self.state is State.AUTHORIZATION
+                      else "Command not valid after login")
+            return
+        await self._dispatch(cmd)
+
+    async def _dispatch(self, cmd: Command) -> None:
+        match cmd:
+            case Capa():
+                self._capa()
+            case Stls():
+                self._stls()
+            case User():
+                self._user(cmd)
+            case Pass():
+                await self._pass(cmd)
+            case Auth():
+                await self._auth(cmd)
+            case Quit():
+                await self._quit()
+            case Stat():
+                count, size = self._drop().totals()
+                self._send(f"+OK {count} {size}")  # RFC 1939 §5 drop listing
+            case List():
+                self._list(cmd)
+            case Uidl():
+                self._uidl(cmd)
+            case Retr():
+                await self._retrieve(cmd.msg, None)
+            case Top():
+                await self._retrieve(cmd.msg, cmd.lines)
+            case Dele():
+                self._dele(cmd)
+            case Rset():
+                drop = self._drop()
+                drop.deleted.clear()  # RFC 1939 §5 RSET
+                count, size = drop.totals()
+                self._send(f"+OK Maildrop has {count} messages ({size} octets)")
+            case Noop():
+                self._send("+OK")
+
+    # -- AUTHORIZATION -------------------------------------------------------------------------
+
+    def _auth_permitted(self) -> bool:
+        loopback = self.client_ip == "::1" or self.client_ip.startswith("127.")
+        return self.tls or (self.config.allow_plaintext_auth_on_loopback and loopback)
+
+    def _refuse_plaintext(self) -> None:
+        self._send("-ERR [AUTH] Plaintext authentication disallowed on non-secure connections, use STLS")
+
+    def _capa(self) -> None:
+        lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
+                 "EXPIRE NEVER",  # RFC 2449 §6.7: maild never deletes mail on its own
+                 "IMPLEMENTATION maild"]
+        if self.state is State.AUTHORIZATION:
+            if not self.tls and self.ctx.tls is not None:
+                lines.append("STLS")  # RFC 2595 §4
+            if self._auth_permitted():
+                lines += ["USER", "SASL " + " ".join(MECHANISMS)]  # RFC 2449 §6.3, RFC 5034 §5
+        self._send_multi("+OK Capability list follows", lines)
+
+    def _stls(self) -> None:
+        if self.tls:
+            self._bad("TLS already active")
+            return
+        if self.ctx.tls is None:
+            self._send("-ERR STLS not available")
+            return
+        self._send("+OK Begin TLS negotiation")
+        # RFC 2595 §4: discard what was pipelined after STLS and what was learnt before TLS.
+        self._buf.clear()
+        self._user_name = None
+        self.transport.startTLS(self.ctx.tls)
+        self.tls = True
+
+    def _user(self, cmd: User) -> None:
+        if not self._auth_permitted():
+            self._refuse_plaintext()
+            return
+        self._user_name = cmd.name
+        self._send("+OK Send PASS")  # RFC 1939 §7: the same answer whether the user exists or not
+
+    async def _pass(self, cmd: Pass) -> None:
+        if not self._auth_permitted():
+            self._refuse_plaintext()
+            return
+        name, self._user_name = self._user_name, None
+        if name is None:
+            self._bad("Send USER first")
+            return
+        await self._login(name, cmd.password)
+
+    async def _auth(self, cmd: Auth) -> None:
+        if not self._auth_permitted():
+            self._refuse_plaintext()
+            return
+        if cmd.mechanism is None:
+            self._send_multi("+OK Mechanisms follow", list(MECHANISMS))
+            return
+        if cmd.mechanism not in MECHANISMS:
+            self._send("-ERR Unsupported authentication mechanism")
+            return
+        response = cmd.initial_response
+        if response is None:
+            response = await self._challenge()
+            if response is None:
+                return
+        try:
+            authzid, authcid, password = parse_sasl_plain(b"" if response == "=" else response.encode())
+        except SaslError:
+            self._bad("[AUTH] Malformed PLAIN response")
+            return
+        if authzid and authzid.lower() != authcid.lower():
+            self._send("-ERR [AUTH] Authorization identity must be empty or the user itself")
+            return
+        await self._login(authcid, password)
+
+    async def _challenge(self) -> str | None:
+        """RFC 5034 §4: an empty "+ " challenge; the client's response, or None after
+        answering a cancel ("*") or a malformed line."""
+        self._send("+ ")
+        waiter: defer.Deferred[tuple[bytes, str | None]] = defer.Deferred()
+        self._line_waiter = waiter
+        line, problem = await waiter
+        if problem is not None:
+            self._bad(problem)
+            return None
+        if line == b"*":
+            self._send("-ERR Authentication cancelled")  # RFC 5034 §4
+            return None
+        return line.decode("ascii", "replace")
+
+    async def _login(self, username: str, password: str) -> None:
+        user = await self.ctx.auth.authenticate(username, password, self.client_ip)
+        if self._closed:
+            return
+        if user is None:
+            self._send("-ERR [AUTH] Invalid user name or password")  # RFC 3206 §4
+            return
+        if user.address in self.shared.locked:
+            self._send("-ERR [IN-USE] Maildrop is locked by another POP3 session")  # RFC 2449 §8.1.1
+            return
+        inbox = self.ctx.store.mailbox(user.address, "INBOX")
+        if inbox is None:
+            self._send("-ERR [SYS/PERM] The account has no INBOX")
+            return
+        # Invariant 5: the lock and the snapshot are taken in one step, with no wait between.
+        self.shared.locked.add(user.address)
+        self._locked = user.address
+        self.maildrop = Maildrop(user.address, inbox.id, inbox.uidvalidity,
+                                 list(self.ctx.store.messages(user.address, inbox.id)))
+        self.state = State.TRANSACTION
+        count, size = self.maildrop.totals()
+        self._send(f"+OK Logged in, {count} messages ({size} octets)")
+
+    # -- TRANSACTION ---------------------------------------------------------------------------
+
+    def _drop(self) -> Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    def _missing(self, msg: int) -> None:
+        drop = self._drop()
+        if msg <= len(drop.messages) and msg in drop.deleted:
+            self._send(f"-ERR Message {msg} is deleted")
+        else:
+            self._send(f"-ERR No such message {msg}")
+
+    def _list(self, cmd: List) -> None:
+        drop = self._drop()
+        if cmd.msg is not None:
+            meta = drop.get(cmd.msg)
+            if meta is None:
+                self._missing(cmd.msg)
+            else:
+                self._send(f"+OK {cmd.msg} {meta.size}")  # RFC 1939 §5 scan listing
+            return
+        count, size = drop.totals()
+        self._send_multi(f"+OK {count} messages ({size} octets)", [f"{n} {m.size}" for n, m in drop.live()])
+
+    def _uidl(self, cmd: Uidl) -> None:
+        drop = self._drop()
+        if cmd.msg is not None:
+            meta = drop.get(cmd.msg)
+            if meta is None:
+                self._missing(cmd.msg)
+            else:
+                self._send(f"+OK {cmd.msg} {drop.uidl(meta)}")  # RFC 1939 §7 unique-id listing
+            return
+        self._send_multi("+OK Unique-ID listing follows", [f"{n} {drop.uidl(m)}" for n, m in drop.live()])
+
+    def _dele(self, cmd: Dele) -> None:
+        drop = self._drop()
+        if drop.get(cmd.msg) is None:
+            self._missing(cmd.msg)
+            return
+        drop.deleted.add(cmd.msg)  # invariant 6: expunged at QUIT only
+        self._send(f"+OK Message {cmd.msg} deleted")
+
+    async def _retrieve(self, msg: int, body_lines: int | None) -> None:
+        drop = self._drop()
+        meta = drop.get(msg)
+        if meta is None:
+            self._missing(msg)
+            return
+        try:
+            source = self.ctx.store.open(drop.user, drop.mailbox_id, meta.uid)
+        except (NotFound, FileNotFoundError):
+            self._send(f"-ERR Message {msg} was removed by another session")
+            return
+        self._send(f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows")
+        complete = await _MessageSender(source, MessageEncoder(body_lines), self.transport).start()
+        if not complete:
+            self._close()
+            return
+        if body_lines is None and self.config.mark_seen_on_retr and SEEN not in meta.flags:
+            self._mark_seen(drop, msg, meta)
+
+    def _mark_seen(self, drop: Maildrop, msg: int, meta: MessageMeta) -> None:
+        drop.messages[msg - 1] = MessageMeta(meta.uid, meta.flags | {SEEN}, meta.internal_date, meta.size,
+                                             meta.modseq, meta.blob, meta.prefix_len)
+        d = self.ctx.store.set_flags(drop.user, drop.mailbox_id, [meta.uid], {SEEN}, FlagMode.ADD)
+        d.addErrback(lambda f: log.warning("pop3: marking %s uid %d seen failed: %s",
+                                           drop.user, meta.uid, f.getErrorMessage()))
+        self._seen_updates.append(d)
+
+    # -- UPDATE --------------------------------------------------------------------------------
+
+    async def _quit(self) -> None:
+        if self.state is State.AUTHORIZATION:
+            self._send(f"+OK {self.hostname} signing off")
+            self._close()
+            return
+        drop = self._drop()
+        self.state = State.UPDATE  # RFC 1939 §6
+        await defer.DeferredList(self._seen_updates)
+        uids = [drop.messages[n - 1].uid for n in sorted(drop.deleted)]
+        try:
+            if uids:
+                await self.ctx.store.expunge(drop.user, drop.mailbox_id, uids)
+        except Exception:  # noqa: BLE001 - RFC 1939 §6: say so, keep the connection's end
+            log.exception("pop3: expunge at QUIT failed for %s", drop.user)
+            self._send("-ERR [SYS/TEMP] Some deleted messages not removed")
+            self._close()
+            return
+        count, _ = drop.totals()
+        self._send(f"+OK {self.hostname} signing off ({count} messages left)")
+        self._close()
