@@ -9,8 +9,10 @@ DEV_CERT := var/tls/cert.pem
 DEV_KEY := var/tls/key.pem
 # Debian packages the test suite drives as real peers and engines.
 TEST_DEBS := clamav-daemon rspamd swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl
+# Debian packages `make bench-compare` runs as peers (the test suite does not need them).
+BENCH_DEBS := dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
 
-.PHONY: run test venv deps-debian bench bench-compare lint clean
+.PHONY: run test venv deps-debian deps-bench bench bench-compare lint clean
 
 $(BIN)/maild: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,15 @@ deps-debian:
 	  fi; \
 	else echo "not root: skipping Debian packages ($(TEST_DEBS)); tests needing them will fail"; fi
 
+deps-bench:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping Debian packages ($(BENCH_DEBS)); the peers need them and root"; fi
+
 test: venv deps-debian
 	$(BIN)/ruff check maild tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
@@ -45,7 +56,7 @@ test: venv deps-debian
 bench: venv
 	$(BIN)/python -m bench
 
-bench-compare: venv deps-debian
+bench-compare: venv deps-bench
 	$(BIN)/python -m bench --compare
 
 lint: venv

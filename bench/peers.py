@@ -1,0 +1,445 @@
+"""Throwaway servers for `make bench-compare`: maild, Dovecot, and Postfix relaying to Dovecot.
+
+Every server runs in its own temp directory on free 127.0.0.1 ports, with its durability
+defaults (maild: group commit with fsync; Dovecot: mail_fsync = optimized; Postfix: fsync
+of every queue file), the same users and the very same argon2id password hashes (Dovecot
+verifies maild's `$argon2id$...` strings with its ARGON2ID scheme), and plaintext LOGIN /
+USER allowed on loopback only (maild: allow_plaintext_auth_on_loopback; Dovecot: its
+default, which treats connections from 127.0.0.1 as secured).
+
+Each class is a context manager; leaving it stops the processes and removes the temp
+directory, on errors too. Child servers also get SIGTERM if this Python process dies
+(PR_SET_PDEATHSIG), so a killed benchmark leaves nothing listening.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from maild.auth import hash_password
+
+HOST = "127.0.0.1"
+DOMAIN = "example.test"
+ROOT = Path(__file__).resolve().parent.parent
+MAIL_UID_USER = "nobody"  # Dovecot's mail processes drop to this user (its mail dir is chowned)
+DOVECOT_MAIL_FORMAT = os.environ.get("BENCH_DOVECOT_MAIL", "maildir")  # or sdbox, mdbox
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child when the benchmark process goes away (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def wait_listening(ports: list[int], process: subprocess.Popen[bytes] | None, log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = set(ports)
+    while pending:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not listen on {sorted(pending)}:\n{_tail(log)}")
+        for port in list(pending):
+            with socket.socket() as sock:
+                if sock.connect_ex((HOST, port)) == 0:
+                    pending.discard(port)
+        time.sleep(0.05)
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class _Server:
+    """Shared lifetime: a temp dir, processes to stop, and the endpoints the load drivers use."""
+
+    name = "server"
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users  # address -> password
+        self.host = HOST
+        self.ports: dict[str, int] = {}  # "smtp", "lmtp", "imap", "pop3" as available
+        self.root = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        self.log_path = self.root / f"{self.name}.log"
+
+    def __enter__(self) -> _Server:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        return _tail(self.log_path)
+
+
+class Maild(_Server):
+    """`maild serve` with a temp config and data dir; SMTP (MX), IMAP and POP3 on loopback.
+
+    [mailauth] verify is off (SPF/DKIM/DMARC need DNS and Postfix does none of it by
+    default); the built-in content filter (fallback scorer, attachment policy) stays on as
+    shipped. Rate limits per IP are lifted: every load comes from 127.0.0.1.
+    """
+
+    name = "maild"
+
+    def __init__(self, users: dict[str, str], hashes: dict[str, str]) -> None:
+        super().__init__(users)
+        self.hashes = hashes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from maild import config as configmod
+        from maild.store import Store
+        from tests.conftest import to_toml
+
+        data_dir = self.root / "data"
+        cert, key = self.root / "cert.pem", self.root / "key.pem"
+        subprocess.run([sys.executable, "-m", "maild.cli", "dev-cert", "--hostname", "localhost",
+                        "--cert", str(cert), "--key", str(key)], check=True, capture_output=True, timeout=60)
+        data: dict[str, Any] = {
+            "hostname": "mx.example.test", "data_dir": str(data_dir),
+            "tls": {"cert_file": str(cert), "key_file": str(key)},
+            "mailauth": {"verify": False, "sign": False},
+            "api": {"listen": [], "tls_listen": []},
+            "submission": {"listen": [], "tls_listen": []},
+        }
+        sections = {"smtp": {"messages_per_minute_per_ip": 1_000_000, "messages_per_minute_per_user": 1_000_000,
+                             "max_connections_per_ip": 200},
+                    "imap": {"max_connections_per_ip": 200, "allow_plaintext_auth_on_loopback": True},
+                    "pop3": {"max_connections_per_ip": 200, "allow_plaintext_auth_on_loopback": True}}
+        for section, table in sections.items():
+            if (ROOT / "maild" / section / "server.py").exists():
+                self.ports[section] = free_port()
+                data[section] = {"listen": [f"{HOST}:{self.ports[section]}"], "tls_listen": [], **table}
+            else:
+                data[section] = {"listen": [], "tls_listen": []}
+        config_path = self.root / "maild.toml"
+        config_path.write_text(to_toml(data))
+        self.config_path = config_path
+        store = Store(data_dir, configmod.load(config_path).store)
+        try:
+            store.domain_add(DOMAIN)
+            for address, password_hash in self.hashes.items():
+                store.user_add(address, password_hash)
+        finally:
+            store.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "maild.cli", "-c", str(config_path), "serve"],
+                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                            preexec_fn=_die_with_parent)
+        wait_listening(list(self.ports.values()), self.process, self.log_path, "maild")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+DOVECOT_CONF = """\
+# Throwaway Dovecot for maild's bench-compare: Debian defaults except paths and ports.
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = {instance}
+listen = 127.0.0.1
+protocols = imap pop3 lmtp
+ssl = no
+log_path = {root}/dovecot.log
+auth_mechanisms = plain login
+# disable_plaintext_auth stays at its default (yes): Dovecot counts loopback as secured.
+mail_location = {mail_format}:{root}/mail/%d/%n/mail
+first_valid_uid = 1
+first_valid_gid = 1
+passdb {{
+  driver = passwd-file
+  args = {root}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/passwd
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@example.test
+}}
+"""
+
+
+class Dovecot(_Server):
+    """A throwaway Dovecot (`dovecot -F -c FILE`): IMAP, POP3 and LMTP on loopback ports.
+
+    Mail is stored in {mail_format} (BENCH_DOVECOT_MAIL) under the temp dir, owned by the
+    unprivileged user the mail processes drop to; fsync stays at its default (optimized).
+    """
+
+    name = "dovecot"
+
+    def __init__(self, users: dict[str, str], hashes: dict[str, str]) -> None:
+        super().__init__(users)
+        self.hashes = hashes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        if not os.path.exists(dovecot):
+            raise RuntimeError("dovecot is not installed: run `make deps-bench` (dovecot-imapd dovecot-pop3d dovecot-lmtpd)")
+        self.ports = {"imap": free_port(), "pop3": free_port(), "lmtp": free_port()}
+        mail_user = pwd.getpwnam(MAIL_UID_USER)
+        self.root.chmod(0o755)  # the mail processes run as MAIL_UID_USER and need to traverse it
+        mail = self.root / "mail"
+        mail.mkdir()
+        os.chown(mail, mail_user.pw_uid, mail_user.pw_gid)
+        lines = [f"{address}:{{ARGON2ID}}{self.hashes[address]}:{mail_user.pw_uid}:{mail_user.pw_gid}::"
+                 f"{mail}/{address.split('@')[1]}/{address.split('@')[0]}::" for address in self.users]
+        passwd = self.root / "passwd"
+        passwd.write_text("\n".join(lines) + "\n")
+        conf = self.root / "dovecot.conf"
+        conf.write_text(DOVECOT_CONF.format(root=self.root, instance=f"bench-{self.root.name}",
+                                            mail_format=DOVECOT_MAIL_FORMAT, **self.ports))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([dovecot, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_die_with_parent)
+        wait_listening(list(self.ports.values()), self.process, self.log_path, "dovecot")
+
+    @property
+    def pids(self) -> list[int]:
+        """The master and its children (for CPU accounting)."""
+        return _process_tree(self.process.pid) if self.process else []
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+POSTFIX_MAIN = """\
+# Throwaway Postfix for maild's bench-compare: relays example.test to Dovecot over LMTP.
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = peer.example.test
+mydomain = example.test
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains =
+virtual_mailbox_domains = example.test
+virtual_mailbox_maps = inline:{{ {recipients} }}
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+maillog_file_prefixes = {root}
+maillog_file = {root}/postfix.log
+smtputf8_enable = no
+"""
+
+POSTFIX_MASTER = """\
+127.0.0.1:{smtp} inet n - n - - smtpd
+pickup    unix  n - n 60   1 pickup
+cleanup   unix  n - n -    0 cleanup
+qmgr      unix  n - n 300  1 qmgr
+rewrite   unix  - - n -    - trivial-rewrite
+bounce    unix  - - n -    0 bounce
+defer     unix  - - n -    0 bounce
+trace     unix  - - n -    0 bounce
+verify    unix  - - n -    1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -    - proxymap
+smtp      unix  - - n -    - smtp
+relay     unix  - - n -    - smtp
+showq     unix  n - n -    - showq
+error     unix  - - n -    - error
+retry     unix  - - n -    - error
+discard   unix  - - n -    - discard
+lmtp      unix  - - n -    - lmtp
+anvil     unix  - - n -    1 anvil
+scache    unix  - - n -    1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class Postfix(_Server):
+    """A real Postfix instance (`postfix -c DIR start-fg`) in a temp dir, relaying to Dovecot LMTP.
+
+    Its own config_directory, queue_directory and data_directory; smtpd on a loopback port;
+    no chroot; Debian's defaults otherwise (queue files fsynced before 250).
+    """
+
+    name = "postfix"
+
+    def __init__(self, users: dict[str, str], lmtp_port: int) -> None:
+        super().__init__(users)
+        self.lmtp_port = lmtp_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["postfix", "-c", str(self.root / "etc"), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    def start(self) -> None:
+        if not shutil.which("postfix"):
+            raise RuntimeError("postfix is not installed: run `make deps-bench`")
+        if os.geteuid() != 0:
+            raise RuntimeError("a Postfix instance needs root (its master runs as root and drops to 'postfix')")
+        self.ports = {"smtp": free_port()}
+        self.root.chmod(0o755)
+        etc = self.root / "etc"
+        etc.mkdir()
+        (self.root / "queue").mkdir()
+        (self.root / "data").mkdir()
+        postfix_user = pwd.getpwnam("postfix")
+        os.chown(self.root / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        recipients = ", ".join(f"{address}=ok" for address in self.users)
+        (etc / "main.cf").write_text(POSTFIX_MAIN.format(root=self.root, recipients=recipients, lmtp=self.lmtp_port))
+        (etc / "master.cf").write_text(POSTFIX_MASTER.format(smtp=self.ports["smtp"]))
+        self.log_path = self.root / "postfix.log"
+        check = self._postfix("check")
+        if check.returncode != 0:
+            raise RuntimeError(f"postfix check failed: {check.stdout}{check.stderr}")
+        with open(self.root / "master.out", "ab") as out:
+            self.process = subprocess.Popen(["postfix", "-c", str(etc), "start-fg"], stdout=out,
+                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        wait_listening(list(self.ports.values()), self.process, self.log_path, "postfix")
+
+    @property
+    def pids(self) -> list[int]:
+        return _process_tree(self.process.pid) if self.process else []
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._postfix("stop")
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(self.process)
+
+    def queue_empty(self) -> bool:
+        """True when no message is left in Postfix's queues (all handed to LMTP)."""
+        for queue in ("incoming", "active", "deferred", "maildrop"):
+            path = self.root / "queue" / queue
+            for _dirpath, _dirs, files in os.walk(path):
+                if files:
+                    return False
+        return True
+
+
+def _process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their reaped children, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def make_users(count: int, prefix: str = "bench") -> tuple[dict[str, str], dict[str, str]]:
+    """(address -> password, address -> argon2id hash): the same hash for every server."""
+    users = {f"{prefix}{n}@{DOMAIN}": f"{prefix}{n}-secret" for n in range(count)}
+    return users, {address: hash_password(password) for address, password in users.items()}
