@@ -36,7 +36,8 @@ def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
                                   settings.fallback_junk_score, settings.fallback_reject_score)
     if settings.rspamd_url:
         rspamd = RspamdClient(reactor, settings.rspamd_url, settings.rspamd_controller_url,
-                              settings.rspamd_timeout, settings.rspamd_password)
+                              settings.rspamd_timeout, settings.rspamd_password,
+                              authserv_id=config.hostname)
         scanners.append(RspamdFilter(rspamd, policy, settings.rspamd_on_error, fallback))
         if settings.rspamd_controller_url:
             JunkTrainer(store, rspamd).start()

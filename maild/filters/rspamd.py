@@ -29,6 +29,7 @@ from twisted.web.iweb import IResponse
 
 from maild.filters.chain import Filter, Transaction, Verdict
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
+from maild.mailauth.results import AuthResults
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ def parse_check(body: bytes) -> SpamScore:
 
 class RspamdClient:
     def __init__(self, reactor: Any, url: str, controller_url: str = "",
-                 timeout: float = 15.0, password: str = "") -> None:
+                 timeout: float = 15.0, password: str = "", authserv_id: str = "localhost") -> None:
         self.reactor = reactor
+        self.authserv_id = authserv_id  # our hostname, in the Authentication-Results rspamd sees
         self.url = url.rstrip("/")
         self.controller_url = controller_url.rstrip("/")
         self.timeout = timeout
@@ -146,8 +148,9 @@ class RspamdClient:
     def check(self, raw: bytes, tx: Transaction):  # type: ignore[no-untyped-def]
         """The SpamScore of one message."""
         auth_results = tx.notes.get("auth_results")
-        if isinstance(auth_results, str) and auth_results:
-            raw = b"Authentication-Results: " + auth_results.encode("utf-8", "replace") + b"\r\n" + raw
+        if isinstance(auth_results, AuthResults):
+            value = auth_results.header_value(self.authserv_id)
+            raw = b"Authentication-Results: " + value.encode("utf-8", "replace") + b"\r\n" + raw
         url = self.url + "/checkv2"
         code, content = yield self._post(url, raw, envelope_headers(tx))
         if code != 200:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from maild.filters.chain import Transaction, Verdict
+from maild.mailauth.results import AuthResults
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +72,20 @@ class RecipientResolver(Protocol):
     def resolve_recipient(self, address: str) -> list[str] | None: ...
 
 
-_AR_RESULT = re.compile(r"(?:^|;)\s*([A-Za-z0-9_-]+)\s*=\s*([A-Za-z]+)")
-
-
 def auth_methods(notes: Mapping[str, object]) -> dict[str, str]:
-    """The results of ``notes["auth_results"]`` per method (``spf``, ``dkim``, ``dmarc``),
-    lower-case; for a method reported several times (one dkim per signature) a pass wins.
-
-    ``auth_results`` is the RFC 8601 Authentication-Results value written by mail
-    authentication (``authserv-id; spf=pass smtp.mailfrom=...; dkim=fail ...``)."""
-    value = notes.get("auth_results")
-    if not isinstance(value, str):
+    """The RFC 8601 result word of ``spf``, ``dkim`` and ``dmarc`` in mail authentication's
+    ``notes["auth_results"]``; with several DKIM signatures one pass is a pass."""
+    results = notes.get("auth_results")
+    if not isinstance(results, AuthResults):
         return {}
-    _authserv_id, _, results = value.partition(";")
     methods: dict[str, str] = {}
-    for method, result in _AR_RESULT.findall(";" + results):
-        method, result = method.lower(), result.lower()
-        if methods.get(method) != "pass":
-            methods[method] = result
+    if results.spf is not None:
+        methods["spf"] = results.spf.result
+    if results.dkim:
+        passed = any(d.result == "pass" for d in results.dkim)
+        methods["dkim"] = "pass" if passed else results.dkim[0].result
+    if results.dmarc is not None:
+        methods["dmarc"] = results.dmarc.result
     return methods
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet import defer
 
@@ -48,7 +48,6 @@ class JunkTrainer:
         self.learner = learner
         self._limit = defer.DeferredSemaphore(concurrency)
         self._unsubscribe: Callable[[], None] | None = None
-        self.pending: set[defer.Deferred[Any]] = set()  # learn requests not yet answered
 
     def start(self) -> None:
         self._unsubscribe = self.store.subscribe(self.on_change)
@@ -82,12 +81,7 @@ class JunkTrainer:
         if into_junk == out_of_junk or target.special_use is SpecialUse.TRASH:
             return
         for uid in change.uids:
-            d = self._limit.run(self._learn, change.user, change.mailbox_id, uid, into_junk)
-            self.pending.add(d)
-            d.addBoth(self._done, d)
-
-    def _done(self, result: Any, d: defer.Deferred[Any]) -> None:
-        self.pending.discard(d)
+            self._limit.run(self._learn, change.user, change.mailbox_id, uid, into_junk)
 
     @defer.inlineCallbacks
     def _learn(self, user: str, mailbox_id: int, uid: int, spam: bool):  # type: ignore[no-untyped-def]

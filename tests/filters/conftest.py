@@ -18,6 +18,7 @@ from twisted.internet import threads
 
 from maild.config import StoreConfig
 from maild.filters.chain import Transaction
+from maild.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult
 from maild.store import Store
 
 
@@ -94,3 +95,12 @@ def silent_server() -> Iterator[str]:
     for conn in held:
         conn.close()
     listener.close()
+
+
+def auth_results(spf: str | None = None, dkim: tuple[str, ...] = (),
+                 dmarc: str | None = None) -> AuthResults:
+    """What mail authentication leaves in ``notes["auth_results"]``, for sender remote.test."""
+    return AuthResults(
+        spf=SpfResult(spf, "mailfrom", "remote.test", "sender@remote.test") if spf else None,
+        dkim=[DkimResult(r, "remote.test", f"s{i}", "rsa-sha256") for i, r in enumerate(dkim)],
+        dmarc=DmarcResult(dmarc, "remote.test") if dmarc else None)

@@ -6,7 +6,7 @@ from maild.filters.chain import Action
 from maild.filters.contacts import SentContacts
 from maild.filters.rspamd import RspamdClient, RspamdFilter
 from maild.filters.spam import SpamPolicy
-from tests.filters.conftest import make_tx
+from tests.filters.conftest import auth_results, make_tx
 from tests.filters.messages import message
 from tests.fixtures.rspamd import GTUBE
 
@@ -47,5 +47,5 @@ def test_allow_listed_sender_is_filed_not_rejected(reactor_thread, store, rspamd
     assert to_bob.reply.code == 550
 
     forged = reactor_thread.call(flt.on_data, make_tx(
-        spam, mail_from="friend@remote.test", auth_results="mx.example.test; spf=fail"))
+        spam, mail_from="friend@remote.test", auth_results=auth_results("fail")))
     assert forged.reply.code == 550

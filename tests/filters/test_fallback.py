@@ -10,7 +10,7 @@ from maild.dns.resolver import Resolver
 from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter, dnsbl_query_name, is_listing
 from maild.filters.spam import SpamAction, SpamPolicy
-from tests.filters.conftest import make_tx
+from tests.filters.conftest import auth_results, make_tx
 from tests.filters.messages import message
 
 ZONES = ["bl.example.net", "other.example.org"]
@@ -32,7 +32,7 @@ def score(reactor_thread, scorer, **tx_args):
 
 def test_authenticated_clean_mail_goes_to_inbox(reactor_thread, scorer):
     verdict, spam = score(reactor_thread, scorer,
-                          auth_results="mx; spf=pass smtp.mailfrom=r.test; dkim=pass; dmarc=pass")
+                          auth_results=auth_results("pass", ("pass",), "pass"))
     assert verdict.folder is None
     assert spam.score == -2.5
     assert spam.symbols == ("DKIM_PASS", "DMARC_PASS", "SPF_PASS")
@@ -40,7 +40,7 @@ def test_authenticated_clean_mail_goes_to_inbox(reactor_thread, scorer):
 
 def test_dmarc_failure_goes_to_junk(reactor_thread, scorer):
     verdict, spam = score(reactor_thread, scorer,
-                          auth_results="mx; spf=softfail; dkim=none; dmarc=fail")
+                          auth_results=auth_results("softfail", (), "fail"))
     assert spam.action is SpamAction.JUNK
     assert verdict.folder == "Junk"
     assert dict(verdict.add_headers)["X-Spam-Flag"] == "YES"
@@ -48,7 +48,7 @@ def test_dmarc_failure_goes_to_junk(reactor_thread, scorer):
 
 def test_one_dkim_pass_among_failures_counts_as_pass(reactor_thread, scorer):
     _verdict, spam = score(reactor_thread, scorer,
-                           auth_results="mx; dkim=fail header.d=a.test; dkim=pass header.d=b.test")
+                           auth_results=auth_results(dkim=("fail", "pass")))
     assert spam.symbols == ("DKIM_PASS",)
 
 
@@ -56,7 +56,7 @@ def test_dnsbl_listings_add_up_to_a_reject(reactor_thread, scorer, dns_zone):
     dns_zone.set("10.2.0.192.bl.example.net", "A", "127.0.0.2")
     dns_zone.set("10.2.0.192.other.example.org", "A", "127.0.0.4")
     verdict, spam = score(reactor_thread, scorer, client_ip="192.0.2.10",
-                          auth_results="mx; spf=fail")
+                          auth_results=auth_results("fail"))
     assert spam.score == 11.0
     assert "DNSBL(bl.example.net)" in spam.symbols
     assert verdict.action is Action.REJECT

@@ -9,12 +9,12 @@ from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter
 from maild.filters.rspamd import RspamdClient, RspamdFilter, envelope_headers
 from maild.filters.spam import SpamAction, SpamPolicy
-from tests.filters.conftest import ReactorThread, make_tx
+from tests.filters.conftest import ReactorThread, auth_results, make_tx
 from tests.filters.messages import message
 from tests.fixtures.clamd import free_port
 from tests.fixtures.rspamd import GTUBE
 
-DMARC_FAIL = "mx.example.test; spf=fail smtp.mailfrom=remote.test; dmarc=fail header.from=remote.test"
+DMARC_FAIL = auth_results(spf="fail", dmarc="fail")
 
 
 def rspamd_filter(reactor_thread: ReactorThread, url: str, on_error: str = "fallback",
