@@ -135,6 +135,9 @@ class FiltersConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"filters.{key}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, key)!r}")
+        for key in ("clamd_timeout", "clamd_max_size", "rspamd_timeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"filters.{key}: must be greater than 0, got {getattr(self, key)}")
         for key in ("rspamd_url", "rspamd_controller_url"):
             url = getattr(self, key)
             if url and not url.startswith(("http://", "https://")):
