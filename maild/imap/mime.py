@@ -65,7 +65,11 @@ def _param_value(value: object) -> str:
 
 
 def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
-    header, body = split_header(raw)
+    if raw.startswith((b"\r\n", b"\n")):  # a part with no header fields at all
+        cut = 2 if raw.startswith(b"\r\n") else 1
+        header, body = raw[:cut], raw[cut:]
+    else:
+        header, body = split_header(raw)
     fields: dict[str, str] = {}
     for name, value in header_fields(header):
         fields.setdefault(name.lower(), value)
@@ -190,14 +194,17 @@ def bodystructure(part: Part, extended: bool = True) -> bytes:
 def _find(root: Part, numbers: tuple[int, ...]) -> Part | None:
     """RFC 3501 §6.4.5 part numbering; None when the part does not exist."""
     part = root
+    message_level = True  # a message's single body is its part 1
     for n in numbers:
-        if part.message is not None and not part.is_multipart:
-            part = part.message  # parts of an encapsulated message
+        if not message_level and part.message is not None:
+            part, message_level = part.message, True  # parts of an encapsulated message
         if part.is_multipart:
             if n > len(part.children):
                 return None
-            part = part.children[n - 1]
-        elif n != 1:
+            part, message_level = part.children[n - 1], False
+        elif message_level and n == 1:
+            message_level = False
+        else:
             return None
     return part
 

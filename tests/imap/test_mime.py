@@ -1,0 +1,97 @@
+"""Unit tests of the IMAP message view (maild.imap.mime): sections, BODYSTRUCTURE, ENVELOPE."""
+
+from __future__ import annotations
+
+from maild.imap import mime
+from maild.imap.parser import Section
+from maild.store.types import Envelope
+
+RAW = (b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n"
+       b"To: a@example.test, \"B, Bee\" <b@example.test>\r\n"
+       b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\r\n"
+       b"X-Folded: one\r\n two\r\n"
+       b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n"
+       b"\r\n"
+       b"preamble\r\n"
+       b"--XX\r\n"
+       b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+       b"Content-Transfer-Encoding: quoted-printable\r\n"
+       b"\r\n"
+       b"Gr=FC=DFe aus K=F6ln\r\n"
+       b"--XX\r\n"
+       b"Content-Type: message/rfc822\r\n"
+       b"Content-Disposition: attachment; filename=\"fwd.eml\"\r\n"
+       b"\r\n"
+       b"Subject: inner\r\n"
+       b"Content-Type: multipart/alternative; boundary=YY\r\n"
+       b"\r\n"
+       b"--YY\r\n"
+       b"\r\n"
+       b"plain inner\r\n"
+       b"--YY\r\n"
+       b"Content-Type: text/html\r\n"
+       b"\r\n"
+       b"<p>html</p>\r\n"
+       b"--YY--\r\n"
+       b"--XX--\r\n"
+       b"epilogue\r\n")
+
+
+def test_sections() -> None:
+    root = mime.parse(RAW)
+    assert mime.section(RAW, Section()) == RAW
+    assert mime.section(RAW, Section(text="HEADER")).endswith(b"boundary=\"XX\"\r\n\r\n")  # type: ignore[union-attr]
+    assert mime.section(RAW, Section(text="TEXT")).startswith(b"preamble")  # type: ignore[union-attr]
+    assert mime.section(RAW, Section((1,)), root) == b"Gr=FC=DFe aus K=F6ln"
+    assert mime.section(RAW, Section((1,), "MIME"), root).startswith(b"Content-Type: text/plain")  # type: ignore[union-attr]
+    assert mime.section(RAW, Section((2,), "HEADER"), root) == (
+        b"Subject: inner\r\nContent-Type: multipart/alternative; boundary=YY\r\n\r\n")
+    assert mime.section(RAW, Section((2, 1)), root) == b"plain inner"
+    assert mime.section(RAW, Section((2, 2)), root) == b"<p>html</p>"
+    assert mime.section(RAW, Section((2, 2), "MIME"), root) == b"Content-Type: text/html\r\n\r\n"
+    assert mime.section(RAW, Section((3,)), root) is None
+    assert mime.section(RAW, Section((1, 1)), root) is None
+    assert mime.section(RAW, Section((1,), "TEXT"), root) is None  # TEXT only on message parts
+    assert mime.section(RAW, Section(text="HEADER.FIELDS", fields=("subject", "X-FOLDED"))) == (
+        b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\r\nX-Folded: one\r\n two\r\n\r\n")
+    not_fields = mime.section(RAW, Section(text="HEADER.FIELDS.NOT", fields=("From", "To", "Subject", "X-Folded")))
+    assert not_fields == b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n"
+
+
+def test_single_part_numbering() -> None:
+    raw = b"Subject: x\r\n\r\nbody\r\n"
+    assert mime.section(raw, Section((1,))) == b"body\r\n"  # RFC 3501 §6.4.5: part 1 of a non-multipart
+    assert mime.section(raw, Section((2,))) is None
+
+
+def test_bodystructure() -> None:
+    root = mime.parse(RAW)
+    structure = mime.bodystructure(root)
+    assert structure.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 20 1 NIL NIL NIL NIL)'
+                                b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ')
+    assert b'("ATTACHMENT" ("FILENAME" "fwd.eml"))' in structure
+    assert b'(NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL)' in structure  # nested ENVELOPE
+    assert b'"ALTERNATIVE" ("BOUNDARY" "YY") NIL NIL NIL)' in structure
+    assert structure.endswith(b' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL)')
+    body = mime.bodystructure(root, extended=False)
+    assert b"BOUNDARY" not in body and body.endswith(b' "MIXED")')
+    assert structure.count(b"(") == structure.count(b")")
+
+
+def test_envelope_defaults_and_quoting() -> None:
+    env = Envelope(date="Mon, 1 Jan 2024 10:00:00 +0000", subject='say "hi"',
+                   from_='"B, Bee" <b@example.test>', to="undisclosed-recipients:;")
+    out = mime.envelope(env)
+    assert out.startswith(b'("Mon, 1 Jan 2024 10:00:00 +0000" "say \\"hi\\"" (("B, Bee" NIL "b" "example.test"))'
+                          b' (("B, Bee" NIL "b" "example.test")) (("B, Bee" NIL "b" "example.test"))')
+    assert out.endswith(b" NIL NIL NIL NIL NIL)")
+    assert mime.envelope(Envelope(subject="Grüße")) == (
+        b'(NIL {7}\r\nGr\xc3\xbc\xc3\x9fe NIL NIL NIL NIL NIL NIL NIL NIL)')
+
+
+def test_search_text_decoding() -> None:
+    assert mime.header_text("=?utf-8?b?R3LDvMOfZQ==?=") == "Grüße"
+    assert mime.header_text("=?bogus?q?x?=") == "=?bogus?q?x?="
+    assert "Grüße aus Köln" in mime.body_text(RAW)
+    assert "plain inner" in mime.body_text(RAW)
+    assert mime.header_values(RAW, "x-folded") == ["one two"]
