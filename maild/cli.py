@@ -11,8 +11,12 @@ import getpass
 import json
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from twisted.python.failure import Failure
 
 from maild import config as configmod
 from maild.auth import hash_password
@@ -161,6 +165,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _fired(d: Any) -> Any:
+    """The result of a store Deferred (already fired: the CLI's store has no reactor)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from maild.queue import admin
+
+    cfg = configmod.load(args.config)
+    store = Store(cfg.data_dir, cfg.store)
+    now = time.time()
+    try:
+        if args.action == "list":
+            rows = []
+            for e in sorted(store.queue_entries(), key=lambda e: e["created"]):
+                pending = [r["address"] for r in e["recipients"] if r["state"] == "pending"]
+                due = e["next_attempt"] - now
+                rows.append([e["id"], _age(now - e["created"]), e["sender"] or "<>", e["domain"],
+                             ", ".join(pending), str(e["attempts"]),
+                             "now" if due <= 0 else f"in {_age(due)}",
+                             (e["last_error"] or "-")[:60]])
+            _table(rows, ["id", "age", "sender", "domain", "recipients", "attempts",
+                          "next try", "last error"])
+            print(f"{len(rows)} entries")
+        elif args.action == "show":
+            entry = admin.find(store, args.id)
+            if args.json:
+                print(json.dumps(entry, indent=2))
+            else:
+                for key in ("id", "domain", "sender", "size", "attempts", "last_error"):
+                    print(f"{key}: {entry.get(key) if entry.get(key) is not None else '-'}")
+                print(f"age: {_age(now - entry['created'])}")
+                print(f"next try: {datetime.datetime.fromtimestamp(entry['next_attempt']):%Y-%m-%d %H:%M:%S}")
+                for r in entry["recipients"]:
+                    print(f"  <{r['address']}> {r['state']}" + (f": {r['reply']}" if r["reply"] else ""))
+        elif args.action == "retry":
+            entries = store.queue_entries() if args.all else [admin.find(store, args.id)]
+            for entry in entries:
+                _fired(admin.retry(store, entry, now))
+            print(f"{len(entries)} entries due now")
+        elif args.action == "delete":
+            entry = admin.find(store, args.id)
+            _fired(admin.delete(store, entry))
+            print(f"queue entry {entry['id']} deleted")
+        else:
+            entry = admin.find(store, args.id)
+            _fired(admin.bounce(store, entry, cfg.hostname, now))
+            print(f"queue entry {entry['id']} bounced" + ("" if entry["sender"] else " (null sender: no DSN)"))
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     from maild.store.fsck import fsck
 
@@ -274,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards, users, messages, bytes, queue")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    queue = sub.add_parser("queue", help="the outbound queue: list, show, retry, delete, bounce")
+    qsub = queue.add_subparsers(dest="action", required=True)
+    qsub.add_parser("list")
+    p = qsub.add_parser("show")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p = qsub.add_parser("retry", help="make entries due now")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?")
+    target.add_argument("--all", action="store_true")
+    qsub.add_parser("delete", help="remove an entry, no DSN").add_argument("id")
+    qsub.add_parser("bounce", help="give up now: DSN to the sender, remove").add_argument("id")
+    queue.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("fsck", help="verify the store; --repair rebuilds what can be rebuilt")
     p.add_argument("--repair", action="store_true")

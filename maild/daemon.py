@@ -21,7 +21,9 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
 from maild.context import ServerContext
+from maild.dns.resolver import Resolver
 from maild.filters.chain import Filter, FilterChain
+from maild.queue.runner import QueueRunner
 from maild.store import Store
 
 log = logging.getLogger("maild")
@@ -127,6 +129,9 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
         store.close()
         raise
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
+    runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)
+    reactor.callWhenRunning(runner.start)
+    reactor.addSystemEventTrigger("before", "shutdown", runner.stop)
     reactor.callWhenRunning(lambda: (log.info("maild ready: %s", ", ".join(ports) or "no listeners"),
                                      sd_notify("READY=1")))
     reactor.run()

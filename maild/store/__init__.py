@@ -453,6 +453,9 @@ class Store:
     def queue_entries(self) -> list[dict[str, Any]]:
         return self.directory.queue_entries()
 
+    def queue_entry(self, entry_id: str) -> dict[str, Any] | None:
+        return self.directory.queue_entry(entry_id)
+
     def queue_due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
         return self.directory.queue_due(now, limit)
 
