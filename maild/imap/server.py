@@ -1040,16 +1040,28 @@ class ImapSession(Protocol):
         label, origin, length = stream
         self._write(b"* %d FETCH (" % seq + items + (b" " if items else b"") + label
                     + b" {%d}\r\n" % length)
-        with self.store.open(user, view.mailbox_id, meta.uid) as fh:
-            fh.seek(origin)
-            left = length
-            while left > 0 and not self._closed:
-                chunk = fh.read(min(STREAM_CHUNK, left))
-                if not chunk:
-                    break
-                self._write(chunk)
-                left -= len(chunk)
-                await self._drain()
+        try:
+            with self.store.open(user, view.mailbox_id, meta.uid) as fh:
+                skip = origin
+                while skip > 0:  # the stream is not seekable (prefix + blob)
+                    got = len(fh.read(min(STREAM_CHUNK, skip)))
+                    if not got:
+                        break
+                    skip -= got
+                left = length
+                while left > 0 and not self._closed:
+                    chunk = fh.read(min(STREAM_CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"blob of uid {meta.uid} is {left} octets short")
+                    self._write(chunk)
+                    left -= len(chunk)
+                    await self._drain()
+        except Exception:
+            # The literal's length is already on the wire: the session cannot go on.
+            log.exception("IMAP FETCH stream failed for %s uid %d", user, meta.uid)
+            self._send(b"\r\n* BYE Internal error")
+            self._close()
+            return
         self._write(b")\r\n")
 
     def _raw(self, meta: MessageMeta) -> bytes:
