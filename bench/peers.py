@@ -97,6 +97,12 @@ class _Server:
         self.ports: dict[str, int] = {}  # "smtp", "lmtp", "imap", "pop3" as available
         self.root = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.log_path = self.root / f"{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's main process (its children are found from /proc for CPU accounting)."""
+        return self.process.pid if self.process and self.process.poll() is None else None
 
     def __enter__(self) -> _Server:
         try:
@@ -138,7 +144,6 @@ class Maild(_Server):
     def __init__(self, users: dict[str, str], hashes: dict[str, str]) -> None:
         super().__init__(users)
         self.hashes = hashes
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         from maild import config as configmod
@@ -181,10 +186,6 @@ class Maild(_Server):
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                             preexec_fn=_die_with_parent)
         wait_listening(list(self.ports.values()), self.process, self.log_path, "maild")
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def stop(self) -> None:
         _stop(self.process)
@@ -254,12 +255,12 @@ class Dovecot(_Server):
     def __init__(self, users: dict[str, str], hashes: dict[str, str]) -> None:
         super().__init__(users)
         self.hashes = hashes
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not os.path.exists(dovecot):
-            raise RuntimeError("dovecot is not installed: run `make deps-bench` (dovecot-imapd dovecot-pop3d dovecot-lmtpd)")
+            raise RuntimeError("dovecot is not installed: run `make deps-bench` "
+                               "(dovecot-imapd dovecot-pop3d dovecot-lmtpd)")
         self.ports = {"imap": free_port(), "pop3": free_port(), "lmtp": free_port()}
         mail_user = pwd.getpwnam(MAIL_UID_USER)
         self.root.chmod(0o755)  # the mail processes run as MAIL_UID_USER and need to traverse it
@@ -277,11 +278,6 @@ class Dovecot(_Server):
             self.process = subprocess.Popen([dovecot, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                             preexec_fn=_die_with_parent)
         wait_listening(list(self.ports.values()), self.process, self.log_path, "dovecot")
-
-    @property
-    def pids(self) -> list[int]:
-        """The master and its children (for CPU accounting)."""
-        return _process_tree(self.process.pid) if self.process else []
 
     def stop(self) -> None:
         _stop(self.process)
@@ -352,7 +348,6 @@ class Postfix(_Server):
     def __init__(self, users: dict[str, str], lmtp_port: int) -> None:
         super().__init__(users)
         self.lmtp_port = lmtp_port
-        self.process: subprocess.Popen[bytes] | None = None
 
     def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["postfix", "-c", str(self.root / "etc"), *args], capture_output=True, text=True,
@@ -383,10 +378,6 @@ class Postfix(_Server):
                                             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         wait_listening(list(self.ports.values()), self.process, self.log_path, "postfix")
 
-    @property
-    def pids(self) -> list[int]:
-        return _process_tree(self.process.pid) if self.process else []
-
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -406,7 +397,7 @@ class Postfix(_Server):
         return True
 
 
-def _process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """pid and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):

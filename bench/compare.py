@@ -1,0 +1,296 @@
+"""`make bench-compare`: the same SMTP, IMAP and POP3 workloads against maild and its peers,
+in the same run, on the same machine and disk.
+
+    python -m bench.compare [--quick] [--messages 100000]
+
+Peers (bench/peers.py): a throwaway Dovecot (IMAP, POP3, LMTP; fsync at its default) and a
+real Postfix instance relaying to that Dovecot over LMTP. SMTP ingest is compared twice:
+with the full Postfix -> Dovecot path (what a Postfix+Dovecot site does) and with Dovecot's
+own LMTP fed directly (the peer's fastest way into a mailbox). Each workload runs once on
+maild and once on the peer, back to back; read workloads run three times on one connection
+and report the median, plus the first (cold) run where a cache is built on first use.
+
+Every row's result holds the maild figure, the peer figure and maild/peer (for times, lower
+is better; the row says "faster" or "slower" in words).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bench import load, peers
+from bench.load import Account, Imap
+
+
+@dataclass(frozen=True)
+class Sizes:
+    smtp_messages: int = 2000  # smtp-source -m, 20 sessions, 5 KB each
+    smtp_sessions: int = 20
+    smtp_size: int = 5120
+    logins: int = 100  # LOGIN + LOGOUT from 10 clients (argon2id: ~tens of ms of CPU each)
+    append_total: int = 2000  # APPEND from 10 clients, one user each
+    mailbox_messages: int = 10_000  # one mailbox filled by 10 clients, then read
+    message_size: int = 4096
+    pop3_messages: int = 200  # of pop3_size bytes, RETR in turn by one client
+    pop3_size: int = 100 * 1024
+    clients: int = 10
+
+
+QUICK = Sizes(smtp_messages=400, logins=30, append_total=500, mailbox_messages=2000, pop3_messages=50)
+REPEATS = 3  # read workloads: runs per server
+
+
+def _machine() -> str:
+    from bench.__main__ import machine
+
+    return machine()
+
+
+def _version(args: list[str]) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.split("=")[-1].strip().split()[0] if out else "?"
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value * 1000:,.1f} ms" if value < 0.1 else f"{value * 1000:,.0f} ms"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.1f} {unit}"
+
+
+def _row(workload: str, peer: str, ours: float, theirs: float, unit: str, note: str = "") -> dict[str, Any]:
+    """unit "ms" means a time (lower is better); anything else is a rate (higher is better)."""
+    ratio = ours / theirs if theirs else float("inf")
+    better = 1 / ratio if unit == "ms" else ratio
+    words = f"maild {better:.2f}x faster" if better >= 1 else f"maild {1 / better:.2f}x slower"
+    result = (f"maild {_fmt(ours, unit)} · {peer} {_fmt(theirs, unit)} · maild/{peer.split()[0]} "
+              f"{ratio:.2f} ({words}){' · ' + note if note else ''}")
+    return {"benchmark": "compare", "workload": workload, "result": result}
+
+
+class _Cpu:
+    """CPU seconds used by a set of server process trees between start() and stop()."""
+
+    def __init__(self, roots: Callable[[], list[int]]) -> None:
+        self.roots = roots
+        self.before = 0.0
+
+    def _now(self) -> float:
+        return sum(peers.cpu_seconds(peers.process_tree(pid)) for pid in self.roots())
+
+    def __enter__(self) -> _Cpu:
+        self.before = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = self._now() - self.before
+
+
+def _cpu_note(ours: _Cpu, theirs: _Cpu, ops: int, what: str) -> str:
+    return f"CPU {ours.used / ops * 1000:.2f} vs {theirs.used / ops * 1000:.2f} ms/{what}"
+
+
+@dataclass
+class _Target:
+    name: str
+    host: str
+    ports: dict[str, int]
+    cpu_roots: Callable[[], list[int]]
+
+
+def _smtp(target: _Target, port: int, account: Account, sizes: Sizes, *, lmtp: bool) -> tuple[float, float]:
+    """(accepted msgs/s, in-mailbox msgs/s) for one smtp-source run into an empty INBOX."""
+    start = time.perf_counter()
+    elapsed = load.smtp_source(target.host, port, account.address, sessions=sizes.smtp_sessions,
+                               messages=sizes.smtp_messages, size=sizes.smtp_size, lmtp=lmtp)
+    done = load.wait_for_count(target.host, target.ports["imap"], account, sizes.smtp_messages)
+    return sizes.smtp_messages / elapsed, sizes.smtp_messages / (done - start)
+
+
+def _fill(target: _Target, account: Account, count: int, size: int, clients: int) -> float:
+    messages = [load.message(i, size, account.address) for i in range(min(count, 1000))]
+    return load.imap_append(target.host, target.ports["imap"], [account], messages, clients=clients, total=count)
+
+
+def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, float, int]]:
+    """workload -> (first run, median run, result count) for the read workloads on INBOX of n messages."""
+    conn = Imap(target.host, target.ports["imap"])
+    commands = {
+        "select": "SELECT INBOX",
+        "flags": "FETCH 1:* (UID FLAGS)",
+        "envelope": f"FETCH {max(1, n - 499)}:{n} ENVELOPE",
+        "from": f'SEARCH FROM "{load.search_from()}"',
+        "subject": f'SEARCH SUBJECT "{load.search_subject()}"',
+    }
+    out: dict[str, tuple[float, float, int]] = {}
+    try:
+        conn.login(account.address, account.password)
+        conn.command("SELECT INBOX")  # opening the mailbox once is not part of any workload
+        for name, command in commands.items():
+            times, counted = [], 0
+            for _ in range(REPEATS):
+                elapsed, response = load.timed(conn, command)
+                times.append(elapsed)
+                if name in ("flags", "envelope"):
+                    counted = response.count(b" FETCH (")
+                elif name in ("from", "subject"):
+                    counted = len(response.split(b"\r\n", 1)[0].split()) - 2
+                else:
+                    counted = int(response.split(b" EXISTS", 1)[0].rsplit(b"* ", 1)[1])
+            out[name] = (times[0], statistics.median(times), counted)
+    finally:
+        conn.close()
+    return out
+
+
+def _pop3(target: _Target, account: Account, sizes: Sizes) -> tuple[float, int]:
+    _fill(target, account, sizes.pop3_messages, sizes.pop3_size, clients=1)
+    seconds, received, count = load.pop3_retr(target.host, target.ports["pop3"], account)
+    if count != sizes.pop3_messages:
+        raise load.LoadError(f"{target.name} POP3 maildrop holds {count} of {sizes.pop3_messages} messages")
+    return received / seconds / 1e6, received
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM -> SystemExit, so the peers' context managers still clean up."""
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
+    sizes = QUICK if quick else Sizes()
+    if messages:
+        sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
+    users, hashes = peers.make_users(4 + sizes.clients)
+    accounts = [Account(a, p) for a, p in users.items()]
+    big, smtp_user, lmtp_user, pop3_user = accounts[:4]
+    append_users = accounts[4:]
+    dovecot_v = _version(["dovecot", "--version"])
+    postfix_v = _version(["postconf", "-d", "mail_version"])
+    print(f"machine: {_machine()}; load average before: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"peers: Dovecot {dovecot_v} ({peers.DOVECOT_MAIL_FORMAT}, mail_fsync=optimized), Postfix {postfix_v}; "
+          f"maild group commit with fsync; all on 127.0.0.1, same disk ({os.environ.get('TMPDIR', '/tmp')})")
+    sys.stdout.flush()
+    rows: list[dict[str, Any]] = []
+    with _terminate_cleanly(), contextlib.ExitStack() as stack:
+        maild = stack.enter_context(peers.Maild(users, hashes))
+        dovecot = stack.enter_context(peers.Dovecot(users, hashes))
+        postfix = stack.enter_context(peers.Postfix(users, dovecot.ports["lmtp"]))
+        ours = _Target("maild", maild.host, maild.ports, lambda: [p for p in [maild.pid] if p])
+        theirs = _Target("Dovecot", dovecot.host, dovecot.ports, lambda: [p for p in [dovecot.pid] if p])
+        relay = _Target("Postfix+Dovecot", postfix.host, {"imap": dovecot.ports["imap"], **postfix.ports},
+                        lambda: [p for p in (postfix.pid, dovecot.pid) if p])
+        for name in ("smtp", "imap", "pop3"):
+            if name not in maild.ports:
+                raise RuntimeError(f"maild has no {name} server yet (maild/{name}/server.py): nothing to compare")
+
+        # SMTP ingest ------------------------------------------------------------------
+        smtp_what = (f"smtp-source {sizes.smtp_sessions} sessions, {sizes.smtp_messages} x "
+                     f"{sizes.smtp_size // 1024} KB, one connection per message")
+        with _Cpu(ours.cpu_roots) as c_ours:
+            m_acc, m_box = _smtp(ours, maild.ports["smtp"], smtp_user, sizes, lmtp=False)
+        with _Cpu(relay.cpu_roots) as c_relay:
+            p_acc, p_box = _smtp(relay, postfix.ports["smtp"], smtp_user, sizes, lmtp=False)
+        rows.append(_row(f"SMTP ingest, accepted (250): {smtp_what}", "Postfix", m_acc, p_acc, "msg/s",
+                         _cpu_note(c_ours, c_relay, sizes.smtp_messages, "msg")))
+        rows.append(_row(f"SMTP ingest, all in the IMAP mailbox: {smtp_what}", "Postfix+Dovecot LMTP",
+                         m_box, p_box, "msg/s"))
+        with _Cpu(theirs.cpu_roots) as c_lmtp:
+            l_acc, _l_box = _smtp(theirs, dovecot.ports["lmtp"], lmtp_user, sizes, lmtp=True)
+        rows.append(_row(f"SMTP into maild vs LMTP into Dovecot (smtp-source -L), in mailbox at 250: {smtp_what}",
+                         "Dovecot LMTP", m_acc, l_acc, "msg/s", _cpu_note(c_ours, c_lmtp, sizes.smtp_messages, "msg")))
+
+        # IMAP ---------------------------------------------------------------------------
+        imap = ours.ports["imap"], theirs.ports["imap"]
+        with _Cpu(ours.cpu_roots) as c_ours:
+            m = load.imap_logins(ours.host, imap[0], append_users, clients=sizes.clients, total=sizes.logins)
+        with _Cpu(theirs.cpu_roots) as c_theirs:
+            d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
+        rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
+                         "same argon2id hashes", "Dovecot", m, d, "logins/s",
+                         _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
+
+        batch = [load.message(i, sizes.message_size) for i in range(200)]
+        results = []
+        for target in (ours, theirs):
+            with _Cpu(target.cpu_roots) as cpu:  # client n is logged in as append_users[n]
+                rate = load.imap_append(target.host, target.ports["imap"], append_users, batch,
+                                        clients=len(append_users), total=sizes.append_total)
+            results.append((rate, cpu))
+        rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients each into "
+                         f"its own INBOX, {sizes.append_total} messages", "Dovecot", results[0][0], results[1][0],
+                         "msg/s", _cpu_note(results[0][1], results[1][1], sizes.append_total, "msg")))
+
+        n = sizes.mailbox_messages
+        with _Cpu(ours.cpu_roots) as c_ours:
+            m = _fill(ours, big, n, sizes.message_size, sizes.clients)
+        with _Cpu(theirs.cpu_roots) as c_theirs:
+            d = _fill(theirs, big, n, sizes.message_size, sizes.clients)
+        rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients into one "
+                         f"INBOX, {n:,} messages", "Dovecot", m, d, "msg/s", _cpu_note(c_ours, c_theirs, n, "msg")))
+
+        m_reads, d_reads = _reads(ours, big, n), _reads(theirs, big, n)
+        labels = {
+            "select": f"IMAP SELECT of a {n:,}-message INBOX",
+            "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
+            "envelope": "IMAP FETCH 500 ENVELOPE (the newest 500)",
+            "from": f'IMAP SEARCH FROM "{load.search_from()}" over {n:,} messages',
+            "subject": f'IMAP SEARCH SUBJECT "{load.search_subject()}" over {n:,} messages',
+        }
+        for key, label in labels.items():
+            (m_first, m_med, m_count), (d_first, d_med, d_count) = m_reads[key], d_reads[key]
+            note = f"first run {_fmt(m_first, 'ms')} vs {_fmt(d_first, 'ms')}"
+            if m_count != d_count:
+                note += f" · RESULT COUNTS DIFFER: maild {m_count}, Dovecot {d_count}"
+            else:
+                note += f" · {m_count:,} results each"
+            rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
+
+        # POP3 ---------------------------------------------------------------------------
+        m, m_bytes = _pop3(ours, pop3_user, sizes)
+        d, d_bytes = _pop3(theirs, pop3_user, sizes)
+        rows.append(_row(f"POP3 RETR of {sizes.pop3_messages} x {sizes.pop3_size // 1024} KB in turn, one client",
+                         "Dovecot", m, d, "MB/s"))
+    print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
+    parser.add_argument("--messages", type=int, default=None,
+                        help="messages in the read-workload mailbox (default 10,000; 2,000 with --quick)")
+    args = parser.parse_args(argv)
+    from bench.__main__ import print_table
+
+    print_table(run(quick=args.quick, messages=args.messages))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
