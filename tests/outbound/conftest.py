@@ -202,10 +202,10 @@ def outbound_factory(tmp_path: Path, dns_zone: DnsZone, remotes: Remotes,
                      loop: Loop) -> Iterator[Callable[..., Outbound]]:
     made: list[Outbound] = []
 
-    def make(**settings: Any) -> Outbound:
+    def make(dns_timeout: float = 2.0, **settings: Any) -> Outbound:
         config = from_dict({
             "hostname": "mx.example.test", "data_dir": str(tmp_path / "data"),
-            "dns": {"nameservers": [dns_zone.nameserver], "timeout": 2.0},
+            "dns": {"nameservers": [dns_zone.nameserver], "timeout": dns_timeout},
             "outbound": {"port": remotes.port, "connect_timeout": 5.0, "command_timeout": 10.0,
                          "data_timeout": 10.0, **settings},
         }, tmp_path / "maild.toml")
