@@ -262,9 +262,13 @@ class SmtpSession(Protocol):
         self._closed = True
 
     def _update_read_pause(self) -> None:
+        # Only a full input buffer pauses reading. Pausing the transport as soon as output
+        # backs up would deadlock TLS: the TLS layer pauses us during its handshake, and
+        # the handshake needs reading. While output is paused we parse nothing, so the
+        # buffer fills and reading stops all the same.
         if self._closed:
             return
-        want = self._output_paused or len(self._buf) > MAX_BUFFERED
+        want = len(self._buf) > MAX_BUFFERED
         if want != self._read_paused:
             self._read_paused = want
             if want:
