@@ -143,8 +143,9 @@ def _args(verb: Verb, rest: str | None, minimum: int, maximum: int) -> list[str]
     if any(not a for a in args):
         raise CommandError(f"{verb}: arguments are separated by a single space")
     if not minimum <= len(args) <= maximum:
-        wanted = str(minimum) if minimum == maximum else f"{minimum} to {maximum}"
-        raise CommandError(f"{verb} takes {wanted} argument{'s' if maximum != 1 else ''}")
+        if minimum == maximum:
+            raise CommandError(f"{verb} takes {minimum} argument{'' if minimum == 1 else 's'}")
+        raise CommandError(f"{verb} takes {minimum} or {maximum} arguments")
     for arg in args:
         if len(arg) > MAX_ARGUMENT:
             raise CommandError(f"{verb}: argument longer than {MAX_ARGUMENT} characters")

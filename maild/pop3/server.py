@@ -267,24 +267,28 @@ class Pop3Session(Protocol):
         self._send(f"+OK {self.hostname} maild POP3 ready")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._release()
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is not None:
+            waiter.cancel()
+
+    def _close(self) -> None:
+        self._release()  # now, not when a TLS shutdown has finished: a client may reconnect at once
+        self.transport.loseConnection()
+
+    def _release(self) -> None:
+        """The session is over: free its connection slot and its maildrop lock. Nothing is
+        deleted here (invariant 6)."""
         self._closed = True
+        self._buf.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._counted:
             self._counted = False
             self.shared.connections.release(self.client_ip)
         if self._locked is not None:
-            self.shared.locked.discard(self._locked)  # invariant 5; nothing deleted (6)
+            self.shared.locked.discard(self._locked)  # invariant 5
             self._locked = None
-        waiter, self._line_waiter = self._line_waiter, None
-        if waiter is not None:
-            waiter.cancel()
-        self._buf.clear()
-
-    def _close(self) -> None:
-        self._closed = True
-        self._buf.clear()
-        self.transport.loseConnection()
 
     # -- idle timeout (RFC 1939 §3: at least 10 minutes) --------------------------------------
 

@@ -1,0 +1,220 @@
+"""POP3 test helpers: a raw-socket transcript client, a module-scoped daemon with a pool of
+fresh accounts, mail put in through the daemon's SMTP listener, store reads.
+
+Each module shares one daemon (``server``) to keep the area fast and sets
+``MAILD_OVERRIDES = {...}`` for its own configuration; each test takes an untouched
+mailbox from the ``account`` fixture, so tests never see each other's mail. Tests that
+kill or restart the daemon use the function-scoped ``maild_factory`` instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import poplib
+import signal
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from maild.auth import hash_password
+from maild.store import Store
+from tests.conftest import MaildServer
+
+POOL_PASSWORD = "pop3-pool-secret"
+POOL_SIZE = 60
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    password: str
+
+
+class Pop3Transcript:
+    """A line-level POP3 client on a real socket: send exactly the bytes a test wants,
+    read answers one by one, and keep the whole dialogue for failure messages."""
+
+    def __init__(self, host: str, port: int, *, implicit_tls: bool = False,
+                 cafile: Path | None = None, timeout: float = 10.0) -> None:
+        self.cafile = cafile
+        self.log: list[str] = []
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock: socket.socket = self._wrap(raw) if implicit_tls else raw
+        self._buf = b""
+
+    def _wrap(self, raw: socket.socket) -> ssl.SSLSocket:
+        context = ssl.create_default_context(cafile=str(self.cafile))
+        return context.wrap_socket(raw, server_hostname="localhost")
+
+    def send(self, data: bytes) -> None:
+        self.log.append(f"C: {data[:200]!r}")
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed; transcript:\n{self.dump()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        self.log.append(f"S: {line[:200]!r}")
+        return line
+
+    def status(self, ok: bool | None = None) -> str:
+        """The next status line; ``ok`` asserts +OK (True) or -ERR (False)."""
+        text = self.line().decode()
+        if ok is not None:
+            expected = "+OK" if ok else "-ERR"
+            assert text.split(" ", 1)[0] == expected, f"expected {expected}, got {text!r}:\n{self.dump()}"
+        return text
+
+    def cmd(self, line: str | bytes, ok: bool | None = None) -> str:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.status(ok)
+
+    def body(self) -> list[bytes]:
+        """The rest of a multi-line response, byte-unstuffed (RFC 1939 §3)."""
+        lines = []
+        while (line := self.line()) != b".":
+            lines.append(line[1:] if line.startswith(b".") else line)
+        return lines
+
+    def multi(self, line: str) -> tuple[str, list[bytes]]:
+        first = self.cmd(line, ok=True)
+        return first, self.body()
+
+    def greeting(self) -> str:
+        return self.status(ok=True)
+
+    def stls(self) -> None:
+        self.cmd("STLS", ok=True)
+        assert not self._buf
+        self.sock = self._wrap(self.sock)
+
+    def login(self, account: Account) -> str:
+        self.cmd(f"USER {account.address}", ok=True)
+        return self.cmd(f"PASS {account.password}", ok=True)
+
+    def closed(self) -> bool:
+        """True once the server has closed the connection (reads EOF)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self._buf += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+
+    def dump(self) -> str:
+        return "\n".join(self.log[-60:])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def plain(authzid: str, authcid: str, password: str) -> str:
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
+
+
+def deliver(server: MaildServer, rcpt: str, raw: bytes, sender: str = "sender@remote.example") -> None:
+    """Put one message into ``rcpt``'s INBOX through the daemon's MX listener."""
+    with smtplib.SMTP(server.host, server.ports["smtp"], timeout=30) as smtp:
+        smtp.sendmail(sender, [rcpt], raw)
+
+
+def message(n: int, body: bytes = b"") -> bytes:
+    return (f"From: sender@remote.example\r\nTo: someone@example.test\r\nSubject: message {n}\r\n"
+            f"Message-ID: <m{n}@remote.example>\r\n\r\n").encode() + (body or f"body of {n}\r\n".encode())
+
+
+def stored(server: MaildServer, user: str, mailbox: str = "INBOX") -> dict[int, tuple[frozenset[str], bytes]]:
+    """uid -> (flags, raw) of every message in ``user``'s mailbox, read through the store
+    in this process (LMDB allows readers beside the daemon)."""
+    store = Store(server.data_dir, server.config.store)
+    try:
+        box = store.mailbox(user, mailbox)
+        assert box is not None, f"{user} has no {mailbox}"
+        return {m.uid: (m.flags, store.read(user, box.id, m.uid)) for m in store.messages(user, box.id)}
+    finally:
+        store.close()
+
+
+def uidvalidity(server: MaildServer, user: str) -> int:
+    store = Store(server.data_dir, server.config.store)
+    try:
+        box = store.mailbox(user, "INBOX")
+        assert box is not None
+        return box.uidvalidity
+    finally:
+        store.close()
+
+
+def tls_context(server: MaildServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server.cafile))
+
+
+def poplib_session(server: MaildServer, account: Account) -> poplib.POP3:
+    """A logged-in poplib client on 110 after STLS."""
+    client = poplib.POP3(server.host, server.ports["pop3"], timeout=30)
+    client.stls(tls_context(server))
+    client.user(account.address)
+    client.pass_(account.password)
+    return client
+
+
+@pytest.fixture(scope="session")
+def pool_hashes(password_hashes: dict[str, str]) -> dict[str, str]:
+    pool_hash = hash_password(POOL_PASSWORD)
+    return {**password_hashes, **{f"pop{n}@example.test": pool_hash for n in range(POOL_SIZE)}}
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           tls_files: tuple[Path, Path, Path], pool_hashes: dict[str, str]) -> Iterator[MaildServer]:
+    overrides = getattr(request.module, "MAILD_OVERRIDES", {})
+    root = tmp_path_factory.mktemp("pop3")
+    srv = MaildServer(root, tls_files, pool_hashes, overrides)
+    yield srv
+    code = srv.stop()
+    result = srv.fsck()
+    assert code in (0, -signal.SIGKILL), srv.log()[-4000:]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def accounts() -> Iterator[Account]:
+    return (Account(f"pop{n}@example.test", POOL_PASSWORD) for n in itertools.count())
+
+
+@pytest.fixture
+def account(accounts: Iterator[Account]) -> Account:
+    """A mailbox no other test of the module has touched."""
+    found = next(accounts)
+    assert int(found.address[3:].split("@")[0]) < POOL_SIZE, "raise POOL_SIZE"
+    return found
+
+
+@pytest.fixture
+def pop(server: MaildServer) -> Iterator[Pop3Transcript]:
+    """A session on 110 after STLS, not yet logged in."""
+    t = Pop3Transcript(server.host, server.ports["pop3"], cafile=server.cafile)
+    t.greeting()
+    t.stls()
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def plain_pop(server: MaildServer) -> Iterator[Pop3Transcript]:
+    """A session on 110 without TLS."""
+    t = Pop3Transcript(server.host, server.ports["pop3"], cafile=server.cafile)
+    t.greeting()
+    yield t
+    t.close()

@@ -1,0 +1,110 @@
+"""RETR and TOP (RFC 1939 §5, §7): byte-stuffing round trip, line counting, large messages
+streamed, \\Seen on RETR."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import ssl
+
+from tests.conftest import MaildServer
+from tests.pop3.conftest import Account, Pop3Transcript, deliver, message, poplib_session, stored
+
+TRICKY = (b"From: sender@remote.example\r\nSubject: dots\r\n\r\n"
+          b".\r\n..\r\n.leading dot\r\n..two dots\r\nmiddle . dot\r\n. \r\n\r\nlast line\r\n")
+
+SEEN = "\\Seen"
+
+
+def test_dot_stuffing_round_trip_with_poplib(server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, TRICKY)
+    (raw,) = (raw for _, raw in stored(server, account.address).values())
+    client = poplib_session(server, account)
+    first, lines, octets = client.retr(1)
+    assert first == f"+OK {len(raw)} octets".encode()
+    assert b"\r\n".join(lines) + b"\r\n" == raw
+    client.quit()
+
+
+def test_dot_stuffing_on_the_wire(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, TRICKY)
+    pop.login(account)
+    pop.cmd("RETR 1", ok=True)
+    wire = []
+    while (line := pop.line()) != b".":
+        wire.append(line)
+    assert wire[-8:] == [b"..", b"...", b"..leading dot", b"...two dots", b"middle . dot", b".. ", b"",
+                         b"last line"]
+
+
+def test_top_counts_body_lines(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, TRICKY)
+    (raw,) = (raw for _, raw in stored(server, account.address).values())
+    header, _, body = raw.partition(b"\r\n\r\n")
+    header_lines = header.split(b"\r\n") + [b""]
+    body_lines = body.split(b"\r\n")[:-1]
+    pop.login(account)
+    for n in (0, 1, 3, len(body_lines), len(body_lines) + 5):
+        first, lines = pop.multi(f"TOP 1 {n}")
+        assert first == "+OK Top of message follows"
+        assert lines == header_lines + body_lines[:n], n
+
+
+def test_top_with_poplib(server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, message(1, b"one\r\ntwo\r\nthree\r\n"))
+    client = poplib_session(server, account)
+    assert client.top(1, 2)[1][-3:] == [b"", b"one", b"two"]
+    client.quit()
+
+
+def test_top_and_retr_of_missing_or_deleted_messages(pop: Pop3Transcript, server: MaildServer,
+                                                     account: Account) -> None:
+    deliver(server, account.address, message(1))
+    pop.login(account)
+    assert pop.cmd("RETR 2", ok=False) == "-ERR No such message 2"
+    assert pop.cmd("TOP 2 0", ok=False) == "-ERR No such message 2"
+    pop.cmd("DELE 1", ok=True)
+    assert pop.cmd("RETR 1", ok=False) == "-ERR Message 1 is deleted"
+    assert pop.cmd("TOP 1 0", ok=False) == "-ERR Message 1 is deleted"
+    assert pop.cmd("DELE 1", ok=False) == "-ERR Message 1 is deleted"
+
+
+def test_large_message_is_streamed_intact(server: MaildServer, account: Account) -> None:
+    lines = [os.urandom(38).hex().encode() for _ in range(60_000)]  # ~4.6 MB, many chunks
+    lines[1000] = b"." + lines[1000]
+    body = b"\r\n".join(lines) + b"\r\n"
+    deliver(server, account.address, message(1, body))
+    (raw,) = (raw for _, raw in stored(server, account.address).values())
+    client = poplib_session(server, account)
+    _, got, _ = client.retr(1)
+    assert b"\r\n".join(got) + b"\r\n" == raw
+    assert client.top(1, 2)[1][-2:] == lines[:2]
+    client.quit()
+
+
+def test_retr_marks_seen_and_top_does_not(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
+    for n in range(2):
+        deliver(server, account.address, message(n))
+    pop.login(account)
+    pop.multi("TOP 1 0")
+    pop.multi("TOP 2 0")
+    pop.multi("RETR 2")
+    pop.cmd("QUIT", ok=True)  # +OK after QUIT: the flag change is committed
+    flags = [f for f, _ in stored(server, account.address).values()]
+    assert [SEEN in f for f in flags] == [False, True]
+
+
+def test_message_expunged_by_another_session(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
+    """An IMAP client may expunge a message under the POP3 snapshot."""
+    deliver(server, account.address, message(1))
+    pop.login(account)
+    imap = imaplib.IMAP4_SSL(server.host, server.ports["imaps"],
+                             ssl_context=ssl.create_default_context(cafile=str(server.cafile)))
+    imap.login(account.address, account.password)
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "(\\Deleted)")
+    imap.expunge()
+    imap.logout()
+    assert pop.cmd("RETR 1", ok=False) == "-ERR Message 1 was removed by another session"
+    pop.cmd("DELE 1", ok=True)
+    pop.cmd("QUIT", ok=True)

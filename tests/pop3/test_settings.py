@@ -1,0 +1,55 @@
+"""[pop3] settings: idle_timeout, mark_seen_on_retr = false, connection limits."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import MaildServer
+from tests.pop3.conftest import Account, Pop3Transcript, deliver, message, poplib_session, stored
+
+MAILD_OVERRIDES = {"pop3": {"idle_timeout": 1.0, "mark_seen_on_retr": False, "max_connections_per_ip": 3}}
+
+
+def test_idle_session_is_closed_and_deletes_nothing(server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, message(1))
+    t = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
+    t.greeting()
+    t.login(account)
+    t.cmd("DELE 1", ok=True)
+    start = time.monotonic()
+    assert t.status(ok=False) == "-ERR Disconnected for inactivity"
+    assert 0.8 < time.monotonic() - start < 5
+    assert t.closed()
+    assert len(stored(server, account.address)) == 1  # RFC 1939 §3: no UPDATE state
+    poplib_session(server, account).quit()  # and the lock went with the connection
+
+
+def test_activity_keeps_the_session(pop: Pop3Transcript, account: Account) -> None:
+    pop.login(account)
+    for _ in range(4):
+        time.sleep(0.4)  # each command resets the 1 s timer
+        pop.cmd("NOOP", ok=True)
+
+
+def test_retr_does_not_mark_seen_when_disabled(server: MaildServer, account: Account) -> None:
+    deliver(server, account.address, message(1))
+    client = poplib_session(server, account)
+    client.retr(1)
+    client.quit()
+    ((flags, _),) = stored(server, account.address).values()
+    assert "\\Seen" not in flags
+
+
+def test_connections_per_ip(server: MaildServer) -> None:
+    sessions = [Pop3Transcript(server.host, server.ports["pop3"]) for _ in range(3)]
+    for t in sessions:
+        t.greeting()
+    extra = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
+    assert extra.status(ok=False) == "-ERR [SYS/TEMP] Too many connections, try again later"
+    assert extra.closed()
+    sessions[0].cmd("QUIT", ok=True)
+    assert sessions[0].closed()
+    again = Pop3Transcript(server.host, server.ports["pop3"])
+    again.greeting()
+    for t in sessions[1:] + [again]:
+        t.close()
