@@ -347,10 +347,11 @@ class _Reader:
         if not self.at_end():
             raise self.error("unexpected characters at the end of the command")
 
-    def _run(self, specials: frozenset[int]) -> bytes:
+    def _run(self, specials: frozenset[int], eight_bit: bool = False) -> bytes:
         start = self.pos
         data = self.data
-        while self.pos < len(data) and data[self.pos] not in specials and data[self.pos] < 0x80:
+        while self.pos < len(data) and data[self.pos] not in specials \
+                and (data[self.pos] < 0x80 or eight_bit):
             self.pos += 1
         return data[start:self.pos]
 
@@ -425,7 +426,9 @@ class _Reader:
         c = self.peek()
         if c in (0x22, 0x7B):
             return self.string_bytes()
-        raw = self._run(specials)
+        # 8-bit atoms: RFC 3501 says 7-bit, but clients send UTF-8 search strings and names
+        # unquoted (RFC 9051 §4.3 allows UTF-8); callers validate the UTF-8.
+        raw = self._run(specials, eight_bit=True)
         if not raw:
             raise self.error("expected a string or atom")
         return raw
@@ -1068,7 +1071,7 @@ class Rejected:
 FrameEvent = Complete | NeedContinuation | Rejected
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
-_TAG_AND_NAME = re.compile(rb"^([^\s(){%*\"\\\]+]+) +(?:UID +)?([A-Za-z]+)")
+_TAG_AND_NAME = re.compile(rb"^([^\x00-\x20\x7f-\xff(){%*\"\\\]+]+) +(?:UID +)?([A-Za-z]+)")
 
 
 @dataclass

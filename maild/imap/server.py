@@ -257,6 +257,9 @@ class ImapSession(Protocol):
         self._closed = True
         self.state = State.LOGOUT
         self._queue.clear()
+        if self._counted:
+            # A registered producer holds the connection open until it is unregistered.
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _send(self, line: bytes) -> None:

@@ -12,7 +12,8 @@ from tests.imap.conftest import Transcript, append, message
 
 def test_append_with_flags_and_date(imap: Transcript) -> None:
     raw = message("dated")
-    untagged, result = imap.command(f'APPEND Drafts (\\Draft $Label) "05-Feb-2024 21:52:25 +0100" {{{len(raw)}+}}\r\n'.encode() + raw)
+    command = f'APPEND Drafts (\\Draft $Label) "05-Feb-2024 21:52:25 +0100" {{{len(raw)}+}}\r\n'
+    untagged, result = imap.command(command.encode() + raw)
     assert result.startswith(b"OK [APPENDUID ") and result.split(b"]")[0].endswith(b" 1")
     imap.ok("SELECT Drafts")
     line = imap.ok("FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")[0]

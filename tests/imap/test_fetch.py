@@ -22,7 +22,8 @@ def test_fetch_items(imap: Transcript) -> None:
     assert b' BODY (("TEXT" "PLAIN"' in full
     structure = imap.ok("FETCH 1 BODYSTRUCTURE")[0]
     assert b'"MIXED" ("BOUNDARY" "XX") NIL NIL NIL))' in structure
-    sections = imap.ok("FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.2] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[1.MIME] BODY.PEEK[9])")[0]
+    sections = imap.ok("FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.2] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)]"
+                       " BODY.PEEK[1.MIME] BODY.PEEK[9])")[0]
     assert b"BODY[1] {20}\r\nGr=FC=DFe aus K=F6ln" in sections
     assert b"BODY[2.2] {11}\r\n<p>html</p>" in sections
     assert b"BODY[2.HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: inner\r\n\r\n" in sections

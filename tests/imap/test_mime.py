@@ -67,8 +67,8 @@ def test_single_part_numbering() -> None:
 def test_bodystructure() -> None:
     root = mime.parse(RAW)
     structure = mime.bodystructure(root)
-    assert structure.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 20 1 NIL NIL NIL NIL)'
-                                b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ')
+    assert structure.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 20 1'
+                                b' NIL NIL NIL NIL)("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ')
     assert b'("ATTACHMENT" ("FILENAME" "fwd.eml"))' in structure
     assert b'(NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL)' in structure  # nested ENVELOPE
     assert b'"ALTERNATIVE" ("BOUNDARY" "YY") NIL NIL NIL)' in structure

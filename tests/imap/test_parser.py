@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta, timezone
+from datetime import UTC, date, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -147,11 +147,12 @@ def test_append_select_create_expunge() -> None:
     cmd = parse_command(b'a APPEND Sent (\\Seen) " 7-Feb-2024 21:52:25 -0800" {5}\r\nHello')
     assert isinstance(cmd, Append) and cmd.message == b"Hello" and cmd.flags == frozenset({"\\Seen"})
     assert cmd.date is not None and cmd.date.utcoffset() == -timedelta(hours=8)
-    assert cmd.date.astimezone(timezone.utc).day == 8
+    assert cmd.date.astimezone(UTC).day == 8
     assert error(b"a APPEND INBOX Hello").text == "APPEND needs the message as a literal"
     assert parse_command(b"a EXAMINE inbox (CONDSTORE)") == Select("a", "EXAMINE", "INBOX", True, True)
     assert parse_command(b"a SELECT Entw&APw-rfe") == Select("a", "SELECT", "Entwürfe", False)
-    assert parse_command(b"a CREATE Archive/2024 (USE (\\Archive))") == Create("a", "CREATE", "Archive/2024", ("\\Archive",))
+    assert parse_command(b"a CREATE Archive/2024 (USE (\\Archive))") == Create(
+        "a", "CREATE", "Archive/2024", ("\\Archive",))
     assert parse_command(b"a UID EXPUNGE 3:5") == UidExpunge("a", "UID EXPUNGE", SequenceSet(((3, 5),)))
     assert error(b"a SELECT a//b").text == "bad mailbox name"
     assert error(b"a SELECT &Jjo").text.startswith("bad mailbox name")

@@ -1,0 +1,64 @@
+"""SEARCH (RFC 3501 §6.4.4), ESEARCH (RFC 4731), CHARSET, MODSEQ (RFC 7162 §3.1.5)."""
+
+from __future__ import annotations
+
+from tests.imap.conftest import Transcript, append, message
+
+
+def fill(imap: Transcript) -> None:
+    append(imap, "INBOX", message("Quarterly report", "numbers inside", sender="carol@example.org"), "\\Seen")
+    append(imap, "INBOX", message("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "aus Köln", extra="X-Tag: blue\r\n"), "\\Flagged")
+    append(imap, "INBOX", b"From: dave@example.net\r\nSubject: big\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"c2VjcmV0IHdvcmQ=\r\n" + b"x" * 2000 + b"\r\n", "\\Deleted $Junk")
+    imap.ok("SELECT INBOX")
+
+
+def search(imap: Transcript, query: str | bytes) -> list[int]:
+    line = imap.ok(query)[0]
+    assert line.startswith(b"* SEARCH")
+    return [int(n) for n in line.split()[2:]]
+
+
+def test_search_keys(imap: Transcript) -> None:
+    fill(imap)
+    assert search(imap, "SEARCH ALL") == [1, 2, 3]
+    assert search(imap, "SEARCH FROM carol") == [1]
+    assert search(imap, "SEARCH SUBJECT report") == [1]
+    assert search(imap, "SEARCH SUBJECT REPORT NOT FROM carol") == []
+    assert search(imap, "SEARCH OR FLAGGED DELETED") == [2, 3]
+    assert search(imap, "SEARCH UNSEEN") == [2, 3]
+    assert search(imap, "SEARCH SEEN") == [1]
+    assert search(imap, "SEARCH KEYWORD $Junk") == [3]
+    assert search(imap, "SEARCH UNKEYWORD $Junk UNDELETED") == [1, 2]
+    assert search(imap, "SEARCH LARGER 1000") == [3]
+    assert search(imap, "SEARCH SMALLER 1000 2:*") == [2]
+    assert search(imap, "SEARCH HEADER X-Tag blue") == [2]
+    assert search(imap, 'SEARCH HEADER X-Tag ""') == [2]
+    assert search(imap, "SEARCH BODY \"secret word\"") == [3]  # base64 body decoded
+    assert search(imap, "SEARCH TEXT dave") == [3]  # TEXT covers the header too
+    assert search(imap, "SEARCH SENTON 2-Jan-2024") == [3]
+    assert search(imap, "SEARCH SENTBEFORE 2-Jan-2024") == [1, 2]
+    assert search(imap, "SEARCH SINCE 1-Jan-2020 BEFORE 1-Jan-2100") == [1, 2, 3]
+    assert search(imap, "SEARCH NEW") == [] and search(imap, "SEARCH RECENT") == []
+    assert search(imap, "UID SEARCH UID 2:*") == [2, 3]
+    assert search(imap, "SEARCH ((FROM carol) OR (SUBJECT big) (TO alice))") == [1]
+    assert search(imap, "SEARCH CHARSET UTF-8 SUBJECT GRÜ") == [2]  # RFC 2047 decoded, case-folded
+
+
+def test_charset_and_errors(imap: Transcript) -> None:
+    fill(imap)
+    assert search(imap, "SEARCH CHARSET UTF-8 BODY {5+}\r\nKöln".encode()) == [2]
+    imap.no("SEARCH CHARSET KOI8-R ALL", code="BADCHARSET")
+    imap.bad("SEARCH BOGUS")
+    imap.bad("SEARCH FROM")
+
+
+def test_esearch_and_modseq(imap: Transcript) -> None:
+    fill(imap)
+    assert imap.ok("SEARCH RETURN (MIN MAX COUNT) ALL")[0].endswith(b") MIN 1 MAX 3 COUNT 3")
+    line = imap.ok("UID SEARCH RETURN () UNDELETED")[0]
+    assert line.startswith(b'* ESEARCH (TAG "') and line.endswith(b") UID ALL 1:2")
+    assert imap.ok("SEARCH RETURN (COUNT) KEYWORD nothing")[0].endswith(b") COUNT 0")
+    line = imap.ok("SEARCH MODSEQ 1")[0]
+    assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")
