@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-from io import BytesIO
 from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
 
 from maild.filters.chain import Filter, Transaction, Verdict
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
@@ -65,6 +65,29 @@ class _BodyCollector(protocol.Protocol):
             self.done.callback(b"".join(self.parts))
         else:
             self.done.errback(reason)
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """The request body, written at once (it is in memory already). Unlike twisted's
+    FileBodyProducer it needs no Cooperator, which would run on the global reactor."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
 
 
 def read_body(response: IResponse) -> defer.Deferred[bytes]:
@@ -130,17 +153,20 @@ class RspamdClient:
         @defer.inlineCallbacks
         def exchange():  # type: ignore[no-untyped-def]
             response = yield self.agent.request(
-                b"POST", url.encode(), request_headers, FileBodyProducer(BytesIO(body)))
+                b"POST", url.encode(), request_headers, _BytesProducer(body))
             content = yield read_body(response)
             return response.code, content
 
-        def failed(failure: Any) -> None:
-            if failure.check(defer.TimeoutError, defer.CancelledError):
-                raise RspamdError(f"{url}: no answer within {self.timeout}s")
-            raise RspamdError(f"{url}: {failure.getErrorMessage()}")
+        def timed_out(result: Any, timeout: float) -> Failure:
+            return Failure(RspamdError(f"{url}: no answer within {timeout}s"))
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(RspamdError):
+                return failure
+            return Failure(RspamdError(f"{url}: {failure.getErrorMessage()}"))
 
         d = exchange()
-        d.addTimeout(self.timeout, self.reactor)
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out)
         d.addErrback(failed)
         return d
 

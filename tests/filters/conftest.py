@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from twisted.internet import threads
+from twisted.internet.selectreactor import SelectReactor
 
 from maild.config import StoreConfig
 from maild.filters.chain import Transaction
@@ -23,29 +24,31 @@ from maild.store import Store
 
 
 class ReactorThread:
-    """The global reactor, running in a daemon thread for the whole session."""
+    """A reactor of our own in a daemon thread, so the suite's global reactor stays
+    untouched (as in tests/mailauth)."""
 
     def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        if not reactor.running:
-            started = threading.Event()
-            reactor.callWhenRunning(started.set)
-            threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
-                             daemon=True, name="reactor").start()
-            if not started.wait(10):
-                raise RuntimeError("the reactor did not start")
+        self.reactor: Any = SelectReactor()
+        self.thread = threading.Thread(target=self.reactor.run,
+                                       kwargs={"installSignalHandlers": False},
+                                       daemon=True, name="filters-reactor")
+        self.thread.start()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on the reactor thread; wait for it (and for its Deferred) and return
         the result or raise its exception."""
         return threads.blockingCallFromThread(self.reactor, fn, *args, **kwargs)
 
+    def stop(self) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(timeout=10)
+
 
 @pytest.fixture(scope="session")
-def reactor_thread() -> ReactorThread:
-    return ReactorThread()
+def reactor_thread() -> Iterator[ReactorThread]:
+    running = ReactorThread()
+    yield running
+    running.stop()
 
 
 @pytest.fixture
