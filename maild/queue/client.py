@@ -59,6 +59,10 @@ class SessionError(Exception):
         self.from_server = from_server
 
 
+class ReplyTimeout(Exception):
+    """The server did not answer in time (RFC 5321 §4.5.3.2)."""
+
+
 def local_failure(enhanced: str, text: str, code: int = 451) -> Reply:
     return Reply(code, (f"{enhanced} {text}",))
 
@@ -127,7 +131,7 @@ class SmtpClientProtocol(Protocol):
         if self._lost is not None:
             return defer.fail(self._lost)
         d: defer.Deferred[Reply] = defer.Deferred()
-        timer = self.reactor.callLater(timeout, self._abort, error.TimeoutError(
+        timer = self.reactor.callLater(timeout, self._abort, ReplyTimeout(
             f"no reply within {timeout:g}s"))
         self._waiting.append((d, timer))
         return d
@@ -172,12 +176,9 @@ def describe(exc: BaseException) -> str:
         return "connection closed by the server"
     if isinstance(exc, error.ConnectionLost):
         return "connection lost"
-    if isinstance(exc, error.TimeoutError):
-        return str(exc.args[0]) if exc.args else "timed out"
     if isinstance(exc, ProtocolError):
         return f"protocol error: {exc}"
-    name = type(exc).__name__
-    return f"{name}: {exc}" if str(exc) else name
+    return str(exc) or type(exc).__name__
 
 
 async def _hello(proto: SmtpClientProtocol, opts: ClientOptions) -> Capabilities:

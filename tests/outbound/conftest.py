@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from twisted.internet import threads
 
 from maild.config import Config, StoreConfig, from_dict
 from maild.dns.resolver import Resolver
@@ -28,7 +29,6 @@ from maild.queue.runner import QueueRunner
 from maild.store import Store
 from tests.conftest import MaildServer, free_port
 from tests.fixtures.dns import DnsZone
-from tests.mailauth.conftest import Loop
 
 REMOTE = "remote.test"
 
@@ -49,6 +49,7 @@ class Handler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply instead of 250
     data_replies: list[str] = field(default_factory=list)  # consumed in order; then 250
     pipelining: bool = False
+    ehlo: bool = True  # False: answer EHLO with 502, as a HELO-only server
     stall: bool = False  # hold the next DATA until ``release`` is set, then answer 451
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -59,6 +60,8 @@ class Handler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         self.sessions += 1
+        if not self.ehlo:
+            return ["502 5.5.1 EHLO not implemented"]
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
@@ -88,13 +91,13 @@ class Handler:
 
 class RemoteMx:
     def __init__(self, address: str, port: int, tls: ssl.SSLContext | None,
-                 smtputf8: bool = True) -> None:
+                 **smtp: Any) -> None:
         self.address = address
         self.handler = Handler()
+        settings = {"enable_SMTPUTF8": True, **smtp}
         self.controller = Controller(self.handler, hostname=address, port=port,
                                      tls_context=tls, require_starttls=False,
-                                     enable_SMTPUTF8=smtputf8, decode_data=False,
-                                     ready_timeout=10)
+                                     decode_data=False, ready_timeout=10, **settings)
         self.controller.start()
 
     @property
@@ -126,8 +129,9 @@ class Remotes:
         context.load_cert_chain(str(self._tls_files[0]), str(self._tls_files[1]))
         return context
 
-    def start(self, address: str, starttls: bool = False, smtputf8: bool = True) -> RemoteMx:
-        mx = RemoteMx(address, self.port, self.tls_context() if starttls else None, smtputf8)
+    def start(self, address: str, starttls: bool = False, **smtp: Any) -> RemoteMx:
+        """An aiosmtpd server; ``smtp``: aiosmtpd.smtp.SMTP settings (data_size_limit...)."""
+        mx = RemoteMx(address, self.port, self.tls_context() if starttls else None, **smtp)
         self.started.append(mx)
         return mx
 
@@ -162,6 +166,30 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+class Loop:
+    """Twisted's global reactor running in a thread for this test session.
+
+    Not a private reactor as in tests/mailauth: TLS started with ``startTLS`` schedules
+    its writes on the global reactor (twisted.protocols.tls ``_get_default_clock``), so a
+    client doing STARTTLS on any other reactor stalls after the handshake begins."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.thread = threading.Thread(target=reactor.run,
+                                       kwargs={"installSignalHandlers": False}, daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the reactor thread and wait for its (Deferred) result."""
+        return threads.blockingCallFromThread(self.reactor, fn, *args)
+
+    def stop(self) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
