@@ -1,0 +1,73 @@
+"""IMAP: logins/s, APPEND/s, and the read paths of a large mailbox.
+
+A throwaway `maild serve` (bench.peers.Maild) with 10 users. 10 clients log in and out
+(logins/s, argon2id included), then APPEND 4 KB messages (appends/s, each acknowledged
+after fsync); one user's INBOX is filled with ``messages`` messages and a single
+connection times SELECT, FETCH 1:* (UID FLAGS), FETCH of 500 ENVELOPEs and SEARCH FROM /
+SUBJECT / UNSEEN on it (each run three times, the median reported).
+
+    python -m bench --only imap                     # through `make bench`
+    python -c "import bench.imap as b; print(b.run(messages=100_000))"   # the 100k mailbox
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bench import load
+from bench.peers import Maild, make_users
+
+CLIENTS = 10
+MESSAGES = 10_000  # the large mailbox of the default run (~1 minute in all)
+
+
+def _median_ms(conn: load.Imap, command: str, runs: int = 3) -> tuple[float, int]:
+    """Median milliseconds of ``command`` over ``runs`` runs, and the response size."""
+    times = []
+    size = 0
+    for _ in range(runs):
+        elapsed, response = load.timed(conn, command)
+        times.append(elapsed * 1000)
+        size = len(response)
+    return statistics.median(times), size
+
+
+def run(quick: bool = False, compare: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
+    """Rows: workload and figure. ``messages`` sizes the large mailbox (default 10,000;
+    2,000 with ``quick``; pass 100_000 for the issue's 100k figures)."""
+    del compare  # Dovecot's IMAP figures are in bench.compare
+    count = messages or (2_000 if quick else MESSAGES)
+    users, hashes = make_users(CLIENTS, prefix="imap")
+    accounts = [load.Account(address, password) for address, password in users.items()]
+    corpus = [load.message(i) for i in range(1000)]
+    rows: list[dict[str, Any]] = []
+    with Maild(users, hashes) as server:
+        host, port = server.host, server.ports["imap"]
+        logins = 100 if quick else 300
+        rate = load.imap_logins(host, port, accounts, clients=CLIENTS, total=logins)
+        rows.append({"workload": f"LOGIN+LOGOUT, {CLIENTS} clients, {logins} logins", "logins/s": rate})
+        appends = 500 if quick else 2_000
+        rate = load.imap_append(host, port, accounts[1:], corpus, clients=CLIENTS, total=appends)
+        rows.append({"workload": f"APPEND 4 KB, {CLIENTS} clients, 9 mailboxes, {appends} messages",
+                     "appends/s": rate})
+        rate = load.imap_append(host, port, accounts[:1], corpus, clients=CLIENTS, total=count)
+        rows.append({"workload": f"APPEND 4 KB, {CLIENTS} clients, one mailbox, {count:,} messages",
+                     "appends/s": rate})
+        conn = load.Imap(host, port)
+        try:
+            conn.login(accounts[0].address, accounts[0].password)
+            reads = [
+                ("SELECT INBOX", "SELECT INBOX"),
+                ("FETCH 1:* (UID FLAGS)", "FETCH 1:* (UID FLAGS)"),
+                ("FETCH 500 ENVELOPE", "FETCH 1:500 ENVELOPE"),
+                ("SEARCH FROM", f'SEARCH FROM "{load.search_from()}"'),
+                ("SEARCH SUBJECT", f'SEARCH SUBJECT "{load.search_subject()}"'),
+                ("UID SEARCH UNSEEN", "UID SEARCH UNSEEN"),
+            ]
+            for label, command in reads:
+                ms, size = _median_ms(conn, command)
+                rows.append({"workload": f"{label}, {count:,} messages", "ms": ms, "response KB": size / 1024})
+        finally:
+            conn.close()
+    return rows
