@@ -185,7 +185,8 @@ class SmtpSession(Protocol):
         self._read_paused = False
         self._timer: Any = None
         self._bad_commands = 0
-        self._session_notes: dict[str, Any] = {}
+        self._connect_notes: dict[str, Any] = {}  # filter notes after the connect phase
+        self._session_notes: dict[str, Any] = {}  # ... and after HELO: each transaction starts here
         self._local_rcpts: list[str] = []
         self._remote_rcpts: list[str] = []
         self._data: DataReader | None = None
@@ -218,6 +219,7 @@ class SmtpSession(Protocol):
             self._send(f"{reply.code} {self.hostname} {reply.text}")
             self._close()
             return
+        self._connect_notes = dict(self.tx.notes)
         self._session_notes = dict(self.tx.notes)
         self._send(f"220 {self.hostname} ESMTP maild")
 
@@ -549,6 +551,7 @@ class SmtpSession(Protocol):
         self._greeted = False
         self.tx.helo = None
         self.tx.esmtp = False
+        self._session_notes = dict(self._connect_notes)
         self._reset_transaction()
 
     async def _challenge(self, prompt: str) -> bytes | None:
