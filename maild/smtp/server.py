@@ -213,7 +213,13 @@ class SmtpSession(Protocol):
         self._start(self._connect())
 
     async def _connect(self) -> None:
-        verdict = await self._run_filters("connect")
+        try:
+            verdict = await self._run_filters("connect")
+        except Exception:  # noqa: BLE001 - a broken filter must not leave a silent session
+            log.exception("smtp connect filters failed for %s", self.tx.client_ip)
+            self._send(f"421 {self.hostname} Service not available, try again later")
+            self._close()
+            return
         if verdict.action is not Action.ACCEPT:
             reply = verdict.reply or Reply(554, "5.7.1", "Connection refused")
             self._send(f"{reply.code} {self.hostname} {reply.text}")
