@@ -1,7 +1,7 @@
 """`make bench-compare`: the same SMTP, IMAP and POP3 workloads against maild and its peers,
 in the same run, on the same machine and disk.
 
-    python -m bench.compare [--quick] [--messages 100000]
+    python -m bench.compare [--quick] [--messages 100000] [--profile DIR]
 
 Peers (bench/peers.py): a throwaway Dovecot (IMAP, POP3, LMTP; fsync at its default) and a
 real Postfix instance relaying to that Dovecot over LMTP. SMTP ingest is compared twice:
@@ -10,6 +10,11 @@ own LMTP fed directly (the peer's fastest way into a mailbox). Each workload run
 maild and once on the peer, back to back; read workloads run three times on one connection
 and report the median, plus the first (cold) run where a cache is built on first use.
 
+With --profile DIR, py-spy (`pip install py-spy`) samples maild during each of its
+workloads into DIR/<workload>.txt (collapsed stacks) and the run prints maild's hottest
+functions per workload; sampling slows maild, so a profiling run's figures are not the
+ones to publish.
+
 Every row's result holds the maild figure, the peer figure and maild/peer (for times, lower
 is better; the row says "faster" or "slower" in words).
 """
@@ -17,8 +22,10 @@ is better; the row says "faster" or "slower" in words).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -26,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import load, peers
@@ -102,6 +110,66 @@ class _Cpu:
 
 def _cpu_note(ours: _Cpu, theirs: _Cpu, ops: int, what: str) -> str:
     return f"CPU {ours.used / ops * 1000:.2f} vs {theirs.used / ops * 1000:.2f} ms/{what}"
+
+
+class _Profiler:
+    """py-spy record of maild around each of its workloads (a no-op without a directory)."""
+
+    def __init__(self, directory: Path | None, pid: Callable[[], int | None]) -> None:
+        self.directory = directory
+        self.pid = pid
+        self.files: dict[str, Path] = {}
+        if directory is not None:
+            if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
+                raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        pid = self.pid()
+        if self.directory is None or pid is None:
+            yield
+            return
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = self.directory / f"{name}.txt"
+        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+        if out.exists():
+            self.files[name] = out
+
+    def report(self, top: int = 8) -> None:
+        for name, path in self.files.items():
+            print(f"maild hot spots, {name} (py-spy, share of busy samples; self time / with callees):")
+            for line in hot_spots(path, top):
+                print(f"  {line}")
+
+
+def hot_spots(path: Path, top: int = 8) -> list[str]:
+    """The functions with the most samples on top of the stack, from a py-spy raw file."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    return [f"{n / total:6.1%} / {inclusive[f] / total:6.1%}  {f}" for f, n in own.most_common(top)] if total else []
 
 
 @dataclass
@@ -182,7 +250,7 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
+def run(quick: bool = False, messages: int | None = None, profile: Path | None = None) -> list[dict[str, Any]]:
     sizes = QUICK if quick else Sizes()
     if messages:
         sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
@@ -208,11 +276,12 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
         for name in ("smtp", "imap", "pop3"):
             if name not in maild.ports:
                 raise RuntimeError(f"maild has no {name} server yet (maild/{name}/server.py): nothing to compare")
+        spy = _Profiler(profile, lambda: maild.pid)
 
         # SMTP ingest ------------------------------------------------------------------
         smtp_what = (f"smtp-source {sizes.smtp_sessions} sessions, {sizes.smtp_messages} x "
                      f"{sizes.smtp_size // 1024} KB, one connection per message")
-        with _Cpu(ours.cpu_roots) as c_ours:
+        with _Cpu(ours.cpu_roots) as c_ours, spy("smtp-ingest"):
             m_acc, m_box = _smtp(ours, maild.ports["smtp"], smtp_user, sizes, lmtp=False)
         with _Cpu(relay.cpu_roots) as c_relay:
             p_acc, p_box = _smtp(relay, postfix.ports["smtp"], smtp_user, sizes, lmtp=False)
@@ -227,7 +296,7 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
 
         # IMAP ---------------------------------------------------------------------------
         imap = ours.ports["imap"], theirs.ports["imap"]
-        with _Cpu(ours.cpu_roots) as c_ours:
+        with _Cpu(ours.cpu_roots) as c_ours, spy("imap-login"):
             m = load.imap_logins(ours.host, imap[0], append_users, clients=sizes.clients, total=sizes.logins)
         with _Cpu(theirs.cpu_roots) as c_theirs:
             d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
@@ -238,7 +307,8 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
         batch = [load.message(i, sizes.message_size) for i in range(200)]
         results = []
         for target in (ours, theirs):
-            with _Cpu(target.cpu_roots) as cpu:  # client n is logged in as append_users[n]
+            with _Cpu(target.cpu_roots) as cpu, (spy("imap-append") if target is ours else contextlib.nullcontext()):
+                # client n is logged in as append_users[n]
                 rate = load.imap_append(target.host, target.ports["imap"], append_users, batch,
                                         clients=len(append_users), total=sizes.append_total)
             results.append((rate, cpu))
@@ -247,14 +317,16 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
                          "msg/s", _cpu_note(results[0][1], results[1][1], sizes.append_total, "msg")))
 
         n = sizes.mailbox_messages
-        with _Cpu(ours.cpu_roots) as c_ours:
+        with _Cpu(ours.cpu_roots) as c_ours, spy("imap-append-one-mailbox"):
             m = _fill(ours, big, n, sizes.message_size, sizes.clients)
         with _Cpu(theirs.cpu_roots) as c_theirs:
             d = _fill(theirs, big, n, sizes.message_size, sizes.clients)
         rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients into one "
                          f"INBOX, {n:,} messages", "Dovecot", m, d, "msg/s", _cpu_note(c_ours, c_theirs, n, "msg")))
 
-        m_reads, d_reads = _reads(ours, big, n), _reads(theirs, big, n)
+        with spy("imap-reads"):
+            m_reads = _reads(ours, big, n)
+        d_reads = _reads(theirs, big, n)
         labels = {
             "select": f"IMAP SELECT of a {n:,}-message INBOX",
             "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
@@ -272,10 +344,12 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
             rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
 
         # POP3 ---------------------------------------------------------------------------
-        m, m_bytes = _pop3(ours, pop3_user, sizes)
-        d, d_bytes = _pop3(theirs, pop3_user, sizes)
+        with spy("pop3-retr"):
+            m, _ = _pop3(ours, pop3_user, sizes)
+        d, _ = _pop3(theirs, pop3_user, sizes)
         rows.append(_row(f"POP3 RETR of {sizes.pop3_messages} x {sizes.pop3_size // 1024} KB in turn, one client",
                          "Dovecot", m, d, "MB/s"))
+        spy.report()
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     return rows
 
@@ -285,10 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument("--messages", type=int, default=None,
                         help="messages in the read-workload mailbox (default 10,000; 2,000 with --quick)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample maild with py-spy during its workloads; collapsed stacks into DIR")
     args = parser.parse_args(argv)
     from bench.__main__ import print_table
 
-    print_table(run(quick=args.quick, messages=args.messages))
+    print_table(run(quick=args.quick, messages=args.messages, profile=args.profile))
     return 0
 
 
