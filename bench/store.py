@@ -112,7 +112,7 @@ def run(reactor: Any, scan_messages: int = 100_000):  # type: ignore[no-untyped-
     rates: dict[tuple[str, int, bool], float] = {}
     for label, size, writers, total in CASES:
         for group_commit in (True, False):
-            n = total if group_commit or writers == 1 else max(total // 4, 50)
+            n = total
             r = yield _append_case(reactor, size, writers, n, group_commit)
             rates[(label, writers, group_commit)] = r["rate"]
             rows.append({"benchmark": "store", "workload":
