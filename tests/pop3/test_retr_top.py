@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import imaplib
 import os
+import socket
 import ssl
+import time
+from pathlib import Path
 
 from tests.conftest import MaildServer
 from tests.pop3.conftest import Account, Pop3Transcript, deliver, message, poplib_session, stored
@@ -108,3 +111,50 @@ def test_message_expunged_by_another_session(pop: Pop3Transcript, server: MaildS
     assert pop.cmd("RETR 1", ok=False) == "-ERR Message 1 was removed by another session"
     pop.cmd("DELE 1", ok=True)
     pop.cmd("QUIT", ok=True)
+
+
+def blob_read_positions(server: MaildServer) -> list[int]:
+    """Offsets of the daemon's open blob files (/proc/PID/fdinfo), i.e. how far it has read."""
+    assert server.process is not None
+    proc = Path(f"/proc/{server.process.pid}")
+    positions = []
+    for fd in (proc / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(server.data_dir)) and "/blobs/" in target:
+            info = (proc / "fdinfo" / fd.name).read_text()
+            positions.append(int(info.split("pos:")[1].split()[0]))
+    return positions
+
+
+def test_retr_reads_only_as_fast_as_the_client(server: MaildServer, account: Account) -> None:
+    """A client that stops reading stops the server reading the blob: RETR is streamed,
+    the message is never loaded whole."""
+    size = 16 * 1024 * 1024
+    line = b"x" * 78 + b"\r\n"
+    deliver(server, account.address, message(1, line * (size // len(line))))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no receive-window autotuning
+    sock.connect((server.host, server.ports["pop3s"]))
+    tls = ssl.create_default_context(cafile=str(server.cafile)).wrap_socket(sock, server_hostname="localhost")
+    tls.sendall(f"USER {account.address}\r\nPASS {account.password}\r\nRETR 1\r\n".encode())
+    # Poll until the server's read offset stops moving: it waits for us, or it is done.
+    deadline = time.monotonic() + 20
+    previous, stalled = -1, None
+    while stalled is None:
+        assert time.monotonic() < deadline, "the server's read offset never settled"
+        time.sleep(0.2)
+        positions = blob_read_positions(server)
+        current = positions[0] if positions else -1
+        if current == previous and current >= 0:
+            stalled = current
+        previous = current
+    assert stalled < size // 2, f"read {stalled} of {size} octets while the client read nothing"
+    received = bytearray()
+    while not received.endswith(b"\r\n.\r\n"):
+        received += tls.recv(1 << 20)
+    assert len(received) > size
+    assert blob_read_positions(server) == []  # closed after the last chunk
+    tls.close()
