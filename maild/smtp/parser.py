@@ -187,6 +187,7 @@ _ADDRESS_LITERAL = re.compile(r"\[([^\[\]\\\s]+)\]")
 _ESMTP_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
 _ESMTP_VALUE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_UTF8}]+")  # RFC 6531 §3.3 esmtp-value
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")  # RFC 3461 §4
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MECHANISM = re.compile(r"[A-Z0-9\-_]{1,20}")  # RFC 4422 §3.1 sasl-mech
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|=")
 
@@ -383,7 +384,7 @@ def parse_command(line: bytes) -> Command:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError(500, "5.5.2", "Command is not valid UTF-8") from None
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise CommandError(500, "5.5.2", "Control characters in command")
     word, _, arg = text.partition(" ")
     try:
