@@ -4,13 +4,13 @@ Both scorers (rspamd, and the built-in fallback) produce a :class:`SpamScore`;
 :class:`SpamPolicy` maps it (docs/filters.md, "Action mapping"):
 
     reject                        -> 550 5.7.1, nothing stored
-    soft reject, greylist         -> 451 4.7.1 (the sender retries)
+    soft reject                   -> 451 4.7.1 (the sender retries; rspamd's greylisting)
     add header, rewrite subject   -> delivered to "Junk" with X-Spam-* headers
-    no action                     -> delivered to INBOX
+    no action, greylist           -> delivered to INBOX
 
 Per-user allow-list: when a local recipient has sent mail to the envelope sender before,
-the message is never refused for spam - a reject is filed to Junk and a soft reject or
-greylist is delivered as usual. A sender whose SPF or DMARC check failed gets no
+the message is never refused for spam - a reject is filed to Junk and a soft reject is
+delivered as usual. A sender whose SPF or DMARC check failed gets no
 allow-listing, since anyone can put a friend's address in MAIL FROM.
 
 On the submission port (an authenticated user sending) only reject applies: outgoing mail
@@ -44,7 +44,10 @@ class SpamAction(enum.Enum):
 RSPAMD_ACTIONS: dict[str, SpamAction] = {
     "reject": SpamAction.REJECT,
     "soft reject": SpamAction.TEMPFAIL,
-    "greylist": SpamAction.TEMPFAIL,
+    # "greylist" is a score threshold, not a verdict: rspamd's greylist module answers
+    # "soft reject" while it wants the sender to retry. "greylist" itself means greylisting
+    # passed or is off (no redis), and a 451 would defer such mail forever.
+    "greylist": SpamAction.NONE,
     "add header": SpamAction.JUNK,
     "rewrite subject": SpamAction.JUNK,
     "no action": SpamAction.NONE,

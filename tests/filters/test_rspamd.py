@@ -55,6 +55,16 @@ def test_clean_message_goes_to_inbox(reactor_thread, rspamd):
     assert tx.notes["spam"].action is SpamAction.NONE
 
 
+def test_greylist_action_is_delivered_not_deferred(reactor_thread, rspamd):
+    """rspamd answers "greylist" when a score passes the greylist threshold but its greylist
+    module is off (here: no redis) or passed; actual greylisting comes as "soft reject"."""
+    tx = make_tx(message(subject="greylist-score"))
+    verdict = reactor_thread.call(rspamd_filter(reactor_thread, rspamd.url).on_data, tx)
+    assert "MAILD_TEST_GREYLIST" in tx.notes["spam"].symbols
+    assert 4.0 <= tx.notes["spam"].score < 6.0  # rspamd's greylist .. add header thresholds
+    assert verdict.action is Action.ACCEPT and verdict.folder is None
+
+
 def test_envelope_and_auth_results_are_passed(reactor_thread, rspamd):
     """The fixture's MAILD_TEST_* symbols fire on what rspamd was told: HELO, client IP,
     authenticated user, and the Authentication-Results of mail authentication."""
