@@ -106,6 +106,7 @@ class QueueRunner:
         self._per_domain: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # entry id -> not before (after an internal error)
         self._protocols: set[SmtpClientProtocol] = set()
+        self._connecting: set[defer.Deferred[Any]] = set()
         self._loop: LoopingCall | None = None
         self._stopping = False
         # Opportunistic TLS (RFC 7435): encrypt, do not authenticate the MX.
@@ -124,6 +125,8 @@ class QueueRunner:
         self._stopping = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for connecting in list(self._connecting):
+            connecting.cancel()
         for proto in list(self._protocols):
             if proto.transport is not None:
                 proto.transport.abortConnection()
@@ -302,16 +305,23 @@ class QueueRunner:
     async def _connect_and_transfer(self, address: str, policy: str, sender: str,
                                     recipients: list[str], raw: bytes) -> Outcome:
         port = self.settings.port
+        if self._stopping:
+            raise SessionError(local_failure("4.3.2", "shutting down"), "connect",
+                               from_server=False)
         endpoint_class = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         endpoint = endpoint_class(self.reactor, address, port,
                                   timeout=self.settings.connect_timeout)
         proto = SmtpClientProtocol(self.reactor)
+        connecting = connectProtocol(endpoint, proto)
+        self._connecting.add(connecting)
         try:
-            await connectProtocol(endpoint, proto)
-        except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
+            await connecting
+        except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out, stopped
             raise SessionError(local_failure("4.4.1", f"connect to {address}:{port}: "
                                              f"{describe(exc)}"), "connect",
                                from_server=False) from None
+        finally:
+            self._connecting.discard(connecting)
         self._protocols.add(proto)
         options = ClientOptions(helo=self.config.hostname, tls_policy=policy,
                                 tls_creator=self._tls_creator,

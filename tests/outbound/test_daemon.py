@@ -138,3 +138,21 @@ def test_kill9_mid_delivery_loses_nothing(maild_factory: Callable[..., MaildServ
     mx.wait_for(2)
     assert [m.rcpt_tos for m in mx.messages] == [[f"a@{REMOTE}"], [f"b@{REMOTE}"]]
     wait_until(lambda: not queued(server), what="empty queue")
+
+
+def test_sigterm_mid_delivery_keeps_the_entry_due(maild_factory: Callable[..., MaildServer],
+                                                  dns_zone: DnsZone, remotes: Remotes) -> None:
+    server = daemon(maild_factory, dns_zone, remotes)
+    mx = remotes.start("127.0.0.2")
+    mx.handler.stall = True
+    mx_zone(dns_zone, (10, "mx1.remote.test", "127.0.0.2"))
+    submit(server, [f"carol@{REMOTE}"], message())
+    assert mx.handler.stalled.wait(20)
+    assert server.stop() == 0  # the runner cuts its connection; shutdown does not wait on it
+    mx.handler.release.set()
+    (entry,) = queued(server)
+    assert entry["attempts"] == 0  # the cut attempt is not counted
+    server.start()
+    (got,) = mx.wait_for(1)
+    assert got.rcpt_tos == [f"carol@{REMOTE}"]
+    wait_until(lambda: not queued(server), what="empty queue")
