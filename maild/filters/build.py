@@ -30,7 +30,7 @@ def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
     if settings.clamd:
         client = ClamdClient(reactor, settings.clamd, settings.clamd_timeout)
         scanners.append(ClamavFilter(client, settings.clamd_max_size, settings.clamd_on_error))
-    policy = SpamPolicy(store, SentContacts(store))
+    policy = SpamPolicy(store, SentContacts(store, reactor))
     resolver = Resolver(config.dns, reactor) if settings.dnsbl_zones else None
     fallback = FallbackSpamFilter(policy, resolver, settings.dnsbl_zones, settings.dnsbl_score,
                                   settings.fallback_junk_score, settings.fallback_reject_score)

@@ -122,5 +122,6 @@ class FallbackSpamFilter(Filter):
             action = SpamAction.JUNK
         else:
             action = SpamAction.NONE
-        return self.policy.verdict(tx, SpamScore(action, score, self.reject_score, "fallback",
-                                                 tuple(symbols)))
+        verdict = yield self.policy.verdict(
+            tx, SpamScore(action, score, self.reject_score, "fallback", tuple(symbols)))
+        return verdict

@@ -224,4 +224,5 @@ class RspamdFilter(Filter):
             if self.on_error == "tempfail":
                 return Verdict.tempfail(451, "4.7.1", "Spam scanner unavailable, try again later")
             return Verdict(add_headers=[("X-Spam-Status", "Unknown, scanner unavailable")])
-        return self.policy.verdict(tx, score)
+        verdict = yield self.policy.verdict(tx, score)
+        return verdict

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from twisted.internet import defer
+
 from maild.filters.chain import Transaction, Verdict
 from maild.mailauth.results import AuthResults
 
@@ -66,7 +68,7 @@ class SpamScore:
 class SenderAllowList(Protocol):
     """Which senders a local user corresponds with (see maild.filters.contacts)."""
 
-    def knows(self, user: str, sender: str) -> bool: ...
+    def knows(self, user: str, sender: str) -> defer.Deferred[bool]: ...
 
 
 class RecipientResolver(Protocol):
@@ -106,7 +108,9 @@ class SpamPolicy:
         self.recipients = recipients
         self.allow_list = allow_list
 
-    def allow_listed(self, tx: Transaction) -> bool:
+    @defer.inlineCallbacks
+    def allow_listed(self, tx: Transaction):  # type: ignore[no-untyped-def]
+        """True when a local recipient has written to the sender (Deferred)."""
         sender = (tx.mail_from or "").lower()
         if not sender or self.allow_list is None or self.recipients is None:
             return False
@@ -115,11 +119,14 @@ class SpamPolicy:
             return False
         for rcpt in tx.rcpt_to:
             for user in self.recipients.resolve_recipient(rcpt) or []:
-                if self.allow_list.knows(user, sender):
+                known = yield self.allow_list.knows(user, sender)
+                if known:
                     return True
         return False
 
-    def verdict(self, tx: Transaction, score: SpamScore) -> Verdict:
+    @defer.inlineCallbacks
+    def verdict(self, tx: Transaction, score: SpamScore):  # type: ignore[no-untyped-def]
+        """The Verdict for ``score`` (Deferred)."""
         tx.notes["spam"] = score
         action = score.action
         if tx.authenticated_user is not None:
@@ -128,7 +135,10 @@ class SpamPolicy:
                          tx.authenticated_user, score.score)
                 return Verdict.reject(550, "5.7.1", "Message refused as spam")
             return Verdict()
-        if action in (SpamAction.REJECT, SpamAction.TEMPFAIL) and self.allow_listed(tx):
+        allowed = False
+        if action in (SpamAction.REJECT, SpamAction.TEMPFAIL):
+            allowed = yield self.allow_listed(tx)
+        if allowed:
             log.info("spam: sender %s is allow-listed, %s downgraded", tx.mail_from, action.value)
             action = SpamAction.JUNK if action is SpamAction.REJECT else SpamAction.NONE
         if action is SpamAction.REJECT:

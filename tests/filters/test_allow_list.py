@@ -18,20 +18,24 @@ def send_as_alice(reactor_thread, store, to):
 
 
 def test_contacts_are_read_from_sent_mail(reactor_thread, store):
-    contacts = SentContacts(store)
-    assert not contacts.knows("alice@example.test", "friend@remote.test")
+    contacts = SentContacts(store, reactor_thread.reactor)
+
+    def knows(user, sender):
+        return reactor_thread.call(contacts.knows, user, sender)
+
+    assert not knows("alice@example.test", "friend@remote.test")
     send_as_alice(reactor_thread, store, "Friend <Friend@Remote.test>, other@remote.test")
-    assert contacts.knows("alice@example.test", "friend@remote.test")
-    assert contacts.knows("alice@example.test", "OTHER@remote.test")
-    assert not contacts.knows("bob@example.test", "friend@remote.test")
+    assert knows("alice@example.test", "friend@remote.test")
+    assert knows("alice@example.test", "OTHER@remote.test")
+    assert not knows("bob@example.test", "friend@remote.test")
     send_as_alice(reactor_thread, store, "third@remote.test")  # only the new uid is read
-    assert contacts.knows("alice@example.test", "third@remote.test")
-    assert not contacts.knows("nobody@example.test", "friend@remote.test")
+    assert knows("alice@example.test", "third@remote.test")
+    assert not knows("nobody@example.test", "friend@remote.test")
 
 
 def test_allow_listed_sender_is_filed_not_rejected(reactor_thread, store, rspamd):
     send_as_alice(reactor_thread, store, "friend@remote.test")
-    policy = SpamPolicy(store, SentContacts(store))
+    policy = SpamPolicy(store, SentContacts(store, reactor_thread.reactor))
     flt = RspamdFilter(RspamdClient(reactor_thread.reactor, rspamd.url), policy, "tempfail")
     spam = message(GTUBE["reject"] + "\n", sender="friend@remote.test")
 
