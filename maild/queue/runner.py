@@ -182,7 +182,7 @@ class QueueRunner:
         raw = self.store.queue_message(entry)
         results = await self.route(entry["domain"], entry["sender"],
                                    [r["address"] for r in pending], raw)
-        if self._stopping:
+        if self._stopping and not any(reply.positive for reply, _ in results.values()):
             return  # cut short by shutdown: the entry stays due as it was
         failed: list[dsn.Failed] = []
         deferred: list[dsn.Failed] = []
