@@ -120,3 +120,34 @@ def test_moving_to_junk_over_imap_trains_rspamd(filtered, rspamd):
     while rspamd.learned() == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert rspamd.learned() == before + 1
+
+
+def submit(server, raw, rcpt):
+    """Send as alice on the submission port (STARTTLS, AUTH PLAIN)."""
+    context = ssl.create_default_context(cafile=str(server.cafile))
+    context.check_hostname = False
+    with smtplib.SMTP(server.host, server.ports["submission"], timeout=30) as client:
+        client.starttls(context=context)
+        client.login(ALICE, "alice-secret")
+        return client.sendmail(ALICE, [rcpt], raw)
+
+
+def test_a_correspondent_is_filed_not_refused(filtered):
+    """Once alice has written to friend@ (submission files a copy in Sent), rspamd's reject
+    of mail from friend@ becomes a delivery to Junk; a stranger is still refused."""
+    server = filtered()
+    spam = message(GTUBE["reject"] + "\n", sender="friend@remote.test", subject="from friend")
+    assert send(server, spam, mail_from="friend@remote.test")[0] == 550
+    submit(server, message("hi", sender=ALICE, to="friend@remote.test"), "friend@remote.test")
+    assert send(server, spam, mail_from="friend@remote.test")[0] == 250
+    assert send(server, spam, mail_from="stranger@remote.test")[0] == 550
+    (junk,) = stored(server)["Junk"]
+    assert b"Subject: from friend" in junk
+
+
+def test_submitted_viruses_are_refused(filtered):
+    server = filtered()
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        submit(server, message(EICAR_BODY.decode(), sender=ALICE, to="bob@example.test"),
+               "bob@example.test")
+    assert info.value.smtp_code == 554
