@@ -35,6 +35,10 @@ class ClamdError(Exception):
     """clamd could not be reached, timed out, or answered something other than a verdict."""
 
 
+class ClamdSizeLimit(ClamdError):
+    """The message is longer than clamd's StreamMaxLength: clamd did not scan it."""
+
+
 @dataclass(frozen=True)
 class ScanResult:
     signature: str | None  # None: clean
@@ -55,6 +59,8 @@ def parse_reply(reply: bytes) -> ScanResult:
         # The name goes into an SMTP reply: keep it to one line of printable ASCII.
         name = "".join(c for c in text[: -len(" FOUND")] if c.isascii() and c.isprintable())
         return ScanResult(name.strip()[:200] or "unknown")
+    if text.startswith("INSTREAM size limit exceeded"):
+        raise ClamdSizeLimit(f"clamd answered {text!r}")
     raise ClamdError(f"clamd answered {text!r}")
 
 
@@ -161,11 +167,17 @@ class ClamavFilter(Filter):
     @defer.inlineCallbacks
     def on_data(self, tx: Transaction):  # type: ignore[no-untyped-def]
         raw = tx.raw or b""
+        too_large = Verdict(add_headers=[("X-Virus-Scan", "skipped (too large)")])
         if len(raw) > self.max_size:
             log.info("clamav: %d-octet message above clamd_max_size, not scanned", len(raw))
-            return Verdict(add_headers=[("X-Virus-Scan", "skipped (too large)")])
+            return too_large
         try:
             result = yield self.client.scan(raw)
+        except ClamdSizeLimit:
+            # Retrying would meet the same limit: tag it, as for clamd_max_size.
+            log.warning("clamav: %d-octet message above clamd's StreamMaxLength, not scanned; "
+                        "make [filters] clamd_max_size smaller than that", len(raw))
+            return too_large
         except ClamdError as exc:
             log.warning("clamav: %s", exc)
             if self.on_error == "accept":

@@ -50,6 +50,20 @@ def test_message_above_max_size_is_tagged_not_scanned(reactor_thread, clamd):
     assert verdict.add_headers == [("X-Virus-Scan", "skipped (too large)")]
 
 
+def test_message_above_clamds_stream_limit_is_tagged_not_tempfailed(reactor_thread, tmp_path):
+    """A 451 would make the sender retry the same too-large message forever."""
+    small = ClamdProcess(tmp_path / "clamd", stream_max_length="100K")
+    small.start()
+    try:
+        flt = scan_filter(reactor_thread, small.address)
+        raw = message("x" * 1000 + "\n") * 200 + EICAR
+        verdict = reactor_thread.call(flt.on_data, make_tx(raw))
+    finally:
+        small.stop()
+    assert verdict.action is Action.ACCEPT
+    assert verdict.add_headers == [("X-Virus-Scan", "skipped (too large)")]
+
+
 @pytest.fixture
 def own_clamd(tmp_path: Path) -> Iterator[ClamdProcess]:
     process = ClamdProcess(tmp_path / "clamd")
