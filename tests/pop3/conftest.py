@@ -1,16 +1,15 @@
 """POP3 test helpers: a raw-socket transcript client, a module-scoped daemon with a pool of
 fresh accounts, mail put in through the daemon's SMTP listener, store reads.
 
-Each module shares one daemon (``server``) to keep the area fast and sets
-``MAILD_OVERRIDES = {...}`` for its own configuration; each test takes an untouched
-mailbox from the ``account`` fixture, so tests never see each other's mail. Tests that
+Modules share daemons (``server``) to keep the area fast: one per distinct
+``MAILD_OVERRIDES = {...}`` a module sets for its own configuration. Each test takes an
+untouched mailbox from the ``account`` fixture, so tests never see each other's mail. Tests that
 kill or restart the daemon use the function-scoped ``maild_factory`` instead.
 """
 
 from __future__ import annotations
 
 import base64
-import itertools
 import poplib
 import signal
 import smtplib
@@ -27,7 +26,7 @@ from maild.store import Store
 from tests.conftest import MaildServer
 
 POOL_PASSWORD = "pop3-pool-secret"
-POOL_SIZE = 60
+POOL_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -169,35 +168,59 @@ def poplib_session(server: MaildServer, account: Account) -> poplib.POP3:
     return client
 
 
+class Daemons:
+    """One daemon per distinct ``MAILD_OVERRIDES`` for the whole session, each with its own
+    pool of accounts: modules with the same configuration share a daemon."""
+
+    def __init__(self, root: Path, tls_files: tuple[Path, Path, Path], hashes: dict[str, str]) -> None:
+        self.root = root
+        self.tls_files = tls_files
+        self.hashes = hashes
+        self.servers: dict[str, tuple[MaildServer, Iterator[Account]]] = {}
+
+    def get(self, overrides: dict[str, dict[str, object]]) -> tuple[MaildServer, Iterator[Account]]:
+        key = repr(sorted(overrides.items()))
+        if key not in self.servers:
+            root = self.root / f"maild{len(self.servers)}"
+            root.mkdir()
+            accounts = (Account(f"pop{n}@example.test", POOL_PASSWORD) for n in range(POOL_SIZE))
+            self.servers[key] = (MaildServer(root, self.tls_files, self.hashes, overrides), accounts)
+        return self.servers[key]
+
+    def close(self) -> list[str]:
+        problems = []
+        for server, _ in self.servers.values():
+            code = server.stop()
+            if code not in (0, -signal.SIGKILL):
+                problems.append(f"maild exited with {code}:\n{server.log()[-4000:]}")
+            result = server.fsck()
+            if result.returncode != 0:
+                problems.append(f"maild fsck found problems:\n{result.stdout}{result.stderr}")
+        return problems
+
+
 @pytest.fixture(scope="session")
-def pool_hashes(password_hashes: dict[str, str]) -> dict[str, str]:
+def pop3_daemons(tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path, Path],
+                 password_hashes: dict[str, str]) -> Iterator[Daemons]:
     pool_hash = hash_password(POOL_PASSWORD)
-    return {**password_hashes, **{f"pop{n}@example.test": pool_hash for n in range(POOL_SIZE)}}
+    hashes = {**password_hashes, **{f"pop{n}@example.test": pool_hash for n in range(POOL_SIZE)}}
+    daemons = Daemons(tmp_path_factory.mktemp("pop3"), tls_files, hashes)
+    yield daemons
+    problems = daemons.close()
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           tls_files: tuple[Path, Path, Path], pool_hashes: dict[str, str]) -> Iterator[MaildServer]:
-    overrides = getattr(request.module, "MAILD_OVERRIDES", {})
-    root = tmp_path_factory.mktemp("pop3")
-    srv = MaildServer(root, tls_files, pool_hashes, overrides)
-    yield srv
-    code = srv.stop()
-    result = srv.fsck()
-    assert code in (0, -signal.SIGKILL), srv.log()[-4000:]
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def accounts() -> Iterator[Account]:
-    return (Account(f"pop{n}@example.test", POOL_PASSWORD) for n in itertools.count())
+def server(request: pytest.FixtureRequest, pop3_daemons: Daemons) -> MaildServer:
+    return pop3_daemons.get(getattr(request.module, "MAILD_OVERRIDES", {}))[0]
 
 
 @pytest.fixture
-def account(accounts: Iterator[Account]) -> Account:
-    """A mailbox no other test of the module has touched."""
-    found = next(accounts)
-    assert int(found.address[3:].split("@")[0]) < POOL_SIZE, "raise POOL_SIZE"
+def account(request: pytest.FixtureRequest, pop3_daemons: Daemons, server: MaildServer) -> Account:
+    """A mailbox no other test has touched."""
+    accounts = pop3_daemons.get(getattr(request.module, "MAILD_OVERRIDES", {}))[1]
+    found = next(accounts, None)
+    assert found is not None, "raise POOL_SIZE"
     return found
 
 
