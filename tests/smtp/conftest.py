@@ -1,7 +1,8 @@
 """SMTP test helpers: a raw-socket transcript client, a module-scoped daemon, store reads.
 
-Most modules share one daemon per module (``server``) to keep the area fast; a module sets
-``MAILD_OVERRIDES = {...}`` for its own configuration. Tests that kill or restart the
+Most modules share one daemon (``server``) to keep the area fast, and tell their messages
+apart by subject; a module that sets ``MAILD_OVERRIDES = {...}`` gets its own daemon with
+that configuration. Tests that kill or restart the
 daemon use the function-scoped ``maild_factory`` from tests/conftest.py instead.
 """
 
@@ -138,17 +139,39 @@ def queue_entries(server: MaildServer) -> list[dict[str, Any]]:
         store.close()
 
 
-@pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           tls_files: tuple[Path, Path, Path], password_hashes: dict[str, str]) -> Iterator[MaildServer]:
-    overrides = getattr(request.module, "MAILD_OVERRIDES", {})
-    root = tmp_path_factory.mktemp("smtp")
-    srv = MaildServer(root, tls_files, password_hashes, overrides)
-    yield srv
+# The daemon most modules share: the defaults, except that the per-IP message rate is
+# lifted because every module's mail comes from 127.0.0.1 (test_limits.py tests the rates).
+SHARED_OVERRIDES: dict[str, dict[str, Any]] = {"smtp": {"messages_per_minute_per_ip": 0},
+                                                "submission": {"messages_per_minute_per_ip": 0}}
+
+
+def _finish(srv: MaildServer) -> None:
     code = srv.stop()
     result = srv.fsck()
     assert code in (0, -signal.SIGKILL), srv.log()[-4000:]
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="package")
+def shared_server(tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path, Path],
+                  password_hashes: dict[str, str]) -> Iterator[MaildServer]:
+    srv = MaildServer(tmp_path_factory.mktemp("smtp-shared"), tls_files, password_hashes,
+                      SHARED_OVERRIDES)
+    yield srv
+    _finish(srv)
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           tls_files: tuple[Path, Path, Path], password_hashes: dict[str, str]) -> Iterator[MaildServer]:
+    """The shared daemon, or the module's own when it sets ``MAILD_OVERRIDES``."""
+    if not hasattr(request.module, "MAILD_OVERRIDES"):
+        yield request.getfixturevalue("shared_server")
+        return
+    srv = MaildServer(tmp_path_factory.mktemp("smtp"), tls_files, password_hashes,
+                      request.module.MAILD_OVERRIDES)
+    yield srv
+    _finish(srv)
 
 
 @pytest.fixture

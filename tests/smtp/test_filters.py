@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import ROOT, MaildServer
 from tests.smtp.conftest import Transcript, messages
 
+MAILD_OVERRIDES: dict[str, dict[str, object]] = {}  # its own daemon: swapped for the policy one
+
 
 @pytest.fixture(scope="module")
 def policy(server: MaildServer) -> Iterator[MaildServer]:
