@@ -656,6 +656,7 @@ class SmtpSession(Protocol):
                 self.user is not None and not limits.per_user.take(self.user.address)):
             self._reply(451, "4.7.1", "Message rate limit exceeded, try again later")
             return
+        self._reset_transaction()  # drops the state of refused BDAT chunks, if any
         self.tx.mail_from = cmd.address
         self.tx.mail_params = dict(cmd.params)
         self.tx.queue_id = new_queue_id()

@@ -57,3 +57,14 @@ def test_data_after_bdat_refused(mx: Transcript) -> None:
     mx.send(b"BDAT 3\r\nabc")
     assert mx.reply().code == 250
     mx.cmd("DATA", 503)
+
+
+def test_refused_chunks_do_not_spoil_the_next_transaction(mx: Transcript, server: MaildServer) -> None:
+    mx.send(b"BDAT 3\r\nabc")
+    assert mx.reply().code == 503  # no transaction: chunk read and refused
+    part = b"Subject: after refused chunk\r\n\r\nok\r\n"
+    mx.cmd("MAIL FROM:<a@remote.example>", 250)
+    mx.cmd("RCPT TO:<bob@example.test>", 250)
+    mx.send(b"BDAT %d LAST\r\n" % len(part) + part)
+    assert mx.reply().code == 250
+    assert [m for m in messages(server, "bob@example.test") if b"after refused chunk" in m]
