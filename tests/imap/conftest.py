@@ -9,13 +9,19 @@ one whole response.
 from __future__ import annotations
 
 import imaplib
+import itertools
 import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from maild.auth import hash_password
+from tests.conftest import MaildServer
 
 TIMEOUT = 10.0
 
@@ -110,7 +116,7 @@ class Transcript:
     def bad(self, text: str | bytes) -> list[bytes]:
         return self.expect("BAD", text, None)
 
-    def login(self, user: str = "alice@example.test", password: str = "alice-secret") -> None:
+    def login(self, user: str, password: str) -> None:
         self.ok(f'LOGIN {user} "{password}"')
 
     def close(self) -> None:
@@ -136,22 +142,58 @@ def append(s: Transcript, mailbox: str, raw: bytes, flags: str = "") -> int:
     return int(result.split(b"]")[0].split()[-1])
 
 
+PASSWORD = "imap-test-secret"
+USERS = 80  # one fresh user per test: tests share one daemon but never a mailbox
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    password: str
+
+
+@pytest.fixture(scope="package")
+def imap_server(tls_files: tuple[Path, Path, Path], password_hashes: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[MaildServer]:
+    """One `maild serve` for the IMAP tests (starting one per test would dominate their
+    time), with alice, bob and USERS fresh users; fsck-checked at the end like maild_server."""
+    shared = hash_password(PASSWORD)
+    hashes = {**password_hashes, **{f"user{i}@example.test": shared for i in range(USERS)}}
+    server = MaildServer(tmp_path_factory.mktemp("imap"), tls_files, hashes, {})
+    yield server
+    code = server.stop()
+    result = server.fsck()
+    if code != 0 or result.returncode != 0:
+        pytest.fail(f"maild exited with {code}; fsck: {result.stdout}{result.stderr}\n{server.log()[-4000:]}")
+
+
+_next_user = itertools.count()
+
+
 @pytest.fixture
-def connect(maild_server: Any) -> Iterator[Callable[..., Transcript]]:
-    """connect(tls="implicit"|"starttls"|"none", login=True) -> Transcript."""
+def account() -> Account:
+    """A user nobody else in the test run touches (empty mailboxes)."""
+    n = next(_next_user)
+    assert n < USERS, "raise USERS in tests/imap/conftest.py"
+    return Account(f"user{n}@example.test", PASSWORD)
+
+
+@pytest.fixture
+def connect(imap_server: MaildServer, account: Account) -> Iterator[Callable[..., Transcript]]:
+    """connect(tls="implicit"|"starttls"|"none", login=True, user=this test's account)."""
     opened: list[Transcript] = []
 
-    def make(tls: str = "implicit", login: bool = True, user: str = "alice@example.test",
-             password: str = "alice-secret") -> Transcript:
+    def make(tls: str = "implicit", login: bool = True, user: str = account.address,
+             password: str = account.password) -> Transcript:
         if tls == "implicit":
-            raw = socket.create_connection((maild_server.host, maild_server.ports["imaps"]), TIMEOUT)
-            sock = tls_context(maild_server.cafile).wrap_socket(raw, server_hostname="localhost")
+            raw = socket.create_connection((imap_server.host, imap_server.ports["imaps"]), TIMEOUT)
+            sock = tls_context(imap_server.cafile).wrap_socket(raw, server_hostname="localhost")
             s = Transcript(sock)
         else:
-            s = Transcript(socket.create_connection((maild_server.host, maild_server.ports["imap"]), TIMEOUT))
+            s = Transcript(socket.create_connection((imap_server.host, imap_server.ports["imap"]), TIMEOUT))
             if tls == "starttls":
                 s.ok("STARTTLS")
-                s.sock = tls_context(maild_server.cafile).wrap_socket(s.sock, server_hostname="localhost")
+                s.sock = tls_context(imap_server.cafile).wrap_socket(s.sock, server_hostname="localhost")
         opened.append(s)
         if login:
             s.login(user, password)
@@ -164,15 +206,15 @@ def connect(maild_server: Any) -> Iterator[Callable[..., Transcript]]:
 
 @pytest.fixture
 def imap(connect: Callable[..., Transcript]) -> Transcript:
-    """alice, logged in over implicit TLS."""
+    """This test's user, logged in over implicit TLS."""
     return connect()
 
 
 @pytest.fixture
-def imaplib_client(maild_server: Any) -> Iterator[imaplib.IMAP4_SSL]:
-    client = imaplib.IMAP4_SSL(maild_server.host, maild_server.ports["imaps"],
-                               ssl_context=tls_context(maild_server.cafile), timeout=TIMEOUT)
-    client.login("alice@example.test", "alice-secret")
+def imaplib_client(imap_server: MaildServer, account: Account) -> Iterator[imaplib.IMAP4_SSL]:
+    client = imaplib.IMAP4_SSL(imap_server.host, imap_server.ports["imaps"],
+                               ssl_context=tls_context(imap_server.cafile), timeout=TIMEOUT)
+    client.login(account.address, account.password)
     yield client
     try:
         client.logout()

@@ -43,7 +43,7 @@ def test_append_errors(imap: Transcript) -> None:
 def test_appendlimit_refused_before_reading(maild_factory: Callable[..., Any]) -> None:
     server = maild_factory(imap={"append_limit": 1000, "allow_plaintext_auth_on_loopback": True})
     s = Transcript(socket.create_connection((server.host, server.ports["imap"]), 10))
-    s.login()
+    s.login("alice@example.test", "alice-secret")
     assert b"APPENDLIMIT=1000" in s.ok("CAPABILITY")[0]
     s.send("a APPEND INBOX {1001}")
     assert s.line() == b"a NO [TOOBIG] message larger than APPENDLIMIT"
@@ -58,7 +58,7 @@ def test_appendlimit_refused_before_reading(maild_factory: Callable[..., Any]) -
 def test_quota_exceeded(maild_factory: Callable[..., Any]) -> None:
     server = maild_factory(store={"default_quota_mb": 1}, imap={"allow_plaintext_auth_on_loopback": True})
     s = Transcript(socket.create_connection((server.host, server.ports["imap"]), 10))
-    s.login()
+    s.login("alice@example.test", "alice-secret")
     big = b"Subject: big\r\n\r\n" + b"x" * 600_000 + b"\r\n"
     append(s, "INBOX", big)
     s.no(f"APPEND INBOX {{{len(big)}+}}\r\n".encode() + big, code="OVERQUOTA")

@@ -14,7 +14,7 @@ def plain(user: str, password: str, authzid: str = "") -> str:
     return base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
 
 
-def test_no_login_before_tls(connect: Callable[..., Transcript], maild_server: Any) -> None:
+def test_no_login_before_tls(connect: Callable[..., Transcript], imap_server: Any) -> None:
     s = connect(tls="none", login=False)
     assert b"LOGINDISABLED" in s.greeting and b"STARTTLS" in s.greeting
     assert b"AUTH=PLAIN" not in s.greeting
@@ -22,25 +22,25 @@ def test_no_login_before_tls(connect: Callable[..., Transcript], maild_server: A
     s.no("AUTHENTICATE PLAIN " + plain("alice@example.test", "alice-secret"), code="PRIVACYREQUIRED")
     s.bad("SELECT INBOX")  # not allowed in the not-authenticated state
     s.ok("STARTTLS")
-    s.sock = tls_context(maild_server.cafile).wrap_socket(s.sock, server_hostname="localhost")
+    s.sock = tls_context(imap_server.cafile).wrap_socket(s.sock, server_hostname="localhost")
     caps = s.ok("CAPABILITY")[0]
     assert b"AUTH=PLAIN" in caps and b"STARTTLS" not in caps and b"LOGINDISABLED" not in caps
     s.bad("STARTTLS")
-    s.login()
+    s.login("alice@example.test", "alice-secret")
     s.ok("SELECT INBOX")
 
 
-def test_starttls_discards_pipelined_commands(maild_server: Any) -> None:
-    sock = socket.create_connection((maild_server.host, maild_server.ports["imap"]), 10)
+def test_starttls_discards_pipelined_commands(imap_server: Any) -> None:
+    sock = socket.create_connection((imap_server.host, imap_server.ports["imap"]), 10)
     s = Transcript(sock)
     # CVE-2011-0411 class: a command injected behind STARTTLS must not run after the handshake.
     s.send(b"a STARTTLS\r\nb LOGIN alice@example.test alice-secret\r\nc CREATE Injected")
     assert s.line() == b"a OK Begin TLS negotiation now"
-    s.sock = tls_context(maild_server.cafile).wrap_socket(sock, server_hostname="localhost")
+    s.sock = tls_context(imap_server.cafile).wrap_socket(sock, server_hostname="localhost")
     s.buffer = b""
     s.ok("NOOP")
     s.bad("LIST \"\" *")  # still not authenticated
-    s.login()
+    s.login("alice@example.test", "alice-secret")
     assert s.ok('LIST "" Injected') == []
 
 
@@ -81,6 +81,6 @@ def test_plaintext_on_loopback_when_configured(maild_factory: Callable[..., Any]
     server = maild_factory(imap={"allow_plaintext_auth_on_loopback": True})
     s = Transcript(socket.create_connection((server.host, server.ports["imap"]), 10))
     assert b"AUTH=PLAIN" in s.greeting and b"LOGINDISABLED" not in s.greeting
-    s.login()
+    s.login("alice@example.test", "alice-secret")
     s.ok("LOGOUT")
     s.close()

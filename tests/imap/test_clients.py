@@ -3,6 +3,7 @@ Outlook replayed as transcripts."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import ssl
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from tests.imap.conftest import Transcript, append, message, tls_context
+from tests.imap.conftest import Account, Transcript, append, message, tls_context
 
 
 def test_imaplib_round_trip(imaplib_client: imaplib.IMAP4_SSL) -> None:
@@ -35,11 +36,11 @@ def test_imaplib_round_trip(imaplib_client: imaplib.IMAP4_SSL) -> None:
     assert c.select("Nope")[0] == "NO"
 
 
-def test_imapclient(maild_server: Any) -> None:
-    context = tls_context(maild_server.cafile)
-    with IMAPClient(maild_server.host, port=maild_server.ports["imaps"], ssl=True, ssl_context=context,
+def test_imapclient(imap_server: Any, account: Account) -> None:
+    context = tls_context(imap_server.cafile)
+    with IMAPClient(imap_server.host, port=imap_server.ports["imaps"], ssl=True, ssl_context=context,
                     timeout=10) as c:
-        c.login("alice@example.test", "alice-secret")
+        c.login(account.address, account.password)
         assert b"MOVE" in c.capabilities()
         c.append("INBOX", message("one"), flags=[b"\\Seen"])
         c.append("INBOX", message("two"))
@@ -60,22 +61,22 @@ def test_imapclient(maild_server: Any) -> None:
         c.unselect_folder()
 
 
-def test_imaplib_starttls_and_plain_port(maild_server: Any) -> None:
-    with imaplib.IMAP4(maild_server.host, maild_server.ports["imap"], timeout=10) as c:
+def test_imaplib_starttls_and_plain_port(imap_server: Any) -> None:
+    with imaplib.IMAP4(imap_server.host, imap_server.ports["imap"], timeout=10) as c:
         assert "LOGINDISABLED" in c.capabilities
-        context = ssl.create_default_context(cafile=str(maild_server.cafile))
+        context = ssl.create_default_context(cafile=str(imap_server.cafile))
         context.check_hostname = False
         c.starttls(context)
         c.login("bob@example.test", "bob-secret")
         assert c.select("INBOX")[0] == "OK"
 
 
-def test_thunderbird_startup(connect: Callable[..., Transcript]) -> None:
+def test_thunderbird_startup(connect: Callable[..., Transcript], account: Account) -> None:
     s = connect(login=False)
     assert b"IMAP4rev1" in s.ok("capability")[0]
     s.send("2 authenticate PLAIN")
     assert s.line() == b"+ "
-    s.send("AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=")
+    s.send(base64.b64encode(f"\0{account.address}\0{account.password}".encode()).decode())
     assert s.line().startswith(b"2 OK [CAPABILITY IMAP4rev1")
     s.ok('ID ("name" "Thunderbird" "version" "115.3.1")')
     assert s.ok("namespace") == [b'* NAMESPACE (("" "/")) NIL NIL']
@@ -96,10 +97,10 @@ def test_thunderbird_startup(connect: Callable[..., Transcript]) -> None:
     assert s.line() == b"9 OK IDLE completed"
 
 
-def test_outlook_startup(connect: Callable[..., Transcript]) -> None:
+def test_outlook_startup(connect: Callable[..., Transcript], account: Account) -> None:
     s = connect(login=False)
     s.ok("CAPABILITY")
-    s.ok('LOGIN "alice@example.test" "alice-secret"')
+    s.ok(f'LOGIN "{account.address}" "{account.password}"')
     s.ok("CAPABILITY")
     assert s.ok('LIST "" ""') == [b'* LIST (\\Noselect) "/" ""']
     assert len(s.ok('LIST "" "*"')) == 6

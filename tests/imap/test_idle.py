@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.imap.conftest import Transcript, append, message
+from tests.imap.conftest import Account, Transcript, append, message
 
 
 def start_idle(s: Transcript) -> None:
@@ -34,13 +34,13 @@ def test_idle_sees_append_flags_and_expunge(connect: Callable[..., Transcript]) 
     assert watcher.ok("FETCH 1 UID") == [b"* 1 FETCH (UID 2)"]
 
 
-def test_idle_woken_by_smtp_delivery(maild_server: Any, connect: Callable[..., Transcript]) -> None:
+def test_idle_woken_by_smtp_delivery(imap_server: Any, connect: Callable[..., Transcript], account: Account) -> None:
     watcher = connect()
     watcher.ok("SELECT INBOX")
     start_idle(watcher)
     started = time.monotonic()
-    with smtplib.SMTP(maild_server.host, maild_server.ports["smtp"], timeout=10) as smtp:
-        smtp.sendmail("someone@example.test", ["alice@example.test"], message("via smtp"))
+    with smtplib.SMTP(imap_server.host, imap_server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("someone@example.test", [account.address], message("via smtp"))
     assert watcher.line() == b"* 1 EXISTS"
     assert time.monotonic() - started < 1.0
     watcher.send("DONE")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.imap.conftest import Transcript, append, message
+from tests.imap.conftest import Account, Transcript, append, message
 
 pytestmark = pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (Debian isync) missing")
 
@@ -32,7 +32,8 @@ def snapshot(s: Transcript, local: Path) -> tuple[list[bytes], list[str]]:
                           and p.parent.name in ("cur", "new"))
 
 
-def test_mbsync_both_ways(maild_server: Any, connect: Callable[..., Transcript], tmp_path: Path) -> None:
+def test_mbsync_both_ways(imap_server: Any, connect: Callable[..., Transcript], account: Account,
+                          tmp_path: Path) -> None:
     s = connect()
     append(s, "INBOX", message("one"))
     append(s, "INBOX", message("two"), "\\Flagged")
@@ -43,11 +44,11 @@ def test_mbsync_both_ways(maild_server: Any, connect: Callable[..., Transcript],
     config.write_text(f"""
 IMAPAccount maild
 Host localhost
-Port {maild_server.ports["imaps"]}
-User alice@example.test
-Pass alice-secret
+Port {imap_server.ports["imaps"]}
+User {account.address}
+Pass {account.password}
 SSLType IMAPS
-CertificateFile {maild_server.cafile}
+CertificateFile {imap_server.cafile}
 
 IMAPStore remote
 Account maild
