@@ -132,7 +132,7 @@ class _Profiler:
             return
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.directory / f"{name}.txt"
-        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
                                 "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached
         try:
@@ -149,13 +149,15 @@ class _Profiler:
 
     def report(self, top: int = 8) -> None:
         for name, path in self.files.items():
-            print(f"maild hot spots, {name} (py-spy, share of busy samples; self time / with callees):")
-            for line in hot_spots(path, top):
-                print(f"  {line}")
+            own, inclusive = hot_spots(path, top)
+            print(f"maild hot spots, {name} (py-spy --gil: share of samples holding the GIL)")
+            print("  self:  " + "; ".join(own))
+            print("  maild functions with callees:  " + "; ".join(inclusive))
 
 
-def hot_spots(path: Path, top: int = 8) -> list[str]:
-    """The functions with the most samples on top of the stack, from a py-spy raw file."""
+def hot_spots(path: Path, top: int = 8) -> tuple[list[str], list[str]]:
+    """From a py-spy raw file: the functions most often on top of the stack, and maild's own
+    functions most often anywhere on it (the code paths to look at)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -168,8 +170,12 @@ def hot_spots(path: Path, top: int = 8) -> list[str]:
         total += n
         own[frames[-1]] += n
         for frame in set(frames):
-            inclusive[frame] += n
-    return [f"{n / total:6.1%} / {inclusive[f] / total:6.1%}  {f}" for f, n in own.most_common(top)] if total else []
+            if "(maild/" in frame and "(maild/cli.py)" not in frame and "(maild/daemon.py)" not in frame:
+                inclusive[frame] += n
+    if not total:
+        return [], []
+    return ([f"{n / total:.0%} {f}" for f, n in own.most_common(top)],
+            [f"{n / total:.0%} {f}" for f, n in inclusive.most_common(top)])
 
 
 @dataclass
