@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import smtplib
 
 from tests.conftest import MaildServer
@@ -87,3 +88,20 @@ def test_overlong_command_line_is_refused_without_growing(server: MaildServer) -
     t.send(b"\r\nNOOP\r\n")
     assert t.reply().code == 500
     assert t.reply().code == 250
+
+
+def test_random_bytes_never_break_the_server(server: MaildServer) -> None:
+    """Junk of every kind gets protocol errors; the daemon keeps serving."""
+    rng = random.Random(5321)
+    alphabet = b"\r\n\x00 .:<>@\"\\ABCDEFHILMNOPQRSTVXYZ0123456789\xff\xc3"
+    for _ in range(5):
+        t = Transcript(server.host, server.ports["smtp"])
+        t.greeting()
+        junk = bytes(rng.choice(alphabet) for _ in range(3000))
+        t.send(junk.replace(b"QUIT", b"QUXT").replace(b"DATA", b"DAXA").replace(b"BDAT", b"BDXT"))
+        t.close()
+    t = Transcript(server.host, server.ports["smtp"])
+    t.greeting()
+    t.cmd("EHLO client.example", 250)
+    t.cmd("NOOP", 250)
+    assert "Traceback" not in server.log()
