@@ -25,7 +25,8 @@ Implementation notes — invariants a contributor must keep:
    never reused (RFC 1939 §7 "unique-id").
 8. RETR and TOP stream the message from ``store.open`` in fixed-size chunks through a pull
    producer; a message is never read whole into memory. Byte-stuffing and line ends are
-   :mod:`maild.pop3.encoder`'s job.
+   :mod:`maild.pop3.encoder`'s job. A client that reads nothing for ``idle_timeout`` is
+   disconnected like an idle one.
 9. A client never sees an exception text: unexpected errors are logged and answered
    ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
    connection.
@@ -195,6 +196,7 @@ class _MessageSender:
         self.encoder = encoder
         self.consumer = consumer
         self.finished: defer.Deferred[bool] = defer.Deferred()  # True: all sent
+        self.chunks = 0  # chunks handed to the transport: progress, for the stall timeout
 
     def start(self) -> defer.Deferred[bool]:
         self.consumer.registerProducer(self, False)
@@ -212,6 +214,7 @@ class _MessageSender:
                     return
                 data = self.encoder.feed(chunk)
                 if data:
+                    self.chunks += 1
                     self.consumer.write(data)
                     return
         except Exception:  # noqa: BLE001 - a blob read failed after "+OK": log, give up
@@ -253,6 +256,8 @@ class Pop3Session(Protocol):
         self._timer: Any = None
         self._bad_commands = 0
         self._seen_updates: list[defer.Deferred[Any]] = []
+        self._sender: _MessageSender | None = None  # the RETR/TOP being streamed
+        self._sender_mark = -1  # its progress when the idle timer last fired
 
     # -- connection ------------------------------------------------------------------------
 
@@ -302,7 +307,16 @@ class Pop3Session(Protocol):
         if self._closed:
             return
         if self._busy and self._line_waiter is None:
-            self._touch()  # we are sending or waiting on the store, not the client
+            sender = self._sender
+            if sender is None or sender.chunks != self._sender_mark:
+                self._sender_mark = sender.chunks if sender is not None else -1
+                self._touch()  # we are waiting on the store, or the client is reading
+                return
+            # The client has read nothing of a RETR/TOP for a whole idle_timeout: the
+            # unsent data can never be flushed, so abort rather than close.
+            log.info("pop3 session %s: client stopped reading, aborting", self.client_ip)
+            self._release()
+            self.transport.abortConnection()
             return
         # RFC 1939 §3: an autologout timer closes without entering the UPDATE state.
         self._send("-ERR Disconnected for inactivity")
@@ -624,7 +638,10 @@ class Pop3Session(Protocol):
             self._send(f"-ERR Message {msg} was removed by another session")
             return
         self._send(f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows")
-        complete = await _MessageSender(source, MessageEncoder(body_lines), self.transport).start()
+        self._sender = _MessageSender(source, MessageEncoder(body_lines), self.transport)
+        self._sender_mark = -1
+        complete = await self._sender.start()
+        self._sender = None
         if not complete:
             self._close()
             return
@@ -634,7 +651,9 @@ class Pop3Session(Protocol):
     def _mark_seen(self, drop: Maildrop, msg: int, meta: MessageMeta) -> None:
         drop.messages[msg - 1] = MessageMeta(meta.uid, meta.flags | {SEEN}, meta.internal_date, meta.size,
                                              meta.modseq, meta.blob, meta.prefix_len)
-        d = self.ctx.store.set_flags(drop.user, drop.mailbox_id, [meta.uid], {SEEN}, FlagMode.ADD)
+        # maybeDeferred: the answer to RETR is out, so even a synchronous failure may only be logged
+        d = defer.maybeDeferred(self.ctx.store.set_flags, drop.user, drop.mailbox_id, [meta.uid], {SEEN},
+                                FlagMode.ADD)
         d.addErrback(lambda f: log.warning("pop3: marking %s uid %d seen failed: %s",
                                            drop.user, meta.uid, f.getErrorMessage()))
         self._seen_updates.append(d)

@@ -40,10 +40,16 @@ class Pop3Transcript:
     read answers one by one, and keep the whole dialogue for failure messages."""
 
     def __init__(self, host: str, port: int, *, implicit_tls: bool = False,
-                 cafile: Path | None = None, timeout: float = 10.0) -> None:
+                 cafile: Path | None = None, timeout: float = 10.0, rcvbuf: int | None = None) -> None:
+        """``rcvbuf``: a fixed, small receive buffer (no window autotuning), so a client
+        that stops reading stops the server's sending soon."""
         self.cafile = cafile
         self.log: list[str] = []
-        raw = socket.create_connection((host, port), timeout=timeout)
+        raw = socket.socket()
+        raw.settimeout(timeout)
+        if rcvbuf is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.connect((host, port))
         self.sock: socket.socket = self._wrap(raw) if implicit_tls else raw
         self._buf = b""
 
@@ -79,10 +85,23 @@ class Pop3Transcript:
 
     def body(self) -> list[bytes]:
         """The rest of a multi-line response, byte-unstuffed (RFC 1939 §3)."""
-        lines = []
-        while (line := self.line()) != b".":
-            lines.append(line[1:] if line.startswith(b".") else line)
-        return lines
+        data, scanned = bytearray(self._buf), 0
+        while True:
+            if data[:3] == b".\r\n":
+                end = 0
+                break
+            at = data.find(b"\r\n.\r\n", max(0, scanned - 4))
+            if at >= 0:
+                end = at + 2
+                break
+            scanned = len(data)
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"connection closed in a multi-line response:\n{self.dump()}")
+            data += chunk
+        body, self._buf = bytes(data[:end]), bytes(data[end + 3:])
+        self.log.append(f"S: <{len(body)} octets> .")
+        return [line[1:] if line.startswith(b".") else line for line in body.split(b"\r\n")[:-1]]
 
     def multi(self, line: str) -> tuple[str, list[bytes]]:
         first = self.cmd(line, ok=True)

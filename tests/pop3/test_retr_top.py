@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -135,11 +134,10 @@ def test_retr_reads_only_as_fast_as_the_client(server: MaildServer, account: Acc
     size = 16 * 1024 * 1024
     line = b"x" * 78 + b"\r\n"
     deliver(server, account.address, message(1, line * (size // len(line))))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no receive-window autotuning
-    sock.connect((server.host, server.ports["pop3s"]))
-    tls = ssl.create_default_context(cafile=str(server.cafile)).wrap_socket(sock, server_hostname="localhost")
-    tls.sendall(f"USER {account.address}\r\nPASS {account.password}\r\nRETR 1\r\n".encode())
+    (raw,) = (raw for _, raw in stored(server, account.address).values())
+    t = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile, rcvbuf=65536)
+    t.greeting()
+    t.send(f"USER {account.address}\r\nPASS {account.password}\r\nRETR 1\r\n".encode())
     # Poll until the server's read offset stops moving: it waits for us, or it is done.
     deadline = time.monotonic() + 20
     previous, stalled = -1, None
@@ -152,9 +150,9 @@ def test_retr_reads_only_as_fast_as_the_client(server: MaildServer, account: Acc
             stalled = current
         previous = current
     assert stalled < size // 2, f"read {stalled} of {size} octets while the client read nothing"
-    received = bytearray()
-    while not received.endswith(b"\r\n.\r\n"):
-        received += tls.recv(1 << 20)
-    assert len(received) > size
+    t.status(ok=True)
+    t.status(ok=True)
+    assert t.status(ok=True) == f"+OK {len(raw)} octets"
+    assert b"\r\n".join(t.body()) + b"\r\n" == raw
     assert blob_read_positions(server) == []  # closed after the last chunk
-    tls.close()
+    t.close()

@@ -24,6 +24,29 @@ def test_idle_session_is_closed_and_deletes_nothing(server: MaildServer, account
     poplib_session(server, account).quit()  # and the lock went with the connection
 
 
+def test_client_that_stops_reading_a_retr_is_disconnected(server: MaildServer, account: Account) -> None:
+    line = b"x" * 78 + b"\r\n"
+    deliver(server, account.address, message(1, line * (8 * 1024 * 1024 // len(line))))
+    t = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile, rcvbuf=65536)
+    t.greeting()
+    t.login(account)
+    t.send(b"RETR 1\r\n")
+    deadline = time.monotonic() + 10
+    while True:  # the lock is released when the server gives up on us
+        assert time.monotonic() < deadline, "the stalled session kept its lock"
+        other = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
+        other.greeting()
+        other.cmd(f"USER {account.address}", ok=True)
+        answer = other.cmd(f"PASS {account.password}")
+        other.close()
+        if answer.startswith("+OK"):
+            break
+        assert "[IN-USE]" in answer
+        time.sleep(0.2)
+    assert t.closed()
+    assert len(stored(server, account.address)) == 1
+
+
 def test_activity_keeps_the_session(pop: Pop3Transcript, account: Account) -> None:
     pop.login(account)
     for _ in range(4):
