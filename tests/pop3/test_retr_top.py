@@ -156,3 +156,24 @@ def test_retr_reads_only_as_fast_as_the_client(server: MaildServer, account: Acc
     assert b"\r\n".join(t.body()) + b"\r\n" == raw
     assert blob_read_positions(server) == []  # closed after the last chunk
     t.close()
+
+
+def test_last_line_without_crlf(server: MaildServer, account: Account) -> None:
+    """IMAP APPEND may store a message whose last line has no line end; RETR still ends
+    with CRLF "." CRLF, and a last line starting with "." is stuffed."""
+    raw = b"From: a@example.test\r\nSubject: no end\r\n\r\nfirst\r\n.last"
+    imap = imaplib.IMAP4_SSL(server.host, server.ports["imaps"],
+                             ssl_context=ssl.create_default_context(cafile=str(server.cafile)))
+    imap.login(account.address, account.password)
+    assert imap.append("INBOX", None, None, raw)[0] == "OK"
+    imap.logout()
+    t = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
+    t.greeting()
+    t.login(account)
+    assert t.cmd("LIST 1", ok=True) == f"+OK 1 {len(raw)}"
+    t.send(b"RETR 1\r\n")
+    t.status(ok=True)
+    wire = [t.line() for _ in range(6)]
+    assert wire == [b"From: a@example.test", b"Subject: no end", b"", b"first", b"..last", b"."]
+    assert t.multi("TOP 1 5")[1][-1] == b".last"
+    t.close()
