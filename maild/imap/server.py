@@ -875,7 +875,7 @@ class ImapSession(Protocol):
             raise _no("Supported charsets: UTF-8 US-ASCII", "BADCHARSET (UTF-8 US-ASCII)")
         uids = list(view.uids)
         user = self._user()
-        if searching.needs_raw(cmd.key):
+        if searching.reads_messages(cmd.key):
             found = await threads.deferToThread(searching.search, self.store, user, view.mailbox_id,
                                                 uids, cmd.key)
         else:
@@ -992,22 +992,38 @@ class ImapSession(Protocol):
                 if not any(a.name == "FLAGS" for a in cmd.attributes):
                     seen_now = {r.uid for r in changed}  # RFC 3501 §6.4.5: report the \Seen we set
         attributes = list(cmd.attributes)
+        batch: list[bytes] = []  # small responses are written 64 KB at a time
+        batched = 0
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
                 continue
             atts = attributes + [FetchAtt("FLAGS")] if uid in seen_now else attributes
-            await self._fetch_one(index + 1, meta, atts)
+            head, stream = self._fetch_items(index + 1, meta, atts)
+            if stream is None:
+                batch.append(head + b")\r\n")
+                batched += len(batch[-1])
+                if batched < STREAM_CHUNK:
+                    continue
+            self._write(b"".join(batch))
+            batch.clear()
+            batched = 0
+            if stream is not None:
+                await self._stream(head, meta, *stream)
             await self._drain()
+        self._write(b"".join(batch))
         self._cache = None
 
     _do_uid_fetch = _do_fetch
 
-    async def _fetch_one(self, seq: int, meta: MessageMeta, attributes: list[FetchAtt]) -> None:
+    def _fetch_items(self, seq: int, meta: MessageMeta, attributes: list[FetchAtt]
+                     ) -> tuple[bytes, tuple[bytes, int, int] | None]:
+        """``* seq FETCH (items`` without the closing parenthesis, and the (label, origin,
+        length) of a whole body to stream after it, if one is that large."""
         view = self._view()
         user = self._user()
         parts: list[bytes] = []
-        stream: tuple[bytes, int, int] | None = None  # (name, origin, length) of BODY[] streamed last
+        stream: tuple[bytes, int, int] | None = None
         for att in attributes:
             name = att.name
             if name == "FLAGS":
@@ -1036,15 +1052,14 @@ class ImapSession(Protocol):
                 if partial is not None:
                     data = data[partial[0]:partial[0] + partial[1]]
                 parts.append(label + b" " + wire.literal(data))
-        items = b" ".join(parts)
-        if stream is None:
-            self._write(b"* %d FETCH (" % seq + items + b")\r\n")
-            return
-        label, origin, length = stream
-        self._write(b"* %d FETCH (" % seq + items + (b" " if items else b"") + label
-                    + b" {%d}\r\n" % length)
+        return b"* %d FETCH (" % seq + b" ".join(parts), stream
+
+    async def _stream(self, head: bytes, meta: MessageMeta, label: bytes, origin: int, length: int) -> None:
+        """Write ``head``, then the literal from the blob file with backpressure."""
+        user = self._user()
+        self._write(head + (b" " if not head.endswith(b"(") else b"") + label + b" {%d}\r\n" % length)
         try:
-            with self.store.open(user, view.mailbox_id, meta.uid) as fh:
+            with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
                 skip = origin
                 while skip > 0:  # the stream is not seekable (prefix + blob)
                     got = len(fh.read(min(STREAM_CHUNK, skip)))
