@@ -340,13 +340,15 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
             "from": f'IMAP SEARCH FROM "{load.search_from()}" over {n:,} messages',
             "subject": f'IMAP SEARCH SUBJECT "{load.search_subject()}" over {n:,} messages',
         }
+        counted_as = {"select": "EXISTS", "flags": "FETCH responses", "envelope": "FETCH responses",
+                      "from": "hits", "subject": "hits"}
         for key, label in labels.items():
             (m_first, m_med, m_count), (d_first, d_med, d_count) = m_reads[key], d_reads[key]
             note = f"first run {_fmt(m_first, 'ms')} vs {_fmt(d_first, 'ms')}"
             if m_count != d_count:
                 note += f" · RESULT COUNTS DIFFER: maild {m_count}, Dovecot {d_count}"
             else:
-                note += f" · {m_count:,} results each"
+                note += f" · {m_count:,} {counted_as[key]} each"
             rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
 
         # POP3 ---------------------------------------------------------------------------
