@@ -36,8 +36,11 @@ class MessageEncoder:
             chunk = chunk[:self._top_cut(chunk)]
         if not chunk:
             return b""
-        if self._last_cr and chunk[:1] == b"\n":
-            out = b"\n" + _BARE_LF.sub(b"\r\n", chunk[1:])  # CRLF split across chunks
+        split_crlf = self._last_cr and chunk[:1] == b"\n"  # CR ended the previous chunk
+        if chunk.count(b"\n") == chunk.count(b"\r\n") + split_crlf:
+            out = chunk  # no bare LF: the common case, without the regex's cost
+        elif split_crlf:
+            out = b"\n" + _BARE_LF.sub(b"\r\n", chunk[1:])
         else:
             out = _BARE_LF.sub(b"\r\n", chunk)
         out = out.replace(b"\n.", b"\n..")  # RFC 1939 §3 byte-stuffing
