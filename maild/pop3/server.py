@@ -197,6 +197,10 @@ class _MessageSender:
         self.consumer = consumer
         self.finished: defer.Deferred[bool] = defer.Deferred()  # True: all sent
         self.chunks = 0  # chunks handed to the transport: progress, for the stall timeout
+        self._ahead: bytes | None = None
+
+    def _read(self) -> bytes:
+        return b"" if self.encoder.done else self.source.read(CHUNK)
 
     def start(self) -> defer.Deferred[bool]:
         self.consumer.registerProducer(self, False)
@@ -207,12 +211,16 @@ class _MessageSender:
             return
         try:
             while True:
-                chunk = b"" if self.encoder.done else self.source.read(CHUNK)
-                if not chunk:
-                    self.consumer.write(self.encoder.finish())
+                # One chunk read ahead, so the last one goes out in one write with the
+                # terminator: a lone ".\r\n" segment would wait for the client's delayed
+                # ACK (Nagle), 40 ms per message.
+                chunk = self._ahead if self._ahead is not None else self._read()
+                self._ahead = self._read() if chunk else b""
+                data = self.encoder.feed(chunk)
+                if not self._ahead or self.encoder.done:
+                    self.consumer.write(data + self.encoder.finish())
                     self._end(True)
                     return
-                data = self.encoder.feed(chunk)
                 if data:
                     self.chunks += 1
                     self.consumer.write(data)
