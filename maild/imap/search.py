@@ -162,10 +162,10 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
     if not uids:
         return []
     if only_unseen(key):
+        # The unseen index alone (expunged messages have left it); no MODSEQ is answered
+        # for a search without a MODSEQ key, so no message record is read.
         unseen = set(store.unseen_uids(user, mailbox_id))
-        wanted = [u for u in uids if u in unseen]
-        metas = {m.uid: m for m in store.messages(user, mailbox_id, wanted)}
-        return [(i + 1, u, metas[u].modseq) for i, u in enumerate(uids) if u in unseen and u in metas]
+        return [(i + 1, u, 0) for i, u in enumerate(uids) if u in unseen]
     # One pass over the message records: flags, dates, sizes, and the modseq CONDSTORE
     # needs for every answer.
     metas = {m.uid: m for m in store.messages(user, mailbox_id)}
