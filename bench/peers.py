@@ -8,15 +8,15 @@ USER allowed on loopback only (maild: allow_plaintext_auth_on_loopback; Dovecot:
 default, which treats connections from 127.0.0.1 as secured).
 
 Each class is a context manager; leaving it stops the processes and removes the temp
-directory, on errors too. Child servers also get SIGTERM if this Python process dies
-(PR_SET_PDEATHSIG), so a killed benchmark leaves nothing listening.
+directory, on errors too. A watchdog per server does the same if this Python process dies
+(even by SIGKILL), so a killed benchmark leaves nothing listening and no temp dir.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -46,14 +46,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the benchmark process goes away (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def wait_listening(ports: list[int], process: subprocess.Popen[bytes] | None, log: Path, what: str) -> None:
@@ -101,6 +93,20 @@ class _Server:
         self.root = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.log_path = self.root / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, args: list[str], log: Path) -> None:
+        """Start the server process, and a watchdog shell that reads a pipe from this process:
+        when the benchmark ends in any way (SIGKILL included) the pipe closes, and the
+        watchdog SIGTERMs the server and removes the temp dir. (PR_SET_PDEATHSIG would not
+        do: it is cleared when a daemon changes credentials, as Postfix's master does.)"""
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+        pid, root = self.process.pid, shlex.quote(str(self.root))
+        script = (f"read _; kill -TERM {pid} 2>/dev/null; n=0; "
+                  f"while kill -0 {pid} 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; rm -rf {root}")
+        self.watchdog = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int | None:
@@ -128,6 +134,11 @@ class _Server:
         try:
             self.stop()
         finally:
+            if self.watchdog is not None:  # the server is stopped: the watchdog has nothing to do
+                self.watchdog.kill()
+                self.watchdog.wait()
+                if self.watchdog.stdin:
+                    self.watchdog.stdin.close()
             shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
@@ -184,10 +195,7 @@ class Maild(_Server):
                 store.user_add(address, password_hash)
         finally:
             store.close()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "maild.cli", "-c", str(config_path), "serve"],
-                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                            preexec_fn=_die_with_parent)
+        self.spawn([sys.executable, "-m", "maild.cli", "-c", str(config_path), "serve"], self.log_path)
         wait_listening(list(self.ports.values()), self.process, self.log_path, "maild")
 
     def stop(self) -> None:
@@ -278,9 +286,7 @@ class Dovecot(_Server):
         conf = self.root / "dovecot.conf"
         conf.write_text(DOVECOT_CONF.format(root=self.root, instance=f"bench-{self.root.name}",
                                             mail_format=DOVECOT_MAIL_FORMAT, **self.ports))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([dovecot, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=_die_with_parent)
+        self.spawn([dovecot, "-F", "-c", str(conf)], self.log_path)
         wait_listening(list(self.ports.values()), self.process, self.log_path, "dovecot")
 
     def stop(self) -> None:
@@ -341,7 +347,8 @@ postlog   unix-dgram n - n - 1 postlogd
 
 
 class Postfix(_Server):
-    """A real Postfix instance (`postfix -c DIR start-fg`) in a temp dir, relaying to Dovecot LMTP.
+    """A real Postfix instance (`postfix -c DIR check`, then its master in the foreground) in a
+    temp dir, relaying to Dovecot LMTP.
 
     Its own config_directory, queue_directory and data_directory; smtpd on a loopback port;
     no chroot; Debian's defaults otherwise (queue files fsynced before 250).
@@ -352,10 +359,6 @@ class Postfix(_Server):
     def __init__(self, users: dict[str, str], lmtp_port: int) -> None:
         super().__init__(users)
         self.lmtp_port = lmtp_port
-
-    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["postfix", "-c", str(self.root / "etc"), *args], capture_output=True, text=True,
-                              timeout=60)
 
     def start(self) -> None:
         if not shutil.which("postfix"):
@@ -374,31 +377,17 @@ class Postfix(_Server):
         (etc / "main.cf").write_text(POSTFIX_MAIN.format(root=self.root, recipients=recipients, lmtp=self.lmtp_port))
         (etc / "master.cf").write_text(POSTFIX_MASTER.format(smtp=self.ports["smtp"]))
         self.log_path = self.root / "postfix.log"
-        check = self._postfix("check")
+        check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True, timeout=60)
         if check.returncode != 0:
             raise RuntimeError(f"postfix check failed: {check.stdout}{check.stderr}")
-        with open(self.root / "master.out", "ab") as out:
-            self.process = subprocess.Popen(["postfix", "-c", str(etc), "start-fg"], stdout=out,
-                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        # master(8) itself in the foreground (`postfix start-fg` would put a shell between)
+        daemon_dir = subprocess.run(["postconf", "-c", str(etc), "-h", "daemon_directory"], capture_output=True,
+                                    text=True, timeout=30, check=True).stdout.strip()
+        self.spawn([f"{daemon_dir}/master", "-c", str(etc), "-d"], self.root / "master.out")
         wait_listening(list(self.ports.values()), self.process, self.log_path, "postfix")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self._postfix("stop")
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _stop(self.process)
-
-    def queue_empty(self) -> bool:
-        """True when no message is left in Postfix's queues (all handed to LMTP)."""
-        for queue in ("incoming", "active", "deferred", "maildrop"):
-            path = self.root / "queue" / queue
-            for _dirpath, _dirs, files in os.walk(path):
-                if files:
-                    return False
-        return True
+        _stop(self.process)  # SIGTERM: master stops its children and exits
 
 
 def process_tree(pid: int) -> list[int]:
