@@ -70,6 +70,7 @@ from maild.pop3.parser import (
     parse_command,
 )
 from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
+from maild.util.limits import ConnectionCounter
 
 log = logging.getLogger(__name__)
 
@@ -107,31 +108,6 @@ _ALLOWED: dict[type, frozenset[State]] = {
     Top: _TRANSACTION,  # RFC 1939 §7
     Uidl: _TRANSACTION,
 }
-
-
-class ConnectionCounter:
-    """Concurrent connections in total and per client IP."""
-
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.total = 0
-        self.per_ip: dict[str, int] = {}
-
-    def acquire(self, ip: str) -> bool:
-        if self.total >= self.max_total or self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return False
-        self.total += 1
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self.total -= 1
-        left = self.per_ip[ip] - 1
-        if left:
-            self.per_ip[ip] = left
-        else:
-            del self.per_ip[ip]
 
 
 class _Shared:

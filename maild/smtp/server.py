@@ -47,7 +47,6 @@ from maild.config import SmtpConfig
 from maild.delivery import complete_submission, new_queue_id
 from maild.filters.chain import Action, Reply, Transaction, Verdict
 from maild.smtp.data import DataReader, Problem, check_content
-from maild.smtp.limits import ConnectionCounter, TokenBuckets
 from maild.smtp.parser import (
     Auth,
     Bdat,
@@ -68,6 +67,7 @@ from maild.smtp.parser import (
     parse_command,
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util.limits import ConnectionCounter, TokenBuckets
 from maild.util.message import header_fields, split_header
 
 log = logging.getLogger(__name__)
@@ -770,7 +770,9 @@ class SmtpSession(Protocol):
         if self._refused(verdict):
             return
         delivery = self.ctx.delivery
-        message = delivery.stamp(self.tx, body, verdict.add_headers)
+        # Filters may rewrite the message (mail authentication removes forged
+        # Authentication-Results claiming our authserv-id, RFC 8601 §5): store tx.raw.
+        message = delivery.stamp(self.tx, self.tx.raw or body, verdict.add_headers)
         try:
             if self.user is not None:
                 await delivery.submit(self.tx, message, self._local_rcpts, self._remote_rcpts,

@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "canonical", "split_address"]
 
 
+# A user removed or changed by `maild user` in another process is seen by the daemon's
+# message operations within this many seconds (logins always read the directory).
+USER_CACHE_SECONDS = 2.0
+
+
 def shard_for(user_id: int, shards: int) -> int:
     """Stable placement of a new user; recorded in the directory so it can change later."""
     digest = hashlib.blake2b(user_id.to_bytes(8, "big"), digest_size=8).digest()
@@ -100,6 +105,7 @@ class Store:
         self.reactor = reactor
         self._subscribers: list[Callable[[Change], None]] = []
         self._fire_lock = threading.Lock()
+        self._user_cache: dict[str, tuple[User, float]] = {}
         self._to_fire: list[tuple[defer.Deferred[Any], Future[Any]]] = []
         self.tmp_dir = self._claim_tmp_dir()
         max_batch = config.max_batch if config.group_commit else 1
@@ -187,9 +193,19 @@ class Store:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     def _user(self, address: str) -> User:
+        """The directory record, cached briefly: protocol sessions resolve their user on
+        every read, and a directory lookup costs a transaction and a JSON decode."""
+        now = time.monotonic()
+        cached = self._user_cache.get(address)
+        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+            return cached[0]
         user = self.directory.user(address)
         if user is None:
+            self._user_cache.pop(address, None)
             raise UserNotFound(f"no user {address}")
+        if len(self._user_cache) > 10_000:
+            self._user_cache.clear()
+        self._user_cache[address] = (user, now)
         return user
 
     def _shard(self, user: User) -> Shard:
@@ -260,6 +276,7 @@ class Store:
         self._write(user, ops.op_create_partition(user.id, DEFAULT_MAILBOXES)).result()
 
     def user_remove(self, address: str) -> None:
+        self._user_cache.clear()
         user = self.directory.user_remove(address)
         self._write(user, ops.op_purge_partition(user.id)).result()
 
@@ -267,6 +284,7 @@ class Store:
         self.directory.user_set_password(address, password_hash)
 
     def user_set_quota(self, address: str, quota_bytes: int) -> None:
+        self._user_cache.clear()
         self.directory.user_set_quota(address, quota_bytes)
 
     def aliases(self) -> list[tuple[str, list[str]]]:

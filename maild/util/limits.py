@@ -1,4 +1,4 @@
-"""Abuse limits shared by the sessions of one listener section: connection counts and
+"""Abuse limits shared by the sessions of one listener section (SMTP, POP3): connection counts and
 token-bucket message rates. Pure logic with an injected clock, so tests need no sleeps."""
 
 from __future__ import annotations

@@ -77,8 +77,6 @@ def test_inbound_checks_and_dmarc_policy(server: MaildServer, dns_zone: DnsZone)
     assert b"dmarc=fail (p=quarantine dis=quarantine)" in junk[0]
 
 
-@pytest.mark.xfail(strict=True, reason="maild/smtp/server.py stores the DATA body, not tx.raw "
-                   "as the filters leave it; remove this mark once it stores tx.raw")
 def test_forged_authentication_results_are_removed(server: MaildServer,
                                                    dns_zone: DnsZone) -> None:
     dns_zone.set("example.org", "TXT", "v=spf1 ip4:127.0.0.1 -all")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maild.smtp.limits import ConnectionCounter, TokenBuckets
+from maild.util.limits import ConnectionCounter, TokenBuckets
 
 
 class Clock:
