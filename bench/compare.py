@@ -133,7 +133,8 @@ class _Profiler:
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.directory / f"{name}.txt"
         spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
-                                "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--rate", "500", "--output", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached
         try:
             yield
