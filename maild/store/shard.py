@@ -58,6 +58,18 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tupl
     return env, dbs
 
 
+def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
+    """The uids under ``user | mailbox`` in a message-keyed database, ascending."""
+    out: list[int] = []
+    cur = txn.cursor(db=db)
+    if cur.set_range(prefix):
+        for key in cur.iternext(keys=True, values=False):
+            if key[:8] != prefix:
+                break
+            out.append(codec.msg_uid(key))
+    return out
+
+
 class Shard:
     def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
                  on_commit: Callable[[list[dict[str, Any]]], None] | None) -> None:
@@ -137,14 +149,7 @@ class Shard:
     def uids(self, user_id: int, mailbox_id: int) -> list[int]:
         prefix = mbox_key(user_id, mailbox_id)
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["msg"])
-            out: list[int] = []
-            if cur.set_range(prefix):
-                for key in cur.iternext(keys=True, values=False):
-                    if key[:8] != prefix:
-                        break
-                    out.append(codec.msg_uid(key))
-            return out
+            return mailbox_uids(txn, self.dbs["msg"], prefix)
 
     def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
         prefix = mbox_key(user_id, mailbox_id)
@@ -181,14 +186,7 @@ class Shard:
     def unseen_uids(self, user_id: int, mailbox_id: int) -> list[int]:
         prefix = mbox_key(user_id, mailbox_id)
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["unseen"])
-            out = []
-            if cur.set_range(prefix):
-                for key in cur.iternext(keys=True, values=False):
-                    if key[:8] != prefix:
-                        break
-                    out.append(codec.msg_uid(key))
-            return out
+            return mailbox_uids(txn, self.dbs["unseen"], prefix)
 
     def changed_since(self, user_id: int, mailbox_id: int, modseq: int) -> list[MessageMeta]:
         with self.env.begin() as txn:
@@ -328,14 +326,7 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
 
 
 def _move_all(b: Batch, user: str, user_id: int, src: int, dst: int) -> None:
-    uids = []
-    cur = b.txn.cursor(db=b.dbs["msg"])
-    prefix = mbox_key(user_id, src)
-    if cur.set_range(prefix):
-        for key in cur.iternext(keys=True, values=False):
-            if key[:8] != prefix:
-                break
-            uids.append(codec.msg_uid(key))
+    uids = mailbox_uids(b.txn, b.dbs["msg"], mbox_key(user_id, src))
     if uids:
         _copy(b, user, user_id, src, uids, dst, move=True)
 
@@ -347,14 +338,7 @@ def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], N
             raise MailboxNotFound(f"mailbox {name!r} does not exist")
         mid = codec.read_u32(raw)
         prefix = mbox_key(user_id, mid)
-        uids = []
-        cur = b.txn.cursor(db=b.dbs["msg"])
-        if cur.set_range(prefix):
-            for key in cur.iternext(keys=True, values=False):
-                if key[:8] != prefix:
-                    break
-                uids.append(codec.msg_uid(key))
-        _expunge(b, user, user_id, mid, uids, log=False)
+        _expunge(b, user, user_id, mid, mailbox_uids(b.txn, b.dbs["msg"], prefix), log=False)
         for db in ("modseq", "expunged"):
             cur = b.txn.cursor(db=b.dbs[db])
             while cur.set_range(prefix) and cur.key()[:8] == prefix:
