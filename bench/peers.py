@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from maild.auth import hash_password
 
@@ -113,7 +113,7 @@ class _Server:
         """The server's main process (its children are found from /proc for CPU accounting)."""
         return self.process.pid if self.process and self.process.poll() is None else None
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
