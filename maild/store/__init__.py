@@ -215,20 +215,18 @@ class Store:
                staged: tuple[blobfiles.StagedBlob, ...] = ()) -> Future[Any]:
         return self._shard(user).writer.submit(op, staged)
 
-    def _stage(self, raw: bytes, allow_inline: bool = True) -> Future[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+    def _stage(self, raw: bytes,
+               allow_inline: bool = True) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+        """Hash and summarise ``raw``; a body too large to keep inline is also written to a
+        staging file with fsync, in a worker thread."""
         small = allow_inline and len(raw) <= self.config.inline_body_max
 
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
             staged = blobfiles.inline(raw) if small else blobfiles.stage(self.tmp_dir, raw)
             return staged, envelope_fields(raw)
         if self.reactor is None or small:
-            f: Future[Any] = Future()
-            try:
-                f.set_result(work())
-            except Exception as exc:  # noqa: BLE001
-                f.set_exception(exc)
-            return f
-        return self._stager.submit(work)
+            return defer.maybeDeferred(work)
+        return self._deferred(self._stager.submit(work))
 
     # -- directory ---------------------------------------------------------------------
 
@@ -354,7 +352,7 @@ class Store:
     def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
                  internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
-        staged_future = self._stage(raw)
+        staged = self._stage(raw)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[AppendResult]]:
             staged, envelope = staged_env
@@ -363,7 +361,9 @@ class Store:
                 op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
                                    flags, when, envelope, user.quota_bytes, staged.inline)
                 waits.append(self._deferred(self._write(user, op, (staged,))))
-            d = defer.gatherResults(waits, consumeErrors=True)
+            # One target (IMAP APPEND, most deliveries) needs no DeferredList.
+            d = waits[0].addCallback(lambda r: [r]) if len(waits) == 1 else defer.gatherResults(
+                waits, consumeErrors=True)
 
             def cleanup(result: Any) -> Any:
                 if staged.path is not None:
@@ -376,7 +376,7 @@ class Store:
                                       for (u, *_), (mid, uidv, uid, modseq) in zip(targets, rs, strict=True)])
             return d
 
-        return self._deferred(staged_future).addCallback(submit)
+        return staged.addCallback(submit)
 
     def set_flags(self, user: str, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
                   mode: FlagMode, unchanged_since: int | None = None
@@ -457,7 +457,7 @@ class Store:
     # -- outbound queue ----------------------------------------------------------------
 
     def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
-        staged_future = self._stage(raw, allow_inline=False)
+        staged = self._stage(raw, allow_inline=False)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:
             staged, _ = staged_env
@@ -466,7 +466,7 @@ class Store:
             d = self._deferred(self.directory.writer.submit(op, (staged,)))
             return d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])  # type: ignore[union-attr]
 
-        return self._deferred(staged_future).addCallback(submit)
+        return staged.addCallback(submit)
 
     def queue_entries(self) -> list[dict[str, Any]]:
         return self.directory.queue_entries()
