@@ -55,13 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = args.only.split(",")
     rows: list[dict[str, Any]] = []
+    if args.compare:
+        from bench import compare
+
+        # compare prints the machine and its own table (maild and peer side by side).
+        compare.main(["--quick"] if args.quick else [])
+        return 0
     for name, module_name in PROTOCOL_BENCHES.items():
         if name not in wanted:
             continue
         module = importlib.import_module(module_name)
         kwargs: dict[str, Any] = {"quick": True} if args.quick else {}
-        if args.compare:
-            kwargs["compare"] = True
         for row in module.run(**kwargs):
             rows.append({"benchmark": name, **row})
     if "store" in wanted:

@@ -33,10 +33,9 @@ def _median_ms(conn: load.Imap, command: str, runs: int = 3) -> tuple[float, int
     return statistics.median(times), size
 
 
-def run(quick: bool = False, compare: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
+def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
     """Rows: workload and figure. ``messages`` sizes the large mailbox (default 10,000;
     2,000 with ``quick``; pass 100_000 for the issue's 100k figures)."""
-    del compare  # Dovecot's IMAP figures are in bench.compare
     count = messages or (2_000 if quick else MESSAGES)
     users, hashes = make_users(CLIENTS, prefix="imap")
     accounts = [load.Account(address, password) for address, password in users.items()]

@@ -64,9 +64,8 @@ def _retr_pass(host: str, port: int, accounts: list[load.Account]) -> tuple[floa
     return elapsed, sum(b for b, _ in totals), sum(c for _, c in totals)
 
 
-def run(quick: bool = False, compare: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows: workload, MB/s, msgs/s."""
-    del compare  # Dovecot's POP3 figures are in bench.compare
     messages = 200 if quick else MESSAGES
     users, hashes = make_users(SESSIONS, prefix="pop")
     accounts = [load.Account(address, password) for address, password in users.items()]

@@ -100,9 +100,8 @@ def _row(workload: str, messages: int, elapsed: float, latencies: list[float] | 
     return row
 
 
-def run(quick: bool = False, compare: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows: workload, msgs/s, p50 ms, p99 ms (end of data to 250)."""
-    del compare  # the peers' SMTP figures are in bench.compare
     messages = 400 if quick else MESSAGES
     users, hashes = make_users(1, prefix="ingest")
     rcpt = next(iter(users))
