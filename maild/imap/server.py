@@ -331,8 +331,11 @@ class ImapSession(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
             return
-        self._touch()
-        self._queue.extend(self._framer.feed(data))
+        pending = self._framer.pending
+        events = self._framer.feed(data)
+        if events or self._framer.pending < pending + len(data):
+            self._touch()  # a command or literal data, not a line trickled byte by byte
+        self._queue.extend(events)
         self._process()
 
     def _process(self) -> None:

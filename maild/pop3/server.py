@@ -312,7 +312,6 @@ class Pop3Session(Protocol):
         if self._closed:
             return
         self._buf += data
-        self._touch()
         self._process()
 
     def _process(self) -> None:
@@ -324,6 +323,7 @@ class Pop3Session(Protocol):
                 line = self._take_line()
                 if line is None:
                     break
+                self._touch()  # only whole lines count: a byte-a-second client times out
                 waiter, self._line_waiter = self._line_waiter, None
                 if waiter is not None:
                     waiter.callback(line)

@@ -309,7 +309,8 @@ class SmtpSession(Protocol):
         if self._closed:
             return
         self._buf += data
-        self._touch()
+        if self._mode is not Mode.COMMAND:
+            self._touch()  # RFC 5321 §4.5.3.2.6: the data timeout runs per chunk
         self._process()
 
     def _process(self) -> None:
@@ -339,6 +340,7 @@ class SmtpSession(Protocol):
                     line = self._take_line()
                     if line is None:
                         break
+                    self._touch()  # only whole lines count: a byte-a-second client times out
                     waiter, self._line_waiter = self._line_waiter, None
                     if waiter is not None:
                         waiter.callback(line)
