@@ -12,8 +12,8 @@ after DELE). After each restart the store must hold:
 * no message whose deletion was acknowledged, and every message never asked to be deleted
   (a deletion requested but not acknowledged may have happened or not);
 * nothing that was never attempted;
-* per mailbox the same UIDVALIDITY, and UIDNEXT above every UID ever seen (as the store
-  reports it and as IMAP STATUS tells a client).
+* per mailbox the same UIDVALIDITY, UIDNEXT above every UID ever seen (as the store
+  reports it and as IMAP STATUS tells a client), and no UID ever naming a second message.
 
 At the end a real IMAP client re-reads every message and ``maild fsck`` must be clean.
 """
@@ -58,6 +58,7 @@ class Ledger:
     appended_uid: dict[str, int] = field(default_factory=dict)  # Message-ID -> APPENDUID uid
     uidvalidity: dict[Box, int] = field(default_factory=dict)
     max_uid: dict[Box, int] = field(default_factory=dict)
+    uid_owner: dict[tuple[Box, int], str] = field(default_factory=dict)  # a UID is never reused
     refusals: list[str] = field(default_factory=list)  # negative answers from a live server
     acks: int = 0
 
@@ -76,14 +77,17 @@ class Ledger:
         with self.lock:
             self.present.setdefault(box, set()).add(message_id)
             self.appended_uid[message_id] = uid
-            self.saw_uid(box, uidvalidity, uid)
+            self.saw_uid(box, uidvalidity, uid, message_id)
             self.acks += 1
 
-    def saw_uid(self, box: Box, uidvalidity: int, uid: int) -> None:
-        """Called with the lock held; uid 0 just records the mailbox's UIDVALIDITY."""
+    def saw_uid(self, box: Box, uidvalidity: int, uid: int = 0, message_id: str = "") -> None:
+        """Called with the lock held; without a uid it just records the mailbox's UIDVALIDITY."""
         known = self.uidvalidity.setdefault(box, uidvalidity)
         assert known == uidvalidity, f"{box}: UIDVALIDITY changed from {known} to {uidvalidity}"
-        self.max_uid[box] = max(self.max_uid.get(box, 0), uid)
+        if uid:
+            self.max_uid[box] = max(self.max_uid.get(box, 0), uid)
+            owner = self.uid_owner.setdefault((box, uid), message_id)
+            assert owner == message_id, f"{box}: UID {uid} of {owner} reused for {message_id}"
 
     def flag(self, box: Box, message_ids: list[str]) -> None:
         with self.lock:
@@ -335,9 +339,9 @@ def check(server: MaildServer, ledger: Ledger) -> int:
         for message_id in before.delete_acked.get(box, set()):
             assert message_id not in stored.by_id, f"{box}: deleted {message_id} came back"
         with ledger.lock:
-            ledger.saw_uid(box, stored.uidvalidity, 0)
-            for copies in stored.by_id.values():
-                ledger.saw_uid(box, stored.uidvalidity, copies[0][0])
+            ledger.saw_uid(box, stored.uidvalidity)
+            for message_id, copies in stored.by_id.items():
+                ledger.saw_uid(box, stored.uidvalidity, copies[0][0], message_id)
             assert stored.uidnext > ledger.max_uid.get(box, 0), f"{box}: UIDNEXT went back"
     check_status(server, ledger)
     return compared
