@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from twisted.internet import defer
+from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from maild.config import StoreConfig
@@ -75,6 +76,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
+    exc = f.exception()
+    if exc is None:
+        d.callback(f.result())
+    else:
+        d.errback(exc)
+
+
 class _PrefixedReader(io.RawIOBase):
     """prefix bytes followed by a blob file, as one stream."""
 
@@ -114,7 +123,8 @@ class Store:
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
                                    config.shards)
         self.shards = [
-            Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._committed)
+            Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
+                  None if reactor is None else reactor.callFromThread)
             for i in range(config.shards)
         ]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
@@ -150,7 +160,10 @@ class Store:
         d: defer.Deferred[Any] = defer.Deferred()
 
         def done(f: Future[Any]) -> None:
-            # One reactor wake-up per group commit, not one per operation.
+            if threadable.isInIOThread():  # a shard writer's results, dispatched to us
+                _fire_one(d, f)
+                return
+            # From a worker thread: one reactor wake-up for all that completes meanwhile.
             with self._fire_lock:
                 self._to_fire.append((d, f))
                 first = len(self._to_fire) == 1
@@ -163,24 +176,14 @@ class Store:
         with self._fire_lock:
             items, self._to_fire = self._to_fire, []
         for d, f in items:
-            exc = f.exception()
-            if exc is None:
-                d.callback(f.result())
-            else:
-                d.errback(exc)
+            _fire_one(d, f)
 
-    def _committed(self, changes: list[dict[str, Any]]) -> None:
+    def _publish(self, changes: list[dict[str, Any]]) -> None:
         records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
                           user=c["user"], mailbox_id=c["mailbox_id"],
                           uids=tuple(c.get("uids", ())), modseq=c.get("modseq", 0),
                           flags=tuple(frozenset(f) for f in c.get("flags", ())),
                           name=c.get("name"), extra=c.get("extra", {})) for c in changes]
-        if self.reactor is not None:
-            self.reactor.callFromThread(self._publish, records)
-        else:
-            self._publish(records)
-
-    def _publish(self, records: list[Change]) -> None:
         for record in records:
             for callback in list(self._subscribers):
                 try:
@@ -267,16 +270,16 @@ class Store:
                                        lambda uid: shard_for(uid, len(self.shards)))
         # The directory record is written first; a crash before the mailboxes exist is
         # repaired by running this idempotent partition creation again (fsck --repair).
-        self._write(user, ops.op_create_partition(user.id, DEFAULT_MAILBOXES)).result()
+        self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
         return user
 
     def ensure_partition(self, user: User) -> None:
-        self._write(user, ops.op_create_partition(user.id, DEFAULT_MAILBOXES)).result()
+        self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
 
     def user_remove(self, address: str) -> None:
         self._user_cache.clear()
         user = self.directory.user_remove(address)
-        self._write(user, ops.op_purge_partition(user.id)).result()
+        self._shard(user).writer.run(ops.op_purge_partition(user.id))
 
     def user_set_password(self, address: str, password_hash: str) -> None:
         self.directory.user_set_password(address, password_hash)

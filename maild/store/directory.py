@@ -62,7 +62,7 @@ class Directory:
 
     def write(self, op: Callable[[Batch], Any]) -> Any:
         """Run a directory write and wait for its commit (administrative operations)."""
-        return self.writer.submit(op).result()
+        return self.writer.run(op)
 
     # -- domains --------------------------------------------------------------------------
 

@@ -212,8 +212,8 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
     if orphans or damaged:
         report.repaired.append(f"{where}: removed {len(orphans | damaged)} unreferenced or damaged blob file(s)")
     if index_problems or lost:
-        shard.writer.submit(lambda b: _rebuild(b, lost, mailboxes, counters, refs, expect_unseen,
-                                               expect_modseq, usage, stale_inline)).result()
+        shard.writer.run(lambda b: _rebuild(b, lost, mailboxes, counters, refs, expect_unseen,
+                                            expect_modseq, usage, stale_inline))
         report.repaired.append(f"{where}: rebuilt indexes, counters and refcounts"
                                + (f"; dropped {len(lost)} message(s) whose body is lost" if lost else ""))
 

@@ -72,7 +72,8 @@ def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
 
 class Shard:
     def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
-                 on_commit: Callable[[list[dict[str, Any]]], None] | None) -> None:
+                 on_commit: Callable[[list[dict[str, Any]]], None] | None,
+                 dispatch: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}")
@@ -83,7 +84,7 @@ class Shard:
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
-                             log_changes=self._log_changes)
+                             log_changes=self._log_changes, dispatch=dispatch)
 
     def close(self) -> None:
         self.writer.close()
@@ -160,12 +161,12 @@ class Shard:
                     for key, value in cur:
                         if bytes(key[:8]) != prefix:
                             break
-                        yield MessageRecord.decode(value).meta(codec.msg_uid(bytes(key)))
+                        yield codec.decode_meta(codec.msg_uid(bytes(key)), value)
                 return
             for uid in uids:
                 value = cur.get(msg_key(user_id, mailbox_id, uid))
                 if value is not None:
-                    yield MessageRecord.decode(value).meta(uid)
+                    yield codec.decode_meta(uid, value)
 
     def record(self, user_id: int, mailbox_id: int, uid: int) -> MessageRecord | None:
         with self.env.begin() as txn:

@@ -44,6 +44,7 @@ class _Item:
     op: Operation
     future: Future[Any]
     blobs: tuple[StagedBlob, ...] = ()
+    wait: bool = False  # the submitter blocks on the future: complete it in this thread
 
 
 _STOP = object()
@@ -60,6 +61,7 @@ class Writer:
         max_batch: int,
         on_commit: Callable[[list[dict[str, Any]]], None] | None = None,
         log_changes: Callable[[Batch], None] | None = None,
+        dispatch: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.name = name
         self.env = env
@@ -68,6 +70,9 @@ class Writer:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.log_changes = log_changes
+        # Where results are delivered (the reactor's callFromThread); None: in this thread.
+        # With a dispatcher, waiting on a future from the dispatching thread deadlocks.
+        self.dispatch = dispatch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"maild-writer-{name}", daemon=True)
         self._thread.start()
@@ -75,9 +80,16 @@ class Writer:
         self.operations = 0
 
     def submit(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> Future[Any]:
+        """Queue ``op``; its future completes through the dispatcher (the reactor)."""
         future: Future[Any] = Future()
         self._queue.put(_Item(op, future, blobs))
         return future
+
+    def run(self, op: Operation) -> Any:
+        """Run ``op`` and wait for its commit (administrative work; any thread)."""
+        future: Future[Any] = Future()
+        self._queue.put(_Item(op, future, (), wait=True))
+        return future.result()
 
     def close(self) -> None:
         """Finish everything queued so far, then stop the thread."""
@@ -156,13 +168,23 @@ class Writer:
                 for sha in batch.unlink:
                     if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
                         self.blob_dir.remove(sha)
-        for item, ok, value in results:
-            if ok:
-                item.future.set_result(value)
-            else:
-                item.future.set_exception(value)
-        if self.on_commit is not None and batch.changes:
-            self.on_commit(batch.changes)
+
+        def complete(finished: list[tuple[_Item, bool, Any]], publish: bool) -> None:
+            # Answer the writers, then broadcast, in one step on the reactor thread: a
+            # session learns its own results first (so it can tell its own changes from
+            # others'), and no client can act on an OK before other sessions have heard.
+            for item, ok, value in finished:
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)
+            if publish and self.on_commit is not None and batch.changes:
+                self.on_commit(batch.changes)
+        if self.dispatch is None:
+            complete(results, True)
+        else:
+            complete([r for r in results if r[0].wait], False)
+            self.dispatch(lambda: complete([r for r in results if not r[0].wait], True))
 
 
 def _storage_error(exc: BaseException) -> BaseException:

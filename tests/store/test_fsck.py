@@ -31,7 +31,7 @@ def test_damaged_inline_body_is_found(store: Store) -> None:
     mid = _fill(store)
     meta = store.message(ALICE, mid, 2)
     shard = store.shards[store.user(ALICE).shard]
-    shard.writer.submit(lambda b: b.txn.put(bytes.fromhex(meta.blob), b"garbage", db=b.dbs["blobdata"])).result()
+    shard.writer.run(lambda b: b.txn.put(bytes.fromhex(meta.blob), b"garbage", db=b.dbs["blobdata"]))
     report = fsck(store)
     assert any(meta.blob in p and "checksum mismatch" in p for p in report.problems)
     fsck(store, repair=True)
@@ -61,7 +61,7 @@ def test_damaged_index_is_rebuilt(store: Store) -> None:
     def damage(b) -> None:  # type: ignore[no-untyped-def]
         b.txn.delete(codec.msg_key(user.id, mid, 2), db=b.dbs["unseen"])
         b.txn.put(b"\x00" * 32, codec.u64(7), db=b.dbs["blobref"])
-    shard.writer.submit(damage).result()
+    shard.writer.run(damage)
     problems = fsck(store).problems
     assert any("unseen index" in p for p in problems)
     assert any("refcount for unreferenced blob" in p for p in problems)
