@@ -6,7 +6,6 @@ finishes every write already queued (group commit) before the process exits.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
@@ -15,25 +14,32 @@ from typing import Any
 
 from twisted.internet import reactor as default_reactor
 from twisted.internet import ssl
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
 from maild.context import ServerContext
+from maild.delivery import Delivery
 from maild.dns.resolver import Resolver
-from maild.filters.chain import Filter, FilterChain
+from maild.filters.build import build_filters as content_filters
+from maild.filters.chain import FilterChain
+from maild.imap.server import ImapFactory
+from maild.mailauth.filter import build_filters as mailauth_filters
+from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
+from maild.smtp.server import SmtpFactory
 from maild.store import Store
 
 log = logging.getLogger("maild")
 
-# listener section -> (module, factory class, keyword arguments)
-_PROTOCOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "smtp": ("maild.smtp.server", "SmtpFactory", {"submission": False}),
-    "submission": ("maild.smtp.server", "SmtpFactory", {"submission": True}),
-    "imap": ("maild.imap.server", "ImapFactory", {}),
-    "pop3": ("maild.pop3.server", "Pop3Factory", {}),
+# listener section -> (factory class, keyword arguments)
+_PROTOCOLS: dict[str, tuple[type[Factory], dict[str, Any]]] = {
+    "smtp": (SmtpFactory, {"submission": False}),
+    "submission": (SmtpFactory, {"submission": True}),
+    "imap": (ImapFactory, {}),
+    "pop3": (Pop3Factory, {}),
 }
 
 
@@ -58,35 +64,20 @@ def tls_options(config: Config) -> ssl.CertificateOptions | None:
 
 
 def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
-    """Policy hooks in order: authentication results first, content scanners after them."""
-    filters: list[Filter] = []
-    for module_name, builder in (("maild.mailauth.filter", "build_filters"),
-                                 ("maild.filters.build", "build_filters")):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        filters.extend(getattr(module, builder)(config, store, reactor))
-    return FilterChain(filters)
+    """Policy hooks in order: authentication results first, content scanners after them
+    (the spam scorer reads the authentication results)."""
+    return FilterChain([*mailauth_filters(config, store, reactor), *content_filters(config, store, reactor)])
 
 
-def build_delivery(config: Config, store: Store, filters: FilterChain) -> Any:
+def _listen(reactor: Any, key: str, address: Address, factory: Factory,
+            tls: ssl.CertificateOptions | None) -> None:
     try:
-        module = importlib.import_module("maild.delivery")
-    except ModuleNotFoundError as exc:
-        if exc.name != "maild.delivery":
-            raise
-        return None
-    return module.Delivery(store, config)
-
-
-def _listen(reactor: Any, address: Address, factory: Factory, tls: ssl.CertificateOptions | None) -> None:
-    if tls is None:
-        reactor.listenTCP(address.port, factory, interface=address.host)
-    else:
-        reactor.listenSSL(address.port, factory, tls, interface=address.host)
+        if tls is None:
+            reactor.listenTCP(address.port, factory, interface=address.host)
+        else:
+            reactor.listenSSL(address.port, factory, tls, interface=address.host)
+    except CannotListenError as exc:
+        raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None
 
 
 def sd_notify(message: str) -> None:
@@ -110,20 +101,18 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     reactor.suggestThreadPoolSize(16)
     filters = build_filters(config, store, reactor)
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor),
-                        tls=tls, reactor=reactor, filters=filters)
-    ctx.delivery = build_delivery(config, store, filters)
+                        tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config))
     ports = []
     try:
-        for section, (module_name, class_name, kwargs) in _PROTOCOLS.items():
+        for section, (factory_class, kwargs) in _PROTOCOLS.items():
             listeners = getattr(config, section)
-            if not listeners.enabled:
-                continue
-            factory_class = getattr(importlib.import_module(module_name), class_name)
             for address in listeners.listen:
-                _listen(reactor, address, factory_class(ctx, implicit_tls=False, **kwargs), None)
+                _listen(reactor, f"{section}.listen", address,
+                        factory_class(ctx, implicit_tls=False, **kwargs), None)
                 ports.append(f"{section} {address}")
             for address in listeners.tls_listen:
-                _listen(reactor, address, factory_class(ctx, implicit_tls=True, **kwargs), tls)
+                _listen(reactor, f"{section}.tls_listen", address,
+                        factory_class(ctx, implicit_tls=True, **kwargs), tls)
                 ports.append(f"{section}+tls {address}")
     except Exception:
         store.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from maild import config as configmod
 from maild.auth import hash_password
 from maild.store import Store
+from tests.fixtures.ports import free_port
 
 pytest_plugins = [name for name in ("tests.fixtures.dns", "tests.fixtures.clamd", "tests.fixtures.rspamd")
                   if (Path(__file__).parent / "fixtures" / f"{name.rsplit('.', 1)[1]}.py").exists()]
@@ -33,14 +33,7 @@ PROTOCOL_PORTS = {  # fixture port name -> (config section, key)
     "pop3": ("pop3", "listen"),
     "pop3s": ("pop3", "tls_listen"),
 }
-PROTOCOL_MODULES = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop3"}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -95,12 +88,11 @@ class MaildServer:
                                 "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1])},
                                 "store": {"shards": 2, "map_size_mb": 1024, "directory_map_size_mb": 256},
                                 "auth": {"failure_delay": 0.2, "max_failure_delay": 1.0}}
-        for section in ("smtp", "submission", "imap", "pop3", "api"):  # api: not available yet
+        for section in ("smtp", "submission", "imap", "pop3", "api"):
             data[section] = {"listen": [], "tls_listen": []}
         for name, (section, key) in PROTOCOL_PORTS.items():
-            if (ROOT / "maild" / PROTOCOL_MODULES[section] / "server.py").exists():
-                self.ports[name] = free_port()
-                data[section][key] = [f"127.0.0.1:{self.ports[name]}"]
+            self.ports[name] = free_port()
+            data[section][key] = [f"127.0.0.1:{self.ports[name]}"]
         for section, table in overrides.items():
             if isinstance(table, dict):
                 data.setdefault(section, {}).update(table)
@@ -123,22 +115,36 @@ class MaildServer:
                               input=input, capture_output=True, text=True, check=check, timeout=120)
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "maild.cli", "-c", str(self.config_path), "serve"],
-                                        stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        log.close()
-        deadline = time.monotonic() + 30
-        pending = set(self.ports.values())
-        while pending:
-            if self.process.poll() is not None:
+        """Start `maild serve` and wait for its "ready" line (all listeners bound)."""
+        for _attempt in range(3):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "maild.cli", "-c", str(self.config_path), "serve"],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+            deadline = time.monotonic() + 30
+            while True:
+                with open(self.log_path, "rb") as fh:
+                    fh.seek(offset)
+                    started = fh.read()
+                if b"maild ready" in started:
+                    return
+                if self.process.poll() is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"maild did not become ready:\n{self.log()}")
+                time.sleep(0.02)
+            if b"Address already in use" not in started:
                 raise RuntimeError(f"maild exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"maild did not listen on {sorted(pending)}:\n{self.log()}")
-            for port in list(pending):
-                with socket.socket() as sock:
-                    if sock.connect_ex((self.host, port)) == 0:
-                        pending.discard(port)
-            time.sleep(0.02)
+            self._new_ports()  # another process took a port between choosing and binding
+        raise RuntimeError(f"maild could not bind its ports:\n{self.log()}")
+
+    def _new_ports(self) -> None:
+        text = self.config_path.read_text()
+        for name, port in list(self.ports.items()):
+            self.ports[name] = free_port()
+            text = text.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{self.ports[name]}"')
+        self.config_path.write_text(text)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
