@@ -45,11 +45,18 @@ class Part:
         return self.type == "multipart"
 
 
+def _header(name: str, value: str) -> Message:
+    """A one-field Message for the email package's parameter parser, which raises on the
+    surrogates that stand for undecodable bytes: those become U+FFFD."""
+    msg = Message()
+    msg[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return msg
+
+
 def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str, list[tuple[str, str]]]:
     if not value:
         return default[0], default[1], [("charset", "us-ascii")] if default[0] == "text" else []
-    msg = Message()
-    msg["Content-Type"] = value
+    msg = _header("Content-Type", value)
     params = msg.get_params(failobj=[]) or []
     main = params[0][0].lower() if params else ""
     ctype, _, subtype = main.partition("/")
@@ -143,8 +150,7 @@ def _disposition(part: Part) -> bytes:
     value = part.fields.get("content-disposition")
     if not value:
         return b"NIL"
-    msg = Message()
-    msg["Content-Disposition"] = value
+    msg = _header("Content-Disposition", value)
     params = msg.get_params(header="content-disposition", failobj=[]) or []
     if not params or not params[0][0]:
         return b"NIL"
