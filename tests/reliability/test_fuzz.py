@@ -33,7 +33,7 @@ from maild.smtp.parser import parse_command as parse_smtp
 from maild.store.types import Envelope
 from maild.util.message import envelope_fields, header_fields, split_header
 from tests.conftest import MaildServer
-from tests.reliability.conftest import assert_serving, rss_kb
+from tests.reliability.conftest import assert_serving, imap_session, rss_kb
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -239,6 +239,20 @@ def test_header_code_on_random_bytes(raw: bytes) -> None:
     for value in envelope_fields(raw).values():
         value.encode("utf-8")
     mime.bodystructure(mime.parse(raw))
+
+
+def test_undecodable_mime_fields_are_fetched_over_imap(maild_factory: Callable[..., MaildServer]) -> None:
+    """Found by the test above: undecodable bytes in Content-Type or Content-Disposition
+    made every FETCH of BODYSTRUCTURE, BODY or a part of that message NO [SERVERBUG]."""
+    server = maild_factory()
+    s = imap_session(server)
+    raw = (b"From: a@remote.example\r\nContent-Type: \xc2\x80\xe0\xa0\r\n\t\x80\r\n"
+           b"Content-Disposition: \xe0\xa0; filename=\xff\r\n\r\nbody\r\n")
+    s.ok(b"APPEND INBOX {%d+}\r\n" % len(raw) + raw)
+    s.ok("SELECT INBOX")
+    untagged = s.ok("FETCH 1 (BODYSTRUCTURE BODY ENVELOPE BODY.PEEK[1])")
+    _client_parses(untagged[0].split(b" FETCH (", 1)[1][:-1])
+    assert untagged[0].endswith(b"body\r\n)"), untagged
 
 
 # -- socket-level fuzz sessions -------------------------------------------------------------------
