@@ -1,8 +1,8 @@
 """SMTP ingest into the store: messages/s and latency from end of data to 250.
 
-20 concurrent sessions send 2000 messages of 5 KB to one local user over the MX port of a
-throwaway `maild serve` (bench.peers.Maild), once with a new connection per message and
-once over reused connections. The latency client is asyncio (it times each final dot to
+20 concurrent sessions send 2000 messages of 5 KB, then 1000 of 100 KB, to one local user
+over the MX port of a throwaway `maild serve` (bench.peers.Maild), once with a new
+connection per message and once over reused connections. The latency client is asyncio (it times each final dot to
 its 250); when Postfix's `smtp-source` is installed its throughput for the same workloads
 is reported too (C, so the load generator is never the limit).
 
@@ -23,8 +23,9 @@ from bench.peers import Maild, make_users
 
 SMTP_SOURCE = shutil.which("smtp-source") or shutil.which("/usr/sbin/smtp-source")
 SESSIONS = 20
-MESSAGES = 2000
-SIZE = 5120
+# (message size, messages in the full run, in the quick run)
+WORKLOADS = ((5 * 1024, 2000, 400), (100 * 1024, 1000, 100))
+DISTINCT = 100  # message bodies made before the clock starts; each copy gets its own header
 
 
 class _Client:
@@ -68,15 +69,17 @@ class _Client:
         await self.writer.wait_closed()
 
 
-async def _drive(host: str, port: int, rcpt: str, messages: int, reuse: bool) -> tuple[float, list[float]]:
+async def _drive(host: str, port: int, rcpt: str, messages: int, size: int,
+                 reuse: bool) -> tuple[float, list[float]]:
     """(elapsed seconds, per-message latencies) for SESSIONS workers sharing `messages`."""
     counter = iter(range(messages))
     latencies: list[float] = []
+    bodies = [load.message(i, size, rcpt).replace(b"\r\n.", b"\r\n..") for i in range(DISTINCT)]
 
     async def worker() -> None:
         client = await _Client.connect(host, port) if reuse else None
         for i in counter:
-            body = load.message(i, SIZE, rcpt).replace(b"\r\n.", b"\r\n..")
+            body = f"X-Bench-Seq: {i}\r\n".encode() + bodies[i % DISTINCT]
             if client is None:
                 one = await _Client.connect(host, port)
                 latencies.append(await one.send("sender@example.org", rcpt, body))
@@ -102,30 +105,31 @@ def _row(workload: str, messages: int, elapsed: float, latencies: list[float] | 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows: workload, msgs/s, p50 ms, p99 ms (end of data to 250)."""
-    messages = 400 if quick else MESSAGES
     users, hashes = make_users(1, prefix="ingest")
     rcpt = next(iter(users))
     rows: list[dict[str, Any]] = []
-    what = f"{SESSIONS} sessions, {messages} x {SIZE // 1024} KB"
     with Maild(users, hashes) as server:
         port = server.ports["smtp"]
-        for reuse in (False, True):
-            mode = "reused connections" if reuse else "new connection per message"
-            elapsed, latencies = asyncio.run(_drive(server.host, port, rcpt, messages, reuse))
-            rows.append(_row(f"SMTP ingest (asyncio client), {what}, {mode}", messages, elapsed,
-                             latencies))
-        if SMTP_SOURCE:
+        for size, full, small in WORKLOADS:
+            messages = small if quick else full
+            what = f"{SESSIONS} sessions, {messages} x {size // 1024} KB"
             for reuse in (False, True):
                 mode = "reused connections" if reuse else "new connection per message"
-                elapsed = _smtp_source(server.host, port, rcpt, messages, reuse)
-                rows.append(_row(f"SMTP ingest (smtp-source), {what}, {mode}", messages, elapsed,
-                                 None))
+                elapsed, latencies = asyncio.run(_drive(server.host, port, rcpt, messages, size, reuse))
+                rows.append(_row(f"SMTP ingest (asyncio client), {what}, {mode}", messages, elapsed,
+                                 latencies))
+            if SMTP_SOURCE:
+                for reuse in (False, True):
+                    mode = "reused connections" if reuse else "new connection per message"
+                    elapsed = _smtp_source(server.host, port, rcpt, messages, size, reuse)
+                    rows.append(_row(f"SMTP ingest (smtp-source), {what}, {mode}", messages, elapsed,
+                                     None))
     return rows
 
 
-def _smtp_source(host: str, port: int, rcpt: str, messages: int, reuse: bool) -> float:
+def _smtp_source(host: str, port: int, rcpt: str, messages: int, size: int, reuse: bool) -> float:
     """smtp-source; -d keeps each session's connection for its next message."""
-    args = [SMTP_SOURCE, "-s", str(SESSIONS), "-m", str(messages), "-l", str(SIZE),
+    args = [SMTP_SOURCE, "-s", str(SESSIONS), "-m", str(messages), "-l", str(size),
             "-f", "sender@example.org", "-t", rcpt, "-M", "load.example.org"]
     if reuse:
         args.append("-d")
