@@ -4,7 +4,8 @@ A throwaway `maild serve` (bench.peers.Maild) with 10 users. 10 clients log in a
 (logins/s, argon2id included), then APPEND 4 KB messages (appends/s, each acknowledged
 after fsync); one user's INBOX is filled with ``messages`` messages and a single
 connection times SELECT, FETCH 1:* (UID FLAGS), FETCH of 500 ENVELOPEs and SEARCH FROM /
-SUBJECT / UNSEEN on it (each run three times, the median reported).
+SUBJECT / BODY / UNSEEN on it (each run three times, the median reported; "hits" is the
+number of messages found).
 
     python -m bench --only imap                     # through `make bench`
     python -c "import bench.imap as b; print(b.run(messages=100_000))"   # the 100k mailbox
@@ -22,15 +23,19 @@ CLIENTS = 10
 MESSAGES = 10_000  # the large mailbox of the default run (~1 minute in all)
 
 
-def _median_ms(conn: load.Imap, command: str, runs: int = 3) -> tuple[float, int]:
-    """Median milliseconds of ``command`` over ``runs`` runs, and the response size."""
+def _median_ms(conn: load.Imap, command: str, runs: int = 3) -> tuple[float, bytes]:
+    """Median milliseconds of ``command`` over ``runs`` runs, and the last response."""
     times = []
-    size = 0
+    response = b""
     for _ in range(runs):
         elapsed, response = load.timed(conn, command)
         times.append(elapsed * 1000)
-        size = len(response)
-    return statistics.median(times), size
+    return statistics.median(times), response
+
+
+def _hits(response: bytes) -> int:
+    """Messages named by the ``* SEARCH`` lines of a response."""
+    return sum(len(line.split()) - 2 for line in response.split(b"\r\n") if line.startswith(b"* SEARCH"))
 
 
 def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]]:
@@ -62,11 +67,15 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
                 ("FETCH 500 ENVELOPE", "FETCH 1:500 ENVELOPE"),
                 ("SEARCH FROM", f'SEARCH FROM "{load.search_from()}"'),
                 ("SEARCH SUBJECT", f'SEARCH SUBJECT "{load.search_subject()}"'),
+                ("SEARCH BODY", f'SEARCH BODY "{load.search_body()}"'),
                 ("UID SEARCH UNSEEN", "UID SEARCH UNSEEN"),
             ]
             for label, command in reads:
-                ms, size = _median_ms(conn, command)
-                rows.append({"workload": f"{label}, {count:,} messages", "ms": ms, "response KB": size / 1024})
+                ms, response = _median_ms(conn, command)
+                row = {"workload": f"{label}, {count:,} messages", "ms": ms, "response KB": len(response) / 1024}
+                if "SEARCH" in command:
+                    row["hits"] = _hits(response)
+                rows.append(row)
         finally:
             conn.close()
     return rows

@@ -65,6 +65,11 @@ def search_subject(n: int = 13) -> str:
     return f"Report {n} week"
 
 
+def search_body() -> str:
+    """Three body words in a row: found in a few per cent of messages, so every body is read."""
+    return "budget shipment review"
+
+
 # --- SMTP / LMTP ingest with smtp-source ------------------------------------------------
 
 def smtp_source(host: str, port: int, recipient: str, *, sessions: int = 20, messages: int = 2000,
