@@ -145,7 +145,13 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
 def arc_verify_sync(raw: bytes, resolver: Resolver) -> ArcResult:
     """The ARC chain validation status (RFC 8617 §5.2)."""
     lookup = _KeyLookup(resolver)
-    cv, sets, reason = dkim.arc_verify(raw, dnsfunc=lookup, timeout=resolver.timeout)
+    try:
+        cv, sets, reason = dkim.arc_verify(raw, dnsfunc=lookup, timeout=resolver.timeout)
+    except dkim.DKIMException as exc:  # a header block dkimpy cannot parse (MessageFormatError)
+        fields, _ = message.header_fields(raw)
+        if not any(message.field_name(f).startswith("arc-") for f in fields):
+            return ArcResult("none")
+        return ArcResult("fail", 0, str(exc))
     if cv == dkim.CV_None and not sets:
         return ArcResult("none")
     if lookup.timed_out:
