@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
+from maild.filters.attachments import attachment_names
 from maild.imap import mime
 from maild.imap.parser import Complete, Framer, NeedContinuation, ParseError, Rejected, Section
 from maild.imap.parser import parse_command as parse_imap
@@ -33,7 +34,7 @@ from maild.smtp.parser import parse_command as parse_smtp
 from maild.store.types import Envelope
 from maild.util.message import envelope_fields, header_fields, split_header
 from tests.conftest import MaildServer
-from tests.reliability.conftest import assert_serving, imap_session, rss_kb
+from tests.reliability.conftest import assert_serving, imap_session, rss_kb, smtp_session
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -226,6 +227,28 @@ def test_mime_code_never_raises_and_clients_parse_its_output(raw: bytes) -> None
     assert isinstance(mime.all_headers_text(raw), str)
     for name in ("subject", "from", "content-type"):
         assert all(isinstance(v, str) for v in mime.header_values(raw, name))
+    assert all(isinstance(name, str) for name in attachment_names(raw))  # the SMTP filter's view
+
+
+def test_mime_shaped_mail_is_accepted_over_smtp(maild_factory: Callable[..., MaildServer]) -> None:
+    """The same messages through a real SMTP session: mail authentication, the filters and
+    delivery answer 250 or a policy refusal, never 451 4.3.0 (an internal error)."""
+    server = maild_factory(smtp={"messages_per_minute_per_ip": 0})
+    smtp = smtp_session(server)
+    replies: list[tuple[int, str]] = []
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(_MESSAGES)
+    def deliver(raw: bytes) -> None:
+        # CRLF only and no NUL, or DATA refuses it before the filters see it (5.6.0).
+        raw = raw.replace(b"\r", b"").replace(b"\x00", b"").replace(b"\n", b"\r\n")
+        reply = smtp.message("fuzz@remote.example", ["alice@example.test"], raw)
+        replies.append((reply.code, reply.text))
+        assert reply.code == 250 or (reply.code >= 500 and "4.3.0" not in reply.text), (raw, reply)
+
+    deliver()
+    assert sum(code == 250 for code, _ in replies) > len(replies) // 2, replies[:20]
+    assert_serving(server)
 
 
 @FUZZ
