@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
@@ -239,6 +239,7 @@ def test_mime_shaped_mail_is_accepted_over_smtp(maild_factory: Callable[..., Mai
 
     @settings(max_examples=150, deadline=None, database=None)
     @given(_MESSAGES)
+    @example(b"no header at all\r\n")  # was 451 4.3.0: dkimpy's ARC parser raised
     def deliver(raw: bytes) -> None:
         # CRLF only and no NUL, or DATA refuses it before the filters see it (5.6.0).
         raw = raw.replace(b"\r", b"").replace(b"\x00", b"").replace(b"\n", b"\r\n")
