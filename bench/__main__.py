@@ -1,6 +1,6 @@
 """`make bench`: every maild benchmark, one table, with the machine it ran on.
 
-    python -m bench [--quick] [--only store,smtp,imap,pop3] [--compare]
+    python -m bench [--quick] [--only store,smtp,imap,pop3,memory,outbound] [--compare]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 # name -> module with `run(**options) -> list[dict]` (synchronous: drives a daemon subprocess)
-PROTOCOL_BENCHES = {"smtp": "bench.smtp_ingest", "imap": "bench.imap", "pop3": "bench.pop3"}
+PROTOCOL_BENCHES = {"smtp": "bench.smtp_ingest", "imap": "bench.imap", "pop3": "bench.pop3", "memory": "bench.memory"}
 
 
 def machine() -> str:
@@ -50,7 +50,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
-    parser.add_argument("--only", default="store,smtp,imap,pop3")
+    parser.add_argument("--only", default=",".join(["store", *PROTOCOL_BENCHES]))
     parser.add_argument("--compare", action="store_true", help="also run Dovecot/Postfix peers")
     args = parser.parse_args(argv)
     wanted = args.only.split(",")

@@ -166,6 +166,20 @@ class Imap:
             self.sock.sendall(data + b"\r\n")
         self._complete(tag)
 
+    def idle(self) -> bytes:
+        """Start IDLE (RFC 2177) and wait for its continuation; the tag for :meth:`done`."""
+        tag = f"A{next(self.tags)}".encode()
+        self.sock.sendall(tag + b" IDLE\r\n")
+        while not (line := self._line()).startswith(b"+"):
+            if line.startswith(tag + b" "):
+                raise LoadError(f"IMAP IDLE: {line[:300]!r}")
+        return tag
+
+    def done(self, tag: bytes) -> None:
+        """End IDLE begun with :meth:`idle`."""
+        self.sock.sendall(b"DONE\r\n")
+        self._complete(tag)
+
     def count(self, mailbox: str = "INBOX") -> int:
         response = self.command(f"STATUS {_quote(mailbox)} (MESSAGES)")
         at = response.find(b"MESSAGES ")

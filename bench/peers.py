@@ -151,13 +151,20 @@ class Maild(_Server):
     [mailauth] verify is off (SPF/DKIM/DMARC need DNS and Postfix does none of it by
     default); the built-in content filter (fallback scorer, attachment policy) stays on as
     shipped. Rate limits per IP are lifted: every load comes from 127.0.0.1.
+
+    ``submission``: also listen for submission (STARTTLS + AUTH, port "submission").
+    ``overrides``: config keys by section, laid over the above, e.g.
+    ``{"imap": {"max_connections_per_ip": 1100}}``.
     """
 
     name = "maild"
 
-    def __init__(self, users: dict[str, str], hashes: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], hashes: dict[str, str], *, submission: bool = False,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__(users)
         self.hashes = hashes
+        self.submission = submission
+        self.overrides = overrides or {}
 
     def start(self) -> None:
         from maild import config as configmod
@@ -185,6 +192,12 @@ class Maild(_Server):
                 data[section] = {"listen": [f"{HOST}:{self.ports[section]}"], "tls_listen": [], **table}
             else:
                 data[section] = {"listen": [], "tls_listen": []}
+        if self.submission:
+            self.ports["submission"] = free_port()
+            data["submission"] = {"listen": [f"{HOST}:{self.ports['submission']}"], "tls_listen": [],
+                                  **sections["smtp"]}
+        for section, table in self.overrides.items():
+            data[section] = {**data.get(section, {}), **table}
         config_path = self.root / "maild.toml"
         config_path.write_text(to_toml(data))
         self.config_path = config_path
