@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
@@ -375,23 +376,12 @@ def _fuzz_session(server: MaildServer, protocol: str, seed: int) -> bytes:
     return bytes(answers)
 
 
-def _login(server: MaildServer) -> bytes:
-    with socket.create_connection((server.host, server.ports["imap"]), 10) as sock:
-        sock.recv(4096)
-        sock.sendall(b"a LOGIN bob@example.test bob-secret\r\n")
-        return sock.recv(4096)
-
-
+@pytest.mark.usefixtures("steady_malloc")
 def test_socket_fuzz_sessions_on_every_protocol(maild_factory: Callable[..., MaildServer]) -> None:
     server = maild_factory(smtp={"messages_per_minute_per_ip": 0, "max_message_size": 200_000},
                            imap={"allow_plaintext_auth_on_loopback": True},
                            pop3={"allow_plaintext_auth_on_loopback": True})
     assert_serving(server)  # warm up every protocol before measuring memory
-    # Each password check holds argon2id's 19 MiB in one of the daemon's 16 auth threads,
-    # and the allocator keeps it: log in on all of them at once first, so the measurement
-    # below shows what the fuzz sessions themselves leave behind.
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        assert all(b"a OK" in answer for answer in pool.map(lambda _: _login(server), range(20)))
     before = rss_kb(server)
     jobs = [(protocol, SEED * 1000 + n) for n in range(SESSIONS_PER_PROTOCOL) for protocol in LINES]
     with ThreadPoolExecutor(max_workers=6) as pool:
