@@ -108,6 +108,8 @@ class QueueRunner:
         self._protocols: set[SmtpClientProtocol] = set()
         self._connecting: set[defer.Deferred[Any]] = set()
         self._loop: LoopingCall | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._wake_pending = False
         self._stopping = False
         # Opportunistic TLS (RFC 7435): encrypt, do not authenticate the MX.
         self._tls_creator = ssl.CertificateOptions(verify=False)
@@ -118,11 +120,26 @@ class QueueRunner:
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.settings.poll_interval, now=True)
+        self._unsubscribe = self.store.on_enqueue(self.wake)
+
+    def wake(self) -> None:
+        """Look for due work now, not at the next poll: a message was queued or a
+        connection slot came free. Wake-ups before the next reactor turn coalesce."""
+        if self._stopping or self._loop is None or not self._loop.running or self._wake_pending:
+            return
+        self._wake_pending = True
+        self.reactor.callLater(0, self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self._tick()
 
     def stop(self) -> defer.Deferred[Any]:
         """Stop taking work and cut the connections in flight; their entries stay as they
         were (due), so the next start delivers them. Fires when all have ended."""
         self._stopping = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for connecting in list(self._connecting):
@@ -172,6 +189,7 @@ class QueueRunner:
             self._per_domain[entry["domain"]] -= 1
             if not self._per_domain[entry["domain"]]:
                 del self._per_domain[entry["domain"]]
+            self.wake()
 
     # -- one attempt --------------------------------------------------------------------
 

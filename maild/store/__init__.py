@@ -115,6 +115,7 @@ class Store:
         self._subscribers: list[Callable[[Change], None]] = []
         self._fire_lock = threading.Lock()
         self._user_cache: dict[str, tuple[User, float]] = {}
+        self._enqueue_listeners: list[Callable[[], None]] = []
         self._to_fire: list[tuple[defer.Deferred[Any], Future[Any]]] = []
         self.tmp_dir = self._claim_tmp_dir()
         max_batch = config.max_batch if config.group_commit else 1
@@ -467,9 +468,20 @@ class Store:
             assert staged.path is not None
             op = self.directory.op_enqueue(staged.sha, staged.size, sender, recipients, time.time())
             d = self._deferred(self.directory.writer.submit(op, (staged,)))
-            return d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])  # type: ignore[union-attr]
+            d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])  # type: ignore[union-attr]
+            return d.addCallback(self._enqueued)
 
         return staged.addCallback(submit)
+
+    def _enqueued(self, ids: list[str]) -> list[str]:
+        for callback in list(self._enqueue_listeners):
+            callback()
+        return ids
+
+    def on_enqueue(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the reactor thread) after each committed enqueue."""
+        self._enqueue_listeners.append(callback)
+        return lambda: self._enqueue_listeners.remove(callback) if callback in self._enqueue_listeners else None
 
     def queue_entries(self) -> list[dict[str, Any]]:
         return self.directory.queue_entries()
