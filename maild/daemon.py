@@ -6,6 +6,7 @@ finishes every write already queued (group commit) before the process exits.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
@@ -92,7 +93,22 @@ def sd_notify(message: str) -> None:
         sock.sendall(message.encode())
 
 
+def return_large_allocations_to_the_os() -> None:
+    """glibc keeps freed heap memory in per-thread arenas; each login's argon2id buffer
+    (19 MiB, in a pool thread) would stay resident for good. Allocations of 1 MiB and more
+    are made with mmap instead, so they go back to the system when freed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
 def serve(config: Config, reactor: Any = default_reactor) -> int:
+    return_large_allocations_to_the_os()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
