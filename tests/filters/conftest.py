@@ -9,44 +9,22 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import threads
-from twisted.internet.selectreactor import SelectReactor
 
 from maild.config import StoreConfig
 from maild.filters.chain import Transaction
 from maild.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult
 from maild.store import Store
-
-
-class ReactorThread:
-    """A reactor of our own in a daemon thread, so the suite's global reactor stays
-    untouched (as in tests/mailauth)."""
-
-    def __init__(self) -> None:
-        self.reactor: Any = SelectReactor()
-        self.thread = threading.Thread(target=self.reactor.run,
-                                       kwargs={"installSignalHandlers": False},
-                                       daemon=True, name="filters-reactor")
-        self.thread.start()
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` on the reactor thread; wait for it (and for its Deferred) and return
-        the result or raise its exception."""
-        return threads.blockingCallFromThread(self.reactor, fn, *args, **kwargs)
-
-    def stop(self) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(timeout=10)
+from tests.fixtures.reactor import ReactorThread
 
 
 @pytest.fixture(scope="session")
 def reactor_thread() -> Iterator[ReactorThread]:
-    running = ReactorThread()
+    running = ReactorThread(name="filters-reactor")
     yield running
     running.stop()
 

@@ -3,53 +3,33 @@ server (``dns_zone`` from tests/fixtures/dns.py), DKIM keys and message helpers.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet import threads
-from twisted.internet.selectreactor import SelectReactor
 
 from maild.config import Address, DnsConfig
 from maild.dns import Resolver
 from maild.mailauth import dkim
 from tests.fixtures.dns import DnsZone
+from tests.fixtures.reactor import ReactorThread
 
 DNS_TIMEOUT = 0.5  # seconds: the temperror tests wait this long, once each
 
 
-class Loop:
-    """A reactor of our own in a thread, so the suite's global reactor stays untouched."""
-
-    def __init__(self) -> None:
-        self.reactor = SelectReactor()
-        self.thread = threading.Thread(target=self.reactor.run,
-                                       kwargs={"installSignalHandlers": False}, daemon=True)
-        self.thread.start()
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the reactor thread and wait for its (Deferred) result."""
-        return threads.blockingCallFromThread(self.reactor, fn, *args)
-
-    def stop(self) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def loop() -> Iterator[Loop]:
-    running = Loop()
+def loop() -> Iterator[ReactorThread]:
+    running = ReactorThread(name="mailauth-reactor")
     yield running
     running.stop()
 
 
-def make_resolver(zone: DnsZone, loop: Loop) -> Resolver:
+def make_resolver(zone: DnsZone, loop: ReactorThread) -> Resolver:
     return Resolver(DnsConfig([Address(zone.host, zone.port)], DNS_TIMEOUT), loop.reactor)
 
 
 @pytest.fixture
-def resolver(dns_zone: DnsZone, loop: Loop) -> Resolver:
+def resolver(dns_zone: DnsZone, loop: ReactorThread) -> Resolver:
     return make_resolver(dns_zone, loop)
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from maild.dns import Resolver, TempError
 from tests.fixtures.dns import DnsZone
-from tests.mailauth.conftest import DNS_TIMEOUT, Loop
+from tests.fixtures.reactor import ReactorThread
+from tests.mailauth.conftest import DNS_TIMEOUT
 
 
 def test_records_of_each_type(dns_zone: DnsZone, resolver: Resolver) -> None:
@@ -58,7 +59,7 @@ def test_cache_honours_ttl(dns_zone: DnsZone, resolver: Resolver) -> None:
     assert resolver.a_sync("fresh.example.org") == ["192.0.2.2"]  # TTL 0: asked again
 
 
-def test_deferred_api_from_the_reactor(dns_zone: DnsZone, resolver: Resolver, loop: Loop) -> None:
+def test_deferred_api_from_the_reactor(dns_zone: DnsZone, resolver: Resolver, loop: ReactorThread) -> None:
     dns_zone.set("example.org", "MX", "10 mx.example.org")
     dns_zone.set("mx.example.org", "A", "192.0.2.1")
     dns_zone.set("mx.example.org", "AAAA", "2001:db8::1")

@@ -17,7 +17,8 @@ from maild.mailauth import dkim
 from maild.store import Store
 from tests.conftest import to_toml
 from tests.fixtures.dns import DnsZone
-from tests.mailauth.conftest import Loop, make_resolver, message, signed
+from tests.fixtures.reactor import ReactorThread
+from tests.mailauth.conftest import make_resolver, message, signed
 
 
 class Cli:
@@ -65,7 +66,7 @@ def dkim_selectors(text: str) -> list[str]:
     return [line.split("._domainkey.")[0] for line in text.splitlines() if "._domainkey." in line]
 
 
-def test_add_then_publish_what_dns_prints(cli: Cli, dns_zone: DnsZone, loop: Loop) -> None:
+def test_add_then_publish_what_dns_prints(cli: Cli, dns_zone: DnsZone, loop: ReactorThread) -> None:
     added = cli("domain", "add", "example.org")
     assert added.returncode == 0, added.stderr
     assert "maild domain dns example.org" in added.stdout
@@ -89,7 +90,7 @@ def test_unknown_domain(cli: Cli) -> None:
     assert result.returncode == 2 and "nowhere.example" in result.stderr
 
 
-def test_rotation(cli: Cli, dns_zone: DnsZone, loop: Loop) -> None:
+def test_rotation(cli: Cli, dns_zone: DnsZone, loop: ReactorThread) -> None:
     assert cli("domain", "add", "example.org").returncode == 0
     old = [k["selector"] for k in cli.keys("example.org")]
     publish_zone(dns_zone, cli("domain", "dns", "example.org").stdout)

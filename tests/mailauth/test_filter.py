@@ -17,7 +17,8 @@ from maild.mailauth import dkim
 from maild.mailauth.filter import MailAuthFilter
 from maild.mailauth.results import AuthResults
 from tests.fixtures.dns import DnsZone
-from tests.mailauth.conftest import Loop, message, publish, signed
+from tests.fixtures.reactor import ReactorThread
+from tests.mailauth.conftest import message, publish, signed
 
 ALLOWED_IP = "192.0.2.10"
 OTHER_IP = "198.51.100.9"
@@ -40,7 +41,7 @@ def org(dns_zone: DnsZone, org_keys: list[dict[str, Any]]) -> DnsZone:
 class Session:
     """Drives the chain through one SMTP transaction the way the SMTP server does."""
 
-    def __init__(self, loop: Loop, flt: MailAuthFilter, client_ip: str = ALLOWED_IP,
+    def __init__(self, loop: ReactorThread, flt: MailAuthFilter, client_ip: str = ALLOWED_IP,
                  submission: bool = False) -> None:
         self.loop = loop
         self.chain = FilterChain([flt])
@@ -61,7 +62,7 @@ class Session:
         return self.tx.notes["auth_results"]
 
 
-def inbound(loop: Loop, resolver: Resolver, tmp_path: Path, client_ip: str = ALLOWED_IP,
+def inbound(loop: ReactorThread, resolver: Resolver, tmp_path: Path, client_ip: str = ALLOWED_IP,
             sample: float = 0.0, **mailauth: Any) -> Session:
     flt = MailAuthFilter(make_config(tmp_path, **mailauth), resolver, sample=lambda: sample)
     return Session(loop, flt, client_ip)
@@ -73,7 +74,7 @@ def header(verdict: Verdict) -> str:
     return value
 
 
-def test_dmarc_pass_by_spf_alone(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_dmarc_pass_by_spf_alone(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                  tmp_path: Path) -> None:
     s = inbound(loop, resolver, tmp_path)
     assert s.mail_from("bounce@example.org").action is Action.ACCEPT
@@ -87,7 +88,7 @@ def test_dmarc_pass_by_spf_alone(org: DnsZone, resolver: Resolver, loop: Loop,
     assert s.results.dmarc is not None and s.results.dmarc.spf_aligned
 
 
-def test_dmarc_pass_by_dkim_alone(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_dmarc_pass_by_dkim_alone(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                   tmp_path: Path, org_keys: list[dict[str, Any]]) -> None:
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP)  # forwarded: SPF fails
     s.mail_from("bounce@example.org")
@@ -100,7 +101,7 @@ def test_dmarc_pass_by_dkim_alone(org: DnsZone, resolver: Resolver, loop: Loop,
     assert header(verdict).count("dkim=pass") == 2
 
 
-def test_dmarc_reject(org: DnsZone, resolver: Resolver, loop: Loop, tmp_path: Path) -> None:
+def test_dmarc_reject(org: DnsZone, resolver: Resolver, loop: ReactorThread, tmp_path: Path) -> None:
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP)
     s.mail_from("bounce@example.org")
     verdict = s.data(message())
@@ -113,7 +114,7 @@ def test_dmarc_reject(org: DnsZone, resolver: Resolver, loop: Loop, tmp_path: Pa
         ("example.org", "reject", OTHER_IP)]
 
 
-def test_dmarc_quarantine_goes_to_junk(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_dmarc_quarantine_goes_to_junk(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                        tmp_path: Path) -> None:
     org.set("_dmarc.example.org", "TXT", "v=DMARC1; p=quarantine")
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP)
@@ -123,7 +124,7 @@ def test_dmarc_quarantine_goes_to_junk(org: DnsZone, resolver: Resolver, loop: L
     assert "dmarc=fail (p=quarantine dis=quarantine)" in header(verdict)
 
 
-def test_dmarc_none_is_only_recorded(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_dmarc_none_is_only_recorded(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                      tmp_path: Path) -> None:
     org.set("_dmarc.example.org", "TXT", "v=DMARC1; p=none")
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP)
@@ -133,7 +134,7 @@ def test_dmarc_none_is_only_recorded(org: DnsZone, resolver: Resolver, loop: Loo
     assert "dmarc=fail (p=none dis=none)" in header(verdict)
 
 
-def test_subdomain_policy(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_subdomain_policy(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                           tmp_path: Path) -> None:
     org.set("_dmarc.example.org", "TXT", "v=DMARC1; p=reject; sp=quarantine")
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP)
@@ -143,7 +144,7 @@ def test_subdomain_policy(org: DnsZone, resolver: Resolver, loop: Loop,
     assert s.results.dmarc is not None and s.results.dmarc.record_domain == "example.org"
 
 
-def test_pct_sampling_and_enforcement_switch(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_pct_sampling_and_enforcement_switch(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                              tmp_path: Path) -> None:
     org.set("_dmarc.example.org", "TXT", "v=DMARC1; p=reject; pct=10")
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP, sample=0.5)
@@ -156,7 +157,7 @@ def test_pct_sampling_and_enforcement_switch(org: DnsZone, resolver: Resolver, l
     assert "dis=reject" in header(verdict)
 
 
-def test_forged_results_are_removed(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_forged_results_are_removed(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                     tmp_path: Path) -> None:
     s = inbound(loop, resolver, tmp_path)
     s.mail_from("bounce@example.org")
@@ -170,7 +171,7 @@ def test_forged_results_are_removed(org: DnsZone, resolver: Resolver, loop: Loop
     assert len(verdict.add_headers) == 1
 
 
-def test_spf_timeout_tempfails_at_mail_from(dns_zone: DnsZone, resolver: Resolver, loop: Loop,
+def test_spf_timeout_tempfails_at_mail_from(dns_zone: DnsZone, resolver: Resolver, loop: ReactorThread,
                                             tmp_path: Path) -> None:
     dns_zone.timeout("example.org")
     s = inbound(loop, resolver, tmp_path)
@@ -179,7 +180,7 @@ def test_spf_timeout_tempfails_at_mail_from(dns_zone: DnsZone, resolver: Resolve
     assert (verdict.reply.code, verdict.reply.enhanced) == (451, "4.7.24")
 
 
-def test_dkim_or_dmarc_timeout_tempfails_at_data(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_dkim_or_dmarc_timeout_tempfails_at_data(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                                  tmp_path: Path,
                                                  org_keys: list[dict[str, Any]]) -> None:
     org.timeout(f"{org_keys[0]['selector']}._domainkey.example.org")
@@ -194,7 +195,7 @@ def test_dkim_or_dmarc_timeout_tempfails_at_data(org: DnsZone, resolver: Resolve
     assert s.data(message()).action is Action.TEMPFAIL
 
 
-def test_null_sender_uses_helo(dns_zone: DnsZone, resolver: Resolver, loop: Loop,
+def test_null_sender_uses_helo(dns_zone: DnsZone, resolver: Resolver, loop: ReactorThread,
                                tmp_path: Path) -> None:
     dns_zone.set("client.example.net", "TXT", f"v=spf1 ip4:{ALLOWED_IP} -all")
     s = inbound(loop, resolver, tmp_path)
@@ -203,7 +204,7 @@ def test_null_sender_uses_helo(dns_zone: DnsZone, resolver: Resolver, loop: Loop
     assert "spf=pass smtp.helo=client.example.net" in header(verdict)
 
 
-def test_verify_disabled(org: DnsZone, resolver: Resolver, loop: Loop, tmp_path: Path) -> None:
+def test_verify_disabled(org: DnsZone, resolver: Resolver, loop: ReactorThread, tmp_path: Path) -> None:
     s = inbound(loop, resolver, tmp_path, client_ip=OTHER_IP, verify=False)
     assert s.mail_from("bounce@example.org").action is Action.ACCEPT
     verdict = s.data(message())
@@ -211,7 +212,7 @@ def test_verify_disabled(org: DnsZone, resolver: Resolver, loop: Loop, tmp_path:
     assert "auth_results" not in s.tx.notes
 
 
-def test_submission_is_signed_with_both_keys(org: DnsZone, resolver: Resolver, loop: Loop,
+def test_submission_is_signed_with_both_keys(org: DnsZone, resolver: Resolver, loop: ReactorThread,
                                              tmp_path: Path,
                                              org_keys: list[dict[str, Any]]) -> None:
     asked: list[str] = []
@@ -233,7 +234,7 @@ def test_submission_is_signed_with_both_keys(org: DnsZone, resolver: Resolver, l
         ("pass", "rsa-sha256"), ("pass", "ed25519-sha256")]
 
 
-def test_submission_without_keys_is_not_signed(resolver: Resolver, loop: Loop,
+def test_submission_without_keys_is_not_signed(resolver: Resolver, loop: ReactorThread,
                                                tmp_path: Path) -> None:
     flt = MailAuthFilter(make_config(tmp_path), resolver, lambda domain: [])
     s = Session(loop, flt, submission=True)

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from twisted.internet import threads
 
 from maild.config import Config, StoreConfig, from_dict
 from maild.dns.resolver import Resolver
@@ -29,6 +28,7 @@ from maild.queue.runner import QueueRunner
 from maild.store import Store
 from tests.conftest import MaildServer, free_port
 from tests.fixtures.dns import DnsZone
+from tests.fixtures.reactor import ReactorThread
 
 REMOTE = "remote.test"
 
@@ -168,33 +168,14 @@ class Clock:
         self.offset += seconds
 
 
-class Loop:
-    """Twisted's global reactor running in a thread for this test session.
-
-    Not a private reactor as in tests/mailauth: TLS started with ``startTLS`` schedules
-    its writes on the global reactor (twisted.protocols.tls ``_get_default_clock``), so a
-    client doing STARTTLS on any other reactor stalls after the handshake begins."""
-
-    def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.thread = threading.Thread(target=reactor.run,
-                                       kwargs={"installSignalHandlers": False}, daemon=True)
-        self.thread.start()
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the reactor thread and wait for its (Deferred) result."""
-        return threads.blockingCallFromThread(self.reactor, fn, *args)
-
-    def stop(self) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def loop() -> Iterator[Loop]:
-    running = Loop()
+def loop() -> Iterator[ReactorThread]:
+    # The global reactor, not a private one as in tests/mailauth: TLS started with
+    # ``startTLS`` schedules its writes on the global reactor (twisted.protocols.tls
+    # ``_get_default_clock``), so a client doing STARTTLS on another reactor stalls.
+    from twisted.internet import reactor
+
+    running = ReactorThread(reactor, name="outbound-reactor")
     yield running
     running.stop()
 
@@ -207,7 +188,7 @@ class Outbound:
     config: Config
     runner: QueueRunner
     clock: Clock
-    loop: Loop
+    loop: ReactorThread
 
     def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> list[str]:
         return self.loop.call(self.store.enqueue, raw, sender, recipients)
@@ -227,7 +208,7 @@ class Outbound:
 
 @pytest.fixture
 def outbound_factory(tmp_path: Path, dns_zone: DnsZone, remotes: Remotes,
-                     loop: Loop) -> Iterator[Callable[..., Outbound]]:
+                     loop: ReactorThread) -> Iterator[Callable[..., Outbound]]:
     made: list[Outbound] = []
 
     def make(dns_timeout: float = 2.0, **settings: Any) -> Outbound:
