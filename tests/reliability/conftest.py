@@ -7,8 +7,6 @@ import itertools
 import socket
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import USERS, MaildServer
 from tests.imap.conftest import Transcript as ImapTranscript
 from tests.imap.conftest import tls_context
@@ -16,15 +14,6 @@ from tests.pop3.conftest import Account, Pop3Transcript
 from tests.smtp.conftest import Transcript as SmtpTranscript
 
 _probes = itertools.count()
-
-
-@pytest.fixture
-def steady_malloc(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For daemons started by the test: a fixed glibc mmap threshold. Each password check
-    takes argon2id's 19 MiB; with the default dynamic threshold glibc keeps those in
-    whichever malloc arena the auth thread had, adding 19 MiB steps to RSS at random. Fixed,
-    they go back to the system, so RSS shows what a session leaves behind."""
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
 
 
 def rss_kb(server: MaildServer) -> int:

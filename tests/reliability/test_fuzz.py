@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
@@ -376,7 +375,6 @@ def _fuzz_session(server: MaildServer, protocol: str, seed: int) -> bytes:
     return bytes(answers)
 
 
-@pytest.mark.usefixtures("steady_malloc")
 def test_socket_fuzz_sessions_on_every_protocol(maild_factory: Callable[..., MaildServer]) -> None:
     server = maild_factory(smtp={"messages_per_minute_per_ip": 0, "max_message_size": 200_000},
                            imap={"allow_plaintext_auth_on_loopback": True},

@@ -8,8 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import pytest
-
 from tests.conftest import MaildServer
 from tests.reliability.conftest import assert_serving, imap_session, rss_kb, smtp_session
 
@@ -17,8 +15,6 @@ MB = 1024
 
 # The memory an attack may add to the daemon's RSS; each attack below sends far more.
 RSS_SLACK_KB = 16 * MB
-
-pytestmark = pytest.mark.usefixtures("steady_malloc")
 
 
 def test_imap_append_of_4gb_is_refused_before_reading(maild_factory: Callable[..., MaildServer]) -> None:
