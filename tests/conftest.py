@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from maild import config as configmod
-from maild.auth import hash_password
-from maild.store import Store
-from tests.fixtures.ports import free_port
+pytest.register_assert_rewrite("tests.fixtures")  # imported below, before pytest_plugins
 
-pytest_plugins = [name for name in ("tests.fixtures.dns", "tests.fixtures.clamd", "tests.fixtures.rspamd")
-                  if (Path(__file__).parent / "fixtures" / f"{name.rsplit('.', 1)[1]}.py").exists()]
+from maild import config as configmod  # noqa: E402
+from maild.auth import hash_password  # noqa: E402
+from maild.store import Store  # noqa: E402
+from tests.fixtures.dns import shared_zone  # noqa: E402
+from tests.fixtures.ports import free_port  # noqa: E402
+
+pytest_plugins = ["tests.fixtures.dns", "tests.fixtures.clamd", "tests.fixtures.rspamd"]
 
 USERS = {"alice@example.test": "alice-secret", "bob@example.test": "bob-secret"}
 PROTOCOL_PORTS = {  # fixture port name -> (config section, key)
@@ -87,7 +89,10 @@ class MaildServer:
         data: dict[str, Any] = {"hostname": "mx.example.test", "data_dir": str(self.data_dir),
                                 "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1])},
                                 "store": {"shards": 2, "map_size_mb": 1024, "directory_map_size_mb": 256},
-                                "auth": {"failure_delay": 0.2, "max_failure_delay": 1.0}}
+                                "auth": {"failure_delay": 0.2, "max_failure_delay": 1.0},
+                                # Every query goes to the suite's own DNS server on loopback
+                                # (unknown names: NXDOMAIN), never to the host's resolver.
+                                "dns": {"nameservers": [shared_zone().nameserver], "timeout": 2.0}}
         for section in ("smtp", "submission", "imap", "pop3", "api"):
             data[section] = {"listen": [], "tls_listen": []}
         for name, (section, key) in PROTOCOL_PORTS.items():

@@ -13,7 +13,6 @@ import base64
 import poplib
 import signal
 import smtplib
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 from maild.auth import hash_password
 from maild.store import Store
 from tests.conftest import MaildServer
+from tests.fixtures.wire import LineClient
 
 POOL_PASSWORD = "pop3-pool-secret"
 POOL_SIZE = 200
@@ -35,41 +35,8 @@ class Account:
     password: str
 
 
-class Pop3Transcript:
-    """A line-level POP3 client on a real socket: send exactly the bytes a test wants,
-    read answers one by one, and keep the whole dialogue for failure messages."""
-
-    def __init__(self, host: str, port: int, *, implicit_tls: bool = False,
-                 cafile: Path | None = None, timeout: float = 10.0, rcvbuf: int | None = None) -> None:
-        """``rcvbuf``: a fixed, small receive buffer (no window autotuning), so a client
-        that stops reading stops the server's sending soon."""
-        self.cafile = cafile
-        self.log: list[str] = []
-        raw = socket.socket()
-        raw.settimeout(timeout)
-        if rcvbuf is not None:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        raw.connect((host, port))
-        self.sock: socket.socket = self._wrap(raw) if implicit_tls else raw
-        self._buf = b""
-
-    def _wrap(self, raw: socket.socket) -> ssl.SSLSocket:
-        context = ssl.create_default_context(cafile=str(self.cafile))
-        return context.wrap_socket(raw, server_hostname="localhost")
-
-    def send(self, data: bytes) -> None:
-        self.log.append(f"C: {data[:200]!r}")
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"connection closed; transcript:\n{self.dump()}")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\r\n", 1)
-        self.log.append(f"S: {line[:200]!r}")
-        return line
+class Pop3Transcript(LineClient):
+    """The POP3 transcript helper: status lines, byte-unstuffed multi-line responses."""
 
     def status(self, ok: bool | None = None) -> str:
         """The next status line; ``ok`` asserts +OK (True) or -ERR (False)."""
@@ -112,29 +79,12 @@ class Pop3Transcript:
 
     def stls(self) -> None:
         self.cmd("STLS", ok=True)
-        assert not self._buf
-        self.sock = self._wrap(self.sock)
+        self.start_tls()
 
     def login(self, account: Account) -> str:
         self.cmd(f"USER {account.address}", ok=True)
         return self.cmd(f"PASS {account.password}", ok=True)
 
-    def closed(self) -> bool:
-        """True once the server has closed the connection (reads EOF)."""
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self._buf += chunk
-        except (ConnectionResetError, ssl.SSLError):
-            return True
-
-    def dump(self) -> str:
-        return "\n".join(self.log[-60:])
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def plain(authzid: str, authcid: str, password: str) -> str:

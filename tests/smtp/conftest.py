@@ -9,8 +9,6 @@ daemon use the function-scoped ``maild_factory`` from tests/conftest.py instead.
 from __future__ import annotations
 
 import signal
-import socket
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 
 from maild.store import Store
 from tests.conftest import MaildServer
+from tests.fixtures.wire import LineClient
 
 
 class Reply:
@@ -34,41 +33,13 @@ class Reply:
         return f"Reply({self.code}, {self.lines!r})"
 
 
-class Transcript:
-    """A line-level SMTP client on a real socket: send exactly the bytes a test wants,
-    read replies one by one, and keep the whole dialogue for failure messages."""
-
-    def __init__(self, host: str, port: int, *, implicit_tls: bool = False,
-                 cafile: Path | None = None, timeout: float = 10.0) -> None:
-        self.host = host
-        self.cafile = cafile
-        self.log: list[str] = []
-        raw = socket.create_connection((host, port), timeout=timeout)
-        self.sock: socket.socket = self._wrap(raw) if implicit_tls else raw
-        self._buf = b""
-
-    def _wrap(self, raw: socket.socket) -> ssl.SSLSocket:
-        context = ssl.create_default_context(cafile=str(self.cafile))
-        return context.wrap_socket(raw, server_hostname="localhost")
-
-    def send(self, data: bytes) -> None:
-        self.log.append(f"C: {data[:200]!r}")
-        self.sock.sendall(data)
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"connection closed; transcript:\n{self.dump()}")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\r\n", 1)
-        self.log.append(f"S: {line!r}")
-        return line
+class Transcript(LineClient):
+    """The SMTP transcript helper: multi-line replies, commands with expected codes."""
 
     def reply(self) -> Reply:
         lines = []
         while True:
-            line = self._line()
+            line = self.line()
             lines.append(line[4:].decode())
             if line[3:4] != b"-":
                 return Reply(int(line[:3]), lines)
@@ -87,8 +58,7 @@ class Transcript:
 
     def starttls(self) -> None:
         self.cmd("STARTTLS", 220)
-        assert not self._buf
-        self.sock = self._wrap(self.sock)
+        self.start_tls()
 
     def message(self, sender: str, rcpts: list[str], body: bytes) -> Reply:
         """MAIL, RCPT..., DATA with dot-stuffing; return the reply to the final dot."""
@@ -101,22 +71,6 @@ class Transcript:
         self.send(stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         return self.reply()
 
-    def closed(self) -> bool:
-        """True once the server has closed the connection (reads EOF)."""
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self._buf += chunk
-        except (ConnectionResetError, ssl.SSLError):
-            return True
-
-    def dump(self) -> str:
-        return "\n".join(self.log[-60:])
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def messages(server: MaildServer, user: str, mailbox: str = "INBOX") -> list[bytes]:

@@ -12,6 +12,10 @@ import pytest
 from tests.conftest import MaildServer
 from tests.smtp.conftest import Transcript, messages, queue_entries
 
+# Remote recipients must stay in the queue for these tests to inspect: with no DNS server
+# answering (nothing listens on the discard port) every delivery attempt is deferred.
+MAILD_OVERRIDES = {"dns": {"nameservers": ["127.0.0.1:9"], "timeout": 1.0}}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def aliases(server: MaildServer) -> None:
