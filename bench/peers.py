@@ -187,11 +187,8 @@ class Maild(_Server):
                     "imap": {"max_connections_per_ip": 200, "allow_plaintext_auth_on_loopback": True},
                     "pop3": {"max_connections_per_ip": 200, "allow_plaintext_auth_on_loopback": True}}
         for section, table in sections.items():
-            if (ROOT / "maild" / section / "server.py").exists():
-                self.ports[section] = free_port()
-                data[section] = {"listen": [f"{HOST}:{self.ports[section]}"], "tls_listen": [], **table}
-            else:
-                data[section] = {"listen": [], "tls_listen": []}
+            self.ports[section] = free_port()
+            data[section] = {"listen": [f"{HOST}:{self.ports[section]}"], "tls_listen": [], **table}
         if self.submission:
             self.ports["submission"] = free_port()
             data["submission"] = {"listen": [f"{HOST}:{self.ports['submission']}"], "tls_listen": [],
