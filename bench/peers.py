@@ -32,7 +32,6 @@ from maild.auth import hash_password
 
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
-ROOT = Path(__file__).resolve().parent.parent
 MAIL_UID_USER = "nobody"  # Dovecot's mail processes drop to this user (its mail dir is chowned)
 # Dovecot's fastest format for many messages (its docs); maildir and sdbox via BENCH_DOVECOT_MAIL.
 # Measured here, APPEND 4 KB from 10 clients into one INBOX: maildir ~105/s (clients queue on
