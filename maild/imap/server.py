@@ -653,9 +653,9 @@ class ImapSession(Protocol):
                    + b"] Flags permitted")
         self._send(b"* %d EXISTS" % len(uids))
         self._send(b"* 0 RECENT")
-        unseen = self.store.unseen_uids(user, mailbox.id)
-        if unseen:
-            seq = view.seq_of(unseen[0])
+        first_unseen = self.store.first_unseen_uid(user, mailbox.id)
+        if first_unseen is not None:
+            seq = view.seq_of(first_unseen)
             if seq is not None:
                 self._send(b"* OK [UNSEEN %d] First unseen" % seq)
         uidnext = max(mailbox.uidnext, uids[-1] + 1 if uids else 1)

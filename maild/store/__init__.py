@@ -439,6 +439,11 @@ class Store:
         u = self._user(user)
         return self._shard(u).unseen_uids(u.id, mailbox_id)
 
+    def first_unseen_uid(self, user: str, mailbox_id: int) -> int | None:
+        """The lowest uid without \\Seen (SELECT's [UNSEEN n]), from the unseen index."""
+        u = self._user(user)
+        return self._shard(u).first_unseen_uid(u.id, mailbox_id)
+
     def changed_since(self, user: str, mailbox_id: int, modseq: int) -> list[MessageMeta]:
         u = self._user(user)
         return self._shard(u).changed_since(u.id, mailbox_id, modseq)

@@ -189,6 +189,14 @@ class Shard:
         with self.env.begin() as txn:
             return mailbox_uids(txn, self.dbs["unseen"], prefix)
 
+    def first_unseen_uid(self, user_id: int, mailbox_id: int) -> int | None:
+        prefix = mbox_key(user_id, mailbox_id)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["unseen"])
+            if cur.set_range(prefix) and cur.key()[:8] == prefix:
+                return codec.msg_uid(cur.key())
+        return None
+
     def changed_since(self, user_id: int, mailbox_id: int, modseq: int) -> list[MessageMeta]:
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.dbs["modseq"])

@@ -35,7 +35,7 @@ def test_append_then_read_back_identical(store: Store) -> None:
     assert env.subject == "hello" and env.from_ == "Carol <carol@example.org>" and env.message_id == "<1@example.org>"
     box = store.mailbox(ALICE, "inbox")
     assert box is not None and (box.messages, box.unseen, box.uidnext, box.size) == (1, 1, 2, len(RAW))
-    assert store.unseen_uids(ALICE, box.id) == [1]
+    assert store.unseen_uids(ALICE, box.id) == [1] and store.first_unseen_uid(ALICE, box.id) == 1
 
 
 def test_uids_increase_and_never_reuse(store: Store) -> None:
@@ -64,7 +64,7 @@ def test_flags_modseq_and_unseen_index(store: Store) -> None:
     before = store.mailbox_by_id(ALICE, mid).highestmodseq
     changed, failed = result(store.set_flags(ALICE, mid, [1], {"\\Seen", "$label1"}, FlagMode.ADD))
     assert failed == [] and changed[0].flags == {"\\Seen", "$label1"} and changed[0].modseq > before
-    assert store.unseen_uids(ALICE, mid) == []
+    assert store.unseen_uids(ALICE, mid) == [] and store.first_unseen_uid(ALICE, mid) is None
     assert [m.uid for m in store.changed_since(ALICE, mid, before)] == [1]
     # RFC 7162 UNCHANGEDSINCE: a message modified since is reported, not changed.
     changed, failed = result(store.set_flags(ALICE, mid, [1], {"\\Seen"}, FlagMode.REMOVE, unchanged_since=before))
