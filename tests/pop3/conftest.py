@@ -210,3 +210,23 @@ def plain_pop(server: MaildServer) -> Iterator[Pop3Transcript]:
     t.greeting()
     yield t
     t.close()
+
+
+class FileMda:
+    """An external MDA for a mail fetcher under test: a script that writes each message it
+    is given to its own file in ``home/out`` (Maildir delivery is refused as root)."""
+
+    def __init__(self, home: Path) -> None:
+        self.out = home / "out"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.script = home / "mda.sh"
+        self.script.write_text(f'#!/bin/sh\nexec cat > "$(mktemp -p {self.out} msg.XXXXXX)"\n')
+        self.script.chmod(0o755)
+        self._seen = set(self.out.iterdir())
+
+    def new_messages(self) -> list[bytes]:
+        """The messages delivered since the last call (or since creation)."""
+        now = set(self.out.iterdir())
+        new, self._seen = sorted(now - self._seen), now
+        return [p.read_bytes() for p in new]
+

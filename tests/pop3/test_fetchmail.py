@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MaildServer
-from tests.pop3.conftest import Account, deliver, message, stored
+from tests.pop3.conftest import Account, FileMda, deliver, message, stored
 
 pytestmark = pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed (make deps-debian)")
 
@@ -23,25 +23,20 @@ NO_MAIL = 1
 def fetchmail(server: MaildServer, account: Account, home: Path, keep: bool) -> tuple[int, list[bytes]]:
     """Run fetchmail once; its MDA writes each message to a file in home/out.
     Returns (exit code, the messages delivered by this run)."""
-    out = home / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.iterdir())
-    mda = home / "mda.sh"
-    mda.write_text(f'#!/bin/sh\nexec cat > "$(mktemp -p {out} msg.XXXXXX)"\n')
-    mda.chmod(0o755)
+    mda = FileMda(home)
     rc = home / "fetchmailrc"
     rc.write_text(
         "set no syslog\n"
         f"poll {server.host} with proto POP3 port {server.ports['pop3']} uidl\n"
         f'  user "{account.address}" there with password "{account.password}" is "root" here\n'
         f'  sslproto "tls1.2+" sslcertck sslcertfile "{server.cafile}" sslcommonname "localhost"\n'
-        f'  {"keep" if keep else "nokeep"} mda "{mda}"\n')
+        f'  {"keep" if keep else "nokeep"} mda "{mda.script}"\n')
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)}
     result = subprocess.run(["fetchmail", "--nodetach", "-f", str(rc), "--idfile", str(home / "ids")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode in (MAIL_RETRIEVED, NO_MAIL), result.stdout + result.stderr
-    return result.returncode, [p.read_bytes() for p in sorted(set(out.iterdir()) - before)]
+    return result.returncode, mda.new_messages()
 
 
 def test_keep_with_uidl_downloads_each_message_once(server: MaildServer, account: Account, tmp_path: Path) -> None:

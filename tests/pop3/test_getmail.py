@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MaildServer
-from tests.pop3.conftest import Account, deliver, message, stored
+from tests.pop3.conftest import Account, FileMda, deliver, message, stored
 
 pytestmark = pytest.mark.skipif(shutil.which("getmail") is None, reason="getmail6 not installed (make deps-debian)")
 
@@ -19,12 +19,7 @@ def getmail(server: MaildServer, account: Account, home: Path, delete: bool) -> 
     """Run getmail once; its MDA writes each message to a file in home/out. Returns the
     messages this run delivered. (getmail refuses Maildir delivery as root, and tests run
     as root in CI, so the destination is an external MDA.)"""
-    out = home / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.iterdir())
-    mda = home / "mda.sh"
-    mda.write_text(f'#!/bin/sh\nexec cat > "$(mktemp -p {out} msg.XXXXXX)"\n')
-    mda.chmod(0o755)
+    mda = FileMda(home)
     rc = home / "getmailrc"
     rc.write_text(
         "[retriever]\n"
@@ -37,7 +32,7 @@ def getmail(server: MaildServer, account: Account, home: Path, delete: bool) -> 
         "ssl_cert_hostname = localhost\n"
         "[destination]\n"
         "type = MDA_external\n"
-        f"path = {mda}\n"
+        f"path = {mda.script}\n"
         "allow_root_commands = true\n"
         "[options]\n"
         "verbose = 0\n"
@@ -46,7 +41,7 @@ def getmail(server: MaildServer, account: Account, home: Path, delete: bool) -> 
     result = subprocess.run(["getmail", "--getmaildir", str(home), "--rcfile", str(rc)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    return [p.read_bytes() for p in sorted(set(out.iterdir()) - before)]
+    return mda.new_messages()
 
 
 def test_new_mail_only_with_messages_left_on_the_server(server: MaildServer, account: Account,
