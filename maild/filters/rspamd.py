@@ -185,7 +185,8 @@ class RspamdClient:
 
     @defer.inlineCallbacks
     def learn(self, raw: bytes, spam: bool):  # type: ignore[no-untyped-def]
-        """Teach the Bayes classifier; False when rspamd had already learned the message."""
+        """Teach the Bayes classifier; False when rspamd declined because it had nothing to
+        learn: the message was learned before, or Bayes already puts it in that class."""
         if not self.controller_url:
             raise RspamdError("no rspamd_controller_url configured")
         headers = {"Password": [self.password]} if self.password else {}
@@ -196,6 +197,10 @@ class RspamdClient:
         # "<message-id> has been already learned as spam, ignore it": 404 from rspamd 3.4,
         # 208 from later versions.
         if code == 208 or (code == 404 and b"already learned" in content):
+            return False
+        # "<message-id> is skipped for bayes classifier: already in class spam; probability
+        # 99%": the learn condition (lua_bayes_learn.can_learn) said no. 204 has no body.
+        if code == 204:
             return False
         raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
 
