@@ -161,7 +161,7 @@ class Store:
         d: defer.Deferred[Any] = defer.Deferred()
 
         def done(f: Future[Any]) -> None:
-            if threadable.isInIOThread():  # a shard writer's results, dispatched to us
+            if threadable.isInIOThread():  # already done when the callback was added
                 _fire_one(d, f)
                 return
             # From a worker thread: one reactor wake-up for all that completes meanwhile.
@@ -216,8 +216,12 @@ class Store:
         return self.shards[user.shard]
 
     def _write(self, user: User, op: Callable[[Any], Any],
-               staged: tuple[blobfiles.StagedBlob, ...] = ()) -> Future[Any]:
-        return self._shard(user).writer.submit(op, staged)
+               staged: tuple[blobfiles.StagedBlob, ...] = ()) -> defer.Deferred[Any]:
+        """Run ``op`` on the user's shard; the Deferred fires after its commit."""
+        writer = self._shard(user).writer
+        if self.reactor is None:  # command-line use: wait for the commit here
+            return self._deferred(writer.submit(op, staged))
+        return writer.submit_deferred(op, staged)
 
     def _stage(self, raw: bytes,
                allow_inline: bool = True) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
@@ -325,21 +329,21 @@ class Store:
     def create_mailbox(self, user: str, name: str, special_use: SpecialUse | None = None) -> defer.Deferred[Mailbox]:
         u = self._user(user)
         name = self._name(name)
-        d = self._deferred(self._write(u, ops.op_create_mailbox(u.address, u.id, name, special_use)))
+        d = self._write(u, ops.op_create_mailbox(u.address, u.id, name, special_use))
         d.addCallback(lambda mid: self._shard(u).mailbox_by_id(u.id, mid))
         return d
 
     def rename_mailbox(self, user: str, old: str, new: str) -> defer.Deferred[None]:
         u = self._user(user)
-        return self._deferred(self._write(u, ops.op_rename_mailbox(u.address, u.id, self._name(old), self._name(new))))
+        return self._write(u, ops.op_rename_mailbox(u.address, u.id, self._name(old), self._name(new)))
 
     def delete_mailbox(self, user: str, name: str) -> defer.Deferred[None]:
         u = self._user(user)
-        return self._deferred(self._write(u, ops.op_delete_mailbox(u.address, u.id, self._name(name))))
+        return self._write(u, ops.op_delete_mailbox(u.address, u.id, self._name(name)))
 
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
-        return self._deferred(self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed)))
+        return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))
 
     # -- messages: writes --------------------------------------------------------------
 
@@ -364,7 +368,7 @@ class Store:
             for user, mailbox, flags, prefix in targets:
                 op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
                                    flags, when, envelope, user.quota_bytes, staged.inline)
-                waits.append(self._deferred(self._write(user, op, (staged,))))
+                waits.append(self._write(user, op, (staged,)))
             # One target (IMAP APPEND, most deliveries) needs no DeferredList.
             d = waits[0].addCallback(lambda r: [r]) if len(waits) == 1 else defer.gatherResults(
                 waits, consumeErrors=True)
@@ -387,7 +391,7 @@ class Store:
                   ) -> defer.Deferred[tuple[list[FlagResult], list[int]]]:
         u = self._user(user)
         op = ops.op_set_flags(u.address, u.id, mailbox_id, sorted(set(uids)), frozenset(flags), mode, unchanged_since)
-        return self._deferred(self._write(u, op))
+        return self._write(u, op)
 
     def copy(self, user: str, src_id: int, uids: Iterable[int], dst_id: int) -> defer.Deferred[CopyResult]:
         return self._copy(user, src_id, uids, dst_id, move=False)
@@ -398,11 +402,11 @@ class Store:
     def _copy(self, user: str, src_id: int, uids: Iterable[int], dst_id: int, move: bool) -> defer.Deferred[CopyResult]:
         u = self._user(user)
         op = ops.op_copy(u.address, u.id, src_id, sorted(set(uids)), dst_id, move, u.quota_bytes)
-        return self._deferred(self._write(u, op)).addCallback(lambda r: CopyResult(r[0], r[1]))
+        return self._write(u, op).addCallback(lambda r: CopyResult(r[0], r[1]))
 
     def expunge(self, user: str, mailbox_id: int, uids: Iterable[int]) -> defer.Deferred[list[int]]:
         u = self._user(user)
-        return self._deferred(self._write(u, ops.op_expunge(u.address, u.id, mailbox_id, sorted(set(uids)))))
+        return self._write(u, ops.op_expunge(u.address, u.id, mailbox_id, sorted(set(uids))))
 
     # -- messages: reads ---------------------------------------------------------------
 

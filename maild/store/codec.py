@@ -64,12 +64,18 @@ def name_key(user_id: int, name: str) -> bytes:
     return u32(user_id) + name.encode("utf-8")
 
 
+# One encoder and decoder, built once: json.dumps with options builds an encoder per call,
+# and json.loads of bytes sniffs their encoding each time (both show in append profiles).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_DECODE = json.JSONDecoder().decode
+
+
 def jdump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODE(value).encode("utf-8")
 
 
 def jload(data: bytes) -> Any:
-    return json.loads(data)
+    return _DECODE(bytes(data).decode("utf-8"))
 
 
 # The flag set of every combination of system-flag bits, built once.

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
 from maild.store.types import StoreFull
@@ -39,12 +41,33 @@ class Batch:
 Operation = Callable[[Batch], Any]
 
 
-@dataclass
+Settle = Callable[[bool, Any], None]  # (committed, result or exception)
+
+
+@dataclass(slots=True)
 class _Item:
     op: Operation
-    future: Future[Any]
+    settle: Settle
     blobs: tuple[StagedBlob, ...] = ()
-    wait: bool = False  # the submitter blocks on the future: complete it in this thread
+    wait: bool = False  # the submitter blocks: settle in this thread, not through dispatch
+
+
+def _settle_future(future: Future[Any]) -> Settle:
+    def settle(ok: bool, value: Any) -> None:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    return settle
+
+
+def _settle_deferred(d: defer.Deferred[Any]) -> Settle:
+    def settle(ok: bool, value: Any) -> None:
+        if ok:
+            d.callback(value)
+        else:
+            d.errback(Failure(value))
+    return settle
 
 
 _STOP = object()
@@ -80,15 +103,24 @@ class Writer:
         self.operations = 0
 
     def submit(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> Future[Any]:
-        """Queue ``op``; its future completes through the dispatcher (the reactor)."""
+        """Queue ``op``; its future completes in this writer's thread, or through the
+        dispatcher when there is one."""
         future: Future[Any] = Future()
-        self._queue.put(_Item(op, future, blobs))
+        self._queue.put(_Item(op, _settle_future(future), blobs))
         return future
 
-    def run(self, op: Operation) -> Any:
+    def submit_deferred(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> defer.Deferred[Any]:
+        """Queue ``op``; the Deferred fires on the dispatcher's thread (the reactor), with
+        no Future in between: this is the path of every message append."""
+        assert self.dispatch is not None, "submit_deferred needs a dispatcher"
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._queue.put(_Item(op, _settle_deferred(d), blobs))
+        return d
+
+    def run(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> Any:
         """Run ``op`` and wait for its commit (administrative work; any thread)."""
         future: Future[Any] = Future()
-        self._queue.put(_Item(op, future, (), wait=True))
+        self._queue.put(_Item(op, _settle_future(future), blobs, wait=True))
         return future.result()
 
     def close(self) -> None:
@@ -117,9 +149,7 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 log.exception("writer %s: batch of %d failed", self.name, len(items))
                 error = _storage_error(exc)
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(error)
+                self._complete([(item, False, error) for item in items], None)
 
     def _link_blobs(self, items: list[_Item]) -> None:
         if self.blob_dir is None:
@@ -169,22 +199,24 @@ class Writer:
                     if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
                         self.blob_dir.remove(sha)
 
-        def complete(finished: list[tuple[_Item, bool, Any]], publish: bool) -> None:
+        self._complete(results, batch.changes)
+
+    def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
+        """Settle a batch's operations (blocked submitters here, the rest through the
+        dispatcher) and publish its committed ``changes``."""
+        def settle(finished: list[tuple[_Item, bool, Any]], publish: bool) -> None:
             # Answer the writers, then broadcast, in one step on the reactor thread: a
             # session learns its own results first (so it can tell its own changes from
             # others'), and no client can act on an OK before other sessions have heard.
             for item, ok, value in finished:
-                if ok:
-                    item.future.set_result(value)
-                else:
-                    item.future.set_exception(value)
-            if publish and self.on_commit is not None and batch.changes:
-                self.on_commit(batch.changes)
+                item.settle(ok, value)
+            if publish and self.on_commit is not None and changes:
+                self.on_commit(changes)
         if self.dispatch is None:
-            complete(results, True)
+            settle(results, True)
         else:
-            complete([r for r in results if r[0].wait], False)
-            self.dispatch(lambda: complete([r for r in results if not r[0].wait], True))
+            settle([r for r in results if r[0].wait], False)
+            self.dispatch(lambda: settle([r for r in results if not r[0].wait], True))
 
 
 def _storage_error(exc: BaseException) -> BaseException:
