@@ -21,7 +21,6 @@ from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.python import threadable
-from twisted.python.failure import Failure
 
 from maild.config import StoreConfig
 from maild.store import blobs as blobfiles
@@ -223,16 +222,12 @@ class Store:
             return self._deferred(writer.submit(op, staged))
         return writer.submit_deferred(op, staged)
 
-    def _stage(self, raw: bytes,
-               allow_inline: bool = True) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
-        """Hash and summarise ``raw``; a body too large to keep inline is also written to a
-        staging file with fsync, in a worker thread."""
-        small = allow_inline and len(raw) <= self.config.inline_body_max
-
+    def _stage(self, raw: bytes) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+        """Hash and summarise ``raw`` and write it to a staging file with fsync, in a worker
+        thread (bodies too large to keep inline, and queued messages)."""
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
-            staged = blobfiles.inline(raw) if small else blobfiles.stage(self.tmp_dir, raw)
-            return staged, envelope_fields(raw)
-        if self.reactor is None or small:
+            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(raw)
+        if self.reactor is None:
             return defer.maybeDeferred(work)
         return self._deferred(self._stager.submit(work))
 
@@ -360,31 +355,38 @@ class Store:
     def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
                  internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
-        staged = self._stage(raw)
+        if len(raw) <= self.config.inline_body_max:
+            # Kept inline: hashed and summarised right here, with no Deferred in between
+            # (this is the path of most messages, and it runs on the reactor thread).
+            try:
+                staged, envelope = blobfiles.inline(raw), envelope_fields(raw)
+            except Exception:  # noqa: BLE001 - handed to the caller's errback
+                return defer.fail()
+            return self._file(staged, envelope, targets, when)
+        return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when))
 
-        def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[AppendResult]]:
-            staged, envelope = staged_env
-            waits = []
-            for user, mailbox, flags, prefix in targets:
-                op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
-                                   flags, when, envelope, user.quota_bytes, staged.inline)
-                waits.append(self._write(user, op, (staged,)))
-            # One target (IMAP APPEND, most deliveries) needs no DeferredList.
-            d = waits[0].addCallback(lambda r: [r]) if len(waits) == 1 else defer.gatherResults(
-                waits, consumeErrors=True)
+    def _file(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
+              targets: list[tuple[User, int | str, frozenset[str], bytes]],
+              when: float) -> defer.Deferred[list[AppendResult]]:
+        """File a staged body into every target mailbox; the staging file goes afterwards."""
+        waits = []
+        for user, mailbox, flags, prefix in targets:
+            op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
+                               flags, when, envelope, user.quota_bytes, staged.inline)
+            waits.append(self._write(user, op, (staged,)))
 
-            def cleanup(result: Any) -> Any:
-                if staged.path is not None:
-                    staged.path.unlink(missing_ok=True)
-                if isinstance(result, Failure) and isinstance(result.value, defer.FirstError):
-                    return result.value.subFailure
-                return result
-            d.addBoth(cleanup)
-            d.addCallback(lambda rs: [AppendResult(u.address, mid, uidv, uid, modseq)
-                                      for (u, *_), (mid, uidv, uid, modseq) in zip(targets, rs, strict=True)])
-            return d
-
-        return staged.addCallback(submit)
+        def results(rs: list[tuple[int, int, int, int]]) -> list[AppendResult]:
+            return [AppendResult(u.address, mid, uidv, uid, modseq)
+                    for (u, *_), (mid, uidv, uid, modseq) in zip(targets, rs, strict=True)]
+        if len(waits) == 1:  # one target (IMAP APPEND, most deliveries): no DeferredList
+            d = waits[0].addCallback(lambda r: results([r]))
+        else:
+            d = defer.gatherResults(waits, consumeErrors=True).addCallbacks(
+                results, lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        if staged.path is not None:
+            path = staged.path
+            d.addBoth(lambda result: (path.unlink(missing_ok=True), result)[1])
+        return d
 
     def set_flags(self, user: str, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
                   mode: FlagMode, unchanged_since: int | None = None
@@ -470,7 +472,7 @@ class Store:
     # -- outbound queue ----------------------------------------------------------------
 
     def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
-        staged = self._stage(raw, allow_inline=False)
+        staged = self._stage(raw)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:
             staged, _ = staged_env
