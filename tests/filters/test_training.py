@@ -10,6 +10,7 @@ import pytest
 from maild.filters.rspamd import RspamdClient
 from maild.filters.training import JunkTrainer
 from tests.filters.messages import message
+from tests.fixtures.rspamd import RspamdProcess
 
 USER = "alice@example.test"
 
@@ -105,21 +106,26 @@ def test_learning_twice_is_not_an_error(reactor_thread, rspamd):
     assert reactor_thread.call(client.learn, raw, True) is False
 
 
-def test_learning_what_bayes_already_classifies_is_not_an_error(reactor_thread, rspamd):
+def test_learning_what_bayes_already_classifies_is_not_an_error(reactor_thread, _dns_server, tmp_path):
     """Once Bayes puts a message in the class at 95% or more, rspamd skips the learn (HTTP 204
-    in rspamd 3.4): a user moving such a message into Junk must not see an error logged."""
-    client = RspamdClient(reactor_thread.reactor, rspamd.url, rspamd.controller_url)
-    # Bayes classifies only once each class holds min_learns (1 here) messages.
-    reactor_thread.call(client.learn, message(prose("choir") + "\n", subject="Choir"), False)
-    words = prose("sailing")
-    answers = []
-    # Bayes counts a token only after it was seen twice (min_token_hits), so the third
-    # variant of the same words is the first that Bayes can already classify.
-    for variant in range(6):
-        raw = message(f"{words}\nvariant {variant}\n", subject=f"Offer {variant}",
-                      sender="promo@remote.test")
-        answers.append(reactor_thread.call(client.learn, raw, True))
-        if answers[-1] is False:
-            break
+    in rspamd 3.4): a user moving such a message into Junk must not see an error logged.
+    Its own rspamd, whose Bayes classifies after one learn of each class."""
+    own = RspamdProcess(tmp_path / "rspamd", _dns_server.nameserver, min_learns=1)
+    own.start()
+    try:
+        client = RspamdClient(reactor_thread.reactor, own.url, own.controller_url)
+        reactor_thread.call(client.learn, message(prose("choir") + "\n", subject="Choir"), False)
+        words = prose("sailing")
+        answers = []
+        # Bayes counts a token only after it was seen twice (min_token_hits), so the third
+        # variant of the same words is the first that Bayes can already classify.
+        for variant in range(6):
+            raw = message(f"{words}\nvariant {variant}\n", subject=f"Offer {variant}",
+                          sender="promo@remote.test")
+            answers.append(reactor_thread.call(client.learn, raw, True))
+            if answers[-1] is False:
+                break
+    finally:
+        own.stop()
     assert answers[:2] == [True, True]
     assert answers[-1] is False
