@@ -50,6 +50,7 @@ class _Item:
     settle: Settle
     blobs: tuple[StagedBlob, ...] = ()
     wait: bool = False  # the submitter blocks: settle in this thread, not through dispatch
+    settled: bool = False  # handed to _complete: a later failure of the batch must skip it
 
 
 def _settle_future(future: Future[Any]) -> Settle:
@@ -117,10 +118,10 @@ class Writer:
         self._queue.put(_Item(op, _settle_deferred(d), blobs))
         return d
 
-    def run(self, op: Operation, blobs: tuple[StagedBlob, ...] = ()) -> Any:
+    def run(self, op: Operation) -> Any:
         """Run ``op`` and wait for its commit (administrative work; any thread)."""
         future: Future[Any] = Future()
-        self._queue.put(_Item(op, _settle_future(future), blobs, wait=True))
+        self._queue.put(_Item(op, _settle_future(future), (), wait=True))
         return future.result()
 
     def close(self) -> None:
@@ -149,7 +150,7 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                 log.exception("writer %s: batch of %d failed", self.name, len(items))
                 error = _storage_error(exc)
-                self._complete([(item, False, error) for item in items], None)
+                self._complete([(item, False, error) for item in items if not item.settled], None)
 
     def _link_blobs(self, items: list[_Item]) -> None:
         if self.blob_dir is None:
@@ -204,6 +205,8 @@ class Writer:
     def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
         """Settle a batch's operations (blocked submitters here, the rest through the
         dispatcher) and publish its committed ``changes``."""
+        for item, _, _ in results:
+            item.settled = True
         def settle(finished: list[tuple[_Item, bool, Any]], publish: bool) -> None:
             # Answer the writers, then broadcast, in one step on the reactor thread: a
             # session learns its own results first (so it can tell its own changes from
