@@ -370,6 +370,16 @@ def op_set_subscribed(user_id: int, name: str, subscribed: bool) -> Callable[[Ba
     return op
 
 
+def _messages(b: Batch, user_id: int, mailbox_id: int,
+              uids: Iterable[int]) -> Iterator[tuple[int, bytes, MessageRecord]]:
+    """(uid, key, record) of each of ``uids`` still in the mailbox; the others are skipped."""
+    for uid in uids:
+        key = msg_key(user_id, mailbox_id, uid)
+        raw = b.txn.get(key, db=b.dbs["msg"])
+        if raw is not None:
+            yield uid, key, MessageRecord.decode(raw)
+
+
 def _ref(b: Batch, sha: bytes, delta: int) -> None:
     db = b.dbs["blobref"]
     raw = b.txn.get(sha, db=db)
@@ -443,12 +453,7 @@ def op_set_flags(user: str, user_id: int, mailbox_id: int, uids: list[int], flag
         record = _mbox(b, user_id, mailbox_id)
         changed: list[FlagResult] = []
         failed: list[int] = []
-        for uid in uids:
-            key = msg_key(user_id, mailbox_id, uid)
-            raw = b.txn.get(key, db=b.dbs["msg"])
-            if raw is None:
-                continue
-            rec = MessageRecord.decode(raw)
+        for uid, key, rec in _messages(b, user_id, mailbox_id, uids):
             if unchanged_since is not None and rec.modseq > unchanged_since:
                 failed.append(uid)  # RFC 7162 §3.1.3
                 continue
@@ -488,12 +493,7 @@ def _copy(b: Batch, user: str, user_id: int, src: int, uids: list[int], dst: int
     dst_record = _mbox(b, user_id, dst) if dst != src else src_record
     pairs = []
     added = 0
-    for uid in uids:
-        key = msg_key(user_id, src, uid)
-        raw = b.txn.get(key, db=b.dbs["msg"])
-        if raw is None:
-            continue
-        rec = MessageRecord.decode(raw)
+    for uid, key, rec in _messages(b, user_id, src, uids):
         envelope = b.txn.get(key, db=b.dbs["env"]) or b"{}"
         new_uid = _insert(b, user_id, dst, dst_record, rec, envelope)
         pairs.append((uid, new_uid))
@@ -523,12 +523,7 @@ def _expunge(b: Batch, user: str, user_id: int, mailbox_id: int, uids: Iterable[
     record = _mbox(b, user_id, mailbox_id)
     removed = []
     freed = 0
-    for uid in uids:
-        key = msg_key(user_id, mailbox_id, uid)
-        raw = b.txn.get(key, db=b.dbs["msg"])
-        if raw is None:
-            continue
-        rec = MessageRecord.decode(raw)
+    for uid, key, rec in _messages(b, user_id, mailbox_id, uids):
         b.txn.delete(key, db=b.dbs["msg"])
         b.txn.delete(key, db=b.dbs["env"])
         b.txn.delete(codec.modseq_key(user_id, mailbox_id, rec.modseq), db=b.dbs["modseq"])
