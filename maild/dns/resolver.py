@@ -10,7 +10,8 @@ Implementation notes (invariants a contributor must keep):
   SERVFAIL/REFUSED, raises :class:`TempError` - the caller turns that into a 4xx so the
   sender retries (RFC 7208 §2.6.6 temperror, RFC 6376 §6.1.2 TEMPFAIL). It is never
   mapped to "no such record".
-- NXDOMAIN and "no data" are both an empty answer, not an error.
+- NXDOMAIN, "no data" and a name that cannot be a DNS name are all an empty answer,
+  not an error.
 - Answers are cached by dnspython's LRU cache, which honours each answer's TTL (and the
   SOA minimum for negative answers, RFC 2308); a TTL of 0 is never served from cache.
 - The ``*_sync`` methods block: call them only from worker threads (pyspf and dkimpy run
@@ -65,8 +66,14 @@ class Resolver:
     def lookup_sync(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """The records of type ``rdtype`` at ``name`` (CNAMEs followed); [] if none."""
         try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException:
+            # Not a DNS name (an empty or over-long label, a character IDNA 2008 refuses):
+            # it cannot exist, so it has no records. Names come from mail (From: domains).
+            return []
+        try:
             answer = self._resolver.resolve(
-                name, rdtype, raise_on_no_answer=False, search=False
+                qname, rdtype, raise_on_no_answer=False, search=False
             )
         except (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN):
             return []
@@ -74,8 +81,6 @@ class Resolver:
             raise TempError(f"{name}/{rdtype}: no server answered ({exc})") from None
         except dns.exception.Timeout:
             raise TempError(f"{name}/{rdtype}: timed out after {self.timeout}s") from None
-        except dns.name.NameTooLong:
-            return []
         if answer.rrset is None:
             return []
         return list(answer.rrset)

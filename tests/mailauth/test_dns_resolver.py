@@ -34,6 +34,12 @@ def test_null_mx_cname_and_absent_names(dns_zone: DnsZone, resolver: Resolver) -
     assert resolver.aaaa_sync("host.example.org") == []  # no data
 
 
+def test_names_that_cannot_be_dns_names_have_no_records(resolver: Resolver) -> None:
+    # From: domains are whatever the sender wrote; "From: @\u0080" made DMARC discovery raise.
+    for name in ("_dmarc.\u0080", "a..example.org", "x" * 64 + ".example.org", "a." * 130 + "org"):
+        assert resolver.txt_sync(name) == []
+
+
 def test_timeout_is_temperror(dns_zone: DnsZone, resolver: Resolver) -> None:
     dns_zone.timeout("slow.example.org")
     started = time.monotonic()
