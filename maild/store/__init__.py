@@ -122,9 +122,10 @@ class Store:
         self.directory = Directory(self.data_dir / "directory",
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
                                    config.shards)
+        ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
         self.shards = [
             Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
-                  None if reactor is None else reactor.callFromThread)
+                  None if reactor is None else reactor.callFromThread, ops_lock)
             for i in range(config.shards)
         ]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")

@@ -3,6 +3,7 @@ change log. Reads run on the caller's thread; writes are operations for the writ
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -73,7 +74,8 @@ def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
 class Shard:
     def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
                  on_commit: Callable[[list[dict[str, Any]]], None] | None,
-                 dispatch: Callable[[Callable[[], None]], None] | None = None) -> None:
+                 dispatch: Callable[[Callable[[], None]], None] | None = None,
+                 ops_lock: threading.Lock | None = None) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}")
@@ -84,7 +86,7 @@ class Shard:
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
-                             log_changes=self._log_changes, dispatch=dispatch)
+                             log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock)
 
     def close(self) -> None:
         self.writer.close()

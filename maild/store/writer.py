@@ -5,10 +5,17 @@ fsyncing (up to ``max_batch``), runs each in its own nested transaction (so one 
 operation does not abort its neighbours), commits once, and only then completes the
 operations' futures. Many concurrent deliveries share one fsync; the reactor thread never
 waits on one.
+
+The shard writers of a store share one lock around the Python part of a batch (running the
+operations), not around its commit. py-lmdb releases the GIL on every call, so writers that
+run their operations at the same time hand the GIL to each other, and to the reactor,
+dozens of times per message; taking turns costs nothing, since only one of them can run
+Python at a time anyway. The commits (page writes and fsync) still overlap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -86,6 +93,7 @@ class Writer:
         on_commit: Callable[[list[dict[str, Any]]], None] | None = None,
         log_changes: Callable[[Batch], None] | None = None,
         dispatch: Callable[[Callable[[], None]], None] | None = None,
+        ops_lock: threading.Lock | None = None,
     ) -> None:
         self.name = name
         self.env = env
@@ -97,6 +105,7 @@ class Writer:
         # Where results are delivered (the reactor's callFromThread); None: in this thread.
         # With a dispatcher, waiting on a future from the dispatching thread deadlocks.
         self.dispatch = dispatch
+        self._ops_lock: contextlib.AbstractContextManager[Any] = ops_lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"maild-writer-{name}", daemon=True)
         self._thread.start()
@@ -168,29 +177,10 @@ class Writer:
 
     def _commit(self, items: list[_Item]) -> None:
         self._link_blobs(items)
-        results: list[tuple[_Item, bool, Any]] = []
         with self.env.begin(write=True) as txn:
-            batch = Batch(txn, self.dbs)
-            for item in items:
-                child = self.env.begin(write=True, parent=txn)
-                mark = (len(batch.changes), set(batch.unlink))
-                try:
-                    result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
-                except lmdb.MapFullError as exc:
-                    child.abort()
-                    del batch.changes[mark[0]:]
-                    batch.unlink = mark[1]
-                    results.append((item, False, StoreFull(f"store {self.name} is full: {exc}")))
-                except Exception as exc:  # noqa: BLE001 - handed to the waiter
-                    child.abort()
-                    del batch.changes[mark[0]:]
-                    batch.unlink = mark[1]
-                    results.append((item, False, exc))
-                else:
-                    child.commit()
-                    results.append((item, True, result))
-            if self.log_changes is not None and batch.changes:
-                self.log_changes(batch)
+            with self._ops_lock:
+                batch, results = self._apply(txn, items)
+            # Leaving the outer block commits: page writes and fsync, outside the lock.
         # Committed and fsynced (lmdb sync=True) from here on.
         self.commits += 1
         self.operations += len(items)
@@ -201,6 +191,32 @@ class Writer:
                         self.blob_dir.remove(sha)
 
         self._complete(results, batch.changes)
+
+    def _apply(self, txn: lmdb.Transaction, items: list[_Item]) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
+        """Run each operation in its own nested transaction of ``txn``; log the changes."""
+        batch = Batch(txn, self.dbs)
+        results: list[tuple[_Item, bool, Any]] = []
+        for item in items:
+            child = self.env.begin(write=True, parent=txn)
+            mark = (len(batch.changes), set(batch.unlink))
+            try:
+                result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
+            except lmdb.MapFullError as exc:
+                child.abort()
+                del batch.changes[mark[0]:]
+                batch.unlink = mark[1]
+                results.append((item, False, StoreFull(f"store {self.name} is full: {exc}")))
+            except Exception as exc:  # noqa: BLE001 - handed to the waiter
+                child.abort()
+                del batch.changes[mark[0]:]
+                batch.unlink = mark[1]
+                results.append((item, False, exc))
+            else:
+                child.commit()
+                results.append((item, True, result))
+        if self.log_changes is not None and batch.changes:
+            self.log_changes(batch)
+        return batch, results
 
     def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
         """Settle a batch's operations (blocked submitters here, the rest through the
