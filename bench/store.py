@@ -35,6 +35,15 @@ def _message(i: int, size: int) -> bytes:
     return head + (os.urandom(8).hex().encode() * (size // 16 + 1))[: max(0, size - len(head) - 2)] + b"\r\n"
 
 
+def _bytes_written() -> int | None:
+    """What this process has handed to write calls so far (Linux), pages and blob files alike."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _store(reactor: Any, root: Path, group_commit: bool, users: int = 50, shards: int = BASE.shards) -> Store:
     store = Store(root, dataclasses.replace(BASE, group_commit=group_commit, shards=shards), reactor)
     store.domain_add("example.test")
@@ -61,15 +70,18 @@ def _append_case(reactor: Any, size: int, writers: int, total: int, group_commit
             yield store.append(user, inboxes[user], bodies[i % len(bodies)] + str(i).encode())
             latencies.append(time.perf_counter() - t0)
 
-    start = time.perf_counter()
+    start, written = time.perf_counter(), _bytes_written()
     yield defer.gatherResults([writer(n) for n in range(writers)])
-    elapsed = time.perf_counter() - start
+    elapsed, written_after = time.perf_counter() - start, _bytes_written()
     commits = sum(s.writer.commits for s in store.shards)
     store.close()
     shutil.rmtree(root)
     latencies.sort()
+    per_message = (f"{(written_after - written) / total / 1024:,.0f} KiB written/msg"
+                   if written is not None and written_after is not None else "")
     return {"rate": total / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "commits": commits}
+            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "commits": commits,
+            "written": per_message}
 
 
 @defer.inlineCallbacks
@@ -119,7 +131,7 @@ def run(reactor: Any, scan_messages: int = 100_000):  # type: ignore[no-untyped-
             rows.append({"benchmark": "store", "workload":
                          f"append {label}, {writers} appender(s), group commit {'on' if group_commit else 'off'}",
                          "result": f"{r['rate']:,.0f}/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
-                                   f"({n} msgs, {r['commits']} commits)"})
+                                   f"({n} msgs, {r['commits']} commits, {r['written']})"})
     ratio = rates[("1 KB", 50, True)] / rates[("1 KB", 50, False)]
     rows.append({"benchmark": "store", "workload": f"group commit gain, 1 KB x 50 appenders, {BASE.shards} shards",
                  "result": f"{ratio:.1f}x"})
@@ -132,7 +144,7 @@ def run(reactor: Any, scan_messages: int = 100_000):  # type: ignore[no-untyped-
         rows.append({"benchmark": "store", "workload":
                      f"append 1 KB, 50 appender(s), one shard, group commit {'on' if group_commit else 'off'}",
                      "result": f"{r['rate']:,.0f}/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
-                               f"({r['commits']} commits)"})
+                               f"({r['commits']} commits, {r['written']})"})
     rows.append({"benchmark": "store", "workload": "group commit gain, 1 KB x 50 appenders, one shard",
                  "result": f"{one[True] / one[False]:.1f}x"})
     rows.extend((yield _scan_case(reactor, scan_messages)))
