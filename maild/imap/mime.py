@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import binascii
 import email
-import email.policy
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -267,21 +267,44 @@ def header_text(value: str) -> str:
 
 
 def body_text(raw: bytes) -> str:
-    """The decoded text of every text/* leaf (transfer encoding and charset undone)."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    out = []
-    for leaf in msg.walk():
-        if leaf.get_content_maintype() != "text":
-            continue
-        payload = leaf.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        charset = leaf.get_content_charset() or "utf-8"
+    """The decoded text of every text/* leaf (transfer encoding and charset undone), from
+    the same MIME tree FETCH uses: the email package's parser took ~10x as long, and SEARCH
+    BODY runs this on every message of a mailbox."""
+    out: list[str] = []
+    _leaf_texts(parse(raw), out)
+    return "\n".join(out)
+
+
+def _leaf_texts(part: Part, out: list[str]) -> None:
+    if part.children:
+        for child in part.children:
+            _leaf_texts(child, out)
+    elif part.message is not None:
+        _leaf_texts(part.message, out)
+    elif part.type == "text":
+        payload = _transfer_decoded(part.body, part.fields.get("content-transfer-encoding", ""))
+        # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
+        # a label is UTF-8 far more often than not.
+        charset = dict(part.params).get("charset") if "content-type" in part.fields else None
         try:
-            out.append(payload.decode(charset, "replace"))
+            out.append(payload.decode(charset or "utf-8", "replace"))
         except LookupError:
             out.append(payload.decode("utf-8", "replace"))
-    return "\n".join(out)
+
+
+def _transfer_decoded(body: bytes, encoding: str) -> bytes:
+    """RFC 2045 §6: base64 and quoted-printable undone; anything else is the text itself.
+    Damaged base64 is searched as it stands."""
+    encoding = encoding.strip().lower()
+    if encoding == "base64":
+        data = b"".join(body.split())
+        try:
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        except binascii.Error:
+            return body
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(body)
+    return body
 
 
 def all_headers_text(raw: bytes) -> str:
