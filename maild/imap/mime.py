@@ -115,11 +115,30 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
 
 # -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
 
+# One mailbox as most header fields hold it: "Name" <local@domain>, Name <local@domain>,
+# <local@domain> or local@domain, with no comment, group, escape or second address.
+# getaddresses() answers these the same way, ~10x slower (ENVELOPE renders five lists).
+_SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
+                             r'<([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)>\s*'
+                             r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
+
+
+def _address_pairs(value: str) -> list[tuple[str, str]]:
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple is None:
+        return getaddresses([value])
+    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
+    if local is None:
+        return [("", f"{plain_local}@{plain_domain}")]
+    name = quoted if quoted is not None else " ".join((bare or "").split())
+    return [(name, f"{local}@{domain}")]
+
+
 def _addresses(value: str | None) -> bytes:
     if not value:
         return b"NIL"
     out = []
-    for name, address in getaddresses([value]):
+    for name, address in _address_pairs(value):
         if not address and not name:
             continue
         local, at, host = address.rpartition("@")
@@ -132,11 +151,12 @@ def _addresses(value: str | None) -> bytes:
 
 def envelope(env: Envelope) -> bytes:
     """RFC 3501 §7.4.2 ENVELOPE; Sender and Reply-To default to From."""
-    sender = env.sender or env.from_
-    reply_to = env.reply_to or env.from_
-    items = [wire.nstring(env.date), wire.nstring(env.subject), _addresses(env.from_),
-             _addresses(sender), _addresses(reply_to), _addresses(env.to), _addresses(env.cc),
-             _addresses(env.bcc), wire.nstring(env.in_reply_to), wire.nstring(env.message_id)]
+    from_ = _addresses(env.from_)
+    sender = _addresses(env.sender) if env.sender else from_
+    reply_to = _addresses(env.reply_to) if env.reply_to else from_
+    items = [wire.nstring(env.date), wire.nstring(env.subject), from_, sender, reply_to,
+             _addresses(env.to), _addresses(env.cc), _addresses(env.bcc),
+             wire.nstring(env.in_reply_to), wire.nstring(env.message_id)]
     return b"(" + b" ".join(items) + b")"
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from email.utils import getaddresses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from maild.imap import mime
 from maild.imap.parser import Section
 from maild.store.types import Envelope
@@ -87,6 +92,18 @@ def test_envelope_defaults_and_quoting() -> None:
     assert out.endswith(b" NIL NIL NIL NIL NIL)")
     assert mime.envelope(Envelope(subject="Grüße")) == (
         b'(NIL {7}\r\nGr\xc3\xbc\xc3\x9fe NIL NIL NIL NIL NIL NIL NIL NIL)')
+
+
+_NAME = st.text(alphabet="ab xy.\t-_!#$%&*+/=?^`{|}~\"\\,;:()<>@[]ü", max_size=12)
+_ATOM = st.text(alphabet="ab.-+_", min_size=1, max_size=5)
+
+
+@given(name=_NAME, local=_ATOM, domain=_ATOM, form=st.sampled_from(['{n} <{a}>', '"{n}" <{a}>', ' {a} ', '{n}<{a}>']))
+def test_address_lists_parse_as_getaddresses_does(name: str, local: str, domain: str, form: str) -> None:
+    """ENVELOPE's fast path for a lone mailbox gives what email.utils.getaddresses gives,
+    and anything it does not recognise goes to getaddresses."""
+    value = form.format(n=name, a=f"{local}@{domain}")
+    assert mime._address_pairs(value) == getaddresses([value])
 
 
 def test_search_text_decoding() -> None:
