@@ -52,6 +52,16 @@ def msg_uid(key: bytes) -> int:
     return _MSG.unpack(key)[2]
 
 
+def msg_uids(keys: list[bytes]) -> list[int]:
+    """The uids of message keys, decoded in one call."""
+    return list(struct.unpack(f">{3 * len(keys)}I", b"".join(keys))[2::3])
+
+
+def mbox_key_after(prefix: bytes) -> bytes:
+    """The first key past every ``user | mailbox | ...`` key of the mailbox ``prefix``."""
+    return (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big")
+
+
 def modseq_key(user_id: int, mailbox_id: int, modseq: int) -> bytes:
     return _MODSEQ.pack(user_id, mailbox_id, modseq)
 

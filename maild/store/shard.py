@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,14 +63,19 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tupl
 
 def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
     """The uids under ``user | mailbox`` in a message-keyed database, ascending."""
-    out: list[int] = []
     cur = txn.cursor(db=db)
-    if cur.set_range(prefix):
-        for key in cur.iternext(keys=True, values=False):
-            if key[:8] != prefix:
-                break
-            out.append(codec.msg_uid(key))
-    return out
+    if not cur.set_range(prefix):
+        return []
+    end = codec.mbox_key_after(prefix)
+    keys: list[bytes] = []
+    for key in cur.iternext(keys=True, values=False):
+        if key >= end:
+            break
+        keys.append(key)
+    return codec.msg_uids(keys)
+
+
+UID_CACHE_MAX = 4_000_000  # uids remembered per shard, over all mailboxes (4 octets each)
 
 
 class Shard:
@@ -84,6 +91,9 @@ class Shard:
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.dbs["changes"])
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
+        self._uid_cache_size = 0
+        self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock)
@@ -150,9 +160,35 @@ class Shard:
             return None if raw is None else codec.mailbox_from(mailbox_id, jload(raw))
 
     def uids(self, user_id: int, mailbox_id: int) -> list[int]:
-        prefix = mbox_key(user_id, mailbox_id)
+        """The mailbox's uids, ascending. Remembered against the bytes of the mailbox
+        record, read in the same transaction: every change to a mailbox's uid set rewrites
+        that record (uidnext and messages on append, messages and highestmodseq on
+        expunge), so the same record means the same uids, whichever process wrote."""
+        key = mbox_key(user_id, mailbox_id)
         with self.env.begin() as txn:
-            return mailbox_uids(txn, self.dbs["msg"], prefix)
+            stamp = txn.get(key, db=self.dbs["mbox"])
+            if stamp is not None:
+                with self._uid_cache_lock:
+                    hit = self._uid_cache.get(key)
+                    if hit is not None and hit[0] == stamp:
+                        self._uid_cache.move_to_end(key)
+                        return hit[1].tolist()
+            uids = mailbox_uids(txn, self.dbs["msg"], key)
+        if stamp is not None:
+            self._remember_uids(key, stamp, uids)
+        return uids
+
+    def _remember_uids(self, key: bytes, stamp: bytes, uids: list[int]) -> None:
+        packed = array("I", uids)
+        with self._uid_cache_lock:
+            old = self._uid_cache.pop(key, None)
+            if old is not None:
+                self._uid_cache_size -= len(old[1])
+            self._uid_cache[key] = (stamp, packed)
+            self._uid_cache_size += len(packed)
+            while self._uid_cache_size > UID_CACHE_MAX and len(self._uid_cache) > 1:
+                _, (_, evicted) = self._uid_cache.popitem(last=False)
+                self._uid_cache_size -= len(evicted)
 
     def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
         prefix = mbox_key(user_id, mailbox_id)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from maild.store import Store
@@ -45,6 +49,29 @@ def test_uids_increase_and_never_reuse(store: Store) -> None:
     result(store.expunge(ALICE, mid, [3]))
     assert result(store.append(ALICE, mid, RAW)).uid == 4
     assert store.uids(ALICE, mid) == [1, 2, 4]
+
+
+def test_uid_list_follows_every_change(store: Store, tmp_path: Path) -> None:
+    """uids() is remembered against the mailbox record: appends, expunges and moves show at
+    once, and so do writes by another process."""
+    mid, trash = inbox(store), store.require_mailbox(ALICE, "Trash").id
+    for _ in range(3):
+        result(store.append(ALICE, mid, RAW))
+    assert store.uids(ALICE, mid) == [1, 2, 3]
+    result(store.append(ALICE, mid, RAW))
+    assert store.uids(ALICE, mid) == [1, 2, 3, 4]
+    result(store.expunge(ALICE, mid, [2]))
+    assert store.uids(ALICE, mid) == [1, 3, 4]
+    result(store.set_flags(ALICE, mid, [1], {"\\Seen"}, FlagMode.ADD))
+    assert store.uids(ALICE, mid) == [1, 3, 4]
+    result(store.move(ALICE, mid, [1], trash))
+    assert store.uids(ALICE, mid) == [3, 4] and store.uids(ALICE, trash) == [1]
+    other = ("from pathlib import Path; from maild.store import Store; "
+             "from tests.store.conftest import SMALL, result; "
+             f"s = Store(Path({str(tmp_path / 'data')!r}), SMALL); "
+             f"result(s.append({ALICE!r}, {mid}, b'Subject: x\\r\\n\\r\\nbody\\r\\n')); s.close()")
+    subprocess.run([sys.executable, "-c", other], check=True, cwd=Path(__file__).parents[2], timeout=60)
+    assert store.uids(ALICE, mid) == [3, 4, 5]
 
 
 def test_deliver_stores_one_blob_for_many_recipients(store: Store) -> None:
