@@ -27,7 +27,11 @@ Implementation notes — invariants a contributor must keep:
    producer; a message is never read whole into memory. Byte-stuffing and line ends are
    :mod:`maild.pop3.encoder`'s job. A client that reads nothing for ``idle_timeout`` is
    disconnected like an idle one.
-9. A client never sees an exception text: unexpected errors are logged and answered
+9. \\Seen set by RETR is written in batches (every SEEN_BATCH messages, SEEN_FLUSH_SECONDS
+   after the first, at QUIT and when the connection ends): a download of a thousand
+   messages is a handful of store commits, not a thousand fsyncs. QUIT answers after its
+   batch is committed.
+10. A client never sees an exception text: unexpected errors are logged and answered
    ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
    connection.
 """
@@ -78,6 +82,8 @@ log = logging.getLogger(__name__)
 MAX_SASL_LINE = 4096
 MAX_BUFFERED = 64 * 1024  # pipelined input held while a command runs; beyond it, stop reading
 MAX_BAD_COMMANDS = 20
+SEEN_BATCH = 64  # RETRs whose \Seen flags are written in one store commit at most
+SEEN_FLUSH_SECONDS = 1.0  # how long a retrieved message may wait for its \Seen
 CHUNK = 64 * 1024
 MECHANISMS = ("PLAIN",)
 
@@ -240,6 +246,8 @@ class Pop3Session(Protocol):
         self._timer: Any = None
         self._bad_commands = 0
         self._seen_updates: list[defer.Deferred[Any]] = []
+        self._seen_pending: list[int] = []  # uids RETR has sent, \Seen not yet written
+        self._seen_flush: Any = None  # the delayed call that writes them
         self._sender: _MessageSender | None = None  # the RETR/TOP being streamed
         self._sender_mark = -1  # its progress when the idle timer last fired
 
@@ -266,8 +274,10 @@ class Pop3Session(Protocol):
         self.transport.loseConnection()
 
     def _release(self) -> None:
-        """The session is over: free its connection slot and its maildrop lock. Nothing is
-        deleted here (invariant 6)."""
+        """The session is over: free its connection slot and its maildrop lock, and write
+        the \\Seen flags of what was retrieved (invariant 9). Nothing is deleted here
+        (invariant 6)."""
+        self._write_seen()
         self._closed = True
         self._buf.clear()
         if self._timer is not None and self._timer.active():
@@ -635,11 +645,26 @@ class Pop3Session(Protocol):
     def _mark_seen(self, drop: Maildrop, msg: int, meta: MessageMeta) -> None:
         drop.messages[msg - 1] = MessageMeta(meta.uid, meta.flags | {SEEN}, meta.internal_date, meta.size,
                                              meta.modseq, meta.blob, meta.prefix_len)
-        # maybeDeferred: the answer to RETR is out, so even a synchronous failure may only be logged
-        d = defer.maybeDeferred(self.ctx.store.set_flags, drop.user, drop.mailbox_id, [meta.uid], {SEEN},
+        self._seen_pending.append(meta.uid)
+        if len(self._seen_pending) >= SEEN_BATCH:
+            self._write_seen()
+        elif self._seen_flush is None:
+            self._seen_flush = self.ctx.reactor.callLater(SEEN_FLUSH_SECONDS, self._write_seen)
+
+    def _write_seen(self) -> None:
+        """Write the pending \\Seen flags (invariant 9)."""
+        if self._seen_flush is not None and self._seen_flush.active():
+            self._seen_flush.cancel()
+        self._seen_flush = None
+        drop, uids, self._seen_pending = self.maildrop, self._seen_pending, []
+        if not uids or drop is None:
+            return
+        # maybeDeferred: the answers to the RETRs are out, so even a synchronous failure may
+        # only be logged
+        d = defer.maybeDeferred(self.ctx.store.set_flags, drop.user, drop.mailbox_id, uids, {SEEN},
                                 FlagMode.ADD)
-        d.addErrback(lambda f: log.warning("pop3: marking %s uid %d seen failed: %s",
-                                           drop.user, meta.uid, f.getErrorMessage()))
+        d.addErrback(lambda f: log.warning("pop3: marking %d messages of %s seen failed: %s",
+                                           len(uids), drop.user, f.getErrorMessage()))
         self._seen_updates.append(d)
 
     # -- UPDATE --------------------------------------------------------------------------------
@@ -651,6 +676,7 @@ class Pop3Session(Protocol):
             return
         drop = self._drop()
         self.state = State.UPDATE  # RFC 1939 §6
+        self._write_seen()
         await defer.DeferredList(self._seen_updates)
         uids = [drop.messages[n - 1].uid for n in sorted(drop.deleted)]
         try:

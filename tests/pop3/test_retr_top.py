@@ -96,6 +96,24 @@ def test_retr_marks_seen_and_top_does_not(pop: Pop3Transcript, server: MaildServ
     assert [SEEN in f for f in flags] == [False, True]
 
 
+def test_retr_marks_seen_when_the_client_leaves_without_quit(pop: Pop3Transcript, server: MaildServer,
+                                                            account: Account) -> None:
+    """\\Seen is written in batches (invariant 9), and a dropped connection writes its batch."""
+    for n in range(3):
+        deliver(server, account.address, message(n))
+    pop.login(account)
+    pop.multi("RETR 1")
+    pop.multi("RETR 3")
+    pop.close()
+    deadline = time.monotonic() + 10
+    while True:
+        flags = [SEEN in f for f, _ in stored(server, account.address).values()]
+        if flags == [True, False, True] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert flags == [True, False, True]
+
+
 def test_message_expunged_by_another_session(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
     """An IMAP client may expunge a message under the POP3 snapshot."""
     deliver(server, account.address, message(1))
