@@ -37,7 +37,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -91,6 +91,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
+from maild.util.session import CommandSession
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class ImapFactory(Factory):
 
 
 @implementer(IPushProducer)
-class ImapSession(Protocol):
+class ImapSession(CommandSession):
     def __init__(self, factory: ImapFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -199,15 +200,11 @@ class ImapSession(Protocol):
         self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
                               self.config.append_limit)
         self._queue: collections.deque[FrameEvent] = collections.deque()
-        self._busy = False
-        self._closed = False
         self._counted = False
         self._output_paused = False
-        self._read_paused = False
         self._resume: defer.Deferred[None] | None = None
         self._line_waiter: defer.Deferred[bytes] | None = None
         self._idle_tag: str | None = None
-        self._timer: Any = None
         self._bad_commands = 0
         self._cache: tuple[int, bytes, mime.Part | None] | None = None  # uid, raw, parsed
 
@@ -293,29 +290,15 @@ class ImapSession(Protocol):
             self._resume = defer.Deferred()
             await self._resume
 
-    def _update_read_pause(self) -> None:
-        if self._closed:
-            return
+    def _input_backlog(self) -> bool:
         queued = sum(len(e.data) for e in self._queue if isinstance(e, Complete))
-        # Not on output pauses alone: TLS pauses us during its handshake, and the handshake
-        # needs reading. Processing stops while output is paused, so input only queues up.
-        want = queued + self._framer.pending > MAX_QUEUED_BYTES
-        if want != self._read_paused:
-            self._read_paused = want
-            if want:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
+        return queued + self._framer.pending > MAX_QUEUED_BYTES
 
     # -- autologout (RFC 3501 §5.4) ----------------------------------------------------------
 
-    def _touch(self) -> None:
-        timeout = (self.config.autologout_unauthenticated if self.state is State.NOT_AUTHENTICATED
-                   else self.config.autologout_authenticated)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
-        else:
-            self._timer = self.ctx.reactor.callLater(timeout, self._timed_out)
+    def _idle_timeout(self) -> float:
+        return (self.config.autologout_unauthenticated if self.state is State.NOT_AUTHENTICATED
+                else self.config.autologout_authenticated)
 
     def _timed_out(self) -> None:
         if self._closed:
@@ -395,21 +378,12 @@ class ImapSession(Protocol):
             self._count_bad()
             return
         self._bad_commands = 0
-        self._busy = True
-        d = defer.ensureDeferred(self._execute(cmd))
-        d.addErrback(self._crashed)
-        d.addBoth(self._finished)
+        self._start(self._execute(cmd))
 
-    def _crashed(self, failure: Failure) -> None:
+    def _internal_error(self, failure: Failure) -> None:
         log.error("IMAP session crashed: %s", failure.getTraceback())
         self._send(b"* BYE Internal error")
         self._close()
-
-    def _finished(self, _: object) -> None:
-        self._busy = False
-        if not self._closed:
-            self._touch()
-            self._process()
 
     async def _read_line(self) -> bytes:
         """The next client line (SASL responses); the session is busy meanwhile."""

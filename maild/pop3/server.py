@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -75,6 +74,7 @@ from maild.pop3.parser import (
 )
 from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
 from maild.util.limits import ConnectionCounter
+from maild.util.session import CommandSession
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class _MessageSender:
         self.finished.callback(complete)
 
 
-class Pop3Session(Protocol):
+class Pop3Session(CommandSession):
     def __init__(self, factory: Pop3Factory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -236,14 +236,10 @@ class Pop3Session(Protocol):
         self._user_name: str | None = None  # from USER, waiting for PASS
         self._locked: str | None = None
         self._counted = False
-        self._closed = False
         self._buf = bytearray()
         self._discarding_line = False
-        self._busy = False
         self._in_process = False
-        self._read_paused = False
         self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
-        self._timer: Any = None
         self._bad_commands = 0
         self._seen_updates: list[defer.Deferred[Any]] = []
         self._seen_pending: list[int] = []  # uids RETR has sent, \Seen not yet written
@@ -291,11 +287,8 @@ class Pop3Session(Protocol):
 
     # -- idle timeout (RFC 1939 §3: at least 10 minutes) --------------------------------------
 
-    def _touch(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.config.idle_timeout)
-        else:
-            self._timer = self.ctx.reactor.callLater(self.config.idle_timeout, self._timed_out)
+    def _idle_timeout(self) -> float:
+        return self.config.idle_timeout
 
     def _timed_out(self) -> None:
         if self._closed:
@@ -343,16 +336,8 @@ class Pop3Session(Protocol):
             self._in_process = False
         self._update_read_pause()
 
-    def _update_read_pause(self) -> None:
-        if self._closed:
-            return
-        want = len(self._buf) > MAX_BUFFERED
-        if want != self._read_paused:
-            self._read_paused = want
-            if want:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
+    def _input_backlog(self) -> bool:
+        return len(self._buf) > MAX_BUFFERED
 
     def _take_line(self) -> tuple[bytes, str | None] | None:
         """Next line as (line without CRLF, problem or None)."""
@@ -373,18 +358,6 @@ class Pop3Session(Protocol):
         return line[:-2], None
 
     # -- running commands --------------------------------------------------------------------
-
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        self._busy = True
-        d = defer.Deferred.fromCoroutine(work)
-        d.addErrback(self._internal_error)
-        d.addBoth(self._finished)
-
-    def _finished(self, _: object) -> None:
-        self._busy = False
-        if not self._closed:
-            self._touch()
-            self._process()
 
     def _internal_error(self, failure: Failure) -> None:
         if self._closed:

@@ -33,12 +33,11 @@ import binascii
 import email.utils
 import enum
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -69,6 +68,7 @@ from maild.smtp.parser import (
 from maild.store.types import QuotaExceeded, StoreFull, User
 from maild.util.limits import ConnectionCounter, TokenBuckets
 from maild.util.message import header_fields, split_header
+from maild.util.session import CommandSession
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class SmtpFactory(Factory):
 
 
 @implementer(IPushProducer, IHandshakeListener)
-class SmtpSession(Protocol):
+class SmtpSession(CommandSession):
     def __init__(self, factory: SmtpFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -174,16 +174,12 @@ class SmtpSession(Protocol):
         self.user: User | None = None
         self._greeted = False
         self._counted = False
-        self._closed = False
         self._mode = Mode.COMMAND
         self._buf = bytearray()
         self._discarding_line = False
-        self._busy = False
         self._in_process = False
         self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
         self._output_paused = False
-        self._read_paused = False
-        self._timer: Any = None
         self._bad_commands = 0
         self._connect_notes: dict[str, Any] = {}  # filter notes after the connect phase
         self._session_notes: dict[str, Any] = {}  # ... and after HELO: each transaction starts here
@@ -269,30 +265,13 @@ class SmtpSession(Protocol):
     def stopProducing(self) -> None:
         self._closed = True
 
-    def _update_read_pause(self) -> None:
-        # Only a full input buffer pauses reading. Pausing the transport as soon as output
-        # backs up would deadlock TLS: the TLS layer pauses us during its handshake, and
-        # the handshake needs reading. While output is paused we parse nothing, so the
-        # buffer fills and reading stops all the same.
-        if self._closed:
-            return
-        want = len(self._buf) > MAX_BUFFERED
-        if want != self._read_paused:
-            self._read_paused = want
-            if want:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
+    def _input_backlog(self) -> bool:
+        return len(self._buf) > MAX_BUFFERED
 
     # -- timeouts (RFC 5321 §4.5.3.2) --------------------------------------------------------
 
-    def _touch(self) -> None:
-        timeout = (self.config.data_timeout if self._mode is not Mode.COMMAND
-                   else self.config.command_timeout)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
-        else:
-            self._timer = self.ctx.reactor.callLater(timeout, self._timed_out)
+    def _idle_timeout(self) -> float:
+        return self.config.data_timeout if self._mode is not Mode.COMMAND else self.config.command_timeout
 
     def _timed_out(self) -> None:
         if self._closed:
@@ -382,18 +361,6 @@ class SmtpSession(Protocol):
                     self._bdat_chunks.append(chunk)
 
     # -- running commands --------------------------------------------------------------------
-
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        self._busy = True
-        d = defer.Deferred.fromCoroutine(work)
-        d.addErrback(self._internal_error)
-        d.addBoth(self._finished)
-
-    def _finished(self, _: object) -> None:
-        self._busy = False
-        if not self._closed:
-            self._touch()
-            self._process()
 
     def _internal_error(self, failure: Failure) -> None:
         if self._closed:
