@@ -955,9 +955,14 @@ class ImapSession(CommandSession):
         if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
             self.condstore = True  # RFC 7162 §3.1
         uids = [view.uids[i] for i in indexes]
-        metas = {m.uid: m for m in self.store.messages(user, view.mailbox_id, uids)}
         if cmd.changed_since is not None:
-            metas = {u: m for u, m in metas.items() if m.modseq > cmd.changed_since}
+            # RFC 7162 §3.1.4.1: only messages changed since the given mod-sequence, found in
+            # the modseq index (a client resyncing `1:*` reads the changes, not the mailbox).
+            wanted = set(uids)
+            metas = {m.uid: m for m in self.store.changed_since(user, view.mailbox_id, cmd.changed_since)
+                     if m.uid in wanted}
+        else:
+            metas = {m.uid: m for m in self.store.messages(user, view.mailbox_id, uids)}
         seen_now: set[int] = set()
         if not view.readonly and any(a.sets_seen for a in cmd.attributes):
             unseen = [u for u, m in metas.items() if SEEN not in m.flags]
