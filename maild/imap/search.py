@@ -14,6 +14,7 @@ from typing import Any
 
 from maild.imap import mime
 from maild.imap.parser import SearchKey, SearchOp
+from maild.store.codec import StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta
 
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -21,6 +22,7 @@ _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "sub
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
                 SearchOp.SENTSINCE}
+_ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE}
 
 
 def _walk(key: SearchKey) -> list[SearchKey]:
@@ -46,21 +48,26 @@ class _Message:
     """Lazily loaded facts about one message during a search."""
 
     def __init__(self, store: Any, user: str, mailbox_id: int, uid: int, seq: int,
-                 meta: MessageMeta | None) -> None:
+                 meta: MessageMeta | None, stored: StoredEnvelope | None = None) -> None:
         self.store = store
         self.user = user
         self.mailbox_id = mailbox_id
         self.uid = uid
         self.seq = seq
         self.meta = meta
+        self._stored = stored  # from the search's scan of the mailbox's envelopes
         self._envelope: Envelope | None = None
         self._raw: bytes | None = None
         self._text: dict[str, str] = {}
 
     def envelope(self) -> Envelope:
         if self._envelope is None:
-            self._envelope = self.store.envelope(self.user, self.mailbox_id, self.uid)
+            self._envelope = (self._stored.envelope if self._stored is not None
+                              else self.store.envelope(self.user, self.mailbox_id, self.uid))
         return self._envelope
+
+    def envelope_may_contain(self, needle: str) -> bool:
+        return self._stored is None or self._stored.may_contain(needle)
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -90,6 +97,8 @@ def _sent_date(msg: _Message) -> date | None:
 def _header_match(msg: _Message, name: str, needle: str) -> bool:
     attr = _ENVELOPE_HEADERS.get(name.lower())
     if attr is not None:
+        if not msg.envelope_may_contain(needle):
+            return False
         value = getattr(msg.envelope(), attr)
         if value is None:
             return False
@@ -169,13 +178,23 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
     # One pass over the message records: flags, dates, sizes, and the modseq CONDSTORE
     # needs for every answer.
     metas = {m.uid: m for m in store.messages(user, mailbox_id)}
+    # Envelope keys read the mailbox's envelopes in one pass beside the uids (both in uid
+    # order), not one transaction per message.
+    envelopes = store.envelopes(user, mailbox_id) if any(k.op in _ENVELOPE_OPS for k in _walk(key)) else None
+    pending = next(envelopes, None) if envelopes is not None else None
     largest_seq, largest_uid = len(uids), uids[-1]
     out = []
     for i, uid in enumerate(uids):
         meta = metas.get(uid)
         if meta is None:
             continue  # expunged by another session, not yet announced
-        msg = _Message(store, user, mailbox_id, uid, i + 1, meta)
+        stored = None
+        if envelopes is not None:
+            while pending is not None and pending[0] < uid:
+                pending = next(envelopes, None)
+            if pending is not None and pending[0] == uid:
+                stored = pending[1]
+        msg = _Message(store, user, mailbox_id, uid, i + 1, meta, stored)
         if matches(key, msg, largest_seq, largest_uid):
             out.append((i + 1, uid, meta.modseq))
     return out

@@ -25,6 +25,7 @@ from twisted.python import threadable
 from maild.config import StoreConfig
 from maild.store import blobs as blobfiles
 from maild.store import shard as ops
+from maild.store.codec import StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.shard import Shard
 from maild.store.types import (
@@ -427,6 +428,11 @@ class Store:
     def envelope(self, user: str, mailbox_id: int, uid: int) -> Envelope:
         u = self._user(user)
         return Envelope(**self._shard(u).envelope(u.id, mailbox_id, uid))
+
+    def envelopes(self, user: str, mailbox_id: int) -> Iterator[tuple[int, StoredEnvelope]]:
+        """(uid, envelope, decoded on use) of every message of a mailbox, in uid order."""
+        u = self._user(user)
+        return self._shard(u).envelopes(u.id, mailbox_id)
 
     def open(self, user: str, mailbox_id: int, uid: int) -> BinaryIO:
         u = self._user(user)

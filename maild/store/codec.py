@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from maild.store.types import SYSTEM_FLAGS, Mailbox, MessageMeta, SpecialUse
+from maild.store.types import SYSTEM_FLAGS, Envelope, Mailbox, MessageMeta, SpecialUse
 
 FORMAT_VERSION = 1
 
@@ -157,3 +157,41 @@ def mailbox_from(mailbox_id: int, record: dict[str, Any]) -> Mailbox:
         unseen=record["unseen"],
         size=record["size"],
     )
+
+
+class StoredEnvelope:
+    """A message's stored envelope, decoded on first use.
+
+    SEARCH FROM/SUBJECT/TO/CC/BCC reads one per message; :meth:`may_contain` rules most of
+    them out from the stored bytes, without decoding JSON.
+    """
+
+    __slots__ = ("_data", "_envelope")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._envelope: Envelope | None = None
+
+    @property
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            self._envelope = Envelope(**jload(self._data))
+        return self._envelope
+
+    def may_contain(self, needle: str) -> bool:
+        """False only when no field's text can contain ``needle`` (case-insensitively).
+
+        Sound where the fields are ASCII with no RFC 2047 encoded word (those decode to
+        other text): there a value folds to ASCII, so a needle that is not ASCII after
+        folding cannot match; and JSON escapes only '"', '\\' and control characters, so
+        a needle free of those appears verbatim in the stored bytes wherever it matches.
+        """
+        data = self._data
+        if not data.isascii() or b"=?" in data:
+            return True
+        folded = needle.casefold()
+        if not folded.isascii():
+            return False
+        if any(c in folded for c in '"\\') or not folded.isprintable():
+            return True
+        return folded.encode() in data.lower()

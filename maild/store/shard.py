@@ -222,6 +222,17 @@ class Shard:
             raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
         return jload(raw)
 
+    def envelopes(self, user_id: int, mailbox_id: int) -> Iterator[tuple[int, codec.StoredEnvelope]]:
+        """(uid, envelope) of every message of a mailbox in uid order, in one transaction."""
+        prefix = mbox_key(user_id, mailbox_id)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["env"])
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if key[:8] != prefix:
+                        break
+                    yield codec.msg_uid(key), codec.StoredEnvelope(value)
+
     def unseen_uids(self, user_id: int, mailbox_id: int) -> list[int]:
         prefix = mbox_key(user_id, mailbox_id)
         with self.env.begin() as txn:
