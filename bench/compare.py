@@ -201,12 +201,18 @@ def _fill(target: _Target, account: Account, count: int, size: int, clients: int
     return load.imap_append(target.host, target.ports["imap"], [account], messages, clients=clients, total=count)
 
 
+# The header fields Thunderbird fetches for every message of a folder it opens.
+THUNDERBIRD_HEADERS = ("From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups "
+                       "In-Reply-To Content-Type Reply-To")
+
+
 def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, float, int]]:
     """workload -> (first run, median run, result count) for the read workloads on INBOX of n messages."""
     conn = Imap(target.host, target.ports["imap"])
     commands = {
         "select": "SELECT INBOX",
         "flags": "FETCH 1:* (UID FLAGS)",
+        "headers": f"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS ({THUNDERBIRD_HEADERS})])",
         "envelope": f"FETCH {max(1, n - 499)}:{n} ENVELOPE",
         "from": f'SEARCH FROM "{load.search_from()}"',
         "subject": f'SEARCH SUBJECT "{load.search_subject()}"',
@@ -219,7 +225,7 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
         for _ in range(REPEATS):
             elapsed, response = load.timed(conn, command)
             times.append(elapsed)
-            if name in ("flags", "envelope", "resync"):
+            if name in ("flags", "headers", "envelope", "resync"):
                 counted = response.count(b" FETCH (")
             elif name in ("from", "subject", "body"):
                 counted = len(response.split(b"\r\n", 1)[0].split()) - 2
@@ -348,13 +354,15 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         labels = {
             "select": f"IMAP SELECT of a {n:,}-message INBOX",
             "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
+            "headers": f"IMAP UID FETCH 1:* of Thunderbird's header fields, size and flags, {n:,} messages",
             "envelope": "IMAP FETCH 500 ENVELOPE (the newest 500)",
             "from": f'IMAP SEARCH FROM "{load.search_from()}" over {n:,} messages',
             "subject": f'IMAP SEARCH SUBJECT "{load.search_subject()}" over {n:,} messages',
             "body": f'IMAP SEARCH BODY "{load.search_body()}" over {n:,} messages (no FTS index)',
             "resync": f"IMAP UID FETCH 1:* (FLAGS) (CHANGEDSINCE m), 10 of {n:,} changed since m",
         }
-        counted_as = {"select": "EXISTS", "flags": "FETCH responses", "envelope": "FETCH responses",
+        counted_as = {"select": "EXISTS", "flags": "FETCH responses", "headers": "FETCH responses",
+                      "envelope": "FETCH responses",
                       "from": "hits", "subject": "hits", "body": "hits", "resync": "FETCH responses"}
         for key, label in labels.items():
             (m_first, m_med, m_count), (d_first, d_med, d_count) = m_reads[key], d_reads[key]

@@ -71,12 +71,16 @@ def _param_value(value: object) -> str:
     return str(value)
 
 
-def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
+def _split(raw: bytes) -> tuple[bytes, bytes]:
+    """(header including its blank line, body) of a message or part."""
     if raw.startswith((b"\r\n", b"\n")):  # a part with no header fields at all
         cut = 2 if raw.startswith(b"\r\n") else 1
-        header, body = raw[:cut], raw[cut:]
-    else:
-        header, body = split_header(raw)
+        return raw[:cut], raw[cut:]
+    return split_header(raw)
+
+
+def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
+    header, body = _split(raw)
     fields: dict[str, str] = {}
     for name, value in header_fields(header):
         fields.setdefault(name.lower(), value)
@@ -253,8 +257,17 @@ def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> byte
 
 def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
     """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
-    if not spec.part and spec.text is None:
-        return raw
+    if not spec.part:
+        # The message's own HEADER, HEADER.FIELDS[.NOT] and TEXT are cut from the raw
+        # octets: no MIME tree (the header fetch every client makes of every message).
+        if spec.text is None:
+            return raw
+        header, body = _split(raw)
+        if spec.text == "TEXT":
+            return body
+        if spec.text == "HEADER":
+            return header
+        return _header_fields(header, spec.fields, spec.text.endswith(".NOT"))
     root = root or parse(raw)
     part = _find(root, spec.part)
     if part is None:
@@ -263,10 +276,9 @@ def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None
         return part.body
     if spec.text == "MIME":
         return part.header
-    if spec.part:
-        if part.message is None:
-            return None  # HEADER/TEXT apply to message/rfc822 parts only
-        part = part.message
+    if part.message is None:
+        return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
+    part = part.message
     if spec.text == "TEXT":
         return part.body
     if spec.text == "HEADER":

@@ -25,7 +25,7 @@ from twisted.python import threadable
 from maild.config import StoreConfig
 from maild.store import blobs as blobfiles
 from maild.store import shard as ops
-from maild.store.codec import StoredEnvelope
+from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.shard import Shard
 from maild.store.types import (
@@ -434,19 +434,22 @@ class Store:
         u = self._user(user)
         return self._shard(u).envelopes(u.id, mailbox_id)
 
-    def open(self, user: str, mailbox_id: int, uid: int) -> BinaryIO:
+    def _locate(self, user: str, mailbox_id: int, uid: int) -> tuple[Shard, MessageRecord, bytes | None]:
         u = self._user(user)
         shard = self._shard(u)
-        record = shard.record(u.id, mailbox_id, uid)
-        if record is None:
+        found = shard.locate(u.id, mailbox_id, uid)
+        if found is None:
             raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
-        body = shard.inline_blob(record.sha)
+        return shard, *found
+
+    def open(self, user: str, mailbox_id: int, uid: int) -> BinaryIO:
+        shard, record, body = self._locate(user, mailbox_id, uid)
         blob: BinaryIO = io.BytesIO(body) if body is not None else shard.blobs.open(record.sha.hex())
         return io.BufferedReader(_PrefixedReader(record.prefix, blob))
 
     def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
-        with self.open(user, mailbox_id, uid) as fh:
-            return fh.read()
+        shard, record, body = self._locate(user, mailbox_id, uid)
+        return record.prefix + (body if body is not None else shard.blobs.read(record.sha.hex()))
 
     def unseen_uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)

@@ -206,14 +206,15 @@ class Shard:
                 if value is not None:
                     yield codec.decode_meta(uid, value)
 
-    def record(self, user_id: int, mailbox_id: int, uid: int) -> MessageRecord | None:
+    def locate(self, user_id: int, mailbox_id: int, uid: int) -> tuple[MessageRecord, bytes | None] | None:
+        """A message's record and, when its body is kept inline, the body (one transaction);
+        None when there is no such message."""
         with self.env.begin() as txn:
             raw = txn.get(msg_key(user_id, mailbox_id, uid), db=self.dbs["msg"])
-            return None if raw is None else MessageRecord.decode(raw)
-
-    def inline_blob(self, sha: bytes) -> bytes | None:
-        with self.env.begin() as txn:
-            return txn.get(sha, db=self.dbs["blobdata"])
+            if raw is None:
+                return None
+            record = MessageRecord.decode(raw)
+            return record, txn.get(record.sha, db=self.dbs["blobdata"])
 
     def envelope(self, user_id: int, mailbox_id: int, uid: int) -> dict[str, str]:
         with self.env.begin() as txn:
