@@ -45,6 +45,15 @@ class CommandSession(Protocol):
 
     # -- shared ----------------------------------------------------------------------------
 
+    def makeConnection(self, transport: Any) -> None:  # noqa: N802 - Twisted's name
+        # Answers go out whole, at once. With Nagle's algorithm the last small segment of a
+        # multi-segment answer waits for the client to ACK the previous one, and clients
+        # delay ACKs (40 ms on Linux): a 70 KB FETCH took 47 ms instead of 5.
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        super().makeConnection(transport)
+
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         """Run one command; the session is busy until it ends, then reads on."""
         self._busy = True
