@@ -1029,7 +1029,7 @@ class ImapSession(CommandSession):
                     origin, length = _partial_range(meta.size, partial)
                     stream = (label, origin, length)
                     continue
-                data = mime.section(self._raw(meta), section, self._parsed(meta) if not whole else None)
+                data = mime.section(self._raw(meta), section, self._parsed(meta) if section.part else None)
                 data = data if data is not None else b""
                 if partial is not None:
                     data = data[partial[0]:partial[0] + partial[1]]
