@@ -7,7 +7,7 @@ itself, and only for the messages the cheaper keys have not already ruled out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -175,26 +175,50 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
         # for a search without a MODSEQ key, so no message record is read.
         unseen = set(store.unseen_uids(user, mailbox_id))
         return [(i + 1, u, 0) for i, u in enumerate(uids) if u in unseen]
-    # One pass over the message records: flags, dates, sizes, and the modseq CONDSTORE
-    # needs for every answer.
-    metas = {m.uid: m for m in store.messages(user, mailbox_id)}
-    # Envelope keys read the mailbox's envelopes in one pass beside the uids (both in uid
-    # order), not one transaction per message.
-    envelopes = store.envelopes(user, mailbox_id) if any(k.op in _ENVELOPE_OPS for k in _walk(key)) else None
-    pending = next(envelopes, None) if envelopes is not None else None
+    needles = _required_needles(key)
+    rows: Iterable[tuple[int, int, StoredEnvelope | None]]
+    if needles:
+        # Every match has these in some envelope field. One pass over the stored envelopes
+        # keeps the messages that may; the rest of the mailbox is ruled out unread.
+        candidates = {uid: stored for uid, stored in store.envelopes(user, mailbox_id)
+                      if all(stored.may_contain(n) for n in needles)}
+        rows = [(i, uid, candidates[uid]) for i, uid in enumerate(uids) if uid in candidates]
+        metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in rows])}
+    else:
+        # One pass over the message records: flags, dates, sizes, and the modseq CONDSTORE
+        # needs for every answer; envelopes, when a key reads them, in a pass beside it.
+        metas = {m.uid: m for m in store.messages(user, mailbox_id)}
+        reads_envelopes = any(k.op in _ENVELOPE_OPS for k in _walk(key))
+        rows = _beside(uids, store.envelopes(user, mailbox_id) if reads_envelopes else iter(()))
     largest_seq, largest_uid = len(uids), uids[-1]
     out = []
-    for i, uid in enumerate(uids):
+    for i, uid, stored in rows:
         meta = metas.get(uid)
         if meta is None:
             continue  # expunged by another session, not yet announced
-        stored = None
-        if envelopes is not None:
-            while pending is not None and pending[0] < uid:
-                pending = next(envelopes, None)
-            if pending is not None and pending[0] == uid:
-                stored = pending[1]
         msg = _Message(store, user, mailbox_id, uid, i + 1, meta, stored)
         if matches(key, msg, largest_seq, largest_uid):
             out.append((i + 1, uid, meta.modseq))
     return out
+
+
+def _required_needles(key: SearchKey) -> list[str]:
+    """Texts that, for ``key`` to match, some stored envelope field must contain: those of
+    envelope header keys that every match must satisfy (the key itself, or under AND)."""
+    if key.op is SearchOp.HEADER:
+        name, needle = key.value  # type: ignore[misc]
+        return [needle] if name.lower() in _ENVELOPE_HEADERS else []
+    if key.op is SearchOp.AND:
+        return [needle for child in key.children for needle in _required_needles(child)]
+    return []
+
+
+def _beside(uids: list[int], envelopes: Iterator[tuple[int, StoredEnvelope]]
+            ) -> Iterator[tuple[int, int, StoredEnvelope | None]]:
+    """(index, uid, its stored envelope or None), walking ``envelopes`` (in uid order, like
+    ``uids``) alongside instead of a transaction per message."""
+    pending = next(envelopes, None)
+    for i, uid in enumerate(uids):
+        while pending is not None and pending[0] < uid:
+            pending = next(envelopes, None)
+        yield i, uid, pending[1] if pending is not None and pending[0] == uid else None

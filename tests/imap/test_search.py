@@ -62,3 +62,20 @@ def test_esearch_and_modseq(imap: Transcript) -> None:
     assert imap.ok("SEARCH RETURN (COUNT) KEYWORD nothing")[0].endswith(b") COUNT 0")
     line = imap.ok("SEARCH MODSEQ 1")[0]
     assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")
+
+
+def test_header_keys_over_escaped_encoded_and_raw_utf8_fields(imap: Transcript) -> None:
+    """FROM/SUBJECT/TO are first tried against the stored envelope bytes; quotes and
+    backslashes (escaped there), encoded words and raw UTF-8 must still be found."""
+    append(imap, "INBOX", b'From: "Smith, Bob" <bob@example.test>\r\nSubject: plain C:\\temp\\x\r\n\r\nhi\r\n')
+    append(imap, "INBOX", message("=?utf-8?b?R3LDvMOfZSBhdXMgS8O2bG4=?="))
+    append(imap, "INBOX", "From: zoë@example.test\r\nTo: a@example.test\r\nSubject: Grüße aus Köln\r\n\r\nhi\r\n"
+           .encode())
+    imap.ok("SELECT INBOX")
+    assert search(imap, 'SEARCH FROM "\\"smith, bob\\""') == [1]
+    assert search(imap, 'SEARCH SUBJECT "c:\\\\temp" FROM smith') == [1]
+    assert search(imap, 'SEARCH SUBJECT "c:\\\\tmp"') == []
+    assert search(imap, "SEARCH CHARSET UTF-8 SUBJECT {5+}\r\nKÖLN".encode()) == [2, 3]
+    assert search(imap, "SEARCH CHARSET UTF-8 FROM {4+}\r\nZOË".encode()) == [3]
+    assert search(imap, "SEARCH SUBJECT aus NOT FROM zo") == [2]
+    assert search(imap, "SEARCH SUBJECT nowhere") == []
