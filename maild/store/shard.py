@@ -280,26 +280,47 @@ class Shard:
 
 # -- write operations: each runs inside the writer thread with a Batch -------------------
 
+# Mailbox and user records decoded, by their exact stored bytes. Every append reads and
+# rewrites both, and the bytes it reads are nearly always those the previous write to the
+# same record produced: decoding them is then a copy of what was encoded. Keyed by
+# content, so an entry is never stale, whoever wrote the bytes.
+_DECODED: dict[bytes, dict[str, Any]] = {}
+_DECODED_MAX = 16_384
+
+
+def _load_record(raw: bytes) -> dict[str, Any]:
+    cached = _DECODED.get(raw)
+    return dict(cached) if cached is not None else jload(raw)
+
+
+def _dump_record(record: dict[str, Any]) -> bytes:
+    data = jdump(record)
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[data] = dict(record)  # the values are str, int, bool or None: a shallow copy
+    return data
+
+
 def _uinfo(b: Batch, user_id: int) -> dict[str, Any]:
     raw = b.txn.get(codec.u32(user_id), db=b.dbs["uinfo"])
     if raw is None:
         raise NotFound(f"user id {user_id} has no partition in this shard")
-    return jload(raw)
+    return _load_record(raw)
 
 
 def _put_uinfo(b: Batch, user_id: int, info: dict[str, Any]) -> None:
-    b.txn.put(codec.u32(user_id), jdump(info), db=b.dbs["uinfo"])
+    b.txn.put(codec.u32(user_id), _dump_record(info), db=b.dbs["uinfo"])
 
 
 def _mbox(b: Batch, user_id: int, mailbox_id: int) -> dict[str, Any]:
     raw = b.txn.get(mbox_key(user_id, mailbox_id), db=b.dbs["mbox"])
     if raw is None:
         raise MailboxNotFound(f"mailbox {mailbox_id} does not exist")
-    return jload(raw)
+    return _load_record(raw)
 
 
 def _put_mbox(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any]) -> None:
-    b.txn.put(mbox_key(user_id, mailbox_id), jdump(record), db=b.dbs["mbox"])
+    b.txn.put(mbox_key(user_id, mailbox_id), _dump_record(record), db=b.dbs["mbox"])
 
 
 def _change(b: Batch, kind: ChangeKind, user: str, mailbox_id: int, **fields: Any) -> None:
