@@ -116,7 +116,7 @@ class Store:
         self._fire_lock = threading.Lock()
         self._user_cache: dict[str, tuple[User, float]] = {}
         self._enqueue_listeners: list[Callable[[], None]] = []
-        self._to_fire: list[tuple[defer.Deferred[Any], Future[Any]]] = []
+        self._pending: list[Callable[[], None]] = []  # for the reactor thread (_in_reactor)
         self.tmp_dir = self._claim_tmp_dir()
         max_batch = config.max_batch if config.group_commit else 1
         map_size = config.map_size_mb * 1024 * 1024
@@ -126,7 +126,7 @@ class Store:
         ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
         self.shards = [
             Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
-                  None if reactor is None else reactor.callFromThread, ops_lock)
+                  None if reactor is None else self._in_reactor, ops_lock)
             for i in range(config.shards)
         ]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
@@ -164,21 +164,29 @@ class Store:
         def done(f: Future[Any]) -> None:
             if threadable.isInIOThread():  # already done when the callback was added
                 _fire_one(d, f)
-                return
-            # From a worker thread: one reactor wake-up for all that completes meanwhile.
-            with self._fire_lock:
-                self._to_fire.append((d, f))
-                first = len(self._to_fire) == 1
-            if first:
-                self.reactor.callFromThread(self._fire)
+            else:
+                self._in_reactor(lambda: _fire_one(d, f))
         future.add_done_callback(done)
         return d
 
-    def _fire(self) -> None:
+    def _in_reactor(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the reactor thread, in order with the others. What worker threads
+        (shard writers after a commit, the stager) hand over before the reactor gets to it
+        shares one wake-up: a wake-up costs the reactor a pipe write and a loop turn."""
         with self._fire_lock:
-            items, self._to_fire = self._to_fire, []
-        for d, f in items:
-            _fire_one(d, f)
+            self._pending.append(call)
+            first = len(self._pending) == 1
+        if first:
+            self.reactor.callFromThread(self._run_pending)
+
+    def _run_pending(self) -> None:
+        with self._fire_lock:
+            calls, self._pending = self._pending, []
+        for call in calls:
+            try:
+                call()
+            except Exception:  # the rest must still run: each completes someone's work
+                log.exception("store completion failed")
 
     def _publish(self, changes: list[dict[str, Any]]) -> None:
         records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
