@@ -173,10 +173,11 @@ class Pop3Factory(Factory):
 class _MessageSender:
     """Streams one message through a :class:`MessageEncoder` as the transport drains."""
 
-    def __init__(self, source: BinaryIO, encoder: MessageEncoder, consumer: Any) -> None:
+    def __init__(self, status: bytes, source: BinaryIO, encoder: MessageEncoder, consumer: Any) -> None:
         self.source = source
         self.encoder = encoder
         self.consumer = consumer
+        self._status: bytes = status  # the "+OK" line, sent with the first chunk
         self.finished: defer.Deferred[bool] = defer.Deferred()  # True: all sent
         self.chunks = 0  # chunks handed to the transport: progress, for the stall timeout
         self._ahead: bytes | None = None
@@ -198,7 +199,8 @@ class _MessageSender:
                 # ACK (Nagle), 40 ms per message.
                 chunk = self._ahead if self._ahead is not None else self._read()
                 self._ahead = self._read() if chunk else b""
-                data = self.encoder.feed(chunk)
+                data = self._status + self.encoder.feed(chunk)
+                self._status = b""
                 if not self._ahead or self.encoder.done:
                     self.consumer.write(data + self.encoder.finish())
                     self._end(True)
@@ -604,8 +606,8 @@ class Pop3Session(CommandSession):
         except (NotFound, FileNotFoundError):
             self._send(f"-ERR Message {msg} was removed by another session")
             return
-        self._send(f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows")
-        self._sender = _MessageSender(source, MessageEncoder(body_lines), self.transport)
+        status = f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows"
+        self._sender = _MessageSender(status.encode() + b"\r\n", source, MessageEncoder(body_lines), self.transport)
         self._sender_mark = -1
         complete = await self._sender.start()
         self._sender = None
