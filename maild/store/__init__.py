@@ -435,7 +435,7 @@ class Store:
 
     def envelope(self, user: str, mailbox_id: int, uid: int) -> Envelope:
         u = self._user(user)
-        return Envelope(**self._shard(u).envelope(u.id, mailbox_id, uid))
+        return self._shard(u).envelope(u.id, mailbox_id, uid)
 
     def envelopes(self, user: str, mailbox_id: int) -> Iterator[tuple[int, StoredEnvelope]]:
         """(uid, envelope, decoded on use) of every message of a mailbox, in uid order."""

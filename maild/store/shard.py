@@ -19,6 +19,7 @@ from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
 from maild.store.types import (
     SEEN,
     ChangeKind,
+    Envelope,
     FlagMode,
     FlagResult,
     FormatError,
@@ -216,12 +217,12 @@ class Shard:
             record = MessageRecord.decode(raw)
             return record, txn.get(record.sha, db=self.dbs["blobdata"])
 
-    def envelope(self, user_id: int, mailbox_id: int, uid: int) -> dict[str, str]:
+    def envelope(self, user_id: int, mailbox_id: int, uid: int) -> Envelope:
         with self.env.begin() as txn:
             raw = txn.get(msg_key(user_id, mailbox_id, uid), db=self.dbs["env"])
         if raw is None:
             raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
-        return jload(raw)
+        return codec.StoredEnvelope(raw).envelope
 
     def envelopes(self, user_id: int, mailbox_id: int) -> Iterator[tuple[int, codec.StoredEnvelope]]:
         """(uid, envelope) of every message of a mailbox in uid order, in one transaction."""
