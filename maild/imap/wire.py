@@ -8,13 +8,19 @@ from collections.abc import Iterable
 from maild.imap.mutf7 import encode_mailbox
 
 _QUOTABLE_MAX = 1024
+_CR, _LF, _NUL, _BACKSLASH, _DQUOTE = b'\r\n\0\\"'
 
 
 def string(value: str | bytes) -> bytes:
     """A quoted string when RFC 3501 §4.3 allows one (7-bit, no CR/LF/NUL), else a literal."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-    if len(raw) <= _QUOTABLE_MAX and raw.isascii() and not any(c in raw for c in b"\r\n\0"):
-        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    # Octets as ints: `int in bytes` is one memchr, `bytes in bytes` a substring search that
+    # costs several times more (ENVELOPE and BODYSTRUCTURE write ~10 strings per message).
+    if len(raw) <= _QUOTABLE_MAX and raw.isascii() and _CR not in raw and _LF not in raw \
+            and _NUL not in raw:
+        if _BACKSLASH in raw or _DQUOTE in raw:
+            raw = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + raw + b'"'
     return literal(raw)
 
 
