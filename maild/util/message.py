@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n[ \t]")
 
 _ENVELOPE_FIELDS = {
@@ -23,17 +22,24 @@ _ENVELOPE_FIELDS = {
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
-    """(header block including its terminating blank line, body)."""
-    match = _HEADER_END.search(raw)
-    if match is None:
+    """(header block including its terminating blank line, body).
+
+    The header ends at the first LF followed by an empty line, CRLF or bare LF (what the
+    pattern ``\\r?\\n\\r?\\n`` finds first), looked for with two substring searches: a
+    regular expression that may start at every octet took several µs per message."""
+    crlf = raw.find(b"\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))  # only one before it counts
+    if crlf < 0 and lf < 0:
         return raw, b""
-    return raw[: match.end()], raw[match.end():]
+    end = crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
+    return raw[:end], raw[end:]
 
 
 def header_fields(header: bytes) -> list[tuple[str, str]]:
     """Unfolded (name, value) pairs in order; undecodable bytes are kept as surrogates."""
     text = header.decode("utf-8", "surrogateescape")
-    text = _FOLD.sub(" ", text)
+    if "\n " in text or "\n\t" in text:  # folded lines (most headers have none)
+        text = _FOLD.sub(" ", text)
     fields: list[tuple[str, str]] = []
     for line in text.splitlines():
         if not line or line[0] in " \t" or ":" not in line:
