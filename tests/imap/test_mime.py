@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import getaddresses
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap import mime
@@ -112,3 +112,39 @@ def test_search_text_decoding() -> None:
     assert "Grüße aus Köln" in mime.body_text(RAW)
     assert "plain inner" in mime.body_text(RAW)
     assert mime.header_values(RAW, "x-folded") == ["one two"]
+
+
+# Pieces of Content-Type / Content-Disposition values: tokens, the separators, quoted strings
+# plain and with what only the email package handles (escapes, RFC 2231 "*", comments).
+_PARAM_PIECES = ["text", "plain", "Multipart", "mixed", "charset", "UTF-8", "x-y.z", "name*0", "*", "filename",
+                 "/", ";", "=", " ", "\t", '"a b"', '"a;b=c"', '"a\\"b"', '""', '"open', "(c)", "<a>", "é",
+                 ",", "@", "utf-8\'\'%41", "attachment"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["content-type", "content-disposition"]),
+       st.lists(st.sampled_from(_PARAM_PIECES), max_size=12).map("".join))
+def test_parameters_parse_as_the_email_package_does(name: str, value: str) -> None:
+    _assert_params_as_email_parses(name, value)
+
+
+def _assert_params_as_email_parses(name: str, value: str) -> None:
+    expected = mime._header(name, value).get_params(header=name, failobj=[]) or []
+    assert mime._header_params(name, value) == expected
+
+
+_SPACE = st.sampled_from(["", " ", "\t", "  "])
+_TOKENS = st.sampled_from(["text", "plain", "Charset", "UTF-8", "x-y.z", "name", "a+b", "{}", "~|`^", "*", "n*"])
+_VALUES = _TOKENS | st.sampled_from(['"a b"', '"a;b=c"', '""', '"x\\\\y"', '"é"', "<a>", "(c)"])
+_SHAPED = st.builds(lambda s0, main, params, end: s0 + main + "".join(params) + end,
+                    _SPACE, st.sampled_from(["text/plain", "multipart/mixed", "attachment", "inline", "a/b/c"]),
+                    st.lists(st.builds(lambda a, k, b, c, v, d: f";{a}{k}{b}={c}{v}{d}",
+                                       _SPACE, _TOKENS, _SPACE, _SPACE, _VALUES, _SPACE), max_size=4),
+                    st.sampled_from(["", ";", " ", "; "]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["content-type", "content-disposition"]), _SHAPED)
+def test_shaped_parameters_parse_as_the_email_package_does(name: str, value: str) -> None:
+    """Values shaped like real ones, so that most take the fast path."""
+    _assert_params_as_email_parses(name, value)
