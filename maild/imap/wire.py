@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 from maild.imap.mutf7 import encode_mailbox
 
@@ -45,8 +44,18 @@ def mailbox(name: str) -> bytes:
     return astring(encode_mailbox(name))
 
 
-def flags(values: Iterable[str]) -> bytes:
-    return b"(" + " ".join(sorted(values)).encode("utf-8") + b")"
+_FLAG_LISTS: dict[frozenset[str], bytes] = {}  # a mailbox has few distinct flag sets
+
+
+def flags(values: frozenset[str]) -> bytes:
+    """A flag list, e.g. ``(\\Seen $Junk)``; FETCH FLAGS writes one per message."""
+    out = _FLAG_LISTS.get(values)
+    if out is None:
+        out = b"(" + " ".join(sorted(values)).encode("utf-8") + b")"
+        if len(_FLAG_LISTS) >= 4096:
+            _FLAG_LISTS.clear()
+        _FLAG_LISTS[values] = out
+    return out
 
 
 def internal_date(timestamp: float) -> bytes:
