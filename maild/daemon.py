@@ -7,6 +7,7 @@ finishes every write already queued (group commit) before the process exits.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import socket
@@ -139,6 +140,11 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", runner.stop)
     reactor.callWhenRunning(lambda: (log.info("maild ready: %s", ", ".join(ports) or "no listeners"),
                                      sd_notify("READY=1")))
+    # What exists now (modules, the store, the listeners) lives as long as the process: keep
+    # it out of the cyclic collector's full passes. Each walked all of it, a ~30 ms pause in
+    # the middle of every tenth FETCH 1:* of a 10,000-message mailbox.
+    gc.collect()
+    gc.freeze()
     reactor.run()
     log.info("maild stopped")
     return 0
