@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import email
+import functools
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -256,8 +257,15 @@ def _find(root: Part, numbers: tuple[int, ...]) -> Part | None:
     return part
 
 
+@functools.lru_cache(maxsize=64)
+def _field_names(names: tuple[str, ...]) -> frozenset[bytes]:
+    """HEADER.FIELDS names as the lower-case octets they are compared with (a client asks
+    for the same list for every message)."""
+    return frozenset(n.encode("utf-8").lower() for n in names)
+
+
 def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
-    wanted = {n.lower() for n in names}
+    wanted = _field_names(names)
     out = bytearray()
     keep = False
     for line in header.splitlines(keepends=True):
@@ -265,8 +273,7 @@ def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> byte
             break
         if line[:1] not in (b" ", b"\t"):
             match = _FIELD_LINE.match(line)
-            name = match.group(1).decode("ascii", "replace").lower() if match else ""
-            keep = (name in wanted) != exclude if match else False
+            keep = (match.group(1).lower() in wanted) != exclude if match else False
         if keep:
             out += line
     return bytes(out) + b"\r\n"
