@@ -111,11 +111,15 @@ def decode_meta(uid: int, data: bytes) -> MessageMeta:
     """MessageRecord.decode(data).meta(uid) without the intermediate object: the hot path
     of FETCH 1:* and SEARCH."""
     modseq, idate, size, bits, sha, kwlen, plen = _RECORD.unpack_from(data)
-    flags = _FLAG_SETS[bits]
-    if kwlen:
-        pos = _RECORD.size
-        flags = flags | frozenset(bytes(data[pos:pos + kwlen]).decode("utf-8").split("\0"))
-    return MessageMeta(uid, flags, idate, plen + size, modseq, sha.hex(), plen)
+    return MessageMeta(uid, _flags(bits, data, kwlen), idate, plen + size, modseq, sha.hex(), plen)
+
+
+def _flags(bits: int, data: bytes, kwlen: int) -> frozenset[str]:
+    """A record's flags: its system-flag bits, and the keywords that follow the fixed part."""
+    if not kwlen:
+        return _FLAG_SETS[bits]
+    pos = _RECORD.size
+    return _FLAG_SETS[bits] | frozenset(bytes(data[pos:pos + kwlen]).decode("utf-8").split("\0"))
 
 
 @dataclass
@@ -144,12 +148,8 @@ class MessageRecord:
     def decode(cls, data: bytes) -> MessageRecord:
         modseq, idate, size, bits, sha, kwlen, plen = _RECORD.unpack_from(data)
         pos = _RECORD.size
-        kw = bytes(data[pos:pos + kwlen]).decode("utf-8")
         prefix = bytes(data[pos + kwlen:pos + kwlen + plen])
-        flags = {f for i, f in enumerate(SYSTEM_FLAGS) if bits & (1 << i)}
-        if kw:
-            flags.update(kw.split("\0"))
-        return cls(modseq, idate, size, frozenset(flags), bytes(sha), prefix)
+        return cls(modseq, idate, size, _flags(bits, data, kwlen), bytes(sha), prefix)
 
     def meta(self, uid: int) -> MessageMeta:
         return MessageMeta(uid=uid, flags=self.flags, internal_date=self.internal_date,
