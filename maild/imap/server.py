@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import mime, wire
+from maild.imap import fetchcache, mime, wire
 from maild.imap import search as searching
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.parser import (
@@ -99,6 +99,7 @@ MAX_QUEUED_BYTES = 1024 * 1024  # pipelined input held while a command runs
 MAX_BAD_COMMANDS = 20
 STREAM_CHUNK = 64 * 1024
 STREAM_ABOVE = 256 * 1024  # whole bodies larger than this stream from the blob file
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
@@ -1002,8 +1003,6 @@ class ImapSession(CommandSession):
                      ) -> tuple[bytes, tuple[bytes, int, int] | None]:
         """``* seq FETCH (items`` without the closing parenthesis, and the (label, origin,
         length) of a whole body to stream after it, if one is that large."""
-        view = self._view()
-        user = self._user()
         parts: list[bytes] = []
         stream: tuple[bytes, int, int] | None = None
         for att in attributes:
@@ -1019,9 +1018,9 @@ class ImapSession(CommandSession):
             elif name == "MODSEQ":
                 parts.append(b"MODSEQ (%d)" % meta.modseq)
             elif name == "ENVELOPE":
-                parts.append(b"ENVELOPE " + mime.envelope(self.store.envelope(user, view.mailbox_id, meta.uid)))
+                parts.append(b"ENVELOPE " + self._cached(meta, name, self._envelope))
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
-                parts.append(name.encode() + b" " + mime.bodystructure(self._parsed(meta), name == "BODYSTRUCTURE"))
+                parts.append(name.encode() + b" " + self._cached(meta, name, self._bodystructure, name))
             else:
                 label, section, partial = _section_of(att)
                 whole = section.text is None and not section.part
@@ -1029,8 +1028,10 @@ class ImapSession(CommandSession):
                     origin, length = _partial_range(meta.size, partial)
                     stream = (label, origin, length)
                     continue
-                data = mime.section(self._raw(meta), section, self._parsed(meta) if section.part else None)
-                data = data if data is not None else b""
+                if not section.part and section.text in _HEADER_TEXTS:  # the message's own header
+                    data = self._cached(meta, str(section), self._own_header, section)
+                else:
+                    data = mime.section(self._raw(meta), section, self._parsed(meta) if section.part else None) or b""
                 if partial is not None:
                     data = data[partial[0]:partial[0] + partial[1]]
                 parts.append(label + b" " + wire.literal(data))
@@ -1063,6 +1064,22 @@ class ImapSession(CommandSession):
             self._close()
             return
         self._write(b")\r\n")
+
+    def _cached(self, meta: MessageMeta, item: str, make: Callable[..., bytes], *args: Any) -> bytes:
+        """``item`` of an immutable message: from the process's FETCH cache, or
+        ``make(meta, *args)``."""
+        view = self._view()
+        return fetchcache.CACHE.get(self._user(), view.uidvalidity, view.mailbox_id, meta, item, make, *args)
+
+    def _envelope(self, meta: MessageMeta) -> bytes:
+        return mime.envelope(self.store.envelope(self._user(), self._view().mailbox_id, meta.uid))
+
+    def _bodystructure(self, meta: MessageMeta, name: str) -> bytes:
+        return mime.bodystructure(self._parsed(meta), name == "BODYSTRUCTURE")
+
+    def _own_header(self, meta: MessageMeta, section: Section) -> bytes:
+        """HEADER or HEADER.FIELDS[.NOT] of the message itself."""
+        return mime.section(self._raw(meta), section) or b""
 
     def _raw(self, meta: MessageMeta) -> bytes:
         if self._cache is None or self._cache[0] != meta.uid:

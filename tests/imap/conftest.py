@@ -170,12 +170,17 @@ def imap_server(tls_files: tuple[Path, Path, Path], password_hashes: dict[str, s
 _next_user = itertools.count()
 
 
-@pytest.fixture
-def account() -> Account:
+def fresh_account() -> Account:
     """A user nobody else in the test run touches (empty mailboxes)."""
     n = next(_next_user)
     assert n < USERS, "raise USERS in tests/imap/conftest.py"
     return Account(f"user{n}@example.test", PASSWORD)
+
+
+@pytest.fixture
+def account() -> Account:
+    """This test's user (see fresh_account)."""
+    return fresh_account()
 
 
 @pytest.fixture
