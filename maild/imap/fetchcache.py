@@ -19,7 +19,7 @@ from typing import Any
 from maild.store.types import MessageMeta
 
 MAX_BYTES = 32 * 1024 * 1024
-_ENTRY_OVERHEAD = 200  # the key tuple and the dictionary slot, roughly
+_ENTRY_OVERHEAD = 350  # the key tuple, its sha256 string and the ordered-dict slot (tracemalloc)
 
 Key = tuple[str, int, int, int, str, int, str]
 

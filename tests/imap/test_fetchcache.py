@@ -17,7 +17,7 @@ def _meta(uid: int, blob: str = "ab" * 32, prefix_len: int = 40) -> MessageMeta:
 
 
 def test_made_once_per_message_and_item_then_least_recently_used_out() -> None:
-    cache = FetchCache(max_bytes=3 * (100 + 200))
+    cache = FetchCache(max_bytes=3 * (100 + 350))
     made: list[str] = []
 
     def make(value: str) -> Callable[[MessageMeta], bytes]:
