@@ -7,6 +7,7 @@ import smtplib
 from collections.abc import Callable
 from typing import Any
 
+from maild.imap import fetchcache
 from maild.imap.fetchcache import FetchCache
 from maild.store.types import MessageMeta
 from tests.imap.conftest import Transcript, fresh_account, message
@@ -17,7 +18,7 @@ def _meta(uid: int, blob: str = "ab" * 32, prefix_len: int = 40) -> MessageMeta:
 
 
 def test_made_once_per_message_and_item_then_least_recently_used_out() -> None:
-    cache = FetchCache(max_bytes=3 * (100 + 350))
+    cache = FetchCache(max_bytes=3 * (100 + fetchcache._ENTRY_OVERHEAD))  # room for three
     made: list[str] = []
 
     def make(value: str) -> Callable[[MessageMeta], bytes]:
