@@ -21,6 +21,9 @@ Implementation notes — invariants a contributor must keep:
    the transport's push producer, so a slow reader pauses us instead of filling memory.
 8. A client never sees an exception text: unexpected errors are logged and answered
    ``NO [SERVERBUG]``.
+9. Only what a message can never change goes through the FETCH cache (``_cached``:
+   ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
+   identity; flags, modseqs and anything session-dependent are always read afresh.
 """
 
 from __future__ import annotations
