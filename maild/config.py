@@ -62,6 +62,7 @@ class ImapConfig(Listeners):
     autologout_authenticated: float = 30 * 60.0  # RFC 3501 §5.4
     autologout_unauthenticated: float = 60.0
     allow_plaintext_auth_on_loopback: bool = False
+    fetch_cache_mb: int = 32  # ENVELOPE, BODYSTRUCTURE, header fields kept for repeats; 0: none
 
 
 @dataclass(frozen=True)

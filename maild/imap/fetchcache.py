@@ -3,7 +3,7 @@
 A stored message never changes, so its ENVELOPE, BODYSTRUCTURE and the fields of its own
 header are the same every time a client asks; clients ask again when they resync, and a
 second device asks for the same. Dovecot keeps these in its cache file; maild keeps them
-in memory, least recently used first out, at most ``MAX_BYTES`` of values per process.
+in memory, least recently used first out, up to ``[imap] fetch_cache_mb`` per process.
 
 A key names the message exactly: user, UIDVALIDITY, mailbox id and uid (never reused
 under one UIDVALIDITY), and the body's sha256 with the length of the per-recipient prefix.
@@ -18,17 +18,20 @@ from typing import Any
 
 from maild.store.types import MessageMeta
 
-MAX_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 350  # the key tuple, its sha256 string and the ordered-dict slot (tracemalloc)
 
 Key = tuple[str, int, int, int, str, int, str]
 
 
 class FetchCache:
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[Key, bytes] = OrderedDict()
         self._bytes = 0
+
+    def resize(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._evict()
 
     def get(self, user: str, uidvalidity: int, mailbox_id: int, meta: MessageMeta, item: str,
             make: Callable[..., bytes], *args: Any) -> bytes:
@@ -44,14 +47,18 @@ class FetchCache:
             return value
         self._items[key] = value
         self._bytes += size
+        self._evict()
+        return value
+
+    def _evict(self) -> None:
         while self._bytes > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
             self._bytes -= len(evicted) + _ENTRY_OVERHEAD
-        return value
 
     def __len__(self) -> int:
         return len(self._items)
 
 
-# One per process, shared by every IMAP session (sessions run on the reactor thread).
-CACHE = FetchCache()
+# One per process, shared by every IMAP session (sessions run on the reactor thread); the
+# IMAP factory sizes it from [imap] fetch_cache_mb.
+CACHE = FetchCache(32 * 1024 * 1024)

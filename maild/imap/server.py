@@ -171,6 +171,7 @@ class ImapFactory(Factory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.config: ImapConfig = ctx.config.imap
+        fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
         self.connections: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)

@@ -61,3 +61,17 @@ def test_same_message_same_uid_for_two_users_stays_apart(imap_server: Any,
             other = second if account is first else first
             assert other.address.encode() not in line
             assert b'"shared"' in line and b'("TEXT" "PLAIN"' in line
+
+
+def test_resizing_evicts_and_zero_keeps_nothing() -> None:
+    """[imap] fetch_cache_mb sizes the process's cache at start-up; 0 turns it off."""
+    cache = FetchCache(max_bytes=10 * (100 + fetchcache._ENTRY_OVERHEAD))
+    for uid in range(10):
+        cache.get("a@x", 7, 1, _meta(uid), "ENVELOPE", lambda meta: b"v" * 100)
+    assert len(cache) == 10
+    cache.resize(4 * (100 + fetchcache._ENTRY_OVERHEAD))
+    assert len(cache) == 4
+    cache.resize(0)
+    assert len(cache) == 0
+    assert cache.get("a@x", 7, 1, _meta(1), "ENVELOPE", lambda meta: b"w") == b"w"
+    assert len(cache) == 0
