@@ -203,11 +203,11 @@ class Writer:
         self._complete(results, batch.changes)
 
     def _write(self, items: list[_Item], isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
+        # Leaving the outer block commits (page writes and fsync, outside the lock), or
+        # aborts when an exception leaves it.
         with self.env.begin(write=True) as txn:
             with self._ops_lock:
                 return self._apply(txn, items, isolate)
-            # Leaving the outer block commits (page writes and fsync, outside the lock),
-            # or aborts when an exception leaves it.
 
     def _apply(self, txn: lmdb.Transaction, items: list[_Item],
                isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
