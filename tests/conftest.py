@@ -215,6 +215,6 @@ def maild_server(maild_factory: Callable[..., MaildServer]) -> MaildServer:
 
 
 def pytest_report_header() -> list[str]:
-    tools = ["swaks", "mbsync", "fetchmail", "clamd", "rspamd", "smtp-source"]
+    tools = ["swaks", "mbsync", "fetchmail", "clamd", "rspamd", "redis-server", "smtp-source"]
     return ["real peers: " + ", ".join(f"{t}={'yes' if shutil.which(t) else 'MISSING'}" for t in tools),
             f"cpus: {os.cpu_count()}"]
