@@ -103,6 +103,14 @@ MAX_BAD_COMMANDS = 20
 STREAM_CHUNK = 64 * 1024
 STREAM_ABOVE = 256 * 1024  # whole bodies larger than this stream from the blob file
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+# FETCH items answered from the message record alone (RFC 9051 §7.5.2, RFC 7162 §3.1.4).
+_RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
+    "UID": lambda meta: b"UID %d" % meta.uid,
+    "FLAGS": lambda meta: b"FLAGS " + wire.flags(meta.flags),
+    "RFC822.SIZE": lambda meta: b"RFC822.SIZE %d" % meta.size,
+    "MODSEQ": lambda meta: b"MODSEQ (%d)" % meta.modseq,
+    "INTERNALDATE": lambda meta: b"INTERNALDATE " + wire.internal_date(meta.internal_date),
+}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
@@ -1011,16 +1019,9 @@ class ImapSession(CommandSession):
         stream: tuple[bytes, int, int] | None = None
         for att in attributes:
             name = att.name
-            if name == "FLAGS":
-                parts.append(b"FLAGS " + wire.flags(meta.flags))
-            elif name == "UID":
-                parts.append(b"UID %d" % meta.uid)
-            elif name == "INTERNALDATE":
-                parts.append(b"INTERNALDATE " + wire.internal_date(meta.internal_date))
-            elif name == "RFC822.SIZE":
-                parts.append(b"RFC822.SIZE %d" % meta.size)
-            elif name == "MODSEQ":
-                parts.append(b"MODSEQ (%d)" % meta.modseq)
+            item = _RECORD_ITEMS.get(name)
+            if item is not None:
+                parts.append(item(meta))
             elif name == "ENVELOPE":
                 parts.append(b"ENVELOPE " + self._cached(meta, name, self._envelope))
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:

@@ -76,6 +76,9 @@ def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
     return codec.msg_uids(keys)
 
 
+# Shard.messages reads a run of uids in one cursor pass when they are at least one in this
+# many of the uids their range could hold, and looks each up otherwise.
+SCAN_DENSITY = 4
 UID_CACHE_MAX = 4_000_000  # uids remembered per shard, over all mailboxes (4 octets each)
 
 
@@ -192,19 +195,36 @@ class Shard:
                 self._uid_cache_size -= len(evicted)
 
     def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
+        """Metadata of the mailbox's messages, or of those of ``uids`` that exist, in uid order."""
         prefix = mbox_key(user_id, mailbox_id)
-        with self.env.begin(buffers=True) as txn:
-            cur = txn.cursor(db=self.dbs["msg"])
-            if uids is None:
-                if cur.set_range(prefix):
-                    for key, value in cur:
-                        if bytes(key[:8]) != prefix:
-                            break
-                        yield codec.decode_meta(codec.msg_uid(bytes(key)), value)
+        wanted: set[int] | None = None
+        start, end = prefix, codec.mbox_key_after(prefix)
+        if uids is not None:
+            ordered = sorted(set(uids))
+            if not ordered:
                 return
-            for uid in uids:
-                value = cur.get(msg_key(user_id, mailbox_id, uid))
-                if value is not None:
+            if len(ordered) * SCAN_DENSITY < ordered[-1] - ordered[0] + 1:
+                # A few uids spread over the mailbox: look each one up.
+                with self.env.begin(buffers=True) as txn:
+                    cur = txn.cursor(db=self.dbs["msg"])
+                    for uid in ordered:
+                        value = cur.get(msg_key(user_id, mailbox_id, uid))
+                        if value is not None:
+                            yield codec.decode_meta(uid, value)
+                return
+            # Dense (FETCH 1:*): one pass over the range beats a B-tree descent per uid.
+            start = msg_key(user_id, mailbox_id, ordered[0])
+            end = msg_key(user_id, mailbox_id, ordered[-1] + 1) if ordered[-1] < 0xFFFFFFFF else end
+            wanted = set(ordered) if len(ordered) < ordered[-1] - ordered[0] + 1 else None
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["msg"])
+            if not cur.set_range(start):
+                return
+            for key, value in cur:
+                if key >= end:
+                    break
+                uid = codec.msg_uid(key)
+                if wanted is None or uid in wanted:
                     yield codec.decode_meta(uid, value)
 
     def locate(self, user_id: int, mailbox_id: int, uid: int) -> tuple[MessageRecord, bytes | None] | None:

@@ -130,6 +130,25 @@ def test_quota_refuses_and_changes_nothing(store: Store) -> None:
     assert not fsck(store).problems
 
 
+def test_messages_of_a_uid_set(store: Store) -> None:
+    """messages(uids) answers the uids that exist, once each and in uid order, whether it
+    reads them in one cursor pass (dense sets) or looks each up (sparse ones), and never a
+    message of the next mailbox or user in the key space."""
+    mid, trash, bobs = inbox(store), store.require_mailbox(ALICE, "Trash").id, inbox(store, BOB)
+    for _ in range(40):
+        result(store.append(ALICE, mid, RAW))
+    for box, user in ((trash, ALICE), (bobs, BOB)):
+        for _ in range(45):
+            result(store.append(user, box, RAW))
+    result(store.expunge(ALICE, mid, [3, 17, 18, 40]))
+    everything = list(store.messages(ALICE, mid))
+    assert [m.uid for m in everything] == [u for u in range(1, 41) if u not in (3, 17, 18, 40)]
+    for wanted in ([], range(1, 60), [40, 2, 2, 39, 1], [1, 39], range(5, 21), [4, 6, 8, 10, 30], [5, 6, 8, 9, 10],
+                   [0xFFFFFFFF], [39, 0xFFFFFFFF]):
+        expected = [m for m in everything if m.uid in set(wanted)]
+        assert list(store.messages(ALICE, mid, wanted)) == expected, wanted
+
+
 def test_users_are_isolated(store: Store) -> None:
     result(store.append(ALICE, inbox(store), RAW))
     assert store.uids(BOB, inbox(store, BOB)) == []
