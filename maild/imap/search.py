@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from maild.imap import mime
 from maild.imap.parser import SearchKey, SearchOp
-from maild.store.codec import StoredEnvelope
+from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta
 
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -22,6 +23,9 @@ _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "sub
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
                 SearchOp.SENTSINCE}
+# OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
+# up to this many; past it the search reads every envelope.
+MAX_OR_CLAUSES = 16
 _ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE}
 
 
@@ -67,7 +71,7 @@ class _Message:
         return self._envelope
 
     def envelope_may_contain(self, needle: str) -> bool:
-        return self._stored is None or self._stored.may_contain(needle)
+        return self._stored is None or _needle_filter(needle).admits_stored(self._stored)
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -175,13 +179,13 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
         # for a search without a MODSEQ key, so no message record is read.
         unseen = set(store.unseen_uids(user, mailbox_id))
         return [(i + 1, u, 0) for i, u in enumerate(uids) if u in unseen]
-    needles = _required_needles(key)
+    clauses = _required_clauses(key)
     rows: Iterable[tuple[int, int, StoredEnvelope | None]]
-    if needles:
-        # Every match has these in some envelope field. One pass over the stored envelopes
-        # keeps the messages that may; the rest of the mailbox is ruled out unread.
-        candidates = {uid: stored for uid, stored in store.envelopes(user, mailbox_id)
-                      if all(stored.may_contain(n) for n in needles)}
+    if clauses:
+        # Every match has, for each clause, one of its texts in some envelope field. One
+        # pass over the stored envelopes keeps the messages that may; the rest of the
+        # mailbox is ruled out unread.
+        candidates = dict(store.envelopes(user, mailbox_id, EnvelopeFilter(clauses).admits))
         rows = [(i, uid, candidates[uid]) for i, uid in enumerate(uids) if uid in candidates]
         metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in rows])}
     else:
@@ -202,14 +206,26 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
     return out
 
 
-def _required_needles(key: SearchKey) -> list[str]:
-    """Texts that, for ``key`` to match, some stored envelope field must contain: those of
-    envelope header keys that every match must satisfy (the key itself, or under AND)."""
+@lru_cache(maxsize=256)
+def _needle_filter(needle: str) -> EnvelopeFilter:
+    """The filter for a header key's text, made once (it is asked once per message)."""
+    return EnvelopeFilter([[needle]])
+
+
+def _required_clauses(key: SearchKey) -> list[list[str]]:
+    """Texts some stored envelope field must contain for ``key`` to match, as clauses each
+    satisfied by any one of its texts (every clause must be). From envelope header keys,
+    under AND and OR: Thunderbird's quick search is ``OR OR FROM x SUBJECT x TO x``."""
     if key.op is SearchOp.HEADER:
         name, needle = key.value  # type: ignore[misc]
-        return [needle] if name.lower() in _ENVELOPE_HEADERS else []
+        return [[needle]] if name.lower() in _ENVELOPE_HEADERS else []
     if key.op is SearchOp.AND:
-        return [needle for child in key.children for needle in _required_needles(child)]
+        return [clause for child in key.children for clause in _required_clauses(child)]
+    if key.op is SearchOp.OR:
+        left, right = (_required_clauses(child) for child in key.children)
+        # A match satisfies every clause of one side, so each pair's union holds.
+        if left and right and len(left) * len(right) <= MAX_OR_CLAUSES:
+            return [a + b for a in left for b in right]
     return []
 
 

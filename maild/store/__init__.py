@@ -437,10 +437,12 @@ class Store:
         u = self._user(user)
         return self._shard(u).envelope(u.id, mailbox_id, uid)
 
-    def envelopes(self, user: str, mailbox_id: int) -> Iterator[tuple[int, StoredEnvelope]]:
-        """(uid, envelope, decoded on use) of every message of a mailbox, in uid order."""
+    def envelopes(self, user: str, mailbox_id: int, admit: Callable[[bytes], bool] | None = None
+                  ) -> Iterator[tuple[int, StoredEnvelope]]:
+        """(uid, envelope, decoded on use) of every message of a mailbox, in uid order; only
+        those whose stored bytes ``admit`` accepts (an EnvelopeFilter's), when given."""
         u = self._user(user)
-        return self._shard(u).envelopes(u.id, mailbox_id)
+        return self._shard(u).envelopes(u.id, mailbox_id, admit)
 
     def _locate(self, user: str, mailbox_id: int, uid: int) -> tuple[Shard, MessageRecord, bytes | None]:
         u = self._user(user)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,11 +180,8 @@ def mailbox_from(mailbox_id: int, record: dict[str, Any]) -> Mailbox:
 
 
 class StoredEnvelope:
-    """A message's stored envelope, decoded on first use.
-
-    SEARCH FROM/SUBJECT/TO/CC/BCC reads one per message; :meth:`may_contain` rules most of
-    them out from the stored bytes, without decoding JSON.
-    """
+    """A message's stored envelope, decoded on first use (SEARCH reads one per message
+    that :class:`EnvelopeFilter` did not rule out)."""
 
     __slots__ = ("_data", "_envelope")
 
@@ -197,20 +195,52 @@ class StoredEnvelope:
             self._envelope = Envelope(**jload(self._data))
         return self._envelope
 
-    def may_contain(self, needle: str) -> bool:
-        """False only when no field's text can contain ``needle`` (case-insensitively).
 
-        Sound where the fields are ASCII with no RFC 2047 encoded word (those decode to
-        other text): there a value folds to ASCII, so a needle that is not ASCII after
-        folding cannot match; and JSON escapes only '"', '\\' and control characters, so
-        a needle free of those appears verbatim in the stored bytes wherever it matches.
-        """
-        data = self._data
+class EnvelopeFilter:
+    """Rules a message out of SEARCH FROM/SUBJECT/TO/CC/BCC from its stored envelope bytes,
+    without decoding JSON. ``clauses`` are lists of texts: :meth:`admits` is False only
+    when, for some clause, no field's text can contain any of its texts
+    (case-insensitively).
+
+    Sound where the fields are ASCII with no RFC 2047 encoded word (those decode to other
+    text): there a value folds to ASCII, so a text that is not ASCII after folding cannot
+    match; and JSON escapes only '"', '\\' and control characters, so a text free of those
+    appears verbatim in the stored bytes wherever it matches. The texts are prepared once
+    per search; :meth:`admits` runs once per message.
+    """
+
+    __slots__ = ("_impossible", "_clauses")
+
+    def __init__(self, clauses: Iterable[Iterable[str]]) -> None:
+        self._impossible = False  # a clause no ASCII text can satisfy
+        self._clauses: list[tuple[bytes, ...]] = []  # lower-case octets, any one per clause
+        for clause in clauses:
+            octets: list[bytes] = []
+            for text in clause:
+                folded = text.casefold()
+                if not folded.isascii():
+                    continue  # no ASCII text contains it
+                if '"' in folded or "\\" in folded or not folded.isprintable():
+                    break  # escaped in the JSON: the bytes cannot tell, so the clause holds
+                octets.append(folded.encode())
+            else:
+                if not octets:
+                    self._impossible = True
+                self._clauses.append(tuple(octets))
+
+    def admits(self, data: bytes) -> bool:
         if not data.isascii() or b"=?" in data:
             return True
-        folded = needle.casefold()
-        if not folded.isascii():
+        if self._impossible:
             return False
-        if any(c in folded for c in '"\\') or not folded.isprintable():
-            return True
-        return folded.encode() in data.lower()
+        lowered = data.lower()
+        for clause in self._clauses:
+            for octets in clause:
+                if octets in lowered:
+                    break
+            else:
+                return False
+        return True
+
+    def admits_stored(self, stored: StoredEnvelope) -> bool:
+        return self.admits(stored._data)

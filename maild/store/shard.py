@@ -244,16 +244,20 @@ class Shard:
             raise NotFound(f"no message uid {uid} in mailbox {mailbox_id}")
         return codec.StoredEnvelope(raw).envelope
 
-    def envelopes(self, user_id: int, mailbox_id: int) -> Iterator[tuple[int, codec.StoredEnvelope]]:
-        """(uid, envelope) of every message of a mailbox in uid order, in one transaction."""
+    def envelopes(self, user_id: int, mailbox_id: int, admit: Callable[[bytes], bool] | None = None
+                  ) -> Iterator[tuple[int, codec.StoredEnvelope]]:
+        """(uid, envelope) of every message of a mailbox in uid order, in one transaction;
+        only those whose stored bytes ``admit`` accepts, when given."""
         prefix = mbox_key(user_id, mailbox_id)
+        end = codec.mbox_key_after(prefix)
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.dbs["env"])
             if cur.set_range(prefix):
                 for key, value in cur:
-                    if key[:8] != prefix:
+                    if key >= end:
                         break
-                    yield codec.msg_uid(key), codec.StoredEnvelope(value)
+                    if admit is None or admit(value):
+                        yield codec.msg_uid(key), codec.StoredEnvelope(value)
 
     def unseen_uids(self, user_id: int, mailbox_id: int) -> list[int]:
         prefix = mbox_key(user_id, mailbox_id)

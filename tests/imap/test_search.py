@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from maild.imap.parser import Search, parse_command
+from maild.imap.search import _required_clauses
 from tests.imap.conftest import Transcript, append, message
 
 
@@ -79,3 +83,39 @@ def test_header_keys_over_escaped_encoded_and_raw_utf8_fields(imap: Transcript) 
     assert search(imap, "SEARCH CHARSET UTF-8 FROM {4+}\r\nZOË".encode()) == [3]
     assert search(imap, "SEARCH SUBJECT aus NOT FROM zo") == [2]
     assert search(imap, "SEARCH SUBJECT nowhere") == []
+
+
+def test_or_of_header_keys(imap: Transcript) -> None:
+    """Thunderbird's quick search, ``OR OR FROM x SUBJECT x TO x``: an OR of header keys
+    prefilters the envelope pass by clauses; every message either side matches is found,
+    over plain, escaped, encoded and raw UTF-8 fields."""
+    fill(imap)
+    append(imap, "INBOX", b'From: "Smith, Bob" <bob@example.test>\r\nSubject: plain C:\\temp\\x\r\n\r\nhi\r\n')
+    append(imap, "INBOX", "From: zoë@example.test\r\nTo: a@example.test\r\nSubject: Grüße aus Köln\r\n\r\nhi\r\n"
+           .encode())
+    imap.ok("NOOP")
+    assert search(imap, "SEARCH OR FROM carol SUBJECT big") == [1, 3]
+    assert search(imap, "SEARCH OR OR FROM report SUBJECT report TO report") == [1]
+    assert search(imap, "SEARCH OR FROM nobody SUBJECT nothing") == []
+    assert search(imap, 'SEARCH OR FROM "\\"smith, bob\\"" SUBJECT big') == [3, 4]
+    assert search(imap, "SEARCH CHARSET UTF-8 OR SUBJECT {6+}\r\nGRÜSS FROM dave".encode()) == [2, 3, 5]
+    assert search(imap, "SEARCH CHARSET UTF-8 OR SUBJECT {2+}\r\nÄ FROM dave".encode()) == [3]
+    assert search(imap, "SEARCH OR (FROM carol SUBJECT report) (FROM dave SUBJECT big)") == [1, 3]
+    assert search(imap, "SEARCH OR FROM carol SUBJECT big NOT DELETED") == [1]
+    assert search(imap, "SEARCH OR FROM carol FLAGGED") == [1, 2]  # a side without text: no prefilter
+
+
+@pytest.mark.parametrize(("query", "clauses"), [
+    ("FROM a", [["a"]]),
+    ("FROM a SUBJECT b UNSEEN", [["a"], ["b"]]),
+    ("OR FROM a SUBJECT b", [["a", "b"]]),
+    ("OR OR FROM a SUBJECT a TO a", [["a", "a", "a"]]),
+    ("OR (FROM a SUBJECT b) TO c", [["a", "c"], ["b", "c"]]),
+    ("OR FROM a FLAGGED", []),  # FLAGGED alone matches without any text
+    ("NOT FROM a", []),
+    ("HEADER X-Tag a", []),  # not an envelope field
+])
+def test_clauses_an_or_implies(query: str, clauses: list[list[str]]) -> None:
+    command = parse_command(f"a SEARCH {query}".encode())
+    assert isinstance(command, Search)
+    assert _required_clauses(command.key) == clauses

@@ -1,5 +1,5 @@
-"""StoredEnvelope.may_contain: the filter SEARCH FROM/SUBJECT/... runs on stored envelope
-bytes before decoding them must never rule out a message the full comparison would match."""
+"""EnvelopeFilter: the filter SEARCH FROM/SUBJECT/... runs on stored envelope bytes before
+decoding them must never rule out a message the full comparison would match."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap.mime import header_text
-from maild.store.codec import StoredEnvelope, jdump
+from maild.store.codec import EnvelopeFilter, StoredEnvelope, jdump
 from maild.store.types import Envelope
 
 # Letters whose case folding changes length or leaves ASCII (ß -> ss, K KELVIN SIGN -> k,
@@ -24,6 +24,11 @@ ascii_text = st.lists(st.sampled_from(ASCII_PIECES), max_size=8).map("".join)
 ascii_envelopes = st.builds(Envelope, **{f.name: st.none() | ascii_text for f in fields(Envelope)})
 
 
+def may_contain(stored: StoredEnvelope, *needles: str) -> bool:
+    """The filter of ``needles`` all required (an AND of FROM/SUBJECT/... keys)."""
+    return EnvelopeFilter([[needle] for needle in needles]).admits_stored(stored)
+
+
 def _matches(envelope: Envelope, needle: str) -> bool:
     folded = needle.casefold()
     return any(folded in header_text(value).casefold() for value in asdict(envelope).values() if value is not None)
@@ -34,7 +39,7 @@ def _matches(envelope: Envelope, needle: str) -> bool:
 def test_never_rules_out_a_match(envelope: Envelope, needle: str) -> None:
     stored = StoredEnvelope(jdump({k: v for k, v in asdict(envelope).items() if v is not None}))
     if _matches(envelope, needle):
-        assert stored.may_contain(needle)
+        assert may_contain(stored, needle)
     assert stored.envelope == envelope
 
 
@@ -48,13 +53,24 @@ def test_substrings_of_fields_are_kept(envelope: Envelope, data: st.DataObject) 
     start = data.draw(st.integers(0, len(value)))
     needle = value[start:data.draw(st.integers(start, len(value)))]
     stored = StoredEnvelope(jdump({k: v for k, v in asdict(envelope).items() if v is not None}))
-    assert stored.may_contain(needle.upper())
+    assert may_contain(stored, needle.upper())
 
 
 def test_plain_ascii_envelope_rules_out_absent_text() -> None:
     stored = StoredEnvelope(jdump({"subject": "Quarterly report", "from_": "Carol <carol@example.org>"}))
-    assert stored.may_contain("REPORT") and stored.may_contain("carol@")
-    assert not stored.may_contain("invoice")
-    assert not stored.may_contain("Grüße")  # no ASCII text folds to non-ASCII
+    assert may_contain(stored, "REPORT") and may_contain(stored, "carol@")
+    assert not may_contain(stored, "invoice")
+    assert not may_contain(stored, "Grüße")  # no ASCII text folds to non-ASCII
     quoted = StoredEnvelope(jdump({"from_": '"Bob \\ Co" <bob@example.test>', "subject": "a\tb"}))
-    assert quoted.may_contain('"bob \\ co"') and quoted.may_contain("A\tB")  # escaped in the JSON
+    assert may_contain(quoted, '"bob \\ co"') and may_contain(quoted, "A\tB")  # escaped in the JSON
+
+
+@settings(max_examples=2000, deadline=None)
+@given(envelopes | ascii_envelopes, text, text)
+def test_several_needles_rule_out_only_what_one_would(envelope: Envelope, first: str, second: str) -> None:
+    """A filter of several clauses admits what each clause's filter admits (AND); a clause
+    of several texts what any one text's filter admits (OR)."""
+    stored = StoredEnvelope(jdump({k: v for k, v in asdict(envelope).items() if v is not None}))
+    alone = may_contain(stored, first), may_contain(stored, second)
+    assert may_contain(stored, first, second) == (alone[0] and alone[1])
+    assert EnvelopeFilter([[first, second]]).admits_stored(stored) == (alone[0] or alone[1])
