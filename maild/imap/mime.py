@@ -146,7 +146,7 @@ _SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
                              r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
 
 
-def _address_pairs(value: str) -> list[tuple[str, str]]:
+def address_pairs(value: str) -> list[tuple[str, str]]:
     simple = _SIMPLE_MAILBOX.fullmatch(value)
     if simple is None:
         return getaddresses([value])
@@ -161,7 +161,7 @@ def _addresses(value: str | None) -> bytes:
     if not value:
         return b"NIL"
     out = []
-    for name, address in _address_pairs(value):
+    for name, address in address_pairs(value):
         if not address and not name:
             continue
         local, at, host = address.rpartition("@")

@@ -156,6 +156,26 @@ class SearchKey:
     children: tuple[SearchKey, ...] = ()
 
 
+class SortKey(enum.StrEnum):
+    """RFC 5256 §3 sort criteria, and RFC 5957's DISPLAYFROM and DISPLAYTO."""
+
+    ARRIVAL = "ARRIVAL"
+    CC = "CC"
+    DATE = "DATE"
+    FROM = "FROM"
+    SIZE = "SIZE"
+    SUBJECT = "SUBJECT"
+    TO = "TO"
+    DISPLAYFROM = "DISPLAYFROM"
+    DISPLAYTO = "DISPLAYTO"
+
+
+@dataclass(frozen=True)
+class SortCriterion:
+    key: SortKey
+    reverse: bool = False
+
+
 _FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
               "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
 _STRING_HEADER_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
@@ -262,6 +282,16 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH RETURN options; None: plain
+
+
+@dataclass(frozen=True)
+class Sort(Command):
+    """SORT / UID SORT (RFC 5256 §3): the messages ``key`` matches, in ``criteria`` order."""
+
+    uid: bool
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    key: SearchKey
 
 
 @dataclass(frozen=True)
@@ -608,7 +638,7 @@ def parse_command(data: bytes) -> Command:
     if name == "UID":
         r.sp()
         name = r.word()
-        if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+        if name not in ("FETCH", "STORE", "SEARCH", "SORT", "COPY", "MOVE", "EXPUNGE"):
             raise r.error(f"UID {name} is not a command")
         uid = True
     parser = _COMMANDS.get(name)
@@ -936,11 +966,39 @@ def _search(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     if r.maybe_ci("CHARSET "):
         charset = r.astring().upper()
         r.sp()
+    return Search(tag, name, uid, _search_keys(r), charset, returns)
+
+
+def _search_keys(r: _Reader) -> SearchKey:
+    """One or more search keys separated by spaces, all of which must match."""
     keys = [_search_key(r)]
     while r.maybe(b" "):
         keys.append(_search_key(r))
-    key = keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
-    return Search(tag, name, uid, key, charset, returns)
+    return keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
+
+
+def _sort(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5256 §5: SORT SP sort-criteria SP search-criteria, the charset required.
+    r.sp()
+    criteria = r.paren_list(lambda: _sort_criterion(r))
+    if not criteria:
+        raise r.error("SORT needs at least one sort criterion")
+    r.sp()
+    charset = r.astring().upper()
+    r.sp()
+    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r))
+
+
+def _sort_criterion(r: _Reader) -> SortCriterion:
+    word = r.word()
+    reverse = word == "REVERSE"
+    if reverse:
+        r.sp()
+        word = r.word()
+    try:
+        return SortCriterion(SortKey(word), reverse)
+    except ValueError:
+        raise r.error(f"unknown sort criterion {word[:40]}") from None
 
 
 def _search_key(r: _Reader) -> SearchKey:
@@ -1037,6 +1095,7 @@ _COMMANDS = {
     "RENAME": _rename, "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "GETQUOTA": _quota, "SETQUOTA": _quota,
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
+    "SORT": _sort,
 }
 
 

@@ -48,6 +48,7 @@ from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
 from maild.imap import fetchcache, mime, wire
 from maild.imap import search as searching
+from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.parser import (
     Append,
@@ -73,6 +74,7 @@ from maild.imap.parser import (
     Search,
     Section,
     Select,
+    Sort,
     Status,
     Store,
     StoreMode,
@@ -116,7 +118,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
-                "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE")
+                "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
+                "SORT", "SORT=DISPLAY")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -138,11 +141,12 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.AUTHENTICATED: frozenset(_AUTHENTICATED),
     State.SELECTED: frozenset((_AUTHENTICATED - {"ENABLE"}) | {
         "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
-        "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE"}),
+        "SORT", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE",
+        "UID SORT"}),
     State.LOGOUT: frozenset(),
 }
-# RFC 3501 §7.4.1: no EXPUNGE while answering these.
-_NO_EXPUNGE_DURING = {"FETCH", "STORE", "SEARCH"}
+# RFC 3501 §7.4.1: no EXPUNGE while answering these (SORT answers sequence numbers too).
+_NO_EXPUNGE_DURING = {"FETCH", "STORE", "SEARCH", "SORT"}
 
 
 class _Answered(enum.Enum):
@@ -170,6 +174,12 @@ def _no(text: str, code: str | None = None) -> ImapError:
 
 def _bad(text: str) -> ImapError:
     return ImapError("BAD", text)
+
+
+def _check_charset(charset: str | None) -> None:
+    """SEARCH and SORT: the charsets of their strings we decode (RFC 3501 §6.4.4)."""
+    if charset not in (None, "UTF-8", "US-ASCII"):
+        raise _no("Supported charsets: UTF-8 US-ASCII", "BADCHARSET (UTF-8 US-ASCII)")
 
 
 class ImapFactory(Factory):
@@ -861,8 +871,7 @@ class ImapSession(CommandSession):
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
-        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
-            raise _no("Supported charsets: UTF-8 US-ASCII", "BADCHARSET (UTF-8 US-ASCII)")
+        _check_charset(cmd.charset)
         uids = list(view.uids)
         user = self._user()
         if searching.reads_messages(cmd.key):
@@ -898,6 +907,17 @@ class ImapSession(CommandSession):
         self._send(line)
 
     _do_uid_search = _do_search
+
+    async def _do_sort(self, cmd: Sort) -> None:
+        view = self._view()
+        _check_charset(cmd.charset)
+        # Every match's record and, for most criteria, its envelope: off the reactor.
+        ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
+                                              list(view.uids), cmd.key, cmd.criteria)
+        # RFC 5256 §4: the SORT response, numbers in sorted order.
+        self._send(b"* SORT" + b"".join(b" %d" % (uid if cmd.uid else seq) for seq, uid in ordered))
+
+    _do_uid_sort = _do_sort
 
     async def _do_store(self, cmd: Store) -> str | None:
         view = self._writable()

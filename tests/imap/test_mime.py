@@ -103,7 +103,7 @@ def test_address_lists_parse_as_getaddresses_does(name: str, local: str, domain:
     """ENVELOPE's fast path for a lone mailbox gives what email.utils.getaddresses gives,
     and anything it does not recognise goes to getaddresses."""
     value = form.format(n=name, a=f"{local}@{domain}")
-    assert mime._address_pairs(value) == getaddresses([value])
+    assert mime.address_pairs(value) == getaddresses([value])
 
 
 def test_search_text_decoding() -> None:

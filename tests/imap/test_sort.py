@@ -1,0 +1,107 @@
+"""SORT and UID SORT (RFC 5256 §3), DISPLAYFROM and DISPLAYTO (RFC 5957), the base subject
+(RFC 5256 §2.1)."""
+
+from __future__ import annotations
+
+import imaplib
+
+import pytest
+
+from maild.imap.sort import base_subject
+from tests.imap.conftest import Transcript
+
+
+def put(imap: Transcript, internal: str, headers: str, body_size: int, flags: str = "") -> int:
+    raw = (headers + "\r\n" + "x" * body_size + "\r\n").encode()
+    flag_part = f"({flags}) " if flags else ""
+    _, result = imap.command(f'APPEND INBOX {flag_part}"{internal} +0000" {{{len(raw)}+}}\r\n'.encode() + raw)
+    assert result.startswith(b"OK [APPENDUID "), result
+    return int(result.split(b"]")[0].split()[-1])
+
+
+def fill(imap: Transcript) -> list[int]:
+    """Four messages whose every sort key orders them differently; the uids."""
+    uids = [
+        put(imap, "01-Jan-2024 10:00:00", "From: Zed <walter@example.test>\r\nTo: carol@example.test\r\n"
+            "Cc: dave@example.test\r\nSubject: Re: Banana\r\nDate: Wed, 3 Jan 2024 08:00:00 +0000\r\n", 1000),
+        put(imap, "02-Jan-2024 10:00:00", "From: Bob <bob@example.test>\r\nTo: Anna <zoe@example.test>\r\n"
+            "Subject: apple\r\nDate: Mon, 1 Jan 2024 12:00:00 -0500\r\n", 3000),
+        put(imap, "03-Jan-2024 00:00:00", "From: carl@example.test\r\nTo: bob@example.test\r\n"
+            "Subject: [list] Fwd: cherry (fwd)\r\n", 2000),  # no Date: the internal date counts
+        put(imap, "04-Jan-2024 00:00:00", "From: =?utf-8?q?=C3=81ngel?= <anna@example.test>\r\n"
+            "Subject: banana\r\nDate: not a date\r\n", 4000, "\\Seen"),
+    ]
+    imap.ok("SELECT INBOX")
+    return uids
+
+
+def sort(imap: Transcript, command: str) -> list[int]:
+    (line,) = [line for line in imap.ok(command) if line.startswith(b"* SORT")]
+    return [int(n) for n in line.split()[2:]]
+
+
+@pytest.mark.parametrize(("criteria", "order"), [
+    ("ARRIVAL", [1, 2, 3, 4]),
+    ("DATE", [2, 3, 1, 4]),  # 1 Jan 17:00 UTC, 3 Jan 00:00 (internal), 3 Jan 08:00, 4 Jan (internal)
+    ("REVERSE DATE", [4, 1, 3, 2]),
+    ("FROM", [4, 2, 3, 1]),  # anna, bob, carl, walter: the local part
+    ("DISPLAYFROM", [2, 3, 1, 4]),  # bob, carl@example.test, zed, Ángel
+    ("SUBJECT", [2, 1, 4, 3]),  # apple, banana (Re: removed), banana, cherry
+    ("REVERSE SUBJECT", [3, 1, 4, 2]),  # the two bananas keep their order
+    ("SUBJECT REVERSE ARRIVAL", [2, 4, 1, 3]),
+    ("SIZE", [1, 3, 2, 4]),
+    ("TO", [4, 3, 1, 2]),  # none first, then bob, carol, zoe
+    ("DISPLAYTO", [4, 2, 3, 1]),  # none, Anna, bob@..., carol@...
+    ("CC", [2, 3, 4, 1]),
+])
+def test_each_criterion(imap: Transcript, criteria: str, order: list[int]) -> None:
+    fill(imap)
+    assert sort(imap, f"SORT ({criteria}) UTF-8 ALL") == order
+
+
+def test_uid_sort_and_search_criteria(imap: Transcript) -> None:
+    uids = fill(imap)
+    assert sort(imap, "UID SORT (SIZE) UTF-8 ALL") == [uids[0], uids[2], uids[1], uids[3]]
+    assert sort(imap, "SORT (SUBJECT) US-ASCII UNSEEN") == [2, 1, 3]
+    assert sort(imap, "SORT (SUBJECT) UTF-8 OR FROM bob FROM walter") == [2, 1]
+    assert sort(imap, "SORT (DATE) UTF-8 SUBJECT nothing") == []
+    imap.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    imap.ok("EXPUNGE")
+    assert sort(imap, "SORT (SIZE) UTF-8 ALL") == [2, 1, 3]
+
+
+def test_errors(imap: Transcript) -> None:
+    assert b"SORT" in b" ".join(imap.ok("CAPABILITY")[0].split()[2:]).split()
+    imap.bad("SORT (SUBJECT) UTF-8 ALL")  # no mailbox selected
+    fill(imap)
+    imap.bad("SORT (COLOUR) UTF-8 ALL")
+    imap.bad("SORT () UTF-8 ALL")
+    imap.bad("SORT (SUBJECT) ALL")  # the charset is required
+    imap.bad("SORT (REVERSE) UTF-8 ALL")
+    imap.no("SORT (SUBJECT) KOI8-R ALL", code="BADCHARSET")
+
+
+def test_imaplib(imaplib_client: imaplib.IMAP4_SSL) -> None:
+    for subject in ("b", "Re: a", "c"):
+        imaplib_client.append("INBOX", None, None, f"Subject: {subject}\r\n\r\nhi\r\n".encode())
+    imaplib_client.select("INBOX")
+    typ, data = imaplib_client.sort("(REVERSE SUBJECT)", "UTF-8", "ALL")
+    assert typ == "OK" and data == [b"3 1 2"]
+
+
+@pytest.mark.parametrize(("subject", "base"), [
+    ("Re: hello", "hello"),
+    ("RE:  [list] Re: Fwd: hello (fwd)", "hello"),
+    ("Re [list]: hello", "hello"),  # subj-refwd: "re" *WSP [subj-blob] ":"
+    ("[list] [tag] hello", "hello"),
+    ("[list]", "[list]"),  # a blob alone is the subject
+    ("Fwd: [fwd: hello]", "hello"),
+    ("[Fwd: Re: hello (fwd)]", "hello"),
+    ("Reply: hello", "Reply: hello"),
+    ("re:", ""),
+    ("  spaced\tout   words ", "spaced out words"),
+    ("=?utf-8?q?Re=3A_Gr=C3=BC=C3=9Fe?=", "Grüße"),
+    (None, ""),
+])
+def test_base_subject(subject: str | None, base: str) -> None:
+    assert base_subject(subject) == base
