@@ -8,14 +8,16 @@ Messages equal under every criterion keep their sequence order, REVERSE or not.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from maild.imap import mime
 from maild.imap import search as searching
-from maild.imap.parser import SearchKey, SortCriterion, SortKey
+from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
 
 # RFC 5256 §2.1 ABNF, matched case-insensitively on the decoded subject.
@@ -76,14 +78,38 @@ def _display(value: str | None) -> str:
     return (name.strip() or address).casefold()
 
 
+# The Date header as RFC 5322 §3.3 writes it and nearly every sender does: "Wed, 3 Jan 2024
+# 08:00:00 +0000", with an optional comment after the zone. Anything else goes to the
+# email package's lenient parser, which takes three times as long.
+_RFC5322_DATE = re.compile(r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d\d):(\d\d)"
+                           r"(?::(\d\d))?\s+([+-])(\d\d)(\d\d)\s*(?:\([^()]*\)\s*)?")
+_MONTHS = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+
+
+def sent_timestamp(value: str) -> float | None:
+    """A Date header's instant in seconds since the epoch, or None when it is no date."""
+    plain = _RFC5322_DATE.fullmatch(value)
+    month = _MONTHS.get(plain.group(2).lower()) if plain is not None else None
+    if plain is not None and month is not None:
+        day, _, year, hour, minute, second, sign, zone_hours, zone_minutes = plain.groups()
+        if (int(day) <= calendar.monthrange(int(year), month)[1] and int(hour) <= 23
+                and int(minute) <= 59 and int(second or 0) <= 59):
+            offset = (int(zone_hours) * 3600 + int(zone_minutes) * 60) * (-1 if sign == "-" else 1)
+            return calendar.timegm((int(year), month, int(day), int(hour), int(minute),
+                                    int(second or 0), 0, 0, 0)) - offset
+    try:
+        sent = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # No zone, or "-0000" (RFC 5322 §3.3: UTC, the sender's zone unknown): UTC, not local.
+    return (sent if sent.tzinfo is not None else sent.replace(tzinfo=UTC)).timestamp()
+
+
 def _sent_date(envelope: Envelope, meta: MessageMeta) -> float:
     """RFC 5256 §3 DATE: the Date header in UTC, or the internal date when it has none."""
-    if envelope.date:
-        try:
-            return parsedate_to_datetime(envelope.date).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            pass
-    return meta.internal_date
+    sent = sent_timestamp(envelope.date) if envelope.date else None
+    return meta.internal_date if sent is None else sent
 
 
 _ENVELOPE_KEYS: dict[SortKey, Callable[[Envelope, MessageMeta], Any]] = {
@@ -105,16 +131,17 @@ def sort(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
     every match's record and, for envelope criteria, its envelope: run off the reactor."""
-    found = searching.search(store, user, mailbox_id, uids, key)
-    if not found:
+    if key.op is SearchOp.ALL:  # the common case: a whole mailbox listed in some order
+        matched = [(i + 1, uid) for i, uid in enumerate(uids)]
+    else:
+        matched = [(seq, uid) for seq, uid, _ in searching.search(store, user, mailbox_id, uids, key)]
+    if not matched:
         return []
-    matched = [uid for _, uid, _ in found]
-    metas = {m.uid: m for m in store.messages(user, mailbox_id, matched)}
+    metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid in matched])}
+    rows = [(seq, uid) for seq, uid in matched if uid in metas]  # in sequence order
     envelopes: dict[int, Envelope] = {}
     if any(c.key in _ENVELOPE_KEYS for c in criteria):
-        wanted = set(matched)
-        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in wanted}
-    rows = [(seq, uid) for seq, uid, _ in found if uid in metas]  # in sequence order
+        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}
     empty = Envelope()
     # Stable sorts from the last criterion to the first: ties keep the order the later
     # criteria, and finally the sequence numbers, gave them (RFC 5256 §3).

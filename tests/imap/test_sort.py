@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import imaplib
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from maild.imap.sort import base_subject
+from maild.imap.sort import base_subject, sent_timestamp
 from tests.imap.conftest import Transcript
 
 
@@ -105,3 +109,32 @@ def test_imaplib(imaplib_client: imaplib.IMAP4_SSL) -> None:
 ])
 def test_base_subject(subject: str | None, base: str) -> None:
     assert base_subject(subject) == base
+
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.integers(1900, 2100), st.integers(0, 11), st.integers(1, 31), st.integers(0, 23),
+       st.integers(0, 59), st.none() | st.integers(0, 59), st.sampled_from(["+0000", "-0000", "+0530", "-1100"]),
+       st.booleans(), st.sampled_from(["", " (UTC)", "  "]))
+def test_sent_timestamp_reads_dates_as_the_email_package(year: int, month: int, day: int, hour: int, minute: int,
+                                                         second: int | None, zone: str, weekday: bool,
+                                                         tail: str) -> None:
+    """The fast path for RFC 5322 dates gives the email package's instant, and None where
+    that finds no date (31 Feb)."""
+    value = (("Mon, " if weekday else "") + f"{day} {_MONTHS[month]} {year} {hour:02}:{minute:02}"
+             + (f":{second:02}" if second is not None else "") + f" {zone}{tail}")
+    try:
+        sent = parsedate_to_datetime(value)
+        expected: float | None = (sent if sent.tzinfo else sent.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        expected = None
+    assert sent_timestamp(value) == expected
+
+
+def test_sent_timestamp_of_other_shapes() -> None:
+    assert sent_timestamp("3 Jan 2024 08:00:00 GMT") == 1704268800.0  # the email package's path
+    assert sent_timestamp("Wed, 3 Jan 2024 08:00:00") == 1704268800.0  # no zone: UTC
+    assert sent_timestamp("not a date") is None
+    assert sent_timestamp("Wed, 31 Feb 2024 08:00:00 +0000") is None
