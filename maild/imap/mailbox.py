@@ -79,22 +79,22 @@ class MailboxView:
             else:
                 self.pending_flags.add(uid)
 
-    def take_expunges(self) -> list[int]:
-        """Apply pending expunges; the sequence numbers to announce, in announcing order
-        (descending, so each number is valid when its EXPUNGE is read)."""
+    def take_expunges(self) -> list[tuple[int, int]]:
+        """Apply pending expunges; the (sequence number, uid) pairs to announce, in
+        announcing order (descending, so each number is valid when its EXPUNGE is read)."""
         gone = self.pending_expunge
         self.pending_expunge = set()
-        seqs = []
+        out = []
         for uid in sorted(gone, reverse=True):
             seq = self.seq_of(uid)
             if seq is not None:
-                seqs.append(seq)
+                out.append((seq, uid))
             self.pending_new.discard(uid)
             self.pending_flags.discard(uid)
             self.echo.pop(uid, None)
-        if seqs:
-            self.remove_indexes([s - 1 for s in seqs])
-        return seqs
+        if out:
+            self.remove_indexes([seq - 1 for seq, _ in out])
+        return out
 
     def remove_indexes(self, indexes: list[int]) -> None:
         drop = set(indexes)

@@ -222,6 +222,19 @@ class Select(Command):
     mailbox: str
     readonly: bool
     condstore: bool = False
+    qresync: Qresync | None = None
+
+
+@dataclass(frozen=True)
+class Qresync:
+    """RFC 7162 §3.2.5 SELECT/EXAMINE parameter: what the client last knew of the mailbox."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    # The optional message sequence numbers and UIDs the client knew to match; maild keeps
+    # every expunge's modseq, so it answers exactly without them.
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +314,7 @@ class Fetch(Command):
     attributes: tuple[FetchAtt, ...]
     changed_since: int | None = None  # RFC 7162 §3.1.4.1
     macro: bool = False
+    vanished: bool = False  # RFC 7162 §3.2.6: also VANISHED (EARLIER) for expunged UIDs
 
 
 class StoreMode(enum.Enum):
@@ -700,12 +714,44 @@ def _select(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
     mailbox = r.mailbox()
     condstore = False
+    qresync = None
     if r.maybe(b" "):
-        for param in r.paren_list(r.word):
-            if param != "CONDSTORE":  # RFC 7162 §3.1.8
-                raise r.error(f"unknown {name} parameter {param[:40]}")
-            condstore = True
-    return Select(tag, name, mailbox, name == "EXAMINE", condstore)
+        for param in r.paren_list(lambda: _select_param(r, name)):
+            if isinstance(param, Qresync):
+                qresync = param
+            else:
+                condstore = True
+    return Select(tag, name, mailbox, name == "EXAMINE", condstore, qresync)
+
+
+def _select_param(r: _Reader, command: str) -> Qresync | str:
+    word = r.word()
+    if word == "CONDSTORE":  # RFC 7162 §3.1.8
+        return word
+    if word == "QRESYNC":  # RFC 7162 §3.2.5
+        r.sp()
+        return _qresync(r)
+    raise r.error(f"unknown {command} parameter {word[:40]}")
+
+
+def _qresync(r: _Reader) -> Qresync:
+    # "(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"
+    r.open_paren()
+    uidvalidity = r.nz_number(what="UIDVALIDITY")
+    r.sp()
+    modseq = r.number(MAX_NUMBER64, "mod-sequence")
+    known_uids = seq_match = None
+    if r.maybe(b" "):
+        if r.peek() != 0x28:
+            known_uids = r.sequence_set()
+        if known_uids is None or r.maybe(b" "):
+            r.open_paren()
+            known_seqs = r.sequence_set()
+            r.sp()
+            seq_match = (known_seqs, r.sequence_set())
+            r.close_paren()
+    r.close_paren()
+    return Qresync(uidvalidity, modseq, known_uids, seq_match)
 
 
 def _create(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -845,17 +891,32 @@ def _fetch(r: _Reader, tag: str, name: str, uid: bool) -> Command:
             r.pos = word_start
             atts = [_fetch_att(r)]
     changed_since = None
+    vanished = False
     if r.maybe(b" "):
-        r.open_paren()
-        if not r.maybe_ci("CHANGEDSINCE "):  # RFC 7162 §3.1.4.1
-            raise r.error("unknown FETCH modifier")
-        changed_since = r.number(MAX_NUMBER64, "mod-sequence")
-        r.close_paren()
+        for modifier, value in r.paren_list(lambda: _fetch_modifier(r)):
+            if modifier == "CHANGEDSINCE" and changed_since is None:
+                changed_since = value
+            elif modifier == "VANISHED" and not vanished:
+                vanished = True
+            else:
+                raise r.error(f"FETCH modifier {modifier} given twice")
+        if vanished and (not uid or changed_since is None):
+            raise r.error("VANISHED is a modifier of UID FETCH with CHANGEDSINCE")
     if uid and not any(a.name == "UID" for a in atts):
         atts.append(FetchAtt("UID"))  # RFC 3501 §6.4.8: UID FETCH always returns UID
     if changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
         atts.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.1.4.1
-    return Fetch(tag, name, uid, sequence, tuple(atts), changed_since, macro)
+    return Fetch(tag, name, uid, sequence, tuple(atts), changed_since, macro, vanished)
+
+
+def _fetch_modifier(r: _Reader) -> tuple[str, int | None]:
+    word = r.word()
+    if word == "CHANGEDSINCE":  # RFC 7162 §3.1.4.1
+        r.sp()
+        return word, r.number(MAX_NUMBER64, "mod-sequence")
+    if word == "VANISHED":  # RFC 7162 §3.2.6
+        return word, None
+    raise r.error(f"unknown FETCH modifier {word[:40]}")
 
 
 def _fetch_att(r: _Reader) -> FetchAtt:

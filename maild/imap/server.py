@@ -13,9 +13,9 @@ Implementation notes — invariants a contributor must keep:
    and the peer is a loopback address; LOGINDISABLED is advertised otherwise.
 4. Durability: a write command answers OK only after the store's Deferred has fired.
 5. Other sessions' changes arrive through the store's change feed into the
-   :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE never
-   while answering FETCH, STORE or SEARCH (the UID forms may), never with no command in
-   progress except during IDLE.
+   :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
+   VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
+   (the UID forms may), never with no command in progress except during IDLE.
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
 7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
    the transport's push producer, so a slow reader pauses us instead of filling memory.
@@ -68,6 +68,7 @@ from maild.imap.parser import (
     MailboxCommand,
     NeedContinuation,
     ParseError,
+    Qresync,
     QuotaCommand,
     Rejected,
     Rename,
@@ -119,7 +120,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
-                "SORT", "SORT=DISPLAY")
+                "SORT", "SORT=DISPLAY", "QRESYNC")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -219,6 +220,7 @@ class ImapSession(CommandSession):
         self.user: str | None = None
         self.view: MailboxView | None = None
         self.condstore = False
+        self.qresync = False  # RFC 7162 §3.2.3, by ENABLE QRESYNC
         self.client_ip = ""
         self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
                               self.config.append_limit)
@@ -481,8 +483,13 @@ class ImapSession(CommandSession):
             self._close()
             return
         if expunge:
-            for seq in view.take_expunges():
-                self._send(b"* %d EXPUNGE" % seq)
+            gone = view.take_expunges()
+            if self.qresync and gone:
+                # RFC 7162 §3.2.10: VANISHED, not EXPUNGE, once QRESYNC is enabled.
+                self._send(b"* VANISHED " + _compress(sorted(uid for _, uid in gone)))
+            else:
+                for seq, _ in gone:
+                    self._send(b"* %d EXPUNGE" % seq)
         if view.take_new():
             self._send(b"* %d EXISTS" % view.exists)
         uids = view.take_flags()
@@ -628,12 +635,17 @@ class ImapSession(CommandSession):
         if "CONDSTORE" in cmd.capabilities and not self.condstore:
             self.condstore = True  # RFC 7162 §3.1
             enabled.append(b"CONDSTORE")
+        if "QRESYNC" in cmd.capabilities and not self.qresync:
+            self.qresync = self.condstore = True  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+            enabled.append(b"QRESYNC")
         self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
 
     async def _do_namespace(self, cmd: Command) -> None:
         self._send(b'* NAMESPACE (("" "/")) NIL NIL')  # RFC 2342: personal only
 
     async def _do_select(self, cmd: Select) -> str:
+        if cmd.qresync is not None and not self.qresync:
+            raise _bad("ENABLE QRESYNC before using it")  # RFC 7162 §3.2.5
         if self.view is not None:
             self.view = None
             self.state = State.AUTHENTICATED
@@ -659,11 +671,27 @@ class ImapSession(CommandSession):
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
+            self._resync(view, cmd.qresync, uidnext)
         self.view = view
         self.state = State.SELECTED
         return "READ-ONLY" if cmd.readonly else "READ-WRITE"
 
     _do_examine = _do_select
+
+    def _resync(self, view: MailboxView, known: Qresync, uidnext: int) -> None:
+        """RFC 7162 §3.2.5.1: what changed since the client's mod-sequence, before SELECT's
+        tagged OK. Every expunge keeps its modseq, so the answer is exact."""
+        user = self._user()
+        vanished = self.store.expunged_since(user, view.mailbox_id, known.modseq)
+        if known.known_uids is not None:
+            vanished = [uid for uid in vanished if known.known_uids.contains(uid, uidnext - 1)]
+        if vanished:
+            self._send(b"* VANISHED (EARLIER) " + _compress(vanished))
+        for meta in self.store.changed_since(user, view.mailbox_id, known.modseq):
+            seq = view.seq_of(meta.uid)
+            if seq is not None:
+                self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
 
     async def _do_create(self, cmd: Create) -> None:
         special = None
@@ -985,6 +1013,8 @@ class ImapSession(CommandSession):
         view = self._view()
         user = self._user()
         indexes = view.resolve(cmd.sequence, cmd.uid)
+        if cmd.vanished:
+            self._vanished_earlier(view, cmd)
         if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
             self.condstore = True  # RFC 7162 §3.1
         uids = [view.uids[i] for i in indexes]
@@ -1030,6 +1060,19 @@ class ImapSession(CommandSession):
         self._cache = None
 
     _do_uid_fetch = _do_fetch
+
+    def _vanished_earlier(self, view: MailboxView, cmd: Fetch) -> None:
+        """RFC 7162 §3.2.6: the UIDs of the set expunged since CHANGEDSINCE, before the
+        FETCH responses."""
+        if not self.qresync:
+            raise _bad("ENABLE QRESYNC before using VANISHED")
+        assert cmd.changed_since is not None
+        gone = self.store.expunged_since(self._user(), view.mailbox_id, cmd.changed_since)
+        if gone:
+            largest = max(gone[-1], view.uids[-1] if view.uids else 0)  # "*": every UID so far
+            gone = [uid for uid in gone if cmd.sequence.contains(uid, largest)]
+        if gone:
+            self._send(b"* VANISHED (EARLIER) " + _compress(gone))
 
     def _fetch_items(self, seq: int, meta: MessageMeta, attributes: list[FetchAtt]
                      ) -> tuple[bytes, tuple[bytes, int, int] | None]:
