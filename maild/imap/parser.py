@@ -308,6 +308,19 @@ class Sort(Command):
 
 
 @dataclass(frozen=True)
+class Thread(Command):
+    """THREAD / UID THREAD (RFC 5256 §4) with ORDEREDSUBJECT or REFERENCES."""
+
+    uid: bool
+    algorithm: str
+    charset: str
+    key: SearchKey
+
+
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+@dataclass(frozen=True)
 class Fetch(Command):
     uid: bool
     sequence: SequenceSet
@@ -652,7 +665,7 @@ def parse_command(data: bytes) -> Command:
     if name == "UID":
         r.sp()
         name = r.word()
-        if name not in ("FETCH", "STORE", "SEARCH", "SORT", "COPY", "MOVE", "EXPUNGE"):
+        if name not in ("FETCH", "STORE", "SEARCH", "SORT", "THREAD", "COPY", "MOVE", "EXPUNGE"):
             raise r.error(f"UID {name} is not a command")
         uid = True
     parser = _COMMANDS.get(name)
@@ -1050,6 +1063,18 @@ def _sort(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r))
 
 
+def _thread(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5256 §5: THREAD SP thread-alg SP search-charset 1*(SP search-key)
+    r.sp()
+    algorithm = r.word()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise r.error(f"unknown threading algorithm {algorithm[:40]}")
+    r.sp()
+    charset = r.astring().upper()
+    r.sp()
+    return Thread(tag, name, uid, algorithm, charset, _search_keys(r))
+
+
 def _sort_criterion(r: _Reader) -> SortCriterion:
     word = r.word()
     reverse = word == "REVERSE"
@@ -1156,7 +1181,7 @@ _COMMANDS = {
     "RENAME": _rename, "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "GETQUOTA": _quota, "SETQUOTA": _quota,
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
-    "SORT": _sort,
+    "SORT": _sort, "THREAD": _thread,
 }
 
 

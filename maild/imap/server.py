@@ -79,9 +79,11 @@ from maild.imap.parser import (
     Status,
     Store,
     StoreMode,
+    Thread,
     UidExpunge,
     parse_command,
 )
+from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
     DELETED,
     SEEN,
@@ -120,7 +122,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
-                "SORT", "SORT=DISPLAY", "QRESYNC")
+                "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -142,12 +144,12 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.AUTHENTICATED: frozenset(_AUTHENTICATED),
     State.SELECTED: frozenset((_AUTHENTICATED - {"ENABLE"}) | {
         "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
-        "SORT", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE",
-        "UID SORT"}),
+        "SORT", "THREAD", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE",
+        "UID EXPUNGE", "UID SORT", "UID THREAD"}),
     State.LOGOUT: frozenset(),
 }
 # RFC 3501 §7.4.1: no EXPUNGE while answering these (SORT answers sequence numbers too).
-_NO_EXPUNGE_DURING = {"FETCH", "STORE", "SEARCH", "SORT"}
+_NO_EXPUNGE_DURING = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 
 
 class _Answered(enum.Enum):
@@ -946,6 +948,15 @@ class ImapSession(CommandSession):
         self._send(b"* SORT" + b"".join(b" %d" % (uid if cmd.uid else seq) for seq, uid in ordered))
 
     _do_uid_sort = _do_sort
+
+    async def _do_thread(self, cmd: Thread) -> None:
+        view = self._view()
+        _check_charset(cmd.charset)
+        answer = await threads.deferToThread(thread_messages, self.store, self._user(), view.mailbox_id,
+                                             list(view.uids), cmd.key, cmd.algorithm, cmd.uid)
+        self._send(b"* THREAD" + (b" " + answer if answer else b""))  # RFC 5256 §4
+
+    _do_uid_thread = _do_thread
 
     async def _do_store(self, cmd: Store) -> str | None:
         view = self._writable()

@@ -1,0 +1,247 @@
+"""THREAD (RFC 5256 §4): ORDEREDSUBJECT and REFERENCES over the messages a search key
+matches, from their stored envelopes (Message-ID, References, In-Reply-To, Subject, Date).
+
+Threads are trees of :class:`_Node`; a node without a message is a dummy standing for a
+message that is referred to but not in the mailbox (or not matched). Sent dates are those
+of SORT (DATE): the Date header in UTC, else the internal date; ties keep mailbox order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from maild.imap import search as searching
+from maild.imap import sort as sorting
+from maild.imap.parser import SearchKey
+from maild.store.types import Envelope
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
+
+
+@dataclass(eq=False)
+class _Node:
+    number: int | None = None  # what the answer names: sequence number or uid; None: dummy
+    seq: int = 0
+    sent: float = 0.0
+    subject: str = ""  # the base subject
+    reply: bool = False  # the subject had a reply or forward marker
+    parent: _Node | None = None
+    children: list[_Node] = field(default_factory=list)
+
+    def adopt(self, child: _Node) -> None:
+        if child.parent is not None:
+            child.parent.children.remove(child)
+        child.parent = self
+        self.children.append(child)
+
+    def reaches(self, other: _Node) -> bool:
+        """``other`` is this node or one of its descendants."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if node is other:
+                return True
+            stack.extend(node.children)
+        return False
+
+    def order(self) -> tuple[float, int]:
+        """Sort position: the node's own sent date, or its first child's for a dummy."""
+        if self.number is None and self.children:
+            return self.children[0].order()
+        return self.sent, self.seq
+
+
+@dataclass
+class _Message:
+    number: int
+    seq: int
+    sent: float
+    envelope: Envelope
+
+
+def thread(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+           algorithm: str, by_uid: bool) -> bytes:
+    """The thread-list octets of the THREAD response (RFC 5256 §4) for the messages of
+    ``uids`` matching ``key``, numbered by uid or sequence number. Reads every match's
+    record and envelope: run off the reactor."""
+    found = searching.search(store, user, mailbox_id, uids, key)
+    metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in found])}
+    envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}
+    messages = []
+    for seq, uid, _ in found:
+        if uid in metas:
+            envelope = envelopes.get(uid, Envelope())
+            sent = sorting.sent_timestamp(envelope.date) if envelope.date else None
+            messages.append(_Message(uid if by_uid else seq, seq, metas[uid].internal_date if sent is None else sent,
+                                     envelope))
+    roots = _ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else _references(messages)
+    return b"".join(b"(" + _render(root) + b")" for root in roots)
+
+
+def _node(message: _Message) -> _Node:
+    subject = _WHITESPACE.sub(" ", (message.envelope.subject or "")).strip()
+    base = sorting.base_subject(message.envelope.subject)
+    return _Node(message.number, message.seq, message.sent, base.upper(), base != subject)
+
+
+def _by_date(nodes: list[_Node]) -> None:
+    nodes.sort(key=_Node.order)
+
+
+def _ordered_subject(messages: list[_Message]) -> list[_Node]:
+    """RFC 5256 §4 ORDEREDSUBJECT: messages grouped by base subject, each group's first
+    message (by sent date) the parent of the rest; groups ordered by that first message."""
+    groups: dict[str, list[_Node]] = {}
+    for message in messages:
+        node = _node(message)
+        groups.setdefault(node.subject, []).append(node)
+    roots = []
+    for group in groups.values():
+        _by_date(group)
+        for child in group[1:]:
+            group[0].adopt(child)
+        roots.append(group[0])
+    _by_date(roots)
+    return roots
+
+
+def _references(messages: list[_Message]) -> list[_Node]:
+    """RFC 5256 §4 REFERENCES, its steps numbered as there."""
+    by_id: dict[str, _Node] = {}
+    nodes = []
+    for message in messages:  # (1)
+        node = _node(message)
+        nodes.append(node)
+        env = message.envelope
+        # The message's own container: a dummy made for its Message-ID by an earlier
+        # message's references becomes it; a duplicate Message-ID is ignored (unique).
+        own = _MESSAGE_ID.findall(env.message_id or "")[:1]
+        if own:
+            held = by_id.get(own[0])
+            if held is None:
+                by_id[own[0]] = node
+            elif held.number is None:
+                _take_place(held, node)
+                by_id[own[0]] = node
+        # (1A) each reference the parent of the next, unless that one has a parent already
+        # or the link would make a loop.
+        references = _MESSAGE_ID.findall(env.references or "") or _MESSAGE_ID.findall(env.in_reply_to or "")[:1]
+        previous: _Node | None = None
+        for message_id in references:
+            current = by_id.setdefault(message_id, _Node())
+            if previous is not None and current.parent is None and not current.reaches(previous):
+                previous.adopt(current)
+            previous = current
+        # (1B) the last reference is the message's parent, replacing any it had.
+        if node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
+        if previous is not None and not node.reaches(previous):
+            previous.adopt(node)
+    everything = {id(n): n for n in [*by_id.values(), *nodes]}.values()
+    roots = _prune([n for n in everything if n.parent is None], at_root=True)  # (2), (3)
+    for root in roots:
+        _sort_children(root)  # a dummy's date is its first child's
+    _by_date(roots)  # (4)
+    roots = _merge_subjects(roots)  # (5)
+    for root in roots:
+        _sort_children(root)  # (6)
+    _by_date(roots)
+    return roots
+
+
+def _take_place(placeholder: _Node, node: _Node) -> None:
+    """Give the message ``node`` the place and children of a dummy made for its Message-ID."""
+    for child in list(placeholder.children):
+        node.adopt(child)
+    parent = placeholder.parent
+    if parent is not None:
+        parent.children[parent.children.index(placeholder)] = node
+        node.parent, placeholder.parent = parent, None
+
+
+def _prune(nodes: list[_Node], at_root: bool) -> list[_Node]:
+    """(3) Dummies without children go; a dummy's children take its place, except at the
+    root, where a dummy with several children stays: it holds their thread together."""
+    out: list[_Node] = []
+    for node in nodes:
+        node.children = _prune(node.children, at_root=False)
+        for child in node.children:
+            child.parent = node
+        if node.number is not None or (at_root and len(node.children) > 1):
+            out.append(node)
+        else:
+            out.extend(node.children)
+    if at_root:
+        for node in out:
+            node.parent = None
+    return out
+
+
+def _subject_of(node: _Node) -> _Node:
+    """The node whose subject stands for a root: itself, or a dummy's first child."""
+    return node if node.number is not None or not node.children else node.children[0]
+
+
+def _merge_subjects(roots: list[_Node]) -> list[_Node]:
+    """(5) Root threads with the same base subject are brought together."""
+    table: dict[str, _Node] = {}
+    for root in roots:  # (5A)
+        subject = _subject_of(root).subject
+        if not subject:
+            continue
+        held = table.get(subject)
+        if (held is None or (root.number is None and held.number is not None)
+                or ((root.number is None or held.number is not None)
+                    and _subject_of(held).reply and not _subject_of(root).reply)):
+            table[subject] = root
+    out: list[_Node] = []
+    for root in roots:  # (5B)
+        if root.parent is not None:
+            continue  # merged into an earlier thread
+        subject = _subject_of(root).subject
+        held = table.get(subject) if subject else None
+        if held is None or held is root:
+            out.append(root)
+        elif held.number is None and root.number is None:
+            for child in list(root.children):
+                held.adopt(child)
+        elif held.number is None:
+            held.adopt(root)
+        elif root.number is None:
+            root.adopt(held)
+            table[subject] = root
+            out.append(root)
+        elif not held.reply and root.reply:
+            held.adopt(root)
+        elif held.reply and not root.reply:
+            root.adopt(held)
+            table[subject] = root
+            out.append(root)
+        else:  # both replies or neither: siblings under a dummy, not parent and child
+            dummy = _Node()
+            dummy.adopt(held)
+            dummy.adopt(root)
+            table[subject] = dummy
+            out.append(dummy)
+    return [node for node in out if node.parent is None]
+
+
+def _sort_children(node: _Node) -> None:
+    for child in node.children:
+        _sort_children(child)
+    _by_date(node.children)
+
+
+def _render(node: _Node) -> bytes:
+    """RFC 5256 §5 thread-members / thread-nested: a single child continues the chain,
+    several each open a list. Below the root every node holds a message."""
+    parts = [] if node.number is None else [b"%d" % node.number]
+    while node.number is not None and len(node.children) == 1:
+        node = node.children[0]
+        parts.append(b"%d" % node.number)
+    nested = b"".join(b"(" + _render(child) + b")" for child in node.children)
+    return b" ".join(parts + ([nested] if nested else []))
