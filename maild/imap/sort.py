@@ -32,13 +32,23 @@ _WHITESPACE = re.compile(r"[ \t\r\n]+")
 def base_subject(subject: str | None) -> str:
     """The base subject of RFC 5256 §2.1: encoded words decoded, runs of white space made
     one space, and reply and forward markers ("Re:", "Fwd:", "[list]", "(fwd)") removed."""
+    return subject_parts(subject)[0]
+
+
+def subject_parts(subject: str | None) -> tuple[str, bool]:
+    """The base subject, and whether the subject marks a reply or forward: whether a
+    "Re:"/"Fwd:" leader, a "(fwd)" trailer or a "[fwd: ...]" wrapper came off (RFC 5256
+    §2.1; a "[list]" tag alone does not make a reply)."""
     text = _WHITESPACE.sub(" ", mime.header_text(subject or ""))  # step 1
+    reply = False
     while True:
         while (trailer := _TRAILER.search(text)) is not None:  # step 2
+            reply = reply or trailer.group() != " "
             text = text[:trailer.start()]
         while True:  # steps 3 to 5
             before = text
             while (leader := _LEADER.match(text)) is not None and leader.end():
+                reply = reply or leader.group().endswith(":")
                 text = text[leader.end():]
             blob = _LEADING_BLOB.match(text)
             if blob is not None and blob.end() < len(text):  # step 4: not the whole subject
@@ -48,8 +58,9 @@ def base_subject(subject: str | None) -> str:
         # Step 6: "[fwd: subject]" is the subject forwarded.
         if _FWD_HEADER.match(text) and text.endswith("]"):
             text = text[5:-1]
+            reply = True
             continue
-        return text
+        return text, reply
 
 
 def _ascii_casemap(text: str) -> bytes:
@@ -106,7 +117,7 @@ def sent_timestamp(value: str) -> float | None:
     return (sent if sent.tzinfo is not None else sent.replace(tzinfo=UTC)).timestamp()
 
 
-def _sent_date(envelope: Envelope, meta: MessageMeta) -> float:
+def sent_date(envelope: Envelope, meta: MessageMeta) -> float:
     """RFC 5256 §3 DATE: the Date header in UTC, or the internal date when it has none."""
     sent = sent_timestamp(envelope.date) if envelope.date else None
     return meta.internal_date if sent is None else sent
@@ -114,7 +125,7 @@ def _sent_date(envelope: Envelope, meta: MessageMeta) -> float:
 
 _ENVELOPE_KEYS: dict[SortKey, Callable[[Envelope, MessageMeta], Any]] = {
     SortKey.CC: lambda env, meta: _addr_mailbox(env.cc),
-    SortKey.DATE: _sent_date,
+    SortKey.DATE: sent_date,
     SortKey.FROM: lambda env, meta: _addr_mailbox(env.from_),
     SortKey.SUBJECT: lambda env, meta: _ascii_casemap(base_subject(env.subject)),
     SortKey.TO: lambda env, meta: _addr_mailbox(env.to),
@@ -127,18 +138,25 @@ _RECORD_KEYS: dict[SortKey, Callable[[MessageMeta], Any]] = {
 }
 
 
-def sort(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
-         criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
-    """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
-    every match's record and, for envelope criteria, its envelope: run off the reactor."""
+def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey
+             ) -> tuple[list[tuple[int, int]], dict[int, MessageMeta]]:
+    """(sequence number, uid) of the messages of ``uids`` matching ``key``, in sequence
+    order, and their records: what SORT and THREAD order."""
     if key.op is SearchOp.ALL:  # the common case: a whole mailbox listed in some order
         matched = [(i + 1, uid) for i, uid in enumerate(uids)]
     else:
         matched = [(seq, uid) for seq, uid, _ in searching.search(store, user, mailbox_id, uids, key)]
-    if not matched:
+    metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid in matched])} if matched else {}
+    return [(seq, uid) for seq, uid in matched if uid in metas], metas
+
+
+def sort(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+         criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
+    """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
+    every match's record and, for envelope criteria, its envelope: run off the reactor."""
+    rows, metas = matching(store, user, mailbox_id, uids, key)
+    if not rows:
         return []
-    metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid in matched])}
-    rows = [(seq, uid) for seq, uid in matched if uid in metas]  # in sequence order
     envelopes: dict[int, Envelope] = {}
     if any(c.key in _ENVELOPE_KEYS for c in criteria):
         envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}

@@ -12,13 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.parser import SearchKey
 from maild.store.types import Envelope
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-_WHITESPACE = re.compile(r"[ \t\r\n]+")
 
 
 @dataclass(eq=False)
@@ -67,24 +65,19 @@ def thread(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
     """The thread-list octets of the THREAD response (RFC 5256 §4) for the messages of
     ``uids`` matching ``key``, numbered by uid or sequence number. Reads every match's
     record and envelope: run off the reactor."""
-    found = searching.search(store, user, mailbox_id, uids, key)
-    metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in found])}
+    rows, metas = sorting.matching(store, user, mailbox_id, uids, key)
     envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}
     messages = []
-    for seq, uid, _ in found:
-        if uid in metas:
-            envelope = envelopes.get(uid, Envelope())
-            sent = sorting.sent_timestamp(envelope.date) if envelope.date else None
-            messages.append(_Message(uid if by_uid else seq, seq, metas[uid].internal_date if sent is None else sent,
-                                     envelope))
+    for seq, uid in rows:
+        envelope = envelopes.get(uid, Envelope())
+        messages.append(_Message(uid if by_uid else seq, seq, sorting.sent_date(envelope, metas[uid]), envelope))
     roots = _ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else _references(messages)
     return b"".join(b"(" + _render(root) + b")" for root in roots)
 
 
 def _node(message: _Message) -> _Node:
-    subject = _WHITESPACE.sub(" ", (message.envelope.subject or "")).strip()
-    base = sorting.base_subject(message.envelope.subject)
-    return _Node(message.number, message.seq, message.sent, base.upper(), base != subject)
+    base, reply = sorting.subject_parts(message.envelope.subject)
+    return _Node(message.number, message.seq, message.sent, base.upper(), reply)
 
 
 def _by_date(nodes: list[_Node]) -> None:

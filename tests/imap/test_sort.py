@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.sort import base_subject, sent_timestamp
+from maild.imap.sort import base_subject, sent_timestamp, subject_parts
 from tests.imap.conftest import Transcript
 
 
@@ -138,3 +138,11 @@ def test_sent_timestamp_of_other_shapes() -> None:
     assert sent_timestamp("Wed, 3 Jan 2024 08:00:00") == 1704268800.0  # no zone: UTC
     assert sent_timestamp("not a date") is None
     assert sent_timestamp("Wed, 31 Feb 2024 08:00:00 +0000") is None
+
+
+@pytest.mark.parametrize(("subject", "reply"), [
+    ("hello", False), ("[list] hello", False), ("  hello  ", False), ("Re: hello", True),
+    ("[list] Fwd: hello", True), ("hello (fwd)", True), ("[fwd: hello]", True), ("Reply: hello", False),
+])
+def test_reply_or_forward(subject: str, reply: bool) -> None:
+    assert subject_parts(subject)[1] is reply
