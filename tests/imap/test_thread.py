@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import imaplib
+
 from tests.imap.conftest import Transcript, append
 
 
@@ -74,3 +76,10 @@ def test_errors(imap: Transcript) -> None:
     imap.bad("THREAD JWZ UTF-8 ALL")
     imap.bad("THREAD REFERENCES ALL")  # the charset is required
     imap.no("THREAD REFERENCES KOI8-R ALL", code="BADCHARSET")
+
+
+def test_imaplib(imaplib_client: imaplib.IMAP4_SSL) -> None:
+    imaplib_client.append("INBOX", None, None, mail("Plan", "Mon, 1 Jan 2024 10:00:00", "<p@x>"))
+    imaplib_client.append("INBOX", None, None, mail("Re: Plan", "Mon, 1 Jan 2024 11:00:00", "<q@x>", "<p@x>"))
+    imaplib_client.select("INBOX")
+    assert imaplib_client.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(1 2)"])
