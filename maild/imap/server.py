@@ -883,7 +883,7 @@ class ImapSession(CommandSession):
     async def _do_unselect(self, cmd: Command) -> None:
         self._deselect()  # RFC 3691
 
-    async def _expunge(self, only: set[int] | None) -> None:
+    async def _expunge(self, only: set[int] | None) -> str | None:
         view = self._writable()
         targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
                    if DELETED in m.flags and (only is None or m.uid in only)]
@@ -891,13 +891,18 @@ class ImapSession(CommandSession):
             removed = await self.store.expunge(self._user(), view.mailbox_id, targets)
             view.note_expunged(tuple(removed))
         # the EXPUNGE responses go out with the other pending ones, in _announce
+        if not self.condstore:
+            return None
+        # RFC 7162 §3.2.10: the mailbox's mod-sequence after the expunge, in the tagged OK.
+        mailbox = self.store.mailbox_by_id(self._user(), view.mailbox_id)
+        return None if mailbox is None else f"HIGHESTMODSEQ {mailbox.highestmodseq}"
 
-    async def _do_expunge(self, cmd: Command) -> None:
-        await self._expunge(None)
+    async def _do_expunge(self, cmd: Command) -> str | None:
+        return await self._expunge(None)
 
-    async def _do_uid_expunge(self, cmd: UidExpunge) -> None:
+    async def _do_uid_expunge(self, cmd: UidExpunge) -> str | None:
         view = self._view()
-        await self._expunge({view.uids[i] for i in view.resolve(cmd.sequence, uid=True)})
+        return await self._expunge({view.uids[i] for i in view.resolve(cmd.sequence, uid=True)})
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()

@@ -64,6 +64,8 @@ def test_vanished_replaces_expunge(connect: Callable[..., Transcript]) -> None:
     client.ok("SELECT INBOX")
     client.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
     assert client.ok("EXPUNGE") == [b"* VANISHED 1"]
+    _, tagged = client.command("UID EXPUNGE 1:*")  # nothing to expunge; the modseq still told
+    assert tagged.startswith(b"OK [HIGHESTMODSEQ ")
     other = connect()
     other.ok("SELECT INBOX")
     other.ok("UID MOVE 5:6 Trash")
