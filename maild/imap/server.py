@@ -116,6 +116,13 @@ _RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
     "MODSEQ": lambda meta: b"MODSEQ (%d)" % meta.modseq,
     "INTERNALDATE": lambda meta: b"INTERNALDATE " + wire.internal_date(meta.internal_date),
 }
+# The flag resync every client runs on every folder, FETCH 1:* (UID FLAGS) and UID FETCH
+# 1:* (FLAGS), one %-format per message: the same bytes _fetch_items assembles item by
+# item, in a third of the time.
+_FLAG_SYNC: dict[tuple[str, ...], Callable[[int, MessageMeta], bytes]] = {
+    ("UID", "FLAGS"): lambda seq, meta: b"* %d FETCH (UID %d FLAGS %s" % (seq, meta.uid, wire.flags(meta.flags)),
+    ("FLAGS", "UID"): lambda seq, meta: b"* %d FETCH (FLAGS %s UID %d" % (seq, wire.flags(meta.flags), meta.uid),
+}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
@@ -1055,12 +1062,16 @@ class ImapSession(CommandSession):
         attributes = list(cmd.attributes)
         batch: list[bytes] = []  # small responses are written 64 KB at a time
         batched = 0
+        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in attributes))
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
                 continue
-            atts = attributes + [FetchAtt("FLAGS")] if uid in seen_now else attributes
-            head, stream = self._fetch_items(index + 1, meta, atts)
+            if flag_sync is not None and uid not in seen_now:
+                head, stream = flag_sync(index + 1, meta), None
+            else:
+                atts = attributes + [FetchAtt("FLAGS")] if uid in seen_now else attributes
+                head, stream = self._fetch_items(index + 1, meta, atts)
             if stream is None:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])

@@ -62,3 +62,16 @@ def test_large_body_streams_intact(imap: Transcript) -> None:
     assert hashlib.sha256(data).digest() == hashlib.sha256(raw).digest()
     middle = imap.ok("FETCH 1 BODY.PEEK[]<1000000.30>")[0]
     assert middle.endswith(raw[1000000:1000030] + b")")
+
+
+def test_flag_resync_lines(imap: Transcript) -> None:
+    """FETCH 1:* (UID FLAGS) and UID FETCH 1:* (FLAGS) take a shortcut; their lines are
+    those of the item-by-item path (here with RFC822.SIZE taken out again)."""
+    for flags in ("", "\\Seen", "\\Seen \\Flagged $Label1", "\\Deleted \\Draft \\Answered"):
+        append(imap, "INBOX", message(f"m {flags}"), flags)
+    imap.ok("SELECT INBOX")
+    for fast, slow in (("FETCH 1:* (UID FLAGS)", "FETCH 1:* (UID FLAGS RFC822.SIZE)"),
+                       ("UID FETCH 1:* (FLAGS)", "UID FETCH 1:* (FLAGS UID RFC822.SIZE)")):
+        expected = [re.sub(rb" RFC822\.SIZE \d+", b"", line) for line in imap.ok(slow)]
+        assert imap.ok(fast) == expected
+        assert len(expected) == 4 and b"$Label1" in expected[2]
