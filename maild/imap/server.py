@@ -200,6 +200,7 @@ class ImapFactory(Factory):
         self.implicit_tls = implicit_tls
         self.config: ImapConfig = ctx.config.imap
         fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
+        sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.connections: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)
@@ -955,7 +956,7 @@ class ImapSession(CommandSession):
         _check_charset(cmd.charset)
         # Every match's record and, for most criteria, its envelope: off the reactor.
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
-                                              list(view.uids), cmd.key, cmd.criteria)
+                                              view.uidvalidity, list(view.uids), cmd.key, cmd.criteria)
         # RFC 5256 §4: the SORT response, numbers in sorted order.
         self._send(b"* SORT" + b"".join(b" %d" % (uid if cmd.uid else seq) for seq, uid in ordered))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import calendar
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -150,25 +152,91 @@ def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: Searc
     return [(seq, uid) for seq, uid in matched if uid in metas], metas
 
 
-def sort(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+ListName = tuple[str, int, int, SortKey]  # user, UIDVALIDITY, mailbox id, criterion
+_ENTRY_OVERHEAD = 90  # octets of a uid -> float entry (tracemalloc); bytes and str add their length
+
+
+class SortKeyCache:
+    """Envelope sort keys of messages, a dict of uid -> key per user, mailbox and
+    criterion, kept across SORT commands: a message never changes, so neither do its keys,
+    and a webmail sorts the same folder on every page. UIDVALIDITY in the name keeps a
+    recreated mailbox from meeting its predecessor's keys. Whole lists go, least recently
+    used first, past ``max_bytes``. SORT runs in the reactor's thread pool: a list is
+    replaced, never changed in place, under the lock."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lists: OrderedDict[ListName, tuple[dict[int, Any], int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
+    def get(self, name: ListName) -> dict[int, Any]:
+        with self._lock:
+            found = self._lists.get(name)
+            if found is None:
+                return {}
+            self._lists.move_to_end(name)
+            return found[0]
+
+    def put(self, name: ListName, values: dict[int, Any], live: set[int]) -> None:
+        """Remember ``values`` beside what the list held; keys of messages no longer
+        ``live`` (expunged) go once they are as many as the rest."""
+        with self._lock:
+            old, size = self._lists.pop(name, ({}, 0))
+            self._bytes -= size
+            merged = {**old, **values}
+            if len(merged) > 2 * len(live):
+                merged = {uid: value for uid, value in merged.items() if uid in live}
+            size = sum(_ENTRY_OVERHEAD + (len(v) if isinstance(v, bytes | str) else 0) for v in merged.values())
+            if size <= self.max_bytes:
+                self._lists[name] = (merged, size)
+                self._bytes += size
+                self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes:
+            _, (_, size) = self._lists.popitem(last=False)
+            self._bytes -= size
+
+
+# One per process, shared by every IMAP session; the IMAP factory sizes it from
+# [imap] sort_cache_mb.
+CACHE = SortKeyCache(16 * 1024 * 1024)
+
+
+def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
-    every match's record and, for envelope criteria, its envelope: run off the reactor."""
+    every match's record and the envelopes of those whose keys are not in the cache: run
+    off the reactor."""
     rows, metas = matching(store, user, mailbox_id, uids, key)
     if not rows:
         return []
-    envelopes: dict[int, Envelope] = {}
-    if any(c.key in _ENVELOPE_KEYS for c in criteria):
-        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}
-    empty = Envelope()
+    keys: dict[SortKey, dict[int, Any]] = {}
+    missing: set[int] = set()
+    for criterion in criteria:
+        if criterion.key in _ENVELOPE_KEYS and criterion.key not in keys:
+            keys[criterion.key] = CACHE.get((user, uidvalidity, mailbox_id, criterion.key))
+            missing.update(uid for _, uid in rows if uid not in keys[criterion.key])
+    if missing:
+        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
+        empty = Envelope()
+        live = set(uids)
+        for name, known in keys.items():
+            make = _ENVELOPE_KEYS[name]
+            fresh = {uid: make(envelopes.get(uid, empty), metas[uid]) for uid in missing if uid not in known}
+            CACHE.put((user, uidvalidity, mailbox_id, name), fresh, live)
+            keys[name] = {**known, **fresh}
     # Stable sorts from the last criterion to the first: ties keep the order the later
     # criteria, and finally the sequence numbers, gave them (RFC 5256 §3).
     for criterion in reversed(criteria):
         record_key = _RECORD_KEYS.get(criterion.key)
-        if record_key is not None:
-            values = {uid: record_key(metas[uid]) for _, uid in rows}
-        else:
-            envelope_key = _ENVELOPE_KEYS[criterion.key]
-            values = {uid: envelope_key(envelopes.get(uid, empty), metas[uid]) for _, uid in rows}
+        values = ({uid: record_key(metas[uid]) for _, uid in rows} if record_key is not None
+                  else keys[criterion.key])
         rows.sort(key=lambda row: values[row[1]], reverse=criterion.reverse)
     return rows

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import imaplib
+from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -11,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.sort import base_subject, sent_timestamp, subject_parts
-from tests.imap.conftest import Transcript
+from maild.imap.parser import SortKey
+from maild.imap.sort import _ENTRY_OVERHEAD, SortKeyCache, base_subject, sent_timestamp, subject_parts
+from tests.imap.conftest import Transcript, append, fresh_account, message
 
 
 def put(imap: Transcript, internal: str, headers: str, body_size: int, flags: str = "") -> int:
@@ -146,3 +148,37 @@ def test_sent_timestamp_of_other_shapes() -> None:
 ])
 def test_reply_or_forward(subject: str, reply: bool) -> None:
     assert subject_parts(subject)[1] is reply
+
+
+def test_sort_keys_cache_holds_lists_and_lets_go() -> None:
+    cache = SortKeyCache(max_bytes=3 * 10 * (_ENTRY_OVERHEAD + 4))  # three lists of ten
+    names = [("a@x", 7, 1, SortKey(key)) for key in ("SUBJECT", "FROM", "TO", "CC")]
+    live = set(range(10))
+    for name in names[:3]:
+        cache.put(name, {uid: b"K%03d" % uid for uid in range(10)}, live)
+    assert cache.get(names[0])[9] == b"K009"  # now the most recently used
+    cache.put(names[3], {uid: b"K%03d" % uid for uid in range(10)}, live)  # FROM's list goes
+    assert cache.get(names[1]) == {} and len(cache.get(names[0])) == 10
+    cache.put(names[0], {10: b"K010"}, live | {10})  # merged with what the list held
+    assert len(cache.get(names[0])) == 11
+    cache.put(names[0], {}, {10})  # ten of eleven expunged: their keys go
+    assert cache.get(names[0]) == {10: b"K010"}
+    cache.resize(0)
+    assert cache.get(names[0]) == {}
+
+
+def test_repeat_sorts_new_messages_and_other_users(imap: Transcript, connect: Callable[..., Transcript]) -> None:
+    """The second SORT answers from the cache; a new message joins the cached order; a
+    second user's INBOX (the same mailbox id) is sorted by its own subjects."""
+    fill(imap)
+    assert sort(imap, "SORT (SUBJECT) UTF-8 ALL") == sort(imap, "SORT (SUBJECT) UTF-8 ALL") == [2, 1, 4, 3]
+    append(imap, "INBOX", message("aardvark"))
+    imap.ok("NOOP")
+    assert sort(imap, "SORT (SUBJECT) UTF-8 ALL") == [5, 2, 1, 4, 3]
+    other = fresh_account()
+    second = connect(user=other.address, password=other.password)
+    for subject in ("zebra", "yak", "Re: xerus"):
+        append(second, "INBOX", message(subject))
+    second.ok("SELECT INBOX")
+    assert sort(second, "SORT (SUBJECT) UTF-8 ALL") == [3, 2, 1]
+    assert sort(second, "SORT (REVERSE SUBJECT) UTF-8 ALL") == [1, 2, 3]
