@@ -32,6 +32,7 @@ import base64
 import binascii
 import collections
 import enum
+import functools
 import ipaddress
 import logging
 import re
@@ -1118,14 +1119,14 @@ class ImapSession(CommandSession):
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
                 parts.append(name.encode() + b" " + self._cached(meta, name, self._bodystructure, name))
             else:
-                label, section, partial = _section_of(att)
+                label, section, partial, section_name = _section_of(att)
                 whole = section.text is None and not section.part
                 if whole and meta.size > STREAM_ABOVE and stream is None:
                     origin, length = _partial_range(meta.size, partial)
                     stream = (label, origin, length)
                     continue
                 if not section.part and section.text in _HEADER_TEXTS:  # the message's own header
-                    data = self._cached(meta, str(section), self._own_header, section)
+                    data = self._cached(meta, section_name, self._own_header, section)
                 else:
                     data = mime.section(self._raw(meta), section, self._parsed(meta) if section.part else None) or b""
                 if partial is not None:
@@ -1193,19 +1194,23 @@ class ImapSession(CommandSession):
         return part
 
 
-def _section_of(att: FetchAtt) -> tuple[bytes, Section, tuple[int, int] | None]:
-    """(response label, section, partial) for BODY[...] and the RFC822 forms."""
+@functools.lru_cache(maxsize=256)
+def _section_of(att: FetchAtt) -> tuple[bytes, Section, tuple[int, int] | None, str]:
+    """(response label, section, partial, section text) for BODY[...] and the RFC822
+    forms; remembered, since a FETCH asks the same of every message (Thunderbird's header
+    fields name fourteen)."""
     if att.name == "RFC822":
-        return b"RFC822", Section(), None
+        return b"RFC822", Section(), None, ""
     if att.name == "RFC822.HEADER":
-        return b"RFC822.HEADER", Section(text="HEADER"), None
+        return b"RFC822.HEADER", Section(text="HEADER"), None, "HEADER"
     if att.name == "RFC822.TEXT":
-        return b"RFC822.TEXT", Section(text="TEXT"), None
+        return b"RFC822.TEXT", Section(text="TEXT"), None, "TEXT"
     assert att.section is not None
-    label = b"BODY[" + str(att.section).encode("utf-8") + b"]"
+    name = str(att.section)
+    label = b"BODY[" + name.encode("utf-8") + b"]"
     if att.partial is not None:
         label += b"<%d>" % att.partial[0]  # RFC 3501 §7.4.2: only the origin is returned
-    return label, att.section, att.partial
+    return label, att.section, att.partial, name
 
 
 def _partial_range(size: int, partial: tuple[int, int] | None) -> tuple[int, int]:
