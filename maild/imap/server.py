@@ -32,7 +32,6 @@ import base64
 import binascii
 import collections
 import enum
-import functools
 import ipaddress
 import logging
 import re
@@ -1061,10 +1060,11 @@ class ImapSession(CommandSession):
                 metas.update({m.uid: m for m in self.store.messages(user, view.mailbox_id, unseen)})
                 if not any(a.name == "FLAGS" for a in cmd.attributes):
                     seen_now = {r.uid for r in changed}  # RFC 3501 §6.4.5: report the \Seen we set
-        attributes = list(cmd.attributes)
+        # What each attribute asks, worked out once for all the messages.
+        plan = [(att, _section_of(att)) for att in cmd.attributes]
         batch: list[bytes] = []  # small responses are written 64 KB at a time
         batched = 0
-        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in attributes))
+        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in cmd.attributes))
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
@@ -1072,8 +1072,8 @@ class ImapSession(CommandSession):
             if flag_sync is not None and uid not in seen_now:
                 head, stream = flag_sync(index + 1, meta), None
             else:
-                atts = attributes + [FetchAtt("FLAGS")] if uid in seen_now else attributes
-                head, stream = self._fetch_items(index + 1, meta, atts)
+                head, stream = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
+                                                 if uid in seen_now else plan)
             if stream is None:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])
@@ -1103,13 +1103,13 @@ class ImapSession(CommandSession):
         if gone:
             self._send(b"* VANISHED (EARLIER) " + _compress(gone))
 
-    def _fetch_items(self, seq: int, meta: MessageMeta, attributes: list[FetchAtt]
+    def _fetch_items(self, seq: int, meta: MessageMeta, plan: list[tuple[FetchAtt, _SectionPlan | None]]
                      ) -> tuple[bytes, tuple[bytes, int, int] | None]:
         """``* seq FETCH (items`` without the closing parenthesis, and the (label, origin,
         length) of a whole body to stream after it, if one is that large."""
         parts: list[bytes] = []
         stream: tuple[bytes, int, int] | None = None
-        for att in attributes:
+        for att, section_plan in plan:
             name = att.name
             item = _RECORD_ITEMS.get(name)
             if item is not None:
@@ -1119,7 +1119,8 @@ class ImapSession(CommandSession):
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
                 parts.append(name.encode() + b" " + self._cached(meta, name, self._bodystructure, name))
             else:
-                label, section, partial, section_name = _section_of(att)
+                assert section_plan is not None
+                label, section, partial, section_name = section_plan
                 whole = section.text is None and not section.part
                 if whole and meta.size > STREAM_ABOVE and stream is None:
                     origin, length = _partial_range(meta.size, partial)
@@ -1194,11 +1195,15 @@ class ImapSession(CommandSession):
         return part
 
 
-@functools.lru_cache(maxsize=256)
-def _section_of(att: FetchAtt) -> tuple[bytes, Section, tuple[int, int] | None, str]:
+_SectionPlan = tuple[bytes, Section, tuple[int, int] | None, str]
+
+
+def _section_of(att: FetchAtt) -> _SectionPlan | None:
     """(response label, section, partial, section text) for BODY[...] and the RFC822
-    forms; remembered, since a FETCH asks the same of every message (Thunderbird's header
-    fields name fourteen)."""
+    forms, None for other attributes; made once per FETCH, not per message (Thunderbird's
+    header fields name fourteen)."""
+    if att.section is None and att.name not in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+        return None
     if att.name == "RFC822":
         return b"RFC822", Section(), None, ""
     if att.name == "RFC822.HEADER":
