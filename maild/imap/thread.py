@@ -35,14 +35,14 @@ class _Node:
         child.parent = self
         self.children.append(child)
 
-    def reaches(self, other: _Node) -> bool:
-        """``other`` is this node or one of its descendants."""
-        stack = [self]
-        while stack:
-            node = stack.pop()
+    def descends_from(self, other: _Node) -> bool:
+        """This node is ``other`` or below it: making ``other`` its child would loop. A
+        walk up the parents, as deep as the thread, not as wide."""
+        node: _Node | None = self
+        while node is not None:
             if node is other:
                 return True
-            stack.extend(node.children)
+            node = node.parent
         return False
 
     def order(self) -> tuple[float, int]:
@@ -125,17 +125,17 @@ def _references(messages: list[_Message]) -> list[_Node]:
         previous: _Node | None = None
         for message_id in references:
             current = by_id.setdefault(message_id, _Node())
-            if previous is not None and current.parent is None and not current.reaches(previous):
+            if previous is not None and current.parent is None and not previous.descends_from(current):
                 previous.adopt(current)
             previous = current
         # (1B) the last reference is the message's parent, replacing any it had.
         if node.parent is not None:
             node.parent.children.remove(node)
             node.parent = None
-        if previous is not None and not node.reaches(previous):
+        if previous is not None and not previous.descends_from(node):
             previous.adopt(node)
     everything = {id(n): n for n in [*by_id.values(), *nodes]}.values()
-    roots = _prune([n for n in everything if n.parent is None], at_root=True)  # (2), (3)
+    roots = _prune([n for n in everything if n.parent is None])  # (2), (3)
     for root in roots:
         _sort_children(root)  # a dummy's date is its first child's
     _by_date(roots)  # (4)
@@ -156,22 +156,35 @@ def _take_place(placeholder: _Node, node: _Node) -> None:
         node.parent, placeholder.parent = parent, None
 
 
-def _prune(nodes: list[_Node], at_root: bool) -> list[_Node]:
+def _prune(roots: list[_Node]) -> list[_Node]:
     """(3) Dummies without children go; a dummy's children take its place, except at the
-    root, where a dummy with several children stays: it holds their thread together."""
-    out: list[_Node] = []
-    for node in nodes:
-        node.children = _prune(node.children, at_root=False)
+    root, where a dummy with several children stays: it holds their thread together.
+    Children before parents, without recursion: a reply chain can be thousands deep."""
+    for node in _below_first(roots):
+        kept: list[_Node] = []
         for child in node.children:
+            kept.extend([child] if child.number is not None else child.children)
+        node.children = kept
+        for child in kept:
             child.parent = node
-        if node.number is not None or (at_root and len(node.children) > 1):
-            out.append(node)
-        else:
-            out.extend(node.children)
-    if at_root:
-        for node in out:
-            node.parent = None
+    out: list[_Node] = []
+    for node in roots:
+        out.extend([node] if node.number is not None or len(node.children) > 1 else node.children)
+    for node in out:
+        node.parent = None
     return out
+
+
+def _below_first(roots: list[_Node]) -> list[_Node]:
+    """Every node under ``roots`` (and they), each after all of its descendants."""
+    order: list[_Node] = []
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    order.reverse()  # a node was listed before its descendants: now after
+    return order
 
 
 def _subject_of(node: _Node) -> _Node:
@@ -223,18 +236,32 @@ def _merge_subjects(roots: list[_Node]) -> list[_Node]:
     return [node for node in out if node.parent is None]
 
 
-def _sort_children(node: _Node) -> None:
-    for child in node.children:
-        _sort_children(child)
-    _by_date(node.children)
+def _sort_children(root: _Node) -> None:
+    """Every set of siblings under ``root`` by sent date (a dummy's children first, so
+    that its own date, its first child's, is known)."""
+    for node in _below_first([root]):
+        _by_date(node.children)
 
 
-def _render(node: _Node) -> bytes:
+def _render(root: _Node) -> bytes:
     """RFC 5256 §5 thread-members / thread-nested: a single child continues the chain,
-    several each open a list. Below the root every node holds a message."""
-    parts = [] if node.number is None else [b"%d" % node.number]
-    while node.number is not None and len(node.children) == 1:
-        node = node.children[0]
-        parts.append(b"%d" % node.number)
-    nested = b"".join(b"(" + _render(child) + b")" for child in node.children)
-    return b" ".join(parts + ([nested] if nested else []))
+    several each open a list. Below the root every node holds a message. Without
+    recursion, for the same reason as :func:`_prune`."""
+    out: list[bytes] = []
+    stack: list[_Node | bytes] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+            continue
+        node = item
+        numbers = [] if node.number is None else [b"%d" % node.number]
+        while node.number is not None and len(node.children) == 1:
+            node = node.children[0]
+            numbers.append(b"%d" % node.number)
+        out.append(b" ".join(numbers))
+        if node.children and numbers:
+            out.append(b" ")
+        for child in reversed(node.children):  # popped in order: "(" child ")" each
+            stack.extend((b")", child, b"("))
+    return b"".join(out)

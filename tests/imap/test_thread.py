@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import imaplib
 
+from maild.imap.thread import _Message, _references, _render
+from maild.store.types import Envelope
 from tests.imap.conftest import Transcript, append
 
 
@@ -83,3 +85,13 @@ def test_imaplib(imaplib_client: imaplib.IMAP4_SSL) -> None:
     imaplib_client.append("INBOX", None, None, mail("Re: Plan", "Mon, 1 Jan 2024 11:00:00", "<q@x>", "<p@x>"))
     imaplib_client.select("INBOX")
     assert imaplib_client.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(1 2)"])
+
+
+def test_a_reply_chain_thousands_deep() -> None:
+    """Each message answers the one before, the first answers a message that is not there:
+    no recursion limit is met, and the missing message's dummy gives way to its one child."""
+    messages = [_Message(n, n, float(n), Envelope(subject="Re: chain", message_id=f"<m{n}@x>",
+                                                  references=f"<m{n - 1}@x>"))
+                for n in range(1, 3001)]
+    (root,) = _references(messages)
+    assert _render(root) == b" ".join(b"%d" % n for n in range(1, 3001))
