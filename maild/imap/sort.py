@@ -23,11 +23,8 @@ from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
 
 # RFC 5256 §2.1 ABNF, matched case-insensitively on the decoded subject.
-_BLOB = r"\[[^\[\]]*\][ \t]*"  # subj-blob: "[" *BLOBCHAR "]" *WSP
-_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])\Z", re.IGNORECASE)  # subj-trailer
-_LEADER = re.compile(rf"(?:(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:|[ \t])", re.IGNORECASE)
-_LEADING_BLOB = re.compile(_BLOB)
-_FWD_HEADER = re.compile(r"\[fwd:", re.IGNORECASE)  # subj-fwd-hdr
+_BLOB = re.compile(r"\[[^\[\]]*\][ \t]*")  # subj-blob: "[" *BLOBCHAR "]" *WSP
+_REFWD = re.compile(r"(?:re|fwd?)[ \t]*(?:\[[^\[\]]*\][ \t]*)?:", re.IGNORECASE)  # subj-refwd
 _WHITESPACE = re.compile(r"[ \t\r\n]+")
 
 
@@ -40,29 +37,44 @@ def base_subject(subject: str | None) -> str:
 def subject_parts(subject: str | None) -> tuple[str, bool]:
     """The base subject, and whether the subject marks a reply or forward: whether a
     "Re:"/"Fwd:" leader, a "(fwd)" trailer or a "[fwd: ...]" wrapper came off (RFC 5256
-    §2.1; a "[list]" tag alone does not make a reply)."""
+    §2.1; a "[list]" tag alone does not make a reply).
+
+    The steps of §2.1 move two indexes instead of cutting the text, and a run of blobs is
+    read once: a hostile subject of thousands of "Re:" or "[x]" costs its length, not its
+    length squared."""
     text = _WHITESPACE.sub(" ", mime.header_text(subject or ""))  # step 1
+    start, end = 0, len(text)
     reply = False
     while True:
-        while (trailer := _TRAILER.search(text)) is not None:  # step 2
-            reply = reply or trailer.group() != " "
-            text = text[:trailer.start()]
-        while True:  # steps 3 to 5
-            before = text
-            while (leader := _LEADER.match(text)) is not None and leader.end():
-                reply = reply or leader.group().endswith(":")
-                text = text[leader.end():]
-            blob = _LEADING_BLOB.match(text)
-            if blob is not None and blob.end() < len(text):  # step 4: not the whole subject
-                text = text[blob.end():]
-            if text == before:
+        while True:  # step 2: subj-trailer, "(fwd)" or WSP, as often as it ends the text
+            while end > start and text[end - 1] in " \t":
+                end -= 1
+            if end - start < 5 or text[end - 5:end].lower() != "(fwd)":
                 break
+            end -= 5
+            reply = True
+        while True:  # steps 3 to 5
+            while start < end and text[start] in " \t":  # a WSP subj-leader
+                start += 1
+            blob_ends = []  # where each blob of the run at ``start`` ends
+            while (blob := _BLOB.match(text, blob_ends[-1] if blob_ends else start, end)) is not None:
+                blob_ends.append(blob.end())
+            refwd = _REFWD.match(text, blob_ends[-1] if blob_ends else start, end)
+            if refwd is not None:  # step 3: *subj-blob subj-refwd
+                start = refwd.end()
+                reply = True
+                continue
+            # Step 4, repeated: the blobs go one by one while text is left after them. The
+            # run has no subj-refwd after it, so no leader can come off in between.
+            if blob_ends:
+                start = blob_ends[-1] if blob_ends[-1] < end else (blob_ends[-2] if len(blob_ends) > 1 else start)
+            break
         # Step 6: "[fwd: subject]" is the subject forwarded.
-        if _FWD_HEADER.match(text) and text.endswith("]"):
-            text = text[5:-1]
+        if end - start >= 6 and text[start:start + 5].lower() == "[fwd:" and text[end - 1] == "]":
+            start, end = start + 5, end - 1
             reply = True
             continue
-        return text, reply
+        return text[start:end], reply
 
 
 def _ascii_casemap(text: str) -> bytes:

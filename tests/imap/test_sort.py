@@ -182,3 +182,13 @@ def test_repeat_sorts_new_messages_and_other_users(imap: Transcript, connect: Ca
     second.ok("SELECT INBOX")
     assert sort(second, "SORT (SUBJECT) UTF-8 ALL") == [3, 2, 1]
     assert sort(second, "SORT (REVERSE SUBJECT) UTF-8 ALL") == [1, 2, 3]
+
+
+def test_base_subject_of_hostile_subjects() -> None:
+    """Thousands of markers come off in one pass over the subject (the steps of §2.1 cut
+    the text once, not once per marker)."""
+    assert base_subject("Re: " * 20_000 + "x") == "x"
+    assert base_subject("[tag] " * 20_000 + "x") == "x"
+    assert base_subject("[tag]" * 20_000) == "[tag]"
+    assert base_subject("x" + " (fwd)" * 20_000) == "x"
+    assert base_subject("[fwd: " * 2_000 + "x" + "]" * 2_000) == "x"
