@@ -38,6 +38,8 @@ class _Node:
     def descends_from(self, other: _Node) -> bool:
         """This node is ``other`` or below it: making ``other`` its child would loop. A
         walk up the parents, as deep as the thread, not as wide."""
+        if not other.children:  # nothing below ``other``: only it is itself
+            return self is other
         node: _Node | None = self
         while node is not None:
             if node is other:
