@@ -19,6 +19,7 @@ maild sees Unicode names with "/" as the hierarchy delimiter.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import re
 from collections.abc import Callable, Iterator
@@ -58,6 +59,9 @@ class SequenceSet:
     """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    # contains()'s index of a set of many ranges: (largest, starts, ends) of the ranges
+    # merged and ordered, made on first use; not part of the value.
+    _index: tuple[int, list[int], list[int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def bounds(self, largest: int) -> Iterator[tuple[int, int]]:
         """The ranges as (low, high) with ``*`` replaced by ``largest``."""
@@ -67,7 +71,25 @@ class SequenceSet:
             yield (lo, hi) if lo <= hi else (hi, lo)
 
     def contains(self, value: int, largest: int) -> bool:
-        return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+        """``value`` is in the set, ``*`` being ``largest``. A binary search once the set
+        has more than a few ranges: SEARCH and QRESYNC ask this of every message, and a
+        set may hold 10,000 ranges."""
+        if len(self.ranges) <= 4:
+            return any(lo <= value <= hi for lo, hi in self.bounds(largest))
+        index = self._index
+        if index is None or index[0] != largest:
+            starts: list[int] = []
+            ends: list[int] = []
+            for lo, hi in sorted(self.bounds(largest)):
+                if ends and lo <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], hi)
+                else:
+                    starts.append(lo)
+                    ends.append(hi)
+            index = (largest, starts, ends)
+            object.__setattr__(self, "_index", index)  # a cache on a frozen value
+        i = bisect.bisect_right(index[1], value) - 1
+        return i >= 0 and value <= index[2][i]
 
     @property
     def uses_star(self) -> bool:

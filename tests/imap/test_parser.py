@@ -229,3 +229,24 @@ def test_framer_never_raises(chunks: list[bytes]) -> None:
     for chunk in chunks:
         for event in framer.feed(chunk):
             assert isinstance(event, (Complete, NeedContinuation, Rejected))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.none() | st.integers(1, 60), st.none() | st.integers(1, 60)), min_size=1, max_size=12),
+       st.integers(1, 60))
+def test_sequence_set_membership(ranges: list[tuple[int | None, int | None]], largest: int) -> None:
+    """contains() answers as the plain reading of the ranges does, through its index of
+    merged ranges for sets of more than four, for another ``largest`` too."""
+    sequence = SequenceSet(tuple(ranges))
+    for star in (largest, largest + 7):
+        spans = list(sequence.bounds(star))
+        for value in range(0, 70):
+            assert sequence.contains(value, star) == any(lo <= value <= hi for lo, hi in spans)
+
+
+def test_sequence_set_of_ten_thousand_ranges_is_one_value() -> None:
+    text = ",".join(f"{n}:{n + 1}" for n in range(1, 40_000, 4))
+    cmd = parse_command(f"a UID FETCH {text} FLAGS".encode())
+    assert isinstance(cmd, Fetch) and len(cmd.sequence.ranges) == 10_000
+    assert cmd.sequence.contains(39_998, 1) and not cmd.sequence.contains(39_999, 1)
+    assert cmd.sequence == SequenceSet(cmd.sequence.ranges)  # the index is no part of the value
