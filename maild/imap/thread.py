@@ -35,6 +35,13 @@ class _Node:
         child.parent = self
         self.children.append(child)
 
+    def adopt_children(self, other: _Node) -> None:
+        """All of ``other``'s children become this node's, in one move."""
+        for child in other.children:
+            child.parent = self
+        self.children.extend(other.children)
+        other.children = []
+
     def descends_from(self, other: _Node) -> bool:
         """This node is ``other`` or below it: making ``other`` its child would loop. A
         walk up the parents, as deep as the thread, not as wide."""
@@ -150,8 +157,7 @@ def _references(messages: list[_Message]) -> list[_Node]:
 
 def _take_place(placeholder: _Node, node: _Node) -> None:
     """Give the message ``node`` the place and children of a dummy made for its Message-ID."""
-    for child in list(placeholder.children):
-        node.adopt(child)
+    node.adopt_children(placeholder)
     parent = placeholder.parent
     if parent is not None:
         parent.children[parent.children.index(placeholder)] = node
@@ -215,8 +221,7 @@ def _merge_subjects(roots: list[_Node]) -> list[_Node]:
         if held is None or held is root:
             out.append(root)
         elif held.number is None and root.number is None:
-            for child in list(root.children):
-                held.adopt(child)
+            held.adopt_children(root)
         elif held.number is None:
             held.adopt(root)
         elif root.number is None:
