@@ -95,3 +95,12 @@ def test_a_reply_chain_thousands_deep() -> None:
                 for n in range(1, 3001)]
     (root,) = _references(messages)
     assert _render(root) == b" ".join(b"%d" % n for n in range(1, 3001))
+
+
+def test_two_dummies_with_one_subject_become_one_thread(imap: Transcript) -> None:
+    """Two answers each to two messages not in the mailbox, all "Re: Boat": the two dummy
+    roots merge (RFC 5256 §4 step 5), their children siblings by date."""
+    for n, missing in ((1, "<gone1@x>"), (2, "<gone2@x>"), (3, "<gone1@x>"), (4, "<gone2@x>")):
+        append(imap, "INBOX", mail("Re: Boat", f"Mon, {n} Jan 2024 10:00:00", f"<boat{n}@x>", missing))
+    imap.ok("SELECT INBOX")
+    assert thread(imap, "THREAD REFERENCES UTF-8 ALL") == b"* THREAD ((1)(2)(3)(4))"
