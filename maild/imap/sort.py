@@ -164,15 +164,16 @@ def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: Searc
     return [(seq, uid) for seq, uid in matched if uid in metas], metas
 
 
-ListName = tuple[str, int, int, SortKey]  # user, UIDVALIDITY, mailbox id, criterion
+ListName = tuple[int, int, int, SortKey]  # user id, UIDVALIDITY, mailbox id, criterion
 _ENTRY_OVERHEAD = 90  # octets of a uid -> float entry (tracemalloc); bytes and str add their length
 
 
 class SortKeyCache:
     """Envelope sort keys of messages, a dict of uid -> key per user, mailbox and
     criterion, kept across SORT commands: a message never changes, so neither do its keys,
-    and a webmail sorts the same folder on every page. UIDVALIDITY in the name keeps a
-    recreated mailbox from meeting its predecessor's keys. Whole lists go, least recently
+    and a webmail sorts the same folder on every page. The user's id (never reused, unlike
+    an address removed and added again) and UIDVALIDITY in the name keep a recreated user
+    or mailbox from meeting its predecessor's keys. Whole lists go, least recently
     used first, past ``max_bytes``. SORT runs in the reactor's thread pool: a list is
     replaced, never changed in place, under the lock."""
 
@@ -227,13 +228,14 @@ def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[in
     every match's record and the envelopes of those whose keys are not in the cache: run
     off the reactor."""
     rows, metas = matching(store, user, mailbox_id, uids, key)
-    if not rows:
+    owner = store.user(user)
+    if not rows or owner is None:
         return []
     keys: dict[SortKey, dict[int, Any]] = {}
     missing: set[int] = set()
     for criterion in criteria:
         if criterion.key in _ENVELOPE_KEYS and criterion.key not in keys:
-            keys[criterion.key] = CACHE.get((user, uidvalidity, mailbox_id, criterion.key))
+            keys[criterion.key] = CACHE.get((owner.id, uidvalidity, mailbox_id, criterion.key))
             missing.update(uid for _, uid in rows if uid not in keys[criterion.key])
     if missing:
         envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
@@ -242,7 +244,7 @@ def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[in
         for name, known in keys.items():
             make = _ENVELOPE_KEYS[name]
             fresh = {uid: make(envelopes.get(uid, empty), metas[uid]) for uid in missing if uid not in known}
-            CACHE.put((user, uidvalidity, mailbox_id, name), fresh, live)
+            CACHE.put((owner.id, uidvalidity, mailbox_id, name), fresh, live)
             keys[name] = {**known, **fresh}
     # Stable sorts from the last criterion to the first: ties keep the order the later
     # criteria, and finally the sequence numbers, gave them (RFC 5256 §3).
