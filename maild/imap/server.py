@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -895,15 +895,20 @@ class ImapSession(CommandSession):
         view = self._writable()
         targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
                    if DELETED in m.flags and (only is None or m.uid in only)]
-        if targets:
-            removed = await self.store.expunge(self._user(), view.mailbox_id, targets)
-            view.note_expunged(tuple(removed))
-        # the EXPUNGE responses go out with the other pending ones, in _announce
-        if not self.condstore:
+        if not targets:
             return None
-        # RFC 7162 §3.2.10: the mailbox's mod-sequence after the expunge, in the tagged OK.
-        mailbox = self.store.mailbox_by_id(self._user(), view.mailbox_id)
-        return None if mailbox is None else f"HIGHESTMODSEQ {mailbox.highestmodseq}"
+        result = await self.store.expunge(self._user(), view.mailbox_id, targets)
+        view.note_expunged(tuple(result.uids))
+        # the EXPUNGE responses go out with the other pending ones, in _announce
+        if not self.qresync or not result.uids:
+            return None
+        # RFC 7162 §3.2.7: the expunge's mod-sequence in the tagged OK. Other sessions'
+        # changes committed in the same batch, perhaps with lower mod-sequences, are
+        # published just after this resumes: wait one reactor turn so that they are
+        # announced before it (RFC 7162 errata 1810: a client must not be told a
+        # mod-sequence past changes it has not seen).
+        await task.deferLater(self.ctx.reactor, 0, lambda: None)
+        return f"HIGHESTMODSEQ {result.modseq}"
 
     async def _do_expunge(self, cmd: Command) -> str | None:
         return await self._expunge(None)

@@ -36,6 +36,7 @@ from maild.store.types import (
     CopyResult,
     Domain,
     Envelope,
+    ExpungeResult,
     FlagMode,
     FlagResult,
     Mailbox,
@@ -416,7 +417,7 @@ class Store:
         op = ops.op_copy(u.address, u.id, src_id, sorted(set(uids)), dst_id, move, u.quota_bytes)
         return self._write(u, op).addCallback(lambda r: CopyResult(r[0], r[1]))
 
-    def expunge(self, user: str, mailbox_id: int, uids: Iterable[int]) -> defer.Deferred[list[int]]:
+    def expunge(self, user: str, mailbox_id: int, uids: Iterable[int]) -> defer.Deferred[ExpungeResult]:
         u = self._user(user)
         return self._write(u, ops.op_expunge(u.address, u.id, mailbox_id, sorted(set(uids))))
 

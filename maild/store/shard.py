@@ -20,6 +20,7 @@ from maild.store.types import (
     SEEN,
     ChangeKind,
     Envelope,
+    ExpungeResult,
     FlagMode,
     FlagResult,
     FormatError,
@@ -646,8 +647,12 @@ def _expunge(b: Batch, user: str, user_id: int, mailbox_id: int, uids: Iterable[
     return removed
 
 
-def op_expunge(user: str, user_id: int, mailbox_id: int, uids: list[int]) -> Callable[[Batch], list[int]]:
-    return lambda b: _expunge(b, user, user_id, mailbox_id, uids)
+def op_expunge(user: str, user_id: int, mailbox_id: int, uids: list[int]) -> Callable[[Batch], ExpungeResult]:
+    def op(b: Batch) -> ExpungeResult:
+        removed = _expunge(b, user, user_id, mailbox_id, uids)
+        # Read before any later operation of the batch can change the mailbox again.
+        return ExpungeResult(removed, _mbox(b, user_id, mailbox_id)["highestmodseq"] if removed else 0)
+    return op
 
 
 def op_purge_partition(user_id: int) -> Callable[[Batch], None]:

@@ -142,6 +142,12 @@ class MessageMeta(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ExpungeResult:
+    uids: list[int]  # the messages expunged (those already gone are left out)
+    modseq: int  # the mailbox's mod-sequence the expunge made; 0 when it expunged nothing
+
+
+@dataclass(frozen=True)
 class AppendResult:
     user: str
     mailbox_id: int

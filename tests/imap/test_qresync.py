@@ -63,9 +63,13 @@ def test_vanished_replaces_expunge(connect: Callable[..., Transcript]) -> None:
     client, _, _ = changes_while_away(connect)
     client.ok("SELECT INBOX")
     client.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert client.ok("EXPUNGE") == [b"* VANISHED 1"]
-    _, tagged = client.command("UID EXPUNGE 1:*")  # nothing to expunge; the modseq still told
-    assert tagged.startswith(b"OK [HIGHESTMODSEQ ")
+    untagged, tagged = client.command("EXPUNGE")
+    assert untagged == [b"* VANISHED 1"]
+    # RFC 7162 §3.2.7: the expunge's mod-sequence, the mailbox's highest now.
+    status = connect().ok("STATUS INBOX (HIGHESTMODSEQ)")[0]
+    assert tagged.startswith(b"OK [HIGHESTMODSEQ %s] " % status.split(b"HIGHESTMODSEQ ")[1].rstrip(b")"))
+    _, tagged = client.command("UID EXPUNGE 1:*")  # nothing expunged, no mod-sequence to tell
+    assert b"HIGHESTMODSEQ" not in tagged
     other = connect()
     other.ok("SELECT INBOX")
     other.ok("UID MOVE 5:6 Trash")
