@@ -971,7 +971,7 @@ class ImapSession(CommandSession):
         view = self._view()
         _check_charset(cmd.charset)
         answer = await threads.deferToThread(thread_messages, self.store, self._user(), view.mailbox_id,
-                                             list(view.uids), cmd.key, cmd.algorithm, cmd.uid)
+                                             view.uidvalidity, list(view.uids), cmd.key, cmd.algorithm, cmd.uid)
         self._send(b"* THREAD" + (b" " + answer if answer else b""))  # RFC 5256 §4
 
     _do_uid_thread = _do_thread

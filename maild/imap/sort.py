@@ -164,18 +164,29 @@ def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: Searc
     return [(seq, uid) for seq, uid in matched if uid in metas], metas
 
 
-ListName = tuple[int, int, int, SortKey]  # user id, UIDVALIDITY, mailbox id, criterion
+# user id, UIDVALIDITY, mailbox id, and a SORT criterion or "THREAD" (thread.py's facts)
+ListName = tuple[int, int, int, str]
 _ENTRY_OVERHEAD = 90  # octets of a uid -> float entry (tracemalloc); bytes and str add their length
+
+
+def _size(value: Any) -> int:
+    """Octets a cached value holds beyond a float's: its text, a tuple's items."""
+    if isinstance(value, bytes | str):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(8 + _size(item) for item in value)
+    return 0
 
 
 class SortKeyCache:
     """Envelope sort keys of messages, a dict of uid -> key per user, mailbox and
     criterion, kept across SORT commands: a message never changes, so neither do its keys,
-    and a webmail sorts the same folder on every page. The user's id (never reused, unlike
-    an address removed and added again) and UIDVALIDITY in the name keep a recreated user
-    or mailbox from meeting its predecessor's keys. Whole lists go, least recently
-    used first, past ``max_bytes``. SORT runs in the reactor's thread pool: a list is
-    replaced, never changed in place, under the lock."""
+    and a webmail sorts the same folder on every page (THREAD keeps its facts here too).
+    The user's id (never reused, unlike an address removed and added again) and
+    UIDVALIDITY in the name keep a recreated user or mailbox from meeting its
+    predecessor's keys. Whole lists go, least recently used first, past ``max_bytes``.
+    SORT runs in the reactor's thread pool: a list is replaced, never changed in place,
+    under the lock."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -205,7 +216,7 @@ class SortKeyCache:
             merged = {**old, **values}
             if len(merged) > 2 * len(live):
                 merged = {uid: value for uid, value in merged.items() if uid in live}
-            size = sum(_ENTRY_OVERHEAD + (len(v) if isinstance(v, bytes | str) else 0) for v in merged.values())
+            size = sum(_ENTRY_OVERHEAD + _size(v) for v in merged.values())
             if size <= self.max_bytes:
                 self._lists[name] = (merged, size)
                 self._bytes += size

@@ -14,7 +14,7 @@ from typing import Any
 
 from maild.imap import sort as sorting
 from maild.imap.parser import SearchKey
-from maild.store.types import Envelope
+from maild.store.types import Envelope, MessageMeta
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
@@ -63,30 +63,52 @@ class _Node:
 
 @dataclass
 class _Message:
-    number: int
+    number: int  # what the answer names: sequence number or uid
     seq: int
     sent: float
-    envelope: Envelope
+    subject: str  # the base subject, upper case
+    reply: bool
+    message_id: str | None
+    references: tuple[str, ...]  # References, or else In-Reply-To's first id
 
 
-def thread(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+_Facts = tuple[float, str, bool, str | None, tuple[str, ...]]  # _Message's, cached per uid
+
+
+def _facts(envelope: Envelope, meta: MessageMeta) -> _Facts:
+    base, reply = sorting.subject_parts(envelope.subject)
+    own = _MESSAGE_ID.findall(envelope.message_id or "")[:1]
+    references = (_MESSAGE_ID.findall(envelope.references or "")
+                  or _MESSAGE_ID.findall(envelope.in_reply_to or "")[:1])
+    return sorting.sent_date(envelope, meta), base.upper(), reply, own[0] if own else None, tuple(references)
+
+
+def thread(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
            algorithm: str, by_uid: bool) -> bytes:
     """The thread-list octets of the THREAD response (RFC 5256 §4) for the messages of
     ``uids`` matching ``key``, numbered by uid or sequence number. Reads every match's
-    record and envelope: run off the reactor."""
+    record and the envelopes of those whose facts are not in SORT's key cache: run off the
+    reactor."""
     rows, metas = sorting.matching(store, user, mailbox_id, uids, key)
-    envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in metas}
-    messages = []
-    for seq, uid in rows:
-        envelope = envelopes.get(uid, Envelope())
-        messages.append(_Message(uid if by_uid else seq, seq, sorting.sent_date(envelope, metas[uid]), envelope))
+    owner = store.user(user)
+    if not rows or owner is None:
+        return b""
+    name = (owner.id, uidvalidity, mailbox_id, "THREAD")
+    facts: dict[int, _Facts] = sorting.CACHE.get(name)
+    missing = {uid for _, uid in rows if uid not in facts}
+    if missing:
+        empty = Envelope()
+        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
+        fresh = {uid: _facts(envelopes.get(uid, empty), metas[uid]) for uid in missing}
+        sorting.CACHE.put(name, fresh, set(uids))
+        facts = {**facts, **fresh}
+    messages = [_Message(uid if by_uid else seq, seq, *facts[uid]) for seq, uid in rows]
     roots = _ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else _references(messages)
     return b"".join(b"(" + _render(root) + b")" for root in roots)
 
 
 def _node(message: _Message) -> _Node:
-    base, reply = sorting.subject_parts(message.envelope.subject)
-    return _Node(message.number, message.seq, message.sent, base.upper(), reply)
+    return _Node(message.number, message.seq, message.sent, message.subject, message.reply)
 
 
 def _by_date(nodes: list[_Node]) -> None:
@@ -117,22 +139,20 @@ def _references(messages: list[_Message]) -> list[_Node]:
     for message in messages:  # (1)
         node = _node(message)
         nodes.append(node)
-        env = message.envelope
         # The message's own container: a dummy made for its Message-ID by an earlier
         # message's references becomes it; a duplicate Message-ID is ignored (unique).
-        own = _MESSAGE_ID.findall(env.message_id or "")[:1]
-        if own:
-            held = by_id.get(own[0])
+        own = message.message_id
+        if own is not None:
+            held = by_id.get(own)
             if held is None:
-                by_id[own[0]] = node
+                by_id[own] = node
             elif held.number is None:
                 _take_place(held, node)
-                by_id[own[0]] = node
+                by_id[own] = node
         # (1A) each reference the parent of the next, unless that one has a parent already
         # or the link would make a loop.
-        references = _MESSAGE_ID.findall(env.references or "") or _MESSAGE_ID.findall(env.in_reply_to or "")[:1]
         previous: _Node | None = None
-        for message_id in references:
+        for message_id in message.references:
             current = by_id.setdefault(message_id, _Node())
             if previous is not None and current.parent is None and not previous.descends_from(current):
                 previous.adopt(current)

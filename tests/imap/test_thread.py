@@ -5,7 +5,6 @@ from __future__ import annotations
 import imaplib
 
 from maild.imap.thread import _Message, _references, _render
-from maild.store.types import Envelope
 from tests.imap.conftest import Transcript, append
 
 
@@ -51,6 +50,10 @@ def test_references(imap: Transcript) -> None:
     assert thread(imap, "UID THREAD REFERENCES UTF-8 ALL") == b"* THREAD ((6)(9))(2 (3 4)(5)(10))((7)(8))"
     assert thread(imap, "THREAD REFERENCES US-ASCII SUBJECT party") == b"* THREAD (1 (2 3)(4)(9))"
     assert thread(imap, "THREAD REFERENCES UTF-8 SUBJECT nothing") == b"* THREAD"
+    # A new answer to Lunch joins its thread; the facts of the others come from the cache.
+    append(imap, "INBOX", mail("Re: Lunch", "Sat, 6 Jan 2024 10:00:00", "<j@x>", "<e@x>"))
+    imap.ok("NOOP")
+    assert thread(imap, "THREAD REFERENCES UTF-8 ALL") == b"* THREAD ((5 10)(8))(1 (2 3)(4)(9))((6)(7))"
 
 
 def test_ordered_subject(imap: Transcript) -> None:
@@ -90,8 +93,7 @@ def test_imaplib(imaplib_client: imaplib.IMAP4_SSL) -> None:
 def test_a_reply_chain_thousands_deep() -> None:
     """Each message answers the one before, the first answers a message that is not there:
     no recursion limit is met, and the missing message's dummy gives way to its one child."""
-    messages = [_Message(n, n, float(n), Envelope(subject="Re: chain", message_id=f"<m{n}@x>",
-                                                  references=f"<m{n - 1}@x>"))
+    messages = [_Message(n, n, float(n), "CHAIN", True, f"<m{n}@x>", (f"<m{n - 1}@x>",))
                 for n in range(1, 3001)]
     (root,) = _references(messages)
     assert _render(root) == b" ".join(b"%d" % n for n in range(1, 3001))
