@@ -63,7 +63,7 @@ class ImapConfig(Listeners):
     autologout_unauthenticated: float = 60.0
     allow_plaintext_auth_on_loopback: bool = False
     fetch_cache_mb: int = 32  # ENVELOPE, BODYSTRUCTURE, header fields kept for repeats; 0: none
-    sort_cache_mb: int = 16  # SORT keys (dates, subjects, addresses) kept for repeats; 0: none
+    sort_cache_mb: int = 16  # SORT keys and THREAD facts kept for repeats; 0: none
 
 
 @dataclass(frozen=True)
