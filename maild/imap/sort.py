@@ -233,6 +233,27 @@ class SortKeyCache:
 CACHE = SortKeyCache(16 * 1024 * 1024)
 
 
+def cached_values(store: Any, user: str, mailbox_id: int, uids: list[int], metas: dict[int, MessageMeta],
+                  lists: dict[ListName, Callable[[Envelope, MessageMeta], Any]]) -> dict[ListName, dict[int, Any]]:
+    """For each list, its values for the messages of ``metas``: those in the cache, and
+    the rest made from their envelopes (one pass over the mailbox's for all lists) and
+    remembered. ``uids`` are the mailbox's: values of messages outside it (expunged) go in
+    time."""
+    known = {name: CACHE.get(name) for name in lists}
+    missing = {uid for uid in metas for values in known.values() if uid not in values}
+    if not missing:
+        return known
+    empty = Envelope()
+    envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
+    live = set(uids)
+    out = {}
+    for name, make in lists.items():
+        fresh = {uid: make(envelopes.get(uid, empty), metas[uid]) for uid in missing if uid not in known[name]}
+        CACHE.put(name, fresh, live)
+        out[name] = {**known[name], **fresh}
+    return out
+
+
 def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
@@ -242,26 +263,14 @@ def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[in
     owner = store.user(user)
     if not rows or owner is None:
         return []
-    keys: dict[SortKey, dict[int, Any]] = {}
-    missing: set[int] = set()
-    for criterion in criteria:
-        if criterion.key in _ENVELOPE_KEYS and criterion.key not in keys:
-            keys[criterion.key] = CACHE.get((owner.id, uidvalidity, mailbox_id, criterion.key))
-            missing.update(uid for _, uid in rows if uid not in keys[criterion.key])
-    if missing:
-        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
-        empty = Envelope()
-        live = set(uids)
-        for name, known in keys.items():
-            make = _ENVELOPE_KEYS[name]
-            fresh = {uid: make(envelopes.get(uid, empty), metas[uid]) for uid in missing if uid not in known}
-            CACHE.put((owner.id, uidvalidity, mailbox_id, name), fresh, live)
-            keys[name] = {**known, **fresh}
+    keys = cached_values(store, user, mailbox_id, uids, metas,
+                         {(owner.id, uidvalidity, mailbox_id, c.key): _ENVELOPE_KEYS[c.key]
+                          for c in criteria if c.key in _ENVELOPE_KEYS})
     # Stable sorts from the last criterion to the first: ties keep the order the later
     # criteria, and finally the sequence numbers, gave them (RFC 5256 §3).
     for criterion in reversed(criteria):
         record_key = _RECORD_KEYS.get(criterion.key)
         values = ({uid: record_key(metas[uid]) for _, uid in rows} if record_key is not None
-                  else keys[criterion.key])
+                  else keys[(owner.id, uidvalidity, mailbox_id, criterion.key)])
         rows.sort(key=lambda row: values[row[1]], reverse=criterion.reverse)
     return rows

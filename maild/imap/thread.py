@@ -94,14 +94,7 @@ def thread(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[
     if not rows or owner is None:
         return b""
     name = (owner.id, uidvalidity, mailbox_id, "THREAD")
-    facts: dict[int, _Facts] = sorting.CACHE.get(name)
-    missing = {uid for _, uid in rows if uid not in facts}
-    if missing:
-        empty = Envelope()
-        envelopes = {uid: stored.envelope for uid, stored in store.envelopes(user, mailbox_id) if uid in missing}
-        fresh = {uid: _facts(envelopes.get(uid, empty), metas[uid]) for uid in missing}
-        sorting.CACHE.put(name, fresh, set(uids))
-        facts = {**facts, **fresh}
+    facts: dict[int, _Facts] = sorting.cached_values(store, user, mailbox_id, uids, metas, {name: _facts})[name]
     messages = [_Message(uid if by_uid else seq, seq, *facts[uid]) for seq, uid in rows]
     roots = _ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else _references(messages)
     return b"".join(b"(" + _render(root) + b")" for root in roots)
