@@ -19,20 +19,22 @@ static void slow_down(void) {
     }
 }
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    int rc = real(fd);
+typedef int (*sync_call)(int);
+
+static int call_then_slow_down(sync_call *real, const char *name, int fd) {
+    if (!*real)
+        *real = (sync_call)dlsym(RTLD_NEXT, name);
+    int rc = (*real)(fd);
     slow_down();
     return rc;
 }
 
+int fdatasync(int fd) {
+    static sync_call real;
+    return call_then_slow_down(&real, "fdatasync", fd);
+}
+
 int fsync(int fd) {
-    static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    int rc = real(fd);
-    slow_down();
-    return rc;
+    static sync_call real;
+    return call_then_slow_down(&real, "fsync", fd);
 }
