@@ -327,6 +327,7 @@ class Sort(Command):
     criteria: tuple[SortCriterion, ...]
     charset: str
     key: SearchKey
+    returns: tuple[str, ...] | None = None  # RFC 5267 §3.2 ESORT RETURN options; None: plain
 
 
 @dataclass(frozen=True)
@@ -1049,16 +1050,22 @@ def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
 
 
+def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
+    """``RETURN (...) SP`` of SEARCH (RFC 4731 §3) and SORT (RFC 5267 §3.2), if present; an
+    empty list means ALL."""
+    if not r.maybe_ci("RETURN "):
+        return None
+    options = tuple(r.paren_list(r.word))
+    if set(options) - _ESEARCH_RETURNS:
+        raise r.error(f"unknown {command} return option")
+    r.sp()
+    return options or ("ALL",)
+
+
 def _search(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
-    returns: tuple[str, ...] | None = None
+    returns = _return_options(r, "SEARCH")
     charset = None
-    if r.maybe_ci("RETURN "):  # RFC 4731 §3
-        options = tuple(r.paren_list(r.word))
-        if set(options) - _ESEARCH_RETURNS:
-            raise r.error("unknown SEARCH return option")
-        returns = options or ("ALL",)
-        r.sp()
     if r.maybe_ci("CHARSET "):
         charset = r.astring().upper()
         r.sp()
@@ -1074,15 +1081,17 @@ def _search_keys(r: _Reader) -> SearchKey:
 
 
 def _sort(r: _Reader, tag: str, name: str, uid: bool) -> Command:
-    # RFC 5256 §5: SORT SP sort-criteria SP search-criteria, the charset required.
+    # RFC 5256 §5: SORT SP sort-criteria SP search-criteria, the charset required;
+    # RFC 5267 §3.2 (ESORT): optionally RETURN (...) before the criteria.
     r.sp()
+    returns = _return_options(r, "SORT")
     criteria = r.paren_list(lambda: _sort_criterion(r))
     if not criteria:
         raise r.error("SORT needs at least one sort criterion")
     r.sp()
     charset = r.astring().upper()
     r.sp()
-    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r))
+    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r), returns)
 
 
 def _thread(r: _Reader, tag: str, name: str, uid: bool) -> Command:

@@ -129,7 +129,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
-                "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC")
+                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -939,17 +939,7 @@ class ImapSession(CommandSession):
                 line += b" (MODSEQ %d)" % highest
             self._send(line)
             return
-        # RFC 4731 §3.1 ESEARCH
-        line = b"* ESEARCH (TAG " + wire.string(cmd.tag) + b")" + (b" UID" if cmd.uid else b"")
-        if numbers:
-            if "MIN" in cmd.returns:
-                line += b" MIN %d" % numbers[0]
-            if "MAX" in cmd.returns:
-                line += b" MAX %d" % numbers[-1]
-            if "ALL" in cmd.returns:
-                line += b" ALL " + _compress(numbers)
-        if "COUNT" in cmd.returns:
-            line += b" COUNT %d" % len(numbers)
+        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers, _compress(numbers))
         if with_modseq and numbers:
             line += b" MODSEQ %d" % highest
         self._send(line)
@@ -962,8 +952,13 @@ class ImapSession(CommandSession):
         # Every match's record and, for most criteria, its envelope: off the reactor.
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids), cmd.key, cmd.criteria)
-        # RFC 5256 §4: the SORT response, numbers in sorted order.
-        self._send(b"* SORT" + b"".join(b" %d" % (uid if cmd.uid else seq) for seq, uid in ordered))
+        numbers = [uid if cmd.uid else seq for seq, uid in ordered]
+        if cmd.returns is None:
+            # RFC 5256 §4: the SORT response, numbers in sorted order.
+            self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+            return
+        # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
+        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers, _compress(numbers)))
 
     _do_uid_sort = _do_sort
 
@@ -1230,8 +1225,25 @@ def _partial_range(size: int, partial: tuple[int, int] | None) -> tuple[int, int
     return origin, max(0, min(partial[1], size - origin))
 
 
+def _esearch(tag: str, uid: bool, returns: tuple[str, ...], numbers: list[int], all_set: bytes) -> bytes:
+    """The ESEARCH response (RFC 4731 §3.1) to SEARCH or SORT RETURN: ``numbers`` in the
+    command's order, ``all_set`` them as a sequence set."""
+    line = b"* ESEARCH (TAG " + wire.string(tag) + b")" + (b" UID" if uid else b"")
+    if numbers:
+        if "MIN" in returns:
+            line += b" MIN %d" % numbers[0]
+        if "MAX" in returns:
+            line += b" MAX %d" % numbers[-1]
+        if "ALL" in returns:
+            line += b" ALL " + all_set
+    if "COUNT" in returns:
+        line += b" COUNT %d" % len(numbers)
+    return line
+
+
 def _compress(numbers: list[int]) -> bytes:
-    """Ascending numbers as an RFC 3501 sequence set: 1:3,5,7:9."""
+    """Numbers as an RFC 3501 sequence set in the order given: 1:3,5,7:9. Only runs that
+    rise by one become ranges (a range such as 5:3 means 3:5), so SORT's order survives."""
     out: list[str] = []
     start = prev = None
     for n in numbers:
