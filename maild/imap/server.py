@@ -939,7 +939,7 @@ class ImapSession(CommandSession):
                 line += b" (MODSEQ %d)" % highest
             self._send(line)
             return
-        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers, _compress(numbers))
+        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers)
         if with_modseq and numbers:
             line += b" MODSEQ %d" % highest
         self._send(line)
@@ -958,7 +958,7 @@ class ImapSession(CommandSession):
             self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
-        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers, _compress(numbers)))
+        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers))
 
     _do_uid_sort = _do_sort
 
@@ -1225,9 +1225,9 @@ def _partial_range(size: int, partial: tuple[int, int] | None) -> tuple[int, int
     return origin, max(0, min(partial[1], size - origin))
 
 
-def _esearch(tag: str, uid: bool, returns: tuple[str, ...], numbers: list[int], all_set: bytes) -> bytes:
-    """The ESEARCH response (RFC 4731 §3.1) to SEARCH or SORT RETURN: ``numbers`` in the
-    command's order, ``all_set`` them as a sequence set."""
+def _esearch(tag: str, uid: bool, returns: tuple[str, ...], numbers: list[int]) -> bytes:
+    """The ESEARCH response (RFC 4731 §3.1) to SEARCH or SORT RETURN, ``numbers`` in the
+    command's order (SORT's: RFC 5267 §3.2)."""
     line = b"* ESEARCH (TAG " + wire.string(tag) + b")" + (b" UID" if uid else b"")
     if numbers:
         if "MIN" in returns:
@@ -1235,7 +1235,7 @@ def _esearch(tag: str, uid: bool, returns: tuple[str, ...], numbers: list[int], 
         if "MAX" in returns:
             line += b" MAX %d" % numbers[-1]
         if "ALL" in returns:
-            line += b" ALL " + all_set
+            line += b" ALL " + _compress(numbers)
     if "COUNT" in returns:
         line += b" COUNT %d" % len(numbers)
     return line

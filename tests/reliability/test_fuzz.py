@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
+from imapclient.response_types import Envelope as ClientEnvelope
 
 from maild.filters.attachments import attachment_names
 from maild.imap import mime
@@ -201,9 +202,16 @@ def _as_imaplib_items(response: bytes) -> list[bytes | tuple[bytes, bytes]]:
         response = response[match.end() + size:]
 
 
-def _client_parses(items: bytes) -> None:
+def _client_parses(items: bytes) -> dict[bytes, object]:
+    """IMAPClient reads the FETCH response of BODYSTRUCTURE, BODY and ENVELOPE (and any
+    section after them) into exactly those items: a string or literal that broke the
+    tokenising would lose, merge or invent one. The parsed items."""
     parsed = parse_fetch_response(_as_imaplib_items(b"1 (UID 1 " + items + b")"))
-    assert 1 in parsed, parsed
+    assert set(parsed) == {1}, parsed
+    assert {b"SEQ", b"BODYSTRUCTURE", b"BODY", b"ENVELOPE"} <= set(parsed[1]), parsed
+    assert isinstance(parsed[1][b"BODYSTRUCTURE"], tuple) and isinstance(parsed[1][b"BODY"], tuple), parsed
+    assert isinstance(parsed[1][b"ENVELOPE"], ClientEnvelope), parsed
+    return parsed[1]
 
 
 @FUZZ
@@ -216,7 +224,8 @@ def test_mime_code_never_raises_and_clients_parse_its_output(raw: bytes) -> None
     for value in fields.values():
         value.encode("utf-8")  # no lone surrogates reach the wire
     envelope = mime.envelope(Envelope(**fields))
-    _client_parses(b"BODYSTRUCTURE " + structure + b" BODY " + body + b" ENVELOPE " + envelope)
+    items = _client_parses(b"BODYSTRUCTURE " + structure + b" BODY " + body + b" ENVELOPE " + envelope)
+    assert len(items) == 4, items  # SEQ and the three sent
     for spec in (Section(), Section((1,)), Section((1, 2)), Section((2, 1, 1)), Section((), "HEADER"),
                  Section((), "TEXT"), Section((1,), "MIME"), Section((1,), "HEADER"), Section((2,), "TEXT"),
                  Section((), "HEADER.FIELDS", ("SUBJECT", "FROM")),
@@ -276,7 +285,8 @@ def test_undecodable_mime_fields_are_fetched_over_imap(maild_factory: Callable[.
     s.ok(b"APPEND INBOX {%d+}\r\n" % len(raw) + raw)
     s.ok("SELECT INBOX")
     untagged = s.ok("FETCH 1 (BODYSTRUCTURE BODY ENVELOPE BODY.PEEK[1])")
-    _client_parses(untagged[0].split(b" FETCH (", 1)[1][:-1])
+    items = _client_parses(untagged[0].split(b" FETCH (", 1)[1][:-1])
+    assert items[b"BODY[1]"] == b"body\r\n" and len(items) == 5, items
     assert untagged[0].endswith(b"body\r\n)"), untagged
 
 
