@@ -91,10 +91,6 @@ class SequenceSet:
         i = bisect.bisect_right(index[1], value) - 1
         return i >= 0 and value <= index[2][i]
 
-    @property
-    def uses_star(self) -> bool:
-        return any(a is None or b is None for a, b in self.ranges)
-
 
 # -- fetch ----------------------------------------------------------------------------------
 

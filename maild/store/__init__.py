@@ -250,9 +250,6 @@ class Store:
     def domain(self, name: str) -> Domain | None:
         return self.directory.domain(name)
 
-    def is_local_domain(self, name: str) -> bool:
-        return self.directory.domain(name) is not None
-
     def domain_add(self, name: str) -> Domain:
         return self.directory.domain_add(name)
 
@@ -283,9 +280,6 @@ class Store:
         # repaired by running this idempotent partition creation again (fsck --repair).
         self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
         return user
-
-    def ensure_partition(self, user: User) -> None:
-        self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
 
     def user_remove(self, address: str) -> None:
         self._user_cache.clear()

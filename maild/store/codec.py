@@ -67,10 +67,6 @@ def modseq_key(user_id: int, mailbox_id: int, modseq: int) -> bytes:
     return _MODSEQ.pack(user_id, mailbox_id, modseq)
 
 
-def modseq_of_key(key: bytes) -> int:
-    return _MODSEQ.unpack(key)[2]
-
-
 def name_key(user_id: int, name: str) -> bytes:
     return u32(user_id) + name.encode("utf-8")
 

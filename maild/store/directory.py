@@ -143,11 +143,6 @@ class Directory:
         record = self._get("users", address)
         return None if record is None else self._user(address, record)
 
-    def user_by_id(self, user_id: int) -> User | None:
-        with self.env.begin() as txn:
-            raw = txn.get(codec.u32(user_id), db=self.dbs["userids"])
-        return None if raw is None else self.user(raw.decode())
-
     def users(self) -> list[User]:
         return [self._user(k, v) for k, v in self._all("users")]
 

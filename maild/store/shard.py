@@ -122,17 +122,6 @@ class Shard:
             while cur.first() and codec.read_u64(cur.key()) < oldest:
                 cur.delete()
 
-    def changes_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        out = []
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["changes"])
-            if cur.set_range(codec.u64(seq + 1)):
-                for _key, value in cur:
-                    out.append(jload(value))
-                    if len(out) >= limit:
-                        break
-        return out
-
     # -- reads ----------------------------------------------------------------------------
 
     def mailbox_records(self, user_id: int) -> list[Mailbox]:
