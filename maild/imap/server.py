@@ -87,6 +87,7 @@ from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
     DELETED,
     SEEN,
+    BlobDamaged,
     Change,
     ChangeKind,
     FlagMode,
@@ -449,6 +450,8 @@ class ImapSession(CommandSession):
             status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
         except StoreFull:
             status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except BlobDamaged:  # the store logged the blob's name (RFC 5530 §3 SERVERBUG)
+            status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
             return
         except Exception:  # noqa: BLE001 - logged; the client sees a generic answer
@@ -1138,9 +1141,12 @@ class ImapSession(CommandSession):
     async def _stream(self, head: bytes, meta: MessageMeta, label: bytes, origin: int, length: int) -> None:
         """Write ``head``, then the literal from the blob file with backpressure."""
         user = self._user()
+        # Opened (and its body verified) before a byte of this message is on the wire, so a
+        # damaged body is the command's NO, not a broken literal.
+        source = self.store.open(user, self._view().mailbox_id, meta.uid)
         self._write(head + (b" " if not head.endswith(b"(") else b"") + label + b" {%d}\r\n" % length)
         try:
-            with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
+            with source as fh:
                 skip = origin
                 while skip > 0:  # the stream is not seekable (prefix + blob)
                     got = len(fh.read(min(STREAM_CHUNK, skip)))

@@ -72,7 +72,7 @@ from maild.pop3.parser import (
     User,
     parse_command,
 )
-from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
+from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
 
@@ -605,6 +605,9 @@ class Pop3Session(CommandSession):
             source = self.ctx.store.open(drop.user, drop.mailbox_id, meta.uid)
         except (NotFound, FileNotFoundError):
             self._send(f"-ERR Message {msg} was removed by another session")
+            return
+        except BlobDamaged:  # the store logged the blob's name; RFC 3206 §4 SYS/PERM
+            self._send(f"-ERR [SYS/PERM] Message {msg} is damaged on the server")
             return
         status = f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows"
         self._sender = _MessageSender(status.encode() + b"\r\n", source, MessageEncoder(body_lines), self.transport)

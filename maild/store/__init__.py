@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,10 +28,13 @@ from maild.store import blobs as blobfiles
 from maild.store import shard as ops
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
+from maild.store.health import Health
+from maild.store.health import read as health_file
 from maild.store.shard import Shard
 from maild.store.types import (
     DEFAULT_MAILBOXES,
     AppendResult,
+    BlobDamaged,
     Change,
     ChangeKind,
     CopyResult,
@@ -46,6 +50,7 @@ from maild.store.types import (
     Quota,
     Recipient,
     SpecialUse,
+    StoreFull,
     User,
     UserNotFound,
 )
@@ -59,6 +64,7 @@ __all__ = ["Store", "canonical", "split_address"]
 # A user removed or changed by `maild user` in another process is seen by the daemon's
 # message operations within this many seconds (logins always read the directory).
 USER_CACHE_SECONDS = 2.0
+VERIFIED_FILES_MAX = 20_000  # body files whose checksum was verified, remembered by inode
 
 
 def shard_for(user_id: int, shards: int) -> int:
@@ -75,6 +81,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
@@ -119,18 +132,46 @@ class Store:
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._pending: list[Callable[[], None]] = []  # for the reactor thread (_in_reactor)
         self.tmp_dir = self._claim_tmp_dir()
+        # The serving daemon tells `maild status` what state its store is in (health.py).
+        self.health = Health(self.data_dir / "health.json" if reactor is not None else None)
         max_batch = config.max_batch if config.group_commit else 1
         map_size = config.map_size_mb * 1024 * 1024
         self.directory = Directory(self.data_dir / "directory",
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
-                                   config.shards)
+                                   config.shards, self.health, self._directory_required)
         ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
-        self.shards = [
-            Shard(i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
-                  None if reactor is None else self._in_reactor, ops_lock)
-            for i in range(config.shards)
-        ]
+        self.shards: list[Shard] = []
+        try:
+            for i in range(config.shards):
+                self.shards.append(Shard(
+                    i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
+                    None if reactor is None else self._in_reactor, ops_lock, self.health,
+                    lambda i=i: self._shard_required(i)))
+        except BaseException:
+            for shard in self.shards:
+                shard.close()
+            self.directory.close()
+            self.health.close()
+            raise
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
+        self._verified_files: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
+        self._verified_lock = threading.Lock()
+
+    def _directory_required(self) -> str | None:
+        """Why an empty or missing directory must not be created anew: shards hold mail."""
+        held = [i for i in range(self.config.shards)
+                if _nonempty(self.data_dir / "shards" / f"{i:02d}" / "lmdb" / "data.mdb")]
+        if not held:
+            return None
+        return f"shard(s) {', '.join(f'{i:02d}' for i in held)} hold mail of the users it lists"
+
+    def _shard_required(self, index: int) -> str | None:
+        """Why an empty or missing shard must not be created anew: the directory lists users on it."""
+        users = [u.address for u in self.directory.users() if u.shard == index]
+        if not users:
+            return None
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        return f"the directory lists {len(users)} user(s) on it ({', '.join(users[:3])}{more})"
 
     def _claim_tmp_dir(self) -> Path:
         """A staging directory of this process; those of dead processes are removed (their
@@ -150,6 +191,7 @@ class Store:
         for s in self.shards:
             s.close()
         self.directory.close()
+        self.health.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     # -- plumbing ----------------------------------------------------------------------
@@ -237,7 +279,13 @@ class Store:
         """Hash and summarise ``raw`` and write it to a staging file with fsync, in a worker
         thread (bodies too large to keep inline, and queued messages)."""
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
-            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(raw)
+            try:
+                staged = blobfiles.stage(self.tmp_dir, raw)
+            except StoreFull as exc:
+                self.health.write_failed("blob files", str(exc))
+                raise
+            self.health.write_succeeded("blob files")
+            return staged, envelope_fields(raw)
         if self.reactor is None:
             return defer.maybeDeferred(work)
         return self._deferred(self._stager.submit(work))
@@ -454,13 +502,53 @@ class Store:
         return shard, *found
 
     def open(self, user: str, mailbox_id: int, uid: int) -> BinaryIO:
+        """The whole message as a stream, its body verified against its sha256 first (a
+        body file verified once is remembered by inode, size and mtime): BlobDamaged."""
         shard, record, body = self._locate(user, mailbox_id, uid)
-        blob: BinaryIO = io.BytesIO(body) if body is not None else shard.blobs.open(record.sha.hex())
+        if body is not None:
+            self._verify(shard, record, body, user, mailbox_id, uid)
+            return io.BufferedReader(_PrefixedReader(record.prefix, io.BytesIO(body)))
+        sha = record.sha.hex()
+        blob = shard.blobs.open(sha)
+        try:
+            st = os.fstat(blob.fileno())
+            stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
+            with self._verified_lock:
+                known = stamp in self._verified_files
+            if not known:
+                digest = hashlib.sha256()
+                for chunk in iter(lambda: blob.read(1 << 20), b""):
+                    digest.update(chunk)
+                if digest.digest() != record.sha:
+                    self._damaged(shard, sha, user, mailbox_id, uid)
+                blob.seek(0)
+                with self._verified_lock:
+                    self._verified_files[stamp] = None
+                    if len(self._verified_files) > VERIFIED_FILES_MAX:
+                        self._verified_files.popitem(last=False)
+        except BaseException:
+            blob.close()
+            raise
         return io.BufferedReader(_PrefixedReader(record.prefix, blob))
 
     def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
+        """The whole message, its body verified against its sha256 (BlobDamaged)."""
         shard, record, body = self._locate(user, mailbox_id, uid)
-        return record.prefix + (body if body is not None else shard.blobs.read(record.sha.hex()))
+        if body is None:
+            body = shard.blobs.read(record.sha.hex())
+        self._verify(shard, record, body, user, mailbox_id, uid)
+        return record.prefix + body
+
+    def _verify(self, shard: Shard, record: MessageRecord, body: bytes, user: str,
+                mailbox_id: int, uid: int) -> None:
+        if hashlib.sha256(body).digest() != record.sha:
+            self._damaged(shard, record.sha.hex(), user, mailbox_id, uid)
+
+    def _damaged(self, shard: Shard, sha: str, user: str, mailbox_id: int, uid: int) -> None:
+        box = shard.mailbox_by_id(self._user(user).id, mailbox_id)
+        what = f"uid {uid} in {box.name if box else mailbox_id!r} of {user}"
+        self.health.blob_damaged(f"shard {shard.index:02d}", sha, what)
+        raise BlobDamaged(f"shard {shard.index:02d}: blob {sha} of {what} is damaged")
 
     def unseen_uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)
@@ -543,6 +631,12 @@ class Store:
             row["bytes"] += used
         queue = self.queue_entries()
         oldest = min((e["created"] for e in queue), default=None)
+        # What the serving daemon reports (this process's own state when it is the daemon).
+        state = self.health.snapshot() if self.health.path is not None else \
+            health_file(self.data_dir / "health.json")
         return {"domains": len(self.domains()), "users": len(users), "shards": per_shard,
                 "queue": {"entries": len(queue),
-                          "oldest_age": None if oldest is None else time.time() - oldest}}
+                          "oldest_age": None if oldest is None else time.time() - oldest},
+                "free_bytes": shutil.disk_usage(self.data_dir).free,
+                "daemon": None if state is None else {"pid": state["pid"], "full": state["full"],
+                                                      "damaged_blobs": state["damaged_blobs"]}}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maild.store import codec
+from maild.store import codec, envfile
 from maild.store.blobs import BlobDir
 from maild.store.codec import jdump, jload
 from maild.store.shard import open_env
@@ -40,8 +40,9 @@ def canonical(address: str) -> str:
 
 
 class Directory:
-    def __init__(self, path: Path, map_size: int, max_batch: int, shards: int) -> None:
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory")
+    def __init__(self, path: Path, map_size: int, max_batch: int, shards: int,
+                 health: Any = None, required: envfile.Required | None = None) -> None:
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         with self.env.begin(write=True) as txn:
@@ -54,7 +55,7 @@ class Directory:
                     f"store.shards is {shards} but the data directory {path.parent} was created "
                     f"with {int(recorded)} shards: set store.shards = {int(recorded)}")
         self.writer = Writer("directory", self.env, self.dbs, blob_dir=self.blobs,
-                             max_batch=max_batch)
+                             max_batch=max_batch, health=health)
 
     def close(self) -> None:
         self.writer.close()
