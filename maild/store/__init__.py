@@ -22,9 +22,11 @@ from typing import Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.python import threadable
+from twisted.python.failure import Failure
 
 from maild.config import StoreConfig
 from maild.store import blobs as blobfiles
+from maild.store import retry, sweep
 from maild.store import shard as ops
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
@@ -427,25 +429,106 @@ class Store:
     def _file(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
               targets: list[tuple[User, int | str, frozenset[str], bytes]],
               when: float) -> defer.Deferred[list[AppendResult]]:
-        """File a staged body into every target mailbox; the staging file goes afterwards."""
-        waits = []
-        for user, mailbox, flags, prefix in targets:
-            op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
-                               flags, when, envelope, user.quota_bytes, staged.inline)
-            waits.append(self._write(user, op, (staged,)))
+        """File a staged body into every target mailbox; the staging file goes afterwards.
 
-        def results(rs: list[tuple[int, int, int, int]]) -> list[AppendResult]:
-            return [AppendResult(u.address, mid, uidv, uid, modseq)
-                    for (u, *_), (mid, uidv, uid, modseq) in zip(targets, rs, strict=True)]
-        if len(waits) == 1:  # one target (IMAP APPEND, most deliveries): no DeferredList
-            d = waits[0].addCallback(lambda r: results([r]))
-        else:
-            d = defer.gatherResults(waits, consumeErrors=True).addCallbacks(
-                results, lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        All or nothing for the sender: when it is filed for some targets and fails for the
+        others, the others go to the durable local-delivery retry queue (retry.py) and the
+        call succeeds, so the sender is answered once and retries nothing. Only when no
+        target has it, or the retry queue cannot take the rest, does the call fail."""
+        d = self._file_each(staged, envelope, targets, when)
+
+        def settle(outcomes: list[tuple[bool, Any]]) -> Any:
+            failed = [(t, v) for t, (ok, v) in zip(targets, outcomes, strict=True) if not ok]
+            if len(failed) == len(targets):
+                return Failure(failed[0][1])
+            results = [v if ok else AppendResult(t[0].address, 0, 0, 0, 0)
+                       for t, (ok, v) in zip(targets, outcomes, strict=True)]
+            if not failed:
+                return results
+            queued = self._queue_retry(staged, envelope, when, failed)
+            return queued.addCallback(lambda _: results)
+        d.addCallback(settle)
         if staged.path is not None:
             path = staged.path
             d.addBoth(lambda result: (path.unlink(missing_ok=True), result)[1])
         return d
+
+    def _file_each(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
+                   targets: list[tuple[User, int | str, frozenset[str], bytes]],
+                   when: float) -> defer.Deferred[list[tuple[bool, Any]]]:
+        """(committed, AppendResult or the exception) per target, after every commit."""
+        waits = []
+        for user, mailbox, flags, prefix in targets:
+            op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
+                               flags, when, envelope, user.quota_bytes, staged.inline)
+            waits.append(self._write(user, op, (staged,)).addCallback(
+                lambda r, u=user: AppendResult(u.address, *r)))
+        if len(waits) == 1:  # one target (IMAP APPEND, most deliveries): no DeferredList
+            return waits[0].addCallbacks(lambda r: [(True, r)], lambda f: [(False, f.value)])
+        gathered = defer.DeferredList(waits, consumeErrors=True)
+        return gathered.addCallback(lambda rs: [(ok, v if ok else v.value) for ok, v in rs])
+
+    def _queue_retry(self, staged: blobfiles.StagedBlob, envelope: dict[str, str], when: float,
+                     failed: list[tuple[tuple[User, int | str, frozenset[str], bytes], Exception]]
+                     ) -> defer.Deferred[str]:
+        targets = [retry.target_record(u.address, mailbox, flags, prefix)
+                   for (u, mailbox, flags, prefix), _ in failed]
+        error = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))
+        op = retry.op_add(staged.sha, staged.size, staged.inline, envelope, when, targets, error,
+                          time.time())
+        d = self._deferred(self.directory.writer.submit(op, () if staged.inline is not None else (staged,)))
+
+        def queued(entry_id: str) -> str:
+            log.warning("message %s stored for some recipients, queued for %d more (%s): "
+                        "retry entry %s", staged.sha[:12],
+                        len(targets), error, entry_id)
+            return entry_id
+        return d.addCallback(queued)
+
+    def retry_deliveries(self, now: float | None = None) -> defer.Deferred[int]:
+        """One attempt at every due entry of the local-delivery retry queue; fires with the
+        number of deliveries made. The daemon calls it periodically."""
+        now = time.time() if now is None else now
+        waits = [self._retry_entry(entry, now)
+                 for entry in retry.due(self.directory.env, self.directory.dbs, now)]
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(sum)
+
+    def _retry_entry(self, entry: dict[str, Any], now: float) -> defer.Deferred[int]:
+        if entry["inline"]:
+            body = retry.inline_body(self.directory.env, self.directory.dbs, entry["id"])
+            staged = blobfiles.inline(body or b"")
+        else:
+            staged = blobfiles.StagedBlob(entry["sha"], self.directory.blobs.path(entry["sha"]),
+                                          entry["size"])
+        targets = []
+        for t in entry["targets"]:
+            try:
+                user = self._user(t["user"])
+            except UserNotFound:
+                log.error("retry entry %s: user %s no longer exists: not delivered to it",
+                          entry["id"], t["user"])
+                continue
+            mailbox = t["mailbox"]
+            if isinstance(mailbox, str) and self.mailbox(user.address, mailbox) is None:
+                mailbox = "INBOX"  # the folder it was meant for is gone
+            targets.append((user, mailbox, frozenset(t["flags"]), retry.target_prefix(t), t))
+        d = self._file_each(staged, entry["envelope"], [t[:4] for t in targets], entry["when"])
+
+        def attempted(outcomes: list[tuple[bool, Any]]) -> defer.Deferred[int]:
+            left = [t[4] for t, (ok, _) in zip(targets, outcomes, strict=True) if not ok]
+            errors = sorted({f"{type(v).__name__}: {v}" for ok, v in outcomes if not ok})
+            done = len(targets) - len(left)
+            entry.update(targets=left, attempts=entry["attempts"] + 1,
+                         last_error="; ".join(errors) or None,
+                         next_attempt=now + retry.next_delay(entry["attempts"] + 1))
+            if done:
+                log.info("retry entry %s: delivered to %d recipient(s), %d left", entry["id"], done, len(left))
+            return self._deferred(self.directory.writer.submit(retry.op_update(entry))).addCallback(
+                lambda _: done)
+        return d.addCallback(attempted)
+
+    def retry_entries(self) -> list[dict[str, Any]]:
+        return retry.entries(self.directory.env, self.directory.dbs)
 
     def set_flags(self, user: str, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
                   mode: FlagMode, unchanged_since: int | None = None
@@ -618,6 +701,23 @@ class Store:
     def queue_message(self, entry: dict[str, Any]) -> bytes:
         return self.directory.blobs.read(entry["blob"])
 
+    # -- housekeeping ------------------------------------------------------------------
+
+    def sweep_orphans(self, min_age: float | None = None) -> int:
+        """Remove blob files no message or queue entry refers to that are older than
+        ``min_age`` (store.orphan_sweep_age): those a crash left between linking a body and
+        committing its record (sweep.py). Blocks: run it in a thread. Returns how many."""
+        age = self.config.orphan_sweep_age if min_age is None else min_age
+        removed = 0
+        for where, env, dbs, writer in [
+                *((f"shard {s.index:02d}", s.env, s.dbs, s.writer) for s in self.shards),
+                ("directory", self.directory.env, self.directory.dbs, self.directory.writer)]:
+            count = sweep.sweep(env, dbs, writer, age)
+            if count:
+                log.info("%s: removed %d orphan blob file(s) left by interrupted writes", where, count)
+            removed += count
+        return removed
+
     # -- statistics --------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -637,6 +737,7 @@ class Store:
         return {"domains": len(self.domains()), "users": len(users), "shards": per_shard,
                 "queue": {"entries": len(queue),
                           "oldest_age": None if oldest is None else time.time() - oldest},
+                "local_retry": retry.describe(self.retry_entries()),
                 "free_bytes": shutil.disk_usage(self.data_dir).free,
                 "daemon": None if state is None else {"pid": state["pid"], "full": state["full"],
                                                       "damaged_blobs": state["damaged_blobs"]}}

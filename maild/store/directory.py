@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maild.store import codec, envfile
+from maild.store import codec, envfile, retry
 from maild.store.blobs import BlobDir
 from maild.store.codec import jdump, jload
 from maild.store.shard import open_env
@@ -23,7 +23,8 @@ from maild.store.types import (
 )
 from maild.store.writer import Batch, Writer
 
-DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref")
+DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref",
+            *retry.DB_NAMES)
 ALIAS_DEPTH = 8  # alias chains longer than this are a configuration loop
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import lmdb
 
-from maild.store import codec
+from maild.store import codec, retry
 from maild.store.codec import MessageRecord, jdump, jload
 from maild.store.types import SEEN
 
@@ -67,6 +67,7 @@ def _without_partition(shard: Any, users: dict[int, str]) -> list[str]:
 def _check_directory(store: Any, report: Report, repair: bool) -> None:
     directory = store.directory
     refs: Counter[str] = Counter(e["blob"] for e in directory.queue_entries())
+    refs.update(e["sha"] for e in retry.entries(directory.env, directory.dbs) if not e["inline"])
     with directory.env.begin() as txn:
         stored = {k.hex(): codec.read_u64(v) for k, v in txn.cursor(db=directory.dbs["blobref"])}
     files = set(directory.blobs.names())
