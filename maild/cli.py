@@ -162,6 +162,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue = status["queue"]
     age = "-" if queue["oldest_age"] is None else f"{queue['oldest_age']:.0f}s"
     print(f"outbound queue: {queue['entries']} entries, oldest {age}")
+    print(f"free space in the data directory: {status['free_bytes'] // (1024 * 1024)} MiB")
+    daemon = status["daemon"]
+    if daemon is None:
+        print("daemon: not running")
+        return 0
+    print(f"daemon: pid {daemon['pid']}")
+    for where, full in daemon["full"].items():
+        print(f"STORE FULL: {where}: writes refused for {_age(time.time() - full['since'])} "
+              f"({full['failures']} refused; {full['error']}): free space, maild resumes by itself")
+    for damaged in daemon["damaged_blobs"]:
+        print(f"DAMAGED BLOB: {damaged['where']}: {damaged['blob']} ({damaged['message']}): "
+              "restore it from a backup or run 'maild fsck'")
     return 0
 
 

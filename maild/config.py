@@ -101,6 +101,12 @@ class StoreConfig:
     max_batch: int = 256
     default_quota_mb: int = 0  # 0: unlimited
     inline_body_max: int = 32 * 1024  # bodies up to this size live in LMDB, sharing its group commit
+    orphan_sweep_age: float = 3600.0  # unreferenced blob files older than this are removed by the daemon
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    shutdown_grace: float = 10.0  # seconds in-flight commands get to finish and be answered on SIGTERM
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,7 @@ class Config:
     hostname: str
     data_dir: Path
     path: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     submission: SmtpConfig = field(default_factory=SmtpConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
@@ -225,6 +232,7 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
     "smtp": SmtpConfig,
     "submission": SmtpConfig,
     "imap": ImapConfig,

@@ -24,6 +24,9 @@ Implementation notes — invariants a contributor must keep:
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
    ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
    identity; flags, modseqs and anything session-dependent are always read afresh.
+10. Shutdown (:meth:`ImapSession.shutdown`, called by the daemon): input is no longer read,
+   a command in progress finishes and is answered, then ``* BYE`` and close (RFC 3501
+   §7.1.5); an IDLE session (waiting for the client) gets its ``* BYE`` at once.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
     DELETED,
     SEEN,
+    BlobDamaged,
     Change,
     ChangeKind,
     FlagMode,
@@ -294,6 +298,21 @@ class ImapSession(CommandSession):
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    _stopping = False
+
+    def shutdown(self) -> bool:
+        """The server is stopping (invariant 10); True once this session is closing. The
+        daemon calls it again until then: a command in progress keeps it open."""
+        if self._closed:
+            return True
+        self._stopping = True
+        self._queue.clear()
+        if self._busy and self._line_waiter is None and self._idle_tag is None:
+            return False
+        self._send(b"* BYE maild is shutting down, try again later")
+        self._close()
+        return True
+
     def _send(self, line: bytes) -> None:
         if not self._closed:
             self.transport.write(line + b"\r\n")
@@ -347,7 +366,7 @@ class ImapSession(CommandSession):
     # -- input -------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         pending = self._framer.pending
         events = self._framer.feed(data)
@@ -449,6 +468,8 @@ class ImapSession(CommandSession):
             status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
         except StoreFull:
             status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except BlobDamaged:  # the store logged the blob's name (RFC 5530 §3 SERVERBUG)
+            status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
             return
         except Exception:  # noqa: BLE001 - logged; the client sees a generic answer
@@ -1138,9 +1159,12 @@ class ImapSession(CommandSession):
     async def _stream(self, head: bytes, meta: MessageMeta, label: bytes, origin: int, length: int) -> None:
         """Write ``head``, then the literal from the blob file with backpressure."""
         user = self._user()
+        # Opened (and its body verified) before a byte of this message is on the wire, so a
+        # damaged body is the command's NO, not a broken literal.
+        source = self.store.open(user, self._view().mailbox_id, meta.uid)
         self._write(head + (b" " if not head.endswith(b"(") else b"") + label + b" {%d}\r\n" % length)
         try:
-            with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
+            with source as fh:
                 skip = origin
                 while skip > 0:  # the stream is not seekable (prefix + blob)
                     got = len(fh.read(min(STREAM_CHUNK, skip)))

@@ -34,6 +34,10 @@ Implementation notes — invariants a contributor must keep:
 10. A client never sees an exception text: unexpected errors are logged and answered
    ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
    connection.
+11. Shutdown (:meth:`Pop3Session.shutdown`, called by the daemon): input is no longer
+   read, a command in progress (a RETR being sent, QUIT's expunge) finishes and is
+   answered, then the connection closes. POP3 has no unsolicited response, and a session
+   that ends without QUIT deletes nothing (RFC 1939 §6; invariant 6).
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ from maild.pop3.parser import (
     User,
     parse_command,
 )
-from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
+from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
 
@@ -271,6 +275,20 @@ class Pop3Session(CommandSession):
         self._release()  # now, not when a TLS shutdown has finished: a client may reconnect at once
         self.transport.loseConnection()
 
+    _stopping = False
+
+    def shutdown(self) -> bool:
+        """The server is stopping (invariant 11); True once this session is closing. The
+        daemon calls it again until then: a command in progress keeps it open."""
+        if self._closed:
+            return True
+        self._stopping = True
+        self._buf.clear()
+        if self._busy and self._line_waiter is None:
+            return False
+        self._close()
+        return True
+
     def _release(self) -> None:
         """The session is over: free its connection slot and its maildrop lock, and write
         the \\Seen flags of what was retrieved (invariant 9). Nothing is deleted here
@@ -314,7 +332,7 @@ class Pop3Session(CommandSession):
     # -- input -------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         self._buf += data
         self._process()
@@ -605,6 +623,9 @@ class Pop3Session(CommandSession):
             source = self.ctx.store.open(drop.user, drop.mailbox_id, meta.uid)
         except (NotFound, FileNotFoundError):
             self._send(f"-ERR Message {msg} was removed by another session")
+            return
+        except BlobDamaged:  # the store logged the blob's name; RFC 3206 §4 SYS/PERM
+            self._send(f"-ERR [SYS/PERM] Message {msg} is damaged on the server")
             return
         status = f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows"
         self._sender = _MessageSender(status.encode() + b"\r\n", source, MessageEncoder(body_lines), self.transport)

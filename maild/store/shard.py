@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 
-from maild.store import codec
+from maild.store import codec, envfile
 from maild.store.blobs import BlobDir
 from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
 from maild.store.types import (
@@ -39,7 +39,10 @@ DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expun
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 
 
-def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tuple[lmdb.Environment, dict[str, Any]]:
+def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
+             required: envfile.Required | None = None) -> tuple[lmdb.Environment, dict[str, Any]]:
+    """Open (or, unless ``required`` says why it must exist, create) an environment."""
+    envfile.check(path, what, required)
     path.mkdir(parents=True, exist_ok=True)
     try:
         env = lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
@@ -87,10 +90,11 @@ class Shard:
     def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
                  on_commit: Callable[[list[dict[str, Any]]], None] | None,
                  dispatch: Callable[[Callable[[], None]], None] | None = None,
-                 ops_lock: threading.Lock | None = None) -> None:
+                 ops_lock: threading.Lock | None = None, health: Any = None,
+                 required: envfile.Required | None = None) -> None:
         self.index = index
         self.path = path
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}")
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         with self.env.begin() as txn:
@@ -101,7 +105,8 @@ class Shard:
         self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
-                             log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock)
+                             log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
+                             health=health)
 
     def close(self) -> None:
         self.writer.close()

@@ -43,6 +43,11 @@ class StoreFull(StoreError):
     """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
 
 
+class BlobDamaged(StoreError):
+    """A message body no longer matches its sha256: that one message cannot be served
+    (IMAP ``NO [SERVERBUG]``, POP3 ``-ERR``); the store has logged the blob's name."""
+
+
 class FormatError(StoreError):
     """The on-disk format is newer or damaged; the message tells the operator what to do."""
 
