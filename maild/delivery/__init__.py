@@ -25,6 +25,7 @@ from twisted.internet import defer
 from maild.config import Config
 from maild.filters.chain import Transaction
 from maild.store.types import AppendResult, Recipient, SpecialUse, User
+from maild.util.dates import header_date
 from maild.util.message import header_fields, split_header
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def received_header(tx: Transaction, hostname: str, queue_id: str, now: float | 
     parts.append(f"by {hostname} (maild) with {protocol_name(tx)} id {queue_id}")
     if len(tx.rcpt_to) == 1:  # one recipient only: do not disclose the others (Bcc)
         parts.append(f"for <{tx.rcpt_to[0]}>")
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=False)
+    date = header_date(now if now is not None else time.time())
     text = "Received: " + "\r\n\t".join(parts) + f";\r\n\t{date}\r\n"
     return text.encode("utf-8")
 

@@ -123,5 +123,6 @@ class FallbackSpamFilter(Filter):
         else:
             action = SpamAction.NONE
         verdict = yield self.policy.verdict(
-            tx, SpamScore(action, score, self.reject_score, "fallback", tuple(symbols)))
+            tx, SpamScore(action, score, self.reject_score, "fallback", tuple(symbols),
+                          junk=self.junk_score))
         return verdict

@@ -121,13 +121,18 @@ def parse_check(body: bytes) -> SpamScore:
         score = float(answer.get("score", 0.0))
         required = float(answer.get("required_score", 0.0))
         symbols = tuple(sorted(answer.get("symbols") or {}))
+        # rspamd 3.4 reports only the reject score; a "thresholds" table, where a version
+        # sends one, gives the score that files to Junk.
+        thresholds = answer.get("thresholds") or {}
+        junk_at = [float(thresholds[a]) for a in ("add header", "rewrite subject") if a in thresholds]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RspamdError(f"unexpected answer from rspamd: {body[:200]!r}") from exc
     action = RSPAMD_ACTIONS.get(action_name)
     if action is None:
         log.warning("rspamd: unknown action %r, treated as no action", action_name)
         action = SpamAction.NONE
-    return SpamScore(action, score, required, "rspamd", symbols)
+    return SpamScore(action, score, required, "rspamd", symbols,
+                     junk=min(junk_at) if junk_at else None)
 
 
 class RspamdClient:

@@ -70,6 +70,16 @@ class _KeyLookup:
         return self.records[key.lower()]
 
 
+# dkimpy puts Python reprs of the offending bytes into its messages ("b= value is not
+# valid base64 (b'...')"): a header comment gets the words, never the dump.
+_BYTES_REPR = re.compile(r"""\s*:?\s*\(?\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\)?""")
+
+
+def _reason(exc: Exception) -> str:
+    text = _BYTES_REPR.sub("", str(exc)).strip(" :")
+    return text[:200] or "signature could not be processed"
+
+
 def _signature_tags(field: bytes) -> dict[bytes, bytes]:
     value = re.sub(rb"\r?\n", b"", field.split(b":", 1)[1])
     try:
@@ -101,7 +111,7 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
     try:
         verifier = dkim.DKIM(raw, minkey=1024, timeout=resolver.timeout)
     except dkim.DKIMException as exc:
-        return [DkimResult("permerror", "", "", "", reason=str(exc)) for _ in signatures]
+        return [DkimResult("permerror", "", "", "", reason=_reason(exc)) for _ in signatures]
     for idx, field in enumerate(signatures):
         tags = _signature_tags(field)
         domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
@@ -118,10 +128,10 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
             if "body hash mismatch" in str(exc):
                 results.append(result("fail", reason="body hash did not verify"))
             else:
-                results.append(result("permerror", reason=str(exc)))
+                results.append(result("permerror", reason=_reason(exc)))
             continue
         except dkim.DKIMException as exc:
-            results.append(result("permerror", reason=str(exc)))
+            results.append(result("permerror", reason=_reason(exc)))
             continue
         except Exception:  # dkimpy on input it does not expect: never the whole message
             log.exception("dkimpy failed on signature %d", idx)
@@ -151,7 +161,7 @@ def arc_verify_sync(raw: bytes, resolver: Resolver) -> ArcResult:
         fields, _ = message.header_fields(raw)
         if not any(message.field_name(f).startswith("arc-") for f in fields):
             return ArcResult("none")
-        return ArcResult("fail", 0, str(exc))
+        return ArcResult("fail", 0, _reason(exc))
     if cv == dkim.CV_None and not sets:
         return ArcResult("none")
     if lookup.timed_out:

@@ -52,7 +52,8 @@ def bounce(store: Any, entry: dict[str, Any], hostname: str, now: float) -> defe
         if rcpt["state"] == "pending":
             last = f"; last error: {entry['last_error']}" if entry.get("last_error") else ""
             failed.append(dsn.Failed(rcpt["address"], Reply(
-                550, (f"5.0.0 returned to the sender by the mail administrator{last}",))))
+                550, (f"5.0.0 returned to the sender by the mail administrator{last}",),
+                local=True)))
             rcpt["state"] = "bounced"
     d: defer.Deferred[Any] = defer.succeed(None)
     if failed and entry["sender"]:

@@ -64,7 +64,7 @@ class ReplyTimeout(Exception):
 
 
 def local_failure(enhanced: str, text: str, code: int = 451) -> Reply:
-    return Reply(code, (f"{enhanced} {text}",))
+    return Reply(code, (f"{enhanced} {text}",), local=True)
 
 
 @dataclass
@@ -245,10 +245,10 @@ async def transfer(proto: SmtpClientProtocol, opts: ClientOptions, sender: str,
         if utf8 and "SMTPUTF8" not in caps:
             # RFC 6531 §3.2: no SMTPUTF8 at the server: do not send, return to the sender.
             refusal = Reply(553, ("5.6.7 the receiving server does not support SMTPUTF8, "
-                                  "needed for this message",))
+                                  "needed for this message",), local=True)
         elif caps.size and len(data) > caps.size:
             refusal = Reply(552, (f"5.3.4 message size {len(data)} exceeds the limit of "
-                                  f"{caps.size} of the receiving server",))
+                                  f"{caps.size} of the receiving server",), local=True)
         if refusal is not None:
             outcome.replies = dict.fromkeys(recipients, refusal)
             return outcome

@@ -277,7 +277,7 @@ class QueueRunner:
                 continue
             if not addresses:
                 if host == domain:  # implicit MX without an address: no such domain
-                    unknown = Reply(550, (f"5.1.2 {domain} has no MX and no address records",))
+                    unknown = Reply(550, (f"5.1.2 {domain} has no MX and no address records",), local=True)
                     return dict.fromkeys(recipients, (unknown, None))
                 last = (local_failure("4.4.4", f"MX {host} has no address"), None)
                 continue
@@ -297,7 +297,7 @@ class QueueRunner:
             return [domain]  # RFC 5321 §5.1: implicit MX
         hosts = order_mx(records, self.rng)
         if not hosts:  # RFC 7505 §3: a null MX: the domain accepts no mail
-            raise NoRoute(Reply(556, (f"5.1.10 {domain} does not accept mail (null MX)",)))
+            raise NoRoute(Reply(556, (f"5.1.10 {domain} does not accept mail (null MX)",), local=True))
         return hosts
 
     async def addresses(self, host: str) -> list[str]:

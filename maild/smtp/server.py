@@ -514,7 +514,10 @@ class SmtpSession(CommandSession):
         if cmd.verb is Verb.HELO:
             self._reply_multi(250, [self.hostname])
             return
-        lines = [f"{self.hostname} Hello {cmd.domain} [{self.tx.client_ip}]",
+        greeting = f"{self.hostname} Hello {cmd.domain}"
+        if not cmd.domain.startswith("["):  # an address literal is the address already
+            greeting += f" [{self.tx.client_ip}]"
+        lines = [greeting,
                  "PIPELINING",  # RFC 2920
                  f"SIZE {self.config.max_message_size}",  # RFC 1870
                  "8BITMIME",  # RFC 6152

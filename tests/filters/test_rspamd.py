@@ -44,6 +44,8 @@ def test_spam_action_files_into_junk_with_headers(reactor_thread, rspamd, action
     assert headers["X-Spam-Flag"] == "YES"
     assert headers["X-Spam-Status"].startswith("Yes, score=")
     assert "scorer=rspamd" in headers["X-Spam-Status"]
+    # /checkv2 names only the reject score: it is not passed off as the Junk threshold
+    assert "required=" not in headers["X-Spam-Status"]
 
 
 def test_clean_message_goes_to_inbox(reactor_thread, rspamd):
@@ -112,3 +114,16 @@ def test_rspamd_not_answering_times_out(reactor_thread, silent_server):
                         timeout=0.3)
     verdict = reactor_thread.call(flt.on_data, make_tx(message()))
     assert verdict.reply.code == 451
+
+
+def test_thresholds_table_gives_the_junk_score() -> None:
+    """Where rspamd's answer carries its action thresholds, ``required=`` is the lowest
+    score that files to Junk (SpamAssassin's meaning), not the reject score."""
+    from maild.filters.rspamd import parse_check
+    from maild.filters.spam import _status
+
+    score = parse_check(b'{"action": "add header", "score": 8.0, "required_score": 15.0,'
+                        b' "thresholds": {"reject": 15.0, "add header": 6.0,'
+                        b' "rewrite subject": 7.0, "greylist": 4.0}}')
+    assert score.junk == 6.0
+    assert _status(score, True).startswith("Yes, score=8.00 required=6.00 scorer=rspamd")

@@ -143,3 +143,19 @@ def test_generated_keys(org_keys: list[dict[str, Any]]) -> None:
     rotated = dkim.rotate(org_keys, now=1_767_225_600.0)  # the same day: selectors differ
     assert [k["selector"] for k in rotated if k["state"] == "pending"] == [
         "rsa-20260101-2", "ed25519-20260101-2"]
+
+
+def test_permerror_reason_has_no_python_bytes_dump(dns_zone: DnsZone, resolver: Resolver,
+                                                    org_keys: list[dict[str, Any]]) -> None:
+    """dkimpy words its errors with reprs (``b= value is not valid base64 (b'...')``); the
+    Authentication-Results comment carries the words, never a ``b'...'`` dump."""
+    from maild.mailauth.results import AuthResults
+
+    publish(dns_zone, "example.org", org_keys[:1])
+    raw = signed(message(), "example.org", org_keys[:1])
+    raw = raw.replace(b" b=", b" b=!!not*base64!!", 1)
+    (verified,) = dkim.verify_sync(raw, resolver)
+    assert verified.result == "permerror"
+    assert "b'" not in verified.reason and "base64" in verified.reason
+    field = AuthResults(dkim=[verified]).header_value("mx.example.test")
+    assert "b'" not in field and 'b"' not in field and "permerror" in field

@@ -66,6 +66,18 @@ def test_local_remote_and_sent(alice: Transcript, server: MaildServer) -> None:
                          "elsewhere.example": ["erin@elsewhere.example"]}
 
 
+def test_bare_lf_message_is_told_bare_lf(alice: Transcript, server: MaildServer) -> None:
+    """A client that sends Unix line endings: thousands of octets without a CRLF. The
+    refusal names the bare LF (RFC 5321 §2.3.8), not a line longer than 1000 octets."""
+    body = b"From: alice@example.test\nSubject: unix endings\n\n" + b"".join(
+        b"line %d ends in a bare LF\n" % i for i in range(100))
+    reply = alice.message("alice@example.test", ["bob@example.test"], body)
+    assert (reply.code, reply.text.split()[0]) == (550, "5.6.0")
+    assert "bare" in reply.text and "LF" in reply.text and "longer" not in reply.text
+    alice.cmd("NOOP", 250)
+    assert not [m for m in messages(server, "bob@example.test") if b"unix endings" in m]
+
+
 def test_existing_message_id_kept(alice: Transcript, server: MaildServer) -> None:
     body = (b"From: alice@example.test\r\nMessage-ID: <keep@example.test>\r\n"
             b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nSubject: keep\r\n\r\nx\r\n")
