@@ -24,6 +24,8 @@ Implementation notes — invariants a contributor must keep:
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
    ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
    identity; flags, modseqs and anything session-dependent are always read afresh.
+10. APPEND to Sent of a message submission filed there moments ago answers with that
+    copy's UID and stores nothing (``maild.delivery.sentcopy``; per user, bounded scan).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import enum
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +49,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
+from maild.delivery.sentcopy import submitted_copy
 from maild.imap import fetchcache, mime, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
@@ -814,6 +818,11 @@ class ImapSession(CommandSession):
 
     async def _do_append(self, cmd: Append) -> str:
         mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
+        # The client's own copy of what submission filed in Sent: one copy (sentcopy.py).
+        uid = submitted_copy(self.store, self._user(), mailbox, cmd.message, time.time(),
+                             self.config.sent_copy_window)
+        if uid is not None:
+            return f"APPENDUID {mailbox.uidvalidity} {uid}"  # RFC 4315 §3
         date = cmd.date.timestamp() if cmd.date else None
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:
