@@ -42,13 +42,21 @@ def sent_uids(s: Transcript) -> list[int]:
     return [int(n) for n in found.split()[2:]]
 
 
-def test_client_copy_of_a_submitted_message_is_not_stored_twice(
-        imap_server: MaildServer, account: Account, connect: Callable[..., Transcript]) -> None:
-    raw = thunderbird_message(account.address, "one copy", bcc="Bcc: carol@example.test\r\n")
-    submit(imap_server, account, raw)
+def submitted(server: MaildServer, account: Account, connect: Callable[..., Transcript],
+              subject: str, bcc: str = "") -> tuple[bytes, Transcript, int]:
+    """(the message, a session of its sender, the UID of submission's copy in Sent)."""
+    raw = thunderbird_message(account.address, subject, bcc)
+    submit(server, account, raw)
     s = connect()
     (filed,) = sent_uids(s)
     s.ok("UNSELECT")
+    return raw, s, filed
+
+
+def test_client_copy_of_a_submitted_message_is_not_stored_twice(
+        imap_server: MaildServer, account: Account, connect: Callable[..., Transcript]) -> None:
+    raw, s, filed = submitted(imap_server, account, connect, "one copy",
+                              bcc="Bcc: carol@example.test\r\n")
     # Thunderbird's copy: \Seen, with its Bcc: line. The answer names the copy already there.
     assert append(s, "Sent", raw, r"\Seen") == filed
     assert append(s, "Sent", raw, r"\Seen") == filed  # a retry of the APPEND too
@@ -65,11 +73,7 @@ def test_client_copy_of_a_submitted_message_is_not_stored_twice(
 
 def test_another_message_id_or_sender_is_stored(
         imap_server: MaildServer, account: Account, connect: Callable[..., Transcript]) -> None:
-    raw = thunderbird_message(account.address, "edited")
-    submit(imap_server, account, raw)
-    s = connect()
-    (filed,) = sent_uids(s)
-    s.ok("UNSELECT")
+    raw, s, filed = submitted(imap_server, account, connect, "edited")
     new_id = raw.replace(b"Message-ID: <", b"Message-ID: <x", 1)
     assert append(s, "Sent", new_id) != filed
     other_from = raw.replace(f"<{account.address}>".encode(), b"<someone@example.test>", 1)
@@ -91,10 +95,8 @@ def test_one_users_submission_never_swallows_anothers_append(
 
 def test_deleted_copy_does_not_count(
         imap_server: MaildServer, account: Account, connect: Callable[..., Transcript]) -> None:
-    raw = thunderbird_message(account.address, "deleted")
-    submit(imap_server, account, raw)
-    s = connect()
-    (filed,) = sent_uids(s)
+    raw, s, filed = submitted(imap_server, account, connect, "deleted")
+    s.ok("SELECT Sent")
     s.ok(f"UID STORE {filed} +FLAGS.SILENT (\\Deleted)")
     s.ok("UNSELECT")
     assert append(s, "Sent", raw) != filed
