@@ -271,6 +271,20 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if not report.problems or args.repair and not report.unrepaired else 1
 
 
+def _write_pem(cert: Any, key: Any, cert_path: Path, key_path: Path) -> None:
+    """The certificate, and its key readable by the owner only."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.touch(mode=0o600)
+    key_path.chmod(0o600)  # before the key is in it
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def _dev_ca(cert_path: Path, key_path: Path) -> tuple[Any, Any]:
     """The local development CA (certificate, key): loaded when both files exist, else made.
     Kept between runs so a user imports it into a client once, as with mkcert."""
@@ -301,12 +315,7 @@ def _dev_ca(cert_path: Path, key_path: Path) -> tuple[Any, Any]:
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256()))
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_pem(cert, key, cert_path, key_path)
     return cert, key
 
 
@@ -318,7 +327,7 @@ def cmd_dev_cert(args: argparse.Namespace) -> int:
     import ipaddress
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -349,12 +358,7 @@ def cmd_dev_cert(args: argparse.Namespace) -> int:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_pem(cert, key, cert_path, key_path)
     print(f"certificate for {', '.join(names)}, 127.0.0.1, ::1: {cert_path}, key {key_path}")
     print(f"signed by the development CA {ca_path}: import it into your mail client once")
     return 0

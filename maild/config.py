@@ -64,6 +64,7 @@ class ImapConfig(Listeners):
     allow_plaintext_auth_on_loopback: bool = False
     fetch_cache_mb: int = 32  # ENVELOPE, BODYSTRUCTURE, header fields kept for repeats; 0: none
     sort_cache_mb: int = 16  # SORT keys and THREAD facts kept for repeats; 0: none
+    sent_copy_window: float = 600.0  # APPEND to Sent of what submission filed this recently: not stored again
 
 
 @dataclass(frozen=True)

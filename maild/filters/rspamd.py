@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -135,7 +136,20 @@ def parse_check(body: bytes) -> SpamScore:
                      junk=min(junk_at) if junk_at else None)
 
 
+def parse_actions(body: bytes) -> float | None:
+    """The lowest score that files to Junk ("add header", "rewrite subject") in the
+    controller's /actions answer, e.g. ``[{"action": "add header", "value": 6.0}, ...]``."""
+    try:
+        values = [float(a["value"]) for a in json.loads(body)
+                  if a.get("action") in ("add header", "rewrite subject") and a.get("value") is not None]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return min(values) if values else None
+
+
 class RspamdClient:
+    THRESHOLDS_TTL = 300.0  # seconds the controller's action thresholds are kept
+
     def __init__(self, reactor: Any, url: str, controller_url: str = "",
                  timeout: float = 15.0, password: str = "", authserv_id: str = "localhost") -> None:
         self.reactor = reactor
@@ -148,17 +162,19 @@ class RspamdClient:
         pool.maxPersistentPerHost = 8
         pool.cachedConnectionTimeout = 60
         self.agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        self._junk: tuple[float, float | None] | None = None  # (when asked, the answer)
 
-    def _post(self, url: str, body: bytes,
-              headers: dict[str, list[str]]) -> defer.Deferred[tuple[int, bytes]]:
-        """(HTTP status, body) of one POST, within ``timeout``; RspamdError otherwise."""
+    def _post(self, url: str, body: bytes | None,
+              headers: dict[str, list[str]], method: bytes = b"POST") -> defer.Deferred[tuple[int, bytes]]:
+        """(HTTP status, body) of one POST (or ``method``, without a body when ``body`` is
+        None), within ``timeout``; RspamdError otherwise."""
         request_headers = Headers({k.encode(): [v.encode("utf-8", "replace") for v in values]
                                    for k, values in headers.items()})
 
         @defer.inlineCallbacks
         def exchange():  # type: ignore[no-untyped-def]
             response = yield self.agent.request(
-                b"POST", url.encode(), request_headers, _BytesProducer(body))
+                method, url.encode(), request_headers, None if body is None else _BytesProducer(body))
             content = yield read_body(response)
             return response.code, content
 
@@ -186,7 +202,31 @@ class RspamdClient:
         code, content = yield self._post(url, raw, envelope_headers(tx))
         if code != 200:
             raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
-        return parse_check(content)
+        score = parse_check(content)
+        if score.junk is None:  # /checkv2 names only the reject score: ask the controller
+            junk = yield self.junk_threshold()
+            if junk is not None:
+                score = dataclasses.replace(score, junk=junk)
+        return score
+
+    @defer.inlineCallbacks
+    def junk_threshold(self):  # type: ignore[no-untyped-def]
+        """rspamd's lowest "add header"/"rewrite subject" score from the controller's
+        /actions, kept ``THRESHOLDS_TTL`` seconds; None without a controller or an answer."""
+        if not self.controller_url:
+            return None
+        now = self.reactor.seconds()
+        if self._junk is not None and now - self._junk[0] < self.THRESHOLDS_TTL:
+            return self._junk[1]
+        headers = {"Password": [self.password]} if self.password else {}
+        try:
+            code, content = yield self._post(self.controller_url + "/actions", None, headers, b"GET")
+            junk = parse_actions(content) if code == 200 else None
+        except RspamdError as exc:
+            log.info("rspamd: no action thresholds: %s", exc)
+            junk = None
+        self._junk = (now, junk)
+        return junk
 
     @defer.inlineCallbacks
     def learn(self, raw: bytes, spam: bool):  # type: ignore[no-untyped-def]

@@ -27,6 +27,8 @@ Implementation notes — invariants a contributor must keep:
 10. Shutdown (:meth:`ImapSession.shutdown`, called by the daemon): input is no longer read,
    a command in progress finishes and is answered, then ``* BYE`` and close (RFC 3501
    §7.1.5); an IDLE session (waiting for the client) gets its ``* BYE`` at once.
+11. APPEND to Sent of a message submission filed there moments ago answers with that
+    copy's UID and stores nothing (``maild.delivery.sentcopy``; per user, bounded scan).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import enum
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +52,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
+from maild.delivery.sentcopy import submitted_copy
 from maild.imap import fetchcache, mime, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
@@ -835,6 +839,11 @@ class ImapSession(CommandSession):
 
     async def _do_append(self, cmd: Append) -> str:
         mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
+        # The client's own copy of what submission filed in Sent: one copy (sentcopy.py).
+        uid = submitted_copy(self.store, self._user(), mailbox, cmd.message, time.time(),
+                             self.config.sent_copy_window)
+        if uid is not None:
+            return f"APPENDUID {mailbox.uidvalidity} {uid}"  # RFC 4315 §3
         date = cmd.date.timestamp() if cmd.date else None
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:

@@ -116,6 +116,19 @@ def test_rspamd_not_answering_times_out(reactor_thread, silent_server):
     assert verdict.reply.code == 451
 
 
+def test_junk_threshold_from_the_controller(reactor_thread, rspamd):
+    """/checkv2 says only the reject score; with the controller configured, maild asks its
+    /actions for the score that files to Junk (this rspamd: add header at 6)."""
+    client = RspamdClient(reactor_thread.reactor, rspamd.url, controller_url=rspamd.controller_url,
+                          timeout=5.0)
+    scorer = RspamdFilter(client, SpamPolicy(), "accept", None)
+    verdict = reactor_thread.call(scorer.on_data, make_tx(message(GTUBE["add header"] + "\n")))
+    status = dict(verdict.add_headers)["X-Spam-Status"]
+    assert status.startswith("Yes, score=") and " required=6.00 scorer=rspamd" in status
+    verdict = reactor_thread.call(scorer.on_data, make_tx(message()))
+    assert " required=6.00 " in dict(verdict.add_headers)["X-Spam-Status"]
+
+
 def test_thresholds_table_gives_the_junk_score() -> None:
     """Where rspamd's answer carries its action thresholds, ``required=`` is the lowest
     score that files to Junk (SpamAssassin's meaning), not the reject score."""
