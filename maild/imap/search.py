@@ -14,9 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 from maild.imap import mime
-from maild.imap.parser import SearchKey, SearchOp
+from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
-from maild.store.types import SEEN, Envelope, MessageMeta
+from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
 
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
@@ -130,7 +130,7 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
     if op is SearchOp.UID:
         return key.value.contains(msg.uid, largest_uid)  # type: ignore[attr-defined]
     if op is SearchOp.RECENT:
-        return False  # \Recent is not kept (RFC 9051 removed it)
+        return False  # a session's \Recent is bound to its UIDs first (bind_recent)
     if op is SearchOp.HEADER:
         name, needle = key.value  # type: ignore[misc]
         return _header_match(msg, name, needle)
@@ -201,9 +201,37 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
         if meta is None:
             continue  # expunged by another session, not yet announced
         msg = _Message(store, user, mailbox_id, uid, i + 1, meta, stored)
-        if matches(key, msg, largest_seq, largest_uid):
-            out.append((i + 1, uid, meta.modseq))
+        try:
+            if matches(key, msg, largest_seq, largest_uid):
+                out.append((i + 1, uid, meta.modseq))
+        except (NotFound, FileNotFoundError):
+            continue  # expunged by another session while we read it (RFC 2180 §4.1)
     return out
+
+
+def bind_recent(key: SearchKey, recent: set[int]) -> SearchKey:
+    """``key`` with RECENT (NEW and OLD are made of it) replaced by the session's \\Recent
+    messages (RFC 3501 §6.4.4): \\Recent is session state, not in any record."""
+    if not any(k.op is SearchOp.RECENT for k in _walk(key)):
+        return key
+    if recent:
+        ranges: list[tuple[int | None, int | None]] = []
+        for uid in sorted(recent):
+            if ranges and ranges[-1][1] == uid - 1:
+                ranges[-1] = (ranges[-1][0], uid)
+            else:
+                ranges.append((uid, uid))
+        bound = SearchKey(SearchOp.UID, SequenceSet(tuple(ranges)))
+    else:
+        bound = SearchKey(SearchOp.NOT, children=(SearchKey(SearchOp.ALL),))
+
+    def replace(k: SearchKey) -> SearchKey:
+        if k.op is SearchOp.RECENT:
+            return bound
+        if not k.children:
+            return k
+        return SearchKey(k.op, k.value, tuple(replace(c) for c in k.children))
+    return replace(key)
 
 
 @lru_cache(maxsize=256)

@@ -24,9 +24,10 @@ def test_idle_sees_append_flags_and_expunge(connect: Callable[..., Transcript]) 
     append(actor, "INBOX", message("second"))
     assert watcher.line() == b"* 2 EXISTS"
     assert time.monotonic() - started < 1.0
-    actor.ok("SELECT INBOX")
+    # The watcher was told of both first: they are its \Recent, not the actor's (RFC 3501 §2.3.2).
+    assert b"* 0 RECENT" in actor.ok("SELECT INBOX")
     actor.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert watcher.line() == b"* 1 FETCH (FLAGS (\\Deleted) UID 1)"
+    assert watcher.line() == b"* 1 FETCH (FLAGS (\\Deleted \\Recent) UID 1)"
     actor.ok("EXPUNGE")
     assert watcher.line() == b"* 1 EXPUNGE"  # EXPUNGE is allowed during IDLE
     watcher.send("DONE")

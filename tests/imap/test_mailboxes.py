@@ -31,15 +31,6 @@ def test_rename_inbox_moves_messages(imap: Transcript) -> None:
     assert imap.ok("STATUS Old (MESSAGES)") == [b"* STATUS Old (MESSAGES 2)"]
 
 
-def test_subscriptions(imap: Transcript) -> None:
-    imap.ok("CREATE Lists")
-    imap.ok("UNSUBSCRIBE Lists")
-    assert b"Lists" not in b"".join(imap.ok('LSUB "" *'))
-    imap.ok("SUBSCRIBE Lists")
-    assert b'* LSUB () "/" Lists' in imap.ok('LSUB "" *')
-    imap.no("SUBSCRIBE Nope", code="NONEXISTENT")
-
-
 def test_create_special_use(imap: Transcript) -> None:
     imap.ok("CREATE Everything (USE (\\All))")
     assert imap.ok('LIST "" Everything') == [b'* LIST (\\HasNoChildren \\All) "/" Everything']
