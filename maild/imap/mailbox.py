@@ -97,6 +97,7 @@ class MailboxView:
                 out.append((seq, uid))
             self.pending_new.discard(uid)
             self.pending_flags.discard(uid)
+            self.recent.discard(uid)
             self.echo.pop(uid, None)
         if out:
             self.remove_indexes([seq - 1 for seq, _ in out])

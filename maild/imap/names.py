@@ -31,13 +31,9 @@ class BadName(str):
         return self
 
 
-def decode(raw: bytes) -> str:
-    """A mailbox argument's bytes as a name: INBOX in any case is INBOX, modified UTF-7
+def decode(text: str) -> str:
+    """A mailbox argument as a name: INBOX in any case is INBOX, modified UTF-7
     (RFC 3501 §5.1.3) decoded; a :class:`BadName` when it names nothing we could hold."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return BadName(raw.decode("utf-8", "replace"), "Mailbox name is not valid UTF-8")
     if text.upper() == "INBOX":
         return "INBOX"
     try:

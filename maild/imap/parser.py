@@ -528,7 +528,7 @@ class _Reader:
         raw = self.astring_bytes()
         if trailing_separator and raw.endswith(b"/") and raw.strip(b"/"):
             raw = raw[:-1]
-        return names.decode(raw)
+        return names.decode(_utf8(raw, self))  # bytes that are not UTF-8 are a syntax error
 
     def list_mailbox(self) -> str:
         """A LIST reference or pattern; one not valid mUTF-7 is a :class:`names.BadName`

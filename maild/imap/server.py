@@ -550,6 +550,8 @@ class ImapSession(CommandSession):
                     self._send(b"* %d EXPUNGE" % seq)
         if view.take_new():
             self._send(b"* %d EXISTS" % view.exists)
+            if self.recent_flag:
+                self._send(b"* %d RECENT" % len(view.recent))  # RFC 3501 §7.3.2
         uids = view.take_flags()
         if uids:
             assert self.user is not None

@@ -15,9 +15,11 @@ def test_no_expunge_during_fetch_store_search(connect: Callable[..., Transcript]
     writer.ok("SELECT INBOX")
     writer.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
     writer.ok("EXPUNGE")
-    # The reader keeps its numbering during FETCH, STORE and SEARCH: no EXPUNGE yet.
-    lines = reader.ok("FETCH 1:3 (UID)")
-    assert b"* 1 FETCH (UID 1)" in lines and b"* 3 FETCH (UID 3)" in lines
+    # The reader keeps its numbering during FETCH, STORE and SEARCH: no EXPUNGE yet. The
+    # message expunged meanwhile is left out, and a NO says so (RFC 2180 §4.1.3).
+    lines, result = reader.command("FETCH 1:3 (UID)")
+    assert result.startswith(b"NO [EXPUNGEISSUED] ")
+    assert lines == [b"* 1 FETCH (UID 1)", b"* 3 FETCH (UID 3)"]
     assert not any(b"EXPUNGE" in line for line in lines)
     assert not any(b"EXPUNGE" in line for line in reader.ok("STORE 3 +FLAGS (\\Seen)"))
     assert not any(b"EXPUNGE" in line for line in reader.ok("SEARCH ALL"))
@@ -28,7 +30,10 @@ def test_no_expunge_during_fetch_store_search(connect: Callable[..., Transcript]
     append(writer, "INBOX", message("new"))
     lines = reader.ok("UID FETCH 1 FLAGS")  # UID FETCH may carry untagged updates
     assert b"* 3 EXISTS" in lines
-    assert lines[0] == b"* 1 FETCH (FLAGS (\\Flagged) UID 1)"
+    # Selected first, the reader holds \Recent of 1 to 3; the writer, selected when it
+    # appended, holds the new one's (RFC 3501 §2.3.2).
+    assert lines[0] == b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)"
+    assert b"* 2 RECENT" in lines
 
 
 def test_other_session_deletes_selected_mailbox(connect: Callable[..., Transcript]) -> None:
