@@ -7,13 +7,14 @@ itself, and only for the messages the cheaper keys have not already ruled out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
-from maild.imap import mime
+from maild.imap import address, mime
 from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
@@ -21,6 +22,9 @@ from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
+# Address fields: SEARCH FROM/TO/CC/BCC match the parsed addresses too (RFC 3501 §6.4.4
+# "contains the specified string"; a comment or folding may split the address's text).
+_ADDRESS_FIELDS = {"from_", "to", "cc", "bcc", "sender", "reply_to"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
                 SearchOp.SENTSINCE}
 # OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
@@ -70,8 +74,8 @@ class _Message:
                               else self.store.envelope(self.user, self.mailbox_id, self.uid))
         return self._envelope
 
-    def envelope_may_contain(self, needle: str) -> bool:
-        return self._stored is None or _needle_filter(needle).admits_stored(self._stored)
+    def envelope_may_contain(self, needle: str, attr: str) -> bool:
+        return self._stored is None or _needle_filter(needle, attr in _ADDRESS_FIELDS).admits_stored(self._stored)
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -101,12 +105,14 @@ def _sent_date(msg: _Message) -> date | None:
 def _header_match(msg: _Message, name: str, needle: str) -> bool:
     attr = _ENVELOPE_HEADERS.get(name.lower())
     if attr is not None:
-        if not msg.envelope_may_contain(needle):
+        if not msg.envelope_may_contain(needle, attr):
             return False
         value = getattr(msg.envelope(), attr)
         if value is None:
             return False
         values = [msg.cached("h:" + attr, lambda: mime.header_text(value))]
+        if attr in _ADDRESS_FIELDS:
+            values.append(msg.cached("a:" + attr, lambda: _address_text(value)))
     else:
         values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
         if not values:
@@ -234,10 +240,31 @@ def bind_recent(key: SearchKey, recent: set[int]) -> SearchKey:
     return replace(key)
 
 
+def _address_text(value: str) -> str:
+    """The parsed addresses of a header as ``Name <local@domain>, ...`` (names decoded,
+    comments gone, a group by its name)."""
+    out = []
+    for a in address.parse(value):
+        if a.is_group_end:
+            continue
+        name = mime.header_text(a.name) if a.name else ""
+        out.append(f"{name} <{a.addr_spec}>" if name and not a.is_group_start else a.addr_spec)
+    return ", ".join(out)
+
+
+def _needle_clauses(needle: str, addresses: bool) -> list[list[str]]:
+    """What the stored envelope must contain for ``needle`` to match: the needle, or for an
+    address field each of its pieces between '@', '.' and spaces (which comments and
+    folding may separate in the header)."""
+    if not addresses:
+        return [[needle]]
+    return [[piece] for piece in re.split(r"[@.\s]+", needle) if piece]
+
+
 @lru_cache(maxsize=256)
-def _needle_filter(needle: str) -> EnvelopeFilter:
+def _needle_filter(needle: str, addresses: bool = False) -> EnvelopeFilter:
     """The filter for a header key's text, made once (it is asked once per message)."""
-    return EnvelopeFilter([[needle]])
+    return EnvelopeFilter(_needle_clauses(needle, addresses))
 
 
 def _required_clauses(key: SearchKey) -> list[list[str]]:
@@ -246,7 +273,8 @@ def _required_clauses(key: SearchKey) -> list[list[str]]:
     under AND and OR: Thunderbird's quick search is ``OR OR FROM x SUBJECT x TO x``."""
     if key.op is SearchOp.HEADER:
         name, needle = key.value  # type: ignore[misc]
-        return [[needle]] if name.lower() in _ENVELOPE_HEADERS else []
+        attr = _ENVELOPE_HEADERS.get(name.lower())
+        return _needle_clauses(needle, attr in _ADDRESS_FIELDS) if attr is not None else []
     if key.op is SearchOp.AND:
         return [clause for child in key.children for clause in _required_clauses(child)]
     if key.op is SearchOp.OR:

@@ -77,3 +77,21 @@ def test_flag_resync_lines(imap: Transcript) -> None:
         expected = [re.sub(rb" RFC822\.SIZE \d+", b"", line) for line in imap.ok(slow)]
         assert imap.ok(fast) == expected
         assert len(expected) == 4 and b"$Label1" in expected[2]
+
+
+def test_fetch_envelope_group_syntax_and_routes(imap: Transcript) -> None:
+    """RFC 3501 §7.4.2: group start and end markers, the source route as adl, comments in no
+    field, an empty group as its two markers."""
+    raw = (b"From: <@route.example:user@domain.example>\r\nTo: group: a@x.example, b@y.example;, "
+           b"other: c@z.example;\r\nCc: undisclosed-recipients:;\r\nBcc: <u (c)@ (c) domain.org>\r\n"
+           b"Subject: groups\r\n\r\nbody\r\n")
+    append(imap, "INBOX", raw)
+    imap.ok("SELECT INBOX")
+    line = imap.ok("FETCH 1 ENVELOPE")[0]
+    assert line == (b'* 1 FETCH (ENVELOPE (NIL "groups" ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL NIL "group" NIL)(NIL NIL "a" "x.example")(NIL NIL "b" "y.example")(NIL NIL NIL NIL)'
+                    b'(NIL NIL "other" NIL)(NIL NIL "c" "z.example")(NIL NIL NIL NIL))'
+                    b' ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))'
+                    b' ((NIL NIL "u" "domain.org")) NIL NIL))')

@@ -139,3 +139,19 @@ def test_clauses_an_or_implies(query: str, clauses: list[list[str]]) -> None:
     command = parse_command(f"a SEARCH {query}".encode())
     assert isinstance(command, Search)
     assert _required_clauses(command.key) == clauses
+
+
+def test_address_keys_match_parsed_addresses(imap: Transcript) -> None:
+    """SEARCH FROM/TO/CC match the address as parsed (comments and spacing gone) as well as
+    the header text (RFC 3501 §6.4.4)."""
+    append(imap, "INBOX", b"From: <user (c)@ (c) domain.org>\r\nTo: Team: x@y.example, z@y.example;\r\n"
+           b"Cc: Dana <dana @ example.net>\r\nSubject: parsed\r\n\r\nhi\r\n")
+    append(imap, "INBOX", message("other"))
+    imap.ok("SELECT INBOX")
+    assert search(imap, "SEARCH FROM user@domain.org") == [1]
+    assert search(imap, "SEARCH FROM \"(c)\"") == [1]  # the header text still counts
+    assert search(imap, "SEARCH TO z@y.example") == [1]
+    assert search(imap, "SEARCH TO Team") == [1]
+    assert search(imap, 'SEARCH CC "dana@example.net"') == [1]
+    assert search(imap, 'SEARCH OR CC "dana@example.net" FROM bob') == [1, 2]
+    assert search(imap, "SEARCH FROM nobody@domain.org") == []
