@@ -38,3 +38,8 @@ def test_list_status(imap: Transcript) -> None:
     assert lines == [b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts',
                      b"* STATUS Drafts (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"]
     imap.bad('LIST "" * RETURN (STATUS (BOGUS))')
+
+
+def test_list_pattern_not_mutf7_matches_nothing(imap: Transcript) -> None:
+    assert imap.ok('LIST "" "&Jjo*"') == []  # RFC 3501 §6.3.8: OK, no match; never BAD
+    assert imap.ok('LIST "" "%&-"') == []
