@@ -24,6 +24,13 @@ Implementation notes — invariants a contributor must keep:
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
    ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
    identity; flags, modseqs and anything session-dependent are always read afresh.
+10. \\Recent (RFC 3501 §2.3.2) is session state: a message is claimed through
+    ``store.claim_recent`` (atomic in the shard's writer) before the session announces it,
+    so exactly one session holds it; it is never stored with the message.
+11. A mailbox name the server will not hold arrives as a :class:`BadName` and is answered
+    NO (``_check_names``), never BAD; BAD is for syntax errors.
+12. A FETCH never fails for a message another session expunged meanwhile: that message is
+    left out and the answer is NO [EXPUNGEISSUED] (RFC 2180 §4.1.3).
 """
 
 from __future__ import annotations
