@@ -18,9 +18,8 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 
-from maild.imap import wire
+from maild.imap import address, wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
 from maild.util.message import envelope_fields, header_fields, split_header
@@ -138,37 +137,10 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
 
 # -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
 
-# One mailbox as most header fields hold it: "Name" <local@domain>, Name <local@domain>,
-# <local@domain> or local@domain, with no comment, group, escape or second address.
-# getaddresses() answers these the same way, ~10x slower (ENVELOPE renders five lists).
-_SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
-                             r'<([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)>\s*'
-                             r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
-
-
-def address_pairs(value: str) -> list[tuple[str, str]]:
-    simple = _SIMPLE_MAILBOX.fullmatch(value)
-    if simple is None:
-        return getaddresses([value])
-    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
-    if local is None:
-        return [("", f"{plain_local}@{plain_domain}")]
-    name = quoted if quoted is not None else " ".join((bare or "").split())
-    return [(name, f"{local}@{domain}")]
-
-
 def _addresses(value: str | None) -> bytes:
-    if not value:
-        return b"NIL"
-    out = []
-    for name, address in address_pairs(value):
-        if not address and not name:
-            continue
-        local, at, host = address.rpartition("@")
-        if not at:
-            local, host = address, ""
-        out.append(b"(" + b" ".join([wire.nstring(name or None), b"NIL", wire.nstring(local),
-                                     wire.nstring(host or None)]) + b")")
+    """An ENVELOPE address list (RFC 3501 §7.4.2), group markers and routes included."""
+    out = [b"(" + b" ".join([wire.nstring(a.name), wire.nstring(a.adl), wire.nstring(a.mailbox),
+                             wire.nstring(a.host)]) + b")" for a in address.parse(value)]
     return b"(" + b"".join(out) + b")" if out else b"NIL"
 
 

@@ -17,7 +17,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from maild.imap import mime
+from maild.imap import address, mime
 from maild.imap import search as searching
 from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
@@ -81,26 +81,20 @@ def _ascii_casemap(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape").upper()  # bytes.upper() folds ASCII only
 
 
-def _first_mailbox(value: str | None) -> tuple[str, str]:
-    """(display name, addr-spec) of a header's first mailbox; empty strings when none."""
-    if not value:
-        return "", ""
-    for name, address in mime.address_pairs(value):
-        if name or address:
-            return mime.header_text(name), address
-    return "", ""
-
-
 def _addr_mailbox(value: str | None) -> bytes:
-    """RFC 5256 §3 FROM, TO, CC: the local part ([IMAP] addr-mailbox) of the first address."""
-    address = _first_mailbox(value)[1]
-    return _ascii_casemap(address.rpartition("@")[0] if "@" in address else address)
+    """RFC 5256 §3 FROM, TO, CC: the addr-mailbox (RFC 3501 §7.4.2) of the first address of
+    the ENVELOPE: a mailbox's local part, or a group's name for its start marker."""
+    first = address.first(value)
+    return _ascii_casemap(first.mailbox or "" if first is not None else "")
 
 
 def _display(value: str | None) -> str:
-    """RFC 5957 §3: the first mailbox's display name, or its addr-spec when it has none."""
-    name, address = _first_mailbox(value)
-    return (name.strip() or address).casefold()
+    """RFC 5957 §3: the first address's display name, or its addr-spec when it has none."""
+    first = address.first(value)
+    if first is None:
+        return ""
+    name = mime.header_text(first.name) if first.name else ""
+    return (name.strip() or first.addr_spec).casefold()
 
 
 # The Date header as RFC 5322 §3.3 writes it and nearly every sender does: "Wed, 3 Jan 2024

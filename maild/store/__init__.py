@@ -377,6 +377,7 @@ class Store:
         return self._shard(u).mailbox_by_id(u.id, mailbox_id)
 
     def create_mailbox(self, user: str, name: str, special_use: SpecialUse | None = None) -> defer.Deferred[Mailbox]:
+        """Create ``name`` and its missing superiors, all or none (RFC 3501 §6.3.3)."""
         u = self._user(user)
         name = self._name(name)
         d = self._write(u, ops.op_create_mailbox(u.address, u.id, name, special_use))
@@ -394,6 +395,17 @@ class Store:
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
         return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))
+
+    def subscriptions(self, user: str) -> list[str]:
+        """The user's subscribed names, existing mailboxes or not, in name order."""
+        u = self._user(user)
+        return self._shard(u).subscriptions(u.id)
+
+    def claim_recent(self, user: str, mailbox_id: int, upto: int) -> defer.Deferred[int]:
+        """Claim the messages up to UID ``upto`` as \\Recent for one session; fires with the
+        claim before it (RFC 3501 §2.3.2: the messages above that are the caller's)."""
+        u = self._user(user)
+        return self._write(u, ops.op_claim_recent(u.id, mailbox_id, upto))
 
     # -- messages: writes --------------------------------------------------------------
 

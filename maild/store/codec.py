@@ -168,10 +168,11 @@ def mailbox_from(mailbox_id: int, record: dict[str, Any]) -> Mailbox:
         uidnext=record["uidnext"],
         highestmodseq=record["highestmodseq"],
         special_use=SpecialUse(special) if special else None,
-        subscribed=record["subscribed"],
         messages=record["messages"],
         unseen=record["unseen"],
         size=record["size"],
+        recent_uid=record.get("recent_uid", 0),
+        keywords=tuple(record.get("keywords", ())),
     )
 
 

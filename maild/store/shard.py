@@ -34,9 +34,12 @@ from maild.store.types import (
 )
 from maild.store.writer import Batch, Writer
 
+# "subs": the subscription list, (user id, mailbox name) -> b"", names that need not exist
+# (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
-            "blobref", "blobdata", "uinfo", "changes")
+            "blobref", "blobdata", "uinfo", "changes", "subs")
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
+MAX_KEYWORDS = 1000  # keywords remembered per mailbox (for IMAP's FLAGS, RFC 3501 §7.2.6)
 
 
 def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
@@ -100,6 +103,7 @@ class Shard:
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.dbs["changes"])
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        self._migrate_subscriptions()
         self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
         self._uid_cache_size = 0
         self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
@@ -111,6 +115,18 @@ class Shard:
     def close(self) -> None:
         self.writer.close()
         self.env.close()
+
+    def _migrate_subscriptions(self) -> None:
+        """Shards written before the "subs" table kept a ``subscribed`` flag in each
+        mailbox record: copy those into the table once."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(b"subs-migrated", db=self.dbs["meta"]) is not None:
+                return
+            for key, value in txn.cursor(db=self.dbs["mbox"]):
+                record = jload(value)
+                if record.pop("subscribed", False):
+                    txn.put(codec.name_key(codec.read_u32(key[:4]), record["name"]), b"", db=self.dbs["subs"])
+            txn.put(b"subs-migrated", b"1", db=self.dbs["meta"])
 
     # -- change log ---------------------------------------------------------------------
 
@@ -140,6 +156,18 @@ class Shard:
                         break
                     out.append(codec.mailbox_from(codec.read_u32(key[4:]), jload(value)))
         return sorted(out, key=lambda m: (m.name != "INBOX", m.name))
+
+    def subscriptions(self, user_id: int) -> list[str]:
+        prefix = codec.u32(user_id)
+        out = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["subs"])
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    out.append(key[4:].decode("utf-8"))
+        return out
 
     def mailbox_id(self, txn: lmdb.Transaction, user_id: int, name: str) -> int | None:
         raw = txn.get(codec.name_key(user_id, name), db=self.dbs["mboxname"])
@@ -317,7 +345,8 @@ def _dump_record(record: dict[str, Any]) -> bytes:
     data = jdump(record)
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
-    _DECODED[data] = dict(record)  # the values are str, int, bool or None: a shallow copy
+    # The values are str, int, bool, None or a list never changed in place: a shallow copy.
+    _DECODED[data] = dict(record)
     return data
 
 
@@ -357,6 +386,8 @@ def op_create_partition(user_id: int, mailboxes: Iterable[tuple[str, SpecialUse 
         for name, special in mailboxes:
             if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is None:
                 _create_mailbox(b, "", user_id, name, special)
+                # The default folders start subscribed; CREATE never subscribes (RFC 3501 §6.3.3).
+                b.txn.put(codec.name_key(user_id, name), b"", db=b.dbs["subs"])
     return op
 
 
@@ -371,7 +402,7 @@ def _create_mailbox(b: Batch, user: str, user_id: int, name: str, special: Speci
     _put_uinfo(b, user_id, info)
     _put_mbox(b, user_id, mailbox_id, {
         "name": name, "uidvalidity": uidvalidity, "uidnext": 1, "highestmodseq": 1,
-        "special_use": special.value if special else None, "subscribed": True,
+        "special_use": special.value if special else None,
         "messages": 0, "unseen": 0, "size": 0,
     })
     b.txn.put(codec.name_key(user_id, name), codec.u32(mailbox_id), db=b.dbs["mboxname"])
@@ -380,8 +411,37 @@ def _create_mailbox(b: Batch, user: str, user_id: int, name: str, special: Speci
     return mailbox_id
 
 
+def _create_parents(b: Batch, user: str, user_id: int, name: str) -> None:
+    """RFC 3501 §6.3.3: the superior hierarchical names of ``name`` that do not exist yet,
+    in the caller's transaction (so a failed CREATE or RENAME leaves none behind)."""
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if b.txn.get(codec.name_key(user_id, parent), db=b.dbs["mboxname"]) is None:
+            _create_mailbox(b, user, user_id, parent, None)
+
+
 def op_create_mailbox(user: str, user_id: int, name: str, special: SpecialUse | None) -> Callable[[Batch], int]:
-    return lambda b: _create_mailbox(b, user, user_id, name, special)
+    def op(b: Batch) -> int:
+        if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is not None:
+            raise MailboxExists(f"mailbox {name!r} exists")
+        _create_parents(b, user, user_id, name)
+        return _create_mailbox(b, user, user_id, name, special)
+    return op
+
+
+def op_claim_recent(user_id: int, mailbox_id: int, upto: int) -> Callable[[Batch], int]:
+    """RFC 3501 §2.3.2: claim the messages up to UID ``upto`` as \\Recent for the calling
+    session; the claim before (those above it and up to ``upto`` are the caller's). One
+    writer per shard makes the claim atomic: no two sessions get the same message."""
+    def op(b: Batch) -> int:
+        record = _mbox(b, user_id, mailbox_id)
+        before = record.get("recent_uid", 0)
+        if upto > before:
+            record["recent_uid"] = upto
+            _put_mbox(b, user_id, mailbox_id, record)
+        return int(before)
+    return op
 
 
 def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[Batch], None]:
@@ -392,6 +452,7 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
             raise MailboxNotFound(f"mailbox {old!r} does not exist")
         if b.txn.get(codec.name_key(user_id, new), db=names) is not None:
             raise MailboxExists(f"mailbox {new!r} exists")
+        _create_parents(b, user, user_id, new)
         if old == "INBOX":
             # RFC 3501 §6.3.5: renaming INBOX moves its messages to a new mailbox and
             # leaves INBOX empty.
@@ -418,6 +479,8 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
                 raise MailboxExists(f"mailbox {target!r} exists")
             b.txn.delete(codec.name_key(user_id, name), db=names)
             b.txn.put(codec.name_key(user_id, target), codec.u32(mid), db=names)
+            if b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"]):
+                b.txn.put(codec.name_key(user_id, target), b"", db=b.dbs["subs"])  # as Dovecot does
             record = _mbox(b, user_id, mid)
             record["name"] = target
             _put_mbox(b, user_id, mid, record)
@@ -450,14 +513,13 @@ def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], N
 
 
 def op_set_subscribed(user_id: int, name: str, subscribed: bool) -> Callable[[Batch], None]:
+    """Add or remove a name of the subscription list; the mailbox need not exist
+    (RFC 3501 §6.3.6, §6.3.9: a subscription outlives its mailbox)."""
     def op(b: Batch) -> None:
-        raw = b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"])
-        if raw is None:
-            raise MailboxNotFound(f"mailbox {name!r} does not exist")
-        mid = codec.read_u32(raw)
-        record = _mbox(b, user_id, mid)
-        record["subscribed"] = subscribed
-        _put_mbox(b, user_id, mid, record)
+        if subscribed:
+            b.txn.put(codec.name_key(user_id, name), b"", db=b.dbs["subs"])
+        else:
+            b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"])
     return op
 
 
@@ -499,7 +561,19 @@ def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec
     if SEEN not in rec.flags:
         b.txn.put(key, b"", db=b.dbs["unseen"])
         record["unseen"] += 1
+    _note_keywords(record, rec.flags)
     return uid
+
+
+def _note_keywords(record: dict[str, Any], flags: frozenset[str]) -> None:
+    """Remember in the mailbox record the keywords its messages have carried (they are
+    never forgotten, as in Dovecot), up to MAX_KEYWORDS."""
+    for flag in flags:
+        if not flag.startswith("\\"):
+            known = record.get("keywords", [])
+            if flag not in known and len(known) < MAX_KEYWORDS:
+                # A new list: decoded records share theirs with _DECODED (a shallow copy).
+                record["keywords"] = [*known, flag]
 
 
 def _charge(b: Batch, user_id: int, size: int, count: int, quota: int) -> None:
@@ -561,6 +635,7 @@ def op_set_flags(user: str, user_id: int, mailbox_id: int, uids: list[int], flag
             rec.modseq = record["highestmodseq"]
             was_seen, seen = SEEN in rec.flags, SEEN in new
             rec.flags = new
+            _note_keywords(record, new)
             b.txn.put(key, rec.encode(), db=b.dbs["msg"])
             b.txn.put(codec.modseq_key(user_id, mailbox_id, rec.modseq), codec.u32(uid), db=b.dbs["modseq"])
             if was_seen and not seen:
@@ -659,7 +734,7 @@ def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
                 if key[:4] != prefix:
                     break
                 _ref(b, MessageRecord.decode(value).sha, -1)
-        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname"):
+        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname", "subs"):
             cur = b.txn.cursor(db=b.dbs[db])
             while cur.set_range(prefix) and cur.key()[:4] == prefix:
                 cur.delete()

@@ -110,10 +110,13 @@ class Mailbox:
     uidnext: int
     highestmodseq: int
     special_use: SpecialUse | None
-    subscribed: bool
     messages: int
     unseen: int
     size: int
+    # RFC 3501 §2.3.2: the highest UID some session has already been told of as \Recent;
+    # a message above it is recent for the next session that selects the mailbox.
+    recent_uid: int = 0
+    keywords: tuple[str, ...] = ()  # every keyword its messages have carried, in first-use order
 
 
 @dataclass(frozen=True)
