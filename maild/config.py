@@ -50,6 +50,7 @@ class SmtpConfig(Listeners):
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6 (per chunk)
     max_bad_commands: int = 20
     allow_plaintext_auth_on_loopback: bool = False
+    reject_unauthenticated_local_sender: bool = True  # MX: MAIL FROM in our domains needs SPF pass
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from maild.filters.attachments import AttachmentFilter, attachment_names, blocked_extension, extension
-from maild.filters.chain import Action
+from maild.util.transaction import Action
 from tests.filters.conftest import make_tx
 from tests.filters.messages import message, zip_of
 
