@@ -8,7 +8,15 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.util.message import header_fields, split_header
+from maild.imap import mime
+from maild.util.message import (
+    author_problem,
+    envelope_fields,
+    from_domain,
+    header_fields,
+    parse_header,
+    split_header,
+)
 
 # The definitions (RFC 5322 §2.1, §2.2): the header ends at the first empty line, the first
 # match of this pattern; a field is a line starting ``ftext *WSP ":"`` and the lines after
@@ -59,3 +67,40 @@ def test_common_shapes() -> None:
     assert split_header(b"\r\nA: 1\r\n\r\n") == (b"\r\n", b"A: 1\r\n\r\n")  # no fields
     assert header_fields(b"Subject : obs\r\nX-Bogus line\r\nFrom: a@b\r\n") == [
         ("Subject", "obs"), ("From", "a@b")]
+
+
+# -- issue 16: the From DMARC judges is the From the user is shown ---------------------------
+
+_ADDRESSES = st.sampled_from([
+    "ceo@spoofed.example", "Boss <ceo@spoofed.example>", '"Boss, CEO" <ceo@Spoofed.Example>',
+    "a@remote.example", "<a@remote.example.>", "A (comment) <a@remote.example>",
+    "=?utf-8?q?Bo=C3=9F?= <ceo@spoofed.example>", "undisclosed:;", "grp: a@remote.example;",
+    "no-at-sign", "a@remote.example, b@remote.example", "a@remote.example, ceo@spoofed.example",
+    '"a@remote.example" <ceo@spoofed.example>', "ceo@spoofed.example <a@remote.example>",
+    "a@remote.example\r\n <ceo@spoofed.example>", "\r\n ceo@spoofed.example",
+])
+_LINES = st.one_of(
+    _ADDRESSES.map(lambda a: "From: " + a),
+    _ADDRESSES.map(lambda a: "FROM :" + a),
+    _ADDRESSES.map(lambda a: "Sender: " + a),
+    _ADDRESSES.map(lambda a: "Reply-To: " + a),
+    st.sampled_from(["Subject: x", "X-Bogus line without colon", " folded continuation",
+                     "\tanother", "From", "From ceo@spoofed.example", ": no name",
+                     "X-Header:", "To: bob@example.test", "Subject: a\r\n b"]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_LINES, max_size=8), st.sampled_from(["\r\n", "\n"]))
+def test_dmarc_judges_the_from_the_envelope_shows(lines: list[str], eol: str) -> None:
+    raw = (eol.join(lines) + eol + eol + "body" + eol).encode()
+    header = parse_header(raw)
+    if author_problem(header) is not None:
+        return  # refused at end of DATA (554 5.6.0): never stored, never judged
+    judged = from_domain(header)  # what mail authentication hands to DMARC
+    assert judged is not None
+    shown = envelope_fields(raw)["from_"]  # what the store keeps and IMAP ENVELOPE shows
+    assert header.get_all("from") == [shown]
+    domains = {addr.rpartition("@")[2].lower().rstrip(".")
+               for _name, addr in mime.address_pairs(shown)}
+    assert domains == {judged}

@@ -46,10 +46,6 @@ _INLINE_NAMES = re.compile(rb"^(?:begin(?:-base64)?[ \t]+[0-7]{1,4}[ \t]+|=ybegi
                            rb"([^\r\n]+)", re.MULTILINE)
 
 
-class AmbiguousStructure(Exception):
-    """A part whose MIME type a mail client could read two ways."""
-
-
 def _decode_name(value: str) -> str:
     if "=?" in value:
         try:
@@ -91,10 +87,8 @@ def _zip_names(data: bytes, depth: int) -> Iterator[str]:
 def part_names(raw: bytes, part: MimePart) -> list[str]:
     """Every name the part could be saved under (see the module notes), each once."""
     names: list[str] = []
-    content_types = 0
     for f in part.header.fields:
         if f.lname == "content-type":
-            content_types += 1
             wanted = ("name",)
         elif f.lname == "content-disposition":
             wanted = ("filename", "name")
@@ -102,8 +96,6 @@ def part_names(raw: bytes, part: MimePart) -> list[str]:
             continue
         value = f.value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         names.extend(v for k, v in split_params(value)[1] if k in wanted and v)
-    if content_types > 1:
-        raise AmbiguousStructure("several Content-Type fields in one part")
     if part.kind == LEAF:
         names.extend(m.group(1).decode("utf-8", "replace").strip()
                      for m in _INLINE_NAMES.finditer(raw, part.body_start, part.end))
@@ -128,10 +120,16 @@ def _zip_payload(raw: bytes, part: MimePart) -> bytes | None:
     return body if body.startswith(_ZIP_MAGIC) else None
 
 
+def ambiguous_type(structure: Structure) -> bool:
+    """Some part has several Content-Type fields: mail clients differ on which one counts
+    (RFC 2045 §3 allows one), and with it on what the parts are."""
+    return any(sum(f.lname == "content-type" for f in part.header.fields) > 1
+               for part in structure.parts)
+
+
 def attachment_names(raw: bytes, scan_zip: bool = True,
                      structure: Structure | None = None) -> Iterator[str]:
-    """Every file name in the message, including those inside zip attachments. Raises
-    :class:`AmbiguousStructure`."""
+    """Every file name in the message, including those inside zip attachments."""
     structure = structure if structure is not None else walk(raw)
     for part in structure.parts:
         yield from part_names(raw, part)
@@ -143,8 +141,7 @@ def attachment_names(raw: bytes, scan_zip: bool = True,
 
 def blocked_extension(raw: bytes, blocked: Iterable[str], scan_zip: bool = True,
                       structure: Structure | None = None) -> str | None:
-    """The first blocked extension found in the message, or None. Raises
-    :class:`AmbiguousStructure`."""
+    """The first blocked extension found in the message, or None."""
     blocked_set = {b.lower().lstrip(".") for b in blocked}
     for name in attachment_names(raw, scan_zip, structure):
         ext = extension(name)
@@ -168,11 +165,13 @@ class AttachmentFilter(Filter):
         raw = tx.raw or b""
 
         def check() -> str | None:
-            return blocked_extension(raw, self.blocked, self.scan_zip, tx.mime)
-        try:
-            ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                                  check)
-        except AmbiguousStructure:
+            structure = tx.mime if tx.raw is raw else walk(raw)
+            assert structure is not None
+            if ambiguous_type(structure):
+                return ""
+            return blocked_extension(raw, self.blocked, self.scan_zip, structure)
+        ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), check)
+        if ext == "":
             log.info("attachments: refused an ambiguous MIME structure from %s", tx.client_ip)
             return Verdict.reject(554, "5.7.1", "Message refused: a MIME part has several "
                                   "Content-Type fields")

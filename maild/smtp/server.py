@@ -756,16 +756,16 @@ class SmtpSession(CommandSession):
 
     async def _accept_message(self, body: bytes) -> None:
         self.tx.raw = body
+        # Submission: an address the user does not own is the clearer answer, so first.
+        field = self._originator_not_owned(self.tx) if self.user is not None else None
+        if field is not None:
+            self._reply(553, "5.7.1", f"{field} header address not owned by the authenticated user")
+            return
         refusal = self._malformed(self.tx)
         if refusal is not None:
             self._reply(*_reply_args(refusal))
             return
         if self.user is not None:
-            field = self._originator_not_owned(self.tx)
-            if field is not None:
-                self._reply(553, "5.7.1",
-                            f"{field} header address not owned by the authenticated user")
-                return
             self.tx.raw = body = complete_submission(body, self.hostname, header=self.tx.header)
         verdict = await self._run_filters("data")
         if self._refused(verdict):

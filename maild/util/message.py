@@ -201,7 +201,8 @@ def author_problem(header: Header) -> str | None:
     None. The From field is what DMARC evaluates and what a user is shown, so it must be
     one field (RFC 5322 §3.6: exactly one From; RFC 7489 §6.6.1), read the same by every
     reader (no field after a line that is not a field), holding addresses with a domain,
-    and, when it holds several, accompanied by one Sender (RFC 5322 §3.6.2)."""
+    all of one domain (the one DMARC evaluates), and, when it holds several, accompanied
+    by one Sender (RFC 5322 §3.6.2)."""
     if header.ambiguous:
         return "Message header has a line that is not a header field"
     froms = header.get_all("from")
@@ -212,6 +213,10 @@ def author_problem(header: Header) -> str | None:
     authors = addresses(froms[0])
     if not authors or any("@" not in a or not _domain(a) for a in authors):
         return "From header field has no valid address"
+    if len({_domain(a) for a in authors}) > 1:
+        # DMARC evaluates one domain (RFC 7489 §6.6.1): with several, some author shown to
+        # the user would go unjudged.
+        return "From header field has addresses in several domains"
     if len(authors) > 1:
         senders = header.get_all("sender")
         if len(senders) != 1 or len(addresses(senders[0])) != 1:

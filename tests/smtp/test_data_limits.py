@@ -43,7 +43,7 @@ def test_line_of_exactly_1000_octets_is_fine(server: MaildServer) -> None:
 def test_oversize_message_read_to_the_end(server: MaildServer) -> None:
     t = _start(server)
     line = b"z" * 78 + b"\r\n"
-    t.send(b"From: a@remote.example\r\nSubject: huge\r\n\r\n" + line * 2000 + b"RSET\r\nQUIT\r\n" + line * 10 + b".\r\n")
+    t.send(b"From: a@r.example\r\nSubject: huge\r\n\r\n" + line * 2000 + b"RSET\r\nQUIT\r\n" + line * 10 + b".\r\n")
     reply = t.reply()
     assert (reply.code, reply.text) == (552, "5.3.4 Message size exceeds fixed maximum message size")
     t.cmd("NOOP", 250)

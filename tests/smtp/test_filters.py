@@ -67,7 +67,7 @@ def test_rcpt_reject_keeps_other_recipients(policy: MaildServer) -> None:
 
 def test_data_reject(policy: MaildServer) -> None:
     t = _session(policy)
-    reply = t.message("a@remote.example", ["alice@example.test"], b"From: a@remote.example\r\nSubject: VIRUS\r\n\r\nx\r\n")
+    reply = t.message("a@remote.example", ["alice@example.test"], b"From: a@r.example\r\nSubject: VIRUS\r\n\r\nx\r\n")
     assert (reply.code, reply.text) == (554, "5.7.1 Message refused by policy")
     assert not [m for m in messages(policy, "alice@example.test") if b"VIRUS" in m]
 
