@@ -50,6 +50,7 @@ class SmtpConfig(Listeners):
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6 (per chunk)
     max_bad_commands: int = 20
     allow_plaintext_auth_on_loopback: bool = False
+    reject_unauthenticated_local_sender: bool = True  # MX: MAIL FROM in our domains needs SPF pass
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,15 @@ class AuthConfig:
     max_failure_delay: float = 30.0
 
 
+# Windows executables, scripts, installers, shortcuts and disk images a double-click runs
+# or mounts (the lists of Microsoft 365's common attachment filter and Gmail, in short).
+BLOCKED_EXTENSIONS = (
+    "exe", "scr", "com", "pif", "cpl", "msi", "msp", "msc", "hta", "lnk", "reg", "inf",
+    "bat", "cmd", "ps1", "psm1", "vb", "vbs", "vbe", "js", "jse", "ws", "wsf", "wsc", "wsh",
+    "jar", "appx", "appxbundle", "msix", "application", "gadget", "iso", "img", "vhd", "vhdx",
+)
+
+
 @dataclass(frozen=True)
 class FiltersConfig:
     """Content filters (docs/filters.md). An empty address disables that engine."""
@@ -133,8 +143,7 @@ class FiltersConfig:
     fallback_reject_score: float = 15.0
     dnsbl_zones: list[str] = field(default_factory=list)
     dnsbl_score: float = 4.0  # added per zone listing the client IP
-    blocked_extensions: list[str] = field(default_factory=lambda: [
-        "exe", "scr", "com", "pif", "js", "vbs", "bat", "cmd", "jar"])
+    blocked_extensions: list[str] = field(default_factory=lambda: list(BLOCKED_EXTENSIONS))
     scan_zip: bool = True  # apply blocked_extensions to the names inside zip attachments
 
     def __post_init__(self) -> None:

@@ -23,10 +23,10 @@ from typing import Any
 from twisted.internet import defer
 
 from maild.config import Config
-from maild.filters.chain import Transaction
 from maild.store.types import AppendResult, Recipient, SpecialUse, User
 from maild.util.dates import header_date
-from maild.util.message import header_fields, split_header
+from maild.util.message import Header, parse_header
+from maild.util.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,16 @@ def received_header(tx: Transaction, hostname: str, queue_id: str, now: float | 
     return text.encode("utf-8")
 
 
-def _has_header(raw: bytes, name: str) -> bool:
-    name = name.lower()
-    return any(n.lower() == name for n, _ in header_fields(split_header(raw)[0]))
-
-
-def complete_submission(raw: bytes, hostname: str, now: float | None = None) -> bytes:
-    """RFC 6409 §8.2-8.3: add Date and Message-ID when the client left them out."""
+def complete_submission(raw: bytes, hostname: str, now: float | None = None,
+                        header: Header | None = None) -> bytes:
+    """RFC 6409 §8.2-8.3: add Date and Message-ID when the client left them out
+    (``header``: ``raw``'s parsed header section, when the caller has it)."""
+    header = header if header is not None else parse_header(raw)
     added = b""
-    if not _has_header(raw, "Date"):
+    if header.first("Date") is None:
         date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
         added += f"Date: {date}\r\n".encode()
-    if not _has_header(raw, "Message-ID"):
+    if header.first("Message-ID") is None:
         added += f"Message-ID: <{secrets.token_hex(12)}@{hostname}>\r\n".encode()
     return added + raw
 

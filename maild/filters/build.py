@@ -12,7 +12,6 @@ from typing import Any
 from maild.config import Config
 from maild.dns.resolver import Resolver
 from maild.filters.attachments import AttachmentFilter
-from maild.filters.chain import Filter
 from maild.filters.clamav import ClamavFilter, ClamdClient
 from maild.filters.contacts import SentContacts
 from maild.filters.fallback import FallbackSpamFilter
@@ -20,6 +19,7 @@ from maild.filters.parallel import ParallelFilters
 from maild.filters.rspamd import RspamdClient, RspamdFilter
 from maild.filters.spam import SpamPolicy
 from maild.filters.training import JunkTrainer
+from maild.util.transaction import Filter
 
 
 def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:

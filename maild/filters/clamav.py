@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from maild.config import parse_address
-from maild.filters.chain import Filter, Transaction, Verdict
+from maild.util.transaction import Filter, Transaction, Verdict
 
 log = logging.getLogger(__name__)
 

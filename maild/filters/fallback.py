@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 
-from maild.filters.chain import Filter, Transaction
 from maild.filters.spam import SpamAction, SpamPolicy, SpamScore, auth_methods
+from maild.util.transaction import Filter, Transaction
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from maild.filters.chain import Filter, Transaction, Verdict
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
-from maild.mailauth.results import AuthResults
+from maild.util.authresults import AuthResults
+from maild.util.transaction import Filter, Transaction, Verdict
 
 log = logging.getLogger(__name__)
 

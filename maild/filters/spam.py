@@ -27,8 +27,8 @@ from typing import Protocol
 
 from twisted.internet import defer
 
-from maild.filters.chain import Transaction, Verdict
-from maild.mailauth.results import AuthResults
+from maild.util.authresults import AuthResults
+from maild.util.transaction import Transaction, Verdict
 
 log = logging.getLogger(__name__)
 

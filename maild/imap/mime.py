@@ -1,7 +1,10 @@
 """The IMAP view of a message (pure functions over the raw bytes).
 
-* :func:`parse` builds the MIME tree with exact byte slices, so ``BODY[section]``
-  (RFC 3501 §6.4.5) returns the octets as stored.
+* :func:`parse` builds the MIME tree from the one MIME walker (:mod:`maild.util.mime`,
+  no recursion) as offsets into the message, so ``BODY[section]`` (RFC 3501 §6.4.5)
+  returns the octets as stored. Parts nested deeper than ``maild.util.mime.MAX_DEPTH``
+  are opaque: a multipart there shows one empty part, a message/rfc822 part is shown as
+  APPLICATION/OCTET-STREAM (a body-type-msg needs an envelope we did not read).
 * :func:`bodystructure` and :func:`envelope` render RFC 3501 §7.4.2 BODY/BODYSTRUCTURE
   and ENVELOPE.
 * :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers.
@@ -22,17 +25,16 @@ from email.message import Message
 from maild.imap import address, wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
-from maild.util.message import envelope_fields, header_fields, split_header
-
-MAX_PARTS_DEPTH = 20  # deeper MIME nesting is treated as an opaque leaf
-
-_FIELD_LINE = re.compile(rb"^([^:\s]+)[ \t]*:", re.MULTILINE)
+from maild.util.message import envelope_fields, header_end, parse_header
+from maild.util.mime import LEAF, MESSAGE, walk
 
 
 @dataclass
 class Part:
-    header: bytes  # including the blank line that ends it (may be empty)
-    body: bytes
+    raw: bytes  # the whole message: the part is raw[start:end]
+    start: int
+    body_start: int
+    end: int
     type: str = "text"
     subtype: str = "plain"
     params: list[tuple[str, str]] = field(default_factory=list)
@@ -43,6 +45,18 @@ class Part:
     @property
     def is_multipart(self) -> bool:
         return self.type == "multipart"
+
+    @property
+    def header(self) -> bytes:
+        """The part's header, including the blank line that ends it (may be empty)."""
+        return self.raw[self.start:self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_start:self.end]
+
+
+_EMPTY = b""
 
 
 def _header(name: str, value: str) -> Message:
@@ -91,48 +105,33 @@ def _param_value(value: object) -> str:
 
 def _split(raw: bytes) -> tuple[bytes, bytes]:
     """(header including its blank line, body) of a message or part."""
-    if raw.startswith((b"\r\n", b"\n")):  # a part with no header fields at all
-        cut = 2 if raw.startswith(b"\r\n") else 1
-        return raw[:cut], raw[cut:]
-    return split_header(raw)
+    end = header_end(raw)
+    return raw[:end], raw[end:]
 
 
-def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
-    header, body = _split(raw)
-    fields: dict[str, str] = {}
-    for name, value in header_fields(header):
-        fields.setdefault(name.lower(), value)
-    ctype, subtype, params = _content_type(fields.get("content-type"), default)
-    part = Part(header, body, ctype, subtype, params, fields)
-    if depth >= MAX_PARTS_DEPTH:
-        return part
-    if ctype == "multipart":
-        boundary = dict(params).get("boundary")
-        if boundary:
-            child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
-            part.children = [parse(chunk, child_default, depth + 1)
-                             for chunk in _split_multipart(body, boundary.encode("utf-8", "replace"))]
-        if not part.children:
-            part.children = [Part(b"", b"")]
-    elif (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
-        part.message = parse(body, ("text", "plain"), depth + 1)
-    return part
-
-
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """RFC 2046 §5.1.1: the CRLF before a delimiter line belongs to the delimiter."""
-    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|$)")
-    chunks: list[bytes] = []
-    start: int | None = None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            chunks.append(body[start:match.start()])
-        if match.group(1):
-            return chunks
-        start = match.end()
-    if start is not None:
-        chunks.append(body[start:])
-    return chunks
+def parse(raw: bytes) -> Part:
+    """The MIME tree of the message, built from the walker's flat list of parts."""
+    structure = walk(raw)
+    nodes: list[Part] = []
+    for mp in structure.parts:
+        fields: dict[str, str] = {}
+        for f in mp.header.fields:
+            fields.setdefault(f.lname, f.value)
+        ctype, subtype, params = _content_type(fields.get("content-type"), (mp.type, mp.subtype))
+        if mp.opaque and (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
+            ctype, subtype, params = "application", "octet-stream", []
+        part = Part(raw, mp.start, mp.body_start, mp.end, ctype, subtype, params, fields)
+        nodes.append(part)
+        if mp.parent >= 0:
+            parent = nodes[mp.parent]
+            if structure.parts[mp.parent].kind == MESSAGE:
+                parent.message = part
+            else:
+                parent.children.append(part)
+    for part in nodes:
+        if part.is_multipart and not part.children:
+            part.children = [Part(_EMPTY, 0, 0, 0)]  # RFC 3501 §7.4.2 needs one body
+    return nodes[0]
 
 
 # -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
@@ -237,18 +236,13 @@ def _field_names(names: tuple[str, ...]) -> frozenset[bytes]:
 
 
 def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """HEADER.FIELDS[.NOT] (RFC 3501 §6.4.5): the fields as the one header parser reads
+    them, so a user is shown exactly the From that mail authentication judged."""
     wanted = _field_names(names)
-    out = bytearray()
-    keep = False
-    for line in header.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] not in (b" ", b"\t"):
-            match = _FIELD_LINE.match(line)
-            keep = (match.group(1).lower() in wanted) != exclude if match else False
-        if keep:
-            out += line
-    return bytes(out) + b"\r\n"
+    parsed = parse_header(header)
+    out = [parsed.field_bytes(f) for f in parsed.fields
+           if (f.lname.encode("utf-8") in wanted) != exclude]
+    return b"".join(out) + b"\r\n"
 
 
 def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
@@ -295,29 +289,21 @@ def header_text(value: str) -> str:
 
 
 def body_text(raw: bytes) -> str:
-    """The decoded text of every text/* leaf (transfer encoding and charset undone), from
-    the same MIME tree FETCH uses: the email package's parser took ~10x as long, and SEARCH
-    BODY runs this on every message of a mailbox."""
+    """The decoded text of every text/* leaf (transfer encoding and charset undone), in
+    document order, from the one MIME walker (no recursion: text 50 levels down is found)."""
     out: list[str] = []
-    _leaf_texts(parse(raw), out)
-    return "\n".join(out)
-
-
-def _leaf_texts(part: Part, out: list[str]) -> None:
-    if part.children:
-        for child in part.children:
-            _leaf_texts(child, out)
-    elif part.message is not None:
-        _leaf_texts(part.message, out)
-    elif part.type == "text":
-        payload = _transfer_decoded(part.body, part.fields.get("content-transfer-encoding", ""))
+    for mp in walk(raw).parts:
+        if mp.kind != LEAF or mp.opaque or mp.type != "text":
+            continue
+        payload = _transfer_decoded(mp.body, mp.header.first("content-transfer-encoding") or "")
         # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
         # a label is UTF-8 far more often than not.
-        charset = dict(part.params).get("charset") if "content-type" in part.fields else None
+        charset = mp.param("charset") if mp.header.first("content-type") is not None else None
         try:
             out.append(payload.decode(charset or "utf-8", "replace"))
         except LookupError:
             out.append(payload.decode("utf-8", "replace"))
+    return "\n".join(out)
 
 
 def _transfer_decoded(body: bytes, encoding: str) -> bytes:
@@ -336,11 +322,8 @@ def _transfer_decoded(body: bytes, encoding: str) -> bytes:
 
 
 def all_headers_text(raw: bytes) -> str:
-    header, _ = split_header(raw)
-    return "\n".join(f"{name}: {header_text(value)}" for name, value in header_fields(header))
+    return "\n".join(f"{f.name}: {header_text(f.value)}" for f in parse_header(raw).fields)
 
 
 def header_values(raw: bytes, name: str) -> list[str]:
-    header, _ = split_header(raw)
-    wanted = name.lower()
-    return [header_text(v) for n, v in header_fields(header) if n.lower() == wanted]
+    return [header_text(v) for v in parse_header(raw).get_all(name)]

@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from maild.dns import Resolver, TempError
-from maild.mailauth import message
-from maild.mailauth.results import ArcResult, DkimResult
+from maild.util.authresults import ArcResult, DkimResult
+from maild.util.message import parse_header
 
 log = logging.getLogger("maild.mailauth")
 
@@ -103,8 +103,8 @@ def _key_problem(record: bytes | None) -> str | None:
 
 def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
     """One result per DKIM-Signature field, top to bottom."""
-    fields, _ = message.header_fields(raw)
-    signatures = [f for f in fields if message.field_name(f) == "dkim-signature"]
+    header = parse_header(raw)
+    signatures = [header.field_bytes(f) for f in header.fields if f.lname == "dkim-signature"]
     if not signatures:
         return []
     results: list[DkimResult] = []
@@ -158,8 +158,7 @@ def arc_verify_sync(raw: bytes, resolver: Resolver) -> ArcResult:
     try:
         cv, sets, reason = dkim.arc_verify(raw, dnsfunc=lookup, timeout=resolver.timeout)
     except dkim.DKIMException as exc:  # a header block dkimpy cannot parse (MessageFormatError)
-        fields, _ = message.header_fields(raw)
-        if not any(message.field_name(f).startswith("arc-") for f in fields):
+        if not any(f.lname.startswith("arc-") for f in parse_header(raw).fields):
             return ArcResult("none")
         return ArcResult("fail", 0, _reason(exc))
     if cv == dkim.CV_None and not sets:

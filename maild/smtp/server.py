@@ -16,7 +16,15 @@ Implementation notes — invariants a contributor must keep:
    keeps reading and discarding to the end of the message, then answers.
 5. Durability: 250 after DATA/BDAT LAST only after the store's Deferred has fired.
 6. Submission: AUTH is offered and accepted only over TLS; MAIL needs AUTH; the envelope
-   sender and the From: header must belong to the authenticated user.
+   sender and every address of the originator fields (From, Sender, Resent-From,
+   Resent-Sender) must belong to the authenticated user.
+6a. At end of DATA the header section is parsed once (``tx.header``, the one parser of
+   :mod:`maild.util.message`) and the MIME structure walked once (``tx.mime``); every
+   filter, mail authentication and delivery read those. A header section that does not
+   name one author unambiguously, or MIME nested deeper than ``maild.util.mime.MAX_DEPTH``,
+   is refused 554 5.6.0 before any filter runs, on both ports (docs/smtp.md).
+6b. MX: an unauthenticated envelope sender in one of our domains is refused at MAIL FROM
+   unless SPF passes for it (``reject_unauthenticated_local_sender``).
 7. Never an open relay: a recipient outside the local domains, an address literal or a
    local part carrying a relay operator (% ! @) is refused unless the client is
    authenticated on the submission port.
@@ -33,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import enum
 import logging
 from typing import Any
@@ -47,7 +54,6 @@ from zope.interface import implementer
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import SmtpConfig
 from maild.delivery import complete_submission, new_queue_id
-from maild.filters.chain import Action, Reply, Transaction, Verdict
 from maild.smtp.data import DataReader, Problem, check_content
 from maild.smtp.parser import (
     Auth,
@@ -69,9 +75,12 @@ from maild.smtp.parser import (
     parse_command,
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util.authresults import AuthResults
 from maild.util.limits import ConnectionCounter, TokenBuckets
-from maild.util.message import header_fields, split_header
+from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
+from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import CommandSession
+from maild.util.transaction import Action, Reply, Transaction, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -654,7 +663,24 @@ class SmtpSession(CommandSession):
         if self._refused(verdict):
             self._reset_transaction()
             return
+        if self._forged_local_sender(cmd):
+            self._reset_transaction()
+            self._reply(550, "5.7.1", "Sender address in a local domain needs authentication")
+            return
         self._reply(250, "2.1.0", "Ok")
+
+    def _forged_local_sender(self, cmd: MailFrom) -> bool:
+        """MX: an unauthenticated client using one of our domains as envelope sender, with
+        no SPF pass for it (the mail authentication filter's result of the MAIL FROM
+        phase; RFC 7208 §2.6.3). Postfix's reject_unauthenticated_sender_login_mismatch in
+        spirit: only our users send as our domains, through submission."""
+        if (self.submission or self.user is not None or cmd.sender is None
+                or not self.config.reject_unauthenticated_local_sender
+                or self.ctx.store.domain(cmd.sender.domain_key.rstrip(".")) is None):
+            return False
+        results = self.tx.notes.get("auth_results")
+        spf = results.spf if isinstance(results, AuthResults) else None
+        return spf is None or spf.result != "pass" or spf.scope != "mailfrom"
 
     def _postmaster(self) -> Mailbox:
         """RFC 5321 §4.5.1: <Postmaster> without a domain."""
@@ -750,12 +776,18 @@ class SmtpSession(CommandSession):
             self._reset_transaction()
 
     async def _accept_message(self, body: bytes) -> None:
-        if self.user is not None:
-            if not self._from_header_owned(body):
-                self._reply(553, "5.7.1", "From: header address not owned by the authenticated user")
-                return
-            body = complete_submission(body, self.hostname)
         self.tx.raw = body
+        # Submission: an address the user does not own is the clearer answer, so first.
+        field = self._originator_not_owned(self.tx) if self.user is not None else None
+        if field is not None:
+            self._reply(553, "5.7.1", f"{field} header address not owned by the authenticated user")
+            return
+        refusal = self._malformed(self.tx)
+        if refusal is not None:
+            self._reply(*_reply_args(refusal))
+            return
+        if self.user is not None:
+            self.tx.raw = body = complete_submission(body, self.hostname, header=self.tx.header)
         verdict = await self._run_filters("data")
         if self._refused(verdict):
             return
@@ -780,13 +812,33 @@ class SmtpSession(CommandSession):
                  len(self.tx.rcpt_to), len(message))
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
-    def _from_header_owned(self, body: bytes) -> bool:
-        """RFC 6409 §8.1-style sender check: every From: address is the user's."""
-        assert self.user is not None
+    @staticmethod
+    def _malformed(tx: Transaction) -> Reply | None:
+        """RFC 7489 §6.6.1, RFC 5322 §3.6: the author must be unambiguous, since From is
+        what DMARC judges and what the user is shown; RFC 2046 nesting within MAX_DEPTH
+        (and MAX_PARTS) so every MIME walker sees every part. Permanent: resending the same
+        message cannot help."""
+        assert tx.header is not None and tx.mime is not None
+        problem = author_problem(tx.header)
+        if problem is not None:
+            return Reply(554, "5.6.0", problem)
+        if tx.mime.too_deep:
+            return Reply(554, "5.6.0", f"MIME parts nested more than {MAX_DEPTH} levels deep")
+        if tx.mime.too_many:
+            return Reply(554, "5.6.0", f"Message has more than {MAX_PARTS} MIME parts")
+        return None
+
+    def _originator_not_owned(self, tx: Transaction) -> str | None:
+        """RFC 6409 §8.1-style sender check: every address of every originator field
+        (From, Sender, Resent-From, Resent-Sender; RFC 5322 §3.6.2, §3.6.6) is the
+        authenticated user's. The name of the first field that is not, or None."""
+        assert self.user is not None and tx.header is not None
         owned = {a.lower() for a in self.ctx.store.addresses_of(self.user.address)}
-        values = [v for n, v in header_fields(split_header(body)[0]) if n.lower() == "from"]
-        addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
-        return len(values) == 1 and bool(addresses) and all(a.lower() in owned for a in addresses)
+        found = originators(tx.header)
+        for name in ORIGINATOR_FIELDS:
+            if any(a.lower() not in owned for a in found.get(name, [])):
+                return "-".join(w.capitalize() for w in name.split("-")) + ":"
+        return None
 
 
 class _SaslAbort(Exception):

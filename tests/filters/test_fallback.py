@@ -7,9 +7,9 @@ import pytest
 
 from maild.config import Address, DnsConfig
 from maild.dns.resolver import Resolver
-from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter, dnsbl_query_name, is_listing
 from maild.filters.spam import SpamAction, SpamPolicy
+from maild.util.transaction import Action
 from tests.filters.conftest import auth_results, make_tx
 from tests.filters.messages import message
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter
 from maild.filters.rspamd import RspamdClient, RspamdFilter, envelope_headers
 from maild.filters.spam import SpamAction, SpamPolicy
+from maild.util.transaction import Action
 from tests.filters.conftest import ReactorThread, auth_results, make_tx
 from tests.filters.messages import message
 from tests.fixtures.clamd import free_port

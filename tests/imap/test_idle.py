@@ -42,7 +42,7 @@ def test_idle_woken_by_smtp_delivery(imap_server: Any, connect: Callable[..., Tr
     start_idle(watcher)
     started = time.monotonic()
     with smtplib.SMTP(imap_server.host, imap_server.ports["smtp"], timeout=10) as smtp:
-        smtp.sendmail("someone@example.test", [account.address], message("via smtp"))
+        smtp.sendmail("someone@remote.example", [account.address], message("via smtp"))
     assert watcher.line() == b"* 1 EXISTS"
     assert time.monotonic() - started < 1.0
     assert watcher.line() == b"* 1 RECENT"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maild.delivery import complete_submission, protocol_name, received_header
-from maild.filters.chain import Transaction
+from maild.util.transaction import Transaction
 
 
 def tx(**fields: object) -> Transaction:
