@@ -23,4 +23,4 @@ class ServerContext:
     tls: CertificateOptions | None
     reactor: Any
     filters: FilterChain
-    delivery: Delivery | None = None
+    delivery: Delivery

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -26,6 +26,9 @@ from maild.config import Config
 from maild.filters.chain import Transaction
 from maild.store.types import AppendResult, Recipient, SpecialUse, User
 from maild.util.message import header_fields, split_header
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def complete_submission(raw: bytes, hostname: str, now: float | None = None) -> 
 class Delivery:
     """``Delivery(store, config)``: the daemon builds one and puts it in the context."""
 
-    def __init__(self, store: Any, config: Config) -> None:
+    def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
 
@@ -138,7 +141,7 @@ class Delivery:
         sent = self.sent_mailbox(owner)
         if sent is not None:
             recipients.append(Recipient(user=owner, mailbox=sent, flags=frozenset({"\\Seen"})))
-        waits = []
+        waits: list[defer.Deferred[Any]] = []  # deliver: AppendResults; enqueue: queue ids
         if recipients:
             waits.append(self.store.deliver(raw, recipients))
         if remote_rcpts:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -36,6 +36,9 @@ from maild.filters.chain import Filter, Transaction, Verdict
 from maild.mailauth import dkim, dmarc, message, spf
 from maild.mailauth.results import TEMPERROR, AuthResults
 from maild.store.types import StoreError
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger("maild.mailauth")
 
@@ -148,7 +151,7 @@ class MailAuthFilter(Filter):
         return self.resolver.run_in_thread(dkim.sign_sync, raw, domain, keys).addCallback(done)
 
 
-def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
+def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
     """The daemon's hook: the mail authentication filter, first in the chain."""
     resolver = Resolver(config.dns, reactor)
     return [MailAuthFilter(config, resolver, store.domain_dkim_keys)]

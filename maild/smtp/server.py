@@ -33,7 +33,7 @@ import binascii
 import email.utils
 import enum
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
@@ -69,6 +69,11 @@ from maild.store.types import QuotaExceeded, StoreFull, User
 from maild.util.limits import ConnectionCounter, TokenBuckets
 from maild.util.message import header_fields, split_header
 from maild.util.session import CommandSession
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +150,7 @@ _LIMITS: dict[tuple[int, bool], _SharedLimits] = {}
 class SmtpFactory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, submission: bool, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, submission: bool, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.submission = submission
         self.implicit_tls = implicit_tls
@@ -163,6 +168,8 @@ class SmtpFactory(Factory):
 
 @implementer(IPushProducer, IHandshakeListener)
 class SmtpSession(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: SmtpFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -211,7 +218,7 @@ class SmtpSession(CommandSession):
     async def _connect(self) -> None:
         try:
             verdict = await self._run_filters("connect")
-        except Exception:  # noqa: BLE001 - a broken filter must not leave a silent session
+        except Exception:  # a broken filter must not leave a silent session
             log.exception("smtp connect filters failed for %s", self.tx.client_ip)
             self._send(f"421 {self.hostname} Service not available, try again later")
             self._close()
@@ -226,7 +233,7 @@ class SmtpSession(CommandSession):
         self._send(f"220 {self.hostname} ESMTP maild")
 
     def handshakeCompleted(self) -> None:
-        handle = self.transport.getHandle()
+        handle = cast("SSL.Connection", self.transport.getHandle())
         self.tx.tls_version = handle.get_protocol_version_name()
         cipher = handle.get_cipher_name()
         bits = handle.get_cipher_bits()
@@ -366,7 +373,7 @@ class SmtpSession(CommandSession):
         if self._closed:
             return
         log.error("smtp session %s:%s: internal error", self.tx.client_ip, self.tx.client_port,
-                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))  # type: ignore[arg-type]
         self._reset_transaction()
         self._reply(*_reply_args(_INTERNAL_ERROR))
 
@@ -591,11 +598,11 @@ class SmtpSession(CommandSession):
             username = initial if initial is not None else await self._challenge("Username:")
             if username is None:
                 return None
-            password = await self._challenge("Password:")
-            if password is None:
+            secret = await self._challenge("Password:")
+            if secret is None:
                 return None
             try:
-                return _b64(username).decode("utf-8"), _b64(password).decode("utf-8")
+                return _b64(username).decode("utf-8"), _b64(secret).decode("utf-8")
             except UnicodeDecodeError:
                 raise _SaslAbort(Reply(501, "5.5.2", "Credentials are not UTF-8")) from None
         raise _SaslAbort(Reply(504, "5.5.4", "Unrecognized authentication type"))
