@@ -80,6 +80,13 @@ def test_every_key_value_and_comment_of_the_example_matches_the_declaration() ->
     assert seen == declared
 
 
+def test_every_field_is_declared_with_key() -> None:
+    """A field added as a plain ``name: int = 5`` would be an unknown key to the loader."""
+    plain = [f"{name}.{f.name}" for name, cls in config._SECTIONS.items() for f in dataclasses.fields(cls)
+             if "key" not in f.metadata]
+    assert plain == [], "declare these with key(default, doc, ...): see the top of maild/config.py"
+
+
 def test_every_default_passes_its_own_checks() -> None:
     raw: dict[str, object] = {"hostname": "mx.example.test", "data_dir": "/tmp/maild-unused"}
     for name, cls in config._SECTIONS.items():
