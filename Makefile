@@ -61,6 +61,7 @@ deps-bench:
 
 test: venv deps-debian
 	$(BIN)/ruff check maild tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -72,6 +73,7 @@ bench-compare: venv deps-bench
 
 lint: venv
 	$(BIN)/ruff check maild tests bench
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache

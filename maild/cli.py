@@ -51,6 +51,12 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def cmd_config_example(args: argparse.Namespace) -> int:
+    """etc/maild.toml, from the declaration in maild/config.py."""
+    sys.stdout.write(configmod.render_example())
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     from maild.daemon import tls_options
@@ -387,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the daemon in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("check", help="validate the configuration").set_defaults(func=cmd_check)
+    sub.add_parser("config-example", help="print the example configuration with every key, its default "
+                   "and documentation (etc/maild.toml)").set_defaults(func=cmd_config_example)
 
     domain = sub.add_parser("domain", help="local domains")
     dsub = domain.add_subparsers(dest="action", required=True)
@@ -465,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (configmod.ConfigError, StoreError) as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a ConfigError: one line per problem
+            print(f"maild: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

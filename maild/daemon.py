@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as default_reactor
@@ -39,7 +40,7 @@ from maild.store import Store
 log = logging.getLogger("maild")
 
 # listener section -> (factory class, keyword arguments)
-_PROTOCOLS: dict[str, tuple[type[Factory], dict[str, Any]]] = {
+_PROTOCOLS: dict[str, tuple[Callable[..., Factory], dict[str, Any]]] = {
     "smtp": (SmtpFactory, {"submission": False}),
     "submission": (SmtpFactory, {"submission": True}),
     "imap": (ImapFactory, {}),
@@ -60,7 +61,7 @@ def tls_options(config: Config) -> ssl.CertificateOptions | None:
     try:
         leaf = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
         chain = [ssl.Certificate.loadPEM(block).original for block in blocks[1:]]
-    except Exception as exc:  # noqa: BLE001 - OpenSSL raises several types
+    except Exception as exc:  # OpenSSL raises several types
         raise ConfigError(f"tls.cert_file: not a PEM certificate matching tls.key_file ({exc})") from None
     # Twisted's defaults: TLS 1.2+, its vetted cipher list, no renegotiation by the client.
     return ssl.CertificateOptions(privateKey=leaf.privateKey.original, certificate=leaf.original,
@@ -163,8 +164,12 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     reactor.callWhenRunning(runner.start)
     reactor.addSystemEventTrigger("before", "shutdown", runner.stop)
     _housekeeping(store, reactor)
-    reactor.callWhenRunning(lambda: (log.info("maild ready: %s", ", ".join(ports) or "no listeners"),
-                                     sd_notify("READY=1")))
+
+    def ready() -> None:
+        log.info("maild ready: %s", ", ".join(ports) or "no listeners")
+        sd_notify("READY=1")
+
+    reactor.callWhenRunning(ready)
     # What exists now (modules, the store, the listeners) lives as long as the process: keep
     # it out of the cyclic collector's full passes. Each walked all of it, a ~30 ms pause in
     # the middle of every tenth FETCH 1:* of a 10,000-message mailbox.

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -27,6 +27,9 @@ from maild.store.types import AppendResult, Recipient, SpecialUse, User
 from maild.util.dates import header_date
 from maild.util.message import Header, parse_header
 from maild.util.transaction import Transaction
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def complete_submission(raw: bytes, hostname: str, now: float | None = None,
 class Delivery:
     """``Delivery(store, config)``: the daemon builds one and puts it in the context."""
 
-    def __init__(self, store: Any, config: Config) -> None:
+    def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
 
@@ -137,7 +140,7 @@ class Delivery:
         sent = self.sent_mailbox(owner)
         if sent is not None:
             recipients.append(Recipient(user=owner, mailbox=sent, flags=frozenset({"\\Seen"})))
-        waits = []
+        waits: list[defer.Deferred[Any]] = []  # deliver: AppendResults; enqueue: queue ids
         if recipients:
             waits.append(self.store.deliver(raw, recipients))
         if remote_rcpts:

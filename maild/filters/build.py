@@ -7,7 +7,7 @@ no rspamd is configured). With an rspamd controller configured, Junk training st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.config import Config
 from maild.dns.resolver import Resolver
@@ -21,8 +21,11 @@ from maild.filters.spam import SpamPolicy
 from maild.filters.training import JunkTrainer
 from maild.util.transaction import Filter
 
+if TYPE_CHECKING:
+    from maild.store import Store
 
-def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
+
+def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
     settings = config.filters
     scanners: list[Filter] = []
     if settings.blocked_extensions:

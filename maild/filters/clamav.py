@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 
 from maild.config import parse_address
 from maild.util.transaction import Filter, Transaction, Verdict
+from maild.util.transport import ConnectionTransport
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +67,14 @@ def parse_reply(reply: bytes) -> ScanResult:
 
 
 class _InstreamProtocol(protocol.Protocol):
+    transport: ConnectionTransport
+
     def __init__(self, data: bytes, done: defer.Deferred[ScanResult]) -> None:
         self.data = data
         self.done = done
         self.reply = b""
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+    def connectionMade(self) -> None:  # Twisted API
         self.transport.write(b"zINSTREAM\0")
         view = memoryview(self.data)
         for start in range(0, len(view), CHUNK_SIZE):
@@ -78,7 +82,7 @@ class _InstreamProtocol(protocol.Protocol):
             self.transport.write(struct.pack(">I", len(chunk)) + bytes(chunk))
         self.transport.write(struct.pack(">I", 0))
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def dataReceived(self, data: bytes) -> None:  # Twisted API
         self.reply += data
         if b"\0" in self.reply:
             self._finish(self.reply.split(b"\0", 1)[0])
@@ -87,7 +91,7 @@ class _InstreamProtocol(protocol.Protocol):
             self._fail(ClamdError("clamd reply too long"))
             self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.done.called:
             return
         if self.reply:
@@ -109,7 +113,7 @@ class _InstreamProtocol(protocol.Protocol):
             self.done.errback(exc)
 
 
-def clamd_endpoint(reactor: object, address: str, timeout: float) -> IStreamClientEndpoint:
+def clamd_endpoint(reactor: Any, address: str, timeout: float) -> IStreamClientEndpoint:
     """``/path/to/clamd.ctl`` is a unix socket; ``host:port`` is TCP."""
     if address.startswith("/"):
         return UNIXClientEndpoint(reactor, address, timeout=timeout)
@@ -121,7 +125,7 @@ def clamd_endpoint(reactor: object, address: str, timeout: float) -> IStreamClie
 class ClamdClient:
     """One INSTREAM scan per connection; every scan is bounded by ``timeout`` seconds."""
 
-    def __init__(self, reactor: object, address: str, timeout: float = 30.0) -> None:
+    def __init__(self, reactor: Any, address: str, timeout: float = 30.0) -> None:
         self.reactor = reactor
         self.address = address
         self.timeout = timeout

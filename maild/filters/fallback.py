@@ -96,10 +96,7 @@ class FallbackSpamFilter(Filter):
             log.warning("dnsbl %s: %s", zone, failure.getErrorMessage())
             return False
 
-        d = self.resolver.a(name)
-        d.addCallback(is_listing)
-        d.addErrback(failed)
-        return d
+        return self.resolver.a(name).addCallback(is_listing).addErrback(failed)
 
     @defer.inlineCallbacks
     def on_data(self, tx: Transaction):  # type: ignore[no-untyped-def]

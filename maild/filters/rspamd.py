@@ -31,6 +31,7 @@ from zope.interface import implementer
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
 from maild.util.authresults import AuthResults
 from maild.util.transaction import Filter, Transaction, Verdict
+from maild.util.transport import ConnectionTransport
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ class RspamdError(Exception):
 class _BodyCollector(protocol.Protocol):
     """A response body, at most MAX_ANSWER octets (twisted's readBody has no limit)."""
 
+    transport: ConnectionTransport
+
     def __init__(self, done: defer.Deferred[bytes]) -> None:
         self.done = done
         self.parts: list[bytes] = []
         self.size = 0
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def dataReceived(self, data: bytes) -> None:  # Twisted API
         self.size += len(data)
         if self.size > MAX_ANSWER:
             if not self.done.called:
@@ -59,7 +62,7 @@ class _BodyCollector(protocol.Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -77,17 +80,17 @@ class _BytesProducer:
         self.body = body
         self.length = len(body)
 
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
         consumer.write(self.body)
         return defer.succeed(None)
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         pass
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         pass
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         pass
 
 

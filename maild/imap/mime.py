@@ -81,7 +81,7 @@ def _header_params(name: str, value: str) -> list[tuple[str, object]]:
     else by the email package."""
     simple = _SIMPLE_PARAMS.fullmatch(value) if value.isascii() else None
     if simple is None:
-        return _header(name, value).get_params(header=name, failobj=[]) or []
+        return [*(_header(name, value).get_params(header=name, failobj=[]) or [])]
     return [(simple.group(1), ""), *((k.lower(), v[1:-1] if v[:1] == '"' else v)
                                      for k, v in _PARAM.findall(simple.group(2)))]
 
@@ -99,7 +99,7 @@ def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str
 
 def _param_value(value: object) -> str:
     if isinstance(value, tuple):  # RFC 2231 encoded
-        return email.utils.collapse_rfc2231_value(value)  # type: ignore[arg-type]
+        return email.utils.collapse_rfc2231_value(value)
     return str(value)
 
 

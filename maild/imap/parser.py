@@ -892,7 +892,13 @@ def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     root = r.astring()
     if name == "SETQUOTA":
         r.sp()
-        r.paren_list(lambda: (r.atom(), r.sp(), r.number(MAX_NUMBER64)))
+
+        def resource() -> None:  # RFC 2087 §4.1: setquota_resource
+            r.atom()
+            r.sp()
+            r.number(MAX_NUMBER64)
+
+        r.paren_list(resource)
     return QuotaCommand(tag, name, root)
 
 
@@ -1338,4 +1344,4 @@ class Framer:
     @staticmethod
     def _is_append(line: bytes) -> bool:
         match = _TAG_AND_NAME.match(line)
-        return bool(match) and match.group(2).upper() == b"APPEND"
+        return match is not None and match.group(2).upper() == b"APPEND"

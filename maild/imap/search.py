@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from maild.imap import address, mime
 from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
@@ -55,7 +58,7 @@ def only_unseen(key: SearchKey) -> bool:
 class _Message:
     """Lazily loaded facts about one message during a search."""
 
-    def __init__(self, store: Any, user: str, mailbox_id: int, uid: int, seq: int,
+    def __init__(self, store: Store, user: str, mailbox_id: int, uid: int, seq: int,
                  meta: MessageMeta | None, stored: StoredEnvelope | None = None) -> None:
         self.store = store
         self.user = user
@@ -138,7 +141,7 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
     if op is SearchOp.RECENT:
         return False  # a session's \Recent is bound to its UIDs first (bind_recent)
     if op is SearchOp.HEADER:
-        name, needle = key.value  # type: ignore[misc]
+        name, needle = cast(tuple[str, str], key.value)
         return _header_match(msg, name, needle)
     if op is SearchOp.BODY:
         return str(key.value).casefold() in msg.cached("body", lambda: mime.body_text(msg.raw()))
@@ -174,7 +177,7 @@ def _compare(op: SearchOp, value: date, target: date) -> bool:
     return value >= target
 
 
-def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey) -> list[tuple[int, int, int]]:
+def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey) -> list[tuple[int, int, int]]:
     """(sequence number, uid, modseq) of the messages of ``uids`` matching ``key``.
     May read envelopes and blobs: callers run it off the reactor thread when
     :func:`reads_messages`."""
@@ -272,7 +275,7 @@ def _required_clauses(key: SearchKey) -> list[list[str]]:
     satisfied by any one of its texts (every clause must be). From envelope header keys,
     under AND and OR: Thunderbird's quick search is ``OR OR FROM x SUBJECT x TO x``."""
     if key.op is SearchOp.HEADER:
-        name, needle = key.value  # type: ignore[misc]
+        name, needle = cast(tuple[str, str], key.value)
         attr = _ENVELOPE_HEADERS.get(name.lower())
         return _needle_clauses(needle, attr in _ADDRESS_FIELDS) if attr is not None else []
     if key.op is SearchOp.AND:

@@ -51,7 +51,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IPushProducer
@@ -119,6 +119,9 @@ from maild.store.types import (
     User,
 )
 from maild.util.session import CommandSession
+
+if TYPE_CHECKING:
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +231,7 @@ def _check_charset(charset: str | None) -> None:
 class ImapFactory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.config: ImapConfig = ctx.config.imap
@@ -253,6 +256,8 @@ class ImapFactory(Factory):
 
 @implementer(IPushProducer)
 class ImapSession(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: ImapFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -505,7 +510,7 @@ class ImapSession(CommandSession):
             status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
             return
-        except Exception:  # noqa: BLE001 - logged; the client sees a generic answer
+        except Exception:  # logged; the client sees a generic answer
             log.exception("IMAP %s failed for %s", cmd.name, self.user)
             status, code, text = "NO", "SERVERBUG", "Internal error, try again later"
         if self._closed:
@@ -588,9 +593,9 @@ class ImapSession(CommandSession):
         if uids:
             assert self.user is not None
             for meta in self.store.messages(self.user, view.mailbox_id, uids):
-                seq = view.seq_of(meta.uid)
-                if seq is not None:
-                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
+                number = view.seq_of(meta.uid)
+                if number is not None:
+                    self._send(b"* %d FETCH (" % number + self._flag_items(meta, uid=True) + b")")
 
     def _flags(self, meta: MessageMeta) -> frozenset[str]:
         """The message's flags as this session sees them: \\Recent where it is ours."""

@@ -15,12 +15,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.imap import address, mime
 from maild.imap import search as searching
 from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 # RFC 5256 §2.1 ABNF, matched case-insensitively on the decoded subject.
 _BLOB = re.compile(r"\[[^\[\]]*\][ \t]*")  # subj-blob: "[" *BLOBCHAR "]" *WSP
@@ -56,7 +59,7 @@ def subject_parts(subject: str | None) -> tuple[str, bool]:
         while True:  # steps 3 to 5
             while start < end and text[start] in " \t":  # a WSP subj-leader
                 start += 1
-            blob_ends = []  # where each blob of the run at ``start`` ends
+            blob_ends: list[int] = []  # where each blob of the run at ``start`` ends
             while (blob := _BLOB.match(text, blob_ends[-1] if blob_ends else start, end)) is not None:
                 blob_ends.append(blob.end())
             refwd = _REFWD.match(text, blob_ends[-1] if blob_ends else start, end)
@@ -146,7 +149,7 @@ _RECORD_KEYS: dict[SortKey, Callable[[MessageMeta], Any]] = {
 }
 
 
-def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey
+def matching(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey
              ) -> tuple[list[tuple[int, int]], dict[int, MessageMeta]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, in sequence
     order, and their records: what SORT and THREAD order."""
@@ -227,7 +230,7 @@ class SortKeyCache:
 CACHE = SortKeyCache(16 * 1024 * 1024)
 
 
-def cached_values(store: Any, user: str, mailbox_id: int, uids: list[int], metas: dict[int, MessageMeta],
+def cached_values(store: Store, user: str, mailbox_id: int, uids: list[int], metas: dict[int, MessageMeta],
                   lists: dict[ListName, Callable[[Envelope, MessageMeta], Any]]) -> dict[ListName, dict[int, Any]]:
     """For each list, its values for the messages of ``metas``: those in the cache, and
     the rest made from their envelopes (one pass over the mailbox's for all lists) and
@@ -248,7 +251,7 @@ def cached_values(store: Any, user: str, mailbox_id: int, uids: list[int], metas
     return out
 
 
-def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
+def sort(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
     every match's record and the envelopes of those whose keys are not in the cache: run

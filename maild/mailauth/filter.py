@@ -27,7 +27,7 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -38,6 +38,9 @@ from maild.store.types import StoreError
 from maild.util.authresults import TEMPERROR, AuthResults
 from maild.util.message import Header, from_domain
 from maild.util.transaction import Filter, Transaction, Verdict
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger("maild.mailauth")
 
@@ -166,7 +169,7 @@ def remove_auth_results(header: Header, authserv_id: str) -> bytes:
                            and _authserv_id(f.value) == ours])
 
 
-def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
+def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
     """The daemon's hook: the mail authentication filter, first in the chain."""
     resolver = Resolver(config.dns, reactor)
     return [MailAuthFilter(config, resolver, store.domain_dkim_keys)]

@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -79,6 +79,9 @@ from maild.pop3.parser import (
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
+
+if TYPE_CHECKING:
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ class Maildrop:
 class Pop3Factory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.config: Pop3Config = ctx.config.pop3
@@ -213,7 +216,7 @@ class _MessageSender:
                     self.chunks += 1
                     self.consumer.write(data)
                     return
-        except Exception:  # noqa: BLE001 - a blob read failed after "+OK": log, give up
+        except Exception:  # a blob read failed after "+OK": log, give up
             log.exception("pop3: reading a message failed while sending it")
             self._end(False)
 
@@ -229,6 +232,8 @@ class _MessageSender:
 
 
 class Pop3Session(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: Pop3Factory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -383,7 +388,7 @@ class Pop3Session(CommandSession):
         if self._closed:
             return
         log.error("pop3 session %s: internal error", self.client_ip,
-                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))  # type: ignore[arg-type]
         self._send(_INTERNAL_ERROR)
 
     def _send(self, text: str) -> None:
@@ -678,7 +683,7 @@ class Pop3Session(CommandSession):
         try:
             if uids:
                 await self.ctx.store.expunge(drop.user, drop.mailbox_id, uids)
-        except Exception:  # noqa: BLE001 - RFC 1939 §6: say so, keep the connection's end
+        except Exception:  # RFC 1939 §6: say so, keep the connection's end
             log.exception("pop3: expunge at QUIT failed for %s", drop.user)
             self._send("-ERR [SYS/TEMP] Some deleted messages not removed")
             self._close()

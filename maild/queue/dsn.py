@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -28,6 +28,9 @@ from maild.queue.wire import Reply, normalize_line_endings
 from maild.store.types import Recipient
 from maild.util.dates import header_date as _date
 from maild.util.message import split_header
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ def build(*, hostname: str, entry: dict[str, Any], recipients: list[Failed], ori
     return top.encode("utf-8") + headers + f"\r\n--{boundary}--\r\n".encode()
 
 
-def send(store: Any, sender: str, report: bytes) -> defer.Deferred[Any]:
+def send(store: Store, sender: str, report: bytes) -> defer.Deferred[Any]:
     """File ``report`` for ``sender``: into the INBOX of a local sender, else the queue.
     Fires after the store has committed it."""
     if not sender:

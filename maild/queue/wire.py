@@ -81,7 +81,7 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> list[Reply]:
         self._buffer += data
-        replies = []
+        replies: list[Reply] = []
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:

@@ -43,7 +43,7 @@ import base64
 import binascii
 import enum
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
@@ -81,6 +81,11 @@ from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
 from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import CommandSession
 from maild.util.transaction import Action, Reply, Transaction, Verdict
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +162,7 @@ _LIMITS: dict[tuple[int, bool], _SharedLimits] = {}
 class SmtpFactory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, submission: bool, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, submission: bool, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.submission = submission
         self.implicit_tls = implicit_tls
@@ -175,6 +180,8 @@ class SmtpFactory(Factory):
 
 @implementer(IPushProducer, IHandshakeListener)
 class SmtpSession(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: SmtpFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -223,7 +230,7 @@ class SmtpSession(CommandSession):
     async def _connect(self) -> None:
         try:
             verdict = await self._run_filters("connect")
-        except Exception:  # noqa: BLE001 - a broken filter must not leave a silent session
+        except Exception:  # a broken filter must not leave a silent session
             log.exception("smtp connect filters failed for %s", self.tx.client_ip)
             self._send(f"421 {self.hostname} Service not available, try again later")
             self._close()
@@ -238,7 +245,7 @@ class SmtpSession(CommandSession):
         self._send(f"220 {self.hostname} ESMTP maild")
 
     def handshakeCompleted(self) -> None:
-        handle = self.transport.getHandle()
+        handle = cast("SSL.Connection", self.transport.getHandle())
         self.tx.tls_version = handle.get_protocol_version_name()
         cipher = handle.get_cipher_name()
         bits = handle.get_cipher_bits()
@@ -393,7 +400,7 @@ class SmtpSession(CommandSession):
         if self._closed:
             return
         log.error("smtp session %s:%s: internal error", self.tx.client_ip, self.tx.client_port,
-                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))  # type: ignore[arg-type]
         self._reset_transaction()
         self._reply(*_reply_args(_INTERNAL_ERROR))
 
@@ -621,11 +628,11 @@ class SmtpSession(CommandSession):
             username = initial if initial is not None else await self._challenge("Username:")
             if username is None:
                 return None
-            password = await self._challenge("Password:")
-            if password is None:
+            secret = await self._challenge("Password:")
+            if secret is None:
                 return None
             try:
-                return _b64(username).decode("utf-8"), _b64(password).decode("utf-8")
+                return _b64(username).decode("utf-8"), _b64(secret).decode("utf-8")
             except UnicodeDecodeError:
                 raise _SaslAbort(Reply(501, "5.5.2", "Credentials are not UTF-8")) from None
         raise _SaslAbort(Reply(504, "5.5.4", "Unrecognized authentication type"))

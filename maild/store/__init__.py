@@ -15,10 +15,10 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet import defer
 from twisted.python import threadable
@@ -85,6 +85,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_T = TypeVar("_T")
+
+
+def _unlink_then(result: _T, path: Path) -> _T:
+    """A Deferred callback: remove a staged file, pass the result (or failure) on."""
+    path.unlink(missing_ok=True)
+    return result
+
+
 def _nonempty(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
@@ -103,7 +112,7 @@ def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
 class _PrefixedReader(io.RawIOBase):
     """prefix bytes followed by a blob file, as one stream."""
 
-    def __init__(self, prefix: bytes, blob: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, blob: io.BufferedIOBase) -> None:
         self._prefix = memoryview(prefix)
         self._blob = blob
 
@@ -202,7 +211,7 @@ class Store:
         if self.reactor is None:
             try:
                 return defer.succeed(future.result())
-            except Exception as exc:  # noqa: BLE001 - handed to the caller's errback
+            except Exception as exc:  # handed to the caller's errback
                 return defer.fail(exc)
         d: defer.Deferred[Any] = defer.Deferred()
 
@@ -419,7 +428,7 @@ class Store:
         targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
         return self._deliver(raw, targets, None)
 
-    def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
+    def _deliver(self, raw: bytes, targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
                  internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
         if len(raw) <= self.config.inline_body_max:
@@ -427,13 +436,13 @@ class Store:
             # (this is the path of most messages, and it runs on the reactor thread).
             try:
                 staged, envelope = blobfiles.inline(raw), envelope_fields(raw)
-            except Exception:  # noqa: BLE001 - handed to the caller's errback
+            except Exception:  # handed to the caller's errback
                 return defer.fail()
             return self._file(staged, envelope, targets, when)
         return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when))
 
     def _file(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
-              targets: list[tuple[User, int | str, frozenset[str], bytes]],
+              targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
               when: float) -> defer.Deferred[list[AppendResult]]:
         """File a staged body into every target mailbox; the staging file goes afterwards.
 
@@ -456,7 +465,7 @@ class Store:
         d.addCallback(settle)
         if staged.path is not None:
             path = staged.path
-            d.addBoth(lambda result: (path.unlink(missing_ok=True), result)[1])
+            d.addBoth(_unlink_then, path)
         return d
 
     def _file_each(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
@@ -677,7 +686,7 @@ class Store:
             assert staged.path is not None
             op = self.directory.op_enqueue(staged.sha, staged.size, sender, recipients, time.time())
             d = self._deferred(self.directory.writer.submit(op, (staged,)))
-            d.addBoth(lambda r: (staged.path.unlink(missing_ok=True), r)[1])  # type: ignore[union-attr]
+            d.addBoth(_unlink_then, staged.path)
             return d.addCallback(self._enqueued)
 
         return staged.addCallback(submit)

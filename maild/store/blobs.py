@@ -10,11 +10,11 @@ them. A crash leaves at worst an unreferenced file, which fsck reports and remov
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from maild.store.types import StoreFull
 
@@ -86,7 +86,7 @@ class BlobDir:
     def remove(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)
 
-    def open(self, sha: str) -> BinaryIO:
+    def open(self, sha: str) -> io.BufferedReader:
         return open(self.path(sha), "rb")
 
     def read(self, sha: str) -> bytes:

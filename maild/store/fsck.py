@@ -14,13 +14,18 @@ import hashlib
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
 from maild.store import codec, retry
 from maild.store.codec import MessageRecord, jdump, jload
 from maild.store.types import SEEN
+from maild.store.writer import Batch
+
+if TYPE_CHECKING:
+    from maild.store import Store
+    from maild.store.shard import Shard
 
 
 @dataclass
@@ -37,7 +42,7 @@ class Report:
         return f"{self.messages} messages, {self.blobs} blobs checked: {state}"
 
 
-def fsck(store: Any, repair: bool = False, progress: bool = False) -> Report:
+def fsck(store: Store, repair: bool = False, progress: bool = False) -> Report:
     report = Report()
     users_by_shard: dict[int, dict[int, str]] = defaultdict(dict)
     for user in store.users():
@@ -58,13 +63,13 @@ def fsck(store: Any, repair: bool = False, progress: bool = False) -> Report:
     return report
 
 
-def _without_partition(shard: Any, users: dict[int, str]) -> list[str]:
+def _without_partition(shard: Shard, users: dict[int, str]) -> list[str]:
     with shard.env.begin() as txn:
         return [address for user_id, address in users.items()
                 if txn.get(user_id.to_bytes(4, "big"), db=shard.dbs["uinfo"]) is None]
 
 
-def _check_directory(store: Any, report: Report, repair: bool) -> None:
+def _check_directory(store: Store, report: Report, repair: bool) -> None:
     directory = store.directory
     refs: Counter[str] = Counter(e["blob"] for e in directory.queue_entries())
     refs.update(e["sha"] for e in retry.entries(directory.env, directory.dbs) if not e["inline"])
@@ -83,7 +88,7 @@ def _check_directory(store: Any, report: Report, repair: bool) -> None:
             directory.blobs.remove(sha)
             report.repaired.append(f"removed orphan queue blob {sha}")
     if repair and any(stored.get(s) != c for s, c in refs.items()):
-        def op(b: Any) -> None:
+        def op(b: Batch) -> None:
             b.txn.drop(b.dbs["blobref"], delete=False)
             for sha, count in refs.items():
                 b.txn.put(bytes.fromhex(sha), codec.u64(count), db=b.dbs["blobref"])
@@ -91,7 +96,7 @@ def _check_directory(store: Any, report: Report, repair: bool) -> None:
         report.repaired.append("directory: recomputed queue blob refcounts")
 
 
-def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool, progress: bool,
+def _check_shard(shard: Shard, users: dict[int, str], report: Report, repair: bool, progress: bool,
                  keep_files: bool) -> None:
     where = f"shard {shard.index:02d}"
     dbs = shard.dbs
@@ -187,12 +192,12 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         uinfo = {int.from_bytes(k, "big"): jload(v) for k, v in txn.cursor(db=dbs["uinfo"])}
 
     index_problems = 0
-    for sha, count in refs.items():
-        if stored_refs.get(sha) != count:
-            report.problems.append(f"{where}: blob {sha.hex()} refcount {stored_refs.get(sha)}, counted {count}")
+    for digest, count in refs.items():
+        if stored_refs.get(digest) != count:
+            report.problems.append(f"{where}: blob {digest.hex()} refcount {stored_refs.get(digest)}, counted {count}")
             index_problems += 1
-    for sha in set(stored_refs) - set(refs):
-        report.problems.append(f"{where}: refcount for unreferenced blob {sha.hex()}")
+    for digest in set(stored_refs) - set(refs):
+        report.problems.append(f"{where}: refcount for unreferenced blob {digest.hex()}")
         index_problems += 1
     stale_inline = inline_names - set(refs)
     if stale_inline:
@@ -205,9 +210,9 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         differing = len(set(modseq.items()) ^ set(expect_modseq.items()))
         report.problems.append(f"{where}: modseq index differs in {differing} entries")
         index_problems += 1
-    for key, record in mailboxes.items():
-        c = counters[key]
-        box = f"{where}: mailbox {record['name']!r} (user {users.get(key[0], key[0])})"
+    for box_key, record in mailboxes.items():
+        c = counters[box_key]
+        box = f"{where}: mailbox {record['name']!r} (user {users.get(box_key[0], box_key[0])})"
         for counter in ("messages", "unseen", "size"):
             if record[counter] != c[counter]:
                 report.problems.append(f"{box} {counter} is {record[counter]}, counted {c[counter]}")
@@ -266,11 +271,11 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
                                + (f"; dropped {len(lost)} message(s) whose body is lost" if lost else ""))
 
 
-def _rebuild(b: Any, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
+def _rebuild(b: Batch, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
              counters: dict[tuple[int, int], dict[str, int]], refs: Counter[bytes],
              unseen: set[bytes], modseq: dict[bytes, bytes], usage: dict[int, list[int]],
              stale_inline: set[bytes]) -> None:
-    txn: lmdb.Transaction = b.txn
+    txn: lmdb.Transaction[bytes] = b.txn
     for sha in stale_inline:
         txn.delete(sha, db=b.dbs["blobdata"])
     for key in lost:

@@ -69,7 +69,7 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
     return env, dbs
 
 
-def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
+def mailbox_uids(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[int]:
     """The uids under ``user | mailbox`` in a message-keyed database, ascending."""
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix):
@@ -169,7 +169,7 @@ class Shard:
                     out.append(key[4:].decode("utf-8"))
         return out
 
-    def mailbox_id(self, txn: lmdb.Transaction, user_id: int, name: str) -> int | None:
+    def mailbox_id(self, txn: lmdb.Transaction[bytes], user_id: int, name: str) -> int | None:
         raw = txn.get(codec.name_key(user_id, name), db=self.dbs["mboxname"])
         return None if raw is None else codec.read_u32(raw)
 
@@ -228,12 +228,12 @@ class Shard:
                 return
             if len(ordered) * SCAN_DENSITY < ordered[-1] - ordered[0] + 1:
                 # A few uids spread over the mailbox: look each one up.
-                with self.env.begin(buffers=True) as txn:
-                    cur = txn.cursor(db=self.dbs["msg"])
+                with self.env.begin(buffers=True) as view_txn:
+                    view_cur = view_txn.cursor(db=self.dbs["msg"])
                     for uid in ordered:
-                        value = cur.get(msg_key(user_id, mailbox_id, uid))
-                        if value is not None:
-                            yield codec.decode_meta(uid, value)
+                        view = view_cur.get(msg_key(user_id, mailbox_id, uid))
+                        if view is not None:
+                            yield codec.decode_meta(uid, view)
                 return
             # Dense (FETCH 1:*): one pass over the range beats a B-tree descent per uid.
             start = msg_key(user_id, mailbox_id, ordered[0])
@@ -474,17 +474,17 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
                 elif not name.startswith(old):
                     break
         for name, mid in renames:
-            target = new + name[len(old):]
-            if b.txn.get(codec.name_key(user_id, target), db=names) is not None:
-                raise MailboxExists(f"mailbox {target!r} exists")
+            renamed = new + name[len(old):]
+            if b.txn.get(codec.name_key(user_id, renamed), db=names) is not None:
+                raise MailboxExists(f"mailbox {renamed!r} exists")
             b.txn.delete(codec.name_key(user_id, name), db=names)
-            b.txn.put(codec.name_key(user_id, target), codec.u32(mid), db=names)
+            b.txn.put(codec.name_key(user_id, renamed), codec.u32(mid), db=names)
             if b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"]):
-                b.txn.put(codec.name_key(user_id, target), b"", db=b.dbs["subs"])  # as Dovecot does
+                b.txn.put(codec.name_key(user_id, renamed), b"", db=b.dbs["subs"])  # as Dovecot does
             record = _mbox(b, user_id, mid)
-            record["name"] = target
+            record["name"] = renamed
             _put_mbox(b, user_id, mid, record)
-            _change(b, ChangeKind.MAILBOX_RENAME, user, mid, name=target, extra={"old": name})
+            _change(b, ChangeKind.MAILBOX_RENAME, user, mid, name=renamed, extra={"old": name})
     return op
 
 

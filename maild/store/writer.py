@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class Batch:
     """What operations of one batch share: the transaction and post-commit work."""
 
-    txn: lmdb.Transaction
+    txn: lmdb.Transaction[bytes]
     dbs: dict[str, Any]
     changes: list[dict[str, Any]] = field(default_factory=list)
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
@@ -171,7 +171,7 @@ class Writer:
                 items.append(nxt)
             try:
                 self._commit(items)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+            except BaseException as exc:  # every waiter must hear about it
                 error = _storage_error(exc)
                 if isinstance(error, StoreFull):
                     self._report_full(error)
@@ -235,7 +235,7 @@ class Writer:
             with self._ops_lock:
                 return self._apply(txn, items, isolate)
 
-    def _apply(self, txn: lmdb.Transaction, items: list[_Item],
+    def _apply(self, txn: lmdb.Transaction[bytes], items: list[_Item],
                isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
         """Run the operations in ``txn`` and log their changes. Without ``isolate`` the
         first operation to raise aborts the batch (:class:`_OperationFailed`); with it,
@@ -253,7 +253,7 @@ class Writer:
             mark = (len(batch.changes), set(batch.unlink))
             try:
                 result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
-            except Exception as exc:  # noqa: BLE001 - handed to the waiter
+            except Exception as exc:  # handed to the waiter
                 child.abort()
                 del batch.changes[mark[0]:]
                 batch.unlink = mark[1]

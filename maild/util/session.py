@@ -14,8 +14,11 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from maild.util.transport import ConnectionTransport
+
 
 class CommandSession(Protocol):
+    transport: ConnectionTransport
     ctx: Any  # the daemon context: its reactor runs the idle timer
     _busy = False  # a command is running: input waits in the buffer
     _closed = False
@@ -45,7 +48,7 @@ class CommandSession(Protocol):
 
     # -- shared ----------------------------------------------------------------------------
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802 - Twisted's name
+    def makeConnection(self, transport: Any) -> None:  # Twisted's name
         # Answers go out whole, at once. With Nagle's algorithm the last small segment of a
         # multi-segment answer waits for the client to ACK the previous one, and clients
         # delay ACKs (40 ms on Linux): a 70 KB FETCH took 47 ms instead of 5.
