@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap import mime
+from maild.util import address
 from maild.util.message import (
     author_problem,
     envelope_fields,
@@ -101,6 +101,6 @@ def test_dmarc_judges_the_from_the_envelope_shows(lines: list[str], eol: str) ->
     assert judged is not None
     shown = envelope_fields(raw)["from_"]  # what the store keeps and IMAP ENVELOPE shows
     assert header.get_all("from") == [shown]
-    domains = {addr.rpartition("@")[2].lower().rstrip(".")
-               for _name, addr in mime.address_pairs(shown)}
+    domains = {(a.host or "").lower().rstrip(".") for a in address.parse(shown)
+               if not (a.is_group_start or a.is_group_end)}
     assert domains == {judged}

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 
-from maild.imap import address, wire
+from maild.imap import wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
+from maild.util import address
 from maild.util.message import envelope_fields, header_end, parse_header
 from maild.util.mime import LEAF, MESSAGE, walk
 

@@ -14,10 +14,11 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
-from maild.imap import address, mime
+from maild.imap import mime
 from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
+from maild.util import address
 
 if TYPE_CHECKING:
     from maild.store import Store

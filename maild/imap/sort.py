@@ -17,10 +17,11 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from maild.imap import address, mime
+from maild.imap import mime
 from maild.imap import search as searching
 from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
+from maild.util import address
 
 if TYPE_CHECKING:
     from maild.store import Store

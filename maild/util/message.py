@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.utils import getaddresses
+
+from maild.util import address
 
 # RFC 5322 §3.6.8 ftext (printable US-ASCII but ":"), then obs-optional's *WSP (§4.5.8).
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
@@ -187,9 +188,17 @@ def envelope_fields(raw: bytes | Header) -> dict[str, str]:
 # -- the author (RFC 5322 §3.6.2, RFC 7489 §6.6.1) ----------------------------------------
 
 def addresses(value: str) -> list[str]:
-    """The addr-specs of an address-list value (groups flattened, display names dropped)."""
+    """The addr-specs of an address-list value (groups flattened, display names dropped),
+    read by the one address parser IMAP's ENVELOPE, SORT and SEARCH use
+    (:mod:`maild.util.address`), so the From DMARC judges is the From a user is shown. An
+    address without a domain comes back without "@" (no valid author)."""
     text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return [addr for _name, addr in getaddresses([text]) if addr]
+    out = []
+    for a in address.parse(text):
+        if a.is_group_start or a.is_group_end or not a.mailbox:
+            continue
+        out.append(a.mailbox if a.host == address.MISSING_DOMAIN else f"{a.mailbox}@{a.host}")
+    return out
 
 
 def _domain(address: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap import address, mime
+from maild.imap import mime
 from maild.imap.parser import Section
 from maild.store.types import Envelope
+from maild.util import address
 
 RAW = (b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n"
        b"To: a@example.test, \"B, Bee\" <b@example.test>\r\n"

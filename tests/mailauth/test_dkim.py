@@ -149,7 +149,7 @@ def test_permerror_reason_has_no_python_bytes_dump(dns_zone: DnsZone, resolver: 
                                                     org_keys: list[dict[str, Any]]) -> None:
     """dkimpy words its errors with reprs (``b= value is not valid base64 (b'...')``); the
     Authentication-Results comment carries the words, never a ``b'...'`` dump."""
-    from maild.mailauth.results import AuthResults
+    from maild.util.authresults import AuthResults
 
     publish(dns_zone, "example.org", org_keys[:1])
     raw = signed(message(), "example.org", org_keys[:1])
