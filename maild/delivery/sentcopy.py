@@ -27,7 +27,7 @@ from __future__ import annotations
 import email.utils
 from typing import Any
 
-from maild.store.types import Mailbox, SpecialUse
+from maild.store.types import Mailbox, NotFound, SpecialUse
 from maild.util.message import envelope_fields, header_fields, split_header
 
 SCAN = 32  # the newest messages of Sent looked at
@@ -65,9 +65,12 @@ def submitted_copy(store: Any, user: str, mailbox: Mailbox, raw: bytes, now: flo
     recent = [m for m in store.messages(user, mailbox.id, range(first, mailbox.uidnext))
               if m.internal_date >= now - window and "\\Deleted" not in m.flags]
     for meta in reversed(recent):  # the newest first
-        envelope = store.envelope(user, mailbox.id, meta.uid)
-        if ((envelope.message_id or "").strip() == message_id
-                and _addresses(envelope.from_) == originators
-                and _filed_by_submission(store, user, mailbox.id, meta.uid)):
-            return meta.uid
+        try:
+            envelope = store.envelope(user, mailbox.id, meta.uid)
+            if ((envelope.message_id or "").strip() == message_id
+                    and _addresses(envelope.from_) == originators
+                    and _filed_by_submission(store, user, mailbox.id, meta.uid)):
+                return meta.uid
+        except NotFound:  # expunged by another session meanwhile
+            continue
     return None
