@@ -105,15 +105,17 @@ def _delimited(value: str, i: int, end: str) -> tuple[int, str]:
 
 def _phrase(tokens: list[_Token]) -> str | None:
     """A display name: its words (quoted ones unquoted), dots and the spaces between."""
-    out: list[str] = []
+    out: list[str | None] = []  # None: the one space between words
     for kind, text in tokens:
-        if kind in ("atom", "quoted") or (kind == "special" and text == "."):
+        # "." (obs-phrase) and a stray "@" are kept as written: a user is shown the name with
+        # it, and the submission check reads addresses out of display names.
+        if kind in ("atom", "quoted") or (kind == "special" and text in ".@"):
             out.append(text)
-        elif kind in ("space", "comment") and out and out[-1] != " ":
-            out.append(" ")
-    while out and out[-1] == " ":
+        elif kind in ("space", "comment") and out and out[-1] is not None:
+            out.append(None)
+    while out and out[-1] is None:
         out.pop()
-    return "".join(out) or None
+    return "".join(" " if w is None else w for w in out) or None
 
 
 def _joined(tokens: list[_Token]) -> str:

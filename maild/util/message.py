@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 
 from maild.util import address
 
@@ -251,10 +252,30 @@ def from_domain(header: Header) -> str | None:
 ORIGINATOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 
 
+def _decoded_words(text: str) -> str:
+    """``text`` with RFC 2047 encoded words decoded, as a mail client shows it."""
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):
+        return text
+
+
+# An address as a display name may spell one (``"bob@example.test" <alice@example.test>``).
+_NAMED_ADDRESS = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
+
+
 def originators(header: Header) -> dict[str, list[str]]:
-    """{field name: its addresses} for every originator field present."""
+    """{field name: its addresses} for every originator field present, with the addresses
+    a display name spells: a user is shown those too, so whoever submits must own them."""
     out: dict[str, list[str]] = {}
     for f in header.fields:
         if f.lname in ORIGINATOR_FIELDS:
-            out.setdefault(f.lname, []).extend(addresses(f.value))
+            text = f.value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            found = out.setdefault(f.lname, [])
+            for a in address.parse(text):
+                if a.name:
+                    found.extend(_NAMED_ADDRESS.findall(_decoded_words(a.name)))
+            found.extend(addresses(f.value))
     return out
