@@ -514,7 +514,7 @@ class ImapSession(CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         if self._idle_tag is not None:
-            defer.ensureDeferred(self._idle_announce())
+            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
 
     async def _idle_announce(self) -> None:
         await self._claim_recent()
@@ -533,11 +533,23 @@ class ImapSession(CommandSession):
             return
         upto = max(fresh)
         view.claimed = upto
-        try:
-            before = await self.store.claim_recent(self._user(), view.mailbox_id, upto)
-        except (MailboxNotFound, NotFound):
-            return  # the mailbox went away meanwhile; its deletion is announced
+        before = await self._claim(view.mailbox_id, upto)
         view.recent.update(uid for uid in fresh if uid > before)
+
+    async def _claim(self, mailbox_id: int, upto: int) -> int:
+        """The store's \\Recent claim up to ``upto``: the claim before it (the messages
+        above are ours). Read first: when another session was told first, no write."""
+        user = self._user()
+        mailbox = self.store.mailbox_by_id(user, mailbox_id)
+        if mailbox is None or mailbox.recent_uid >= upto:
+            return upto
+        try:
+            return int(await self.store.claim_recent(user, mailbox_id, upto))
+        except (MailboxNotFound, NotFound):
+            return upto  # the mailbox went away meanwhile; its deletion is announced
+        except StoreFull:
+            log.warning("IMAP \\Recent claim not stored for %s: store full", user)
+            return upto
 
     def _announce(self, expunge: bool) -> None:
         view = self.view
@@ -770,7 +782,7 @@ class ImapSession(CommandSession):
             if not cmd.readonly and newest > before:
                 self.view = view
                 try:
-                    before = await self.store.claim_recent(user, mailbox.id, newest)
+                    before = await self._claim(mailbox.id, newest)
                 finally:
                     self.view = None
                 view.claimed = newest
