@@ -55,7 +55,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, wire
+from maild.imap import fetchcache, mime, names, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -855,6 +855,13 @@ class ImapSession(CommandSession):
             raise _no("Target mailbox exists", "ALREADYEXISTS")
         if cmd.new == "INBOX" or cmd.new.startswith(cmd.old + "/"):
             raise _no("Cannot rename there", "CANNOT")
+        if cmd.old != "INBOX":  # the inferiors move too: their new names must be valid
+            prefix = cmd.old + "/"
+            for m in self.store.mailboxes(self._user()):
+                if m.name.startswith(prefix):
+                    moved = names.check(cmd.new + m.name[len(cmd.old):])
+                    if isinstance(moved, BadName):
+                        raise _no(moved.reason, "CANNOT")
         # The new name's missing superiors are made in the rename's transaction.
         await self.store.rename_mailbox(self._user(), cmd.old, cmd.new)
 
