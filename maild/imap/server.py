@@ -802,10 +802,10 @@ class ImapSession(CommandSession):
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self.view = view  # before the resync's FETCH responses, which show its \\Recent
+        self.state = State.SELECTED
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
             self._resync(view, cmd.qresync, uidnext)
-        self.view = view
-        self.state = State.SELECTED
         return "READ-ONLY" if cmd.readonly else "READ-WRITE"
 
     _do_examine = _do_select
