@@ -158,6 +158,11 @@ def _mailbox(tokens: list[_Token]) -> Address | None:
     return Address(name, adl, local or None, host or MISSING_DOMAIN)
 
 
+def is_simple(value: str) -> bool:
+    """One plain mailbox (the fast path below): its parse is its own text."""
+    return _SIMPLE_MAILBOX.fullmatch(value) is not None
+
+
 def parse(value: str | None) -> list[Address]:
     """The ENVELOPE address list of a header value (empty for none)."""
     if not value:

@@ -22,7 +22,6 @@ from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
-_SIMPLE_VALUE = re.compile(r'[^()\\:;<>"]*(<[^()\\:;<>"]*>)?\s*')  # no quote, comment, group or route
 # Address fields: SEARCH FROM/TO/CC/BCC match the parsed addresses too (RFC 3501 §6.4.4
 # "contains the specified string"; a comment or folding may split the address's text).
 _ADDRESS_FIELDS = {"from_", "to", "cc", "bcc", "sender", "reply_to"}
@@ -115,8 +114,8 @@ def _header_match(msg: _Message, name: str, needle: str) -> bool:
         if folded in msg.cached("h:" + attr, lambda: mime.header_text(value)):
             return True
         # The parsed addresses only when the text did not match and could differ from them
-        # (comments, quotes, groups, routes); a plain address header is its own parse.
-        return attr in _ADDRESS_FIELDS and not _SIMPLE_VALUE.fullmatch(value) \
+        # (comments, quotes, groups, routes, spacing); one plain mailbox is its own parse.
+        return attr in _ADDRESS_FIELDS and not address.is_simple(value) \
             and folded in msg.cached("a:" + attr, lambda: _address_text(value))
     else:
         values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
