@@ -105,15 +105,15 @@ def _delimited(value: str, i: int, end: str) -> tuple[int, str]:
 
 def _phrase(tokens: list[_Token]) -> str | None:
     """A display name: its words (quoted ones unquoted), dots and the spaces between."""
-    out: list[str] = []
+    out: list[str | None] = []  # None: a space between words
     for kind, text in tokens:
         if kind in ("atom", "quoted") or (kind == "special" and text == "."):
             out.append(text)
-        elif kind in ("space", "comment") and out and out[-1] != " ":
-            out.append(" ")
-    while out and out[-1] == " ":
+        elif kind in ("space", "comment") and out and out[-1] is not None:
+            out.append(None)
+    while out and out[-1] is None:
         out.pop()
-    return "".join(out) or None
+    return "".join(" " if word is None else word for word in out) or None
 
 
 def _joined(tokens: list[_Token]) -> str:
@@ -167,14 +167,26 @@ def parse(value: str | None) -> list[Address]:
     """The ENVELOPE address list of a header value (empty for none)."""
     if not value:
         return []
-    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    simple = _simple(value)
     if simple is not None:
-        quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
-        if local is None:
-            return [Address(None, None, plain_local, plain_domain)]
-        name = quoted if quoted is not None else " ".join((bare or "").split())
-        return [Address(name or None, None, local, domain)]
+        return [simple]
+    if "," in value and not any(c in value for c in '"(:;\\['):
+        # A list of plain mailboxes (To and Cc mostly): each by the fast path.
+        pieces = [_simple(piece) for piece in value.split(",")]
+        if all(piece is not None for piece in pieces):
+            return pieces  # type: ignore[return-value]
     return _parse_tokens(value)
+
+
+def _simple(value: str) -> Address | None:
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple is None:
+        return None
+    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
+    if local is None:
+        return Address(None, None, plain_local, plain_domain)
+    name = quoted if quoted is not None else " ".join((bare or "").split())
+    return Address(name or None, None, local, domain)
 
 
 def _parse_tokens(value: str) -> list[Address]:
