@@ -114,9 +114,13 @@ def _header_match(msg: _Message, name: str, needle: str) -> bool:
         value = getattr(msg.envelope(), attr)
         if value is None:
             return False
-        values = [msg.cached("h:" + attr, lambda: mime.header_text(value))]
-        if attr in _ADDRESS_FIELDS:
-            values.append(msg.cached("a:" + attr, lambda: _address_text(value)))
+        folded = needle.casefold()
+        if folded in msg.cached("h:" + attr, lambda: mime.header_text(value)):
+            return True
+        # The parsed addresses only when the text did not match and could differ from them
+        # (comments, quotes, groups, routes, spacing); one plain mailbox is its own parse.
+        return attr in _ADDRESS_FIELDS and not address.is_simple(value) \
+            and folded in msg.cached("a:" + attr, lambda: _address_text(value))
     else:
         values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
         if not values:

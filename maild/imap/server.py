@@ -62,7 +62,7 @@ from zope.interface import implementer
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
 from maild.delivery.sentcopy import submitted_copy
-from maild.imap import fetchcache, mime, wire
+from maild.imap import fetchcache, mime, names, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -544,7 +544,7 @@ class ImapSession(CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         if self._idle_tag is not None:
-            defer.ensureDeferred(self._idle_announce())
+            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
 
     async def _idle_announce(self) -> None:
         await self._claim_recent()
@@ -563,11 +563,23 @@ class ImapSession(CommandSession):
             return
         upto = max(fresh)
         view.claimed = upto
-        try:
-            before = await self.store.claim_recent(self._user(), view.mailbox_id, upto)
-        except (MailboxNotFound, NotFound):
-            return  # the mailbox went away meanwhile; its deletion is announced
+        before = await self._claim(view.mailbox_id, upto)
         view.recent.update(uid for uid in fresh if uid > before)
+
+    async def _claim(self, mailbox_id: int, upto: int) -> int:
+        """The store's \\Recent claim up to ``upto``: the claim before it (the messages
+        above are ours). Read first: when another session was told first, no write."""
+        user = self._user()
+        mailbox = self.store.mailbox_by_id(user, mailbox_id)
+        if mailbox is None or mailbox.recent_uid >= upto:
+            return upto
+        try:
+            return int(await self.store.claim_recent(user, mailbox_id, upto))
+        except (MailboxNotFound, NotFound):
+            return upto  # the mailbox went away meanwhile; its deletion is announced
+        except StoreFull:
+            log.warning("IMAP \\Recent claim not stored for %s: store full", user)
+            return upto
 
     def _announce(self, expunge: bool) -> None:
         view = self.view
@@ -800,7 +812,7 @@ class ImapSession(CommandSession):
             if not cmd.readonly and newest > before:
                 self.view = view
                 try:
-                    before = await self.store.claim_recent(user, mailbox.id, newest)
+                    before = await self._claim(mailbox.id, newest)
                 finally:
                     self.view = None
                 view.claimed = newest
@@ -820,10 +832,10 @@ class ImapSession(CommandSession):
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self.view = view  # before the resync's FETCH responses, which show its \\Recent
+        self.state = State.SELECTED
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
             self._resync(view, cmd.qresync, uidnext)
-        self.view = view
-        self.state = State.SELECTED
         return "READ-ONLY" if cmd.readonly else "READ-WRITE"
 
     _do_examine = _do_select
@@ -873,6 +885,13 @@ class ImapSession(CommandSession):
             raise _no("Target mailbox exists", "ALREADYEXISTS")
         if cmd.new == "INBOX" or cmd.new.startswith(cmd.old + "/"):
             raise _no("Cannot rename there", "CANNOT")
+        if cmd.old != "INBOX":  # the inferiors move too: their new names must be valid
+            prefix = cmd.old + "/"
+            for m in self.store.mailboxes(self._user()):
+                if m.name.startswith(prefix):
+                    moved = names.check(cmd.new + m.name[len(cmd.old):])
+                    if isinstance(moved, BadName):
+                        raise _no(moved.reason, "CANNOT")
         # The new name's missing superiors are made in the rename's transaction.
         await self.store.rename_mailbox(self._user(), cmd.old, cmd.new)
 

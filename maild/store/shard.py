@@ -145,29 +145,25 @@ class Shard:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def mailbox_records(self, user_id: int) -> list[Mailbox]:
+    def _user_rows(self, db: str, user_id: int) -> list[tuple[bytes, bytes]]:
+        """(key after the user id, value) of a user's rows of ``db``, in key order."""
         prefix = codec.u32(user_id)
         out = []
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["mbox"])
+            cur = txn.cursor(db=self.dbs[db])
             if cur.set_range(prefix):
                 for key, value in cur:
                     if not key.startswith(prefix):
                         break
-                    out.append(codec.mailbox_from(codec.read_u32(key[4:]), jload(value)))
+                    out.append((key[4:], value))
+        return out
+
+    def mailbox_records(self, user_id: int) -> list[Mailbox]:
+        out = [codec.mailbox_from(codec.read_u32(key), jload(value)) for key, value in self._user_rows("mbox", user_id)]
         return sorted(out, key=lambda m: (m.name != "INBOX", m.name))
 
     def subscriptions(self, user_id: int) -> list[str]:
-        prefix = codec.u32(user_id)
-        out = []
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["subs"])
-            if cur.set_range(prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    out.append(key[4:].decode("utf-8"))
-        return out
+        return [key.decode("utf-8") for key, _ in self._user_rows("subs", user_id)]
 
     def mailbox_id(self, txn: lmdb.Transaction[bytes], user_id: int, name: str) -> int | None:
         raw = txn.get(codec.name_key(user_id, name), db=self.dbs["mboxname"])

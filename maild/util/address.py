@@ -160,18 +160,35 @@ def _mailbox(tokens: list[_Token]) -> Address | None:
     return Address(name, adl, local or None, host or MISSING_DOMAIN)
 
 
+def is_simple(value: str) -> bool:
+    """One plain mailbox (the fast path below): its parse is its own text."""
+    return _SIMPLE_MAILBOX.fullmatch(value) is not None
+
+
 def parse(value: str | None) -> list[Address]:
     """The ENVELOPE address list of a header value (empty for none)."""
     if not value:
         return []
-    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    simple = _simple(value)
     if simple is not None:
-        quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
-        if local is None:
-            return [Address(None, None, plain_local, plain_domain)]
-        name = quoted if quoted is not None else " ".join((bare or "").split())
-        return [Address(name or None, None, local, domain)]
+        return [simple]
+    if "," in value and not any(c in value for c in '"(:;\\['):
+        # A list of plain mailboxes (To and Cc mostly): each by the fast path.
+        pieces = [_simple(piece) for piece in value.split(",")]
+        if all(piece is not None for piece in pieces):
+            return pieces  # type: ignore[return-value]
     return _parse_tokens(value)
+
+
+def _simple(value: str) -> Address | None:
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple is None:
+        return None
+    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
+    if local is None:
+        return Address(None, None, plain_local, plain_domain)
+    name = quoted if quoted is not None else " ".join((bare or "").split())
+    return Address(name or None, None, local, domain)
 
 
 def _parse_tokens(value: str) -> list[Address]:

@@ -60,3 +60,14 @@ def test_changedsince_leaves_out_what_the_session_has_not_been_told(connect: Cal
     assert untagged[0].startswith(b"* 1 FETCH (FLAGS (\\Seen) UID 1 MODSEQ (")
     assert untagged[1:3] == [b"* 3 EXPUNGE", b"* 3 EXISTS"]
     assert sorted(_modseqs(untagged)) == [1]
+
+
+def test_first_enabling_command_reports_highestmodseq(imap: Transcript) -> None:
+    """RFC 7162 §3.1: the first CONDSTORE-enabling command while a mailbox is selected is
+    answered with `* OK [HIGHESTMODSEQ n]` too; later ones are not."""
+    append(imap, "INBOX", message("a"))
+    append(imap, "INBOX", message("b"))
+    imap.ok("SELECT INBOX")
+    lines = imap.ok("FETCH 1 (MODSEQ)")
+    assert lines == [b"* OK [HIGHESTMODSEQ 3] Highest", b"* 1 FETCH (MODSEQ (2))"]
+    assert imap.ok("FETCH 2 (MODSEQ)") == [b"* 2 FETCH (MODSEQ (3))"]

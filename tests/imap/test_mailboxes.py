@@ -94,3 +94,11 @@ def test_rename_creates_parents_in_one_step(imap: Transcript) -> None:
     imap.no("RENAME Other Deep/er/Target", code="ALREADYEXISTS")
     imap.no('RENAME Other "New/' + "q" * 300 + '"', code="CANNOT")
     assert not [n for n in mailbox_names(imap) if n.startswith(b"New")]  # no parent left behind
+
+
+def test_rename_refuses_inferiors_past_the_limits(imap: Transcript) -> None:
+    imap.ok("CREATE Top/" + "c" * 200)
+    long_name = "n" * 255 + "/" + "m" * 100  # valid itself; Top's child would pass 500 octets
+    imap.no(f'RENAME Top "{long_name}"', code="CANNOT")
+    assert [n for n in mailbox_names(imap) if n.startswith(b"Top")] == [b"Top", b"Top/" + b"c" * 200]
+    assert not [n for n in mailbox_names(imap) if n.startswith(b"nnn")]

@@ -103,6 +103,8 @@ def test_address_fast_path_parses_as_the_tokenizer_does(name: str, local: str, d
     """ENVELOPE's fast path for a lone mailbox gives what the full RFC 5322 parse gives."""
     value = form.format(n=name, a=f"{local}@{domain}")
     assert address.parse(value) == address._parse_tokens(value)
+    listed = f"{value}, {value},{value}"  # the fast path for a list of plain mailboxes
+    assert address.parse(listed) == address._parse_tokens(listed)
 
 
 def test_envelope_groups_routes_and_comments() -> None:

@@ -69,8 +69,7 @@ def test_store_keeps_recent_and_cannot_set_it(imap: Transcript) -> None:
 
 def test_copy_move_append_make_recent_for_the_next_session(connect: Callable[..., Transcript]) -> None:
     s, later = connect(), connect()
-    for i in range(3):
-        append(s, "INBOX", message(f"m{i}"))
+    assert [append(s, "INBOX", message(f"m{i}")) for i in range(3)] == [1, 2, 3]
     s.ok("SELECT INBOX")
     s.ok("COPY 1 Archive")
     s.ok("MOVE 2 Archive")
