@@ -216,7 +216,7 @@ class Writer:
             # ~2 KB) they took a third of the append throughput.
             batch, results = self._write(items, isolate=True)
         # Committed and fsynced (lmdb sync=True) from here on.
-        if self.health is not None:
+        if self.health is not None and any(ok for _, ok, _ in results):
             self.health.write_succeeded(self.where)
         self.commits += 1
         self.operations += len(items)
