@@ -78,7 +78,8 @@ class Health:
         if repeat:
             log.error("%s: no space left for writes (%s): refusing new mail with 452 4.3.1 until "
                       "space is freed; %d write(s) refused so far", where, error, entry["failures"])
-        if first:
+        if first or now - entry.get("saved", 0.0) >= 1.0:
+            entry["saved"] = now
             self._save()
 
     def write_succeeded(self, where: str) -> None:
@@ -93,13 +94,14 @@ class Health:
             self._save()
 
     def blob_damaged(self, where: str, sha: str, what: str) -> None:
-        log.error("%s: blob %s is damaged (sha256 mismatch), %s cannot be read: restore the "
-                  "file from a backup or run 'maild fsck'", where, sha, what)
+        """A body failed its sha256 check: logged once per blob, kept for `maild status`."""
         with self._lock:
             if any(d["blob"] == sha for d in self.damaged):
                 return
             self.damaged.append({"where": where, "blob": sha, "message": what, "seen": time.time()})
             del self.damaged[:-MAX_DAMAGED]
+        log.error("%s: blob %s is damaged (sha256 mismatch), %s cannot be read: restore the "
+                  "file from a backup or run 'maild fsck'", where, sha, what)
         self._save()
 
     # -- the file -------------------------------------------------------------------------
