@@ -408,13 +408,17 @@ class Store:
         results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
         return results.addCallback(lambda rs: rs[0])
 
-    def deliver(self, raw: bytes, recipients: list[Recipient]) -> defer.Deferred[list[AppendResult]]:
-        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard)."""
+    def deliver(self, raw: bytes, recipients: list[Recipient], *,
+                queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
+        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard).
+        Recipients it cannot be filed for while others have it go to the local-delivery retry
+        queue (see _file); with ``queue_failures`` also when none has it (the message was
+        already accepted elsewhere, e.g. queued for remote recipients)."""
         targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
-        return self._deliver(raw, targets, None)
+        return self._deliver(raw, targets, None, queue_failures)
 
     def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
-                 internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
+                 internal_date: float | None, queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
         if len(raw) <= self.config.inline_body_max:
             # Kept inline: hashed and summarised right here, with no Deferred in between
@@ -423,12 +427,12 @@ class Store:
                 staged, envelope = blobfiles.inline(raw), envelope_fields(raw)
             except Exception:  # noqa: BLE001 - handed to the caller's errback
                 return defer.fail()
-            return self._file(staged, envelope, targets, when)
-        return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when))
+            return self._file(staged, envelope, targets, when, queue_failures)
+        return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when, queue_failures))
 
     def _file(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
               targets: list[tuple[User, int | str, frozenset[str], bytes]],
-              when: float) -> defer.Deferred[list[AppendResult]]:
+              when: float, queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         """File a staged body into every target mailbox; the staging file goes afterwards.
 
         All or nothing for the sender: when it is filed for some targets and fails for the
@@ -439,7 +443,7 @@ class Store:
 
         def settle(outcomes: list[tuple[bool, Any]]) -> Any:
             failed = [(t, v) for t, (ok, v) in zip(targets, outcomes, strict=True) if not ok]
-            if len(failed) == len(targets):
+            if len(failed) == len(targets) and not queue_failures:
                 return Failure(failed[0][1])
             results = [v if ok else AppendResult(t[0].address, 0, 0, 0, 0)
                        for t, (ok, v) in zip(targets, outcomes, strict=True)]
