@@ -110,6 +110,8 @@ class Writer:
         health: Any = None,
     ) -> None:
         self.name = name
+        # The environment's name for the operator: "shard 00", "directory".
+        self.where = f"shard {name[5:]}" if name.startswith("shard") else name
         self.health = health  # maild.store.health.Health, or None
         self.env = env
         self.dbs = dbs
@@ -178,11 +180,6 @@ class Writer:
                 else:
                     log.exception("writer %s: batch of %d failed", self.name, len(items))
                 self._complete([(item, False, error) for item in items if not item.settled], None)
-
-    @property
-    def where(self) -> str:
-        """The environment's name for the operator: "shard 00", "directory"."""
-        return f"shard {self.name[5:]}" if self.name.startswith("shard") else self.name
 
     def _report_full(self, error: BaseException) -> None:
         if self.health is not None:
