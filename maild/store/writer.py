@@ -295,6 +295,9 @@ def _storage_error(exc: BaseException) -> BaseException:
     """``exc`` as the caller should see it: StoreFull when it says there is no space."""
     if isinstance(exc, lmdb.MapFullError):
         return StoreFull(f"the LMDB map is full (raise store.map_size_mb): {exc}")
+    if isinstance(exc, lmdb.PanicError):  # a failed meta page write: only reopening clears it
+        return StoreFull(f"the environment refuses writes after a failed write ({exc}): free "
+                         "space, then restart maild")
     if isinstance(exc, lmdb.DiskError) or (
             isinstance(exc, lmdb.Error) and any(t in str(exc) for t in _NO_SPACE_TEXTS)):
         return StoreFull(f"file system full: {exc}")

@@ -175,3 +175,23 @@ def test_directory_emptied_under_shards_with_mail_is_refused(tmp_path: Path) -> 
     (tmp_path / "data" / "directory" / "lmdb" / "data.mdb").write_bytes(b"")
     with pytest.raises(FormatError, match="directory: .* is empty"):
         Store(tmp_path / "data", SMALL)
+
+
+def test_an_emptied_shard_starts_anew_only_when_the_operator_says_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data", SMALL)
+    store.domain_add("example.test")
+    store.user_add(ALICE, "hash")
+    index = store.user(ALICE).shard
+    store.close()
+    lmdb_dir = tmp_path / "data" / "shards" / f"{index:02d}" / "lmdb"
+    (lmdb_dir / "data.mdb").write_bytes(b"")
+    with pytest.raises(FormatError, match=f"shard {index}: .* is empty .*1 user.*alice@example.test.*recreate-empty"):
+        Store(tmp_path / "data", SMALL)
+    (lmdb_dir / "recreate-empty").touch()
+    store = Store(tmp_path / "data", SMALL)  # as asked: empty, alice has no partition now
+    try:
+        assert not (lmdb_dir / "recreate-empty").exists()
+        store.ensure_partition(store.user(ALICE))
+        assert store.require_mailbox(ALICE, "INBOX").messages == 0
+    finally:
+        store.close()
