@@ -77,6 +77,7 @@ def test_sigterm_under_smtp_load_answers_every_stored_message(maild_factory) -> 
                            server={"shutdown_grace": 10.0})
     acked: set[str] = set()
     sent: set[str] = set()
+    stop_times: list[float] = []
     for stop in range(STOPS):
         if stop:
             server.start()
@@ -109,11 +110,15 @@ def test_sigterm_under_smtp_load_answers_every_stored_message(maild_factory) -> 
             idle.close()
         assert any(line.startswith(b"* BYE") for line in lines), lines
         assert took < 10, took
+        stop_times.append(took)
     stored = _stored_subjects(server)
     assert len(stored) == len(set(stored))
     assert acked - set(stored) == set(), "acknowledged but lost"
     assert set(stored) - acked == set(), "stored but never answered 250: the sender will send it again"
     assert len(acked) > 50 * STOPS, len(acked)
+    print(f"\nshutdown: {STOPS} SIGTERMs under {SENDERS} SMTP connections; {len(acked)} messages "
+          f"answered 250 and stored, {len(sent - acked)} cut off (421, not stored); stop took "
+          + ", ".join(f"{t:.2f}" for t in stop_times) + " s")
     log = server.log()
     assert log.count("maild stopping") == STOPS
     assert "still busy after" not in log
