@@ -76,7 +76,7 @@ from maild.pop3.parser import (
     User,
     parse_command,
 )
-from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
+from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
 
@@ -670,8 +670,11 @@ class Pop3Session(CommandSession):
         try:
             if uids:
                 await self.ctx.store.expunge(drop.user, drop.mailbox_id, uids)
-        except Exception:  # noqa: BLE001 - RFC 1939 §6: say so, keep the connection's end
-            log.exception("pop3: expunge at QUIT failed for %s", drop.user)
+        except Exception as exc:  # noqa: BLE001 - RFC 1939 §6: say so, keep the connection's end
+            if isinstance(exc, StoreFull):  # the store has logged it once
+                log.warning("pop3: expunge at QUIT refused for %s: store full", drop.user)
+            else:
+                log.exception("pop3: expunge at QUIT failed for %s", drop.user)
             self._send("-ERR [SYS/TEMP] Some deleted messages not removed")
             self._close()
             return

@@ -37,6 +37,8 @@ class Health:
         self._lock = threading.Lock()
         self.full: dict[str, dict[str, Any]] = {}
         self.damaged: list[dict[str, Any]] = []
+        self._logged: dict[str, float] = {}  # when "no space" was last logged, per environment
+        self._recovered: dict[str, float] = {}  # when "succeed again" was
         self._fd: int | None = None
         if path is not None:
             try:
@@ -69,12 +71,14 @@ class Health:
             entry = self.full.get(where)
             first = entry is None
             if first:
-                entry = self.full[where] = {"since": now, "logged": 0.0, "failures": 0}
+                entry = self.full[where] = {"since": now, "failures": 0}
             entry["failures"] += 1
             entry["error"] = error
-            repeat = now - entry["logged"] >= REPEAT_SECONDS
+            # Logged once per REPEAT_SECONDS per environment, even when small writes that
+            # still fit clear the condition in between (they do on a nearly full disk).
+            repeat = now - self._logged.get(where, 0.0) >= REPEAT_SECONDS
             if repeat:
-                entry["logged"] = now
+                self._logged[where] = now
         if repeat:
             log.error("%s: no space left for writes (%s): refusing new mail with 452 4.3.1 until "
                       "space is freed; %d write(s) refused so far", where, error, entry["failures"])
@@ -88,9 +92,13 @@ class Health:
             return
         with self._lock:
             entry = self.full.pop(where, None)
+            quiet = time.time() - self._recovered.get(where, 0.0) < REPEAT_SECONDS
+            if not quiet:
+                self._recovered[where] = time.time()
         if entry is not None:
-            log.warning("%s: writes succeed again after %.0f s without space (%d refused)",
-                        where, time.time() - entry["since"], entry["failures"])
+            if not quiet:
+                log.warning("%s: writes succeed again after %.0f s without space (%d refused)",
+                            where, time.time() - entry["since"], entry["failures"])
             self._save()
 
     def blob_damaged(self, where: str, sha: str, what: str) -> None:
