@@ -14,6 +14,7 @@ import smtplib
 import time
 
 from maild import config as configmod
+from maild.store import retry
 from tests.conftest import MaildServer
 
 ALICE, BOB = "alice@example.test", "bob@example.test"  # shards 0 and 1 (maild.store.shard_for)
@@ -71,11 +72,19 @@ def test_full_shard_in_a_two_shard_delivery_is_answered_once(maild_factory) -> N
     server.config = configmod.load(server.config_path)
     store = server.store()
     try:
-        # What the daemon does every few seconds once the entry is due.
-        delivered = store.retry_deliveries(now=time.time() + 3600)
-        out: list[int] = []
-        delivered.addCallback(out.append)
-        assert out == [1]
+        [entry] = store.retry_entries()
+        entry["next_attempt"] = 0  # due now rather than in a minute
+        store.directory.writer.run(retry.op_update(entry))
+    finally:
+        store.close()
+    server.start()  # the daemon attempts due entries at start and every 15 s
+    deadline = time.monotonic() + 20
+    while "delivered to 1 recipient(s), 0 left" not in server.log():
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
+    server.stop()
+    store = server.store()
+    try:
         assert store.retry_entries() == []
     finally:
         store.close()
