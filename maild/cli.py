@@ -179,6 +179,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue = status["queue"]
     age = "-" if queue["oldest_age"] is None else f"{queue['oldest_age']:.0f}s"
     print(f"outbound queue: {queue['entries']} entries, oldest {age}")
+    retry = status["local_retry"]
+    if retry["entries"]:
+        print(f"local delivery retries: {retry['recipients']} recipient(s) in {retry['entries']} "
+              f"entries, oldest {_age(retry['oldest_age'])}")
     print(f"free space in the data directory: {status['free_bytes'] // (1024 * 1024)} MiB")
     daemon = status["daemon"]
     if daemon is None:

@@ -24,6 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 log = logging.getLogger("maild")
 
 POLL = 0.02
+LINGER = 1.0  # seconds a session that said goodbye gets to finish closing its connection
 
 
 class Sessions:
@@ -59,24 +60,36 @@ class Sessions:
         for port in self.ports:
             port.stopListening()
         deadline = self.reactor.seconds() + self.grace
+        closing: dict[Protocol, float] = {}  # sessions that said goodbye, since when
         done: defer.Deferred[None] = defer.Deferred()
 
         def poll() -> None:
+            now = self.reactor.seconds()
             for session in list(self.live):
                 shutdown = getattr(session, "shutdown", None)
-                if shutdown is not None:
-                    shutdown()
+                if session not in closing and (shutdown is None or shutdown()):
+                    closing[session] = now
+                elif session in closing and now - closing[session] >= LINGER:
+                    # Answered and closing, but the TLS close waits on the peer's
+                    # close_notify: its answers left long ago, do not wait for it.
+                    _abort(session)
             if not self.live:
                 done.callback(None)
                 return
-            if self.reactor.seconds() >= deadline:
-                log.warning("maild stopping: %d session(s) still busy after %.0f s: aborted",
-                            len(self.live), self.grace)
+            if now >= deadline:
+                busy = [s for s in self.live if s not in closing]
+                if busy:
+                    log.warning("maild stopping: %d session(s) still busy after %.0f s: aborted",
+                                len(busy), self.grace)
                 for session in list(self.live):
-                    if session.transport is not None:
-                        session.transport.abortConnection()
+                    _abort(session)
                 done.callback(None)
                 return
             self.reactor.callLater(POLL, poll)
         poll()
         return done
+
+
+def _abort(session: Protocol) -> None:
+    if session.transport is not None:
+        session.transport.abortConnection()

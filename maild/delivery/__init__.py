@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
@@ -134,17 +134,21 @@ class Delivery:
     def submit(self, tx: Transaction, raw: bytes, local_rcpts: list[str],
                remote_rcpts: list[str], user: User | str) -> defer.Deferred[None]:
         """Submission (RFC 6409): local recipients and a \\Seen copy in the user's Sent in
-        one store.deliver (one blob), remote recipients durably in the outbound queue."""
+        one store.deliver (one blob), remote recipients durably in the outbound queue.
+
+        All or nothing for the sender (docs/reliability.md): the outbound queue first (a
+        failure there has stored nothing: the client is answered 4xx and sends again), the
+        local copies after it, those that fail going to the store's local-delivery retry
+        queue, so a client's retry never sends the message twice to anyone."""
         owner = user if isinstance(user, str) else user.address
         recipients = self._recipients(tx, local_rcpts, None)
         sent = self.sent_mailbox(owner)
         if sent is not None:
             recipients.append(Recipient(user=owner, mailbox=sent, flags=frozenset({"\\Seen"})))
-        waits: list[defer.Deferred[Any]] = []  # deliver: AppendResults; enqueue: queue ids
+        if not remote_rcpts:
+            d = self.store.deliver(raw, recipients) if recipients else defer.succeed(None)
+            return d.addCallback(lambda _: None)
+        d = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
         if recipients:
-            waits.append(self.store.deliver(raw, recipients))
-        if remote_rcpts:
-            waits.append(self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts)))
-        d = defer.gatherResults(waits, consumeErrors=True)
-        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+            d.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
         return d.addCallback(lambda _: None)

@@ -83,7 +83,7 @@ class _Message:
 
     def raw(self) -> bytes:
         if self._raw is None:
-            self._raw = self.store.read(self.user, self.mailbox_id, self.uid)
+            self._raw = self.store.read(self.user, self.mailbox_id, self.uid, verify=False)
         return self._raw
 
     def cached(self, name: str, make: Callable[[], str]) -> str:

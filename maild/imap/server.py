@@ -24,7 +24,7 @@ Implementation notes — invariants a contributor must keep:
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
    ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
    identity; flags, modseqs and anything session-dependent are always read afresh.
-10. Shutdown (:meth:`ImapSession.shutdown`, called by the daemon): input is no longer read,
+10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
    a command in progress finishes and is answered, then ``* BYE`` and close (RFC 3501
    §7.1.5); an IDLE session (waiting for the client) gets its ``* BYE`` at once.
 11. APPEND to Sent of a message submission filed there moments ago answers with that
@@ -335,20 +335,12 @@ class ImapSession(CommandSession):
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    _stopping = False
-
-    def shutdown(self) -> bool:
-        """The server is stopping (invariant 10); True once this session is closing. The
-        daemon calls it again until then: a command in progress keeps it open."""
-        if self._closed:
-            return True
-        self._stopping = True
+    def _discard_input(self) -> None:  # invariant 10
         self._queue.clear()
-        if self._busy and self._line_waiter is None and self._idle_tag is None:
-            return False
-        self._send(b"* BYE maild is shutting down, try again later")
+
+    def _goodbye(self) -> None:
+        self._send(b"* BYE maild is shutting down, try again later")  # RFC 3501 §7.1.5
         self._close()
-        return True
 
     def _send(self, line: bytes) -> None:
         if not self._closed:

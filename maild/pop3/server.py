@@ -34,7 +34,7 @@ Implementation notes — invariants a contributor must keep:
 10. A client never sees an exception text: unexpected errors are logged and answered
    ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
    connection.
-11. Shutdown (:meth:`Pop3Session.shutdown`, called by the daemon): input is no longer
+11. Shutdown (``shutdown()``, called by the daemon): input is no longer
    read, a command in progress (a RETR being sent, QUIT's expunge) finishes and is
    answered, then the connection closes. POP3 has no unsolicited response, and a session
    that ends without QUIT deletes nothing (RFC 1939 §6; invariant 6).
@@ -76,7 +76,7 @@ from maild.pop3.parser import (
     User,
     parse_command,
 )
-from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
+from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
 
@@ -280,19 +280,11 @@ class Pop3Session(CommandSession):
         self._release()  # now, not when a TLS shutdown has finished: a client may reconnect at once
         self.transport.loseConnection()
 
-    _stopping = False
-
-    def shutdown(self) -> bool:
-        """The server is stopping (invariant 11); True once this session is closing. The
-        daemon calls it again until then: a command in progress keeps it open."""
-        if self._closed:
-            return True
-        self._stopping = True
+    def _discard_input(self) -> None:  # invariant 11
         self._buf.clear()
-        if self._busy and self._line_waiter is None:
-            return False
-        self._close()
-        return True
+
+    def _goodbye(self) -> None:
+        self._close()  # RFC 1939 has no unsolicited response; §6: no UPDATE state
 
     def _release(self) -> None:
         """The session is over: free its connection slot and its maildrop lock, and write
@@ -683,8 +675,11 @@ class Pop3Session(CommandSession):
         try:
             if uids:
                 await self.ctx.store.expunge(drop.user, drop.mailbox_id, uids)
-        except Exception:  # RFC 1939 §6: say so, keep the connection's end
-            log.exception("pop3: expunge at QUIT failed for %s", drop.user)
+        except Exception as exc:  # RFC 1939 §6: say so, keep the connection's end
+            if isinstance(exc, StoreFull):  # the store has logged it once
+                log.warning("pop3: expunge at QUIT refused for %s: store full", drop.user)
+            else:
+                log.exception("pop3: expunge at QUIT failed for %s", drop.user)
             self._send("-ERR [SYS/TEMP] Some deleted messages not removed")
             self._close()
             return

@@ -32,9 +32,10 @@ Implementation notes — invariants a contributor must keep:
    it grows, and the transport's own write buffer pauses us (we are its push producer).
 9. A client never sees an exception text: unexpected errors are logged and answered
    451 4.3.0.
-10. Shutdown (:meth:`SmtpSession.shutdown`, called by the daemon): input is no longer read,
+10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
    a command in progress (the store's commit after DATA included) finishes and is answered,
-   then 421 and close (RFC 5321 §3.8); a message still being received is not stored.
+   then 421 and close (RFC 5321 §3.8); a message still being received is not stored
+   (``_discard_input``, ``_goodbye``).
 """
 
 from __future__ import annotations
@@ -270,20 +271,12 @@ class SmtpSession(CommandSession):
         self._buf.clear()
         self.transport.loseConnection()
 
-    _stopping = False
-
-    def shutdown(self) -> bool:
-        """The server is stopping (invariant 10); True once this session is closing. The
-        daemon calls it again until then: a command in progress keeps it open."""
-        if self._closed:
-            return True
-        self._stopping = True  # nothing more is read, nothing pipelined is started
+    def _discard_input(self) -> None:  # invariant 10
         self._buf.clear()
-        if self._busy and self._line_waiter is None:
-            return False
-        self._reply(421, "4.3.2", f"{self.hostname} Service shutting down, try again later")
+
+    def _goodbye(self) -> None:
+        self._reply(421, "4.3.2", f"{self.hostname} Service shutting down, try again later")  # RFC 5321 §3.8
         self._close()
-        return True
 
     # -- IPushProducer: the transport's write buffer is full / drained ----------------------
 

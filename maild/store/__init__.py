@@ -66,7 +66,7 @@ __all__ = ["Store", "canonical", "split_address"]
 # A user removed or changed by `maild user` in another process is seen by the daemon's
 # message operations within this many seconds (logins always read the directory).
 USER_CACHE_SECONDS = 2.0
-VERIFIED_FILES_MAX = 20_000  # body files whose checksum was verified, remembered by inode
+VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
 def shard_for(user_id: int, shards: int) -> int:
@@ -423,13 +423,17 @@ class Store:
         results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
         return results.addCallback(lambda rs: rs[0])
 
-    def deliver(self, raw: bytes, recipients: list[Recipient]) -> defer.Deferred[list[AppendResult]]:
-        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard)."""
+    def deliver(self, raw: bytes, recipients: list[Recipient], *,
+                queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
+        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard).
+        Recipients it cannot be filed for while others have it go to the local-delivery retry
+        queue (see _file); with ``queue_failures`` also when none has it (the message was
+        already accepted elsewhere, e.g. queued for remote recipients)."""
         targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
-        return self._deliver(raw, targets, None)
+        return self._deliver(raw, targets, None, queue_failures)
 
     def _deliver(self, raw: bytes, targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
-                 internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
+                 internal_date: float | None, queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
         if len(raw) <= self.config.inline_body_max:
             # Kept inline: hashed and summarised right here, with no Deferred in between
@@ -438,12 +442,12 @@ class Store:
                 staged, envelope = blobfiles.inline(raw), envelope_fields(raw)
             except Exception:  # handed to the caller's errback
                 return defer.fail()
-            return self._file(staged, envelope, targets, when)
-        return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when))
+            return self._file(staged, envelope, targets, when, queue_failures)
+        return self._stage(raw).addCallback(lambda se: self._file(se[0], se[1], targets, when, queue_failures))
 
     def _file(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
               targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
-              when: float) -> defer.Deferred[list[AppendResult]]:
+              when: float, queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         """File a staged body into every target mailbox; the staging file goes afterwards.
 
         All or nothing for the sender: when it is filed for some targets and fails for the
@@ -454,7 +458,7 @@ class Store:
 
         def settle(outcomes: list[tuple[bool, Any]]) -> Any:
             failed = [(t, v) for t, (ok, v) in zip(targets, outcomes, strict=True) if not ok]
-            if len(failed) == len(targets):
+            if len(failed) == len(targets) and not queue_failures:
                 return Failure(failed[0][1])
             results = [v if ok else AppendResult(t[0].address, 0, 0, 0, 0)
                        for t, (ok, v) in zip(targets, outcomes, strict=True)]
@@ -620,27 +624,41 @@ class Store:
                 if digest.digest() != record.sha:
                     self._damaged(shard, sha, user, mailbox_id, uid)
                 blob.seek(0)
-                with self._verified_lock:
-                    self._verified_files[stamp] = None
-                    if len(self._verified_files) > VERIFIED_FILES_MAX:
-                        self._verified_files.popitem(last=False)
+                self._remember_verified(stamp)
         except BaseException:
             blob.close()
             raise
         return io.BufferedReader(_PrefixedReader(record.prefix, blob))
 
-    def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
-        """The whole message, its body verified against its sha256 (BlobDamaged)."""
+    def read(self, user: str, mailbox_id: int, uid: int, *, verify: bool = True) -> bytes:
+        """The whole message, its body verified against its sha256 (BlobDamaged) unless
+        ``verify`` is false (SEARCH: it serves no bytes, and a damaged message must not fail
+        the search of a whole mailbox)."""
         shard, record, body = self._locate(user, mailbox_id, uid)
         if body is None:
             body = shard.blobs.read(record.sha.hex())
-        self._verify(shard, record, body, user, mailbox_id, uid)
+        if verify:
+            self._verify(shard, record, body, user, mailbox_id, uid)
         return record.prefix + body
 
     def _verify(self, shard: Shard, record: MessageRecord, body: bytes, user: str,
                 mailbox_id: int, uid: int) -> None:
+        """Check an inline body (or a file read whole). Inline bodies verified once are
+        remembered like files: LMDB rewrites no value in place, so only a flip at rest could
+        change one, which fsck finds."""
+        stamp = (record.sha.hex(), -shard.index - 1, len(body), 0)
+        with self._verified_lock:
+            if stamp in self._verified_files:
+                return
         if hashlib.sha256(body).digest() != record.sha:
             self._damaged(shard, record.sha.hex(), user, mailbox_id, uid)
+        self._remember_verified(stamp)
+
+    def _remember_verified(self, stamp: tuple[str, int, int, int]) -> None:
+        with self._verified_lock:
+            self._verified_files[stamp] = None
+            if len(self._verified_files) > VERIFIED_FILES_MAX:
+                self._verified_files.popitem(last=False)
 
     def _damaged(self, shard: Shard, sha: str, user: str, mailbox_id: int, uid: int) -> None:
         box = shard.mailbox_by_id(self._user(user).id, mailbox_id)

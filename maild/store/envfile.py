@@ -26,8 +26,10 @@ MDB_MAGIC = 0xBEEFC0DE
 # MDB_meta: magic u32, version u32, address, mapsize, two MDB_db of 48 octets (the first,
 # the free list's, holds the page size in md_pad), last page number, transaction id.
 _MAGIC, _PSIZE, _LAST_PG, _TXNID = 16, 40, 136, 144
-_WHAT_TO_DO = ("restore it from a backup or a replica, or move the shard aside if you mean to "
-               "start it anew; 'maild fsck' reports the rest once it opens")
+_WHAT_TO_DO = "restore it from a backup or a replica; 'maild fsck' reports the rest once it opens"
+# Created by the operator next to data.mdb: start this environment empty, knowingly giving up
+# what it held (then remove its users or restore their mail); removed once used.
+RECREATE_MARKER = "recreate-empty"
 
 
 def _meta(header: bytes, base: int) -> tuple[int, int, int] | None:
@@ -51,11 +53,16 @@ def check(lmdb_dir: Path, what: str, required: Required | None) -> None:
     except FileNotFoundError:
         size = -1
     if size <= 0:
+        marker = lmdb_dir / RECREATE_MARKER
+        if marker.exists():
+            marker.unlink()
+            return
         reason = required() if required is not None else None
         if reason is not None:
             state = "missing" if size < 0 else "empty (0 octets)"
             raise FormatError(f"{what}: {data} is {state}, but {reason}. maild will not create "
-                              f"it anew, which would lose that mail: {_WHAT_TO_DO}")
+                              f"it anew, which would lose that mail: {_WHAT_TO_DO}. To start it "
+                              f"empty instead, giving that mail up, create {marker}")
         return
     with open(data, "rb") as fh:
         header = fh.read(2 * 65536)

@@ -3,9 +3,13 @@
 Checked per shard: every message record's mailbox, blob file and blob checksum; the blob
 reference counts; the unseen and modseq indexes; each mailbox's counters, UIDNEXT and
 HIGHESTMODSEQ; the name index; each user's usage; orphan blob files; that every directory
-user has a partition. Repair recomputes indexes, counters and refcounts from the message
-records, drops records whose blob is gone or damaged (reported as lost), and removes
-orphan blob files: the spirit of Cyrus ``reconstruct`` and ``mox verifydata``.
+user has a partition. A missing or damaged blob is one problem naming the messages it held
+(the counters it upsets are counted as they stand, not reported again). Repair recomputes
+indexes, counters and refcounts from the message records, drops records whose blob is gone
+or damaged (reported as lost), and removes orphan blob files — none while any user lacks a
+partition in their shard (that environment is not the one their mail was in, and the files
+may be the only copies of their bodies): the spirit of Cyrus ``reconstruct`` and ``mox
+verifydata``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ class Health:
         self._lock = threading.Lock()
         self.full: dict[str, dict[str, Any]] = {}
         self.damaged: list[dict[str, Any]] = []
+        self._logged: dict[str, float] = {}  # when "no space" was last logged, per environment
+        self._recovered: dict[str, float] = {}  # when "succeed again" was
         self._fd: int | None = None
         if path is not None:
             try:
@@ -69,16 +71,19 @@ class Health:
             entry = self.full.get(where)
             first = entry is None
             if first:
-                entry = self.full[where] = {"since": now, "logged": 0.0, "failures": 0}
+                entry = self.full[where] = {"since": now, "failures": 0}
             entry["failures"] += 1
             entry["error"] = error
-            repeat = now - entry["logged"] >= REPEAT_SECONDS
+            # Logged once per REPEAT_SECONDS per environment, even when small writes that
+            # still fit clear the condition in between (they do on a nearly full disk).
+            repeat = now - self._logged.get(where, 0.0) >= REPEAT_SECONDS
             if repeat:
-                entry["logged"] = now
+                self._logged[where] = now
         if repeat:
             log.error("%s: no space left for writes (%s): refusing new mail with 452 4.3.1 until "
                       "space is freed; %d write(s) refused so far", where, error, entry["failures"])
-        if first:
+        if first or now - entry.get("saved", 0.0) >= 1.0:
+            entry["saved"] = now
             self._save()
 
     def write_succeeded(self, where: str) -> None:
@@ -87,19 +92,24 @@ class Health:
             return
         with self._lock:
             entry = self.full.pop(where, None)
+            quiet = time.time() - self._recovered.get(where, 0.0) < REPEAT_SECONDS
+            if not quiet:
+                self._recovered[where] = time.time()
         if entry is not None:
-            log.warning("%s: writes succeed again after %.0f s without space (%d refused)",
-                        where, time.time() - entry["since"], entry["failures"])
+            if not quiet:
+                log.warning("%s: writes succeed again after %.0f s without space (%d refused)",
+                            where, time.time() - entry["since"], entry["failures"])
             self._save()
 
     def blob_damaged(self, where: str, sha: str, what: str) -> None:
-        log.error("%s: blob %s is damaged (sha256 mismatch), %s cannot be read: restore the "
-                  "file from a backup or run 'maild fsck'", where, sha, what)
+        """A body failed its sha256 check: logged once per blob, kept for `maild status`."""
         with self._lock:
             if any(d["blob"] == sha for d in self.damaged):
                 return
             self.damaged.append({"where": where, "blob": sha, "message": what, "seen": time.time()})
             del self.damaged[:-MAX_DAMAGED]
+        log.error("%s: blob %s is damaged (sha256 mismatch), %s cannot be read: restore the "
+                  "file from a backup or run 'maild fsck'", where, sha, what)
         self._save()
 
     # -- the file -------------------------------------------------------------------------

@@ -110,6 +110,8 @@ class Writer:
         health: Any = None,
     ) -> None:
         self.name = name
+        # The environment's name for the operator: "shard 00", "directory".
+        self.where = f"shard {name[5:]}" if name.startswith("shard") else name
         self.health = health  # maild.store.health.Health, or None
         self.env = env
         self.dbs = dbs
@@ -179,11 +181,6 @@ class Writer:
                     log.exception("writer %s: batch of %d failed", self.name, len(items))
                 self._complete([(item, False, error) for item in items if not item.settled], None)
 
-    @property
-    def where(self) -> str:
-        """The environment's name for the operator: "shard 00", "directory"."""
-        return f"shard {self.name[5:]}" if self.name.startswith("shard") else self.name
-
     def _report_full(self, error: BaseException) -> None:
         if self.health is not None:
             self.health.write_failed(self.where, str(error))
@@ -216,7 +213,7 @@ class Writer:
             # ~2 KB) they took a third of the append throughput.
             batch, results = self._write(items, isolate=True)
         # Committed and fsynced (lmdb sync=True) from here on.
-        if self.health is not None:
+        if self.health is not None and any(ok for _, ok, _ in results):
             self.health.write_succeeded(self.where)
         self.commits += 1
         self.operations += len(items)
@@ -298,6 +295,9 @@ def _storage_error(exc: BaseException) -> BaseException:
     """``exc`` as the caller should see it: StoreFull when it says there is no space."""
     if isinstance(exc, lmdb.MapFullError):
         return StoreFull(f"the LMDB map is full (raise store.map_size_mb): {exc}")
+    if isinstance(exc, lmdb.PanicError):  # a failed meta page write: only reopening clears it
+        return StoreFull(f"the environment refuses writes after a failed write ({exc}): free "
+                         "space, then restart maild")
     if isinstance(exc, lmdb.DiskError) or (
             isinstance(exc, lmdb.Error) and any(t in str(exc) for t in _NO_SPACE_TEXTS)):
         return StoreFull(f"file system full: {exc}")

@@ -92,3 +92,29 @@ class CommandSession(Protocol):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+
+    # -- server shutdown (maild/shutdown.py) ------------------------------------------------
+
+    _stopping = False  # the server is stopping: input is no longer read
+
+    def _discard_input(self) -> None:
+        """Drop what the client sent that no command has started on."""
+        raise NotImplementedError
+
+    def _goodbye(self) -> None:
+        """Tell the client the server is going away, in the protocol's words, and close."""
+        raise NotImplementedError
+
+    def shutdown(self) -> bool:
+        """The server is stopping: read nothing more and start nothing pipelined; a command
+        in progress finishes and is answered. True once the session has said goodbye and is
+        closing; the daemon calls again until then. Waiting for the client (a SASL response,
+        IDLE's DONE) is not a command in progress."""
+        if self._closed:
+            return True
+        self._stopping = True
+        self._discard_input()
+        if self._busy and getattr(self, "_line_waiter", None) is None:
+            return False
+        self._goodbye()
+        return True

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MaildServer
+from tests.reliability.conftest import imap_session, pop3_session
 
 
 def _deliver(server: MaildServer, subject: str, size: int) -> None:
@@ -160,3 +161,61 @@ def test_flipped_blob_is_named_and_repair_keeps_the_rest(maild_factory) -> None:
     server.start()
     store_check = server.cli("status", "--json")
     assert '"messages": 2' in store_check.stdout
+
+
+def test_flipped_blob_byte_is_served_as_an_error_for_that_message(maild_factory) -> None:  # type: ignore[no-untyped-def]
+    """Bodies are verified against their sha256 when read whole: a flipped byte is a clear
+    error for that one message on IMAP (NO [SERVERBUG], whether FETCH streams the body from
+    its file or reads it whole) and POP3 (-ERR), a log line naming the blob, and a line in
+    `maild status`; the other messages are served as before."""
+    server = maild_factory(store={"shards": 1})
+    _deliver(server, "big", 60_000)  # read whole by FETCH
+    _deliver(server, "huge", 300_000)  # streamed by FETCH (above 256 KB)
+    _deliver(server, "fine", 60_000)
+    server.stop()
+    blobs = {p.name: p for p in server.data_dir.glob("shards/*/blobs/*/*")}
+    store = server.store()
+    try:
+        inbox = store.require_mailbox("alice@example.test", "INBOX")
+        damaged = [m.blob for m in store.messages("alice@example.test", inbox.id)][:2]
+    finally:
+        store.close()
+    saved = {}
+    for sha in damaged:
+        saved[sha] = data = blobs[sha].read_bytes()
+        flipped = bytearray(data)
+        flipped[len(data) // 3] ^= 0x20
+        blobs[sha].write_bytes(bytes(flipped))
+    server.start()
+
+    imap = imap_session(server)
+    try:
+        imap.ok("SELECT INBOX")
+        for seq in (1, 2):
+            _, result = imap.command(f"FETCH {seq} BODY.PEEK[]")
+            assert result.startswith(b"NO [SERVERBUG]"), (seq, result)
+            assert b"damaged" in result and b"Error" not in result
+        lines = imap.ok("FETCH 3 BODY.PEEK[]")
+        assert b"Subject: fine" in b"".join(lines)
+        imap.ok("LOGOUT")
+    finally:
+        imap.close()
+    pop = pop3_session(server)
+    try:
+        reply = pop.cmd("RETR 2")
+        assert reply.startswith("-ERR [SYS/PERM]") and "damaged" in reply, reply
+        _, lines = pop.multi("RETR 3")
+        assert b"Subject: fine" in lines
+        pop.cmd("QUIT", ok=True)
+    finally:
+        pop.close()
+    log = server.log()
+    for sha in damaged:
+        assert f"blob {sha} is damaged" in log
+    assert "Traceback" not in log
+    status = server.cli("status")
+    for sha in damaged:
+        assert f"DAMAGED BLOB: shard 00: {sha}" in status.stdout, status.stdout
+    server.stop()
+    for sha in damaged:
+        blobs[sha].write_bytes(saved[sha])  # restored from the "backup"
