@@ -8,7 +8,7 @@ CONFIG := etc/maild.toml
 DEV_CERT := var/tls/cert.pem
 DEV_KEY := var/tls/key.pem
 # Debian packages the test suite drives as real peers and engines.
-TEST_DEBS := clamav-daemon rspamd redis-server swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl offlineimap3
+TEST_DEBS := clamav-daemon rspamd redis-server swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl offlineimap3 fail2ban
 # Debian packages `make bench-compare` runs as peers (the test suite does not need them).
 BENCH_DEBS := dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
 

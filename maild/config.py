@@ -61,6 +61,7 @@ class ImapConfig(Listeners):
     max_connections_per_ip: int = 50
     autologout_authenticated: float = 30 * 60.0  # RFC 3501 §5.4
     autologout_unauthenticated: float = 60.0
+    max_bad_commands: int = 20  # in a row; then * BYE and close
     allow_plaintext_auth_on_loopback: bool = False
     fetch_cache_mb: int = 32  # ENVELOPE, BODYSTRUCTURE, header fields kept for repeats; 0: none
     sort_cache_mb: int = 16  # SORT keys and THREAD facts kept for repeats; 0: none
@@ -71,6 +72,7 @@ class Pop3Config(Listeners):
     max_connections: int = 500
     max_connections_per_ip: int = 20
     idle_timeout: float = 600.0  # RFC 1939 §3: at least 10 minutes
+    max_bad_commands: int = 20  # in a row; then -ERR and close
     mark_seen_on_retr: bool = True
     allow_plaintext_auth_on_loopback: bool = False
 
@@ -80,10 +82,29 @@ class ApiConfig(Listeners):
     pass
 
 
+# Mozilla's "intermediate" profile (v5.7): forward secrecy and AEAD ciphers only, for TLS
+# 1.2; TLS 1.3's suites are all of that kind and always on.
+INTERMEDIATE_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
+    min_version: str = "TLSv1.2"
+    ciphers: str = INTERMEDIATE_CIPHERS  # OpenSSL cipher string for TLS 1.2
+    handshake_timeout: float = 20.0  # seconds from accept (or STARTTLS) to a finished handshake
+
+    def __post_init__(self) -> None:
+        if self.min_version not in TLS_VERSIONS:
+            raise ConfigError(f"tls.min_version: expected one of {', '.join(TLS_VERSIONS)}, "
+                              f"got {self.min_version!r}")
+        if self.handshake_timeout <= 0:
+            raise ConfigError(f"tls.handshake_timeout: must be greater than 0, got {self.handshake_timeout}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +126,12 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
+    """The auth penalty (docs/security.md): a delay before verifying, never a lockout."""
+
     failure_delay: float = 1.0  # first failure; doubles per failure from the same IP
     max_failure_delay: float = 30.0
+    account_free_failures: int = 10  # failures of one account (any IP) before its own delay
+    max_pending_per_ip: int = 8  # attempts from one IP queued at once; more answer "failed" at once
 
 
 @dataclass(frozen=True)
@@ -241,7 +266,7 @@ _SECTIONS: dict[str, type] = {
 
 _POSITIVE = {"shards", "map_size_mb", "directory_map_size_mb", "max_batch", "max_message_size",
              "max_recipients", "max_line_length", "max_connections", "max_connections_per_ip",
-             "append_limit", "max_command_size"}
+             "append_limit", "max_command_size", "max_bad_commands", "max_pending_per_ip"}
 
 
 def parse_address(text: str, key: str) -> Address:

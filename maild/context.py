@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,3 +24,6 @@ class ServerContext:
     reactor: Any
     filters: FilterChain
     delivery: Delivery | None = None
+    # State the listeners of one protocol section share (connection counts, rates, POP3
+    # locks), by section name: maild.util.session.SessionFactory.shared.
+    shared: dict[str, Any] = field(default_factory=dict)
