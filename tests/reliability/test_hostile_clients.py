@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import poplib
 import re
 import shutil
@@ -21,7 +22,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,42 +103,84 @@ def test_silent_connections_do_not_exhaust_the_process(maild_factory: Callable[.
 
 # -- the TLS profile (issue 15 item 12) ------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def rsa_server(tmp_path_factory: pytest.TempPathFactory, password_hashes: dict[str, str]) -> Iterator[MaildServer]:
+    """A daemon with an RSA certificate: only with RSA can a client ask for RSA key exchange
+    or ECDHE-RSA CBC suites (the development certificate is ECDSA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    root = tmp_path_factory.mktemp("rsa")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = root / "cert.pem", root / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    (root / "srv").mkdir()
+    server = MaildServer(root / "srv", (cert_path, key_path, cert_path), password_hashes, {})
+    yield server
+    server.stop()
+
+
 def _client(cafile: Path, ciphers: str | None = None, version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     context = tls_context(cafile)
     if version is not None:
         context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
         context.maximum_version = version
+        context.set_ciphers("ALL:@SECLEVEL=0")
     if ciphers is not None:
         context.set_ciphers(ciphers + ":@SECLEVEL=0")
         context.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 suites ignore set_ciphers
     return context
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("ciphers,version", [
     ("AES128-SHA", None),  # RSA key exchange, CBC, SHA-1
     ("AES256-GCM-SHA384", None),  # RSA key exchange: no forward secrecy
     ("ECDHE-RSA-AES128-SHA", None),  # forward secret but CBC-SHA1
+    ("ECDHE-RSA-AES256-SHA384", None),  # CBC
     (None, ssl.TLSVersion.TLSv1),
     (None, ssl.TLSVersion.TLSv1_1),
 ])
-def test_weak_tls_clients_are_refused(maild_server: MaildServer, ciphers: str | None,
+def test_weak_tls_clients_are_refused(rsa_server: MaildServer, ciphers: str | None,
                                       version: ssl.TLSVersion | None) -> None:
     for port in ("imaps", "submissions", "pop3s"):
-        try:
-            context = _client(maild_server.cafile, ciphers, version)
-        except ssl.SSLError:
-            pytest.skip("this OpenSSL cannot offer that suite or version at all")
+        context = _client(rsa_server.cafile, ciphers, version)
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            context.wrap_socket(_raw(maild_server, port), server_hostname="localhost").recv(100)
+            context.wrap_socket(_raw(rsa_server, port), server_hostname="localhost").recv(100)
+    # STARTTLS uses the same profile.
+    t = SmtpTranscript(rsa_server.host, rsa_server.ports["smtp"], cafile=rsa_server.cafile)
+    t.greeting()
+    t.cmd("STARTTLS", 220)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _client(rsa_server.cafile, ciphers, version).wrap_socket(t.sock, server_hostname="localhost")
 
 
-def test_modern_tls_clients_are_served(maild_server: MaildServer) -> None:
-    sock = _client(maild_server.cafile).wrap_socket(_raw(maild_server, "imaps"), server_hostname="localhost")
+def test_modern_tls_clients_are_served(rsa_server: MaildServer, maild_server: MaildServer) -> None:
+    sock = _client(rsa_server.cafile).wrap_socket(_raw(rsa_server, "imaps"), server_hostname="localhost")
     assert sock.version() == "TLSv1.3" and sock.recv(100).startswith(b"* OK")
     sock.close()
-    context = _client(maild_server.cafile, "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256")
-    sock = context.wrap_socket(_raw(maild_server, "pop3s"), server_hostname="localhost")
-    assert sock.version() == "TLSv1.2" and sock.cipher()[0].startswith("ECDHE-")
+    context = _client(rsa_server.cafile, "ECDHE-RSA-AES128-GCM-SHA256")
+    sock = context.wrap_socket(_raw(rsa_server, "pop3s"), server_hostname="localhost")
+    assert sock.version() == "TLSv1.2" and sock.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
+    sock.close()
+    # ECDSA (the development certificate): its CBC-SHA1 suite is refused, GCM served.
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _client(maild_server.cafile, "ECDHE-ECDSA-AES128-SHA").wrap_socket(
+            _raw(maild_server, "imaps"), server_hostname="localhost")
+    sock = _client(maild_server.cafile, "ECDHE-ECDSA-AES128-GCM-SHA256").wrap_socket(
+        _raw(maild_server, "imaps"), server_hostname="localhost")
+    assert sock.recv(100).startswith(b"* OK")
     sock.close()
 
 
