@@ -1,5 +1,7 @@
 """maild's IMAP server (RFC 3501 IMAP4rev1 plus the extensions in ``CAPABILITIES``),
-written on ``twisted.internet.protocol`` (not twisted.mail, see docs/imap.md).
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/imap.md). The session
+mechanics — connection limits, timers, the bad-command policy, the plaintext rule, the SASL
+exchange — are :mod:`maild.util.session`'s; this module frames input and holds the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -10,7 +12,9 @@ Implementation notes — invariants a contributor must keep:
    pipelined commands wait in ``_queue`` and the transport is paused when it grows.
 3. STARTTLS throws away everything pipelined behind it (RFC 3501 §6.2.1, CVE-2011-0411).
    LOGIN and AUTHENTICATE only over TLS, unless ``[imap] allow_plaintext_auth_on_loopback``
-   and the peer is a loopback address; LOGINDISABLED is advertised otherwise.
+   and the peer is a loopback address; LOGINDISABLED is advertised otherwise. Before
+   authentication a line or literal is at most ``PRE_AUTH_LIMIT`` (8 KiB), after it the
+   ``[imap]`` limits apply.
 4. Durability: a write command answers OK only after the store's Deferred has fired.
 5. Other sessions' changes arrive through the store's change feed into the
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or

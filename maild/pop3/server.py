@@ -1,5 +1,8 @@
-"""maild's POP3 server (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN
-(RFC 5034), written on ``twisted.internet.protocol`` (not twisted.mail, see docs/pop3.md).
+"""maild's POP3 server (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN and
+LOGIN (RFC 5034), written on ``twisted.internet.protocol`` (not twisted.mail, see docs/pop3.md).
+The session mechanics — connection limits, timers, the line loop, the bad-command policy,
+the plaintext rule, the SASL exchange — are :mod:`maild.util.session`'s; this module holds
+the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -13,11 +16,11 @@ Implementation notes — invariants a contributor must keep:
    name given to USER before it (RFC 2595 §4, the CVE-2011-0411 class).
 4. Passwords only over TLS: USER, PASS and AUTH are refused on a plain connection unless
    ``[pop3] allow_plaintext_auth_on_loopback`` is set and the client is on loopback.
-   Wrong credentials get ``-ERR [AUTH]`` (RFC 3206 §4) after the authenticator's growing
-   per-IP delay; the answer never says whether the user exists.
+   Wrong credentials get ``-ERR [AUTH]`` (RFC 3206 §4) after the auth penalty's delay
+   (docs/security.md); the answer never says whether the user exists.
 5. The maildrop is a snapshot of INBOX taken at login; message numbers never change
    during a session. One POP3 session per user (RFC 1939 §8, ``-ERR [IN-USE]``, RFC 2449
-   §8.1.1); IMAP is not blocked. The lock is released when the connection closes.
+   §8.1.1); IMAP is not blocked. The lock is released when the session ends (_session_ended).
 6. Nothing is deleted before QUIT: DELE only marks, and a connection that ends any other
    way (drop, timeout, shutdown) deletes nothing (RFC 1939 §6). At QUIT the marked
    messages are expunged from the store, so IMAP sessions see them go.

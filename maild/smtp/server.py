@@ -1,5 +1,7 @@
 """maild's SMTP server: inbound MX (RFC 5321) and message submission (RFC 6409, RFC 8314),
-written on ``twisted.internet.protocol`` (not twisted.mail, see docs/smtp.md).
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/smtp.md). The session
+mechanics — connection limits, timers, the line loop, the bad-command policy, the plaintext
+rule, the SASL exchange — are :mod:`maild.util.session`'s; this module holds the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -24,6 +26,8 @@ Implementation notes — invariants a contributor must keep:
    it grows, and the transport's own write buffer pauses us (we are its push producer).
 9. A client never sees an exception text: unexpected errors are logged and answered
    451 4.3.0.
+10. Every refusal of a connection or transaction (421, 451 rate limit, 554 relay, filter
+   verdicts) is one ``NOQUEUE: reject:`` log line (:meth:`SmtpSession._log_refusal`).
 """
 
 from __future__ import annotations

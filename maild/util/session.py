@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet import defer
@@ -150,34 +150,20 @@ class CommandSession(Protocol):
             self.config = factory.config
             self.hostname: str = factory.ctx.config.hostname
 
-    # -- the protocol's part ---------------------------------------------------------------
+    # -- the protocol's part: each protocol's session defines these -------------------------
 
-    def _greet(self) -> None:
-        """The connection is admitted: send the greeting."""
-        raise NotImplementedError
+    _greet: Callable[[], None]  # the connection is admitted: send the greeting
+    _refuse_connection: Callable[[], None]  # over a connection limit: send the refusal line
+    _idle_timeout: Callable[[], float]  # seconds of silence allowed in the present state
+    _timed_out: Callable[[], None]  # the idle timer fired
+    _input_backlog: Callable[[], bool]  # too much input waits: stop reading until it drains
+    _process: Callable[[], None]  # run what the buffered input holds, as far as the state allows
+    _internal_error: Callable[[Failure], None]  # a command raised: log it, answer without its text
+    _send_challenge: Callable[[bytes], None]  # send a SASL challenge (base64 already applied)
+    # the client's next line in a SASL exchange, and what is wrong with it, if anything
+    _read_response: Callable[[], Coroutine[Any, Any, tuple[bytes, str | None]]]
 
-    def _refuse_connection(self) -> None:
-        """The section is over a connection limit: send the protocol's refusal line."""
-        raise NotImplementedError
-
-    def _idle_timeout(self) -> float:
-        """Seconds of silence the session allows in its present state."""
-        raise NotImplementedError
-
-    def _timed_out(self) -> None:
-        raise NotImplementedError
-
-    def _input_backlog(self) -> bool:
-        """Too much input waits: stop reading from the transport until it drains."""
-        raise NotImplementedError
-
-    def _process(self) -> None:
-        """Run what the buffered input holds, as far as the session's state allows."""
-        raise NotImplementedError
-
-    def _internal_error(self, failure: Failure) -> None:
-        """A command raised: log it, answer without the exception's text."""
-        raise NotImplementedError
+    # -- ... and may define these ------------------------------------------------------------
 
     def _session_ended(self) -> None:
         """The session is over (once): release what it holds beyond its connection slot."""
@@ -187,14 +173,6 @@ class CommandSession(Protocol):
 
     def _tls_established(self) -> None:
         """The TLS handshake finished."""
-
-    def _send_challenge(self, challenge: bytes) -> None:
-        """Send a SASL challenge (base64 already applied)."""
-        raise NotImplementedError
-
-    async def _read_response(self) -> tuple[bytes, str | None]:
-        """The client's next line in a SASL exchange, and what is wrong with it, if anything."""
-        raise NotImplementedError
 
     # -- connection --------------------------------------------------------------------------
 
