@@ -121,3 +121,10 @@ def test_failure_lines_quote_the_user_name(caplog: pytest.LogCaptureFixture) -> 
         auth.attempt('x" rip=6.6.6.6 \n', "guess", "192.0.2.1")
     assert caplog.records[0].getMessage() == (
         'authentication failed: proto=imap rip=192.0.2.1 mech=LOGIN reason=password user="x\\" rip=6.6.6.6 \\x0a"')
+
+
+def test_an_ip_without_failures_logs_in_in_parallel() -> None:
+    """An office behind one NAT at nine o'clock: no queue, no busy refusals."""
+    auth = _Auth(max_pending_per_ip=2)
+    results = [auth.attempt("alice", RIGHT, "192.0.2.1") for _ in range(20)]
+    assert all(r and r[0].address == "alice" for r in results)

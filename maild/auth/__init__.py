@@ -6,8 +6,9 @@ password is verified, so an attacker who hangs up early learns nothing:
 
 - per client IP: after failures from an IP, every attempt from it waits
   ``failure_delay * 2**(failures-1)`` (at most ``max_failure_delay``), whatever the
-  password; attempts from one IP are verified one at a time, at most
-  ``max_pending_per_ip`` queued, so parallel connections do not multiply the rate. A
+  password; attempts from a penalised IP are verified one at a time, at most
+  ``max_pending_per_ip`` queued, so parallel connections do not multiply the rate (an IP
+  without failures logs in in parallel: an office behind one NAT at nine o'clock). A
   success clears only the failures for *that* user name from that IP (the user's own
   typos), never the others: logging into one's own account does not reset the counter.
 - per account: past ``account_free_failures`` failures for one user name from any IP,
@@ -136,19 +137,20 @@ class Authenticator:
     async def _authenticate(self, username: str, password: str, client_ip: str, protocol: str,
                             mechanism: str, alive: Callable[[], bool] | None) -> User | None:
         client = self._clients.get(client_ip)
-        if client is None:
-            if len(self._clients) >= MAX_TRACKED:
-                self._prune()
-            client = self._clients[client_ip] = _Client()
-        if client.pending >= self.config.max_pending_per_ip:
-            self._failed(username, client_ip, protocol, mechanism, "busy")
-            return None
-        client.pending += 1
-        previous, mine = client.tail, defer.Deferred()
-        client.tail = mine
+        queued = client is not None and bool(client.failures) and self._clock() - client.last <= WINDOW
+        mine: defer.Deferred[None] | None = None
+        if queued:
+            # A penalised IP: its attempts run one at a time, each after its delay.
+            assert client is not None
+            if client.pending >= self.config.max_pending_per_ip:
+                self._failed(username, client_ip, protocol, mechanism, "busy")
+                return None
+            client.pending += 1
+            previous, mine = client.tail, defer.Deferred()
+            client.tail = mine
         try:
-            if previous is not None:
-                await previous  # one attempt at a time per IP
+            if mine is not None and previous is not None:
+                await previous
             delay = self.delay_for(client_ip, username)
             if delay:
                 await deferLater(self.reactor, delay, lambda: None)
@@ -158,29 +160,32 @@ class Authenticator:
             password_hash = user.password_hash if user else _DUMMY_HASH
             ok = await self._verify(password_hash, password)
             if ok and user is not None:
-                self._succeeded(username, client_ip, client)
+                self._succeeded(username, client_ip)
                 return user
-            self._record_failure(username, client_ip, client)
+            self._record_failure(username, client_ip)
             self._failed(username, client_ip, protocol, mechanism, "password")
             delay = self.delay_for(client_ip, username)
             if delay:  # and the failure itself is answered late (Dovecot's auth_failure_delay)
                 await deferLater(self.reactor, delay, lambda: None)
             return None
         finally:
-            client.pending -= 1
-            if client.tail is mine:
-                client.tail = None
-            mine.callback(None)
-            if not client.pending and not client.failures:
-                self._clients.pop(client_ip, None)
+            if mine is not None and client is not None:
+                client.pending -= 1
+                if client.tail is mine:
+                    client.tail = None
+                mine.callback(None)
 
     def _verify(self, password_hash: str, password: str) -> defer.Deferred[bool]:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          verify_password, password_hash, password)
 
-    def _succeeded(self, username: str, client_ip: str, client: _Client) -> None:
+    def _succeeded(self, username: str, client_ip: str) -> None:
         name = username.lower()
-        client.failures.pop(name, None)  # the user's own typos, not the names others tried
+        client = self._clients.get(client_ip)
+        if client is not None:
+            client.failures.pop(name, None)  # the user's own typos, not the names others tried
+            if not client.failures and not client.pending:
+                del self._clients[client_ip]
         account = self._accounts.get(name)
         if account is None:
             if len(self._accounts) >= MAX_TRACKED:
@@ -192,9 +197,14 @@ class Authenticator:
         while len(account.trusted) > 16:
             account.trusted.pop(next(iter(account.trusted)))
 
-    def _record_failure(self, username: str, client_ip: str, client: _Client) -> None:
+    def _record_failure(self, username: str, client_ip: str) -> None:
         now = self._clock()
         name = username.lower()
+        client = self._clients.get(client_ip)
+        if client is None:
+            if len(self._clients) >= MAX_TRACKED:
+                self._prune()
+            client = self._clients[client_ip] = _Client()
         if now - client.last > WINDOW:
             client.failures.clear()
         key = name if name in client.failures or len(client.failures) < MAX_NAMES_PER_IP else "*"

@@ -71,8 +71,13 @@ def test_silent_tls_connections_are_limited_and_timed_out(maild_factory: Callabl
     assert other_ip.recv(200).startswith(b"* OK")
     smtp_session(server).cmd("QUIT", 221)
     pop3_session(server).cmd("QUIT", ok=True)
+    # STARTTLS answered, then no ClientHello: the same deadline.
+    starttls = SmtpTranscript(server.host, server.ports["smtp"], cafile=server.cafile)
+    starttls.greeting()
+    starttls.cmd("STARTTLS", 220)
     # After handshake_timeout the silent ones are closed and their slots are free again.
     assert all(_closed_within(sock, 4.0) for sock in silent)
+    assert _closed_within(starttls.sock, 2.0)
     s = imap_session(server)
     s.ok("NOOP")
     assert "too many connections" in server.log() and "TLS handshake from 127.0.0.1 not finished" in server.log()
