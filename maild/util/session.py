@@ -81,7 +81,7 @@ class SessionFactory(Factory):
 
     def shared(self, name: str, make: Any) -> Any:
         """State the listeners of this section share (made by ``make()`` the first time)."""
-        table = ctx_shared(self.ctx).setdefault(self.section, {})
+        table = self.ctx.shared.setdefault(self.section, {})
         if name not in table:
             table[name] = make()
         return table[name]
@@ -102,14 +102,6 @@ class SessionFactory(Factory):
         session.slot = slot
         session.refused = slot is None
         return session
-
-
-def ctx_shared(ctx: Any) -> dict[str, Any]:
-    shared = getattr(ctx, "shared", None)
-    if shared is None:
-        shared = {}
-        ctx.shared = shared
-    return shared
 
 
 class GatedTLSFactory(TLSMemoryBIOFactory):
