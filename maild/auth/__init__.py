@@ -186,16 +186,20 @@ class Authenticator:
             client.failures.pop(name, None)  # the user's own typos, not the names others tried
             if not client.failures and not client.pending:
                 del self._clients[client_ip]
-        account = self._accounts.get(name)
-        if account is None:
-            if len(self._accounts) >= MAX_TRACKED:
-                self._prune()
-            account = self._accounts[name] = _Account()
+        account = self._account(name)
         account.failures = 0
         account.trusted.pop(client_ip, None)
         account.trusted[client_ip] = self._clock()
         while len(account.trusted) > 16:
             account.trusted.pop(next(iter(account.trusted)))
+
+    def _account(self, name: str) -> _Account:
+        account = self._accounts.get(name)
+        if account is None:
+            if len(self._accounts) >= MAX_TRACKED:
+                self._prune()
+            account = self._accounts[name] = _Account()
+        return account
 
     def _record_failure(self, username: str, client_ip: str) -> None:
         now = self._clock()
@@ -210,11 +214,7 @@ class Authenticator:
         key = name if name in client.failures or len(client.failures) < MAX_NAMES_PER_IP else "*"
         client.failures[key] = client.failures.get(key, 0) + 1
         client.last = now
-        account = self._accounts.get(name)
-        if account is None:
-            if len(self._accounts) >= MAX_TRACKED:
-                self._prune()
-            account = self._accounts[name] = _Account()
+        account = self._account(name)
         if now - account.last > WINDOW:
             account.failures = 0
         account.failures += 1
