@@ -171,6 +171,7 @@ class ImapConfig(Listeners):
     max_connections_per_ip: int = key(50, "from one client address", positive=True)
     autologout_authenticated: float = key(30 * 60.0, "seconds (RFC 3501 §5.4: at least 30 minutes)")
     autologout_unauthenticated: float = key(60.0, "seconds before LOGIN/AUTHENTICATE")
+    max_bad_commands: int = key(20, "in a row; then * BYE and close", positive=True)
     allow_plaintext_auth_on_loopback: bool = key(False, "LOGIN without TLS from 127.0.0.0/8 and ::1 (tests, dev)")
     fetch_cache_mb: int = key(32, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
                                   "(another device, a resync); 0: none (docs/imap.md)")
@@ -186,6 +187,7 @@ class Pop3Config(Listeners):
                                positive=True)
     max_connections_per_ip: int = key(20, "from one client address", positive=True)
     idle_timeout: float = key(600.0, "seconds (RFC 1939 §3: at least 10 minutes); closes without deleting")
+    max_bad_commands: int = key(20, "in a row; then -ERR and close", positive=True)
     mark_seen_on_retr: bool = key(True, "RETR sets \\Seen, as Dovecot does (TOP never does)")
     allow_plaintext_auth_on_loopback: bool = key(
         False, "USER/PASS/AUTH without TLS from 127.0.0.0/8 and ::1 (tests, dev)")
@@ -196,11 +198,25 @@ class ApiConfig(Listeners):
     pass
 
 
+# Mozilla's "intermediate" profile (v5.7): forward secrecy and AEAD ciphers only, for TLS
+# 1.2; TLS 1.3's suites are all of that kind and always on.
+INTERMEDIATE_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     cert_file: Path | None = key(None, "PEM; intermediates may follow the leaf certificate",
                                  example="var/tls/cert.pem")
     key_file: Path | None = key(None, "PEM private key of cert_file", example="var/tls/key.pem")
+    min_version: str = key("TLSv1.2", "the oldest TLS version accepted", choices=TLS_VERSIONS)
+    ciphers: str = key(INTERMEDIATE_CIPHERS, "OpenSSL cipher string for TLS 1.2 (Mozilla 'intermediate': "
+                                             "forward secrecy, AEAD); TLS 1.3 suites are always on")
+    handshake_timeout: float = key(20.0, "seconds from accept (or STARTTLS) to a finished handshake; "
+                                         "then the connection is closed", positive=True)
 
 
 @dataclass(frozen=True)
@@ -234,8 +250,12 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    failure_delay: float = key(1.0, "seconds before answering a failed login; doubles per failure from one IP")
+    """The auth penalty (docs/security.md): a delay before verifying, never a lockout."""
+
+    failure_delay: float = key(1.0, "seconds of penalty after a failed login; doubles per failure from one IP")
     max_failure_delay: float = key(30.0, "seconds: the longest such delay")
+    account_free_failures: int = key(10, "failures of one account (from any IP) before it gets its own delay")
+    max_pending_per_ip: int = key(8, "login attempts from one IP queued at once; more fail at once", positive=True)
 
 
 # Windows executables, scripts, installers, shortcuts and disk images a double-click runs

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -25,3 +25,6 @@ class ServerContext:
     reactor: IReactorTime  # all a front end uses of it: timers (the wiring's reactor does more)
     filters: FilterChain
     delivery: Delivery
+    # State the listeners of one protocol section share (connection counts, rates, POP3
+    # locks), by section name: maild.util.session.SessionFactory.shared.
+    shared: dict[str, Any] = field(default_factory=dict)

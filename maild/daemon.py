@@ -36,6 +36,7 @@ from maild.queue.runner import QueueRunner
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
+from maild.util.session import GatedTLSFactory
 
 log = logging.getLogger("maild")
 
@@ -63,9 +64,18 @@ def tls_options(config: Config) -> ssl.CertificateOptions | None:
         chain = [ssl.Certificate.loadPEM(block).original for block in blocks[1:]]
     except Exception as exc:  # OpenSSL raises several types
         raise ConfigError(f"tls.cert_file: not a PEM certificate matching tls.key_file ({exc})") from None
-    # Twisted's defaults: TLS 1.2+, its vetted cipher list, no renegotiation by the client.
+    # [tls] min_version and ciphers: by default Mozilla's "intermediate" profile, TLS 1.2+
+    # with forward-secret AEAD suites only (docs/security.md); no renegotiation by the client.
+    try:
+        ciphers = ssl.AcceptableCiphers.fromOpenSSLCipherString(config.tls.ciphers)
+    except Exception as exc:
+        raise ConfigError(f"tls.ciphers: not an OpenSSL cipher string ({exc})") from None
+    if not ciphers._ciphers:
+        raise ConfigError(f"tls.ciphers: no cipher OpenSSL knows in {config.tls.ciphers!r}")
+    minimum = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}[config.tls.min_version]
     return ssl.CertificateOptions(privateKey=leaf.privateKey.original, certificate=leaf.original,
-                                  extraCertChain=chain or None)
+                                  extraCertChain=chain or None, raiseMinimumTo=minimum,
+                                  acceptableCiphers=ciphers)
 
 
 def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
@@ -77,9 +87,11 @@ def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
 def _listen(reactor: Any, key: str, address: Address, factory: Factory,
             tls: ssl.CertificateOptions | None) -> Any:
     try:
-        if tls is None:
-            return reactor.listenTCP(address.port, factory, interface=address.host)
-        return reactor.listenSSL(address.port, factory, tls, interface=address.host)
+        if tls is not None:
+            # Not listenSSL: the session factory counts the connection at accept and may
+            # refuse it before any TLS work (maild.util.session).
+            factory = GatedTLSFactory(tls, False, factory)
+        return reactor.listenTCP(address.port, factory, interface=address.host)
     except CannotListenError as exc:
         raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None
 

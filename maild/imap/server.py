@@ -1,5 +1,7 @@
 """maild's IMAP server (RFC 3501 IMAP4rev1 plus the extensions in ``CAPABILITIES``),
-written on ``twisted.internet.protocol`` (not twisted.mail, see docs/imap.md).
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/imap.md). The session
+mechanics — connection limits, timers, the bad-command policy, the plaintext rule, the SASL
+exchange — are :mod:`maild.util.session`'s; this module frames input and holds the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -10,7 +12,9 @@ Implementation notes — invariants a contributor must keep:
    pipelined commands wait in ``_queue`` and the transport is paused when it grows.
 3. STARTTLS throws away everything pipelined behind it (RFC 3501 §6.2.1, CVE-2011-0411).
    LOGIN and AUTHENTICATE only over TLS, unless ``[imap] allow_plaintext_auth_on_loopback``
-   and the peer is a loopback address; LOGINDISABLED is advertised otherwise.
+   and the peer is a loopback address; LOGINDISABLED is advertised otherwise. Before
+   authentication a line or literal is at most ``PRE_AUTH_LIMIT`` (8 KiB), after it the
+   ``[imap]`` limits apply.
 4. Durability: a write command answers OK only after the store's Deferred has fired.
 5. Other sessions' changes arrive through the store's change feed into the
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
@@ -40,13 +44,10 @@ Implementation notes — invariants a contributor must keep:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import collections
 import dataclasses
 import enum
-import ipaddress
 import logging
 import re
 import time
@@ -55,11 +56,10 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from maild.auth import SaslError, parse_sasl_plain
+from maild.auth import sasl
 from maild.config import ImapConfig
 from maild.delivery.sentcopy import submitted_copy
 from maild.imap import fetchcache, mime, names, wire
@@ -118,7 +118,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
-from maild.util.session import CommandSession
+from maild.util.session import CommandSession, SessionFactory
 
 if TYPE_CHECKING:
     from maild.context import ServerContext
@@ -126,7 +126,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_BYTES = 1024 * 1024  # pipelined input held while a command runs
-MAX_BAD_COMMANDS = 20
+# Before authentication a line or literal is at most what LOGIN or AUTHENTICATE needs
+# (RFC 4954's 12288 octets of SASL is SMTP's; a user name and password fit in far less).
+PRE_AUTH_LIMIT = 8 * 1024
 STREAM_CHUNK = 64 * 1024
 STREAM_ABOVE = 256 * 1024  # whole bodies larger than this stream from the blob file
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
@@ -228,23 +230,19 @@ def _check_charset(charset: str | None) -> None:
         raise _no("Supported charsets: UTF-8 US-ASCII", "BADCHARSET (UTF-8 US-ASCII)")
 
 
-class ImapFactory(Factory):
-    noisy = False
+class ImapFactory(SessionFactory):
+    protocol_name = "imap"
 
     def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
-        self.ctx = ctx
-        self.implicit_tls = implicit_tls
-        self.config: ImapConfig = ctx.config.imap
+        super().__init__(ctx, "imap", ctx.config.imap, implicit_tls)
+        self.config: ImapConfig
         fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
-        self.connections: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)
 
-    def buildProtocol(self, addr: Any) -> ImapSession:
-        session = ImapSession(self)
-        session.factory = self
-        return session
+    def make_session(self) -> ImapSession:
+        return ImapSession(self)
 
     def _changed(self, change: Change) -> None:
         for session in list(self.sessions.get(change.user, ())):
@@ -259,10 +257,9 @@ class ImapSession(CommandSession):
     ctx: ServerContext
 
     def __init__(self, factory: ImapFactory) -> None:
-        self.factory = factory
-        self.ctx = factory.ctx
+        super().__init__(factory)
+        self.factory: ImapFactory
         self.store = factory.ctx.store
-        self.config = factory.config
         self.tls = factory.implicit_tls
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
@@ -272,51 +269,35 @@ class ImapSession(CommandSession):
         # RFC 3501 §2.3.2 \Recent: claimed at SELECT and for new messages announced. The
         # hook for IMAP4rev2 (RFC 9051 has no \Recent): ENABLE IMAP4rev2 sets it False.
         self.recent_flag = True
-        self.client_ip = ""
-        self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
-                              self.config.append_limit)
+        # Pre-authentication limits until LOGIN/AUTHENTICATE succeeds (_authenticate).
+        self._framer = Framer(min(self.config.max_line_length, PRE_AUTH_LIMIT),
+                              min(self.config.max_command_size, PRE_AUTH_LIMIT), PRE_AUTH_LIMIT)
         self._queue: collections.deque[FrameEvent] = collections.deque()
-        self._counted = False
-        self._output_paused = False
         self._resume: defer.Deferred[None] | None = None
         self._line_waiter: defer.Deferred[bytes] | None = None
         self._idle_tag: str | None = None
-        self._bad_commands = 0
         self._cache: tuple[int, bytes, mime.Part | None] | None = None  # uid, raw, parsed
 
-    # -- connection ----------------------------------------------------------------------
+    # -- connection (the rest is maild.util.session's) -----------------------------------
 
-    def connectionMade(self) -> None:
-        self.client_ip = getattr(self.transport.getPeer(), "host", "")
-        counts = self.factory.connections
-        if sum(counts.values()) >= self.config.max_connections \
-                or counts[self.client_ip] >= self.config.max_connections_per_ip:
-            self._send(b"* BYE [UNAVAILABLE] Too many connections, try again later")
-            self._close()
-            return
-        counts[self.client_ip] += 1
-        self._counted = True
-        self.transport.registerProducer(self, True)
-        self._touch()
+    def _refuse_connection(self) -> None:
+        self._send(b"* BYE [UNAVAILABLE] Too many connections, try again later")  # RFC 5530 §3
+
+    def _greet(self) -> None:
+        self._register_producer()
         self._send(b"* OK [CAPABILITY " + self._capabilities() + b"] maild IMAP ready")
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._counted:
-            self._counted = False
-            counts = self.factory.connections
-            counts[self.client_ip] -= 1
-            if counts[self.client_ip] <= 0:
-                del counts[self.client_ip]
-        self._leave_user()
+    def _discard_input(self) -> None:
         for waiter in (self._resume, self._line_waiter):
             if waiter is not None and not waiter.called:
                 waiter.cancel()
         self._resume = self._line_waiter = None
         self._queue.clear()
         self._framer.reset()
+
+    def _session_ended(self) -> None:
+        self.state = State.LOGOUT
+        self._leave_user()
 
     def _leave_user(self) -> None:
         if self.user is not None:
@@ -326,16 +307,7 @@ class ImapSession(CommandSession):
                 if not sessions:
                     del self.factory.sessions[self.user]
 
-    def _close(self) -> None:
-        self._closed = True
-        self.state = State.LOGOUT
-        self._queue.clear()
-        if self._counted:
-            # A registered producer holds the connection open until it is unregistered.
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-
-    def _discard_input(self) -> None:  # invariant 10
+    def _drop_pipelined(self) -> None:  # invariant 10
         self._queue.clear()
 
     def _goodbye(self) -> None:
@@ -350,22 +322,10 @@ class ImapSession(CommandSession):
         if not self._closed:
             self.transport.write(data)
 
-    # -- IPushProducer: the transport's write buffer is full / drained -------------------
-
-    def pauseProducing(self) -> None:
-        self._output_paused = True
-        self._update_read_pause()
-
-    def resumeProducing(self) -> None:
-        self._output_paused = False
-        self._update_read_pause()
+    def _output_resumed(self) -> None:
         waiter, self._resume = self._resume, None
         if waiter is not None:
             waiter.callback(None)
-        self._process()
-
-    def stopProducing(self) -> None:
-        self._closed = True
 
     async def _drain(self) -> None:
         """Wait until the transport wants more output (backpressure for big FETCHes)."""
@@ -440,11 +400,11 @@ class ImapSession(CommandSession):
             self._send(b"* BYE Too much data")
             self._close()
         else:
-            self._count_bad()
+            self._bad_command()
 
-    def _count_bad(self) -> None:
-        self._bad_commands += 1
-        if self._bad_commands > MAX_BAD_COMMANDS:
+    def _bad_command(self) -> None:
+        """Counted by the session core; too many in a row end the session."""
+        if self._count_bad():
             self._send(b"* BYE Too many invalid commands")
             self._close()
 
@@ -454,13 +414,12 @@ class ImapSession(CommandSession):
         except ParseError as exc:
             tag = (exc.tag or "*").encode("ascii")
             self._send(tag + b" BAD " + exc.text.encode("ascii", "replace"))
-            self._count_bad()
+            self._bad_command()
             return
         if cmd.name not in ALLOWED[self.state]:
             self._send(cmd.tag.encode() + b" BAD " + cmd.name.encode() + b" not allowed now")
-            self._count_bad()
+            self._bad_command()
             return
-        self._bad_commands = 0
         self._start(self._execute(cmd))
 
     def _internal_error(self, failure: Failure) -> None:
@@ -468,11 +427,14 @@ class ImapSession(CommandSession):
         self._send(b"* BYE Internal error")
         self._close()
 
-    async def _read_line(self) -> bytes:
-        """The next client line (SASL responses); the session is busy meanwhile."""
+    async def _read_response(self) -> tuple[bytes, str | None]:
+        """The next client line (a SASL response); the session is busy meanwhile."""
         self._line_waiter = defer.Deferred()
         self._process()
-        return await self._line_waiter
+        return await self._line_waiter, None
+
+    def _send_challenge(self, challenge: bytes) -> None:
+        self._send(b"+ " + challenge)  # RFC 3501 §7.5
 
     async def _execute(self, cmd: Command) -> None:
         handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
@@ -636,22 +598,12 @@ class ImapSession(CommandSession):
 
     # -- capabilities, any state -------------------------------------------------------------
 
-    def _plaintext_ok(self) -> bool:
-        if self.tls:
-            return True
-        if not self.config.allow_plaintext_auth_on_loopback:
-            return False
-        try:
-            return ipaddress.ip_address(self.client_ip).is_loopback
-        except ValueError:
-            return False
-
     def _capabilities(self) -> bytes:
         if self.state is State.NOT_AUTHENTICATED:
             caps = list(PRE_AUTH_CAPABILITIES)
             if not self.tls and self.ctx.tls is not None:
                 caps.append("STARTTLS")
-            if self._plaintext_ok():
+            if self._plaintext_auth_allowed():
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
             else:
                 caps.append("LOGINDISABLED")  # RFC 3501 §6.2.3
@@ -685,62 +637,40 @@ class ImapSession(CommandSession):
         self._queue.clear()
         self._framer.reset()
         self._send(cmd.tag.encode() + b" OK Begin TLS negotiation now")
-        self.transport.startTLS(self.ctx.tls)
-        self.tls = True
+        self._start_tls()
         return ANSWERED
 
     def _require_plaintext_ok(self) -> None:
-        if not self._plaintext_ok():
+        if not self._plaintext_auth_allowed():
             raise _no("Authentication requires TLS (use STARTTLS or port 993)", "PRIVACYREQUIRED")
 
     async def _do_login(self, cmd: Login) -> tuple[str, str]:
         self._require_plaintext_ok()
-        return await self._authenticate(cmd.username, cmd.password)
+        return await self._authenticate(cmd.username, cmd.password, "LOGIN")
 
     async def _do_authenticate(self, cmd: Authenticate) -> tuple[str, str]:
         self._require_plaintext_ok()
-        if cmd.mechanism == "PLAIN":
-            response = cmd.initial
-            if response is None:
-                self._send(b"+ ")
-                response = await self._read_line()
-            self._sasl_cancelled(response)
-            try:
-                authzid, authcid, password = parse_sasl_plain(response)
-            except SaslError as exc:
-                raise _bad(str(exc)) from None
-            if authzid and authzid.lower() != authcid.lower():
-                raise _no("Authorization identity must match", "AUTHORIZATIONFAILED")
-            return await self._authenticate(authcid, password)
-        if cmd.mechanism == "LOGIN":
-            if cmd.initial:
-                username_b64 = cmd.initial
-            else:
-                self._send(b"+ VXNlcm5hbWU6")  # "Username:"
-                username_b64 = await self._read_line()
-            self._sasl_cancelled(username_b64)
-            self._send(b"+ UGFzc3dvcmQ6")  # "Password:"
-            password_b64 = await self._read_line()
-            self._sasl_cancelled(password_b64)
-            try:
-                username = base64.b64decode(username_b64, validate=True).decode("utf-8")
-                password = base64.b64decode(password_b64, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise _bad("invalid base64 in LOGIN response") from None
-            return await self._authenticate(username, password)
-        raise _no("Unsupported authentication mechanism", "CANNOT")
+        try:
+            # RFC 4959 §3: SASL-IR, "=" for an empty initial response.
+            credentials = await self._sasl_exchange(sasl.start(cmd.mechanism), sasl.initial_response(cmd.initial))
+        except sasl.UnknownMechanism:
+            raise _no("Unsupported authentication mechanism", "CANNOT") from None
+        except sasl.AuthzidMismatch:
+            raise _no("Authorization identity must match", "AUTHORIZATIONFAILED") from None
+        except sasl.SaslError as exc:
+            raise _bad(str(exc)) from None  # RFC 3501 §6.2.2: a cancel is BAD too
+        return await self._authenticate(credentials.authcid, credentials.password, credentials.mechanism)
 
-    @staticmethod
-    def _sasl_cancelled(response: bytes) -> None:
-        if response.strip() == b"*":
-            raise _bad("Authentication cancelled")  # RFC 3501 §6.2.2
-
-    async def _authenticate(self, username: str, password: str) -> tuple[str, str]:
-        user: User | None = await self.ctx.auth.authenticate(username, password, self.client_ip)
+    async def _authenticate(self, username: str, password: str, mechanism: str) -> tuple[str, str]:
+        user: User | None = await self._check_password(username, password, mechanism)
         if user is None:
             raise _no("Authentication failed", "AUTHENTICATIONFAILED")
         self.user = user.address
         self.state = State.AUTHENTICATED
+        # Full limits from now on (the pre-authentication ones are PRE_AUTH_LIMIT).
+        self._framer.max_line = self.config.max_line_length
+        self._framer.max_command = self.config.max_command_size
+        self._framer.append_limit = self.config.append_limit
         self.factory.sessions.setdefault(self.user, set()).add(self)
         return "CAPABILITY " + self._capabilities().decode(), "Logged in"
 

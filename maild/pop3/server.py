@@ -1,5 +1,8 @@
-"""maild's POP3 server (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN
-(RFC 5034), written on ``twisted.internet.protocol`` (not twisted.mail, see docs/pop3.md).
+"""maild's POP3 server (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN and
+LOGIN (RFC 5034), written on ``twisted.internet.protocol`` (not twisted.mail, see docs/pop3.md).
+The session mechanics — connection limits, timers, the line loop, the bad-command policy,
+the plaintext rule, the SASL exchange — are :mod:`maild.util.session`'s; this module holds
+the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -13,11 +16,11 @@ Implementation notes — invariants a contributor must keep:
    name given to USER before it (RFC 2595 §4, the CVE-2011-0411 class).
 4. Passwords only over TLS: USER, PASS and AUTH are refused on a plain connection unless
    ``[pop3] allow_plaintext_auth_on_loopback`` is set and the client is on loopback.
-   Wrong credentials get ``-ERR [AUTH]`` (RFC 3206 §4) after the authenticator's growing
-   per-IP delay; the answer never says whether the user exists.
+   Wrong credentials get ``-ERR [AUTH]`` (RFC 3206 §4) after the auth penalty's delay
+   (docs/security.md); the answer never says whether the user exists.
 5. The maildrop is a snapshot of INBOX taken at login; message numbers never change
    during a session. One POP3 session per user (RFC 1939 §8, ``-ERR [IN-USE]``, RFC 2449
-   §8.1.1); IMAP is not blocked. The lock is released when the connection closes.
+   §8.1.1); IMAP is not blocked. The lock is released when the session ends (_session_ended).
 6. Nothing is deleted before QUIT: DELE only marks, and a connection that ends any other
    way (drop, timeout, shutdown) deletes nothing (RFC 1939 §6). At QUIT the marked
    messages are expunged from the store, so IMAP sessions see them go.
@@ -49,11 +52,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
-from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from maild.auth import SaslError, parse_sasl_plain
+from maild.auth import sasl
 from maild.config import Pop3Config
 from maild.pop3.encoder import MessageEncoder
 from maild.pop3.parser import (
@@ -77,8 +79,7 @@ from maild.pop3.parser import (
     parse_command,
 )
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
-from maild.util.limits import ConnectionCounter
-from maild.util.session import CommandSession
+from maild.util.session import LineSession, SessionFactory
 
 if TYPE_CHECKING:
     from maild.context import ServerContext
@@ -87,12 +88,10 @@ log = logging.getLogger(__name__)
 
 # RFC 5034 §4 limits the AUTH command line to 255 octets, not the client's responses.
 MAX_SASL_LINE = 4096
-MAX_BUFFERED = 64 * 1024  # pipelined input held while a command runs; beyond it, stop reading
-MAX_BAD_COMMANDS = 20
 SEEN_BATCH = 64  # RETRs whose \Seen flags are written in one store commit at most
 SEEN_FLUSH_SECONDS = 1.0  # how long a retrieved message may wait for its \Seen
 CHUNK = 64 * 1024
-MECHANISMS = ("PLAIN",)
+MECHANISMS = sasl.MECHANISMS
 
 _INTERNAL_ERROR = "-ERR [SYS/TEMP] Internal error, try again later"
 
@@ -123,16 +122,6 @@ _ALLOWED: dict[type, frozenset[State]] = {
 }
 
 
-class _Shared:
-    """What the plain and TLS listeners of one daemon share: limits and maildrop locks."""
-
-    def __init__(self, config: Pop3Config) -> None:
-        self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
-        self.locked: set[str] = set()  # users with a POP3 session in TRANSACTION
-
-
-_SHARED: dict[int, _Shared] = {}
-
 
 @dataclass
 class Maildrop:
@@ -161,19 +150,19 @@ class Maildrop:
         return f"{self.uidvalidity}.{meta.uid}"
 
 
-class Pop3Factory(Factory):
-    noisy = False
+class Pop3Factory(SessionFactory):
+    """The plain and TLS listeners share the section's connection count and the maildrop
+    locks (users with a POP3 session in TRANSACTION)."""
+
+    protocol_name = "pop3"
 
     def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
-        self.ctx = ctx
-        self.implicit_tls = implicit_tls
-        self.config: Pop3Config = ctx.config.pop3
-        self.shared = _SHARED.setdefault(id(ctx), _Shared(self.config))
+        super().__init__(ctx, "pop3", ctx.config.pop3, implicit_tls)
+        self.config: Pop3Config
+        self.locked: set[str] = self.shared("locked", set)
 
-    def buildProtocol(self, addr: Any) -> Pop3Session:
-        session = Pop3Session(self)
-        session.factory = self
-        return session
+    def make_session(self) -> Pop3Session:
+        return Pop3Session(self)
 
 
 @implementer(IPullProducer)
@@ -231,75 +220,39 @@ class _MessageSender:
         self.finished.callback(complete)
 
 
-class Pop3Session(CommandSession):
+class Pop3Session(LineSession):
     ctx: ServerContext
 
     def __init__(self, factory: Pop3Factory) -> None:
-        self.factory = factory
-        self.ctx = factory.ctx
-        self.config = factory.config
-        self.shared = factory.shared
-        self.hostname: str = self.ctx.config.hostname
-        self.tls = factory.implicit_tls
+        super().__init__(factory)
+        self.factory: Pop3Factory
         self.state = State.AUTHORIZATION
-        self.client_ip = ""
         self.maildrop: Maildrop | None = None
         self._user_name: str | None = None  # from USER, waiting for PASS
         self._locked: str | None = None
-        self._counted = False
-        self._buf = bytearray()
-        self._discarding_line = False
-        self._in_process = False
-        self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
-        self._bad_commands = 0
         self._seen_updates: list[defer.Deferred[Any]] = []
         self._seen_pending: list[int] = []  # uids RETR has sent, \Seen not yet written
         self._seen_flush: Any = None  # the delayed call that writes them
         self._sender: _MessageSender | None = None  # the RETR/TOP being streamed
         self._sender_mark = -1  # its progress when the idle timer last fired
 
-    # -- connection ------------------------------------------------------------------------
+    # -- connection (the rest is maild.util.session's) -----------------------------------
 
-    def connectionMade(self) -> None:
-        self.client_ip = getattr(self.transport.getPeer(), "host", "")
-        if not self.shared.connections.acquire(self.client_ip):
-            self._send("-ERR [SYS/TEMP] Too many connections, try again later")
-            self._close()
-            return
-        self._counted = True
-        self._touch()
+    def _refuse_connection(self) -> None:
+        self._send("-ERR [SYS/TEMP] Too many connections, try again later")  # RFC 3206 §4
+
+    def _greet(self) -> None:
         self._send(f"+OK {self.hostname} maild POP3 ready")
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._release()
-        waiter, self._line_waiter = self._line_waiter, None
-        if waiter is not None:
-            waiter.cancel()
-
-    def _close(self) -> None:
-        self._release()  # now, not when a TLS shutdown has finished: a client may reconnect at once
-        self.transport.loseConnection()
-
-    def _discard_input(self) -> None:  # invariant 11
-        self._buf.clear()
 
     def _goodbye(self) -> None:
         self._close()  # RFC 1939 has no unsolicited response; §6: no UPDATE state
 
-    def _release(self) -> None:
-        """The session is over: free its connection slot and its maildrop lock, and write
-        the \\Seen flags of what was retrieved (invariant 9). Nothing is deleted here
-        (invariant 6)."""
+    def _session_ended(self) -> None:
+        """Free the maildrop lock and write the \\Seen flags of what was retrieved
+        (invariant 9). Nothing is deleted here (invariant 6)."""
         self._write_seen()
-        self._closed = True
-        self._buf.clear()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._counted:
-            self._counted = False
-            self.shared.connections.release(self.client_ip)
         if self._locked is not None:
-            self.shared.locked.discard(self._locked)  # invariant 5
+            self.factory.locked.discard(self._locked)  # invariant 5
             self._locked = None
 
     # -- idle timeout (RFC 1939 §3: at least 10 minutes) --------------------------------------
@@ -319,60 +272,18 @@ class Pop3Session(CommandSession):
             # The client has read nothing of a RETR/TOP for a whole idle_timeout: the
             # unsent data can never be flushed, so abort rather than close.
             log.info("pop3 session %s: client stopped reading, aborting", self.client_ip)
-            self._release()
+            self._end_session()
+            self._closed = True
             self.transport.abortConnection()
             return
         # RFC 1939 §3: an autologout timer closes without entering the UPDATE state.
         self._send("-ERR Disconnected for inactivity")
         self._close()
 
-    # -- input -------------------------------------------------------------------------------
+    # -- input ------------------------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._closed or self._stopping:
-            return
-        self._buf += data
-        self._process()
-
-    def _process(self) -> None:
-        if self._in_process:
-            return
-        self._in_process = True
-        try:
-            while not self._closed and not (self._busy and self._line_waiter is None):
-                line = self._take_line()
-                if line is None:
-                    break
-                self._touch()  # only whole lines count: a byte-a-second client times out
-                waiter, self._line_waiter = self._line_waiter, None
-                if waiter is not None:
-                    waiter.callback(line)
-                else:
-                    self._start(self._command(*line))
-        finally:
-            self._in_process = False
-        self._update_read_pause()
-
-    def _input_backlog(self) -> bool:
-        return len(self._buf) > MAX_BUFFERED
-
-    def _take_line(self) -> tuple[bytes, str | None] | None:
-        """Next line as (line without CRLF, problem or None)."""
-        limit = MAX_SASL_LINE if self._line_waiter is not None else MAX_COMMAND_LINE
-        end = self._buf.find(b"\n")
-        if end < 0:
-            if len(self._buf) > limit:
-                self._discarding_line = True  # answer once the line ends
-                self._buf.clear()
-            return None
-        line = bytes(self._buf[:end + 1])
-        del self._buf[:end + 1]
-        if self._discarding_line or len(line) > limit:
-            self._discarding_line = False
-            return b"", f"Line too long (at most {limit} octets)"  # RFC 2449 §4
-        if not line.endswith(b"\r\n"):
-            return b"", "Lines must end with CRLF"  # RFC 1939 §3
-        return line[:-2], None
+    def _line_limit(self) -> int:
+        return MAX_SASL_LINE if self._line_waiter is not None else MAX_COMMAND_LINE
 
     # -- running commands --------------------------------------------------------------------
 
@@ -394,9 +305,8 @@ class Pop3Session(CommandSession):
             self.transport.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines) + b".\r\n")
 
     def _bad(self, text: str) -> None:
-        """Answer an erroneous command; too many of them end the session."""
-        self._bad_commands += 1
-        if self._bad_commands >= MAX_BAD_COMMANDS:
+        """Answer an erroneous command; too many in a row end the session."""
+        if self._count_bad():
             self._send("-ERR Too many errors, closing connection")
             self._close()
             return
@@ -454,10 +364,6 @@ class Pop3Session(CommandSession):
 
     # -- AUTHORIZATION -------------------------------------------------------------------------
 
-    def _auth_permitted(self) -> bool:
-        loopback = self.client_ip == "::1" or self.client_ip.startswith("127.")
-        return self.tls or (self.config.allow_plaintext_auth_on_loopback and loopback)
-
     def _refuse_plaintext(self) -> None:
         self._send("-ERR [AUTH] Plaintext authentication disallowed on non-secure connections, use STLS")
 
@@ -468,7 +374,7 @@ class Pop3Session(CommandSession):
         if self.state is State.AUTHORIZATION:
             if not self.tls and self.ctx.tls is not None:
                 lines.append("STLS")  # RFC 2595 §4
-            if self._auth_permitted():
+            if self._plaintext_auth_allowed():
                 lines += ["USER", "SASL " + " ".join(MECHANISMS)]  # RFC 2449 §6.3, RFC 5034 §5
         self._send_multi("+OK Capability list follows", lines)
 
@@ -483,74 +389,63 @@ class Pop3Session(CommandSession):
         # RFC 2595 §4: discard what was pipelined after STLS and what was learnt before TLS.
         self._buf.clear()
         self._user_name = None
-        self.transport.startTLS(self.ctx.tls)
-        self.tls = True
+        self._start_tls()
 
     def _user(self, cmd: User) -> None:
-        if not self._auth_permitted():
+        if not self._plaintext_auth_allowed():
             self._refuse_plaintext()
             return
         self._user_name = cmd.name
         self._send("+OK Send PASS")  # RFC 1939 §7: the same answer whether the user exists or not
 
     async def _pass(self, cmd: Pass) -> None:
-        if not self._auth_permitted():
+        if not self._plaintext_auth_allowed():
             self._refuse_plaintext()
             return
         name, self._user_name = self._user_name, None
         if name is None:
             self._bad("Send USER first")
             return
-        await self._login(name, cmd.password)
+        await self._login(name, cmd.password, "USER")
 
     async def _auth(self, cmd: Auth) -> None:
-        if not self._auth_permitted():
+        if not self._plaintext_auth_allowed():
             self._refuse_plaintext()
             return
         if cmd.mechanism is None:
             self._send_multi("+OK Mechanisms follow", list(MECHANISMS))
             return
-        if cmd.mechanism not in MECHANISMS:
+        try:
+            credentials = await self._sasl_exchange(sasl.start(cmd.mechanism),
+                                                    sasl.initial_response(cmd.initial_response))
+        except sasl.Cancelled:
+            self._send("-ERR Authentication cancelled")  # RFC 5034 §4
+            return
+        except sasl.UnknownMechanism:
             self._send("-ERR Unsupported authentication mechanism")
             return
-        response = cmd.initial_response
-        if response is None:
-            response = await self._challenge()
-            if response is None:
-                return
-        try:
-            authzid, authcid, password = parse_sasl_plain(b"" if response == "=" else response.encode())
-        except SaslError:
-            self._bad("[AUTH] Malformed PLAIN response")
-            return
-        if authzid and authzid.lower() != authcid.lower():
+        except sasl.AuthzidMismatch:
             self._send("-ERR [AUTH] Authorization identity must be empty or the user itself")
             return
-        await self._login(authcid, password)
+        except sasl.LineProblem as exc:
+            self._bad(str(exc))
+            return
+        except sasl.SaslError:
+            self._bad(f"[AUTH] Malformed {cmd.mechanism} response")
+            return
+        await self._login(credentials.authcid, credentials.password, credentials.mechanism)
 
-    async def _challenge(self) -> str | None:
-        """RFC 5034 §4: an empty "+ " challenge; the client's response, or None after
-        answering a cancel ("*") or a malformed line."""
-        self._send("+ ")
-        waiter: defer.Deferred[tuple[bytes, str | None]] = defer.Deferred()
-        self._line_waiter = waiter
-        line, problem = await waiter
-        if problem is not None:
-            self._bad(problem)
-            return None
-        if line == b"*":
-            self._send("-ERR Authentication cancelled")  # RFC 5034 §4
-            return None
-        return line.decode("ascii", "replace")
+    def _send_challenge(self, challenge: bytes) -> None:
+        self._send("+ " + challenge.decode("ascii"))  # RFC 5034 §4
 
-    async def _login(self, username: str, password: str) -> None:
-        user = await self.ctx.auth.authenticate(username, password, self.client_ip)
+    async def _login(self, username: str, password: str, mechanism: str) -> None:
+        user = await self._check_password(username, password, mechanism)
         if self._closed:
             return
         if user is None:
             self._send("-ERR [AUTH] Invalid user name or password")  # RFC 3206 §4
             return
-        if user.address in self.shared.locked:
+        if user.address in self.factory.locked:
             self._send("-ERR [IN-USE] Maildrop is locked by another POP3 session")  # RFC 2449 §8.1.1
             return
         inbox = self.ctx.store.mailbox(user.address, "INBOX")
@@ -558,7 +453,7 @@ class Pop3Session(CommandSession):
             self._send("-ERR [SYS/PERM] The account has no INBOX")
             return
         # Invariant 5: the lock and the snapshot are taken in one step, with no wait between.
-        self.shared.locked.add(user.address)
+        self.factory.locked.add(user.address)
         self._locked = user.address
         self.maildrop = Maildrop(user.address, inbox.id, inbox.uidvalidity,
                                  list(self.ctx.store.messages(user.address, inbox.id)))

@@ -1,5 +1,7 @@
 """maild's SMTP server: inbound MX (RFC 5321) and message submission (RFC 6409, RFC 8314),
-written on ``twisted.internet.protocol`` (not twisted.mail, see docs/smtp.md).
+written on ``twisted.internet.protocol`` (not twisted.mail, see docs/smtp.md). The session
+mechanics — connection limits, timers, the line loop, the bad-command policy, the plaintext
+rule, the SASL exchange — are :mod:`maild.util.session`'s; this module holds the commands.
 
 Implementation notes — invariants a contributor must keep:
 
@@ -35,24 +37,22 @@ Implementation notes — invariants a contributor must keep:
 10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
    a command in progress (the store's commit after DATA included) finishes and is answered,
    then 421 and close (RFC 5321 §3.8); a message still being received is not stored
-   (``_discard_input``, ``_goodbye``).
+   (``_drop_pipelined``, ``_goodbye``).
+11. Every refusal of a connection or transaction (421, 451 rate limit, 554 relay, filter
+   verdicts) is one ``NOQUEUE: reject:`` log line (:meth:`SmtpSession._log_refusal`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from maild.auth import SaslError, parse_sasl_plain
+from maild.auth import sasl
 from maild.config import SmtpConfig
 from maild.delivery import complete_submission, new_queue_id
 from maild.smtp.data import DataReader, Problem, check_content
@@ -77,10 +77,10 @@ from maild.smtp.parser import (
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
 from maild.util.authresults import AuthResults
-from maild.util.limits import ConnectionCounter, TokenBuckets
+from maild.util.limits import TokenBuckets
 from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
 from maild.util.mime import MAX_DEPTH, MAX_PARTS
-from maild.util.session import CommandSession
+from maild.util.session import LineSession, SessionFactory, log_refusal
 from maild.util.transaction import Action, Reply, Transaction, Verdict
 
 if TYPE_CHECKING:
@@ -93,8 +93,6 @@ log = logging.getLogger(__name__)
 # RFC 4954 §4: an AUTH line may be 12288 octets; ordinary commands are 512 (RFC 5321
 # §4.5.3.1.4) but ESMTP parameters extend them, so one cap fits all command lines.
 MAX_COMMAND_LINE = 12288 + 2
-# Pipelined input waiting while a command is busy; beyond it the transport is paused.
-MAX_BUFFERED = 256 * 1024
 
 _PROBLEM_REPLIES: dict[Problem, Reply] = {
     Problem.TOO_BIG: Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
@@ -103,6 +101,12 @@ _PROBLEM_REPLIES: dict[Problem, Reply] = {
                                 "Message contains a bare CR, bare LF or NUL; lines end with CRLF"),
 }
 _INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
+# RFC 4954 §4, §6: how a failed SASL exchange is answered (a cancel is 501 5.0.0).
+_SASL_REPLIES: dict[type, tuple[int, str, str]] = {
+    sasl.UnknownMechanism: (504, "5.5.4", "Unrecognized authentication type"),
+    sasl.Malformed: (501, "5.5.2", "Cannot decode the authentication response"),
+    sasl.AuthzidMismatch: (535, "5.7.8", "Authentication credentials invalid"),
+}
 
 
 class State(enum.Enum):
@@ -148,59 +152,44 @@ def _sequence_hint(cmd: Command, state: State) -> str:
     return "Not permitted during a mail transaction"
 
 
-class _SharedLimits:
+class _Rates:
     def __init__(self, config: SmtpConfig, clock: Any) -> None:
-        self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
         self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
         self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
 
 
-# One set of limits per (context, listener section): the plain and TLS listeners of a
-# section share them, so 587 and 465 count a user's messages together.
-_LIMITS: dict[tuple[int, bool], _SharedLimits] = {}
+class SmtpFactory(SessionFactory):
+    """The plain and TLS listeners of a section share its connection count and message
+    rates (maild.util.session), so 587 and 465 count a user's messages together."""
 
-
-class SmtpFactory(Factory):
-    noisy = False
+    protocol_name = "smtp"
 
     def __init__(self, ctx: ServerContext, submission: bool, implicit_tls: bool) -> None:
-        self.ctx = ctx
         self.submission = submission
-        self.implicit_tls = implicit_tls
-        self.config: SmtpConfig = ctx.config.submission if submission else ctx.config.smtp
-        key = (id(ctx), submission)
-        if key not in _LIMITS:
-            _LIMITS[key] = _SharedLimits(self.config, ctx.reactor.seconds)
-        self.limits = _LIMITS[key]
+        section = "submission" if submission else "smtp"
+        super().__init__(ctx, section, getattr(ctx.config, section), implicit_tls)
+        self.config: SmtpConfig
+        self.limits: _Rates = self.shared("rates", lambda: _Rates(self.config, ctx.reactor.seconds))
 
-    def buildProtocol(self, addr: Any) -> SmtpSession:
-        session = SmtpSession(self)
-        session.factory = self
-        return session
+    def make_session(self) -> SmtpSession:
+        return SmtpSession(self)
 
 
-@implementer(IPushProducer, IHandshakeListener)
-class SmtpSession(CommandSession):
+@implementer(IPushProducer)
+class SmtpSession(LineSession):
     ctx: ServerContext
+    max_buffered = 256 * 1024  # pipelined input held while a command is busy
 
     def __init__(self, factory: SmtpFactory) -> None:
-        self.factory = factory
-        self.ctx = factory.ctx
-        self.config = factory.config
-        self.hostname: str = self.ctx.config.hostname
+        super().__init__(factory)
+        self.factory: SmtpFactory
         self.submission = factory.submission
         self.tls = factory.implicit_tls
         self.tx = Transaction(client_ip="", client_port=0, submission=self.submission)
         self.user: User | None = None
         self._greeted = False
-        self._counted = False
         self._mode = Mode.COMMAND
-        self._buf = bytearray()
-        self._discarding_line = False
-        self._in_process = False
-        self._line_waiter: defer.Deferred[tuple[bytes, str | None]] | None = None
-        self._output_paused = False
-        self._bad_commands = 0
+        self._phase = ""  # the filter phase last run (for the refusal's log line)
         self._connect_notes: dict[str, Any] = {}  # filter notes after the connect phase
         self._session_notes: dict[str, Any] = {}  # ... and after HELO: each transaction starts here
         self._local_rcpts: list[str] = []
@@ -212,20 +201,16 @@ class SmtpSession(CommandSession):
         self._bdat_last = False
         self._bdat_error: Reply | None = None
 
-    # -- connection ----------------------------------------------------------------------
+    # -- connection (the rest is maild.util.session's) -----------------------------------
 
-    def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.tx.client_ip = getattr(peer, "host", "")
-        self.tx.client_port = getattr(peer, "port", 0)
-        if not self.factory.limits.connections.acquire(self.tx.client_ip):
-            # RFC 5321 §3.1: a server may answer the connection with 421 and close.
-            self._reply(421, "4.7.0", f"{self.hostname} Too many connections, try again later")
-            self._close()
-            return
-        self._counted = True
-        self.transport.registerProducer(self, True)
-        self._touch()
+    def _refuse_connection(self) -> None:
+        # RFC 5321 §3.1: a server may answer the connection with 421 and close.
+        self._reply(421, "4.7.0", f"{self.hostname} Too many connections, try again later")
+
+    def _greet(self) -> None:
+        self.tx.client_ip = self.client_ip
+        self.tx.client_port = getattr(self.transport.getPeer(), "port", 0)
+        self._register_producer()
         self._start(self._connect())
 
     async def _connect(self) -> None:
@@ -238,6 +223,7 @@ class SmtpSession(CommandSession):
             return
         if verdict.action is not Action.ACCEPT:
             reply = verdict.reply or Reply(554, "5.7.1", "Connection refused")
+            self._log_refusal(reply)
             self._send(f"{reply.code} {self.hostname} {reply.text}")
             self._close()
             return
@@ -245,55 +231,21 @@ class SmtpSession(CommandSession):
         self._session_notes = dict(self.tx.notes)
         self._send(f"220 {self.hostname} ESMTP maild")
 
-    def handshakeCompleted(self) -> None:
+    def _tls_established(self) -> None:
         handle = cast("SSL.Connection", self.transport.getHandle())
         self.tx.tls_version = handle.get_protocol_version_name()
         cipher = handle.get_cipher_name()
         bits = handle.get_cipher_bits()
         self.tx.tls_cipher = f"{cipher} ({bits} bits)" if cipher else None
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._counted:
-            self._counted = False
-            self.factory.limits.connections.release(self.tx.client_ip)
-        waiter, self._line_waiter = self._line_waiter, None
-        if waiter is not None:
-            waiter.cancel()
-        self._buf.clear()
+    def _discard_input(self) -> None:
+        super()._discard_input()
         self._data = None
         self._bdat_chunks.clear()
-
-    def _close(self) -> None:
-        self._closed = True
-        self._buf.clear()
-        self.transport.loseConnection()
-
-    def _discard_input(self) -> None:  # invariant 10
-        self._buf.clear()
 
     def _goodbye(self) -> None:
         self._reply(421, "4.3.2", f"{self.hostname} Service shutting down, try again later")  # RFC 5321 §3.8
         self._close()
-
-    # -- IPushProducer: the transport's write buffer is full / drained ----------------------
-
-    def pauseProducing(self) -> None:
-        self._output_paused = True
-        self._update_read_pause()
-
-    def resumeProducing(self) -> None:
-        self._output_paused = False
-        self._update_read_pause()
-        self._process()
-
-    def stopProducing(self) -> None:
-        self._closed = True
-
-    def _input_backlog(self) -> bool:
-        return len(self._buf) > MAX_BUFFERED
 
     # -- timeouts (RFC 5321 §4.5.3.2) --------------------------------------------------------
 
@@ -309,69 +261,35 @@ class SmtpSession(CommandSession):
         self._reply(421, "4.4.2", f"{self.hostname} Timeout, closing connection")
         self._close()
 
-    # -- input -------------------------------------------------------------------------------
+    # -- input: command lines are maild.util.session's, DATA and BDAT octets ours -----------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed or self._stopping:
-            return
-        self._buf += data
-        if self._mode is not Mode.COMMAND:
+        if self._mode is not Mode.COMMAND and not self._closed and not self._stopping:
             self._touch()  # RFC 5321 §4.5.3.2.6: the data timeout runs per chunk
-        self._process()
+        super().dataReceived(data)
 
-    def _process(self) -> None:
-        if self._in_process:
-            return
-        self._in_process = True
-        try:
-            while not self._closed and not self._output_paused:
-                if self._mode is Mode.DATA:
-                    assert self._data is not None
-                    if not self._buf or not self._data.feed(self._buf):
-                        break
-                    reader, self._data = self._data, None
-                    self._mode = Mode.COMMAND
-                    self._start(self._end_of_data(reader.message(), reader.problem))
-                elif self._mode is Mode.BDAT:
-                    if self._bdat_left and not self._buf:
-                        break
-                    self._take_chunk()
-                    if self._bdat_left:
-                        break
-                    self._mode = Mode.COMMAND
-                    self._start(self._end_of_chunk())
-                else:
-                    if self._busy and self._line_waiter is None:
-                        break
-                    line = self._take_line()
-                    if line is None:
-                        break
-                    self._touch()  # only whole lines count: a byte-a-second client times out
-                    waiter, self._line_waiter = self._line_waiter, None
-                    if waiter is not None:
-                        waiter.callback(line)
-                    else:
-                        self._start(self._command(*line))
-        finally:
-            self._in_process = False
-        self._update_read_pause()
+    def _line_limit(self) -> int:
+        return MAX_COMMAND_LINE
 
-    def _take_line(self) -> tuple[bytes, str | None] | None:
-        """Next command line as (line without CRLF, problem or None)."""
-        end = self._buf.find(b"\n")
-        if end < 0:
-            if len(self._buf) > MAX_COMMAND_LINE:
-                self._discarding_line = True  # answer once the line ends
-                self._buf.clear()
-            return None
-        line = bytes(self._buf[:end + 1])
-        del self._buf[:end + 1]
-        if self._discarding_line or len(line) > MAX_COMMAND_LINE:
-            self._discarding_line = False
-            return b"", "Line too long"
-        if not line.endswith(b"\r\n"):
-            return b"", "Line must end with CRLF"  # RFC 5321 §2.3.8
-        return line[:-2], None
+    def _payload(self) -> bool | None:
+        if self._mode is Mode.DATA:
+            assert self._data is not None
+            if not self._buf or not self._data.feed(self._buf):
+                return False
+            reader, self._data = self._data, None
+            self._mode = Mode.COMMAND
+            self._start(self._end_of_data(reader.message(), reader.problem))
+            return True
+        if self._mode is Mode.BDAT:
+            if self._bdat_left and not self._buf:
+                return False
+            self._take_chunk()
+            if self._bdat_left:
+                return False
+            self._mode = Mode.COMMAND
+            self._start(self._end_of_chunk())
+            return True
+        return None
 
     def _take_chunk(self) -> None:
         size = min(self._bdat_left, len(self._buf))
@@ -410,9 +328,8 @@ class SmtpSession(CommandSession):
         self._send(f"{code} {lines[-1]}")
 
     def _bad(self, code: int, enhanced: str, text: str) -> None:
-        """Answer an erroneous command; too many of them end the session."""
-        self._bad_commands += 1
-        if self._bad_commands >= self.config.max_bad_commands:
+        """Answer an erroneous command; too many in a row end the session."""
+        if self._count_bad():
             self._reply(421, "4.7.0", f"{self.hostname} Too many errors, closing connection")
             self._close()
             return
@@ -475,7 +392,20 @@ class SmtpSession(CommandSession):
     # -- filters -------------------------------------------------------------------------------
 
     async def _run_filters(self, phase: str, *args: Any) -> Verdict:
+        self._phase = phase
         return await self.ctx.filters.run(phase, self.tx, *args)
+
+    def _log_refusal(self, reply: Reply, stage: str | None = None, to: str | None = None) -> None:
+        """One line per refusal (issue 19 item 2), as Postfix's ``NOQUEUE: reject:``."""
+        tx = self.tx
+        log_refusal(stage or self._phase.upper().replace("_", " ") or "CONNECT", tx.client_ip,
+                    f"{reply.code} {reply.enhanced} {reply.text}",
+                    queue_id=tx.queue_id or None,
+                    **{"from": None if tx.mail_from is None else f"<{tx.mail_from}>"},
+                    to=to if to is not None else (f"<{tx.rcpt_to[0]}>" if tx.rcpt_to else None),
+                    nrcpt=len(tx.rcpt_to) if len(tx.rcpt_to) > 1 else None,
+                    proto="ESMTP" if tx.esmtp else "SMTP", helo=f"<{tx.helo}>" if tx.helo else None,
+                    section=self.factory.section)
 
     def _refused(self, verdict: Verdict) -> bool:
         """Answer a REJECT or TEMPFAIL verdict; True when the phase was refused."""
@@ -484,6 +414,7 @@ class SmtpSession(CommandSession):
         reply = verdict.reply or (Reply(550, "5.7.1", "Rejected by policy")
                                   if verdict.action is Action.REJECT
                                   else Reply(451, "4.7.1", "Try again later"))
+        self._log_refusal(reply)
         self._reply(*_reply_args(reply))
         return True
 
@@ -504,10 +435,7 @@ class SmtpSession(CommandSession):
         self._bdat_error = None
 
     def _auth_offered(self) -> bool:
-        if not self.submission:
-            return False
-        loopback = self.tx.client_ip in ("127.0.0.1", "::1") or self.tx.client_ip.startswith("127.")
-        return self.tls or (self.config.allow_plaintext_auth_on_loopback and loopback)
+        return self.submission and self._plaintext_auth_allowed()
 
     async def _hello(self, cmd: Hello) -> None:
         self._reset_transaction()  # RFC 5321 §4.1.4: EHLO resets the transaction
@@ -551,25 +479,15 @@ class SmtpSession(CommandSession):
         # RFC 3207 §4.2: discard what was pipelined after STARTTLS (CVE-2011-0411) and
         # everything learnt from the client before TLS.
         self._buf.clear()
-        self.transport.startTLS(self.ctx.tls)
-        self.tls = True
+        self._start_tls()
         self._greeted = False
         self.tx.helo = None
         self.tx.esmtp = False
         self._session_notes = dict(self._connect_notes)
         self._reset_transaction()
 
-    async def _challenge(self, prompt: str) -> bytes | None:
-        """RFC 4954 §4: send a 334 challenge, return the client's base64 response, or
-        None when the client cancelled with "*"."""
-        self._send("334 " + base64.b64encode(prompt.encode()).decode())
-        waiter: defer.Deferred[tuple[bytes, str | None]] = defer.Deferred()
-        self._line_waiter = waiter
-        line, problem = await waiter
-        if problem is not None:
-            raise _SaslAbort(Reply(500, "5.5.6", "Authentication exchange line is invalid"))
-        line = line.strip()
-        return None if line == b"*" else line
+    def _send_challenge(self, challenge: bytes) -> None:
+        self._send("334 " + challenge.decode("ascii"))  # RFC 4954 §4
 
     async def _auth(self, cmd: Auth) -> None:
         if not self.submission:
@@ -585,50 +503,22 @@ class SmtpSession(CommandSession):
             self._bad(538, "5.7.11", "Encryption required for requested authentication mechanism")
             return
         try:
-            credentials = await self._sasl(cmd)
-        except _SaslAbort as abort:
-            self._bad(*_reply_args(abort.reply))
+            # RFC 4954 §4: "=" is an empty initial response.
+            credentials = await self._sasl_exchange(sasl.start(cmd.mechanism),
+                                                    sasl.initial_response(cmd.initial_response))
+        except sasl.Cancelled:
+            self._reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
             return
-        if credentials is None:
-            self._reply(501, "5.0.0", "Authentication cancelled")
+        except sasl.SaslError as exc:
+            self._bad(*_SASL_REPLIES.get(type(exc), (501, "5.5.2", str(exc))))
             return
-        username, password = credentials
-        user = await self.ctx.auth.authenticate(username, password, self.tx.client_ip)
+        user = await self._check_password(credentials.authcid, credentials.password, credentials.mechanism)
         if user is None:
-            log.info("smtp auth failed for %r from %s", username, self.tx.client_ip)
             self._bad(535, "5.7.8", "Authentication credentials invalid")
             return
         self.user = user
         self.tx.authenticated_user = user.address
         self._reply(235, "2.7.0", "Authentication successful")
-
-    async def _sasl(self, cmd: Auth) -> tuple[str, str] | None:
-        # RFC 4954 §4: "=" is an empty initial response.
-        initial = None if cmd.initial_response is None else (
-            b"" if cmd.initial_response == "=" else cmd.initial_response.encode())
-        if cmd.mechanism == "PLAIN":  # RFC 4616
-            response = initial if initial is not None else await self._challenge("")
-            if response is None:
-                return None
-            try:
-                authzid, authcid, password = parse_sasl_plain(response)
-            except SaslError:
-                raise _SaslAbort(Reply(501, "5.5.2", "Malformed PLAIN response")) from None
-            if authzid and authzid.lower() != authcid.lower():
-                raise _SaslAbort(Reply(535, "5.7.8", "Authentication credentials invalid"))
-            return authcid, password
-        if cmd.mechanism == "LOGIN":  # draft-murchison-sasl-login
-            username = initial if initial is not None else await self._challenge("Username:")
-            if username is None:
-                return None
-            secret = await self._challenge("Password:")
-            if secret is None:
-                return None
-            try:
-                return _b64(username).decode("utf-8"), _b64(secret).decode("utf-8")
-            except UnicodeDecodeError:
-                raise _SaslAbort(Reply(501, "5.5.2", "Credentials are not UTF-8")) from None
-        raise _SaslAbort(Reply(504, "5.5.4", "Unrecognized authentication type"))
 
     # -- the mail transaction ------------------------------------------------------------------
 
@@ -653,7 +543,9 @@ class SmtpSession(CommandSession):
         limits = self.factory.limits
         if not limits.per_ip.take(self.tx.client_ip) or (
                 self.user is not None and not limits.per_user.take(self.user.address)):
-            self._reply(451, "4.7.1", "Message rate limit exceeded, try again later")
+            reply = Reply(451, "4.7.1", "Message rate limit exceeded, try again later")
+            self._log_refusal(reply, "MAIL", to="")
+            self._reply(*_reply_args(reply))
             return
         self._reset_transaction()  # drops the state of refused BDAT chunks, if any
         self.tx.mail_from = cmd.address
@@ -703,7 +595,7 @@ class SmtpSession(CommandSession):
         trusted = self.user is not None
         if users is None or (mailbox.has_routing and not trusted):
             if not trusted:
-                log.info("relay denied: %s -> %r", self.tx.client_ip, address)
+                self._log_refusal(Reply(554, "5.7.1", "Relay access denied"), "RCPT", to=f"<{address}>")
                 self._bad(554, "5.7.1", "Relay access denied")
                 return
             local = False
@@ -839,19 +731,6 @@ class SmtpSession(CommandSession):
             if any(a.lower() not in owned for a in found.get(name, [])):
                 return "-".join(w.capitalize() for w in name.split("-")) + ":"
         return None
-
-
-class _SaslAbort(Exception):
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.text)
-        self.reply = reply
-
-
-def _b64(data: bytes) -> bytes:
-    try:
-        return base64.b64decode(data.strip(), validate=True)
-    except binascii.Error:
-        raise _SaslAbort(Reply(501, "5.5.2", "Cannot decode base64 response")) from None
 
 
 def _reply_args(reply: Reply) -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""Abuse limits shared by the sessions of one listener section (SMTP, POP3): connection counts and
+"""Abuse limits shared by the sessions of one listener section (SMTP, IMAP, POP3): connection counts and
 token-bucket message rates. Pure logic with an injected clock, so tests need no sleeps."""
 
 from __future__ import annotations
@@ -43,19 +43,37 @@ class TokenBuckets:
             self._state.clear()
 
 
+class Slot:
+    """One counted connection; :meth:`release` gives it back (once, however often called)."""
+
+    __slots__ = ("_counter", "ip")
+
+    def __init__(self, counter: ConnectionCounter, ip: str) -> None:
+        self._counter: ConnectionCounter | None = counter
+        self.ip = ip
+
+    def release(self) -> None:
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            counter.release(self.ip)
+
+
 class ConnectionCounter:
+    """Connections of one protocol section, in total and per client IP."""
+
     def __init__(self, max_total: int, max_per_ip: int) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.total = 0
         self.per_ip: dict[str, int] = {}
 
-    def acquire(self, ip: str) -> bool:
+    def acquire(self, ip: str) -> Slot | None:
+        """A slot for a new connection from ``ip``, or None when a limit is reached."""
         if self.total >= self.max_total or self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return False
+            return None
         self.total += 1
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        return True
+        return Slot(self, ip)
 
     def release(self, ip: str) -> None:
         self.total -= 1

@@ -61,7 +61,7 @@ def test_unsupported_mechanism(pop: Pop3Transcript) -> None:
 
 
 def test_bare_auth_lists_mechanisms(pop: Pop3Transcript) -> None:
-    assert pop.multi("AUTH") == ("+OK Mechanisms follow", [b"PLAIN"])
+    assert pop.multi("AUTH") == ("+OK Mechanisms follow", [b"PLAIN", b"LOGIN"])
 
 
 def test_refused_before_tls(plain_pop: Pop3Transcript, account: Account) -> None:

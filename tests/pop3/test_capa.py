@@ -23,7 +23,7 @@ def test_capa_before_tls_offers_stls_and_no_passwords(plain_pop: Pop3Transcript)
 
 def test_capa_after_stls_offers_user_and_sasl(pop: Pop3Transcript) -> None:
     _, caps = pop.multi("CAPA")
-    assert caps == COMMON + [b"USER", b"SASL PLAIN"]
+    assert caps == COMMON + [b"USER", b"SASL PLAIN LOGIN"]
 
 
 def test_capa_after_login(pop: Pop3Transcript, account: Account) -> None:
@@ -36,6 +36,6 @@ def test_capa_on_995(server: MaildServer) -> None:
     t = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
     t.greeting()
     _, caps = t.multi("CAPA")
-    assert caps == COMMON + [b"USER", b"SASL PLAIN"]
+    assert caps == COMMON + [b"USER", b"SASL PLAIN LOGIN"]
     t.cmd("STLS", ok=False)
     t.close()

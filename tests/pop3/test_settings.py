@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 import time
+
+import pytest
 
 from tests.conftest import MaildServer
 from tests.pop3.conftest import Account, Pop3Transcript, deliver, message, poplib_session, stored
@@ -60,7 +63,11 @@ def test_connections_per_ip(server: MaildServer) -> None:
     sessions = [Pop3Transcript(server.host, server.ports["pop3"]) for _ in range(3)]
     for t in sessions:
         t.greeting()
-    extra = Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile)
+    # The plain and TLS listeners share the count: on 995 the extra connection is closed at
+    # accept, before any TLS work (issue 15 item 1); on 110 it is told why.
+    with pytest.raises((ssl.SSLError, OSError)):
+        Pop3Transcript(server.host, server.ports["pop3s"], implicit_tls=True, cafile=server.cafile).greeting()
+    extra = Pop3Transcript(server.host, server.ports["pop3"])
     assert extra.status(ok=False) == "-ERR [SYS/TEMP] Too many connections, try again later"
     assert extra.closed()
     sessions[0].cmd("QUIT", ok=True)
