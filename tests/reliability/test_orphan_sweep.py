@@ -30,7 +30,7 @@ def _wait_for(server: MaildServer, text: str, timeout: float = 10) -> None:
 
 
 def test_orphans_are_swept_at_start_up(maild_factory) -> None:  # type: ignore[no-untyped-def]
-    server = maild_factory(store={"shards": 1, "orphan_sweep_age": 2.0})
+    server = maild_factory(store={"shards": 1, "orphan_sweep_age": 6.0})
     body = b"".join(os.urandom(30).hex().encode() + b"\r\n" for _ in range(1000))
     with smtplib.SMTP(server.host, server.ports["smtp"], timeout=30) as smtp:
         smtp.sendmail("s@remote.example", ["alice@example.test"], b"Subject: big\r\n\r\n" + body)
@@ -40,7 +40,7 @@ def test_orphans_are_swept_at_start_up(maild_factory) -> None:  # type: ignore[n
     assert len(referenced) == 1
     old = [_plant(blobs, os.urandom(50_000)) for _ in range(3)]
     old.append(_plant(server.data_dir / "directory" / "blobs", os.urandom(50_000)))
-    time.sleep(2.2)
+    time.sleep(6.2)
     young = _plant(blobs, os.urandom(50_000))
     server.start()
     _wait_for(server, "shard 00: removed 3 orphan blob file(s)")
