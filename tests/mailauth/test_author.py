@@ -33,8 +33,10 @@ AMBIGUOUS = {
                         b"\r\nx\r\n", "more than one From"),
     "no From": (b"Subject: x\r\n\r\nx\r\n", "no From"),
     "group without address": (b"From: undisclosed:;\r\nSubject: x\r\n\r\nx\r\n", "no valid address"),
-    "several authors, no Sender": (b"From: a@remote.example, ceo@spoofed.example\r\n\r\nx\r\n",
+    "several authors, no Sender": (b"From: a@remote.example, b@remote.example\r\n\r\nx\r\n",
                                    "no single Sender"),
+    "authors in two domains": (b"From: a@remote.example, ceo@spoofed.example\r\n"
+                               b"Sender: a@remote.example\r\n\r\nx\r\n", "several domains"),
 }
 
 
