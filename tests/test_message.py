@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap import mime
+from maild.imap.parser import Section
 from maild.util.message import (
     author_problem,
     envelope_fields,
@@ -104,3 +105,7 @@ def test_dmarc_judges_the_from_the_envelope_shows(lines: list[str], eol: str) ->
     domains = {addr.rpartition("@")[2].lower().rstrip(".")
                for _name, addr in mime.address_pairs(shown)}
     assert domains == {judged}
+    # BODY[HEADER.FIELDS (FROM)] hands a mail client the very field DMARC read.
+    fetched = mime.section(raw, Section(text="HEADER.FIELDS", fields=("FROM",)))
+    assert fetched is not None
+    assert header_fields(fetched) == [(f.name, f.value) for f in header.fields if f.lname == "from"]
