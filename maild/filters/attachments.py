@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_ZIP_DEPTH = 3
 MAX_ZIP_MEMBER = 10 * 1024 * 1024  # nested archives larger than this are not opened
 _ZIP_MAGIC = b"PK\x03\x04"
+_AMBIGUOUS = "several Content-Type fields"  # check()'s answer for ambiguous_type
 # uuencode (POSIX uuencode, "begin-base64" too) and yEnc headers: a line of a body.
 _INLINE_NAME = re.compile(rb"(?:begin(?:-base64)?[ \t]+[0-7]{1,4}[ \t]+|=ybegin[ \t][^\r\n]*?name=)"
                           rb"([^\r\n]+)")
@@ -182,10 +183,10 @@ class AttachmentFilter(Filter):
             structure = tx.mime if tx.raw is raw else walk(raw)
             assert structure is not None
             if ambiguous_type(structure):
-                return ""
+                return _AMBIGUOUS
             return blocked_extension(raw, self.blocked, self.scan_zip, structure)
         ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), check)
-        if ext == "":
+        if ext is _AMBIGUOUS:
             log.info("attachments: refused an ambiguous MIME structure from %s", tx.client_ip)
             return Verdict.reject(554, "5.7.1", "Message refused: a MIME part has several "
                                   "Content-Type fields")
