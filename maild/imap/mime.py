@@ -21,12 +21,11 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 
 from maild.imap import wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
-from maild.util.message import envelope_fields, header_end, parse_header
+from maild.util.message import address_pairs, envelope_fields, header_end, parse_header
 from maild.util.mime import LEAF, MESSAGE, walk
 
 
@@ -136,25 +135,6 @@ def parse(raw: bytes) -> Part:
 
 
 # -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
-
-# One mailbox as most header fields hold it: "Name" <local@domain>, Name <local@domain>,
-# <local@domain> or local@domain, with no comment, group, escape or second address.
-# getaddresses() answers these the same way, ~10x slower (ENVELOPE renders five lists).
-_SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
-                             r'<([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)>\s*'
-                             r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
-
-
-def address_pairs(value: str) -> list[tuple[str, str]]:
-    simple = _SIMPLE_MAILBOX.fullmatch(value)
-    if simple is None:
-        return getaddresses([value])
-    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
-    if local is None:
-        return [("", f"{plain_local}@{plain_domain}")]
-    name = quoted if quoted is not None else " ".join((bare or "").split())
-    return [(name, f"{local}@{domain}")]
-
 
 def _addresses(value: str | None) -> bytes:
     if not value:

@@ -196,12 +196,34 @@ def envelope_fields(raw: bytes | Header) -> dict[str, str]:
     return values
 
 
-# -- the author (RFC 5322 §3.6.2, RFC 7489 §6.6.1) ----------------------------------------
+# -- addresses and the author (RFC 5322 §3.4, §3.6.2; RFC 7489 §6.6.1) ---------------------
+
+# One mailbox as most header fields hold it: "Name" <local@domain>, Name <local@domain>,
+# <local@domain> or local@domain, with no comment, group, escape or second address.
+# getaddresses() answers these the same way, ~10x slower (ENVELOPE renders five lists).
+_SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
+                             r'<([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)>\s*'
+                             r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
+
+
+def address_pairs(value: str) -> list[tuple[str, str]]:
+    """(display name, addr-spec) of each mailbox of an address-list value: the one address
+    reader, for IMAP ENVELOPE and for the author checks and DMARC alike."""
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple is None:
+        return getaddresses([value])
+    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
+    if local is None:
+        return [("", f"{plain_local}@{plain_domain}")]
+    name = quoted if quoted is not None else " ".join((bare or "").split())
+    return [(name, f"{local}@{domain}")]
+
 
 def addresses(value: str) -> list[str]:
-    """The addr-specs of an address-list value (groups flattened, display names dropped)."""
+    """The addr-specs of an address-list value (groups flattened, display names dropped),
+    read exactly as IMAP ENVELOPE reads them (:func:`address_pairs`)."""
     text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return [addr for _name, addr in getaddresses([text]) if addr]
+    return [addr for _name, addr in address_pairs(text) if addr]
 
 
 def _domain(address: str) -> str:
