@@ -8,6 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maild.imap import mime
+from maild.imap.parser import Section
 from maild.util import address
 from maild.util.message import (
     author_problem,
@@ -104,3 +106,7 @@ def test_dmarc_judges_the_from_the_envelope_shows(lines: list[str], eol: str) ->
     domains = {(a.host or "").lower().rstrip(".") for a in address.parse(shown)
                if not (a.is_group_start or a.is_group_end)}
     assert domains == {judged}
+    # BODY[HEADER.FIELDS (FROM)] hands a mail client the very field DMARC read.
+    fetched = mime.section(raw, Section(text="HEADER.FIELDS", fields=("FROM",)))
+    assert fetched is not None
+    assert header_fields(fetched) == [(f.name, f.value) for f in header.fields if f.lname == "from"]

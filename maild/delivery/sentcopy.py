@@ -24,18 +24,17 @@ Implementation notes (invariants a contributor must keep):
 
 from __future__ import annotations
 
-import email.utils
 from typing import Any
 
 from maild.store.types import Mailbox, NotFound, SpecialUse
-from maild.util.message import envelope_fields, header_fields, split_header
+from maild.util.message import addresses, envelope_fields, header_fields, split_header
 
 SCAN = 32  # the newest messages of Sent looked at
 HEAD = 4096  # octets read of a candidate to see its first Received field
 
 
 def _addresses(value: str | None) -> frozenset[str]:
-    return frozenset(addr.lower() for _, addr in email.utils.getaddresses([value or ""]) if addr)
+    return frozenset(addr.lower() for addr in addresses(value or ""))
 
 
 def _filed_by_submission(store: Any, user: str, mailbox_id: int, uid: int) -> bool:

@@ -41,9 +41,25 @@ log = logging.getLogger(__name__)
 MAX_ZIP_DEPTH = 3
 MAX_ZIP_MEMBER = 10 * 1024 * 1024  # nested archives larger than this are not opened
 _ZIP_MAGIC = b"PK\x03\x04"
+_AMBIGUOUS = "several Content-Type fields"  # check()'s answer for ambiguous_type
 # uuencode (POSIX uuencode, "begin-base64" too) and yEnc headers: a line of a body.
-_INLINE_NAMES = re.compile(rb"^(?:begin(?:-base64)?[ \t]+[0-7]{1,4}[ \t]+|=ybegin[ \t].*?name=)"
-                           rb"([^\r\n]+)", re.MULTILINE)
+_INLINE_NAME = re.compile(rb"(?:begin(?:-base64)?[ \t]+[0-7]{1,4}[ \t]+|=ybegin[ \t][^\r\n]*?name=)"
+                          rb"([^\r\n]+)")
+
+
+def _inline_names(raw: bytes, start: int, end: int) -> Iterator[str]:
+    """The names of uuencode ``begin`` and yEnc ``=ybegin`` lines in raw[start:end],
+    found with substring searches (a regular expression tried at every line start cost
+    ~20 ms per MB)."""
+    for marker in (b"begin", b"=ybegin"):
+        pos = start
+        while (i := raw.find(marker, pos, end)) >= 0:
+            pos = i + 1
+            if i != start and raw[i - 1:i] != b"\n":
+                continue
+            match = _INLINE_NAME.match(raw, i, end)
+            if match is not None:
+                yield match.group(1).decode("utf-8", "replace").strip()
 
 
 def _decode_name(value: str) -> str:
@@ -97,8 +113,7 @@ def part_names(raw: bytes, part: MimePart) -> list[str]:
         value = f.value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         names.extend(v for k, v in split_params(value)[1] if k in wanted and v)
     if part.kind == LEAF:
-        names.extend(m.group(1).decode("utf-8", "replace").strip()
-                     for m in _INLINE_NAMES.finditer(raw, part.body_start, part.end))
+        names.extend(_inline_names(raw, part.body_start, part.end))
     return list(dict.fromkeys(_decode_name(n) for n in names))
 
 
@@ -168,10 +183,10 @@ class AttachmentFilter(Filter):
             structure = tx.mime if tx.raw is raw else walk(raw)
             assert structure is not None
             if ambiguous_type(structure):
-                return ""
+                return _AMBIGUOUS
             return blocked_extension(raw, self.blocked, self.scan_zip, structure)
         ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), check)
-        if ext == "":
+        if ext is _AMBIGUOUS:
             log.info("attachments: refused an ambiguous MIME structure from %s", tx.client_ip)
             return Verdict.reject(554, "5.7.1", "Message refused: a MIME part has several "
                                   "Content-Type fields")

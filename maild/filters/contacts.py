@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from typing import Any, Protocol
 
 from twisted.internet import defer, threads
 
 from maild.store.types import Envelope, Mailbox, SpecialUse, StoreError
+from maild.util.message import addresses
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ class SentContacts:
             fresh = [uid for uid in self.store.uids(user, mailbox.id) if uid > last]
             for uid in fresh[-MAX_ENVELOPES:]:
                 envelope = self.store.envelope(user, mailbox.id, uid)
-                fields = [v for v in (envelope.to, envelope.cc, envelope.bcc) if v]
-                contacts.addresses.update(
-                    addr.lower() for _name, addr in getaddresses(fields) if "@" in addr)
+                for value in (envelope.to, envelope.cc, envelope.bcc):
+                    contacts.addresses.update(a.lower() for a in addresses(value or "") if "@" in a)
             contacts.scanned[key] = mailbox.uidnext - 1
         return contacts.addresses

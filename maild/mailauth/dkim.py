@@ -41,7 +41,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from maild.dns import Resolver, TempError
 from maild.util.authresults import ArcResult, DkimResult
-from maild.util.message import parse_header
+from maild.util.message import Header, parse_header
 
 log = logging.getLogger("maild.mailauth")
 
@@ -101,9 +101,10 @@ def _key_problem(record: bytes | None) -> str | None:
     return None
 
 
-def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
-    """One result per DKIM-Signature field, top to bottom."""
-    header = parse_header(raw)
+def verify_sync(raw: bytes, resolver: Resolver, header: Header | None = None) -> list[DkimResult]:
+    """One result per DKIM-Signature field, top to bottom (``header``: ``raw``'s parsed
+    header section, when the caller has it)."""
+    header = header if header is not None else parse_header(raw)
     signatures = [header.field_bytes(f) for f in header.fields if f.lname == "dkim-signature"]
     if not signatures:
         return []

@@ -101,7 +101,7 @@ class MailAuthFilter(Filter):
             if results.spf is None:  # no MAIL FROM hook ran for this transaction
                 results.spf = spf.check_sync(self.resolver, tx.client_ip, tx.mail_from or "",
                                              tx.helo, self.config.hostname)
-            results.dkim = dkim.verify_sync(raw, self.resolver)
+            results.dkim = dkim.verify_sync(raw, self.resolver, parsed)
             results.arc = dkim.arc_verify_sync(raw, self.resolver)
             results.dmarc, record = dmarc.check_sync(
                 self.resolver, from_domain(parsed), results.spf, results.dkim,

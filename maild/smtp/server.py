@@ -78,7 +78,7 @@ from maild.smtp.parser import (
 from maild.store.types import QuotaExceeded, StoreFull, User
 from maild.util.authresults import AuthResults
 from maild.util.limits import TokenBuckets
-from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
+from maild.util.message import MAX_HEADER, ORIGINATOR_FIELDS, author_problem, originators
 from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import LineSession, SessionFactory, log_refusal
 from maild.util.transaction import Action, Reply, Transaction, Verdict
@@ -710,10 +710,15 @@ class SmtpSession(LineSession):
         what DMARC judges and what the user is shown; RFC 2046 nesting within MAX_DEPTH
         (and MAX_PARTS) so every MIME walker sees every part. Permanent: resending the same
         message cannot help."""
-        assert tx.header is not None and tx.mime is not None
+        assert tx.header is not None
+        if tx.header.truncated:
+            return Reply(554, "5.6.0", f"Message header is larger than {MAX_HEADER} octets")
         problem = author_problem(tx.header)
         if problem is not None:
             return Reply(554, "5.6.0", problem)
+        assert tx.mime is not None
+        if tx.mime.big_header:
+            return Reply(554, "5.6.0", f"MIME part header is larger than {MAX_HEADER} octets")
         if tx.mime.too_deep:
             return Reply(554, "5.6.0", f"MIME parts nested more than {MAX_DEPTH} levels deep")
         if tx.mime.too_many:

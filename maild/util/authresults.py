@@ -1,5 +1,8 @@
 """Typed results of SPF, DKIM, DMARC and ARC, and the Authentication-Results header.
 
+In the base layer: mail authentication writes them and the spam filters read them, so
+neither service imports the other for them.
+
 One :class:`AuthResults` per message lives in ``Transaction.notes["auth_results"]`` for
 the filters after mail authentication (the spam scorer reads it). Result words are the
 RFC 8601 §2.7 ones: a filter compares ``results.dmarc.result == "pass"`` and so on.

@@ -29,9 +29,11 @@ from email.header import decode_header, make_header
 
 from maild.util import address
 
-# RFC 5322 §3.6.8 ftext (printable US-ASCII but ":"), then obs-optional's *WSP (§4.5.8).
-_FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+# Octets of a header section (a message's or a MIME part's) read for fields: the SMTP
+# server refuses a message with a larger one (554 5.6.0), so parsing stays bounded.
+MAX_HEADER = 1024 * 1024
 
 _ENVELOPE_FIELDS = {
     "date": "date",
@@ -70,16 +72,34 @@ def split_header(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:end], raw[end:]
 
 
-@dataclass(frozen=True, slots=True)
 class Field:
-    name: str  # as written, without the WSP before the colon
-    value: str  # unfolded and stripped (RFC 5322 §2.2.3)
-    start: int  # offsets of the field's octets in the message, line breaks included
-    end: int
+    """One header field: its name, its unfolded value (decoded when first asked for) and
+    the offsets of its octets in the message, line breaks included."""
+
+    __slots__ = ("name", "lname", "start", "end", "_raw", "_value_start", "_value")
+
+    def __init__(self, name: str, value: str | None, start: int, end: int,
+                 raw: bytes = b"", value_start: int = 0) -> None:
+        self.name = name  # as written, without the WSP before the colon
+        self.lname = name.lower()
+        self.start = start
+        self.end = end
+        self._raw = raw
+        self._value_start = value_start
+        self._value = value
 
     @property
-    def lname(self) -> str:
-        return self.name.lower()
+    def value(self) -> str:
+        """Unfolded (RFC 5322 §2.2.3: the line breaks before WSP removed) and stripped."""
+        if self._value is None:
+            value = self._raw[self._value_start:self.end].decode("utf-8", "surrogateescape")
+            if "\n" in value.rstrip("\r\n"):
+                value = _FOLD.sub("", value)
+            self._value = value.strip()
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Field({self.name!r}, {self.value!r}, {self.start}, {self.end})"
 
 
 @dataclass(slots=True)
@@ -89,6 +109,7 @@ class Header:
     end: int  # where the body starts (after the empty line, when there is one)
     fields: list[Field] = field(default_factory=list)
     stray: list[int] = field(default_factory=list)  # offsets of lines that are not fields
+    truncated: bool = False  # fields past parse_header's max_bytes were not read
 
     @property
     def bytes(self) -> bytes:
@@ -130,43 +151,34 @@ class Header:
         return b"".join(out)
 
 
-def parse_header(raw: bytes, start: int = 0, end: int | None = None) -> Header:
-    """The header section of the message (or MIME part) at ``raw[start:end]``."""
+# One match per line of the header section: a field (RFC 5322 §3.6.8 ftext name, §4.5.8
+# obs-optional WSP before the colon) with its continuation lines (group 1 its name, group 2
+# its value), or a line that is not a field, or the empty line.
+_LINE = re.compile(rb"([!-9;-~]+)[ \t]*:((?:[^\n]*\n(?=[ \t]))*[^\n]*\n?)|[^\n]*\n?")
+
+
+def parse_header(raw: bytes, start: int = 0, end: int | None = None,
+                 max_bytes: int | None = None) -> Header:
+    """The header section of the message (or MIME part) at ``raw[start:end]``; with
+    ``max_bytes``, fields are read from its first ``max_bytes`` octets only (``end`` is
+    still where the body starts; ``truncated`` says so)."""
     stop = header_end(raw, start, end)
     header = Header(raw, start, stop)
     fields, stray = header.fields, header.stray
-    pos = start
-    name_end = -1  # the open field: where its name ends, where it started
-    field_start = -1
-    while pos < stop:
-        eol = raw.find(b"\n", pos, stop)
-        eol = stop if eol < 0 else eol + 1
-        first = raw[pos:pos + 1]
-        if eol - pos <= 2 and raw[pos:eol] in (b"\r\n", b"\n"):
-            break  # the empty line
-        if first in (b" ", b"\t") and field_start >= 0:
-            pos = eol  # a continuation line of the open field
-            continue
-        if field_start >= 0:
-            fields.append(_field(raw, field_start, name_end, pos))
-            field_start = -1
-        match = _FIELD_START.match(raw, pos, eol)
-        if match is None:
-            stray.append(pos)
-        else:
-            field_start, name_end = pos, match.end()
-        pos = eol
-    if field_start >= 0:
-        fields.append(_field(raw, field_start, name_end, pos))
+    scan = stop
+    if max_bytes is not None and stop - start > max_bytes:
+        scan = start + max_bytes
+        header.truncated = True
+    for match in _LINE.finditer(raw, start, scan):
+        name = match.group(1)
+        if name is not None:
+            fields.append(Field(name.decode("ascii"), None, match.start(), match.end(), raw,
+                                match.start(2)))
+        elif match.end() > match.start():
+            if raw[match.start():match.end()] in (b"\r\n", b"\n"):
+                break
+            stray.append(match.start())
     return header
-
-
-def _field(raw: bytes, start: int, name_end: int, end: int) -> Field:
-    name = raw[start:name_end - 1].rstrip(b" \t").decode("ascii")
-    value = raw[name_end:end].decode("utf-8", "surrogateescape")
-    if "\n" in value.rstrip("\r\n"):
-        value = _FOLD.sub("", value)
-    return Field(name, value.strip(), start, end)
 
 
 def header_fields(header: bytes) -> list[tuple[str, str]]:
@@ -177,7 +189,7 @@ def header_fields(header: bytes) -> list[tuple[str, str]]:
 def envelope_fields(raw: bytes | Header) -> dict[str, str]:
     """The first occurrence of each RFC 3501 envelope header, raw (RFC 2047 left encoded),
     keyed by the attribute names of ``maild.store.types.Envelope``."""
-    header = raw if isinstance(raw, Header) else parse_header(raw)
+    header = raw if isinstance(raw, Header) else parse_header(raw, max_bytes=MAX_HEADER)
     values: dict[str, str] = {}
     for f in header.fields:
         attr = _ENVELOPE_FIELDS.get(f.lname)
@@ -186,7 +198,7 @@ def envelope_fields(raw: bytes | Header) -> dict[str, str]:
     return values
 
 
-# -- the author (RFC 5322 §3.6.2, RFC 7489 §6.6.1) ----------------------------------------
+# -- addresses and the author (RFC 5322 §3.4, §3.6.2; RFC 7489 §6.6.1) ---------------------
 
 def addresses(value: str) -> list[str]:
     """The addr-specs of an address-list value (groups flattened, display names dropped),

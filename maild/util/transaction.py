@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maild.util.message import Header, parse_header
+from maild.util.message import MAX_HEADER, Header, parse_header
 from maild.util.mime import Structure, walk
 
 
@@ -76,7 +76,7 @@ class Transaction:
         if self.raw is None:
             return None
         if self._header is None or self._header.raw is not self.raw:
-            self._header = parse_header(self.raw)
+            self._header = parse_header(self.raw, max_bytes=MAX_HEADER)
         return self._header
 
     @property

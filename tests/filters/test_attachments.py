@@ -12,6 +12,7 @@ from maild.util.mime import walk
 from maild.util.transaction import Action
 from tests.filters.conftest import make_tx
 from tests.filters.messages import message, zip_of
+from tests.smtp.conftest import Transcript, messages
 
 DEFAULT = ["exe", "scr", "com", "pif", "js", "vbs", "bat", "cmd", "jar"]
 PE = b"MZ\x90\x00" + b"\x00" * 60
@@ -183,3 +184,20 @@ def test_deep_nesting_is_no_recursion_error():
     # stack; the SMTP server refuses such a message before any filter runs.
     assert blocked_extension(HEAD + inner, FULL) is None
     assert walk(HEAD + inner).too_deep
+
+
+def test_bypasses_refused_over_smtp(maild_factory):
+    """The attack as a sender makes it: a real `maild serve` with the default policy."""
+    server = maild_factory()
+    t = Transcript(server.host, server.ports["smtp"])
+    t.greeting()
+    t.cmd("EHLO mail.remote.test", 250)
+    doubled = _mixed(_exe_part(b"Content-Type: application/octet-stream\r\n"
+                               b'Content-Disposition: attachment; filename="ok.txt"; filename="evil.exe"\r\n'))
+    uuencoded = HEAD + b"Content-Type: text/plain\r\n\r\nbegin 644 evil.hta\r\nM35J0\r\n`\r\nend\r\n"
+    for raw, ext in ((doubled, "exe"), (uuencoded, "hta")):
+        reply = t.message("a@remote.test", ["alice@example.test"], raw)
+        assert (reply.code, reply.text) == (
+            554, f"5.7.1 Message refused: .{ext} attachments are not accepted"), t.dump()
+    t.cmd("QUIT", 221)
+    assert messages(server, "alice@example.test") == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import ConfigError, from_dict, load
+from maild.config import BLOCKED_EXTENSIONS, ConfigError, from_dict, load
 
 
 def filters(**section):
@@ -17,10 +17,10 @@ def filters(**section):
 def test_defaults_scan_nothing_but_attachments():
     settings = filters()
     assert settings.clamd == "" and settings.rspamd_url == ""
-    # Issue 15 item 11: what a double-click runs or mounts, .hta to disk images.
-    for ext in ("exe", "scr", "com", "pif", "js", "vbs", "bat", "cmd", "jar", "hta", "msi", "lnk",
-                "iso", "img", "vhd", "ps1", "wsf", "cpl"):
-        assert ext in settings.blocked_extensions
+    assert settings.blocked_extensions == list(BLOCKED_EXTENSIONS)
+    # issue 15 item 11: the types that were missing from the default list
+    assert {"hta", "msi", "lnk", "iso", "img", "vhd", "vhdx", "ps1", "wsf", "cpl", "scr", "js",
+            "jse", "vbs", "vbe", "bat", "cmd", "com", "pif", "jar", "exe"} <= set(BLOCKED_EXTENSIONS)
     assert (settings.clamd_on_error, settings.rspamd_on_error) == ("tempfail", "fallback")
 
 

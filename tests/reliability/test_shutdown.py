@@ -130,7 +130,8 @@ def test_pop3_and_imap_sessions_close_on_sigterm(maild_factory) -> None:  # type
     1939 §6: nothing it marked deleted is removed), an SMTP session gets 421."""
     server = maild_factory()
     with smtplib.SMTP(server.host, server.ports["smtp"], timeout=30) as smtp:
-        smtp.sendmail("s@remote.example", ["alice@example.test"], b"From: s@remote.example\r\nSubject: keep\r\n\r\nkeep\r\n")
+        smtp.sendmail("s@remote.example", ["alice@example.test"],
+                      b"From: s@remote.example\r\nSubject: keep\r\n\r\nkeep\r\n")
     pop = pop3_session(server)
     pop.cmd("DELE 1", ok=True)
     imap = imap_session(server, "bob@example.test")

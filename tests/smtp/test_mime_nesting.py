@@ -13,6 +13,7 @@ import ssl
 
 import pytest
 
+from maild.util.message import MAX_HEADER
 from maild.util.mime import MAX_DEPTH
 from tests.conftest import MaildServer
 from tests.smtp.conftest import Transcript, messages
@@ -113,3 +114,17 @@ def test_imap_answers_for_a_thousand_levels_appended(server: MaildServer, kind: 
         assert typ == "OK"
         typ, _ = imap.noop()
         assert typ == "OK"  # the session survived
+
+
+def test_header_sections_over_a_mebibyte_are_refused(mx: Transcript) -> None:
+    """Parsing stays bounded: a header section (the message's or a part's) over
+    MAX_HEADER octets is refused 554 5.6.0 rather than read field by field."""
+    pad = b"X-Pad: " + b"p" * 90 + b"\r\n"
+    big = b"From: a@remote.example\r\n" + pad * (MAX_HEADER // len(pad) + 10) + b"\r\nbody\r\n"
+    reply = mx.message("a@remote.example", ["bob@example.test"], big)
+    assert (reply.code, reply.text) == (554, f"5.6.0 Message header is larger than {MAX_HEADER} octets")
+    part = (b"From: a@remote.example\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+            + pad * (MAX_HEADER // len(pad) + 10) + b"\r\nbody\r\n--B--\r\n")
+    reply = mx.message("a@remote.example", ["bob@example.test"], part)
+    assert (reply.code, reply.text) == (554, f"5.6.0 MIME part header is larger than {MAX_HEADER} octets")
+    mx.cmd("QUIT", 221)
