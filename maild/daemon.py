@@ -90,7 +90,8 @@ def _listen(reactor: Any, key: str, address: Address, factory: Factory,
         if tls is not None:
             # Not listenSSL: the session factory counts the connection at accept and may
             # refuse it before any TLS work (maild.util.session).
-            factory = GatedTLSFactory(tls, False, factory)
+            return reactor.listenTCP(address.port, GatedTLSFactory(tls, False, factory),
+                                     interface=address.host)
         return reactor.listenTCP(address.port, factory, interface=address.host)
     except CannotListenError as exc:
         raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 log = logging.getLogger("maild")
 
@@ -33,14 +33,14 @@ class Sessions:
     def __init__(self, reactor: Any, grace: float) -> None:
         self.reactor = reactor
         self.grace = grace
-        self.live: set[Protocol] = set()
+        self.live: set[Any] = set()  # the sessions (Protocol instances) still connected
         self.ports: list[Any] = []
 
     def track(self, factory: Factory) -> Factory:
         """Remember each protocol ``factory`` builds until its connection is lost."""
         build = factory.buildProtocol
 
-        def build_tracked(addr: Any) -> Protocol | None:
+        def build_tracked(addr: Any) -> Any:
             proto = build(addr)
             if proto is not None:
                 self.live.add(proto)
@@ -60,7 +60,7 @@ class Sessions:
         for port in self.ports:
             port.stopListening()
         deadline = self.reactor.seconds() + self.grace
-        closing: dict[Protocol, float] = {}  # sessions that said goodbye, since when
+        closing: dict[Any, float] = {}  # sessions that said goodbye, since when
         done: defer.Deferred[None] = defer.Deferred()
 
         def poll() -> None:
@@ -90,6 +90,6 @@ class Sessions:
         return done
 
 
-def _abort(session: Protocol) -> None:
+def _abort(session: Any) -> None:
     if session.transport is not None:
         session.transport.abortConnection()

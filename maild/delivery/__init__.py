@@ -146,9 +146,10 @@ class Delivery:
         if sent is not None:
             recipients.append(Recipient(user=owner, mailbox=sent, flags=frozenset({"\\Seen"})))
         if not remote_rcpts:
-            d = self.store.deliver(raw, recipients) if recipients else defer.succeed(None)
-            return d.addCallback(lambda _: None)
-        d = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
+            if not recipients:
+                return defer.succeed(None)
+            return self.store.deliver(raw, recipients).addCallback(lambda _: None)
+        queued = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
         if recipients:
-            d.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
-        return d.addCallback(lambda _: None)
+            queued.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
+        return queued.addCallback(lambda _: None)

@@ -104,6 +104,7 @@ def part_names(raw: bytes, part: MimePart) -> list[str]:
     """Every name the part could be saved under (see the module notes), each once."""
     names: list[str] = []
     for f in part.header.fields:
+        wanted: tuple[str, ...]
         if f.lname == "content-type":
             wanted = ("name",)
         elif f.lname == "content-disposition":

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import binascii
-import email
+import email.utils
 import functools
 import re
 from dataclasses import dataclass, field

@@ -217,7 +217,7 @@ def _check_names(cmd: Command) -> None:
     not valid mUTF-7 matches nothing (see _do_list)."""
     if isinstance(cmd, ListCommand):
         return
-    for f in dataclasses.fields(cmd):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cmd):
         value = getattr(cmd, f.name)
         if isinstance(value, BadName):
             creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and f.name == "new")

@@ -7,6 +7,7 @@ without a reactor) writes block until committed and return already-fired Deferre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -94,6 +95,10 @@ def _unlink_then(result: _T, path: Path) -> _T:
     return result
 
 
+def _append_result(address: str, written: tuple[int, int, int, int]) -> AppendResult:
+    return AppendResult(address, *written)
+
+
 def _nonempty(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
@@ -157,7 +162,7 @@ class Store:
                 self.shards.append(Shard(
                     i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
-                    lambda i=i: self._shard_required(i)))
+                    functools.partial(self._shard_required, i)))
         except BaseException:
             for shard in self.shards:
                 shard.close()
@@ -454,7 +459,7 @@ class Store:
         others, the others go to the durable local-delivery retry queue (retry.py) and the
         call succeeds, so the sender is answered once and retries nothing. Only when no
         target has it, or the retry queue cannot take the rest, does the call fail."""
-        d = self._file_each(staged, envelope, targets, when)
+        d: defer.Deferred[Any] = self._file_each(staged, envelope, targets, when)
 
         def settle(outcomes: list[tuple[bool, Any]]) -> Any:
             failed = [(t, v) for t, (ok, v) in zip(targets, outcomes, strict=True) if not ok]
@@ -473,15 +478,15 @@ class Store:
         return d
 
     def _file_each(self, staged: blobfiles.StagedBlob, envelope: dict[str, str],
-                   targets: list[tuple[User, int | str, frozenset[str], bytes]],
+                   targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
                    when: float) -> defer.Deferred[list[tuple[bool, Any]]]:
         """(committed, AppendResult or the exception) per target, after every commit."""
-        waits = []
+        waits: list[defer.Deferred[Any]] = []
         for user, mailbox, flags, prefix in targets:
             op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
                                flags, when, envelope, user.quota_bytes, staged.inline)
             waits.append(self._write(user, op, (staged,)).addCallback(
-                lambda r, u=user: AppendResult(u.address, *r)))
+                functools.partial(_append_result, user.address)))
         if len(waits) == 1:  # one target (IMAP APPEND, most deliveries): no DeferredList
             return waits[0].addCallbacks(lambda r: [(True, r)], lambda f: [(False, f.value)])
         gathered = defer.DeferredList(waits, consumeErrors=True)

@@ -55,7 +55,8 @@ class Health:
 
     def close(self) -> None:
         if self._fd is not None:
-            self._fd, fd = None, self._fd
+            fd: int = self._fd
+            self._fd = None
             try:
                 os.pwrite(fd, b" " * FILE_SIZE, 0)  # nobody answers for it any more
             except OSError:
@@ -68,10 +69,11 @@ class Health:
         """A commit of ``where`` failed for lack of space (any thread)."""
         now = time.time()
         with self._lock:
-            entry = self.full.get(where)
-            first = entry is None
+            found = self.full.get(where)
+            first = found is None
+            entry: dict[str, Any] = {"since": now, "failures": 0} if found is None else found
             if first:
-                entry = self.full[where] = {"since": now, "failures": 0}
+                self.full[where] = entry
             entry["failures"] += 1
             entry["error"] = error
             # Logged once per REPEAT_SECONDS per environment, even when small writes that

@@ -23,6 +23,7 @@ surrogates (``surrogateescape``), so the exact octets can be recovered.
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -116,7 +117,7 @@ class Header:
         """The header section's octets, its empty line included."""
         return self.raw[self.start:self.end]
 
-    def field_bytes(self, f: Field) -> bytes:
+    def field_bytes(self, f: Field) -> builtins.bytes:
         return self.raw[f.start:f.end]
 
     def get_all(self, name: str) -> list[str]:
@@ -139,7 +140,7 @@ class Header:
         readers that skip it see different fields."""
         return bool(self.stray) and bool(self.fields) and self.fields[-1].start > self.stray[0]
 
-    def without(self, drop: list[Field]) -> bytes:
+    def without(self, drop: list[Field]) -> builtins.bytes:
         """The message with the given fields cut out."""
         if not drop:
             return self.raw

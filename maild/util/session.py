@@ -29,10 +29,10 @@ import base64
 import ipaddress
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -198,7 +198,7 @@ class CommandSession(Protocol):
         self._discard_input()
 
     def _register_producer(self) -> None:
-        self.transport.registerProducer(self, True)
+        self.transport.registerProducer(cast(IProducer, self), True)  # the subclasses implement it
         self._producing = True
 
     def _close(self) -> None:
