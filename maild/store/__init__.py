@@ -345,6 +345,11 @@ class Store:
         self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
         return user
 
+    def ensure_partition(self, user: User) -> None:
+        """Give ``user`` an empty partition with the default mailboxes if its shard has none
+        (idempotent): after the operator had a damaged shard recreated empty."""
+        self._shard(user).writer.run(ops.op_create_partition(user.id, DEFAULT_MAILBOXES))
+
     def user_remove(self, address: str) -> None:
         self._user_cache.clear()
         user = self.directory.user_remove(address)
