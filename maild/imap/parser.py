@@ -305,6 +305,23 @@ class Append(Command):
 
 
 @dataclass(frozen=True)
+class AppendMessage:
+    """One message of a MULTIAPPEND (RFC 3502 §6.3.11): flags, date-time and literal."""
+
+    flags: frozenset[str]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True)
+class MultiAppend(Command):
+    """APPEND with more than one message (RFC 3502): all are appended or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
+
+
+@dataclass(frozen=True)
 class QuotaCommand(Command):
     """GETQUOTA root / SETQUOTA root (...) (RFC 9208)."""
 
@@ -881,9 +898,26 @@ def _status(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Status(tag, name, mailbox, items)
 
 
+MAX_MULTIAPPEND = 1000  # messages in one MULTIAPPEND
+
+
 def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 3502 §6.3.11: append = "APPEND" SP mailbox 1*append-message
     r.sp()
     mailbox = r.mailbox()
+    messages = [_append_message(r)]
+    while not r.at_end():
+        if len(messages) >= MAX_MULTIAPPEND:
+            raise r.error(f"at most {MAX_MULTIAPPEND} messages in one APPEND")
+        messages.append(_append_message(r))
+    if len(messages) > 1:
+        return MultiAppend(tag, name, mailbox, tuple(messages))
+    first = messages[0]
+    return Append(tag, name, mailbox, first.flags, first.date, first.message)
+
+
+def _append_message(r: _Reader) -> AppendMessage:
+    # append-message = [SP flag-list] [SP date-time] SP literal
     r.sp()
     flags: frozenset[str] = frozenset()
     date = None
@@ -895,8 +929,7 @@ def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
         r.sp()
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
-    message = r.literal()
-    return Append(tag, name, mailbox, flags, date, message)
+    return AppendMessage(flags, date, r.literal())
 
 
 def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, wire
+from maild.imap import fetchcache, mime, multiappend, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -66,6 +66,7 @@ from maild.imap.parser import (
     ListCommand,
     Login,
     MailboxCommand,
+    MultiAppend,
     NeedContinuation,
     ParseError,
     Qresync,
@@ -129,7 +130,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
-                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC")
+                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
+                "MULTIAPPEND")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -812,7 +814,9 @@ class ImapSession(CommandSession):
     async def _do_status(self, cmd: Status) -> None:
         self._send_status(self._mailbox(cmd.mailbox), cmd.items)
 
-    async def _do_append(self, cmd: Append) -> str:
+    async def _do_append(self, cmd: Append | MultiAppend) -> str:
+        if isinstance(cmd, MultiAppend) or not cmd.message:
+            return await multiappend.append(self, cmd)  # RFC 3502
         mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
         date = cmd.date.timestamp() if cmd.date else None
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)

@@ -544,6 +544,14 @@ def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_siz
     return op
 
 
+def op_all(operations: list[Callable[[Batch], Any]]) -> Callable[[Batch], list[Any]]:
+    """The operations as one: their results in order, or, when one raises, none of their
+    writes (the writer rolls the whole operation back)."""
+    def op(b: Batch) -> list[Any]:
+        return [operation(b) for operation in operations]
+    return op
+
+
 def op_set_flags(user: str, user_id: int, mailbox_id: int, uids: list[int], flags: frozenset[str],
                  mode: FlagMode, unchanged_since: int | None) -> Callable[[Batch], tuple[list[FlagResult], list[int]]]:
     def op(b: Batch) -> tuple[list[FlagResult], list[int]]:
