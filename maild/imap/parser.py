@@ -134,7 +134,8 @@ class FetchAtt:
 
 
 _SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
-                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ")
+                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
+                "EMAILID", "THREADID")  # RFC 8474 §5
 # RFC 3501 §6.4.5 macros.
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -169,6 +170,8 @@ class SearchOp(enum.StrEnum):
     LARGER = "LARGER"
     SMALLER = "SMALLER"
     MODSEQ = "MODSEQ"
+    EMAILID = "EMAILID"  # value: objectid (RFC 8474 §6)
+    THREADID = "THREADID"
 
 
 @dataclass(frozen=True)
@@ -836,7 +839,7 @@ def _rename(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
-                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT"})
+                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT", "MAILBOXID"})
 
 
 def _list(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -1217,6 +1220,9 @@ def _search_key(r: _Reader) -> SearchKey:
     if word == "UID":
         r.sp()
         return SearchKey(SearchOp.UID, r.sequence_set())
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        r.sp()
+        return SearchKey(SearchOp(word), r.atom("an object id"))
     if word == "MODSEQ":  # RFC 7162 §3.1.5
         r.sp()
         if r.peek() == 0x22:

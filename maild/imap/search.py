@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
-from maild.imap import mime
+from maild.imap import mime, objectid
 from maild.imap.parser import SearchKey, SearchOp
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta
@@ -22,11 +22,11 @@ _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "sub
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
-                SearchOp.SENTSINCE}
+                SearchOp.SENTSINCE, SearchOp.THREADID}
 # OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
 # up to this many; past it the search reads every envelope.
 MAX_OR_CLAUSES = 16
-_ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE}
+_ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE, SearchOp.THREADID}
 
 
 def _walk(key: SearchKey) -> list[SearchKey]:
@@ -140,6 +140,8 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         needle = str(key.value).casefold()
         return (needle in msg.cached("headers", lambda: mime.all_headers_text(msg.raw()))
                 or needle in msg.cached("body", lambda: mime.body_text(msg.raw())))
+    if op is SearchOp.THREADID and meta is not None:  # RFC 8474 §6
+        return objectid.thread_id(msg.envelope(), meta) == key.value
     if op in (SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE):
         sent = _sent_date(msg)
         if sent is None:
@@ -157,6 +159,8 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         return meta.size < key.value  # type: ignore[operator]
     if op is SearchOp.MODSEQ:
         return meta.modseq >= key.value  # type: ignore[operator]
+    if op is SearchOp.EMAILID:  # RFC 8474 §6
+        return objectid.email_id(meta) == key.value
     raise AssertionError(f"unhandled search key {op}")
 
 

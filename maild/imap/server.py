@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, multiappend, wire
+from maild.imap import fetchcache, mime, multiappend, objectid, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -116,6 +116,7 @@ _RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
     "RFC822.SIZE": lambda meta: b"RFC822.SIZE %d" % meta.size,
     "MODSEQ": lambda meta: b"MODSEQ (%d)" % meta.modseq,
     "INTERNALDATE": lambda meta: b"INTERNALDATE " + wire.internal_date(meta.internal_date),
+    "EMAILID": lambda meta: b"EMAILID (%s)" % objectid.email_id(meta).encode(),  # RFC 8474 §5.1
 }
 # The flag resync every client runs on every folder, FETCH 1:* (UID FLAGS) and UID FETCH
 # 1:* (FLAGS), one %-format per message: the same bytes _fetch_items assembles item by
@@ -131,7 +132,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
-                "MULTIAPPEND")
+                "MULTIAPPEND", "OBJECTID")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -683,6 +684,7 @@ class ImapSession(CommandSession):
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
             self._resync(view, cmd.qresync, uidnext)
         self.view = view
@@ -705,7 +707,7 @@ class ImapSession(CommandSession):
             if seq is not None:
                 self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
 
-    async def _do_create(self, cmd: Create) -> None:
+    async def _do_create(self, cmd: Create) -> str:
         special = None
         if cmd.special_use:
             if len(cmd.special_use) > 1:
@@ -717,7 +719,8 @@ class ImapSession(CommandSession):
         if cmd.mailbox == "INBOX":
             raise _no("INBOX always exists", "ALREADYEXISTS")
         await self._create_parents(cmd.mailbox)
-        await self.store.create_mailbox(self._user(), cmd.mailbox, special)
+        created = await self.store.create_mailbox(self._user(), cmd.mailbox, special)
+        return objectid.response_code(self._user(), created)  # RFC 8474 §4.1
 
     async def _create_parents(self, name: str) -> None:
         """RFC 3501 §6.3.3: create the superior hierarchical names too."""
@@ -807,7 +810,8 @@ class ImapSession(CommandSession):
         values = {"MESSAGES": mailbox.messages, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit}
+                  "APPENDLIMIT": self.config.append_limit,
+                  "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
         body = " ".join(f"{item} {values[item]}" for item in items)
         self._send(b"* STATUS " + wire.mailbox(mailbox.name) + b" (" + body.encode() + b")")
 
@@ -1120,6 +1124,8 @@ class ImapSession(CommandSession):
                 parts.append(item(meta))
             elif name == "ENVELOPE":
                 parts.append(b"ENVELOPE " + self._cached(meta, name, self._envelope))
+            elif name == "THREADID":  # RFC 8474 §5.2
+                parts.append(b"THREADID (" + self._cached(meta, name, self._thread_id) + b")")
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
                 parts.append(name.encode() + b" " + self._cached(meta, name, self._bodystructure, name))
             else:
@@ -1175,6 +1181,9 @@ class ImapSession(CommandSession):
 
     def _envelope(self, meta: MessageMeta) -> bytes:
         return mime.envelope(self.store.envelope(self._user(), self._view().mailbox_id, meta.uid))
+
+    def _thread_id(self, meta: MessageMeta) -> bytes:
+        return objectid.thread_id(self.store.envelope(self._user(), self._view().mailbox_id, meta.uid), meta).encode()
 
     def _bodystructure(self, meta: MessageMeta, name: str) -> bytes:
         return mime.bodystructure(self._parsed(meta), name == "BODYSTRUCTURE")
