@@ -412,6 +412,7 @@ class _Reader:
     pos: int = 0
     depth: int = 0
     tag: str | None = None
+    utf8: bool = False  # UTF8=ACCEPT enabled: mailbox names are UTF-8, not mUTF-7 (RFC 6855 §3)
 
     def error(self, text: str) -> ParseError:
         return ParseError(text, self.tag)
@@ -494,6 +495,11 @@ class _Reader:
         self.pos += size
         return value
 
+    def literal8(self) -> bytes:
+        """RFC 3516 §4.1 literal8, ``~{n}`` (``~{n+}`` with LITERAL+, RFC 7888 §4)."""
+        self.expect(b"~", "a literal8")
+        return self.literal()
+
     def quoted(self) -> bytes:
         self.expect(b'"')
         out = bytearray()
@@ -550,7 +556,7 @@ class _Reader:
         if text.upper() == "INBOX":
             return "INBOX"
         try:
-            name = decode_mailbox(text)
+            name = text if self.utf8 else decode_mailbox(text)
         except ValueError as exc:
             raise self.error(f"bad mailbox name: {exc}") from None
         if not name or any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) \
@@ -562,7 +568,8 @@ class _Reader:
         c = self.peek()
         raw = self.string_bytes() if c in (0x22, 0x7B) else self._run(_LIST_SPECIALS)
         try:
-            return decode_mailbox(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            return text if self.utf8 else decode_mailbox(text)
         except (UnicodeDecodeError, ValueError):
             raise self.error("bad mailbox pattern") from None
 
@@ -693,9 +700,10 @@ def _utf8(raw: bytes, reader: _Reader) -> str:
 
 # -- command grammar ------------------------------------------------------------------------
 
-def parse_command(data: bytes) -> Command:
-    """Parse one complete command (literals inline, no final CRLF)."""
-    r = _Reader(data)
+def parse_command(data: bytes, utf8: bool = False) -> Command:
+    """Parse one complete command (literals inline, no final CRLF); ``utf8``: the session
+    enabled UTF8=ACCEPT (RFC 6855)."""
+    r = _Reader(data, utf8=utf8)
     tag_raw = r._run(_TAG_SPECIALS)
     if not tag_raw:
         raise ParseError("missing or invalid tag")
@@ -930,6 +938,13 @@ def _append_message(r: _Reader) -> AppendMessage:
     if r.peek() == 0x22:
         date = r.date_time()
         r.sp()
+    if r.maybe_ci("UTF8 ("):
+        # RFC 6855 §4: append-data =/ "UTF8" SP "(" literal8 ")", after ENABLE UTF8=ACCEPT.
+        if not r.utf8:
+            raise r.error("UTF8 APPEND data needs ENABLE UTF8=ACCEPT")
+        message = r.literal8()
+        r.expect(b")", '")"')
+        return AppendMessage(flags, date, message)
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
     return AppendMessage(flags, date, r.literal())

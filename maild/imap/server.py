@@ -132,7 +132,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
-                "MULTIAPPEND", "OBJECTID")
+                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -234,6 +234,7 @@ class ImapSession(CommandSession):
         self.view: MailboxView | None = None
         self.condstore = False
         self.qresync = False  # RFC 7162 §3.2.3, by ENABLE QRESYNC
+        self.utf8 = False  # RFC 6855 §3, by ENABLE UTF8=ACCEPT: names in UTF-8, no SEARCH CHARSET
         self.client_ip = ""
         self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
                               self.config.append_limit)
@@ -405,7 +406,7 @@ class ImapSession(CommandSession):
 
     def _command(self, data: bytes) -> None:
         try:
-            cmd = parse_command(data)
+            cmd = parse_command(data, self.utf8)
         except ParseError as exc:
             tag = (exc.tag or "*").encode("ascii")
             self._send(tag + b" BAD " + exc.text.encode("ascii", "replace"))
@@ -651,6 +652,9 @@ class ImapSession(CommandSession):
         if "QRESYNC" in cmd.capabilities and not self.qresync:
             self.qresync = self.condstore = True  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
             enabled.append(b"QRESYNC")
+        if "UTF8=ACCEPT" in cmd.capabilities and not self.utf8:
+            self.utf8 = True
+            enabled.append(b"UTF8=ACCEPT")
         self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
 
     async def _do_namespace(self, cmd: Command) -> None:
@@ -797,7 +801,7 @@ class ImapSession(CommandSession):
                     attrs.append(mailbox.special_use.value)  # RFC 6154 §2
             if want_subscribed and not lsub and mailbox is not None and mailbox.subscribed:
                 attrs.append("\\Subscribed")
-            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name))
+            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name, self.utf8))
             if childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
             self._send(line)
@@ -813,7 +817,7 @@ class ImapSession(CommandSession):
                   "APPENDLIMIT": self.config.append_limit,
                   "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
         body = " ".join(f"{item} {values[item]}" for item in items)
-        self._send(b"* STATUS " + wire.mailbox(mailbox.name) + b" (" + body.encode() + b")")
+        self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
 
     async def _do_status(self, cmd: Status) -> None:
         self._send_status(self._mailbox(cmd.mailbox), cmd.items)
@@ -832,9 +836,9 @@ class ImapSession(CommandSession):
         self._mailbox(cmd.mailbox)
         quota = self.store.quota(self._user())
         if not quota.limit_bytes:
-            self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox))  # no quota root
+            self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox, self.utf8))  # no quota root
             return
-        self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox) + b' ""')
+        self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox, self.utf8) + b' ""')
         self._send_quota()
 
     def _send_quota(self) -> None:
@@ -928,6 +932,8 @@ class ImapSession(CommandSession):
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
         _check_charset(cmd.charset)
+        if self.utf8 and cmd.charset is not None:
+            raise _bad("No CHARSET after ENABLE UTF8=ACCEPT")  # RFC 6855 §3
         uids = list(view.uids)
         user = self._user()
         if searching.reads_messages(cmd.key):
