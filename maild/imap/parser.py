@@ -135,7 +135,8 @@ class FetchAtt:
 
 _SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
                 "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
-                "EMAILID", "THREADID")  # RFC 8474 §5
+                "EMAILID", "THREADID",  # RFC 8474 §5
+                "SAVEDATE")  # RFC 8514 §4
 # RFC 3501 §6.4.5 macros.
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -172,6 +173,10 @@ class SearchOp(enum.StrEnum):
     MODSEQ = "MODSEQ"
     EMAILID = "EMAILID"  # value: objectid (RFC 8474 §6)
     THREADID = "THREADID"
+    SAVEDBEFORE = "SAVEDBEFORE"  # value: date (RFC 8514 §5)
+    SAVEDON = "SAVEDON"
+    SAVEDSINCE = "SAVEDSINCE"
+    SAVEDATESUPPORTED = "SAVEDATESUPPORTED"
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,8 @@ class SortCriterion:
 _FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
               "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
 _STRING_HEADER_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
-_DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE")
+_DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+              "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE")  # RFC 8514 §5
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -1185,8 +1191,8 @@ def _search_key(r: _Reader) -> SearchKey:
         return SearchKey(SearchOp.FLAG, _FLAG_KEYS[word])
     if word.startswith("UN") and word[2:] in _FLAG_KEYS:
         return _not(SearchKey(SearchOp.FLAG, _FLAG_KEYS[word[2:]]))
-    if word == "ALL":
-        return SearchKey(SearchOp.ALL)
+    if word in ("ALL", "SAVEDATESUPPORTED"):
+        return SearchKey(SearchOp(word))
     if word in ("NEW", "OLD", "RECENT"):
         recent = SearchKey(SearchOp.RECENT)
         if word == "NEW":  # RFC 3501 §6.4.4: RECENT UNSEEN

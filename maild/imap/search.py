@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
-from maild.imap import mime, objectid
+from maild.imap import mime, objectid, savedate
 from maild.imap.parser import SearchKey, SearchOp
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta
@@ -161,13 +161,17 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         return meta.modseq >= key.value  # type: ignore[operator]
     if op is SearchOp.EMAILID:  # RFC 8474 §6
         return objectid.email_id(meta) == key.value
+    if op in (SearchOp.SAVEDBEFORE, SearchOp.SAVEDON, SearchOp.SAVEDSINCE):  # RFC 8514 §5
+        return _compare(op, savedate.save_day(meta), key.value)  # type: ignore[arg-type]
+    if op is SearchOp.SAVEDATESUPPORTED:
+        return True  # every mailbox keeps save dates
     raise AssertionError(f"unhandled search key {op}")
 
 
 def _compare(op: SearchOp, value: date, target: date) -> bool:
-    if op in (SearchOp.BEFORE, SearchOp.SENTBEFORE):
+    if op in (SearchOp.BEFORE, SearchOp.SENTBEFORE, SearchOp.SAVEDBEFORE):
         return value < target
-    if op in (SearchOp.ON, SearchOp.SENTON):
+    if op in (SearchOp.ON, SearchOp.SENTON, SearchOp.SAVEDON):
         return value == target
     return value >= target
 

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, multiappend, objectid, wire
+from maild.imap import fetchcache, mime, multiappend, objectid, savedate, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -117,6 +117,7 @@ _RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
     "MODSEQ": lambda meta: b"MODSEQ (%d)" % meta.modseq,
     "INTERNALDATE": lambda meta: b"INTERNALDATE " + wire.internal_date(meta.internal_date),
     "EMAILID": lambda meta: b"EMAILID (%s)" % objectid.email_id(meta).encode(),  # RFC 8474 §5.1
+    "SAVEDATE": savedate.fetch_item,  # RFC 8514 §4
 }
 # The flag resync every client runs on every folder, FETCH 1:* (UID FLAGS) and UID FETCH
 # 1:* (FLAGS), one %-format per message: the same bytes _fetch_items assembles item by
@@ -132,7 +133,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
-                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT")
+                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 

@@ -496,6 +496,7 @@ def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec
     record["uidnext"] = uid + 1
     record["highestmodseq"] += 1
     rec.modseq = record["highestmodseq"]
+    rec.saved = time.time()  # RFC 8514 §3: appended, delivered, copied or moved here now
     key = msg_key(user_id, mailbox_id, uid)
     b.txn.put(key, rec.encode(), db=b.dbs["msg"])
     b.txn.put(key, envelope, db=b.dbs["env"])

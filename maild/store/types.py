@@ -139,6 +139,7 @@ class MessageMeta(NamedTuple):
     modseq: int
     blob: str  # sha256 hex of the blob
     prefix_len: int
+    save_date: float | None = None  # RFC 8514: when saved into this mailbox; None if not recorded
 
 
 @dataclass(frozen=True)
