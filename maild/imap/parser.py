@@ -119,8 +119,9 @@ class Section:
 @dataclass(frozen=True)
 class FetchAtt:
     """One fetch attribute. ``name`` is upper case: FLAGS, UID, INTERNALDATE, RFC822.SIZE,
-    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, or BODY with
-    a ``section`` (then ``peek`` and ``partial`` apply)."""
+    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, EMAILID,
+    THREADID, SAVEDATE, or BODY / BINARY with a ``section`` (then ``peek`` and ``partial``
+    apply), or BINARY.SIZE with one (RFC 3516: the section has part numbers only)."""
 
     name: str
     section: Section | None = None
@@ -129,8 +130,10 @@ class FetchAtt:
 
     @property
     def sets_seen(self) -> bool:
-        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not.
-        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not;
+        # RFC 3516 §4.2: BINARY[...] does as BODY[...], BINARY.SIZE does not.
+        return (self.section is not None and not self.peek and self.name != "BINARY.SIZE") \
+            or self.name in ("RFC822", "RFC822.TEXT")
 
 
 _SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
@@ -951,6 +954,8 @@ def _append_message(r: _Reader) -> AppendMessage:
         message = r.literal8()
         r.expect(b")", '")"')
         return AppendMessage(flags, date, message)
+    if r.peek() == 0x7E:
+        return AppendMessage(flags, date, r.literal8())  # RFC 3516 §4.4
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
     return AppendMessage(flags, date, r.literal())
@@ -1016,24 +1021,36 @@ def _fetch_att(r: _Reader) -> FetchAtt:
     start = r.pos
     raw = r._run(_ATOM_SPECIALS | {ord("["), ord("<")})
     word = raw.decode("ascii").upper()
-    if word in ("BODY", "BODY.PEEK", "BINARY.PEEK") and r.peek() == 0x5B:
-        if word == "BINARY.PEEK":
-            raise r.error("BINARY is not supported")
+    if word in ("BODY", "BODY.PEEK") and r.peek() == 0x5B:
         r.pos += 1
         section = _section(r)
         r.expect(b"]", '"]"')
-        partial = None
-        if r.maybe(b"<"):
-            origin = r.number(what="partial origin")
-            r.expect(b".", '"."')
-            count = r.nz_number(what="partial length")
-            r.expect(b">", '">"')
-            partial = (origin, count)
-        return FetchAtt("BODY", section, word == "BODY.PEEK", partial)
+        return FetchAtt("BODY", section, word == "BODY.PEEK", _partial(r))
+    if word in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and r.peek() == 0x5B:
+        # RFC 3516 §6: section-binary = "[" [section-part] "]"; BINARY.SIZE has no partial.
+        r.pos += 1
+        section = _section(r)
+        if section.text is not None:
+            raise r.error("BINARY takes part numbers only")
+        r.expect(b"]", '"]"')
+        if word == "BINARY.SIZE":
+            return FetchAtt(word, section)
+        return FetchAtt("BINARY", section, word == "BINARY.PEEK", _partial(r))
     if word in _SIMPLE_ATTS or word == "BODY":
         return FetchAtt(word)
     r.pos = start
     raise r.error(f"unknown fetch attribute {word[:40] or 'here'}")
+
+
+def _partial(r: _Reader) -> tuple[int, int] | None:
+    """RFC 3501 §9 partial, ``<origin.count>``, if present."""
+    if not r.maybe(b"<"):
+        return None
+    origin = r.number(what="partial origin")
+    r.expect(b".", '"."')
+    count = r.nz_number(what="partial length")
+    r.expect(b">", '">"')
+    return origin, count
 
 
 def _section(r: _Reader) -> Section:

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, multiappend, objectid, savedate, wire
+from maild.imap import binary, fetchcache, mime, multiappend, objectid, savedate, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -133,7 +133,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
-                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE")
+                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -1131,6 +1131,12 @@ class ImapSession(CommandSession):
                 parts.append(item(meta))
             elif name == "ENVELOPE":
                 parts.append(b"ENVELOPE " + self._cached(meta, name, self._envelope))
+            elif name == "BINARY.SIZE" or (name == "BINARY" and att.section is not None
+                                           and (att.section.part or meta.size <= STREAM_ABOVE)):
+                try:
+                    parts.append(binary.fetch_item(att, meta, self._raw, self._parsed))  # RFC 3516
+                except binary.UnknownEncoding:
+                    raise _no("Cannot decode the part", "UNKNOWN-CTE") from None
             elif name == "THREADID":  # RFC 8474 §5.2
                 parts.append(b"THREADID (" + self._cached(meta, name, self._thread_id) + b")")
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
@@ -1232,7 +1238,7 @@ def _section_of(att: FetchAtt) -> _SectionPlan | None:
         return b"RFC822.TEXT", Section(text="TEXT"), None, "TEXT"
     assert att.section is not None
     name = str(att.section)
-    label = b"BODY[" + name.encode("utf-8") + b"]"
+    label = (b"BINARY[" if att.name == "BINARY" else b"BODY[") + name.encode("utf-8") + b"]"
     if att.partial is not None:
         label += b"<%d>" % att.partial[0]  # RFC 3501 §7.4.2: only the origin is returned
     return label, att.section, att.partial, name
