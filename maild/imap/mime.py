@@ -338,14 +338,19 @@ def _leaf_texts(part: Part, out: list[str]) -> None:
     elif part.message is not None:
         _leaf_texts(part.message, out)
     elif part.type == "text":
-        payload = _transfer_decoded(part.body, part.fields.get("content-transfer-encoding", ""))
-        # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
-        # a label is UTF-8 far more often than not.
-        charset = dict(part.params).get("charset") if "content-type" in part.fields else None
-        try:
-            out.append(payload.decode(charset or "utf-8", "replace"))
-        except LookupError:
-            out.append(payload.decode("utf-8", "replace"))
+        out.append(leaf_text(part))
+
+
+def leaf_text(part: Part) -> str:
+    """A text/* leaf's text, its transfer encoding and charset undone."""
+    payload = _transfer_decoded(part.body, part.fields.get("content-transfer-encoding", ""))
+    # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
+    # a label is UTF-8 far more often than not.
+    charset = dict(part.params).get("charset") if "content-type" in part.fields else None
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
 
 
 def _transfer_decoded(body: bytes, encoding: str) -> bytes:

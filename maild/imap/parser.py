@@ -1036,6 +1036,13 @@ def _fetch_att(r: _Reader) -> FetchAtt:
         if word == "BINARY.SIZE":
             return FetchAtt(word, section)
         return FetchAtt("BINARY", section, word == "BINARY.PEEK", _partial(r))
+    if word == "PREVIEW":
+        # RFC 8970 §5: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], preview-mod "LAZY"
+        if r.data[r.pos:r.pos + 6].upper() == b" (LAZY":
+            r.sp()
+            if set(r.paren_list(r.word)) != {"LAZY"}:
+                raise r.error("unknown PREVIEW modifier")
+        return FetchAtt(word)
     if word in _SIMPLE_ATTS or word == "BODY":
         return FetchAtt(word)
     r.pos = start

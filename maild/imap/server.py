@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import binary, fetchcache, mime, multiappend, objectid, savedate, wire
+from maild.imap import binary, fetchcache, mime, multiappend, objectid, preview, savedate, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -133,7 +133,8 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
-                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY")
+                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
+                "PREVIEW")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -1137,6 +1138,8 @@ class ImapSession(CommandSession):
                     parts.append(binary.fetch_item(att, meta, self._raw, self._parsed))  # RFC 3516
                 except binary.UnknownEncoding:
                     raise _no("Cannot decode the part", "UNKNOWN-CTE") from None
+            elif name == "PREVIEW":  # RFC 8970
+                parts.append(self._cached(meta, name, lambda m: preview.fetch_item(self._parsed(m))))
             elif name == "THREADID":  # RFC 8474 §5.2
                 parts.append(b"THREADID (" + self._cached(meta, name, self._thread_id) + b")")
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
