@@ -252,6 +252,29 @@ class Enable(Command):
 
 
 @dataclass(frozen=True)
+class GetMetadata(Command):
+    """GETMETADATA (RFC 5464 §4.2); ``mailbox`` "" names the server (the user's own entries)."""
+
+    mailbox: str
+    entries: tuple[str, ...]  # lower case
+    maxsize: int | None = None
+    depth: str = "0"  # "0", "1" or "INFINITY"
+
+
+@dataclass(frozen=True)
+class SetMetadata(Command):
+    """SETMETADATA (RFC 5464 §4.3): entries (lower case) with values, None to remove."""
+
+    mailbox: str
+    items: tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True)
+class Compress(Command):
+    mechanism: str  # RFC 4978 §3, upper case
+
+
+@dataclass(frozen=True)
 class Select(Command):
     mailbox: str
     readonly: bool
@@ -783,6 +806,82 @@ def _enable(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Enable(tag, name, tuple(caps))
 
 
+MAX_ENTRY_NAME = 256  # octets of a metadata entry name
+_ENTRY = re.compile(rb"/(private|shared)(/[\x21-\x24\x26-\x29\x2b-\x2e\x30-\x7e]+)+\Z", re.IGNORECASE)
+
+
+def _metadata_mailbox(r: _Reader) -> str:
+    """A mailbox name, or "" for the server's (the user's own) entries (RFC 5464 §4)."""
+    if r.data.startswith(b'""', r.pos):
+        r.pos += 2
+        return ""
+    return r.mailbox()
+
+
+def _entry(r: _Reader) -> str:
+    """RFC 5464 §5 entry: /private/... or /shared/..., no "*", "%", "//", trailing "/" or
+    control characters; compared without case, kept in lower case."""
+    raw = r.astring_bytes()
+    if len(raw) > MAX_ENTRY_NAME or not _ENTRY.match(raw):
+        raise r.error("bad metadata entry name")
+    return raw.decode("ascii").lower()
+
+
+def _getmetadata(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5464 §5: "GETMETADATA" [SP getmetadata-options] SP mailbox SP entries
+    r.sp()
+    maxsize = None
+    depth = "0"
+    if r.peek() == 0x28:
+        r.open_paren()
+        while True:
+            option = r.word()
+            r.sp()
+            if option == "MAXSIZE" and maxsize is None:
+                maxsize = r.number(what="MAXSIZE")
+            elif option == "DEPTH":
+                depth = r.word()
+                if depth not in ("0", "1", "INFINITY"):
+                    raise r.error("DEPTH is 0, 1 or infinity")
+            else:
+                raise r.error(f"unknown GETMETADATA option {option[:40]}")
+            if r.maybe(b")"):
+                break
+            r.sp()
+        r.depth -= 1
+        r.sp()
+    mailbox = _metadata_mailbox(r)
+    r.sp()
+    entries = r.paren_list(lambda: _entry(r)) if r.peek() == 0x28 else [_entry(r)]
+    if not entries:
+        raise r.error("GETMETADATA needs an entry")
+    return GetMetadata(tag, name, mailbox, tuple(entries), maxsize, depth)
+
+
+def _setmetadata(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5464 §5: "SETMETADATA" SP mailbox SP "(" entry-value *(SP entry-value) ")",
+    # entry-value = entry SP value, value = nstring / literal8
+    r.sp()
+    mailbox = _metadata_mailbox(r)
+    r.sp()
+
+    def entry_value() -> tuple[str, bytes | None]:
+        entry = _entry(r)
+        r.sp()
+        if r.maybe_ci("NIL"):
+            return entry, None
+        return entry, r.literal8() if r.peek() == 0x7E else r.string_bytes()
+    items = r.paren_list(entry_value)
+    if not items:
+        raise r.error("SETMETADATA needs an entry")
+    return SetMetadata(tag, name, mailbox, tuple(items))
+
+
+def _compress(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()  # RFC 4978 §5: "COMPRESS" SP algorithm
+    return Compress(tag, name, r.word())
+
+
 def _select(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
     mailbox = r.mailbox()
@@ -1296,7 +1395,8 @@ _COMMANDS = {
     "RENAME": _rename, "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "GETQUOTA": _quota, "SETQUOTA": _quota,
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
-    "SORT": _sort, "THREAD": _thread,
+    "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
+    "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
 }
 
 

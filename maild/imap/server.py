@@ -19,6 +19,8 @@ Implementation notes — invariants a contributor must keep:
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
 7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
    the transport's push producer, so a slow reader pauses us instead of filling memory.
+   After COMPRESS DEFLATE, ``self.transport`` is a :class:`compress.DeflateTransport` around
+   the real one, and input reaches ``dataReceived`` inflated (``maild/imap/compress.py``).
 8. A client never sees an exception text: unexpected errors are logged and answered
    ``NO [SERVERBUG]``.
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
@@ -46,7 +48,7 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import binary, fetchcache, mime, multiappend, objectid, preview, savedate, wire
+from maild.imap import binary, compress, fetchcache, metadata, mime, multiappend, objectid, preview, savedate, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -55,6 +57,7 @@ from maild.imap.parser import (
     Authenticate,
     Command,
     Complete,
+    Compress,
     Copy,
     Create,
     Enable,
@@ -62,6 +65,7 @@ from maild.imap.parser import (
     FetchAtt,
     FrameEvent,
     Framer,
+    GetMetadata,
     Id,
     ListCommand,
     Login,
@@ -76,6 +80,7 @@ from maild.imap.parser import (
     Search,
     Section,
     Select,
+    SetMetadata,
     Sort,
     Status,
     Store,
@@ -134,7 +139,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
-                "PREVIEW")
+                "PREVIEW", "COMPRESS=DEFLATE", "METADATA")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -148,7 +153,8 @@ class State(enum.Enum):
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                          "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
-                         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
+                         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS", "GETMETADATA",
+                         "SETMETADATA"}
 # RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
 # (RFC 5161 §3.1).
 ALLOWED: dict[State, frozenset[str]] = {
@@ -352,8 +358,11 @@ class ImapSession(CommandSession):
 
     # -- input -------------------------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: bytes, inflated: bool = False) -> None:
         if self._closed:
+            return
+        if not inflated and isinstance(self.transport, compress.DeflateTransport):
+            self.transport.received(data)  # RFC 4978: inflated, then back here
             return
         pending = self._framer.pending
         events = self._framer.feed(data)
@@ -561,6 +570,9 @@ class ImapSession(CommandSession):
     async def _do_logout(self, cmd: Command) -> None:
         self._send(b"* BYE maild logging out")
         self.state = State.LOGOUT
+
+    async def _do_compress(self, cmd: Compress) -> _Answered:
+        return await compress.start(self, cmd)  # RFC 4978
 
     async def _do_id(self, cmd: Id) -> None:
         # RFC 2971 §3.3: the server's own identification.
@@ -833,6 +845,12 @@ class ImapSession(CommandSession):
         if self.view is not None and self.view.mailbox_id == mailbox.id:
             self.view.note_new((result.uid,))  # EXISTS in this response
         return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
+
+    async def _do_getmetadata(self, cmd: GetMetadata) -> str | None:
+        return await metadata.get(self, cmd)  # RFC 5464 §4.2
+
+    async def _do_setmetadata(self, cmd: SetMetadata) -> None:
+        await metadata.set_(self, cmd)  # RFC 5464 §4.3
 
     async def _do_getquotaroot(self, cmd: MailboxCommand) -> None:
         self._mailbox(cmd.mailbox)

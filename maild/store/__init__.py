@@ -353,6 +353,18 @@ class Store:
         u = self._user(user)
         return self._write(u, ops.op_delete_mailbox(u.address, u.id, self._name(name)))
 
+    def metadata(self, user: str, mailbox_id: int) -> dict[str, bytes]:
+        """A mailbox's metadata entries (RFC 5464), the user's own with mailbox id 0."""
+        u = self._user(user)
+        return self._shard(u).metadata(u.id, mailbox_id)
+
+    def set_metadata(self, user: str, mailbox_id: int, items: list[tuple[str, bytes | None]],
+                     max_entries: int) -> defer.Deferred[None]:
+        """Set or (value None) remove entries in one commit, all or none (TooManyEntries,
+        MailboxNotFound)."""
+        u = self._user(user)
+        return self._write(u, ops.op_set_metadata(u.address, u.id, mailbox_id, items, max_entries))
+
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
         return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))

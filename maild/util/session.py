@@ -20,6 +20,7 @@ class CommandSession(Protocol):
     _busy = False  # a command is running: input waits in the buffer
     _closed = False
     _read_paused = False  # the transport is paused because input backed up
+    _starting = False  # inside _start: a command that finishes at once returns to _process
     _timer: Any = None
 
     # -- the protocol's part ---------------------------------------------------------------
@@ -57,15 +58,23 @@ class CommandSession(Protocol):
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         """Run one command; the session is busy until it ends, then reads on."""
         self._busy = True
-        d = defer.Deferred.fromCoroutine(work)
-        d.addErrback(self._internal_error)
-        d.addBoth(self._finished)
+        self._starting = True
+        try:
+            d = defer.Deferred.fromCoroutine(work)
+            d.addErrback(self._internal_error)
+            d.addBoth(self._finished)
+        finally:
+            self._starting = False
 
     def _finished(self, _: object) -> None:
         self._busy = False
         if not self._closed:
             self._touch()
-            self._process()
+            # A command that completed without waiting finished inside _start, called from
+            # _process's loop, which goes on by itself: calling _process here would nest one
+            # more level per pipelined command (20,000 pipelined NOOPs overflowed the stack).
+            if not self._starting:
+                self._process()
 
     def _touch(self) -> None:
         """(Re)start the idle timer."""
