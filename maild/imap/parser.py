@@ -346,11 +346,14 @@ class AppendMessage:
     flags: frozenset[str]
     date: datetime | None
     message: bytes
+    # RFC 4469 CATENATE: ("TEXT", octets) and ("URL", url) parts to build the message from
+    catenate: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
 class MultiAppend(Command):
-    """APPEND with more than one message (RFC 3502): all are appended or none."""
+    """APPEND with more than one message (RFC 3502), or with CATENATE (RFC 4469): all are
+    appended or none."""
 
     mailbox: str
     messages: tuple[AppendMessage, ...]
@@ -1018,6 +1021,7 @@ def _status(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 
 
 MAX_MULTIAPPEND = 1000  # messages in one MULTIAPPEND
+MAX_CATENATE = 256  # parts of one CATENATE
 
 
 def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -1029,7 +1033,7 @@ def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
         if len(messages) >= MAX_MULTIAPPEND:
             raise r.error(f"at most {MAX_MULTIAPPEND} messages in one APPEND")
         messages.append(_append_message(r))
-    if len(messages) > 1:
+    if len(messages) > 1 or messages[0].catenate:
         return MultiAppend(tag, name, mailbox, tuple(messages))
     first = messages[0]
     return Append(tag, name, mailbox, first.flags, first.date, first.message)
@@ -1046,6 +1050,12 @@ def _append_message(r: _Reader) -> AppendMessage:
     if r.peek() == 0x22:
         date = r.date_time()
         r.sp()
+    if r.maybe_ci("CATENATE "):
+        # RFC 4469 §5: "CATENATE" SP "(" cat-part *(SP cat-part) ")"
+        parts = r.paren_list(lambda: _cat_part(r))
+        if not parts or len(parts) > MAX_CATENATE:
+            raise r.error(f"CATENATE takes 1 to {MAX_CATENATE} parts")
+        return AppendMessage(flags, date, b"", tuple(parts))
     if r.maybe_ci("UTF8 ("):
         # RFC 6855 §4: append-data =/ "UTF8" SP "(" literal8 ")", after ENABLE UTF8=ACCEPT.
         if not r.utf8:
@@ -1058,6 +1068,17 @@ def _append_message(r: _Reader) -> AppendMessage:
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
     return AppendMessage(flags, date, r.literal())
+
+
+def _cat_part(r: _Reader) -> tuple[str, bytes]:
+    # cat-part = text-literal / url; text-literal = "TEXT" SP literal; url = "URL" SP astring
+    word = r.word()
+    r.sp()
+    if word == "TEXT":
+        return word, r.literal8() if r.peek() == 0x7E else r.literal()
+    if word == "URL":
+        return word, r.astring_bytes()
+    raise r.error("a CATENATE part is TEXT or URL")
 
 
 def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:
