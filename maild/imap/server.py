@@ -951,9 +951,9 @@ class ImapSession(CommandSession):
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
-        _check_charset(cmd.charset)
         if self.utf8 and cmd.charset is not None:
             raise _bad("No CHARSET after ENABLE UTF8=ACCEPT")  # RFC 6855 §3
+        _check_charset(cmd.charset)
         uids = list(view.uids)
         user = self._user()
         if searching.reads_messages(cmd.key):

@@ -41,6 +41,7 @@ def test_search_without_charset(connect: Callable[..., Transcript]) -> None:
     modern.ok("SELECT INBOX")
     assert modern.ok('SEARCH SUBJECT "Köln"'.encode()) == [b"* SEARCH 1"]
     modern.bad('SEARCH CHARSET UTF-8 SUBJECT "Köln"'.encode())  # RFC 6855 §3
+    modern.bad("SEARCH CHARSET ISO-8859-1 ALL")  # BAD whatever the charset, not NO [BADCHARSET]
 
 
 def test_append_utf8_data_item(connect: Callable[..., Transcript]) -> None:
