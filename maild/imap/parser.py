@@ -270,6 +270,11 @@ class SetMetadata(Command):
 
 
 @dataclass(frozen=True)
+class CancelUpdate(Command):
+    tags: tuple[str, ...]  # RFC 5267 §4.3.5: the searching commands' tags
+
+
+@dataclass(frozen=True)
 class Compress(Command):
     mechanism: str  # RFC 4978 §3, upper case
 
@@ -880,6 +885,15 @@ def _setmetadata(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return SetMetadata(tag, name, mailbox, tuple(items))
 
 
+def _cancelupdate(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    tags = []  # RFC 5267 §5: "CANCELUPDATE" 1*(SP quoted)
+    while r.maybe(b" "):
+        tags.append(_utf8(r.quoted(), r))
+    if not tags:
+        raise r.error("CANCELUPDATE needs a tag")
+    return CancelUpdate(tag, name, tuple(tags))
+
+
 def _compress(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()  # RFC 4978 §5: "COMPRESS" SP algorithm
     return Compress(tag, name, r.word())
@@ -1251,14 +1265,31 @@ def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
 
 
+_CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4 (CONTEXT=SEARCH), and PARTIAL
+
+
 def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
-    """``RETURN (...) SP`` of SEARCH (RFC 4731 §3) and SORT (RFC 5267 §3.2), if present; an
-    empty list means ALL."""
+    """``RETURN (...) SP`` of SEARCH (RFC 4731 §3, RFC 5267 §4) and SORT (RFC 5267 §3.2), if
+    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi)."""
     if not r.maybe_ci("RETURN "):
         return None
-    options = tuple(r.paren_list(r.word))
-    if set(options) - _ESEARCH_RETURNS:
-        raise r.error(f"unknown {command} return option")
+    allowed = _ESEARCH_RETURNS | (_CONTEXT_RETURNS if command == "SEARCH" else frozenset())
+
+    def option() -> str:
+        word = r.word()
+        if word == "PARTIAL" and command == "SEARCH":
+            # RFC 5267 §5: partial-range = nz-number ":" nz-number (no "*"; 500:400 = 400:500)
+            r.sp()
+            low = r.nz_number(what="partial range")
+            r.expect(b":", '":"')
+            high = r.nz_number(what="partial range")
+            return f"PARTIAL {min(low, high)}:{max(low, high)}"
+        if word not in allowed:
+            raise r.error(f"unknown {command} return option")
+        return word
+    options = tuple(r.paren_list(option))
+    if sum(1 for o in options if o == "ALL" or o.startswith("PARTIAL ")) > 1:
+        raise r.error("at most one of PARTIAL and ALL")  # RFC 5267 §4.4
     r.sp()
     return options or ("ALL",)
 
@@ -1417,7 +1448,7 @@ _COMMANDS = {
     "GETQUOTA": _quota, "SETQUOTA": _quota,
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
     "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
-    "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
+    "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata, "CANCELUPDATE": _cancelupdate,
 }
 
 

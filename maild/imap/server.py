@@ -48,13 +48,26 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import binary, compress, fetchcache, metadata, mime, multiappend, objectid, preview, savedate, wire
+from maild.imap import (
+    binary,
+    compress,
+    context,
+    fetchcache,
+    metadata,
+    mime,
+    multiappend,
+    objectid,
+    preview,
+    savedate,
+    wire,
+)
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.parser import (
     Append,
     Authenticate,
+    CancelUpdate,
     Command,
     Complete,
     Compress,
@@ -139,7 +152,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
-                "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE")
+                "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -163,7 +176,7 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.SELECTED: frozenset((_AUTHENTICATED - {"ENABLE"}) | {
         "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
         "SORT", "THREAD", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE",
-        "UID EXPUNGE", "UID SORT", "UID THREAD"}),
+        "UID EXPUNGE", "UID SORT", "UID THREAD", "CANCELUPDATE"}),
     State.LOGOUT: frozenset(),
 }
 # RFC 3501 §7.4.1: no EXPUNGE while answering these (SORT answers sequence numbers too).
@@ -496,6 +509,7 @@ class ImapSession(CommandSession):
             view.deleted = True
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
+        context.changed(self)
         if self._idle_tag is not None:
             self._announce(expunge=True)
 
@@ -509,6 +523,7 @@ class ImapSession(CommandSession):
             return
         if expunge:
             gone = view.take_expunges()
+            context.expunged(self, gone)  # RFC 5267 §4.3.4: REMOVEFROM before EXPUNGE
             if self.qresync and gone:
                 # RFC 7162 §3.2.10: VANISHED, not EXPUNGE, once QRESYNC is enabled.
                 self._send(b"* VANISHED " + _compress(sorted(uid for _, uid in gone)))
@@ -524,6 +539,7 @@ class ImapSession(CommandSession):
                 seq = view.seq_of(meta.uid)
                 if seq is not None:
                     self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
+        context.refresh(self)  # RFC 5267 §4.3.3: ADDTO after EXISTS
 
     def _flag_items(self, meta: MessageMeta, uid: bool) -> bytes:
         out = b"FLAGS " + wire.flags(meta.flags)
@@ -951,6 +967,7 @@ class ImapSession(CommandSession):
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
+        context.check_tag(self, cmd.tag, cmd.returns)
         if self.utf8 and cmd.charset is not None:
             raise _bad("No CHARSET after ENABLE UTF8=ACCEPT")  # RFC 6855 §3
         _check_charset(cmd.charset)
@@ -973,12 +990,16 @@ class ImapSession(CommandSession):
                 line += b" (MODSEQ %d)" % highest
             self._send(line)
             return
-        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers)
+        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers)
         if with_modseq and numbers:
             line += b" MODSEQ %d" % highest
         self._send(line)
+        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
 
     _do_uid_search = _do_search
+
+    async def _do_cancelupdate(self, cmd: CancelUpdate) -> None:
+        context.cancel(self, cmd.tags)  # RFC 5267 §4.3.5
 
     async def _do_sort(self, cmd: Sort) -> None:
         view = self._view()
