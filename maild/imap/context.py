@@ -1,15 +1,19 @@
-"""CONTEXT=SEARCH (RFC 5267 §4): SEARCH RETURN (PARTIAL lo:hi), the CONTEXT hint, and
-RETURN (UPDATE) contexts that the server keeps up to date with ADDTO and REMOVEFROM.
+"""CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 §4): SEARCH / SORT RETURN (PARTIAL lo:hi),
+the CONTEXT hint, and RETURN (UPDATE) contexts that the server keeps up to date with ADDTO
+and REMOVEFROM.
 
 Implementation notes — invariants a contributor must keep:
 
 1. A context belongs to the selected mailbox: it lives in :class:`Contexts` beside the
    session's ``MailboxView`` and is dropped with it (any SELECT, EXAMINE, CLOSE or
-   UNSELECT), or by CANCELUPDATE (§4.3.5). It remembers the search key, whether the
-   command was UID SEARCH, and the matching UIDs.
-2. Results are in mailbox order, so every ADDTO and REMOVEFROM uses context position 0
-   (§4.3.3, §4.3.4) with the set in mailbox order, numbered as the command was: UIDs for
-   UID SEARCH, sequence numbers for SEARCH.
+   UNSELECT), or by CANCELUPDATE (§4.3.5). It remembers the search key (and SORT's
+   criteria), whether the command was a UID command, and the matching UIDs in order.
+2. SEARCH results are in mailbox order, so their ADDTO and REMOVEFROM use context position
+   0 (§4.3.3, §4.3.4) with the set in mailbox order. SORT results carry positions: removals
+   are listed from the last position to the first and additions from the first to the
+   last, one pair each, so every position is right when the client applies the pairs in
+   order (§4.3.2); sort keys never change, so the results that stay keep their order.
+   Numbers are as the command's: UIDs for UID SEARCH / UID SORT, else sequence numbers.
 3. Ordering (§4.3.3, §4.3.4): REMOVEFROM for expunged messages goes out before their
    EXPUNGE (``expunged``, with the numbers still valid); the rest of the changes — new
    messages (after their EXISTS) and flag changes — by re-running the search in
@@ -28,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maild.imap import search as searching
+from maild.imap import sort as sorting
 from maild.imap import wire
 from maild.imap.mailbox import MailboxView
-from maild.imap.parser import SearchKey
+from maild.imap.parser import SearchKey, SortCriterion
 
 if TYPE_CHECKING:
     from maild.imap.server import ImapSession
@@ -43,7 +48,8 @@ class _Context:
     tag: str
     uid: bool
     key: SearchKey
-    uids: list[int]  # matching, ascending
+    uids: list[int]  # matching: ascending, or in SORT's order
+    criteria: tuple[SortCriterion, ...] = ()  # a SORT context
 
 
 @dataclass
@@ -85,15 +91,15 @@ def check_tag(session: ImapSession, tag: str, returns: tuple[str, ...] | None) -
 
 
 def register(session: ImapSession, tag: str, uid: bool, key: SearchKey, returns: tuple[str, ...] | None,
-             uids: list[int]) -> None:
-    """After a SEARCH: keep an UPDATE context, or say NOUPDATE (§4.3.1)."""
+             uids: list[int], criteria: tuple[SortCriterion, ...] = ()) -> None:
+    """After a SEARCH or SORT: keep an UPDATE context, or say NOUPDATE (§4.3.1)."""
     if not returns or "UPDATE" not in returns:
         return
     items = _contexts(session).of(session.view)
     if len(items) >= MAX_CONTEXTS or searching.reads_messages(key):
         session._send(b"* NO [NOUPDATE " + wire.string(tag) + b"] Not updating this search")
         return
-    items[tag] = _Context(tag, uid, key, sorted(uids))
+    items[tag] = _Context(tag, uid, key, list(uids) if criteria else sorted(uids), criteria)
 
 
 def cancel(session: ImapSession, tags: tuple[str, ...]) -> None:
@@ -102,11 +108,22 @@ def cancel(session: ImapSession, tags: tuple[str, ...]) -> None:
         items.pop(tag, None)  # RFC 5267 §4.3.5
 
 
-def _line(context: _Context, item: bytes, numbers: list[int]) -> bytes:
+def _line(context: _Context, item: bytes, pairs: list[tuple[int, int]]) -> bytes:
+    """An ESEARCH update of (position, number) pairs: one set at position 0 for SEARCH."""
     from maild.imap.server import _compress
 
-    return (b"* ESEARCH (TAG " + wire.string(context.tag) + b")" + (b" UID" if context.uid else b"")
-            + b" " + item + b" (0 " + _compress(sorted(numbers)) + b")")
+    head = b"* ESEARCH (TAG " + wire.string(context.tag) + b")" + (b" UID" if context.uid else b"")
+    if not context.criteria:
+        return head + b" " + item + b" (0 " + _compress(sorted(n for _, n in pairs)) + b")"
+    return head + b" " + item + b" (" + b" ".join(b"%d %d" % pair for pair in pairs) + b")"
+
+
+def _remove(context: _Context, gone: set[int]) -> list[tuple[int, int]]:
+    """Drop ``gone`` from the results: (position, uid) pairs, last position first."""
+    out = [(i + 1, u) for i, u in enumerate(context.uids) if u in gone]
+    out.reverse()
+    context.uids = [u for u in context.uids if u not in gone]
+    return out
 
 
 def expunged(session: ImapSession, gone: list[tuple[int, int]]) -> None:
@@ -116,12 +133,12 @@ def expunged(session: ImapSession, gone: list[tuple[int, int]]) -> None:
     if not items:
         return
     state.dirty = True
+    seqs = {uid: seq for seq, uid in gone}
     for context in items.values():
-        members = set(context.uids)
-        removed = [(seq, uid) for seq, uid in gone if uid in members]
+        removed = _remove(context, set(seqs))
         if removed:
-            context.uids = [u for u in context.uids if u not in {uid for _, uid in removed}]
-            session._send(_line(context, b"REMOVEFROM", [uid if context.uid else seq for seq, uid in removed]))
+            session._send(_line(context, b"REMOVEFROM",
+                                [(pos, uid if context.uid else seqs[uid]) for pos, uid in removed]))
 
 
 def changed(session: ImapSession) -> None:
@@ -139,21 +156,24 @@ def refresh(session: ImapSession) -> None:
     state.dirty = False
     uids = list(view.uids)
     for context in items.values():
-        found = searching.search(session.store, session._user(), view.mailbox_id, uids, context.key)
-        now = [uid for _, uid, _ in found]
-        before = set(context.uids)
-        after = set(now)
-        gone = [u for u in context.uids if u not in after]
-        new = [u for u in now if u not in before]
+        if context.criteria:
+            now = [uid for _, uid in sorting.sort(session.store, session._user(), view.mailbox_id,
+                                                  view.uidvalidity, uids, context.key, context.criteria)]
+        else:
+            now = [uid for _, uid, _ in searching.search(session.store, session._user(), view.mailbox_id,
+                                                           uids, context.key)]
+        removed = _remove(context, set(context.uids) - set(now))
+        if removed:
+            session._send(_line(context, b"REMOVEFROM", _numbers(view, context, removed)))
+        kept = set(context.uids)
+        added = [(i + 1, u) for i, u in enumerate(now) if u not in kept]  # first position first
         context.uids = now
-        if gone:
-            session._send(_line(context, b"REMOVEFROM", _numbers(view, context, gone)))
-        if new:
-            session._send(_line(context, b"ADDTO", _numbers(view, context, new)))
+        if added:
+            session._send(_line(context, b"ADDTO", _numbers(view, context, added)))
 
 
-def _numbers(view: MailboxView, context: _Context, uids: list[int]) -> list[int]:
+def _numbers(view: MailboxView, context: _Context, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     if context.uid:
-        return uids
-    out: list[Any] = [view.seq_of(u) for u in uids]
-    return [n for n in out if n is not None]
+        return pairs
+    out: list[tuple[int, Any]] = [(pos, view.seq_of(u)) for pos, u in pairs]
+    return [(pos, n) for pos, n in out if n is not None]

@@ -1265,7 +1265,7 @@ def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
 
 
-_CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4 (CONTEXT=SEARCH), and PARTIAL
+_CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4, and PARTIAL
 
 
 def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
@@ -1273,11 +1273,11 @@ def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
     present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi)."""
     if not r.maybe_ci("RETURN "):
         return None
-    allowed = _ESEARCH_RETURNS | (_CONTEXT_RETURNS if command == "SEARCH" else frozenset())
+    allowed = _ESEARCH_RETURNS | _CONTEXT_RETURNS  # CONTEXT=SEARCH and CONTEXT=SORT
 
     def option() -> str:
         word = r.word()
-        if word == "PARTIAL" and command == "SEARCH":
+        if word == "PARTIAL":
             # RFC 5267 §5: partial-range = nz-number ":" nz-number (no "*"; 500:400 = 400:500)
             r.sp()
             low = r.nz_number(what="partial range")

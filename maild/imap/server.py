@@ -152,7 +152,8 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
-                "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH")
+                "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
+                "CONTEXT=SORT")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -1005,6 +1006,7 @@ class ImapSession(CommandSession):
         view = self._view()
         _check_charset(cmd.charset)
         # Every match's record and, for most criteria, its envelope: off the reactor.
+        context.check_tag(self, cmd.tag, cmd.returns)
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids), cmd.key, cmd.criteria)
         numbers = [uid if cmd.uid else seq for seq, uid in ordered]
@@ -1013,7 +1015,9 @@ class ImapSession(CommandSession):
             self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
-        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers))
+        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
+        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid in ordered],
+                         cmd.criteria)  # RFC 5267 §4.3
 
     _do_uid_sort = _do_sort
 

@@ -29,7 +29,10 @@ def test_partial_and_context_hint(imap: Transcript) -> None:
     imap.bad("SEARCH RETURN (PARTIAL 1:5 ALL) ALL")  # §4.4: one of PARTIAL and ALL
     imap.bad("SEARCH RETURN (PARTIAL 1:*) ALL")
     imap.bad("SEARCH RETURN (PARTIAL 0:5) ALL")
-    imap.bad("SORT RETURN (UPDATE) (ARRIVAL) UTF-8 ALL")  # CONTEXT=SORT is not offered
+    assert b"CONTEXT=SORT" in imap.ok("CAPABILITY")[0].split()
+    assert _esearch(imap, "SORT RETURN (COUNT PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 SEEN") == [
+        b"* ESEARCH (TAG) COUNT 5 PARTIAL (1:3 10,8,6)"]  # PARTIAL in sort order
+    imap.bad("SORT RETURN (ALL PARTIAL 1:3) (ARRIVAL) UTF-8 ALL")
 
 
 def test_update_follows_changes(connect: Callable[..., Transcript]) -> None:
@@ -93,3 +96,28 @@ def test_update_during_idle_and_limits(connect: Callable[..., Transcript]) -> No
     imap.ok("SELECT INBOX")
     other.ok("STORE 1 -FLAGS.SILENT (\\Flagged)")
     assert not [line for line in imap.ok("NOOP") if b"ESEARCH" in line]
+
+
+def test_sort_update_positions(connect: Callable[..., Transcript]) -> None:
+    """CONTEXT=SORT: updates carry the positions in sort order (§4.3.3, §4.3.4)."""
+    imap = connect()
+    other = connect()
+    append(imap, "INBOX", message("b"))
+    append(imap, "INBOX", message("d"))
+    imap.ok("SELECT INBOX")
+    other.ok("SELECT INBOX")
+    imap.send("S1 UID SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 UNDELETED")
+    assert imap.collect("S1") == ([b'* ESEARCH (TAG "S1") UID ALL 1:2'], b"OK UID SORT completed")
+    imap.send("S2 SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 ALL")
+    assert imap.collect("S2")[1].startswith(b"OK")
+    append(other, "INBOX", message("a"))  # uid 3
+    append(other, "INBOX", message("c"))  # uid 4
+    lines = imap.ok("NOOP")
+    assert lines[0] == b"* 4 EXISTS"
+    # S1 was [1 b, 2 d], now [3 a, 1 b, 4 c, 2 d]; S2 was [2 d, 1 b], now [2 d, 4 c, 1 b, 3 a].
+    assert lines[1:] == [b'* ESEARCH (TAG "S1") UID ADDTO (1 3 3 4)', b'* ESEARCH (TAG "S2") ADDTO (2 4 4 3)']
+    other.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert imap.ok("NOOP")[1:] == [b'* ESEARCH (TAG "S1") UID REMOVEFROM (2 1)']
+    other.ok("EXPUNGE")  # uid 1, sequence number 1: position 3 in S2 (REVERSE SUBJECT)
+    assert imap.ok("NOOP") == [b'* ESEARCH (TAG "S2") REMOVEFROM (3 1)', b"* 1 EXPUNGE"]
+    assert imap.ok("UID SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 3 4 2"]
