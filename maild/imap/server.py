@@ -16,7 +16,10 @@ Implementation notes — invariants a contributor must keep:
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
    (the UID forms may), never with no command in progress except during IDLE.
-6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
+6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
+   extension with logic of its own lives in its own module (multiappend, catenate, binary,
+   preview, objectid, savedate, metadata, context, compress), whose notes hold its rules;
+   this module only dispatches to it and calls its hooks.
 7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
    the transport's push producer, so a slow reader pauses us instead of filling memory.
    After COMPRESS DEFLATE, ``self.transport`` is a :class:`compress.DeflateTransport` around
