@@ -296,15 +296,25 @@ def body_text(raw: bytes) -> str:
     for mp in walk(raw).parts:
         if mp.kind != LEAF or mp.opaque or mp.type != "text":
             continue
-        payload = _transfer_decoded(mp.body, mp.header.first("content-transfer-encoding") or "")
-        # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
-        # a label is UTF-8 far more often than not.
         charset = mp.param("charset") if mp.header.first("content-type") is not None else None
-        try:
-            out.append(payload.decode(charset or "utf-8", "replace"))
-        except LookupError:
-            out.append(payload.decode("utf-8", "replace"))
+        out.append(_decoded_text(mp.body, mp.header.first("content-transfer-encoding") or "", charset))
     return "\n".join(out)
+
+
+def leaf_text(part: Part) -> str:
+    """A text/* leaf's text, its transfer encoding and charset undone."""
+    charset = dict(part.params).get("charset") if "content-type" in part.fields else None
+    return _decoded_text(part.body, part.fields.get("content-transfer-encoding", ""), charset)
+
+
+def _decoded_text(body: bytes, transfer_encoding: str, charset: str | None) -> str:
+    payload = _transfer_decoded(body, transfer_encoding)
+    # No Content-Type at all (charset None): the RFC 2045 default is us-ascii, but 8-bit
+    # text without a label is UTF-8 far more often than not.
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
 
 
 def _transfer_decoded(body: bytes, encoding: str) -> bytes:

@@ -31,11 +31,14 @@ class BadName(str):
         return self
 
 
-def decode(text: str) -> str:
+def decode(text: str, utf8: bool = False) -> str:
     """A mailbox argument as a name: INBOX in any case is INBOX, modified UTF-7
-    (RFC 3501 §5.1.3) decoded; a :class:`BadName` when it names nothing we could hold."""
+    (RFC 3501 §5.1.3) decoded — or taken as it is once UTF8=ACCEPT is enabled (RFC 6855
+    §3); a :class:`BadName` when it names nothing we could hold."""
     if text.upper() == "INBOX":
         return "INBOX"
+    if utf8:
+        return check(text)
     try:
         name = decode_mailbox(text)
     except ValueError:
@@ -64,10 +67,12 @@ def check(name: str) -> str:
     return name
 
 
-def pattern(raw: bytes) -> str | None:
+def pattern(raw: bytes, utf8: bool = False) -> str | None:
     """A LIST/LSUB reference or pattern decoded, or None when it is not valid modified
-    UTF-7: such a pattern matches no name (and LIST answers OK, RFC 3501 §6.3.8)."""
+    UTF-7 (UTF-8 once UTF8=ACCEPT is enabled): such a pattern matches no name (and LIST
+    answers OK, RFC 3501 §6.3.8)."""
     try:
-        return decode_mailbox(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        return text if utf8 else decode_mailbox(text)
     except (UnicodeDecodeError, ValueError):
         return None

@@ -115,8 +115,9 @@ class Section:
 @dataclass(frozen=True)
 class FetchAtt:
     """One fetch attribute. ``name`` is upper case: FLAGS, UID, INTERNALDATE, RFC822.SIZE,
-    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, or BODY with
-    a ``section`` (then ``peek`` and ``partial`` apply)."""
+    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, EMAILID,
+    THREADID, SAVEDATE, or BODY / BINARY with a ``section`` (then ``peek`` and ``partial``
+    apply), or BINARY.SIZE with one (RFC 3516: the section has part numbers only)."""
 
     name: str
     section: Section | None = None
@@ -125,12 +126,16 @@ class FetchAtt:
 
     @property
     def sets_seen(self) -> bool:
-        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not.
-        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not;
+        # RFC 3516 §4.2: BINARY[...] does as BODY[...], BINARY.SIZE does not.
+        return (self.section is not None and not self.peek and self.name != "BINARY.SIZE") \
+            or self.name in ("RFC822", "RFC822.TEXT")
 
 
 _SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
-                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ")
+                "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
+                "EMAILID", "THREADID",  # RFC 8474 §5
+                "SAVEDATE")  # RFC 8514 §4
 # RFC 3501 §6.4.5 macros.
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -165,6 +170,12 @@ class SearchOp(enum.StrEnum):
     LARGER = "LARGER"
     SMALLER = "SMALLER"
     MODSEQ = "MODSEQ"
+    EMAILID = "EMAILID"  # value: objectid (RFC 8474 §6)
+    THREADID = "THREADID"
+    SAVEDBEFORE = "SAVEDBEFORE"  # value: date (RFC 8514 §5)
+    SAVEDON = "SAVEDON"
+    SAVEDSINCE = "SAVEDSINCE"
+    SAVEDATESUPPORTED = "SAVEDATESUPPORTED"
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,8 @@ class SortCriterion:
 _FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
               "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
 _STRING_HEADER_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
-_DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE")
+_DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+              "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE")  # RFC 8514 §5
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -233,6 +245,34 @@ class Id(Command):
 @dataclass(frozen=True)
 class Enable(Command):
     capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetMetadata(Command):
+    """GETMETADATA (RFC 5464 §4.2); ``mailbox`` "" names the server (the user's own entries)."""
+
+    mailbox: str
+    entries: tuple[str, ...]  # lower case
+    maxsize: int | None = None
+    depth: str = "0"  # "0", "1" or "INFINITY"
+
+
+@dataclass(frozen=True)
+class SetMetadata(Command):
+    """SETMETADATA (RFC 5464 §4.3): entries (lower case) with values, None to remove."""
+
+    mailbox: str
+    items: tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    tags: tuple[str, ...]  # RFC 5267 §4.3.5: the searching commands' tags
+
+
+@dataclass(frozen=True)
+class Compress(Command):
+    mechanism: str  # RFC 4978 §3, upper case
 
 
 @dataclass(frozen=True)
@@ -298,6 +338,26 @@ class Append(Command):
     flags: frozenset[str]
     date: datetime | None
     message: bytes
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of a MULTIAPPEND (RFC 3502 §6.3.11): flags, date-time and literal."""
+
+    flags: frozenset[str]
+    date: datetime | None
+    message: bytes
+    # RFC 4469 CATENATE: ("TEXT", octets) and ("URL", url) parts to build the message from
+    catenate: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class MultiAppend(Command):
+    """APPEND with more than one message (RFC 3502), or with CATENATE (RFC 4469): all are
+    appended or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
 
 
 @dataclass(frozen=True)
@@ -388,6 +448,7 @@ class _Reader:
     pos: int = 0
     depth: int = 0
     tag: str | None = None
+    utf8: bool = False  # UTF8=ACCEPT enabled: mailbox names are UTF-8, not mUTF-7 (RFC 6855 §3)
 
     def error(self, text: str) -> ParseError:
         return ParseError(text, self.tag)
@@ -470,6 +531,11 @@ class _Reader:
         self.pos += size
         return value
 
+    def literal8(self) -> bytes:
+        """RFC 3516 §4.1 literal8, ``~{n}`` (``~{n+}`` with LITERAL+, RFC 7888 §4)."""
+        self.expect(b"~", "a literal8")
+        return self.literal()
+
     def quoted(self) -> bytes:
         self.expect(b'"')
         out = bytearray()
@@ -524,14 +590,14 @@ class _Reader:
         raw = self.astring_bytes()
         if trailing_separator and raw.endswith(b"/") and raw.strip(b"/"):
             raw = raw[:-1]
-        return names.decode(_utf8(raw, self))  # bytes that are not UTF-8 are a syntax error
+        return names.decode(_utf8(raw, self), self.utf8)  # bytes that are not UTF-8 are a syntax error
 
     def list_mailbox(self) -> str:
         """A LIST reference or pattern; one not valid mUTF-7 is a :class:`names.BadName`
         that matches nothing."""
         c = self.peek()
         raw = self.string_bytes() if c in (0x22, 0x7B) else self._run(_LIST_SPECIALS)
-        decoded = names.pattern(raw)
+        decoded = names.pattern(raw, self.utf8)
         return names.BadName(raw.decode("utf-8", "replace"), "Not valid mUTF-7") if decoded is None else decoded
 
     def open_paren(self) -> None:
@@ -661,9 +727,10 @@ def _utf8(raw: bytes, reader: _Reader) -> str:
 
 # -- command grammar ------------------------------------------------------------------------
 
-def parse_command(data: bytes) -> Command:
-    """Parse one complete command (literals inline, no final CRLF)."""
-    r = _Reader(data)
+def parse_command(data: bytes, utf8: bool = False) -> Command:
+    """Parse one complete command (literals inline, no final CRLF); ``utf8``: the session
+    enabled UTF8=ACCEPT (RFC 6855)."""
+    r = _Reader(data, utf8=utf8)
     tag_raw = r._run(_TAG_SPECIALS)
     if not tag_raw:
         raise ParseError("missing or invalid tag")
@@ -732,6 +799,91 @@ def _enable(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     if not caps:
         raise r.error("ENABLE needs a capability")
     return Enable(tag, name, tuple(caps))
+
+
+MAX_ENTRY_NAME = 256  # octets of a metadata entry name
+_ENTRY = re.compile(rb"/(private|shared)(/[\x21-\x24\x26-\x29\x2b-\x2e\x30-\x7e]+)+\Z", re.IGNORECASE)
+
+
+def _metadata_mailbox(r: _Reader) -> str:
+    """A mailbox name, or "" for the server's (the user's own) entries (RFC 5464 §4)."""
+    if r.data.startswith(b'""', r.pos):
+        r.pos += 2
+        return ""
+    return r.mailbox()
+
+
+def _entry(r: _Reader) -> str:
+    """RFC 5464 §5 entry: /private/... or /shared/..., no "*", "%", "//", trailing "/" or
+    control characters; compared without case, kept in lower case."""
+    raw = r.astring_bytes()
+    if len(raw) > MAX_ENTRY_NAME or not _ENTRY.match(raw):
+        raise r.error("bad metadata entry name")
+    return raw.decode("ascii").lower()
+
+
+def _getmetadata(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5464 §5: "GETMETADATA" [SP getmetadata-options] SP mailbox SP entries
+    r.sp()
+    maxsize = None
+    depth = "0"
+    if r.peek() == 0x28:
+        r.open_paren()
+        while True:
+            option = r.word()
+            r.sp()
+            if option == "MAXSIZE" and maxsize is None:
+                maxsize = r.number(what="MAXSIZE")
+            elif option == "DEPTH":
+                depth = r.word()
+                if depth not in ("0", "1", "INFINITY"):
+                    raise r.error("DEPTH is 0, 1 or infinity")
+            else:
+                raise r.error(f"unknown GETMETADATA option {option[:40]}")
+            if r.maybe(b")"):
+                break
+            r.sp()
+        r.depth -= 1
+        r.sp()
+    mailbox = _metadata_mailbox(r)
+    r.sp()
+    entries = r.paren_list(lambda: _entry(r)) if r.peek() == 0x28 else [_entry(r)]
+    if not entries:
+        raise r.error("GETMETADATA needs an entry")
+    return GetMetadata(tag, name, mailbox, tuple(entries), maxsize, depth)
+
+
+def _setmetadata(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5464 §5: "SETMETADATA" SP mailbox SP "(" entry-value *(SP entry-value) ")",
+    # entry-value = entry SP value, value = nstring / literal8
+    r.sp()
+    mailbox = _metadata_mailbox(r)
+    r.sp()
+
+    def entry_value() -> tuple[str, bytes | None]:
+        entry = _entry(r)
+        r.sp()
+        if r.maybe_ci("NIL"):
+            return entry, None
+        return entry, r.literal8() if r.peek() == 0x7E else r.string_bytes()
+    items = r.paren_list(entry_value)
+    if not items:
+        raise r.error("SETMETADATA needs an entry")
+    return SetMetadata(tag, name, mailbox, tuple(items))
+
+
+def _cancelupdate(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    tags = []  # RFC 5267 §5: "CANCELUPDATE" 1*(SP quoted)
+    while r.maybe(b" "):
+        tags.append(_utf8(r.quoted(), r))
+    if not tags:
+        raise r.error("CANCELUPDATE needs a tag")
+    return CancelUpdate(tag, name, tuple(tags))
+
+
+def _compress(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    r.sp()  # RFC 4978 §5: "COMPRESS" SP algorithm
+    return Compress(tag, name, r.word())
 
 
 def _select(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -807,7 +959,7 @@ def _rename(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
-                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT"})
+                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT", "MAILBOXID"})
 
 
 def _list(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -869,9 +1021,27 @@ def _status(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Status(tag, name, mailbox, items)
 
 
+MAX_MULTIAPPEND = 1000  # messages in one MULTIAPPEND
+MAX_CATENATE = 256  # parts of one CATENATE
+
+
 def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 3502 §6.3.11: append = "APPEND" SP mailbox 1*append-message
     r.sp()
     mailbox = r.mailbox()
+    messages = [_append_message(r)]
+    while not r.at_end():
+        if len(messages) >= MAX_MULTIAPPEND:
+            raise r.error(f"at most {MAX_MULTIAPPEND} messages in one APPEND")
+        messages.append(_append_message(r))
+    if len(messages) > 1 or messages[0].catenate:
+        return MultiAppend(tag, name, mailbox, tuple(messages))
+    first = messages[0]
+    return Append(tag, name, mailbox, first.flags, first.date, first.message)
+
+
+def _append_message(r: _Reader) -> AppendMessage:
+    # append-message = [SP flag-list] [SP date-time] SP literal
     r.sp()
     flags: frozenset[str] = frozenset()
     date = None
@@ -881,10 +1051,35 @@ def _append(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     if r.peek() == 0x22:
         date = r.date_time()
         r.sp()
+    if r.maybe_ci("CATENATE "):
+        # RFC 4469 §5: "CATENATE" SP "(" cat-part *(SP cat-part) ")"
+        parts = r.paren_list(lambda: _cat_part(r))
+        if not parts or len(parts) > MAX_CATENATE:
+            raise r.error(f"CATENATE takes 1 to {MAX_CATENATE} parts")
+        return AppendMessage(flags, date, b"", tuple(parts))
+    if r.maybe_ci("UTF8 ("):
+        # RFC 6855 §4: append-data =/ "UTF8" SP "(" literal8 ")", after ENABLE UTF8=ACCEPT.
+        if not r.utf8:
+            raise r.error("UTF8 APPEND data needs ENABLE UTF8=ACCEPT")
+        message = r.literal8()
+        r.expect(b")", '")"')
+        return AppendMessage(flags, date, message)
+    if r.peek() == 0x7E:
+        return AppendMessage(flags, date, r.literal8())  # RFC 3516 §4.4
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
-    message = r.literal()
-    return Append(tag, name, mailbox, flags, date, message)
+    return AppendMessage(flags, date, r.literal())
+
+
+def _cat_part(r: _Reader) -> tuple[str, bytes]:
+    # cat-part = text-literal / url; text-literal = "TEXT" SP literal; url = "URL" SP astring
+    word = r.word()
+    r.sp()
+    if word == "TEXT":
+        return word, r.literal8() if r.peek() == 0x7E else r.literal()
+    if word == "URL":
+        return word, r.astring_bytes()
+    raise r.error("a CATENATE part is TEXT or URL")
 
 
 def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -953,24 +1148,43 @@ def _fetch_att(r: _Reader) -> FetchAtt:
     start = r.pos
     raw = r._run(_ATOM_SPECIALS | {ord("["), ord("<")})
     word = raw.decode("ascii").upper()
-    if word in ("BODY", "BODY.PEEK", "BINARY.PEEK") and r.peek() == 0x5B:
-        if word == "BINARY.PEEK":
-            raise r.error("BINARY is not supported")
+    if word in ("BODY", "BODY.PEEK") and r.peek() == 0x5B:
         r.pos += 1
         section = _section(r)
         r.expect(b"]", '"]"')
-        partial = None
-        if r.maybe(b"<"):
-            origin = r.number(what="partial origin")
-            r.expect(b".", '"."')
-            count = r.nz_number(what="partial length")
-            r.expect(b">", '">"')
-            partial = (origin, count)
-        return FetchAtt("BODY", section, word == "BODY.PEEK", partial)
+        return FetchAtt("BODY", section, word == "BODY.PEEK", _partial(r))
+    if word in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and r.peek() == 0x5B:
+        # RFC 3516 §6: section-binary = "[" [section-part] "]"; BINARY.SIZE has no partial.
+        r.pos += 1
+        section = _section(r)
+        if section.text is not None:
+            raise r.error("BINARY takes part numbers only")
+        r.expect(b"]", '"]"')
+        if word == "BINARY.SIZE":
+            return FetchAtt(word, section)
+        return FetchAtt("BINARY", section, word == "BINARY.PEEK", _partial(r))
+    if word == "PREVIEW":
+        # RFC 8970 §5: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], preview-mod "LAZY"
+        if r.data[r.pos:r.pos + 6].upper() == b" (LAZY":
+            r.sp()
+            if set(r.paren_list(r.word)) != {"LAZY"}:
+                raise r.error("unknown PREVIEW modifier")
+        return FetchAtt(word)
     if word in _SIMPLE_ATTS or word == "BODY":
         return FetchAtt(word)
     r.pos = start
     raise r.error(f"unknown fetch attribute {word[:40] or 'here'}")
+
+
+def _partial(r: _Reader) -> tuple[int, int] | None:
+    """RFC 3501 §9 partial, ``<origin.count>``, if present."""
+    if not r.maybe(b"<"):
+        return None
+    origin = r.number(what="partial origin")
+    r.expect(b".", '"."')
+    count = r.nz_number(what="partial length")
+    r.expect(b">", '">"')
+    return origin, count
 
 
 def _section(r: _Reader) -> Section:
@@ -1044,14 +1258,31 @@ def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
 
 
+_CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4, and PARTIAL
+
+
 def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
-    """``RETURN (...) SP`` of SEARCH (RFC 4731 §3) and SORT (RFC 5267 §3.2), if present; an
-    empty list means ALL."""
+    """``RETURN (...) SP`` of SEARCH (RFC 4731 §3, RFC 5267 §4) and SORT (RFC 5267 §3.2), if
+    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi)."""
     if not r.maybe_ci("RETURN "):
         return None
-    options = tuple(r.paren_list(r.word))
-    if set(options) - _ESEARCH_RETURNS:
-        raise r.error(f"unknown {command} return option")
+    allowed = _ESEARCH_RETURNS | _CONTEXT_RETURNS  # CONTEXT=SEARCH and CONTEXT=SORT
+
+    def option() -> str:
+        word = r.word()
+        if word == "PARTIAL":
+            # RFC 5267 §5: partial-range = nz-number ":" nz-number (no "*"; 500:400 = 400:500)
+            r.sp()
+            low = r.nz_number(what="partial range")
+            r.expect(b":", '":"')
+            high = r.nz_number(what="partial range")
+            return f"PARTIAL {min(low, high)}:{max(low, high)}"
+        if word not in allowed:
+            raise r.error(f"unknown {command} return option")
+        return word
+    options = tuple(r.paren_list(option))
+    if sum(1 for o in options if o == "ALL" or o.startswith("PARTIAL ")) > 1:
+        raise r.error("at most one of PARTIAL and ALL")  # RFC 5267 §4.4
     r.sp()
     return options or ("ALL",)
 
@@ -1128,8 +1359,8 @@ def _search_key(r: _Reader) -> SearchKey:
         return SearchKey(SearchOp.FLAG, _FLAG_KEYS[word])
     if word.startswith("UN") and word[2:] in _FLAG_KEYS:
         return _not(SearchKey(SearchOp.FLAG, _FLAG_KEYS[word[2:]]))
-    if word == "ALL":
-        return SearchKey(SearchOp.ALL)
+    if word in ("ALL", "SAVEDATESUPPORTED"):
+        return SearchKey(SearchOp(word))
     if word in ("NEW", "OLD", "RECENT"):
         recent = SearchKey(SearchOp.RECENT)
         if word == "NEW":  # RFC 3501 §6.4.4: RECENT UNSEEN
@@ -1178,6 +1409,9 @@ def _search_key(r: _Reader) -> SearchKey:
     if word == "UID":
         r.sp()
         return SearchKey(SearchOp.UID, r.sequence_set())
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        r.sp()
+        return SearchKey(SearchOp(word), r.atom("an object id"))
     if word == "MODSEQ":  # RFC 7162 §3.1.5
         r.sp()
         if r.peek() == 0x22:
@@ -1206,7 +1440,8 @@ _COMMANDS = {
     "RENAME": _rename, "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "GETQUOTA": _quota, "SETQUOTA": _quota,
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
-    "SORT": _sort, "THREAD": _thread,
+    "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
+    "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata, "CANCELUPDATE": _cancelupdate,
 }
 
 

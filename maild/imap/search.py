@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
-from maild.imap import mime
+from maild.imap import mime, objectid, savedate
 from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
@@ -30,11 +30,11 @@ _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "sub
 # "contains the specified string"; a comment or folding may split the address's text).
 _ADDRESS_FIELDS = {"from_", "to", "cc", "bcc", "sender", "reply_to"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
-                SearchOp.SENTSINCE}
+                SearchOp.SENTSINCE, SearchOp.THREADID}
 # OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
 # up to this many; past it the search reads every envelope.
 MAX_OR_CLAUSES = 16
-_ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE}
+_ENVELOPE_OPS = {SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE, SearchOp.THREADID}
 
 
 def _walk(key: SearchKey) -> list[SearchKey]:
@@ -154,6 +154,8 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         needle = str(key.value).casefold()
         return (needle in msg.cached("headers", lambda: mime.all_headers_text(msg.raw()))
                 or needle in msg.cached("body", lambda: mime.body_text(msg.raw())))
+    if op is SearchOp.THREADID and meta is not None:  # RFC 8474 §6
+        return objectid.thread_id(msg.envelope(), meta) == key.value
     if op in (SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE):
         sent = _sent_date(msg)
         if sent is None:
@@ -171,13 +173,19 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         return meta.size < key.value  # type: ignore[operator]
     if op is SearchOp.MODSEQ:
         return meta.modseq >= key.value  # type: ignore[operator]
+    if op is SearchOp.EMAILID:  # RFC 8474 §6
+        return objectid.email_id(meta) == key.value
+    if op in (SearchOp.SAVEDBEFORE, SearchOp.SAVEDON, SearchOp.SAVEDSINCE):  # RFC 8514 §5
+        return _compare(op, savedate.save_day(meta), key.value)  # type: ignore[arg-type]
+    if op is SearchOp.SAVEDATESUPPORTED:
+        return True  # every mailbox keeps save dates
     raise AssertionError(f"unhandled search key {op}")
 
 
 def _compare(op: SearchOp, value: date, target: date) -> bool:
-    if op in (SearchOp.BEFORE, SearchOp.SENTBEFORE):
+    if op in (SearchOp.BEFORE, SearchOp.SENTBEFORE, SearchOp.SAVEDBEFORE):
         return value < target
-    if op in (SearchOp.ON, SearchOp.SENTON):
+    if op in (SearchOp.ON, SearchOp.SENTON, SearchOp.SAVEDON):
         return value == target
     return value >= target
 

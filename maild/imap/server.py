@@ -20,9 +20,14 @@ Implementation notes — invariants a contributor must keep:
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
    (the UID forms may), never with no command in progress except during IDLE.
-6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
+6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
+   extension with logic of its own lives in its own module (multiappend, catenate, binary,
+   preview, objectid, savedate, metadata, context, compress), whose notes hold its rules;
+   this module only dispatches to it and calls its hooks.
 7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
    the transport's push producer, so a slow reader pauses us instead of filling memory.
+   After COMPRESS DEFLATE, ``self.transport`` is a :class:`compress.DeflateTransport` around
+   the real one, and input reaches ``dataReceived`` inflated (``maild/imap/compress.py``).
 8. A client never sees an exception text: unexpected errors are logged and answered
    ``NO [SERVERBUG]``.
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
@@ -62,7 +67,20 @@ from zope.interface import implementer
 from maild.auth import sasl
 from maild.config import ImapConfig
 from maild.delivery.sentcopy import submitted_copy
-from maild.imap import fetchcache, mime, names, wire
+from maild.imap import (
+    binary,
+    compress,
+    context,
+    fetchcache,
+    metadata,
+    mime,
+    multiappend,
+    names,
+    objectid,
+    preview,
+    savedate,
+    wire,
+)
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
@@ -70,8 +88,10 @@ from maild.imap.names import BadName
 from maild.imap.parser import (
     Append,
     Authenticate,
+    CancelUpdate,
     Command,
     Complete,
+    Compress,
     Copy,
     Create,
     Enable,
@@ -79,10 +99,12 @@ from maild.imap.parser import (
     FetchAtt,
     FrameEvent,
     Framer,
+    GetMetadata,
     Id,
     ListCommand,
     Login,
     MailboxCommand,
+    MultiAppend,
     NeedContinuation,
     ParseError,
     Qresync,
@@ -92,6 +114,7 @@ from maild.imap.parser import (
     Search,
     Section,
     Select,
+    SetMetadata,
     Sort,
     Status,
     Store,
@@ -139,6 +162,8 @@ _RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
     "RFC822.SIZE": lambda meta: b"RFC822.SIZE %d" % meta.size,
     "MODSEQ": lambda meta: b"MODSEQ (%d)" % meta.modseq,
     "INTERNALDATE": lambda meta: b"INTERNALDATE " + wire.internal_date(meta.internal_date),
+    "EMAILID": lambda meta: b"EMAILID (%s)" % objectid.email_id(meta).encode(),  # RFC 8474 §5.1
+    "SAVEDATE": savedate.fetch_item,  # RFC 8514 §4
 }
 # The flag resync every client runs on every folder, FETCH 1:* (UID FLAGS) and UID FETCH
 # 1:* (FLAGS), one %-format per message: the same bytes _fetch_items assembles item by
@@ -154,7 +179,10 @@ RECENT = frozenset({"\\Recent"})
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
-                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC")
+                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
+                "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
+                "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
+                "CONTEXT=SORT")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -168,7 +196,8 @@ class State(enum.Enum):
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                          "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
-                         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
+                         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS", "GETMETADATA",
+                         "SETMETADATA"}
 # RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
 # (RFC 5161 §3.1).
 ALLOWED: dict[State, frozenset[str]] = {
@@ -177,7 +206,7 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.SELECTED: frozenset((_AUTHENTICATED - {"ENABLE"}) | {
         "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
         "SORT", "THREAD", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE",
-        "UID EXPUNGE", "UID SORT", "UID THREAD"}),
+        "UID EXPUNGE", "UID SORT", "UID THREAD", "CANCELUPDATE"}),
     State.LOGOUT: frozenset(),
 }
 # RFC 3501 §7.4.1: no EXPUNGE while answering these (SORT answers sequence numbers too).
@@ -272,6 +301,7 @@ class ImapSession(CommandSession):
         # Pre-authentication limits until LOGIN/AUTHENTICATE succeeds (_authenticate).
         self._framer = Framer(min(self.config.max_line_length, PRE_AUTH_LIMIT),
                               min(self.config.max_command_size, PRE_AUTH_LIMIT), PRE_AUTH_LIMIT)
+        self.utf8 = False  # RFC 6855 §3, by ENABLE UTF8=ACCEPT: names in UTF-8, no SEARCH CHARSET
         self._queue: collections.deque[FrameEvent] = collections.deque()
         self._resume: defer.Deferred[None] | None = None
         self._line_waiter: defer.Deferred[bytes] | None = None
@@ -354,8 +384,11 @@ class ImapSession(CommandSession):
 
     # -- input -------------------------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: bytes, inflated: bool = False) -> None:
         if self._closed or self._stopping:
+            return
+        if not inflated and isinstance(self.transport, compress.DeflateTransport):
+            self.transport.received(data)  # RFC 4978: inflated, then back here
             return
         pending = self._framer.pending
         events = self._framer.feed(data)
@@ -410,7 +443,7 @@ class ImapSession(CommandSession):
 
     def _command(self, data: bytes) -> None:
         try:
-            cmd = parse_command(data)
+            cmd = parse_command(data, self.utf8)
         except ParseError as exc:
             tag = (exc.tag or "*").encode("ascii")
             self._send(tag + b" BAD " + exc.text.encode("ascii", "replace"))
@@ -497,6 +530,7 @@ class ImapSession(CommandSession):
             view.deleted = True
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
+        context.changed(self)
         if self._idle_tag is not None:
             defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
 
@@ -545,6 +579,7 @@ class ImapSession(CommandSession):
             return
         if expunge:
             gone = view.take_expunges()
+            context.expunged(self, gone)  # RFC 5267 §4.3.4: REMOVEFROM before EXPUNGE
             if self.qresync and gone:
                 # RFC 7162 §3.2.10: VANISHED, not EXPUNGE, once QRESYNC is enabled.
                 self._send(b"* VANISHED " + _compress(sorted(uid for _, uid in gone)))
@@ -562,6 +597,7 @@ class ImapSession(CommandSession):
                 number = view.seq_of(meta.uid)
                 if number is not None:
                     self._send(b"* %d FETCH (" % number + self._flag_items(meta, uid=True) + b")")
+        context.refresh(self)  # RFC 5267 §4.3.3: ADDTO after EXISTS
 
     def _flags(self, meta: MessageMeta) -> frozenset[str]:
         """The message's flags as this session sees them: \\Recent where it is ours."""
@@ -623,6 +659,9 @@ class ImapSession(CommandSession):
     async def _do_logout(self, cmd: Command) -> None:
         self._send(b"* BYE maild logging out")
         self.state = State.LOGOUT
+
+    async def _do_compress(self, cmd: Compress) -> _Answered:
+        return await compress.start(self, cmd)  # RFC 4978
 
     async def _do_id(self, cmd: Id) -> None:
         # RFC 2971 §3.3: the server's own identification.
@@ -694,6 +733,9 @@ class ImapSession(CommandSession):
         if "QRESYNC" in cmd.capabilities and not self.qresync:
             self.qresync = self.condstore = True  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
             enabled.append(b"QRESYNC")
+        if "UTF8=ACCEPT" in cmd.capabilities and not self.utf8:
+            self.utf8 = True
+            enabled.append(b"UTF8=ACCEPT")
         self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
 
     def _enable_condstore(self) -> None:
@@ -756,6 +798,7 @@ class ImapSession(CommandSession):
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
         self.view = view  # before the resync's FETCH responses, which show its \\Recent
         self.state = State.SELECTED
+        self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
             self._resync(view, cmd.qresync, uidnext)
         return "READ-ONLY" if cmd.readonly else "READ-WRITE"
@@ -776,7 +819,7 @@ class ImapSession(CommandSession):
             if seq is not None:
                 self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
 
-    async def _do_create(self, cmd: Create) -> None:
+    async def _do_create(self, cmd: Create) -> str:
         special = None
         if cmd.special_use:
             if len(cmd.special_use) > 1:
@@ -790,7 +833,8 @@ class ImapSession(CommandSession):
         # RFC 3501 §6.3.3: the superior hierarchical names are created too, in the same
         # store transaction (a CREATE that fails leaves none of them behind). CREATE does
         # not subscribe (RFC 3501 §6.3.6).
-        await self.store.create_mailbox(self._user(), cmd.mailbox, special)
+        created = await self.store.create_mailbox(self._user(), cmd.mailbox, special)
+        return objectid.response_code(self._user(), created)  # RFC 8474 §4.1
 
     async def _do_delete(self, cmd: MailboxCommand) -> None:
         if cmd.mailbox == "INBOX":
@@ -884,7 +928,7 @@ class ImapSession(CommandSession):
                     attrs.append("\\Subscribed")
             elif mailbox is None and "\\Noselect" not in attrs:
                 attrs.append("\\Noselect")  # a subscribed name whose mailbox is gone
-            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name))
+            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name, self.utf8))
             if childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
             self._send(line)
@@ -910,14 +954,17 @@ class ImapSession(CommandSession):
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit}
+                  "APPENDLIMIT": self.config.append_limit,
+                  "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
         body = " ".join(f"{item} {values[item]}" for item in items)
-        self._send(b"* STATUS " + wire.mailbox(mailbox.name) + b" (" + body.encode() + b")")
+        self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
 
     async def _do_status(self, cmd: Status) -> None:
         self._send_status(self._mailbox(cmd.mailbox), cmd.items)
 
-    async def _do_append(self, cmd: Append) -> str:
+    async def _do_append(self, cmd: Append | MultiAppend) -> str:
+        if isinstance(cmd, MultiAppend) or not cmd.message:
+            return await multiappend.append(self, cmd)  # RFC 3502
         mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
         # The client's own copy of what submission filed in Sent: one copy (sentcopy.py).
         uid = submitted_copy(self.store, self._user(), mailbox, cmd.message, time.time(),
@@ -930,13 +977,19 @@ class ImapSession(CommandSession):
             self.view.note_new((result.uid,))  # EXISTS in this response
         return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
 
+    async def _do_getmetadata(self, cmd: GetMetadata) -> str | None:
+        return await metadata.get(self, cmd)  # RFC 5464 §4.2
+
+    async def _do_setmetadata(self, cmd: SetMetadata) -> None:
+        await metadata.set_(self, cmd)  # RFC 5464 §4.3
+
     async def _do_getquotaroot(self, cmd: MailboxCommand) -> None:
         self._mailbox(cmd.mailbox)
         quota = self.store.quota(self._user())
         if not quota.limit_bytes:
-            self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox))  # no quota root
+            self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox, self.utf8))  # no quota root
             return
-        self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox) + b' ""')
+        self._send(b"* QUOTAROOT " + wire.mailbox(cmd.mailbox, self.utf8) + b' ""')
         self._send_quota()
 
     def _send_quota(self) -> None:
@@ -1029,6 +1082,9 @@ class ImapSession(CommandSession):
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
+        context.check_tag(self, cmd.tag, cmd.returns)
+        if self.utf8 and cmd.charset is not None:
+            raise _bad("No CHARSET after ENABLE UTF8=ACCEPT")  # RFC 6855 §3
         _check_charset(cmd.charset)
         uids = list(view.uids)
         user = self._user()
@@ -1049,7 +1105,7 @@ class ImapSession(CommandSession):
                 line += b" (MODSEQ %d)" % max(m for _, _, m in found)
             self._send(line)
             return
-        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers)
+        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers)
         if with_modseq and numbers:
             # RFC 4731 §3.2, RFC 7162 §3.1.5: the highest mod-sequence of the messages the
             # answer returns: MIN's and/or MAX's alone, all of them with ALL or COUNT.
@@ -1057,13 +1113,18 @@ class ImapSession(CommandSession):
                 [found[i] for i, opt in ((0, "MIN"), (-1, "MAX")) if opt in cmd.returns]
             line += b" MODSEQ %d" % max(m for _, _, m in returned)
         self._send(line)
+        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
 
     _do_uid_search = _do_search
+
+    async def _do_cancelupdate(self, cmd: CancelUpdate) -> None:
+        context.cancel(self, cmd.tags)  # RFC 5267 §4.3.5
 
     async def _do_sort(self, cmd: Sort) -> None:
         view = self._view()
         _check_charset(cmd.charset)
         # Every match's record and, for most criteria, its envelope: off the reactor.
+        context.check_tag(self, cmd.tag, cmd.returns)
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids),
                                               searching.bind_recent(cmd.key, view.recent), cmd.criteria)
@@ -1073,7 +1134,9 @@ class ImapSession(CommandSession):
             self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
-        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers))
+        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
+        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid in ordered],
+                         cmd.criteria)  # RFC 5267 §4.3
 
     _do_uid_sort = _do_sort
 
@@ -1252,6 +1315,16 @@ class ImapSession(CommandSession):
                 parts.append(item(meta))
             elif name == "ENVELOPE":
                 parts.append(b"ENVELOPE " + self._cached(meta, name, self._envelope))
+            elif name == "BINARY.SIZE" or (name == "BINARY" and att.section is not None
+                                           and (att.section.part or meta.size <= STREAM_ABOVE)):
+                try:
+                    parts.append(binary.fetch_item(att, meta, self._raw, self._parsed))  # RFC 3516
+                except binary.UnknownEncoding:
+                    raise _no("Cannot decode the part", "UNKNOWN-CTE") from None
+            elif name == "PREVIEW":  # RFC 8970
+                parts.append(self._cached(meta, name, lambda m: preview.fetch_item(self._parsed(m))))
+            elif name == "THREADID":  # RFC 8474 §5.2
+                parts.append(b"THREADID (" + self._cached(meta, name, self._thread_id) + b")")
             elif name in ("BODYSTRUCTURE", "BODY") and att.section is None:
                 parts.append(name.encode() + b" " + self._cached(meta, name, self._bodystructure, name))
             else:
@@ -1316,6 +1389,9 @@ class ImapSession(CommandSession):
     def _envelope(self, meta: MessageMeta) -> bytes:
         return mime.envelope(self.store.envelope(self._user(), self._view().mailbox_id, meta.uid))
 
+    def _thread_id(self, meta: MessageMeta) -> bytes:
+        return objectid.thread_id(self.store.envelope(self._user(), self._view().mailbox_id, meta.uid), meta).encode()
+
     def _bodystructure(self, meta: MessageMeta, name: str) -> bytes:
         return mime.bodystructure(self._parsed(meta), name == "BODYSTRUCTURE")
 
@@ -1356,7 +1432,7 @@ def _section_of(att: FetchAtt) -> _SectionPlan | None:
         return b"RFC822.TEXT", Section(text="TEXT"), None, "TEXT"
     assert att.section is not None
     name = str(att.section)
-    label = b"BODY[" + name.encode("utf-8") + b"]"
+    label = (b"BINARY[" if att.name == "BINARY" else b"BODY[") + name.encode("utf-8") + b"]"
     if att.partial is not None:
         label += b"<%d>" % att.partial[0]  # RFC 3501 §7.4.2: only the origin is returned
     return label, att.section, att.partial, name

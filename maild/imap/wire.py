@@ -10,12 +10,14 @@ _QUOTABLE_MAX = 1024
 _CR, _LF, _NUL, _BACKSLASH, _DQUOTE = b'\r\n\0\\"'
 
 
-def string(value: str | bytes) -> bytes:
-    """A quoted string when RFC 3501 §4.3 allows one (7-bit, no CR/LF/NUL), else a literal."""
+def string(value: str | bytes, utf8: bool = False) -> bytes:
+    """A quoted string when RFC 3501 §4.3 allows one (7-bit, no CR/LF/NUL), else a literal.
+    ``utf8``: the value is valid UTF-8 and the session enabled UTF8=ACCEPT, whose quoted
+    strings may hold it (RFC 6855 §3, utf8-quoted)."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     # Octets as ints: `int in bytes` is one memchr, `bytes in bytes` a substring search that
     # costs several times more (ENVELOPE and BODYSTRUCTURE write ~10 strings per message).
-    if len(raw) <= _QUOTABLE_MAX and raw.isascii() and _CR not in raw and _LF not in raw \
+    if len(raw) <= _QUOTABLE_MAX and (utf8 or raw.isascii()) and _CR not in raw and _LF not in raw \
             and _NUL not in raw:
         if _BACKSLASH in raw or _DQUOTE in raw:
             raw = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
@@ -40,8 +42,12 @@ def astring(value: str) -> bytes:
     return string(raw)
 
 
-def mailbox(name: str) -> bytes:
-    return astring(encode_mailbox(name))
+def mailbox(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name in modified UTF-7 (RFC 3501 §5.1.3), or, once the session enabled
+    UTF8=ACCEPT, in UTF-8 (RFC 6855 §3)."""
+    if utf8 and not name.isascii():
+        return string(name, utf8=True)
+    return astring(name if utf8 else encode_mailbox(name))
 
 
 _FLAG_LISTS: dict[frozenset[str], bytes] = {}  # a mailbox has few distinct flag sets

@@ -137,6 +137,12 @@ class _PrefixedReader(io.RawIOBase):
         super().close()
 
 
+def _unlink_staged(staged: tuple[blobfiles.StagedBlob, dict[str, str]] | None) -> None:
+    """Remove a staging file (None: its staging failed, and the failure was handled)."""
+    if staged is not None and staged[0].path is not None:
+        staged[0].path.unlink(missing_ok=True)
+
+
 class Store:
     def __init__(self, data_dir: Path, config: StoreConfig, reactor: Any = None) -> None:
         self.data_dir = Path(data_dir)
@@ -411,6 +417,18 @@ class Store:
         u = self._user(user)
         return self._write(u, ops.op_delete_mailbox(u.address, u.id, self._name(name)))
 
+    def metadata(self, user: str, mailbox_id: int) -> dict[str, bytes]:
+        """A mailbox's metadata entries (RFC 5464), the user's own with mailbox id 0."""
+        u = self._user(user)
+        return self._shard(u).metadata(u.id, mailbox_id)
+
+    def set_metadata(self, user: str, mailbox_id: int, items: list[tuple[str, bytes | None]],
+                     max_entries: int) -> defer.Deferred[None]:
+        """Set or (value None) remove entries in one commit, all or none (TooManyEntries,
+        MailboxNotFound)."""
+        u = self._user(user)
+        return self._write(u, ops.op_set_metadata(u.address, u.id, mailbox_id, items, max_entries))
+
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
         return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))
@@ -432,6 +450,40 @@ class Store:
                internal_date: float | None = None) -> defer.Deferred[AppendResult]:
         results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
         return results.addCallback(lambda rs: rs[0])
+
+    def append_many(self, user: str, mailbox_id: int,
+                    messages: list[tuple[bytes, Iterable[str], float | None]]
+                    ) -> defer.Deferred[list[AppendResult]]:
+        """Append (raw, flags, internal date) messages in one operation of one commit: all
+        of them or, when one fails (quota, the mailbox gone), none (IMAP MULTIAPPEND,
+        RFC 3502). The results are in the order given."""
+        u = self._user(user)
+        staging = [self._stage_one(raw) for raw, _, _ in messages]
+
+        def file(staged: list[tuple[blobfiles.StagedBlob, dict[str, str]]]) -> defer.Deferred[list[AppendResult]]:
+            now = time.time()
+            appends = [ops.op_append(u.address, u.id, mailbox_id, blob.sha, blob.size, b"", frozenset(flags),
+                                     now if date is None else date, envelope, u.quota_bytes, blob.inline)
+                       for (blob, envelope), (_, flags, date) in zip(staged, messages, strict=True)]
+            d = self._write(u, ops.op_all(appends), tuple(blob for blob, _ in staged))
+            return d.addCallback(lambda rs: [AppendResult(u.address, *r) for r in rs])
+
+        def cleanup(result: Any) -> Any:
+            for d in staging:  # every staging file goes, whatever happened
+                d.addCallback(_unlink_staged)
+            return result
+        gathered = defer.gatherResults(staging, consumeErrors=True).addErrback(
+            lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        return gathered.addCallback(file).addBoth(cleanup)
+
+    def _stage_one(self, raw: bytes) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+        """A body kept inline, or staged to a file off the reactor (see ``_deliver``)."""
+        if len(raw) <= self.config.inline_body_max:
+            try:
+                return defer.succeed((blobfiles.inline(raw), envelope_fields(raw)))
+            except Exception:  # handed to the caller's errback
+                return defer.fail()
+        return self._stage(raw)
 
     def deliver(self, raw: bytes, recipients: list[Recipient], *,
                 queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:

@@ -31,13 +31,14 @@ from maild.store.types import (
     NotFound,
     QuotaExceeded,
     SpecialUse,
+    TooManyEntries,
 )
 from maild.store.writer import Batch, Writer
 
 # "subs": the subscription list, (user id, mailbox name) -> b"", names that need not exist
 # (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
-            "blobref", "blobdata", "uinfo", "changes", "subs")
+            "blobref", "blobdata", "uinfo", "changes", "subs", "metadata")
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 MAX_KEYWORDS = 1000  # keywords remembered per mailbox (for IMAP's FLAGS, RFC 3501 §7.2.6)
 
@@ -315,6 +316,19 @@ class Shard:
                     out.extend(codec.read_u32(value[i:i + 4]) for i in range(0, len(value), 4))
         return sorted(out)
 
+    def metadata(self, user_id: int, mailbox_id: int) -> dict[str, bytes]:
+        """The metadata entries (RFC 5464) of a mailbox, or of the user (mailbox id 0)."""
+        prefix = mbox_key(user_id, mailbox_id)
+        out: dict[str, bytes] = {}
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["metadata"])
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if key[:8] != prefix:
+                        break
+                    out[key[8:].decode("utf-8")] = bytes(value)
+        return out
+
     def usage(self, user_id: int) -> tuple[int, int]:
         with self.env.begin() as txn:
             raw = txn.get(codec.u32(user_id), db=self.dbs["uinfo"])
@@ -498,7 +512,7 @@ def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], N
         mid = codec.read_u32(raw)
         prefix = mbox_key(user_id, mid)
         _expunge(b, user, user_id, mid, mailbox_uids(b.txn, b.dbs["msg"], prefix), log=False)
-        for db in ("modseq", "expunged"):
+        for db in ("modseq", "expunged", "metadata"):
             cur = b.txn.cursor(db=b.dbs[db])
             while cur.set_range(prefix) and cur.key()[:8] == prefix:
                 cur.delete()
@@ -548,6 +562,7 @@ def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec
     record["uidnext"] = uid + 1
     record["highestmodseq"] += 1
     rec.modseq = record["highestmodseq"]
+    rec.saved = time.time()  # RFC 8514 §3: appended, delivered, copied or moved here now
     key = msg_key(user_id, mailbox_id, uid)
     b.txn.put(key, rec.encode(), db=b.dbs["msg"])
     b.txn.put(key, envelope, db=b.dbs["env"])
@@ -605,6 +620,43 @@ def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_siz
         _ref(b, rec.sha, +1)
         _change(b, ChangeKind.APPEND, user, mid, uids=[uid], modseq=rec.modseq)
         return mid, record["uidvalidity"], uid, rec.modseq
+    return op
+
+
+def op_all(operations: list[Callable[[Batch], Any]]) -> Callable[[Batch], list[Any]]:
+    """The operations as one: their results in order, or, when one raises, none of their
+    writes (the writer rolls the whole operation back)."""
+    def op(b: Batch) -> list[Any]:
+        return [operation(b) for operation in operations]
+    return op
+
+
+def op_set_metadata(user: str, user_id: int, mailbox_id: int, items: list[tuple[str, bytes | None]],
+                    max_entries: int) -> Callable[[Batch], None]:
+    """Set (or, with None, remove) metadata entries of a mailbox, or of the user with
+    mailbox id 0, all or none: TooManyEntries when the user would have more than
+    ``max_entries`` in all."""
+    def op(b: Batch) -> None:
+        if mailbox_id:
+            _mbox(b, user_id, mailbox_id)  # MailboxNotFound if it was deleted meanwhile
+        db = b.dbs["metadata"]
+        for name, value in items:
+            key = mbox_key(user_id, mailbox_id) + name.encode("utf-8")
+            if value is None:
+                b.txn.delete(key, db=db)
+            else:
+                b.txn.put(key, value, db=db)
+        if any(value is not None for _, value in items):
+            prefix, count = codec.u32(user_id), 0
+            cur = b.txn.cursor(db=db)
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if key[:4] != prefix:
+                        break
+                    count += 1
+                    if count > max_entries:
+                        raise TooManyEntries(f"more than {max_entries} metadata entries")
+        _change(b, ChangeKind.METADATA, user, mailbox_id, extra={"entries": [name for name, _ in items]})
     return op
 
 
@@ -730,7 +782,7 @@ def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
                 if key[:4] != prefix:
                     break
                 _ref(b, MessageRecord.decode(value).sha, -1)
-        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname", "subs"):
+        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname", "subs", "metadata"):
             cur = b.txn.cursor(db=b.dbs[db])
             while cur.set_range(prefix) and cur.key()[:4] == prefix:
                 cur.delete()

@@ -39,6 +39,11 @@ class QuotaExceeded(StoreError):
     """The user's quota would be exceeded (SMTP 552 5.2.2, IMAP NO [OVERQUOTA])."""
 
 
+class TooManyEntries(StoreError):
+    """A metadata write would leave the user more entries than allowed (IMAP NO [METADATA
+    TOOMANY], RFC 5464 §4.3)."""
+
+
 class StoreFull(StoreError):
     """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
 
@@ -147,6 +152,7 @@ class MessageMeta(NamedTuple):
     modseq: int
     blob: str  # sha256 hex of the blob
     prefix_len: int
+    save_date: float | None = None  # RFC 8514: when saved into this mailbox; None if not recorded
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,7 @@ class ChangeKind(enum.StrEnum):
     MAILBOX_CREATE = "mailbox-create"
     MAILBOX_RENAME = "mailbox-rename"
     MAILBOX_DELETE = "mailbox-delete"
+    METADATA = "metadata"  # extra: {"entries": names set or removed}; mailbox_id 0: the user's own
 
 
 @dataclass(frozen=True)

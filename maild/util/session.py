@@ -132,6 +132,7 @@ class CommandSession(Protocol):
     _read_paused = False  # the transport is paused because input backed up
     _output_paused = False  # the transport's write buffer is full (we are its push producer)
     _producing = False  # registered as the transport's push producer
+    _starting = False  # inside _start: a command that finishes at once returns to _process
     _timer: Any = None
     _handshake_timer: Any = None
     _bad_commands = 0
@@ -285,9 +286,13 @@ class CommandSession(Protocol):
         """Run one command; the session is busy until it ends, then reads on."""
         self._busy = True
         self._erred = False
-        d = defer.Deferred.fromCoroutine(work)
-        d.addErrback(self._internal_error)
-        d.addBoth(self._finished)
+        self._starting = True
+        try:
+            d = defer.Deferred.fromCoroutine(work)
+            d.addErrback(self._internal_error)
+            d.addBoth(self._finished)
+        finally:
+            self._starting = False
 
     def _finished(self, _: object) -> None:
         self._busy = False
@@ -295,7 +300,11 @@ class CommandSession(Protocol):
             self._bad_commands = 0  # the limit counts errors in a row
         if not self._closed:
             self._touch()
-            self._process()
+            # A command that completed without waiting finished inside _start, called from
+            # _process's loop, which goes on by itself: calling _process here would nest one
+            # more level per pipelined command (20,000 pipelined NOOPs overflowed the stack).
+            if not self._starting:
+                self._process()
 
     def _count_bad(self) -> bool:
         """Count an erroneous command; True when it is one too many and the session must
