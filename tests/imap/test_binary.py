@@ -62,9 +62,10 @@ def test_binary_sets_seen(imap: Transcript) -> None:
     append(imap, "INBOX", _multipart())
     imap.ok("SELECT INBOX")
     imap.ok("FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[2])")
-    assert imap.ok("FETCH 1 (FLAGS)") == [b"* 1 FETCH (FLAGS ())"]
+    # No \Seen from the PEEKs; \Recent: this session's SELECT was the first (RFC 3501 §2.3.2).
+    assert imap.ok("FETCH 1 (FLAGS)") == [b"* 1 FETCH (FLAGS (\\Recent))"]
     lines = imap.ok("FETCH 1 (BINARY[4])")  # RFC 3516 §4.2: as BODY[] does
-    assert lines == [b"* 1 FETCH (BINARY[4] {10}\r\nplain 7bit FLAGS (\\Seen))"]
+    assert lines == [b"* 1 FETCH (BINARY[4] {10}\r\nplain 7bit FLAGS (\\Recent \\Seen))"]
 
 
 def test_append_literal8(imap: Transcript) -> None:
@@ -77,7 +78,7 @@ def test_append_literal8(imap: Transcript) -> None:
     assert imap.collect("a1")[1].startswith(b"OK [APPENDUID ")
     imap.ok("SELECT INBOX")
     line = imap.ok("FETCH 2 (FLAGS BINARY.PEEK[1])")[0]
-    assert line == b"* 2 FETCH (FLAGS (\\Seen) BINARY[1] ~{%d}\r\n" % (len(PAYLOAD) + 2) + PAYLOAD + b"\r\n)"
+    assert line == b"* 2 FETCH (FLAGS (\\Recent \\Seen) BINARY[1] ~{%d}\r\n" % (len(PAYLOAD) + 2) + PAYLOAD + b"\r\n)"
     line = imap.ok("FETCH 1 (BINARY.PEEK[])")[0]
     assert line == b"* 1 FETCH (BINARY[] ~{%d}\r\n" % len(raw) + raw + b")"
 

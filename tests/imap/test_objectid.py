@@ -64,7 +64,7 @@ def test_emailid_survives_move_and_copy(imap: Transcript) -> None:
     assert first != second
     # The same message, fetched again, and with other items around it.
     line = imap.ok("FETCH 1 (FLAGS EMAILID UID)")[0]
-    assert line == b"* 1 FETCH (FLAGS () EMAILID (" + first + b") UID 1)"
+    assert line == b"* 1 FETCH (FLAGS (\\Recent) EMAILID (" + first + b") UID 1)"  # RFC 3501 §2.3.2
     imap.ok("UID COPY 2 Archive")
     imap.ok("UID MOVE 1 Trash")  # §5.1: MOVE MUST keep the EMAILID
     imap.ok("SELECT Trash")

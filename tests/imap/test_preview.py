@@ -45,9 +45,12 @@ def test_preview(imap: Transcript) -> None:
     assert _preview(imap, 5) == b""
     # PREVIEW (LAZY) (§3.2), beside other items; the modifier is not echoed.
     line = imap.ok("FETCH 1 (UID PREVIEW (LAZY) FLAGS)")[0]
-    assert line == b'* 1 FETCH (UID 1 PREVIEW "Hi Alice, the meeting moved to Tuesday." FLAGS ())'
-    assert imap.ok("FETCH 1:5 (FLAGS)") == [b"* %d FETCH (FLAGS ())" % i for i in range(1, 6)]  # no \Seen
+    # \Recent: this session's SELECT was the first to see them (RFC 3501 §2.3.2).
+    assert line == b'* 1 FETCH (UID 1 PREVIEW "Hi Alice, the meeting moved to Tuesday." FLAGS (\\Recent))'
+    assert imap.ok("FETCH 1:5 (FLAGS)") == [b"* %d FETCH (FLAGS (\\Recent))" % i for i in range(1, 6)]  # no \Seen
     imap.bad("FETCH 1 (PREVIEW (EAGER))")
     imap.bad("FETCH 1 (PREVIEW ())")
     # A FETCH modifier after a lone PREVIEW is not taken for a preview modifier.
-    assert imap.ok("FETCH 1 PREVIEW (CHANGEDSINCE 1)")[0].startswith(b"* 1 FETCH (PREVIEW ")
+    # (CHANGEDSINCE enables CONDSTORE here: HIGHESTMODSEQ first, RFC 7162 §3.1.)
+    lines = imap.ok("FETCH 1 PREVIEW (CHANGEDSINCE 1)")
+    assert lines[0].startswith(b"* OK [HIGHESTMODSEQ ") and lines[1].startswith(b"* 1 FETCH (PREVIEW ")

@@ -61,7 +61,8 @@ def test_append_utf8_data_item(connect: Callable[..., Transcript]) -> None:
     modern.bad(f"APPEND INBOX UTF8 (~{{{size}+}}\r\n".encode() + UTF8_MESSAGE)  # the ")" is required
     modern.ok("SELECT INBOX")
     lines = modern.ok("FETCH 1:2 (FLAGS BODY.PEEK[])")
-    assert lines[0].startswith(b"* 1 FETCH (FLAGS (\\Seen) BODY[] {%d}" % size)
+    # \Recent: this session's SELECT was the first to see them (RFC 3501 §2.3.2).
+    assert lines[0].startswith(b"* 1 FETCH (FLAGS (\\Recent \\Seen) BODY[] {%d}" % size)
     assert lines[0].endswith(UTF8_MESSAGE + b")")
     assert lines[1].endswith(UTF8_MESSAGE + b")")
 
