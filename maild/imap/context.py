@@ -18,6 +18,8 @@ Implementation notes — invariants a contributor must keep:
    EXPUNGE (``expunged``, with the numbers still valid); the rest of the changes — new
    messages (after their EXISTS) and flag changes — by re-running the search in
    ``refresh``, at the end of each command and during IDLE, only after something changed.
+   A context keeps its key unbound: RECENT (and NEW, OLD) is bound to the session's
+   \\Recent messages at each run (``search.bind_recent``), since claiming new ones changes it.
 4. Bounded work: at most ``MAX_CONTEXTS`` per session, and only for search keys answered
    from the message records and envelopes (not BODY/TEXT/HEADER reads); otherwise the
    search is answered and ``* NO [NOUPDATE "tag"]`` says no updates follow (§4.3.1). A
@@ -156,12 +158,14 @@ def refresh(session: ImapSession) -> None:
     state.dirty = False
     uids = list(view.uids)
     for context in items.values():
+        # RECENT (NEW, OLD) is this session's \Recent now (RFC 3501 §2.3.2, §6.4.4).
+        key = searching.bind_recent(context.key, view.recent)
         if context.criteria:
             now = [uid for _, uid in sorting.sort(session.store, session._user(), view.mailbox_id,
-                                                  view.uidvalidity, uids, context.key, context.criteria)]
+                                                  view.uidvalidity, uids, key, context.criteria)]
         else:
             now = [uid for _, uid, _ in searching.search(session.store, session._user(), view.mailbox_id,
-                                                           uids, context.key)]
+                                                           uids, key)]
         removed = _remove(context, set(context.uids) - set(now))
         if removed:
             session._send(_line(context, b"REMOVEFROM", _numbers(view, context, removed)))

@@ -67,7 +67,8 @@ def test_update_follows_changes(connect: Callable[..., Transcript]) -> None:
     assert imap.collect("B01")[1].startswith(b"BAD")
     imap.ok('CANCELUPDATE "B01" "B02"')
     other.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert imap.ok("NOOP") == [b"* 1 FETCH (FLAGS (\\Deleted) UID 1)"]  # and no ESEARCH
+    # Message 1 is this session's \Recent (its SELECT was the first, RFC 3501 §2.3.2).
+    assert imap.ok("NOOP") == [b"* 1 FETCH (FLAGS (\\Deleted \\Recent) UID 1)"]  # and no ESEARCH
 
 
 def test_update_during_idle_and_limits(connect: Callable[..., Transcript]) -> None:
@@ -81,7 +82,7 @@ def test_update_during_idle_and_limits(connect: Callable[..., Transcript]) -> No
     imap.send("i IDLE")
     assert imap.line().startswith(b"+ ")
     other.ok("STORE 1 +FLAGS.SILENT (\\Flagged)")
-    assert imap.line().startswith(b"* 1 FETCH (FLAGS (\\Flagged)")
+    assert imap.line() == b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)"  # \Recent: ours since SELECT
     assert imap.line() == b'* ESEARCH (TAG "C01") UID ADDTO (0 1)'  # §4.3.2: during IDLE too
     imap.send("DONE")
     imap.collect("i")
@@ -113,11 +114,38 @@ def test_sort_update_positions(connect: Callable[..., Transcript]) -> None:
     append(other, "INBOX", message("a"))  # uid 3
     append(other, "INBOX", message("c"))  # uid 4
     lines = imap.ok("NOOP")
-    assert lines[0] == b"* 4 EXISTS"
+    # The new messages are the appending session's \Recent (selected there); 1 and 2 stay
+    # ours. EXISTS (and its RECENT, RFC 3501 §7.3.2) before the ADDTOs (RFC 5267 §4.3.3).
+    assert lines[:2] == [b"* 4 EXISTS", b"* 2 RECENT"]
     # S1 was [1 b, 2 d], now [3 a, 1 b, 4 c, 2 d]; S2 was [2 d, 1 b], now [2 d, 4 c, 1 b, 3 a].
-    assert lines[1:] == [b'* ESEARCH (TAG "S1") UID ADDTO (1 3 3 4)', b'* ESEARCH (TAG "S2") ADDTO (2 4 4 3)']
+    assert lines[2:] == [b'* ESEARCH (TAG "S1") UID ADDTO (1 3 3 4)', b'* ESEARCH (TAG "S2") ADDTO (2 4 4 3)']
     other.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
     assert imap.ok("NOOP")[1:] == [b'* ESEARCH (TAG "S1") UID REMOVEFROM (2 1)']
     other.ok("EXPUNGE")  # uid 1, sequence number 1: position 3 in S2 (REVERSE SUBJECT)
     assert imap.ok("NOOP") == [b'* ESEARCH (TAG "S2") REMOVEFROM (3 1)', b"* 1 EXPUNGE"]
     assert imap.ok("UID SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 3 4 2"]
+
+
+def test_update_of_recent_keys(connect: Callable[..., Transcript]) -> None:
+    """RECENT, NEW and OLD (RFC 3501 §6.4.4) in an UPDATE context follow this session's
+    \\Recent (§2.3.2): the messages it claims join, and no other change drops them."""
+    imap = connect()
+    writer = connect()
+    append(imap, "INBOX", message("before"))
+    imap.ok("SELECT INBOX")  # 1 is ours
+    imap.send("N1 SEARCH RETURN (UPDATE ALL) NEW")
+    assert imap.collect("N1") == ([b'* ESEARCH (TAG "N1") ALL 1'], b"OK SEARCH completed")
+    imap.send("N2 UID SEARCH RETURN (UPDATE ALL) OLD")
+    assert imap.collect("N2") == ([b'* ESEARCH (TAG "N2") UID'], b"OK UID SEARCH completed")
+    append(writer, "INBOX", message("after"))  # not selected there: ours when we are told
+    lines = imap.ok("NOOP")
+    assert lines == [b"* 2 EXISTS", b"* 2 RECENT", b'* ESEARCH (TAG "N1") ADDTO (0 2)']
+    # A flag change re-runs the searches; the recent messages stay where they are.
+    writer.ok("SELECT INBOX")  # claims nothing: both were ours already
+    writer.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    lines = imap.ok("NOOP")
+    assert lines == [b"* 1 FETCH (FLAGS (\\Recent \\Seen) UID 1)", b'* ESEARCH (TAG "N1") REMOVEFROM (0 1)']
+    # A third message, told first to the writer (selected now): OLD here.
+    append(writer, "INBOX", message("theirs"))
+    lines = imap.ok("NOOP")
+    assert lines == [b"* 3 EXISTS", b"* 2 RECENT", b'* ESEARCH (TAG "N2") UID ADDTO (0 3)']
