@@ -18,7 +18,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from maild.auth import hash_password
+from tests.fixtures import postfix, processes
 
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
@@ -70,14 +70,7 @@ def _tail(path: Path, size: int = 4000) -> str:
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    processes.stop(process, STOP_TIMEOUT)
 
 
 class _Server:
@@ -302,56 +295,12 @@ class Dovecot(_Server):
         _stop(self.process)
 
 
-POSTFIX_MAIN = """\
-# Throwaway Postfix for maild's bench-compare: relays example.test to Dovecot over LMTP.
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = peer.example.test
-mydomain = example.test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+# main.cf lines over tests/fixtures/postfix.py's MAIN_CF: example.test goes to Dovecot over LMTP.
+POSTFIX_SETTINGS = """\
 relay_domains =
 virtual_mailbox_domains = example.test
 virtual_mailbox_maps = inline:{{ {recipients} }}
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-maillog_file_prefixes = {root}
-maillog_file = {root}/postfix.log
-smtputf8_enable = no
-"""
-
-POSTFIX_MASTER = """\
-127.0.0.1:{smtp} inet n - n - - smtpd
-pickup    unix  n - n 60   1 pickup
-cleanup   unix  n - n -    0 cleanup
-qmgr      unix  n - n 300  1 qmgr
-rewrite   unix  - - n -    - trivial-rewrite
-bounce    unix  - - n -    0 bounce
-defer     unix  - - n -    0 bounce
-trace     unix  - - n -    0 bounce
-verify    unix  - - n -    1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -    - proxymap
-smtp      unix  - - n -    - smtp
-relay     unix  - - n -    - smtp
-showq     unix  n - n -    - showq
-error     unix  - - n -    - error
-retry     unix  - - n -    - error
-discard   unix  - - n -    - discard
-lmtp      unix  - - n -    - lmtp
-anvil     unix  - - n -    1 anvil
-scache    unix  - - n -    1 scache
-postlog   unix-dgram n - n - 1 postlogd
 """
 
 
@@ -370,29 +319,13 @@ class Postfix(_Server):
         self.lmtp_port = lmtp_port
 
     def start(self) -> None:
-        if not shutil.which("postfix"):
-            raise RuntimeError("postfix is not installed: run `make deps-bench`")
-        if os.geteuid() != 0:
-            raise RuntimeError("a Postfix instance needs root (its master runs as root and drops to 'postfix')")
         self.ports = {"smtp": free_port()}
-        self.root.chmod(0o755)
-        etc = self.root / "etc"
-        etc.mkdir()
-        (self.root / "queue").mkdir()
-        (self.root / "data").mkdir()
-        postfix_user = pwd.getpwnam("postfix")
-        os.chown(self.root / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        self.root.chmod(0o755)  # postfix's daemons run as 'postfix' and need to traverse it
         recipients = ", ".join(f"{address}=ok" for address in self.users)
-        (etc / "main.cf").write_text(POSTFIX_MAIN.format(root=self.root, recipients=recipients, lmtp=self.lmtp_port))
-        (etc / "master.cf").write_text(POSTFIX_MASTER.format(smtp=self.ports["smtp"]))
+        command = postfix.prepare(self.root, self.ports["smtp"],
+                                  POSTFIX_SETTINGS.format(recipients=recipients, lmtp=self.lmtp_port))
         self.log_path = self.root / "postfix.log"
-        check = subprocess.run(["postfix", "-c", str(etc), "check"], capture_output=True, text=True, timeout=60)
-        if check.returncode != 0:
-            raise RuntimeError(f"postfix check failed: {check.stdout}{check.stderr}")
-        # master(8) itself in the foreground (`postfix start-fg` would put a shell between)
-        daemon_dir = subprocess.run(["postconf", "-c", str(etc), "-h", "daemon_directory"], capture_output=True,
-                                    text=True, timeout=30, check=True).stdout.strip()
-        self.spawn([f"{daemon_dir}/master", "-c", str(etc), "-d"], self.root / "master.out")
+        self.spawn(command, self.root / "master.out")
         wait_listening(list(self.ports.values()), self.process, self.log_path, "postfix")
 
     def stop(self) -> None:
