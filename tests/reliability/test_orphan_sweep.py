@@ -33,7 +33,8 @@ def test_orphans_are_swept_at_start_up(maild_factory) -> None:  # type: ignore[n
     server = maild_factory(store={"shards": 1, "orphan_sweep_age": 6.0})
     body = b"".join(os.urandom(30).hex().encode() + b"\r\n" for _ in range(1000))
     with smtplib.SMTP(server.host, server.ports["smtp"], timeout=30) as smtp:
-        smtp.sendmail("s@remote.example", ["alice@example.test"], b"Subject: big\r\n\r\n" + body)
+        smtp.sendmail("s@remote.example", ["alice@example.test"],
+                      b"From: s@remote.example\r\nSubject: big\r\n\r\n" + body)
     server.stop()
     blobs = server.data_dir / "shards" / "00" / "blobs"
     referenced = sorted(blobs.glob("*/*"))
