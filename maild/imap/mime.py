@@ -23,7 +23,7 @@ from email.utils import getaddresses
 from maild.imap import wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
-from maild.util.message import envelope_fields, header_fields, split_header
+from maild.util.message import envelope_fields, header_end, header_fields, split_header
 
 MAX_PARTS_DEPTH = 20  # deeper MIME nesting is treated as an opaque leaf
 
@@ -40,6 +40,7 @@ class Part:
     fields: dict[str, str] = field(default_factory=dict)  # first value of each field, lower-case names
     children: list[Part] = field(default_factory=list)  # multipart
     message: Part | None = None  # message/rfc822: the encapsulated message
+    offset: int = 0  # where ``header`` starts in the raw message given to parse()
 
     @property
     def is_multipart(self) -> bool:
@@ -98,41 +99,45 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
     return split_header(raw)
 
 
-def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
+def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0,
+          offset: int = 0) -> Part:
+    """The MIME tree of ``raw``; ``offset`` is where ``raw`` starts in the whole message."""
     header, body = _split(raw)
     fields: dict[str, str] = {}
     for name, value in header_fields(header):
         fields.setdefault(name.lower(), value)
     ctype, subtype, params = _content_type(fields.get("content-type"), default)
-    part = Part(header, body, ctype, subtype, params, fields)
+    part = Part(header, body, ctype, subtype, params, fields, offset=offset)
+    body_offset = offset + len(header)
     if depth >= MAX_PARTS_DEPTH:
         return part
     if ctype == "multipart":
         boundary = dict(params).get("boundary")
         if boundary:
             child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
-            part.children = [parse(chunk, child_default, depth + 1)
-                             for chunk in _split_multipart(body, boundary.encode("utf-8", "replace"))]
+            part.children = [parse(chunk, child_default, depth + 1, body_offset + start)
+                             for start, chunk in _split_multipart(body, boundary.encode("utf-8", "replace"))]
         if not part.children:
-            part.children = [Part(b"", b"")]
+            part.children = [Part(b"", b"", offset=body_offset)]
     elif (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
-        part.message = parse(body, ("text", "plain"), depth + 1)
+        part.message = parse(body, ("text", "plain"), depth + 1, body_offset)
     return part
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """RFC 2046 §5.1.1: the CRLF before a delimiter line belongs to the delimiter."""
+def _split_multipart(body: bytes, boundary: bytes) -> list[tuple[int, bytes]]:
+    """(offset in ``body``, octets) of each body part. RFC 2046 §5.1.1: the CRLF before a
+    delimiter line belongs to the delimiter."""
     delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|$)")
-    chunks: list[bytes] = []
+    chunks: list[tuple[int, bytes]] = []
     start: int | None = None
     for match in delimiter.finditer(body):
         if start is not None:
-            chunks.append(body[start:match.start()])
+            chunks.append((start, body[start:match.start()]))
         if match.group(1):
             return chunks
         start = match.end()
     if start is not None:
-        chunks.append(body[start:])
+        chunks.append((start, body[start:]))
     return chunks
 
 
@@ -279,35 +284,55 @@ def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> byte
     return bytes(out) + b"\r\n"
 
 
-def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
-    """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
+def _header_length(raw: bytes) -> int:
+    """len(_split(raw)[0]), without copying the body."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return 2 if raw.startswith(b"\r\n") else 1
+    return header_end(raw)
+
+
+Span = tuple[int, int]  # (offset in the raw message, length)
+
+
+def section_span(raw: bytes, spec: Section, root: Part | None = None) -> Span | bytes | None:
+    """Where BODY[spec] lies in ``raw`` as (offset, length), or its octets when they are
+    not one slice of it (HEADER.FIELDS), or None when the part does not exist. A span lets
+    FETCH stream a section from the message instead of copying it (docs/imap.md)."""
     if not spec.part:
         # The message's own HEADER, HEADER.FIELDS[.NOT] and TEXT are cut from the raw
         # octets: no MIME tree (the header fetch every client makes of every message).
         if spec.text is None:
-            return raw
-        header, body = _split(raw)
+            return 0, len(raw)
+        cut = _header_length(raw)
         if spec.text == "TEXT":
-            return body
+            return cut, len(raw) - cut
         if spec.text == "HEADER":
-            return header
-        return _header_fields(header, spec.fields, spec.text.endswith(".NOT"))
+            return 0, cut
+        return _header_fields(raw[:cut], spec.fields, spec.text.endswith(".NOT"))
     root = root or parse(raw)
     part = _find(root, spec.part)
     if part is None:
         return None
-    if spec.text is None:
-        return part.body
     if spec.text == "MIME":
-        return part.header
-    if part.message is None:
-        return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
-    part = part.message
-    if spec.text == "TEXT":
-        return part.body
+        return part.offset, len(part.header)
+    if spec.text is not None:
+        if part.message is None:
+            return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
+        part = part.message
+        if spec.text not in ("TEXT", "HEADER"):
+            return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
     if spec.text == "HEADER":
-        return part.header
-    return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
+        return part.offset, len(part.header)
+    return part.offset + len(part.header), len(part.body)
+
+
+def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
+    """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
+    span = section_span(raw, spec, root)
+    if span is None or isinstance(span, bytes):
+        return span
+    start, length = span
+    return raw if (start, length) == (0, len(raw)) else raw[start:start + length]
 
 
 # -- SEARCH text ----------------------------------------------------------------------------------

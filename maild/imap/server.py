@@ -36,6 +36,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -1070,11 +1071,11 @@ class ImapSession(CommandSession):
             if meta is None or self._closed:
                 continue
             if flag_sync is not None and uid not in seen_now:
-                head, stream = flag_sync(index + 1, meta), None
+                head, literals = flag_sync(index + 1, meta), []
             else:
-                head, stream = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
-                                                 if uid in seen_now else plan)
-            if stream is None:
+                head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
+                                                   if uid in seen_now else plan)
+            if not literals:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])
                 if batched < STREAM_CHUNK:
@@ -1082,8 +1083,8 @@ class ImapSession(CommandSession):
             self._write(b"".join(batch))
             batch.clear()
             batched = 0
-            if stream is not None:
-                await self._stream(head, meta, *stream)
+            if literals:
+                await self._stream(head, meta, literals)
             await self._drain()
         self._write(b"".join(batch))
         self._cache = None
@@ -1104,11 +1105,14 @@ class ImapSession(CommandSession):
             self._send(b"* VANISHED (EARLIER) " + _compress(gone))
 
     def _fetch_items(self, seq: int, meta: MessageMeta, plan: list[tuple[FetchAtt, _SectionPlan | None]]
-                     ) -> tuple[bytes, tuple[bytes, int, int] | None]:
-        """``* seq FETCH (items`` without the closing parenthesis, and the (label, origin,
-        length) of a whole body to stream after it, if one is that large."""
+                     ) -> tuple[bytes, list[_Literal]]:
+        """``* seq FETCH (items`` without the closing parenthesis, and the body sections
+        of a large message, which are streamed after it in their order: every item that
+        is not a body section of a message over STREAM_ABOVE comes first (RFC 3501 §7.4.2
+        lets the items come in any order)."""
         parts: list[bytes] = []
-        stream: tuple[bytes, int, int] | None = None
+        literals: list[_Literal] = []
+        large = meta.size > STREAM_ABOVE
         for att, section_plan in plan:
             name = att.name
             item = _RECORD_ITEMS.get(name)
@@ -1121,10 +1125,8 @@ class ImapSession(CommandSession):
             else:
                 assert section_plan is not None
                 label, section, partial, section_name = section_plan
-                whole = section.text is None and not section.part
-                if whole and meta.size > STREAM_ABOVE and stream is None:
-                    origin, length = _partial_range(meta.size, partial)
-                    stream = (label, origin, length)
+                if large:
+                    literals.append(self._section_literal(meta, label, section, partial))
                     continue
                 if not section.part and section.text in _HEADER_TEXTS:  # the message's own header
                     data = self._cached(meta, section_name, self._own_header, section)
@@ -1133,28 +1135,59 @@ class ImapSession(CommandSession):
                 if partial is not None:
                     data = data[partial[0]:partial[0] + partial[1]]
                 parts.append(label + b" " + wire.literal(data))
-        return b"* %d FETCH (" % seq + b" ".join(parts), stream
+        if literals and self._cache is not None:
+            self._cache = (self._cache[0], self._cache[1], None)  # the spans are known: drop the tree
+        return b"* %d FETCH (" % seq + b" ".join(parts), literals
 
-    async def _stream(self, head: bytes, meta: MessageMeta, label: bytes, origin: int, length: int) -> None:
-        """Write ``head``, then the literal from the blob file with backpressure."""
+    def _section_literal(self, meta: MessageMeta, label: bytes, section: Section,
+                         partial: tuple[int, int] | None) -> _Literal:
+        """A body section of a large message as a span to stream: of the blob file for the
+        whole message, else of the message read once for this FETCH (``_raw``). Only
+        HEADER.FIELDS[.NOT] makes new octets, at most the header's size."""
+        if section.text is None and not section.part:
+            span: mime.Span | bytes | None = (0, meta.size)
+            source = None
+        else:
+            source = self._raw(meta)
+            span = mime.section_span(source, section, self._parsed(meta) if section.part else None)
+        if span is None:
+            span = b""
+        if isinstance(span, bytes):
+            source, span = span, (0, len(span))
+        start, length = span
+        if partial is not None:  # RFC 3501 §6.4.5: <origin.octets> within the section
+            origin, length = _partial_range(length, partial)
+            start += origin
+        return _Literal(label, source, start, length)
+
+    async def _stream(self, head: bytes, meta: MessageMeta, literals: list[_Literal]) -> None:
+        """Write ``head``, then each literal in STREAM_CHUNK pieces with backpressure: from
+        the blob file or from the message read for this FETCH, never a copy per item."""
         user = self._user()
-        self._write(head + (b" " if not head.endswith(b"(") else b"") + label + b" {%d}\r\n" % length)
+        sep = b"" if head.endswith(b"(") else b" "
         try:
-            with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
-                skip = origin
-                while skip > 0:  # the stream is not seekable (prefix + blob)
-                    got = len(fh.read(min(STREAM_CHUNK, skip)))
-                    if not got:
-                        break
-                    skip -= got
-                left = length
-                while left > 0 and not self._closed:
-                    chunk = fh.read(min(STREAM_CHUNK, left))
-                    if not chunk:
-                        raise OSError(f"blob of uid {meta.uid} is {left} octets short")
-                    self._write(chunk)
-                    left -= len(chunk)
-                    await self._drain()
+            for literal in literals:
+                self._write(head + sep + literal.label + b" {%d}\r\n" % literal.length)
+                head, sep = b"", b" "
+                if literal.source is not None:
+                    view = memoryview(literal.source)
+                    end = literal.start + literal.length
+                    for at in range(literal.start, end, STREAM_CHUNK):
+                        if self._closed:
+                            return
+                        self._write(bytes(view[at:min(at + STREAM_CHUNK, end)]))
+                        await self._drain()
+                    continue
+                with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
+                    fh.seek(literal.start)
+                    left = literal.length
+                    while left > 0 and not self._closed:
+                        chunk = fh.read(min(STREAM_CHUNK, left))
+                        if not chunk:
+                            raise OSError(f"blob of uid {meta.uid} is {left} octets short")
+                        self._write(chunk)
+                        left -= len(chunk)
+                        await self._drain()
         except Exception:
             # The literal's length is already on the wire: the session cannot go on.
             log.exception("IMAP FETCH stream failed for %s uid %d", user, meta.uid)
@@ -1196,6 +1229,17 @@ class ImapSession(CommandSession):
 
 
 _SectionPlan = tuple[bytes, Section, tuple[int, int] | None, str]
+
+
+@dataclass(frozen=True)
+class _Literal:
+    """One body section to stream: ``length`` octets from ``start`` of ``source``, or of
+    the stored message (prefix and blob) when ``source`` is None."""
+
+    label: bytes
+    source: bytes | None
+    start: int
+    length: int
 
 
 def _section_of(att: FetchAtt) -> _SectionPlan | None:

@@ -86,14 +86,30 @@ def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
 
 
 class _PrefixedReader(io.RawIOBase):
-    """prefix bytes followed by a blob file, as one stream."""
+    """prefix bytes followed by a blob file, as one stream (seekable, so IMAP FETCH can
+    stream any section of a message from its file)."""
 
     def __init__(self, prefix: bytes, blob: BinaryIO) -> None:
-        self._prefix = memoryview(prefix)
+        self._whole = memoryview(prefix)
+        self._prefix = self._whole
         self._blob = blob
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return len(self._whole) - len(self._prefix) + (self._blob.tell() if not self._prefix else 0)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < 0:
+            raise OSError("only absolute positions are supported")
+        skip = min(offset, len(self._whole))
+        self._prefix = self._whole[skip:]
+        self._blob.seek(offset - skip)
+        return offset
 
     def readinto(self, buffer: Any) -> int:
         if self._prefix:
@@ -460,7 +476,12 @@ class Store:
 
     def read(self, user: str, mailbox_id: int, uid: int) -> bytes:
         shard, record, body = self._locate(user, mailbox_id, uid)
-        return record.prefix + (body if body is not None else shard.blobs.read(record.sha.hex()))
+        if body is not None:
+            return record.prefix + body
+        # Read into the one bytes object returned: prefix + blob would hold the body twice.
+        blob = shard.blobs.open(record.sha.hex())
+        with io.BufferedReader(_PrefixedReader(record.prefix, blob)) as fh:
+            return fh.read(len(record.prefix) + record.blob_size)
 
     def unseen_uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)

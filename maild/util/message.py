@@ -21,8 +21,9 @@ _ENVELOPE_FIELDS = {
 }
 
 
-def split_header(raw: bytes) -> tuple[bytes, bytes]:
-    """(header block including its terminating blank line, body).
+def header_end(raw: bytes) -> int:
+    """The length of the header block including its terminating blank line (``len(raw)``
+    when there is no blank line): an offset, so the body is never copied to find it.
 
     The header ends at the first LF followed by an empty line, CRLF or bare LF (what the
     pattern ``\\r?\\n\\r?\\n`` finds first), looked for with two substring searches: a
@@ -30,9 +31,20 @@ def split_header(raw: bytes) -> tuple[bytes, bytes]:
     crlf = raw.find(b"\n\r\n")
     lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))  # only one before it counts
     if crlf < 0 and lf < 0:
-        return raw, b""
-    end = crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
+        return len(raw)
+    return crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its terminating blank line, body): two copies; use
+    :func:`header_end` or :func:`header_block` when the body is not needed."""
+    end = header_end(raw)
     return raw[:end], raw[end:]
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header block including its terminating blank line (the body is not copied)."""
+    return raw[:header_end(raw)]
 
 
 def header_fields(header: bytes) -> list[tuple[str, str]]:
@@ -53,7 +65,7 @@ def envelope_fields(raw: bytes) -> dict[str, str]:
     """The first occurrence of each RFC 3501 envelope header, raw (RFC 2047 left encoded),
     keyed by the attribute names of ``maild.store.types.Envelope``."""
     values: dict[str, str] = {}
-    for name, value in header_fields(split_header(raw)[0]):
+    for name, value in header_fields(header_block(raw)):
         attr = _ENVELOPE_FIELDS.get(name.lower())
         if attr and attr not in values:
             values[attr] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
