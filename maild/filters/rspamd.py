@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -69,25 +70,52 @@ class _BodyCollector(protocol.Protocol):
 
 @implementer(IBodyProducer)
 class _BytesProducer:
-    """The request body, written at once (it is in memory already). Unlike twisted's
-    FileBodyProducer it needs no Cooperator, which would run on the global reactor."""
+    """The request body, from pieces in memory (a header to prepend, the message), written
+    CHUNK octets at a time while the transport wants more: never joined, and never queued
+    whole in the transport's buffer. Unlike twisted's FileBodyProducer it needs no
+    Cooperator, which would run on the global reactor."""
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
+    CHUNK = 64 * 1024
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self.pieces = list(pieces)
+        self.length = sum(map(len, self.pieces))
+        self._consumer: Any = None
+        self._done: defer.Deferred[None] | None = None
+        self._paused = False
+        self._piece = 0
+        self._offset = 0
 
     def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
-        consumer.write(self.body)
-        return defer.succeed(None)
+        self._consumer = consumer
+        self._done = defer.Deferred()
+        done = self._done
+        self._send()
+        return done
+
+    def _send(self) -> None:
+        while not self._paused and self._consumer is not None:
+            if self._piece >= len(self.pieces):
+                self._consumer = None
+                assert self._done is not None
+                self._done.callback(None)
+                return
+            piece = memoryview(self.pieces[self._piece])
+            chunk = bytes(piece[self._offset:self._offset + self.CHUNK])
+            self._offset += len(chunk)
+            if self._offset >= len(piece):
+                self._piece, self._offset = self._piece + 1, 0
+            self._consumer.write(chunk)
 
     def pauseProducing(self) -> None:  # noqa: N802
-        pass
+        self._paused = True
 
     def resumeProducing(self) -> None:  # noqa: N802
-        pass
+        self._paused = False
+        self._send()
 
     def stopProducing(self) -> None:  # noqa: N802
-        pass
+        self._consumer = None
 
 
 def read_body(response: IResponse) -> defer.Deferred[bytes]:
@@ -144,7 +172,7 @@ class RspamdClient:
         pool.cachedConnectionTimeout = 60
         self.agent = Agent(reactor, connectTimeout=timeout, pool=pool)
 
-    def _post(self, url: str, body: bytes,
+    def _post(self, url: str, body: Sequence[bytes],
               headers: dict[str, list[str]]) -> defer.Deferred[tuple[int, bytes]]:
         """(HTTP status, body) of one POST, within ``timeout``; RspamdError otherwise."""
         request_headers = Headers({k.encode(): [v.encode("utf-8", "replace") for v in values]
@@ -176,9 +204,12 @@ class RspamdClient:
         auth_results = tx.notes.get("auth_results")
         if isinstance(auth_results, AuthResults):
             value = auth_results.header_value(self.authserv_id)
-            raw = b"Authentication-Results: " + value.encode("utf-8", "replace") + b"\r\n" + raw
+            field = b"Authentication-Results: " + value.encode("utf-8", "replace") + b"\r\n"
+            pieces = [field, raw]
+        else:
+            pieces = [raw]
         url = self.url + "/checkv2"
-        code, content = yield self._post(url, raw, envelope_headers(tx))
+        code, content = yield self._post(url, pieces, envelope_headers(tx))
         if code != 200:
             raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
         return parse_check(content)
@@ -191,7 +222,7 @@ class RspamdClient:
             raise RspamdError("no rspamd_controller_url configured")
         headers = {"Password": [self.password]} if self.password else {}
         url = self.controller_url + ("/learnspam" if spam else "/learnham")
-        code, content = yield self._post(url, raw, headers)
+        code, content = yield self._post(url, [raw], headers)
         if code == 200:
             return True
         # "<message-id> has been already learned as spam, ignore it": 404 from rspamd 3.4,

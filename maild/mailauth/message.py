@@ -13,9 +13,10 @@ import re
 _FIELD_START = re.compile(rb"^[!-9;-~]+:")  # RFC 5322 §3.6.8 ftext, then ":"
 
 
-def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
+def header_fields(raw: bytes) -> tuple[list[bytes], memoryview]:
     """(fields, rest): each field with its continuation lines and line ends; ``rest`` is
-    everything from the empty line that ends the header section (or b"")."""
+    everything from the empty line that ends the header section (or b""), a view of
+    ``raw``: the body is not copied."""
     fields: list[bytes] = []
     pos = 0
     while pos < len(raw):
@@ -31,7 +32,7 @@ def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
         else:  # not a header line: the body starts here (no empty line)
             break
         pos = end
-    return fields, raw[pos:]
+    return fields, memoryview(raw)[pos:]
 
 
 def field_name(field: bytes) -> str:

@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,7 +49,7 @@ from maild.store.types import (
     User,
     UserNotFound,
 )
-from maild.util.message import envelope_fields
+from maild.util.message import envelope_fields, header_block
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,22 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# A message handed to the store: bytes, or pieces stored one after the other (a large
+# message is then never joined). Every piece but the last holds whole header fields
+# (trace and result headers prepended), so the header block is found without a join.
+Message = bytes | Sequence[bytes]
+
+
+def _header_of(raw: Message) -> bytes:
+    """The header block of ``raw`` (see :data:`Message`), without copying the body."""
+    if isinstance(raw, bytes):
+        return header_block(raw)
+    *fields, last = raw
+    if last.startswith((b"\r\n", b"\n")):
+        return b"".join(fields) + last[:2 if last.startswith(b"\r\n") else 1]
+    return b"".join(fields) + header_block(last)
 
 
 def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
@@ -249,11 +265,11 @@ class Store:
             return self._deferred(writer.submit(op, staged))
         return writer.submit_deferred(op, staged)
 
-    def _stage(self, raw: bytes) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+    def _stage(self, raw: Message) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
         """Hash and summarise ``raw`` and write it to a staging file with fsync, in a worker
         thread (bodies too large to keep inline, and queued messages)."""
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
-            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(raw)
+            return blobfiles.stage(self.tmp_dir, raw), envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
         return self._deferred(self._stager.submit(work))
@@ -369,20 +385,23 @@ class Store:
 
     # -- messages: writes --------------------------------------------------------------
 
-    def append(self, user: str, mailbox_id: int, raw: bytes, flags: Iterable[str] = frozenset(),
+    def append(self, user: str, mailbox_id: int, raw: Message, flags: Iterable[str] = frozenset(),
                internal_date: float | None = None) -> defer.Deferred[AppendResult]:
         results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
         return results.addCallback(lambda rs: rs[0])
 
-    def deliver(self, raw: bytes, recipients: list[Recipient]) -> defer.Deferred[list[AppendResult]]:
-        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard)."""
+    def deliver(self, raw: Message, recipients: list[Recipient]) -> defer.Deferred[list[AppendResult]]:
+        """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard).
+        ``raw`` may be pieces (see :data:`Message`), written without being joined."""
         targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
         return self._deliver(raw, targets, None)
 
-    def _deliver(self, raw: bytes, targets: list[tuple[User, int | str, frozenset[str], bytes]],
+    def _deliver(self, raw: Message, targets: list[tuple[User, int | str, frozenset[str], bytes]],
                  internal_date: float | None) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
-        if len(raw) <= self.config.inline_body_max:
+        if not isinstance(raw, bytes) and sum(map(len, raw)) <= self.config.inline_body_max:
+            raw = b"".join(raw)
+        if isinstance(raw, bytes) and len(raw) <= self.config.inline_body_max:
             # Kept inline: hashed and summarised right here, with no Deferred in between
             # (this is the path of most messages, and it runs on the reactor thread).
             try:
@@ -513,7 +532,7 @@ class Store:
 
     # -- outbound queue ----------------------------------------------------------------
 
-    def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
+    def enqueue(self, raw: Message, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
         staged = self._stage(raw)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:
