@@ -88,7 +88,7 @@ class _BytesProducer:
 
     def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
         self._consumer = consumer
-        self._done = defer.Deferred()
+        self._done = defer.Deferred(lambda _: self.stopProducing())  # cancelled: stop
         done = self._done
         self._send()
         return done
