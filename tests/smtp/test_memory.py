@@ -88,4 +88,5 @@ def test_one_large_message_costs_under_three_copies(server: MaildServer, keys: d
     else:
         assert b"dkim=pass header.d=remote.example" in stored[:len(stored) - len(raw)]
     growth = peak - before
+    print(f"maild peak RSS growth: {growth:.0f} MiB")  # shown by pytest -s
     assert growth < 3 * len(raw) / 2**20, f"RSS grew {growth:.0f} MiB for a {len(raw) >> 20} MiB message"
