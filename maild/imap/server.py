@@ -17,8 +17,10 @@ Implementation notes — invariants a contributor must keep:
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
    (the UID forms may), never with no command in progress except during IDLE.
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``.
-7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
-   the transport's push producer, so a slow reader pauses us instead of filling memory.
+7. Bounded memory: every body section of a message over STREAM_ABOVE is written in
+   STREAM_CHUNK pieces (``_stream``), from ``store.open`` or from the one copy of the
+   message read for the FETCH, never copied per item; the session is the transport's push
+   producer, so a slow reader pauses us instead of filling memory.
 8. A client never sees an exception text: unexpected errors are logged and answered
    ``NO [SERVERBUG]``.
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
@@ -1136,7 +1138,9 @@ class ImapSession(CommandSession):
                     data = data[partial[0]:partial[0] + partial[1]]
                 parts.append(label + b" " + wire.literal(data))
         if literals and self._cache is not None:
-            self._cache = (self._cache[0], self._cache[1], None)  # the spans are known: drop the tree
+            # The spans are known: keep this message's octets (the literals' source), not its
+            # MIME tree nor an earlier message.
+            self._cache = (meta.uid, self._cache[1], None) if self._cache[0] == meta.uid else None
         return b"* %d FETCH (" % seq + b" ".join(parts), literals
 
     def _section_literal(self, meta: MessageMeta, label: bytes, section: Section,

@@ -22,6 +22,8 @@ Implementation notes — invariants a contributor must keep:
    authenticated on the submission port.
 8. Bounded memory: command lines are capped, the input buffer pauses the transport when
    it grows, and the transport's own write buffer pauses us (we are its push producer).
+   A message is one buffer while it arrives and one ``bytes`` after, held by one frame
+   (docs/smtp.md, "Memory per message": about 2x its size in flight).
 9. A client never sees an exception text: unexpected errors are logged and answered
    451 4.3.0.
 """
