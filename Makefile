@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 CONFIG := etc/maild.toml
 DEV_CERT := var/tls/cert.pem
 DEV_KEY := var/tls/key.pem
+# The local development CA that signs DEV_CERT: import it into a mail client once.
+DEV_CA := var/tls/ca.pem
 # Debian packages the test suite drives as real peers and engines.
 TEST_DEBS := clamav-daemon rspamd redis-server swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl offlineimap3
 # Debian packages `make bench-compare` runs as peers (the test suite does not need them).
 BENCH_DEBS := dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
 
-.PHONY: run test venv deps-debian deps-bench bench bench-compare lint clean
+.PHONY: run maild dev-cert test venv deps-debian deps-bench bench bench-compare lint clean
 
 $(BIN)/maild: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +24,22 @@ $(BIN)/maild: setup.cfg pyproject.toml
 
 venv: $(BIN)/maild
 
-$(DEV_CERT):
-	mkdir -p var/tls
-	$(BIN)/maild dev-cert --hostname localhost --cert $(DEV_CERT) --key $(DEV_KEY)
+# A leaf certificate for localhost and 127.0.0.1 signed by the development CA (made once,
+# kept in var/tls); remade when any of the three files is missing.
+dev-cert: venv
+	@if [ ! -f $(DEV_CA) ] || [ ! -f $(DEV_CERT) ] || [ ! -f $(DEV_KEY) ]; then \
+	  mkdir -p var/tls && \
+	  $(BIN)/maild dev-cert --hostname localhost --cert $(DEV_CERT) --key $(DEV_KEY) --ca $(DEV_CA); \
+	fi
 
-run: venv $(DEV_CERT)
+run: venv dev-cert
 	$(BIN)/maild -c $(CONFIG) demo-init
+	@echo "TLS: import $(DEV_CA) into your mail client once (the server's certificate is signed by it)"
 	exec $(BIN)/maild -c $(CONFIG) serve
+
+# Administration commands on the `make run` set-up: make maild ARGS="user list"
+maild: venv
+	@$(BIN)/maild -c $(CONFIG) $(ARGS)
 
 deps-debian:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -50,6 +61,7 @@ deps-bench:
 
 test: venv deps-debian
 	$(BIN)/ruff check maild tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -61,6 +73,7 @@ bench-compare: venv deps-bench
 
 lint: venv
 	$(BIN)/ruff check maild tests bench
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache

@@ -51,6 +51,12 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def cmd_config_example(args: argparse.Namespace) -> int:
+    """etc/maild.toml, from the declaration in maild/config.py."""
+    sys.stdout.write(configmod.render_example())
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     from maild.daemon import tls_options
@@ -67,14 +73,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(cfg)
 
 
+def _add_domain(store: Store, name: str, exist_ok: bool = False) -> None:
+    """A local domain with its DKIM keys (rsa and ed25519, RFC 6376 / RFC 8463): the one
+    path for `domain add` and `demo-init`. ``exist_ok``: an existing domain without keys
+    gets them."""
+    from maild.mailauth import dkim
+
+    if not (exist_ok and store.domain(name) is not None):
+        store.domain_add(name)
+    if not store.domain_dkim_keys(name):
+        store.domain_set_dkim_keys(name, dkim.generate_keys(name))
+
+
 def cmd_domain(args: argparse.Namespace) -> int:
-    from maild.mailauth import admin, dkim
+    from maild.mailauth import admin
 
     store = _store(args)
     try:
         if args.action == "add":
-            store.domain_add(args.name)
-            store.domain_set_dkim_keys(args.name, dkim.generate_keys(args.name))
+            _add_domain(store, args.name)
             print(f"domain {args.name.lower()} added; publish its DNS records "
                   f"(maild domain dns {args.name.lower()})")
         elif args.action == "dns":
@@ -162,6 +179,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue = status["queue"]
     age = "-" if queue["oldest_age"] is None else f"{queue['oldest_age']:.0f}s"
     print(f"outbound queue: {queue['entries']} entries, oldest {age}")
+    retry = status["local_retry"]
+    if retry["entries"]:
+        print(f"local delivery retries: {retry['recipients']} recipient(s) in {retry['entries']} "
+              f"entries, oldest {_age(retry['oldest_age'])}")
+    print(f"free space in the data directory: {status['free_bytes'] // (1024 * 1024)} MiB")
+    daemon = status["daemon"]
+    if daemon is None:
+        print("daemon: not running")
+        return 0
+    print(f"daemon: pid {daemon['pid']}")
+    for where, full in daemon["full"].items():
+        print(f"STORE FULL: {where}: writes refused for {_age(time.time() - full['since'])} "
+              f"({full['failures']} refused; {full['error']}): free space, maild resumes by itself")
+    for damaged in daemon["damaged_blobs"]:
+        print(f"DAMAGED BLOB: {damaged['where']}: {damaged['blob']} ({damaged['message']}): "
+              "restore it from a backup or run 'maild fsck'")
     return 0
 
 
@@ -248,34 +281,96 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if not report.problems or args.repair and not report.unrepaired else 1
 
 
-def cmd_dev_cert(args: argparse.Namespace) -> int:
-    """A self-signed certificate for development and tests."""
+def _write_pem(cert: Any, key: Any, cert_path: Path, key_path: Path) -> None:
+    """The certificate, and its key readable by the owner only."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.touch(mode=0o600)
+    key_path.chmod(0o600)  # before the key is in it
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _dev_ca(cert_path: Path, key_path: Path) -> tuple[Any, Any]:
+    """The local development CA (certificate, key): loaded when both files exist, else made.
+    Kept between runs so a user imports it into a client once, as with mkcert."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    if cert_path.exists() and key_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, args.hostname)])
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "maild development CA"),
+                      x509.NameAttribute(NameOID.COMMON_NAME,
+                                         f"maild development CA {secrets.token_hex(4)}")])
     now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName(args.hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            # RFC 5280 §4.2.1.9/§4.2.1.3: a CA that signs leaf certificates and nothing else
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256()))
-    Path(args.cert).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.key).write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
-    Path(args.key).chmod(0o600)
-    Path(args.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    print(f"self-signed certificate for {args.hostname}: {args.cert}, key {args.key}")
+    _write_pem(cert, key, cert_path, key_path)
+    return cert, key
+
+
+def cmd_dev_cert(args: argparse.Namespace) -> int:
+    """A TLS certificate for development and tests, signed by a local CA (made once).
+
+    The server certificate is a leaf (CA:FALSE, serverAuth) for the host names and
+    127.0.0.1/::1: clients such as Thunderbird refuse a server certificate that is a CA."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    cert_path, key_path = Path(args.cert), Path(args.key)
+    ca_path = Path(args.ca) if args.ca else cert_path.parent / "ca.pem"
+    ca_key_path = Path(args.ca_key) if args.ca_key else ca_path.with_name(ca_path.stem + "-key.pem")
+    ca_cert, ca_key = _dev_ca(ca_path, ca_key_path)
+    names = list(dict.fromkeys([*args.hostname, "localhost"]))  # the dev names, in order
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in names]
+                + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write_pem(cert, key, cert_path, key_path)
+    print(f"certificate for {', '.join(names)}, 127.0.0.1, ::1: {cert_path}, key {key_path}")
+    print(f"signed by the development CA {ca_path}: import it into your mail client once")
     return 0
 
 
@@ -283,11 +378,10 @@ def cmd_demo_init(args: argparse.Namespace) -> int:
     """Create the demo domain and user on a new data directory; print the password."""
     store = _store(args)
     try:
+        _add_domain(store, "example.test", exist_ok=True)  # DKIM keys too, as `domain add`
         if store.user("demo@example.test") is not None:
             print("demo@example.test exists (password printed when it was created)")
             return 0
-        if store.domain("example.test") is None:
-            store.domain_add("example.test")
         password = secrets.token_urlsafe(12)
         store.user_add("demo@example.test", hash_password(password))
     finally:
@@ -303,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the daemon in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("check", help="validate the configuration").set_defaults(func=cmd_check)
+    sub.add_parser("config-example", help="print the example configuration with every key, its default "
+                   "and documentation (etc/maild.toml)").set_defaults(func=cmd_config_example)
 
     domain = sub.add_parser("domain", help="local domains")
     dsub = domain.add_subparsers(dest="action", required=True)
@@ -362,10 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true")
     p.set_defaults(func=cmd_fsck)
 
-    p = sub.add_parser("dev-cert", help="write a self-signed TLS certificate")
-    p.add_argument("--hostname", default="localhost")
+    p = sub.add_parser("dev-cert", help="write a development TLS certificate signed by a local CA")
+    p.add_argument("--hostname", action="append", default=[],
+                   help="a name for the certificate (repeatable; localhost is always included)")
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
+    p.add_argument("--ca", help="the CA certificate (made if missing; default: ca.pem beside --cert)")
+    p.add_argument("--ca-key", help="the CA key (default: ca-key.pem beside the CA)")
     p.set_defaults(func=cmd_dev_cert)
 
     sub.add_parser("demo-init", help="create example.test and demo@example.test if missing"
@@ -378,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (configmod.ConfigError, StoreError) as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a ConfigError: one line per problem
+            print(f"maild: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
     from twisted.internet.ssl import CertificateOptions
 
     from maild.auth import Authenticator
@@ -21,6 +22,6 @@ class ServerContext:
     store: Store
     auth: Authenticator
     tls: CertificateOptions | None
-    reactor: Any
+    reactor: IReactorTime  # all a front end uses of it: timers (the wiring's reactor does more)
     filters: FilterChain
-    delivery: Delivery | None = None
+    delivery: Delivery

@@ -1,7 +1,8 @@
 """Wiring: open the store, build the services and start the configured listeners.
 
-Shutdown (SIGTERM, SIGINT): stop accepting connections, then close the store, which
-finishes every write already queued (group commit) before the process exits.
+Shutdown (SIGTERM, SIGINT): stop accepting connections and commands, let the commands in
+progress finish and be answered within ``[server] shutdown_grace`` (maild/shutdown.py), then
+close the sessions and the store, which finishes every write still queued.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as default_reactor
-from twisted.internet import ssl
+from twisted.internet import ssl, task, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import STDLibLogObserver, globalLogBeginner
@@ -31,13 +33,14 @@ from maild.imap.server import ImapFactory
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
+from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
 
 log = logging.getLogger("maild")
 
 # listener section -> (factory class, keyword arguments)
-_PROTOCOLS: dict[str, tuple[type[Factory], dict[str, Any]]] = {
+_PROTOCOLS: dict[str, tuple[Callable[..., Factory], dict[str, Any]]] = {
     "smtp": (SmtpFactory, {"submission": False}),
     "submission": (SmtpFactory, {"submission": True}),
     "imap": (ImapFactory, {}),
@@ -58,7 +61,7 @@ def tls_options(config: Config) -> ssl.CertificateOptions | None:
     try:
         leaf = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
         chain = [ssl.Certificate.loadPEM(block).original for block in blocks[1:]]
-    except Exception as exc:  # noqa: BLE001 - OpenSSL raises several types
+    except Exception as exc:  # OpenSSL raises several types
         raise ConfigError(f"tls.cert_file: not a PEM certificate matching tls.key_file ({exc})") from None
     # Twisted's defaults: TLS 1.2+, its vetted cipher list, no renegotiation by the client.
     return ssl.CertificateOptions(privateKey=leaf.privateKey.original, certificate=leaf.original,
@@ -72,12 +75,11 @@ def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
 
 
 def _listen(reactor: Any, key: str, address: Address, factory: Factory,
-            tls: ssl.CertificateOptions | None) -> None:
+            tls: ssl.CertificateOptions | None) -> Any:
     try:
         if tls is None:
-            reactor.listenTCP(address.port, factory, interface=address.host)
-        else:
-            reactor.listenSSL(address.port, factory, tls, interface=address.host)
+            return reactor.listenTCP(address.port, factory, interface=address.host)
+        return reactor.listenSSL(address.port, factory, tls, interface=address.host)
     except CannotListenError as exc:
         raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None
 
@@ -108,6 +110,27 @@ def return_large_allocations_to_the_os() -> None:
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
+SWEEP_INTERVAL = 6 * 3600.0  # seconds between sweeps for orphan blob files
+RETRY_INTERVAL = 15.0  # seconds between looks at the local-delivery retry queue
+
+
+def _housekeeping(store: Store, reactor: Any) -> None:
+    """Orphan blob files swept at start-up and every SWEEP_INTERVAL (in a thread: it lists
+    directories); due local-delivery retries attempted every RETRY_INTERVAL."""
+    def sweep() -> Any:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), store.sweep_orphans
+                                         ).addErrback(lambda f: log.error("orphan sweep failed: %s", f.getTraceback()))
+
+    def retry() -> Any:
+        return store.retry_deliveries().addErrback(
+            lambda f: log.error("local delivery retry failed: %s", f.getTraceback()))
+    for call, interval in ((sweep, SWEEP_INTERVAL), (retry, RETRY_INTERVAL)):
+        loop = task.LoopingCall(call)
+        loop.clock = reactor
+        reactor.callWhenRunning(loop.start, interval, True)
+        reactor.addSystemEventTrigger("before", "shutdown", lambda loop=loop: loop.running and loop.stop())
+
+
 def serve(config: Config, reactor: Any = default_reactor) -> int:
     return_large_allocations_to_the_os()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -120,26 +143,33 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor),
                         tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config))
     ports = []
+    sessions = Sessions(reactor, config.server.shutdown_grace)
     try:
         for section, (factory_class, kwargs) in _PROTOCOLS.items():
             listeners = getattr(config, section)
             for address in listeners.listen:
-                _listen(reactor, f"{section}.listen", address,
-                        factory_class(ctx, implicit_tls=False, **kwargs), None)
+                sessions.ports.append(_listen(reactor, f"{section}.listen", address, sessions.track(
+                    factory_class(ctx, implicit_tls=False, **kwargs)), None))
                 ports.append(f"{section} {address}")
             for address in listeners.tls_listen:
-                _listen(reactor, f"{section}.tls_listen", address,
-                        factory_class(ctx, implicit_tls=True, **kwargs), tls)
+                sessions.ports.append(_listen(reactor, f"{section}.tls_listen", address, sessions.track(
+                    factory_class(ctx, implicit_tls=True, **kwargs)), tls))
                 ports.append(f"{section}+tls {address}")
     except Exception:
         store.close()
         raise
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
+    reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)
     reactor.callWhenRunning(runner.start)
     reactor.addSystemEventTrigger("before", "shutdown", runner.stop)
-    reactor.callWhenRunning(lambda: (log.info("maild ready: %s", ", ".join(ports) or "no listeners"),
-                                     sd_notify("READY=1")))
+    _housekeeping(store, reactor)
+
+    def ready() -> None:
+        log.info("maild ready: %s", ", ".join(ports) or "no listeners")
+        sd_notify("READY=1")
+
+    reactor.callWhenRunning(ready)
     # What exists now (modules, the store, the listeners) lives as long as the process: keep
     # it out of the cyclic collector's full passes. Each walked all of it, a ~30 ms pause in
     # the middle of every tenth FETCH 1:* of a 10,000-message mailbox.

@@ -60,12 +60,13 @@ def to_toml(data: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(cert, key, cafile) of a self-signed certificate for localhost and 127.0.0.1."""
+    """(cert, key, cafile): a leaf certificate for localhost and 127.0.0.1 signed by a
+    development CA made beside it (ca.pem), as `make run` does."""
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run([sys.executable, "-m", "maild.cli", "dev-cert", "--hostname", "localhost",
                     "--cert", str(cert), "--key", str(key)], check=True, capture_output=True)
-    return cert, key, cert
+    return cert, key, d / "ca.pem"
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -19,6 +19,9 @@ from twisted.internet.task import deferLater
 
 from maild.config import AuthConfig
 from maild.store.types import User
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 # argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 15 ms of one
 # core per login, so a 2-core server still takes dozens of logins a second. Hashes keep
@@ -54,7 +57,7 @@ def parse_sasl_plain(data: bytes) -> tuple[str, str, str]:
 
 
 class Authenticator:
-    def __init__(self, store: Any, config: AuthConfig, reactor: Any) -> None:
+    def __init__(self, store: Store, config: AuthConfig, reactor: Any) -> None:
         self.store = store
         self.config = config
         self.reactor = reactor

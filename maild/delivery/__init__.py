@@ -18,15 +18,18 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
 from maild.config import Config
-from maild.filters.chain import Transaction
-from maild.store import Message
 from maild.store.types import AppendResult, Recipient, SpecialUse, User
-from maild.util.message import header_block, header_fields
+from maild.util.dates import header_date
+from maild.util.message import Header, parse_header
+from maild.util.transaction import Transaction
+
+if TYPE_CHECKING:
+    from maild.store import Message, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +62,21 @@ def received_header(tx: Transaction, hostname: str, queue_id: str, now: float | 
     parts.append(f"by {hostname} (maild) with {protocol_name(tx)} id {queue_id}")
     if len(tx.rcpt_to) == 1:  # one recipient only: do not disclose the others (Bcc)
         parts.append(f"for <{tx.rcpt_to[0]}>")
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=False)
+    date = header_date(now if now is not None else time.time())
     text = "Received: " + "\r\n\t".join(parts) + f";\r\n\t{date}\r\n"
     return text.encode("utf-8")
 
 
-def _has_header(raw: bytes, name: str) -> bool:
-    name = name.lower()
-    return any(n.lower() == name for n, _ in header_fields(header_block(raw)))
-
-
-def complete_submission(raw: bytes, hostname: str, now: float | None = None) -> bytes:
-    """RFC 6409 §8.2-8.3: add Date and Message-ID when the client left them out."""
+def complete_submission(raw: bytes, hostname: str, now: float | None = None,
+                        header: Header | None = None) -> bytes:
+    """RFC 6409 §8.2-8.3: add Date and Message-ID when the client left them out
+    (``header``: ``raw``'s parsed header section, when the caller has it)."""
+    header = header if header is not None else parse_header(raw)
     added = b""
-    if not _has_header(raw, "Date"):
+    if header.first("Date") is None:
         date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
         added += f"Date: {date}\r\n".encode()
-    if not _has_header(raw, "Message-ID"):
+    if header.first("Message-ID") is None:
         added += f"Message-ID: <{secrets.token_hex(12)}@{hostname}>\r\n".encode()
     return added + raw
 
@@ -83,7 +84,7 @@ def complete_submission(raw: bytes, hostname: str, now: float | None = None) -> 
 class Delivery:
     """``Delivery(store, config)``: the daemon builds one and puts it in the context."""
 
-    def __init__(self, store: Any, config: Config) -> None:
+    def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
 
@@ -134,17 +135,21 @@ class Delivery:
     def submit(self, tx: Transaction, raw: Message, local_rcpts: list[str],
                remote_rcpts: list[str], user: User | str) -> defer.Deferred[None]:
         """Submission (RFC 6409): local recipients and a \\Seen copy in the user's Sent in
-        one store.deliver (one blob), remote recipients durably in the outbound queue."""
+        one store.deliver (one blob), remote recipients durably in the outbound queue.
+
+        All or nothing for the sender (docs/reliability.md): the outbound queue first (a
+        failure there has stored nothing: the client is answered 4xx and sends again), the
+        local copies after it, those that fail going to the store's local-delivery retry
+        queue, so a client's retry never sends the message twice to anyone."""
         owner = user if isinstance(user, str) else user.address
         recipients = self._recipients(tx, local_rcpts, None)
         sent = self.sent_mailbox(owner)
         if sent is not None:
             recipients.append(Recipient(user=owner, mailbox=sent, flags=frozenset({"\\Seen"})))
-        waits = []
+        if not remote_rcpts:
+            d = self.store.deliver(raw, recipients) if recipients else defer.succeed(None)
+            return d.addCallback(lambda _: None)
+        d = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
         if recipients:
-            waits.append(self.store.deliver(raw, recipients))
-        if remote_rcpts:
-            waits.append(self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts)))
-        d = defer.gatherResults(waits, consumeErrors=True)
-        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+            d.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
         return d.addCallback(lambda _: None)

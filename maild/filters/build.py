@@ -7,12 +7,11 @@ no rspamd is configured). With an rspamd controller configured, Junk training st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.config import Config
 from maild.dns.resolver import Resolver
 from maild.filters.attachments import AttachmentFilter
-from maild.filters.chain import Filter
 from maild.filters.clamav import ClamavFilter, ClamdClient
 from maild.filters.contacts import SentContacts
 from maild.filters.fallback import FallbackSpamFilter
@@ -20,9 +19,13 @@ from maild.filters.parallel import ParallelFilters
 from maild.filters.rspamd import RspamdClient, RspamdFilter
 from maild.filters.spam import SpamPolicy
 from maild.filters.training import JunkTrainer
+from maild.util.transaction import Filter
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 
-def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
+def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
     settings = config.filters
     scanners: list[Filter] = []
     if settings.blocked_extensions:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
@@ -24,7 +25,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from maild.config import parse_address
-from maild.filters.chain import Filter, Transaction, Verdict
+from maild.util.transaction import Filter, Transaction, Verdict
+from maild.util.transport import ConnectionTransport
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class _InstreamProtocol(protocol.Protocol):
     """Sends the message a CHUNK_SIZE chunk at a time, as the transport's push producer:
     writing it all at once would queue a second copy of it in the transport's buffer."""
 
+    transport: ConnectionTransport
+
     def __init__(self, data: bytes, done: defer.Deferred[ScanResult]) -> None:
         self.data = data
         self.done = done
@@ -77,7 +81,7 @@ class _InstreamProtocol(protocol.Protocol):
         self._sent: int | None = 0  # None: finished or stopped
         self._paused = False
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+    def connectionMade(self) -> None:  # Twisted API
         self.transport.registerProducer(self, True)
         self.transport.write(b"zINSTREAM\0")
         self._send()
@@ -94,17 +98,17 @@ class _InstreamProtocol(protocol.Protocol):
             self._sent += len(chunk)
             self.transport.write(struct.pack(">I", len(chunk)) + bytes(chunk))
 
-    def pauseProducing(self) -> None:  # noqa: N802 - Twisted API
+    def pauseProducing(self) -> None:  # Twisted API
         self._paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802 - Twisted API
+    def resumeProducing(self) -> None:  # Twisted API
         self._paused = False
         self._send()
 
-    def stopProducing(self) -> None:  # noqa: N802 - Twisted API
+    def stopProducing(self) -> None:  # Twisted API
         self._sent = None
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def dataReceived(self, data: bytes) -> None:  # Twisted API
         self.reply += data
         if b"\0" in self.reply:
             self._finish(self.reply.split(b"\0", 1)[0])
@@ -113,7 +117,7 @@ class _InstreamProtocol(protocol.Protocol):
             self._fail(ClamdError("clamd reply too long"))
             self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.done.called:
             return
         if self.reply:
@@ -135,7 +139,7 @@ class _InstreamProtocol(protocol.Protocol):
             self.done.errback(exc)
 
 
-def clamd_endpoint(reactor: object, address: str, timeout: float) -> IStreamClientEndpoint:
+def clamd_endpoint(reactor: Any, address: str, timeout: float) -> IStreamClientEndpoint:
     """``/path/to/clamd.ctl`` is a unix socket; ``host:port`` is TCP."""
     if address.startswith("/"):
         return UNIXClientEndpoint(reactor, address, timeout=timeout)
@@ -147,7 +151,7 @@ def clamd_endpoint(reactor: object, address: str, timeout: float) -> IStreamClie
 class ClamdClient:
     """One INSTREAM scan per connection; every scan is bounded by ``timeout`` seconds."""
 
-    def __init__(self, reactor: object, address: str, timeout: float = 30.0) -> None:
+    def __init__(self, reactor: Any, address: str, timeout: float = 30.0) -> None:
         self.reactor = reactor
         self.address = address
         self.timeout = timeout

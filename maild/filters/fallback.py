@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 
-from maild.filters.chain import Filter, Transaction
 from maild.filters.spam import SpamAction, SpamPolicy, SpamScore, auth_methods
+from maild.util.transaction import Filter, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,7 @@ class FallbackSpamFilter(Filter):
             log.warning("dnsbl %s: %s", zone, failure.getErrorMessage())
             return False
 
-        d = self.resolver.a(name)
-        d.addCallback(is_listing)
-        d.addErrback(failed)
-        return d
+        return self.resolver.a(name).addCallback(is_listing).addErrback(failed)
 
     @defer.inlineCallbacks
     def on_data(self, tx: Transaction):  # type: ignore[no-untyped-def]
@@ -123,5 +120,6 @@ class FallbackSpamFilter(Filter):
         else:
             action = SpamAction.NONE
         verdict = yield self.policy.verdict(
-            tx, SpamScore(action, score, self.reject_score, "fallback", tuple(symbols)))
+            tx, SpamScore(action, score, self.reject_score, "fallback", tuple(symbols),
+                          junk=self.junk_score))
         return verdict

@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from maild.filters.chain import Action, Filter, Transaction, Verdict
+from maild.util.transaction import Action, Filter, Transaction, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -28,9 +29,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from maild.filters.chain import Filter, Transaction, Verdict
 from maild.filters.spam import RSPAMD_ACTIONS, SpamAction, SpamPolicy, SpamScore
-from maild.mailauth.results import AuthResults
+from maild.util.authresults import AuthResults
+from maild.util.transaction import Filter, Transaction, Verdict
+from maild.util.transport import ConnectionTransport
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,14 @@ class RspamdError(Exception):
 class _BodyCollector(protocol.Protocol):
     """A response body, at most MAX_ANSWER octets (twisted's readBody has no limit)."""
 
+    transport: ConnectionTransport
+
     def __init__(self, done: defer.Deferred[bytes]) -> None:
         self.done = done
         self.parts: list[bytes] = []
         self.size = 0
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def dataReceived(self, data: bytes) -> None:  # Twisted API
         self.size += len(data)
         if self.size > MAX_ANSWER:
             if not self.done.called:
@@ -59,7 +63,7 @@ class _BodyCollector(protocol.Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -86,7 +90,7 @@ class _BytesProducer:
         self._piece = 0
         self._offset = 0
 
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
         self._consumer = consumer
         self._done = defer.Deferred(lambda _: self.stopProducing())  # cancelled: stop
         done = self._done
@@ -107,14 +111,14 @@ class _BytesProducer:
                 self._piece, self._offset = self._piece + 1, 0
             self._consumer.write(chunk)
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self._paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self._paused = False
         self._send()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self._consumer = None
 
 
@@ -149,16 +153,34 @@ def parse_check(body: bytes) -> SpamScore:
         score = float(answer.get("score", 0.0))
         required = float(answer.get("required_score", 0.0))
         symbols = tuple(sorted(answer.get("symbols") or {}))
+        # rspamd 3.4 reports only the reject score; a "thresholds" table, where a version
+        # sends one, gives the score that files to Junk.
+        thresholds = answer.get("thresholds") or {}
+        junk_at = [float(thresholds[a]) for a in ("add header", "rewrite subject") if a in thresholds]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RspamdError(f"unexpected answer from rspamd: {body[:200]!r}") from exc
     action = RSPAMD_ACTIONS.get(action_name)
     if action is None:
         log.warning("rspamd: unknown action %r, treated as no action", action_name)
         action = SpamAction.NONE
-    return SpamScore(action, score, required, "rspamd", symbols)
+    return SpamScore(action, score, required, "rspamd", symbols,
+                     junk=min(junk_at) if junk_at else None)
+
+
+def parse_actions(body: bytes) -> float | None:
+    """The lowest score that files to Junk ("add header", "rewrite subject") in the
+    controller's /actions answer, e.g. ``[{"action": "add header", "value": 6.0}, ...]``."""
+    try:
+        values = [float(a["value"]) for a in json.loads(body)
+                  if a.get("action") in ("add header", "rewrite subject") and a.get("value") is not None]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return min(values) if values else None
 
 
 class RspamdClient:
+    THRESHOLDS_TTL = 300.0  # seconds the controller's action thresholds are kept
+
     def __init__(self, reactor: Any, url: str, controller_url: str = "",
                  timeout: float = 15.0, password: str = "", authserv_id: str = "localhost") -> None:
         self.reactor = reactor
@@ -171,17 +193,20 @@ class RspamdClient:
         pool.maxPersistentPerHost = 8
         pool.cachedConnectionTimeout = 60
         self.agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        self._junk: tuple[float, float | None] | None = None  # (when asked, the answer)
 
-    def _post(self, url: str, body: Sequence[bytes],
-              headers: dict[str, list[str]]) -> defer.Deferred[tuple[int, bytes]]:
-        """(HTTP status, body) of one POST, within ``timeout``; RspamdError otherwise."""
+    def _post(self, url: str, body: Sequence[bytes] | None,
+              headers: dict[str, list[str]], method: bytes = b"POST") -> defer.Deferred[tuple[int, bytes]]:
+        """(HTTP status, body) of one POST (or ``method``, without a body when ``body`` is
+        None), within ``timeout``; RspamdError otherwise. ``body`` is pieces sent one after
+        the other (never joined)."""
         request_headers = Headers({k.encode(): [v.encode("utf-8", "replace") for v in values]
                                    for k, values in headers.items()})
 
         @defer.inlineCallbacks
         def exchange():  # type: ignore[no-untyped-def]
             response = yield self.agent.request(
-                b"POST", url.encode(), request_headers, _BytesProducer(body))
+                method, url.encode(), request_headers, None if body is None else _BytesProducer(body))
             content = yield read_body(response)
             return response.code, content
 
@@ -212,7 +237,31 @@ class RspamdClient:
         code, content = yield self._post(url, pieces, envelope_headers(tx))
         if code != 200:
             raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
-        return parse_check(content)
+        score = parse_check(content)
+        if score.junk is None:  # /checkv2 names only the reject score: ask the controller
+            junk = yield self.junk_threshold()
+            if junk is not None:
+                score = dataclasses.replace(score, junk=junk)
+        return score
+
+    @defer.inlineCallbacks
+    def junk_threshold(self):  # type: ignore[no-untyped-def]
+        """rspamd's lowest "add header"/"rewrite subject" score from the controller's
+        /actions, kept ``THRESHOLDS_TTL`` seconds; None without a controller or an answer."""
+        if not self.controller_url:
+            return None
+        now = self.reactor.seconds()
+        if self._junk is not None and now - self._junk[0] < self.THRESHOLDS_TTL:
+            return self._junk[1]
+        headers = {"Password": [self.password]} if self.password else {}
+        try:
+            code, content = yield self._post(self.controller_url + "/actions", None, headers, b"GET")
+            junk = parse_actions(content) if code == 200 else None
+        except RspamdError as exc:
+            log.info("rspamd: no action thresholds: %s", exc)
+            junk = None
+        self._junk = (now, junk)
+        return junk
 
     @defer.inlineCallbacks
     def learn(self, raw: bytes, spam: bool):  # type: ignore[no-untyped-def]

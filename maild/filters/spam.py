@@ -27,8 +27,8 @@ from typing import Protocol
 
 from twisted.internet import defer
 
-from maild.filters.chain import Transaction, Verdict
-from maild.mailauth.results import AuthResults
+from maild.util.authresults import AuthResults
+from maild.util.transaction import Transaction, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class SpamScore:
     required: float  # the score at which the scorer rejects
     scorer: str  # "rspamd" or "fallback"
     symbols: tuple[str, ...] = field(default=())
+    junk: float | None = None  # the score at which it files to Junk, when the scorer says
 
 
 class SenderAllowList(Protocol):
@@ -95,7 +96,14 @@ def auth_methods(notes: Mapping[str, object]) -> dict[str, str]:
 
 
 def _status(score: SpamScore, spam: bool) -> str:
-    text = f"{'Yes' if spam else 'No'}, score={score.score:.2f} required={score.required:.2f}"
+    """SpamAssassin's form: ``required`` is the threshold that makes the answer Yes (the
+    Junk one), never the reject one; a scorer that does not say it (rspamd's /checkv2
+    reports only the reject score) gets the action it chose instead."""
+    text = f"{'Yes' if spam else 'No'}, score={score.score:.2f}"
+    if score.junk is not None:
+        text += f" required={score.junk:.2f}"
+    else:
+        text += f" action={score.action.value.replace(' ', '_')}"
     text += f" scorer={score.scorer}"
     if score.symbols:
         text += " tests=" + ",".join(score.symbols[:40])

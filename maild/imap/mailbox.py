@@ -27,6 +27,12 @@ class MailboxView:
     # produce a second untagged FETCH.
     echo: dict[int, frozenset[str]] = field(default_factory=dict)
     deleted: bool = False
+    # RFC 3501 §2.3.2: the UIDs this session was the first to be told of (\Recent here),
+    # and the highest UID it has claimed so far (see ImapSession._claim_recent).
+    recent: set[int] = field(default_factory=set)
+    claimed: int = 0
+    # The keywords announced in FLAGS to this session (RFC 3501 §7.2.6).
+    keywords: set[str] = field(default_factory=set)
 
     @property
     def exists(self) -> int:
@@ -91,6 +97,7 @@ class MailboxView:
                 out.append((seq, uid))
             self.pending_new.discard(uid)
             self.pending_flags.discard(uid)
+            self.recent.discard(uid)
             self.echo.pop(uid, None)
         if out:
             self.remove_indexes([seq - 1 for seq, _ in out])

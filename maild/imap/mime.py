@@ -1,10 +1,14 @@
 """The IMAP view of a message (pure functions over the raw bytes).
 
-* :func:`parse` builds the MIME tree with exact byte slices, so ``BODY[section]``
-  (RFC 3501 §6.4.5) returns the octets as stored.
+* :func:`parse` builds the MIME tree from the one MIME walker (:mod:`maild.util.mime`,
+  no recursion) as offsets into the message, so ``BODY[section]`` (RFC 3501 §6.4.5)
+  returns the octets as stored. Parts nested deeper than ``maild.util.mime.MAX_DEPTH``
+  are opaque: a multipart there shows one empty part, a message/rfc822 part is shown as
+  APPLICATION/OCTET-STREAM (a body-type-msg needs an envelope we did not read).
 * :func:`bodystructure` and :func:`envelope` render RFC 3501 §7.4.2 BODY/BODYSTRUCTURE
   and ENVELOPE.
-* :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers.
+* :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers;
+  :func:`section_span` says where they lie in the message, so FETCH can stream them.
 * :func:`header_text` and :func:`body_text` decode RFC 2047 words, transfer encodings and
   charsets for SEARCH (RFC 3501 §6.4.4: substring, case-insensitive).
 """
@@ -18,33 +22,43 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 
 from maild.imap import wire
 from maild.imap.parser import Section
 from maild.store.types import Envelope
-from maild.util.message import envelope_fields, header_end, header_fields, split_header
-
-MAX_PARTS_DEPTH = 20  # deeper MIME nesting is treated as an opaque leaf
-
-_FIELD_LINE = re.compile(rb"^([^:\s]+)[ \t]*:", re.MULTILINE)
+from maild.util import address
+from maild.util.message import envelope_fields, header_end, parse_header
+from maild.util.mime import LEAF, MESSAGE, walk
 
 
 @dataclass
 class Part:
-    header: bytes  # including the blank line that ends it (may be empty)
-    body: bytes
+    raw: bytes  # the whole message: the part is raw[start:end]
+    start: int
+    body_start: int
+    end: int
     type: str = "text"
     subtype: str = "plain"
     params: list[tuple[str, str]] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)  # first value of each field, lower-case names
     children: list[Part] = field(default_factory=list)  # multipart
     message: Part | None = None  # message/rfc822: the encapsulated message
-    offset: int = 0  # where ``header`` starts in the raw message given to parse()
 
     @property
     def is_multipart(self) -> bool:
         return self.type == "multipart"
+
+    @property
+    def header(self) -> bytes:
+        """The part's header, including the blank line that ends it (may be empty)."""
+        return self.raw[self.start:self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_start:self.end]
+
+
+_EMPTY = b""
 
 
 def _header(name: str, value: str) -> Message:
@@ -69,7 +83,7 @@ def _header_params(name: str, value: str) -> list[tuple[str, object]]:
     else by the email package."""
     simple = _SIMPLE_PARAMS.fullmatch(value) if value.isascii() else None
     if simple is None:
-        return _header(name, value).get_params(header=name, failobj=[]) or []
+        return [*(_header(name, value).get_params(header=name, failobj=[]) or [])]
     return [(simple.group(1), ""), *((k.lower(), v[1:-1] if v[:1] == '"' else v)
                                      for k, v in _PARAM.findall(simple.group(2)))]
 
@@ -87,93 +101,41 @@ def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str
 
 def _param_value(value: object) -> str:
     if isinstance(value, tuple):  # RFC 2231 encoded
-        return email.utils.collapse_rfc2231_value(value)  # type: ignore[arg-type]
+        return email.utils.collapse_rfc2231_value(value)
     return str(value)
 
 
-def _split(raw: bytes) -> tuple[bytes, bytes]:
-    """(header including its blank line, body) of a message or part."""
-    if raw.startswith((b"\r\n", b"\n")):  # a part with no header fields at all
-        cut = 2 if raw.startswith(b"\r\n") else 1
-        return raw[:cut], raw[cut:]
-    return split_header(raw)
-
-
-def parse(raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0,
-          offset: int = 0) -> Part:
-    """The MIME tree of ``raw``; ``offset`` is where ``raw`` starts in the whole message."""
-    header, body = _split(raw)
-    fields: dict[str, str] = {}
-    for name, value in header_fields(header):
-        fields.setdefault(name.lower(), value)
-    ctype, subtype, params = _content_type(fields.get("content-type"), default)
-    part = Part(header, body, ctype, subtype, params, fields, offset=offset)
-    body_offset = offset + len(header)
-    if depth >= MAX_PARTS_DEPTH:
-        return part
-    if ctype == "multipart":
-        boundary = dict(params).get("boundary")
-        if boundary:
-            child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
-            part.children = [parse(chunk, child_default, depth + 1, body_offset + start)
-                             for start, chunk in _split_multipart(body, boundary.encode("utf-8", "replace"))]
-        if not part.children:
-            part.children = [Part(b"", b"", offset=body_offset)]
-    elif (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
-        part.message = parse(body, ("text", "plain"), depth + 1, body_offset)
-    return part
-
-
-def _split_multipart(body: bytes, boundary: bytes) -> list[tuple[int, bytes]]:
-    """(offset in ``body``, octets) of each body part. RFC 2046 §5.1.1: the CRLF before a
-    delimiter line belongs to the delimiter."""
-    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|$)")
-    chunks: list[tuple[int, bytes]] = []
-    start: int | None = None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            chunks.append((start, body[start:match.start()]))
-        if match.group(1):
-            return chunks
-        start = match.end()
-    if start is not None:
-        chunks.append((start, body[start:]))
-    return chunks
+def parse(raw: bytes) -> Part:
+    """The MIME tree of the message, built from the walker's flat list of parts."""
+    structure = walk(raw)
+    nodes: list[Part] = []
+    for mp in structure.parts:
+        fields: dict[str, str] = {}
+        for f in mp.header.fields:
+            fields.setdefault(f.lname, f.value)
+        ctype, subtype, params = _content_type(fields.get("content-type"), (mp.type, mp.subtype))
+        if mp.opaque and (ctype, subtype) in (("message", "rfc822"), ("message", "global")):
+            ctype, subtype, params = "application", "octet-stream", []
+        part = Part(raw, mp.start, mp.body_start, mp.end, ctype, subtype, params, fields)
+        nodes.append(part)
+        if mp.parent >= 0:
+            parent = nodes[mp.parent]
+            if structure.parts[mp.parent].kind == MESSAGE:
+                parent.message = part
+            else:
+                parent.children.append(part)
+    for part in nodes:
+        if part.is_multipart and not part.children:
+            part.children = [Part(_EMPTY, 0, 0, 0)]  # RFC 3501 §7.4.2 needs one body
+    return nodes[0]
 
 
 # -- ENVELOPE / BODYSTRUCTURE ---------------------------------------------------------------
 
-# One mailbox as most header fields hold it: "Name" <local@domain>, Name <local@domain>,
-# <local@domain> or local@domain, with no comment, group, escape or second address.
-# getaddresses() answers these the same way, ~10x slower (ENVELOPE renders five lists).
-_SIMPLE_MAILBOX = re.compile(r'\s*(?:"([^"\\]*)"\s*|([^"\\,;:<>@()\[\]]*?)\s*)?'
-                             r'<([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)>\s*'
-                             r'|\s*([^\s"\\,;:<>@()\[\]]+)@([^\s"\\,;:<>@()\[\]]+)\s*')
-
-
-def address_pairs(value: str) -> list[tuple[str, str]]:
-    simple = _SIMPLE_MAILBOX.fullmatch(value)
-    if simple is None:
-        return getaddresses([value])
-    quoted, bare, local, domain, plain_local, plain_domain = simple.groups()
-    if local is None:
-        return [("", f"{plain_local}@{plain_domain}")]
-    name = quoted if quoted is not None else " ".join((bare or "").split())
-    return [(name, f"{local}@{domain}")]
-
-
 def _addresses(value: str | None) -> bytes:
-    if not value:
-        return b"NIL"
-    out = []
-    for name, address in address_pairs(value):
-        if not address and not name:
-            continue
-        local, at, host = address.rpartition("@")
-        if not at:
-            local, host = address, ""
-        out.append(b"(" + b" ".join([wire.nstring(name or None), b"NIL", wire.nstring(local),
-                                     wire.nstring(host or None)]) + b")")
+    """An ENVELOPE address list (RFC 3501 §7.4.2), group markers and routes included."""
+    out = [b"(" + b" ".join([wire.nstring(a.name), wire.nstring(a.adl), wire.nstring(a.mailbox),
+                             wire.nstring(a.host)]) + b")" for a in address.parse(value)]
     return b"(" + b"".join(out) + b")" if out else b"NIL"
 
 
@@ -270,25 +232,13 @@ def _field_names(names: tuple[str, ...]) -> frozenset[bytes]:
 
 
 def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """HEADER.FIELDS[.NOT] (RFC 3501 §6.4.5): the fields as the one header parser reads
+    them, so a user is shown exactly the From that mail authentication judged."""
     wanted = _field_names(names)
-    out = bytearray()
-    keep = False
-    for line in header.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] not in (b" ", b"\t"):
-            match = _FIELD_LINE.match(line)
-            keep = (match.group(1).lower() in wanted) != exclude if match else False
-        if keep:
-            out += line
-    return bytes(out) + b"\r\n"
-
-
-def _header_length(raw: bytes) -> int:
-    """len(_split(raw)[0]), without copying the body."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return 2 if raw.startswith(b"\r\n") else 1
-    return header_end(raw)
+    parsed = parse_header(header)
+    out = [parsed.field_bytes(f) for f in parsed.fields
+           if (f.lname.encode("utf-8") in wanted) != exclude]
+    return b"".join(out) + b"\r\n"
 
 
 Span = tuple[int, int]  # (offset in the raw message, length)
@@ -296,14 +246,14 @@ Span = tuple[int, int]  # (offset in the raw message, length)
 
 def section_span(raw: bytes, spec: Section, root: Part | None = None) -> Span | bytes | None:
     """Where BODY[spec] lies in ``raw`` as (offset, length), or its octets when they are
-    not one slice of it (HEADER.FIELDS), or None when the part does not exist. A span lets
-    FETCH stream a section from the message instead of copying it (docs/imap.md)."""
+    not one slice of it (HEADER.FIELDS[.NOT]), or None when the part does not exist. A
+    span lets FETCH stream a section from the message instead of copying it (docs/imap.md)."""
     if not spec.part:
         # The message's own HEADER, HEADER.FIELDS[.NOT] and TEXT are cut from the raw
         # octets: no MIME tree (the header fetch every client makes of every message).
         if spec.text is None:
             return 0, len(raw)
-        cut = _header_length(raw)
+        cut = header_end(raw)
         if spec.text == "TEXT":
             return cut, len(raw) - cut
         if spec.text == "HEADER":
@@ -314,16 +264,18 @@ def section_span(raw: bytes, spec: Section, root: Part | None = None) -> Span | 
     if part is None:
         return None
     if spec.text == "MIME":
-        return part.offset, len(part.header)
+        return part.start, part.body_start - part.start
     if spec.text is not None:
         if part.message is None:
             return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
         part = part.message
-        if spec.text not in ("TEXT", "HEADER"):
+        if spec.text == "HEADER":
+            return part.start, part.body_start - part.start
+        if spec.text != "TEXT":
             return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
-    if spec.text == "HEADER":
-        return part.offset, len(part.header)
-    return part.offset + len(part.header), len(part.body)
+    if part.raw is not raw:
+        return 0, 0  # the one empty body shown for a multipart without parts
+    return part.body_start, part.end - part.body_start
 
 
 def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
@@ -348,29 +300,21 @@ def header_text(value: str) -> str:
 
 
 def body_text(raw: bytes) -> str:
-    """The decoded text of every text/* leaf (transfer encoding and charset undone), from
-    the same MIME tree FETCH uses: the email package's parser took ~10x as long, and SEARCH
-    BODY runs this on every message of a mailbox."""
+    """The decoded text of every text/* leaf (transfer encoding and charset undone), in
+    document order, from the one MIME walker (no recursion: text 50 levels down is found)."""
     out: list[str] = []
-    _leaf_texts(parse(raw), out)
-    return "\n".join(out)
-
-
-def _leaf_texts(part: Part, out: list[str]) -> None:
-    if part.children:
-        for child in part.children:
-            _leaf_texts(child, out)
-    elif part.message is not None:
-        _leaf_texts(part.message, out)
-    elif part.type == "text":
-        payload = _transfer_decoded(part.body, part.fields.get("content-transfer-encoding", ""))
+    for mp in walk(raw).parts:
+        if mp.kind != LEAF or mp.opaque or mp.type != "text":
+            continue
+        payload = _transfer_decoded(mp.body, mp.header.first("content-transfer-encoding") or "")
         # No Content-Type at all: the RFC 2045 default is us-ascii, but 8-bit text without
         # a label is UTF-8 far more often than not.
-        charset = dict(part.params).get("charset") if "content-type" in part.fields else None
+        charset = mp.param("charset") if mp.header.first("content-type") is not None else None
         try:
             out.append(payload.decode(charset or "utf-8", "replace"))
         except LookupError:
             out.append(payload.decode("utf-8", "replace"))
+    return "\n".join(out)
 
 
 def _transfer_decoded(body: bytes, encoding: str) -> bytes:
@@ -389,11 +333,8 @@ def _transfer_decoded(body: bytes, encoding: str) -> bytes:
 
 
 def all_headers_text(raw: bytes) -> str:
-    header, _ = split_header(raw)
-    return "\n".join(f"{name}: {header_text(value)}" for name, value in header_fields(header))
+    return "\n".join(f"{f.name}: {header_text(f.value)}" for f in parse_header(raw).fields)
 
 
 def header_values(raw: bytes, name: str) -> list[str]:
-    header, _ = split_header(raw)
-    wanted = name.lower()
-    return [header_text(v) for n, v in header_fields(header) if n.lower() == wanted]
+    return [header_text(v) for v in parse_header(raw).get_all(name)]

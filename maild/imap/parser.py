@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TypeVar
 
-from maild.imap.mutf7 import decode_mailbox
+from maild.imap import names
 
 T = TypeVar("T")
 
@@ -90,10 +90,6 @@ class SequenceSet:
             object.__setattr__(self, "_index", index)  # a cache on a frozen value
         i = bisect.bisect_right(index[1], value) - 1
         return i >= 0 and value <= index[2][i]
-
-    @property
-    def uses_star(self) -> bool:
-        return any(a is None or b is None for a, b in self.ranges)
 
 
 # -- fetch ----------------------------------------------------------------------------------
@@ -521,30 +517,22 @@ class _Reader:
             return None
         return _utf8(self.string_bytes(), self)
 
-    def mailbox(self) -> str:
+    def mailbox(self, trailing_separator: bool = False) -> str:
+        """A mailbox name; one the server cannot hold is a :class:`names.BadName` (the
+        command answers NO, not BAD). ``trailing_separator``: CREATE's, ignored (RFC 3501
+        §6.3.3)."""
         raw = self.astring_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.error("mailbox name is not valid UTF-8") from None
-        if text.upper() == "INBOX":
-            return "INBOX"
-        try:
-            name = decode_mailbox(text)
-        except ValueError as exc:
-            raise self.error(f"bad mailbox name: {exc}") from None
-        if not name or any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) \
-                or name.startswith("/") or name.endswith("/") or "//" in name:
-            raise self.error("bad mailbox name")
-        return name
+        if trailing_separator and raw.endswith(b"/") and raw.strip(b"/"):
+            raw = raw[:-1]
+        return names.decode(_utf8(raw, self))  # bytes that are not UTF-8 are a syntax error
 
     def list_mailbox(self) -> str:
+        """A LIST reference or pattern; one not valid mUTF-7 is a :class:`names.BadName`
+        that matches nothing."""
         c = self.peek()
         raw = self.string_bytes() if c in (0x22, 0x7B) else self._run(_LIST_SPECIALS)
-        try:
-            return decode_mailbox(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise self.error("bad mailbox pattern") from None
+        decoded = names.pattern(raw)
+        return names.BadName(raw.decode("utf-8", "replace"), "Not valid mUTF-7") if decoded is None else decoded
 
     def open_paren(self) -> None:
         self.expect(b"(", '"("')
@@ -792,7 +780,7 @@ def _qresync(r: _Reader) -> Qresync:
 
 def _create(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
-    mailbox = r.mailbox()
+    mailbox = r.mailbox(trailing_separator=True)
     uses: list[str] = []
     if r.maybe(b" "):
         r.open_paren()
@@ -904,7 +892,13 @@ def _quota(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     root = r.astring()
     if name == "SETQUOTA":
         r.sp()
-        r.paren_list(lambda: (r.atom(), r.sp(), r.number(MAX_NUMBER64)))
+
+        def resource() -> None:  # RFC 2087 §4.1: setquota_resource
+            r.atom()
+            r.sp()
+            r.number(MAX_NUMBER64)
+
+        r.paren_list(resource)
     return QuotaCommand(tag, name, root)
 
 
@@ -1350,4 +1344,4 @@ class Framer:
     @staticmethod
     def _is_append(line: bytes) -> bool:
         match = _TAG_AND_NAME.match(line)
-        return bool(match) and match.group(2).upper() == b"APPEND"
+        return match is not None and match.group(2).upper() == b"APPEND"

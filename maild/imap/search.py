@@ -7,20 +7,28 @@ itself, and only for the messages the cheaper keys have not already ruled out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from maild.imap import mime
-from maild.imap.parser import SearchKey, SearchOp
+from maild.imap.parser import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
-from maild.store.types import SEEN, Envelope, MessageMeta
+from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
+from maild.util import address
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 _ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
                      "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
                      "sender": "sender", "reply-to": "reply_to", "references": "references"}
+# Address fields: SEARCH FROM/TO/CC/BCC match the parsed addresses too (RFC 3501 §6.4.4
+# "contains the specified string"; a comment or folding may split the address's text).
+_ADDRESS_FIELDS = {"from_", "to", "cc", "bcc", "sender", "reply_to"}
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
                 SearchOp.SENTSINCE}
 # OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
@@ -51,7 +59,7 @@ def only_unseen(key: SearchKey) -> bool:
 class _Message:
     """Lazily loaded facts about one message during a search."""
 
-    def __init__(self, store: Any, user: str, mailbox_id: int, uid: int, seq: int,
+    def __init__(self, store: Store, user: str, mailbox_id: int, uid: int, seq: int,
                  meta: MessageMeta | None, stored: StoredEnvelope | None = None) -> None:
         self.store = store
         self.user = user
@@ -70,12 +78,12 @@ class _Message:
                               else self.store.envelope(self.user, self.mailbox_id, self.uid))
         return self._envelope
 
-    def envelope_may_contain(self, needle: str) -> bool:
-        return self._stored is None or _needle_filter(needle).admits_stored(self._stored)
+    def envelope_may_contain(self, needle: str, attr: str) -> bool:
+        return self._stored is None or _needle_filter(needle, attr in _ADDRESS_FIELDS).admits_stored(self._stored)
 
     def raw(self) -> bytes:
         if self._raw is None:
-            self._raw = self.store.read(self.user, self.mailbox_id, self.uid)
+            self._raw = self.store.read(self.user, self.mailbox_id, self.uid, verify=False)
         return self._raw
 
     def cached(self, name: str, make: Callable[[], str]) -> str:
@@ -101,12 +109,18 @@ def _sent_date(msg: _Message) -> date | None:
 def _header_match(msg: _Message, name: str, needle: str) -> bool:
     attr = _ENVELOPE_HEADERS.get(name.lower())
     if attr is not None:
-        if not msg.envelope_may_contain(needle):
+        if not msg.envelope_may_contain(needle, attr):
             return False
         value = getattr(msg.envelope(), attr)
         if value is None:
             return False
-        values = [msg.cached("h:" + attr, lambda: mime.header_text(value))]
+        folded = needle.casefold()
+        if folded in msg.cached("h:" + attr, lambda: mime.header_text(value)):
+            return True
+        # The parsed addresses only when the text did not match and could differ from them
+        # (comments, quotes, groups, routes, spacing); one plain mailbox is its own parse.
+        return attr in _ADDRESS_FIELDS and not address.is_simple(value) \
+            and folded in msg.cached("a:" + attr, lambda: _address_text(value))
     else:
         values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
         if not values:
@@ -130,9 +144,9 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
     if op is SearchOp.UID:
         return key.value.contains(msg.uid, largest_uid)  # type: ignore[attr-defined]
     if op is SearchOp.RECENT:
-        return False  # \Recent is not kept (RFC 9051 removed it)
+        return False  # a session's \Recent is bound to its UIDs first (bind_recent)
     if op is SearchOp.HEADER:
-        name, needle = key.value  # type: ignore[misc]
+        name, needle = cast(tuple[str, str], key.value)
         return _header_match(msg, name, needle)
     if op is SearchOp.BODY:
         return str(key.value).casefold() in msg.cached("body", lambda: mime.body_text(msg.raw()))
@@ -168,7 +182,7 @@ def _compare(op: SearchOp, value: date, target: date) -> bool:
     return value >= target
 
 
-def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey) -> list[tuple[int, int, int]]:
+def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey) -> list[tuple[int, int, int]]:
     """(sequence number, uid, modseq) of the messages of ``uids`` matching ``key``.
     May read envelopes and blobs: callers run it off the reactor thread when
     :func:`reads_messages`."""
@@ -201,15 +215,64 @@ def search(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchK
         if meta is None:
             continue  # expunged by another session, not yet announced
         msg = _Message(store, user, mailbox_id, uid, i + 1, meta, stored)
-        if matches(key, msg, largest_seq, largest_uid):
-            out.append((i + 1, uid, meta.modseq))
+        try:
+            if matches(key, msg, largest_seq, largest_uid):
+                out.append((i + 1, uid, meta.modseq))
+        except (NotFound, FileNotFoundError):
+            continue  # expunged by another session while we read it (RFC 2180 §4.1)
     return out
 
 
+def bind_recent(key: SearchKey, recent: set[int]) -> SearchKey:
+    """``key`` with RECENT (NEW and OLD are made of it) replaced by the session's \\Recent
+    messages (RFC 3501 §6.4.4): \\Recent is session state, not in any record."""
+    if not any(k.op is SearchOp.RECENT for k in _walk(key)):
+        return key
+    if recent:
+        ranges: list[tuple[int | None, int | None]] = []
+        for uid in sorted(recent):
+            if ranges and ranges[-1][1] == uid - 1:
+                ranges[-1] = (ranges[-1][0], uid)
+            else:
+                ranges.append((uid, uid))
+        bound = SearchKey(SearchOp.UID, SequenceSet(tuple(ranges)))
+    else:
+        bound = SearchKey(SearchOp.NOT, children=(SearchKey(SearchOp.ALL),))
+
+    def replace(k: SearchKey) -> SearchKey:
+        if k.op is SearchOp.RECENT:
+            return bound
+        if not k.children:
+            return k
+        return SearchKey(k.op, k.value, tuple(replace(c) for c in k.children))
+    return replace(key)
+
+
+def _address_text(value: str) -> str:
+    """The parsed addresses of a header as ``Name <local@domain>, ...`` (names decoded,
+    comments gone, a group by its name)."""
+    out = []
+    for a in address.parse(value):
+        if a.is_group_end:
+            continue
+        name = mime.header_text(a.name) if a.name else ""
+        out.append(f"{name} <{a.addr_spec}>" if name and not a.is_group_start else a.addr_spec)
+    return ", ".join(out)
+
+
+def _needle_clauses(needle: str, addresses: bool) -> list[list[str]]:
+    """What the stored envelope must contain for ``needle`` to match: the needle, or for an
+    address field each of its pieces between '@', '.' and spaces (which comments and
+    folding may separate in the header)."""
+    if not addresses:
+        return [[needle]]
+    return [[piece] for piece in re.split(r"[@.\s]+", needle) if piece]
+
+
 @lru_cache(maxsize=256)
-def _needle_filter(needle: str) -> EnvelopeFilter:
+def _needle_filter(needle: str, addresses: bool = False) -> EnvelopeFilter:
     """The filter for a header key's text, made once (it is asked once per message)."""
-    return EnvelopeFilter([[needle]])
+    return EnvelopeFilter(_needle_clauses(needle, addresses))
 
 
 def _required_clauses(key: SearchKey) -> list[list[str]]:
@@ -217,8 +280,9 @@ def _required_clauses(key: SearchKey) -> list[list[str]]:
     satisfied by any one of its texts (every clause must be). From envelope header keys,
     under AND and OR: Thunderbird's quick search is ``OR OR FROM x SUBJECT x TO x``."""
     if key.op is SearchOp.HEADER:
-        name, needle = key.value  # type: ignore[misc]
-        return [[needle]] if name.lower() in _ENVELOPE_HEADERS else []
+        name, needle = cast(tuple[str, str], key.value)
+        attr = _ENVELOPE_HEADERS.get(name.lower())
+        return _needle_clauses(needle, attr in _ADDRESS_FIELDS) if attr is not None else []
     if key.op is SearchOp.AND:
         return [clause for child in key.children for clause in _required_clauses(child)]
     if key.op is SearchOp.OR:

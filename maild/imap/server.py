@@ -26,20 +26,35 @@ Implementation notes — invariants a contributor must keep:
 9. Only what a message can never change goes through the FETCH cache (``_cached``:
    ENVELOPE, BODYSTRUCTURE, its own header fields), keyed by the user and the message's full
    identity; flags, modseqs and anything session-dependent are always read afresh.
+10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
+   a command in progress finishes and is answered, then ``* BYE`` and close (RFC 3501
+   §7.1.5); an IDLE session (waiting for the client) gets its ``* BYE`` at once.
+11. APPEND to Sent of a message submission filed there moments ago answers with that
+    copy's UID and stores nothing (``maild.delivery.sentcopy``; per user, bounded scan).
+12. \\Recent (RFC 3501 §2.3.2) is session state: a message is claimed through
+    ``store.claim_recent`` (atomic in the shard's writer) before the session announces it,
+    so exactly one session holds it; it is never stored with the message.
+13. A mailbox name the server will not hold arrives as a :class:`BadName` and is answered
+    NO (``_check_names``), never BAD; BAD is for syntax errors.
+14. A FETCH never fails for a message another session expunged meanwhile: that message is
+    left out and the answer is NO [EXPUNGEISSUED] (RFC 2180 §4.1.3).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import collections
+import dataclasses
 import enum
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IPushProducer
@@ -49,10 +64,12 @@ from zope.interface import implementer
 
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import ImapConfig
-from maild.imap import fetchcache, mime, wire
+from maild.delivery.sentcopy import submitted_copy
+from maild.imap import fetchcache, mime, names, wire
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap.mailbox import BadSequence, MailboxView
+from maild.imap.names import BadName
 from maild.imap.parser import (
     Append,
     Authenticate,
@@ -90,6 +107,7 @@ from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
     DELETED,
     SEEN,
+    BlobDamaged,
     Change,
     ChangeKind,
     FlagMode,
@@ -97,12 +115,16 @@ from maild.store.types import (
     MailboxExists,
     MailboxNotFound,
     MessageMeta,
+    NotFound,
     QuotaExceeded,
     SpecialUse,
     StoreFull,
     User,
 )
 from maild.util.session import CommandSession
+
+if TYPE_CHECKING:
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +149,7 @@ _FLAG_SYNC: dict[tuple[str, ...], Callable[[int, MessageMeta], bytes]] = {
     ("FLAGS", "UID"): lambda seq, meta: b"* %d FETCH (FLAGS %s UID %d" % (seq, wire.flags(meta.flags), meta.uid),
 }
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+RECENT = frozenset({"\\Recent"})
 
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
@@ -189,6 +212,19 @@ def _bad(text: str) -> ImapError:
     return ImapError("BAD", text)
 
 
+def _check_names(cmd: Command) -> None:
+    """A mailbox name the server cannot hold is a NO, its syntax being right (RFC 3501
+    §7.1.2; a BAD is for syntax errors only). LIST patterns are the exception: one that is
+    not valid mUTF-7 matches nothing (see _do_list)."""
+    if isinstance(cmd, ListCommand):
+        return
+    for f in dataclasses.fields(cmd):  # type: ignore[arg-type]
+        value = getattr(cmd, f.name)
+        if isinstance(value, BadName):
+            creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and f.name == "new")
+            raise _no(value.reason, "CANNOT" if creates else "NONEXISTENT")
+
+
 def _check_charset(charset: str | None) -> None:
     """SEARCH and SORT: the charsets of their strings we decode (RFC 3501 §6.4.4)."""
     if charset not in (None, "UTF-8", "US-ASCII"):
@@ -198,7 +234,7 @@ def _check_charset(charset: str | None) -> None:
 class ImapFactory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.config: ImapConfig = ctx.config.imap
@@ -223,6 +259,8 @@ class ImapFactory(Factory):
 
 @implementer(IPushProducer)
 class ImapSession(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: ImapFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -234,6 +272,9 @@ class ImapSession(CommandSession):
         self.view: MailboxView | None = None
         self.condstore = False
         self.qresync = False  # RFC 7162 §3.2.3, by ENABLE QRESYNC
+        # RFC 3501 §2.3.2 \Recent: claimed at SELECT and for new messages announced. The
+        # hook for IMAP4rev2 (RFC 9051 has no \Recent): ENABLE IMAP4rev2 sets it False.
+        self.recent_flag = True
         self.client_ip = ""
         self._framer = Framer(self.config.max_line_length, self.config.max_command_size,
                               self.config.append_limit)
@@ -297,6 +338,13 @@ class ImapSession(CommandSession):
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    def _discard_input(self) -> None:  # invariant 10
+        self._queue.clear()
+
+    def _goodbye(self) -> None:
+        self._send(b"* BYE maild is shutting down, try again later")  # RFC 3501 §7.1.5
+        self._close()
+
     def _send(self, line: bytes) -> None:
         if not self._closed:
             self.transport.write(line + b"\r\n")
@@ -350,7 +398,7 @@ class ImapSession(CommandSession):
     # -- input -------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         pending = self._framer.pending
         events = self._framer.feed(data)
@@ -433,6 +481,7 @@ class ImapSession(CommandSession):
         handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
         status, code, text = "OK", None, f"{cmd.name} completed"
         try:
+            _check_names(cmd)
             result = await handler(cmd)
             if result is ANSWERED:
                 return
@@ -452,9 +501,11 @@ class ImapSession(CommandSession):
             status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
         except StoreFull:
             status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except BlobDamaged:  # the store logged the blob's name (RFC 5530 §3 SERVERBUG)
+            status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
             return
-        except Exception:  # noqa: BLE001 - logged; the client sees a generic answer
+        except Exception:  # logged; the client sees a generic answer
             log.exception("IMAP %s failed for %s", cmd.name, self.user)
             status, code, text = "NO", "SERVERBUG", "Internal error, try again later"
         if self._closed:
@@ -462,6 +513,9 @@ class ImapSession(CommandSession):
         if self.state is State.LOGOUT:
             self._send(cmd.tag.encode() + b" OK LOGOUT completed")
             self._close()
+            return
+        await self._claim_recent()
+        if self._closed:
             return
         base = cmd.name.split(" ")[-1]
         self._announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
@@ -485,7 +539,42 @@ class ImapSession(CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         if self._idle_tag is not None:
+            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
+
+    async def _idle_announce(self) -> None:
+        await self._claim_recent()
+        if self._idle_tag is not None:
             self._announce(expunge=True)
+
+    async def _claim_recent(self) -> None:
+        """RFC 3501 §2.3.2: claim the new messages about to be announced, so that they are
+        \\Recent in exactly one session: the store keeps, per mailbox, the highest UID a
+        session has claimed, and the writer updates it atomically."""
+        view = self.view
+        if view is None or view.readonly or not self.recent_flag or not view.pending_new:
+            return
+        fresh = [uid for uid in view.pending_new if uid > view.claimed]
+        if not fresh:
+            return
+        upto = max(fresh)
+        view.claimed = upto
+        before = await self._claim(view.mailbox_id, upto)
+        view.recent.update(uid for uid in fresh if uid > before)
+
+    async def _claim(self, mailbox_id: int, upto: int) -> int:
+        """The store's \\Recent claim up to ``upto``: the claim before it (the messages
+        above are ours). Read first: when another session was told first, no write."""
+        user = self._user()
+        mailbox = self.store.mailbox_by_id(user, mailbox_id)
+        if mailbox is None or mailbox.recent_uid >= upto:
+            return upto
+        try:
+            return int(await self.store.claim_recent(user, mailbox_id, upto))
+        except (MailboxNotFound, NotFound):
+            return upto  # the mailbox went away meanwhile; its deletion is announced
+        except StoreFull:
+            log.warning("IMAP \\Recent claim not stored for %s: store full", user)
+            return upto
 
     def _announce(self, expunge: bool) -> None:
         view = self.view
@@ -505,16 +594,43 @@ class ImapSession(CommandSession):
                     self._send(b"* %d EXPUNGE" % seq)
         if view.take_new():
             self._send(b"* %d EXISTS" % view.exists)
+            if self.recent_flag:
+                self._send(b"* %d RECENT" % len(view.recent))  # RFC 3501 §7.3.2
         uids = view.take_flags()
         if uids:
             assert self.user is not None
             for meta in self.store.messages(self.user, view.mailbox_id, uids):
-                seq = view.seq_of(meta.uid)
-                if seq is not None:
-                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, uid=True) + b")")
+                number = view.seq_of(meta.uid)
+                if number is not None:
+                    self._send(b"* %d FETCH (" % number + self._flag_items(meta, uid=True) + b")")
+
+    def _flags(self, meta: MessageMeta) -> frozenset[str]:
+        """The message's flags as this session sees them: \\Recent where it is ours."""
+        view = self.view
+        return meta.flags | RECENT if view is not None and meta.uid in view.recent else meta.flags
+
+    def _flag_list(self, view: MailboxView, permanent: bool) -> bytes:
+        """FLAGS and PERMANENTFLAGS (RFC 3501 §7.2.6, §7.1): the system flags and the
+        mailbox's keywords; ``\\*``, any new keyword may be stored."""
+        names = [*SYSTEM_FLAGS, *sorted(view.keywords)] + (["\\*"] if permanent else [])
+        return b"(" + " ".join(names).encode("utf-8") + b")"
+
+    def _announce_keywords(self, flags: frozenset[str]) -> None:
+        """RFC 3501 §7.2.6: a FLAGS (and PERMANENTFLAGS) response naming a keyword before
+        any FETCH that carries it."""
+        view = self.view
+        if view is None:
+            return
+        new = {f for f in flags if f[:1] != "\\"} - view.keywords
+        if new:
+            view.keywords.update(new)
+            self._send(b"* FLAGS " + self._flag_list(view, False))
+            if not view.readonly:
+                self._send(b"* OK [PERMANENTFLAGS " + self._flag_list(view, True) + b"] Flags permitted")
 
     def _flag_items(self, meta: MessageMeta, uid: bool) -> bytes:
-        out = b"FLAGS " + wire.flags(meta.flags)
+        self._announce_keywords(meta.flags)
+        out = b"FLAGS " + wire.flags(self._flags(meta))
         if uid:
             out += b" UID %d" % meta.uid
         if self.condstore:
@@ -653,6 +769,18 @@ class ImapSession(CommandSession):
             enabled.append(b"QRESYNC")
         self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
 
+    def _enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 §3.1): the first while a mailbox is
+        selected is answered with its HIGHESTMODSEQ too."""
+        if self.condstore:
+            return
+        self.condstore = True
+        view = self.view
+        if view is not None:
+            mailbox = self.store.mailbox_by_id(self._user(), view.mailbox_id)
+            if mailbox is not None:
+                self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)
+
     async def _do_namespace(self, cmd: Command) -> None:
         self._send(b'* NAMESPACE (("" "/")) NIL NIL')  # RFC 2342: personal only
 
@@ -669,12 +797,27 @@ class ImapSession(CommandSession):
         if cmd.condstore:
             self.condstore = True
         view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
-        flags = b"(" + " ".join(SYSTEM_FLAGS).encode() + b")"
-        self._send(b"* FLAGS " + flags)
-        self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else flags[:-1] + b" \\*)")
+        view.keywords = set(mailbox.keywords)
+        if self.recent_flag:
+            # RFC 3501 §2.3.2: SELECT claims the messages no session was told of yet;
+            # EXAMINE shows them \Recent without taking the flag from the next session
+            # (RFC 3501 §6.3.2). Changes committed while the claim waits reach the view.
+            newest = uids[-1] if uids else 0
+            before = mailbox.recent_uid
+            if not cmd.readonly and newest > before:
+                self.view = view
+                try:
+                    before = await self._claim(mailbox.id, newest)
+                finally:
+                    self.view = None
+                view.claimed = newest
+            view.recent = {uid for uid in uids if uid > before}
+        self._send(b"* FLAGS " + self._flag_list(view, False))
+        self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
                    + b"] Flags permitted")
         self._send(b"* %d EXISTS" % len(uids))
-        self._send(b"* 0 RECENT")
+        if self.recent_flag:
+            self._send(b"* %d RECENT" % len(view.recent))
         first_unseen = self.store.first_unseen_uid(user, mailbox.id)
         if first_unseen is not None:
             seq = view.seq_of(first_unseen)
@@ -684,10 +827,10 @@ class ImapSession(CommandSession):
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self.view = view  # before the resync's FETCH responses, which show its \\Recent
+        self.state = State.SELECTED
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
             self._resync(view, cmd.qresync, uidnext)
-        self.view = view
-        self.state = State.SELECTED
         return "READ-ONLY" if cmd.readonly else "READ-WRITE"
 
     _do_examine = _do_select
@@ -717,19 +860,10 @@ class ImapSession(CommandSession):
                 raise _no("Unknown special-use attribute", "USEATTR") from None
         if cmd.mailbox == "INBOX":
             raise _no("INBOX always exists", "ALREADYEXISTS")
-        await self._create_parents(cmd.mailbox)
+        # RFC 3501 §6.3.3: the superior hierarchical names are created too, in the same
+        # store transaction (a CREATE that fails leaves none of them behind). CREATE does
+        # not subscribe (RFC 3501 §6.3.6).
         await self.store.create_mailbox(self._user(), cmd.mailbox, special)
-
-    async def _create_parents(self, name: str) -> None:
-        """RFC 3501 §6.3.3: create the superior hierarchical names too."""
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if self.store.mailbox(self._user(), parent) is None:
-                try:
-                    await self.store.create_mailbox(self._user(), parent)
-                except MailboxExists:
-                    pass
 
     async def _do_delete(self, cmd: MailboxCommand) -> None:
         if cmd.mailbox == "INBOX":
@@ -746,55 +880,83 @@ class ImapSession(CommandSession):
             raise _no("Target mailbox exists", "ALREADYEXISTS")
         if cmd.new == "INBOX" or cmd.new.startswith(cmd.old + "/"):
             raise _no("Cannot rename there", "CANNOT")
-        await self._create_parents(cmd.new)
+        if cmd.old != "INBOX":  # the inferiors move too: their new names must be valid
+            prefix = cmd.old + "/"
+            for m in self.store.mailboxes(self._user()):
+                if m.name.startswith(prefix):
+                    moved = names.check(cmd.new + m.name[len(cmd.old):])
+                    if isinstance(moved, BadName):
+                        raise _no(moved.reason, "CANNOT")
+        # The new name's missing superiors are made in the rename's transaction.
         await self.store.rename_mailbox(self._user(), cmd.old, cmd.new)
 
     async def _do_subscribe(self, cmd: MailboxCommand) -> None:
-        self._mailbox(cmd.mailbox)
+        # RFC 3501 §6.3.6: a name that does not exist (yet, or any more) may be subscribed;
+        # the list is names, kept apart from the mailboxes.
         await self.store.set_subscribed(self._user(), cmd.mailbox, True)
 
     async def _do_unsubscribe(self, cmd: MailboxCommand) -> None:
-        self._mailbox(cmd.mailbox)
         await self.store.set_subscribed(self._user(), cmd.mailbox, False)
 
     async def _do_list(self, cmd: ListCommand) -> None:
-        mailboxes = self.store.mailboxes(self._user())
+        user = self._user()
+        mailboxes = self.store.mailboxes(user)
         lsub = cmd.name == "LSUB"
         if cmd.patterns == ("",) and not cmd.extended:
             # RFC 3501 §6.3.8: the hierarchy delimiter and root.
             self._send(b'* %s (\\Noselect) "/" ""' % cmd.name.encode())
             return
-        matcher = _pattern_matcher(cmd.reference, cmd.patterns)
+        patterns = tuple(p for p in cmd.patterns if not isinstance(p, BadName))
+        if isinstance(cmd.reference, BadName) or not patterns:
+            return  # a name that is not valid mUTF-7 matches nothing; LIST is still OK
+        matcher = _pattern_matcher(cmd.reference, patterns)
         by_name = {m.name: m for m in mailboxes}
-        names = set(by_name)
-        for name in list(names):  # superiors of existing names, for '%' matches
-            parts = name.split("/")
-            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
         subscribed_only = lsub or "SUBSCRIBED" in cmd.selection
         want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.returns
+        subscribed = set(self.store.subscriptions(user)) if want_subscribed else set()
+        # RFC 5258 §3: LIST (SUBSCRIBED) lists the subscription list, which may name
+        # mailboxes that do not exist; plain LIST the mailboxes. Their superiors are
+        # candidates too ('%' matches, LSUB's \Noselect parents, RECURSIVEMATCH).
+        names = set(subscribed if subscribed_only else by_name)
+        for name in list(names):
+            parts = name.split("/")
+            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        recursive = "RECURSIVEMATCH" in cmd.selection
         for name in sorted(names, key=lambda n: (n != "INBOX", n)):
             if not matcher(name):
                 continue
             mailbox = by_name.get(name)
-            attrs: list[str] = []
-            childinfo = False
             prefix = name + "/"
-            children = [m for m in mailboxes if m.name.startswith(prefix)]
-            if mailbox is None:
-                attrs += ["\\Noselect"] if lsub else ["\\NonExistent", "\\Noselect"]
-            if subscribed_only and not (mailbox and mailbox.subscribed):
-                if "RECURSIVEMATCH" in cmd.selection and any(c.subscribed for c in children):
-                    childinfo = True  # RFC 5258 §3.5
-                elif not (lsub and any(c.subscribed for c in children)):
+            attrs: list[str] = []
+            subscribed_child = subscribed_only and any(s.startswith(prefix) for s in subscribed)
+            childinfo = recursive and subscribed_child  # RFC 5258 §3.5 (RFC 9051 §6.3.9's table)
+            if subscribed_only and name not in subscribed:
+                if not subscribed_child:
+                    continue
+                if lsub:
+                    # RFC 3501 §6.3.9: a '%' that stops above a subscribed name shows its
+                    # unsubscribed parent as \Noselect; with '*' the child itself matches.
+                    if any(matcher(s) for s in subscribed if s.startswith(prefix)):
+                        continue
+                    attrs.append("\\Noselect")
+                elif not recursive:
                     continue
             if "SPECIAL-USE" in cmd.selection and not (mailbox and mailbox.special_use):
                 continue
             if not lsub:
-                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+                if mailbox is None:
+                    # Implies \Noselect (RFC 5258 §3.4); said too for RFC 3501 clients.
+                    attrs += ["\\NonExistent"] if cmd.extended else ["\\NonExistent", "\\Noselect"]
+                elif any(n.startswith(prefix) for n in by_name):
+                    attrs.append("\\HasChildren")
+                else:
+                    attrs.append("\\HasNoChildren")
                 if mailbox is not None and mailbox.special_use is not None:
                     attrs.append(mailbox.special_use.value)  # RFC 6154 §2
-            if want_subscribed and not lsub and mailbox is not None and mailbox.subscribed:
-                attrs.append("\\Subscribed")
+                if want_subscribed and name in subscribed:
+                    attrs.append("\\Subscribed")
+            elif mailbox is None and "\\Noselect" not in attrs:
+                attrs.append("\\Noselect")  # a subscribed name whose mailbox is gone
             line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name))
             if childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
@@ -804,8 +966,21 @@ class ImapSession(CommandSession):
 
     _do_lsub = _do_list
 
+    def _recent_count(self, mailbox: Mailbox) -> int:
+        """STATUS RECENT: the messages no session has claimed yet, and this session's own
+        (RFC 3501 §2.3.2)."""
+        if not self.recent_flag:
+            return 0
+        uids = self.store.uids(self._user(), mailbox.id) if mailbox.uidnext - 1 > mailbox.recent_uid else []
+        count = len(uids) - bisect.bisect_right(uids, mailbox.recent_uid)
+        view = self.view
+        if view is not None and view.mailbox_id == mailbox.id:
+            count += sum(1 for uid in view.recent if uid <= mailbox.recent_uid and view.seq_of(uid))
+        return count
+
     def _send_status(self, mailbox: Mailbox, items: tuple[str, ...]) -> None:
-        values = {"MESSAGES": mailbox.messages, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
+        recent = self._recent_count(mailbox) if "RECENT" in items else 0
+        values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
                   "APPENDLIMIT": self.config.append_limit}
@@ -817,6 +992,11 @@ class ImapSession(CommandSession):
 
     async def _do_append(self, cmd: Append) -> str:
         mailbox = self._mailbox(cmd.mailbox, "TRYCREATE")  # RFC 3501 §6.3.11
+        # The client's own copy of what submission filed in Sent: one copy (sentcopy.py).
+        uid = submitted_copy(self.store, self._user(), mailbox, cmd.message, time.time(),
+                             self.config.sent_copy_window)
+        if uid is not None:
+            return f"APPENDUID {mailbox.uidvalidity} {uid}"  # RFC 4315 §3
         date = cmd.date.timestamp() if cmd.date else None
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:
@@ -925,26 +1105,30 @@ class ImapSession(CommandSession):
         _check_charset(cmd.charset)
         uids = list(view.uids)
         user = self._user()
-        if searching.reads_messages(cmd.key):
+        key = searching.bind_recent(cmd.key, view.recent)
+        if searching.reads_messages(key):
             found = await threads.deferToThread(searching.search, self.store, user, view.mailbox_id,
-                                                uids, cmd.key)
+                                                uids, key)
         else:
-            found = searching.search(self.store, user, view.mailbox_id, uids, cmd.key)
+            found = searching.search(self.store, user, view.mailbox_id, uids, key)
         # RFC 7162 §3.1.5: MODSEQ in the answer when the search used it.
         with_modseq = _uses_modseq(cmd.key)
         if with_modseq:
-            self.condstore = True
+            self._enable_condstore()
         numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
-        highest = max((m for _, _, m in found), default=0)
         if cmd.returns is None:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if with_modseq and numbers:
-                line += b" (MODSEQ %d)" % highest
+                line += b" (MODSEQ %d)" % max(m for _, _, m in found)
             self._send(line)
             return
         line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers)
         if with_modseq and numbers:
-            line += b" MODSEQ %d" % highest
+            # RFC 4731 §3.2, RFC 7162 §3.1.5: the highest mod-sequence of the messages the
+            # answer returns: MIN's and/or MAX's alone, all of them with ALL or COUNT.
+            returned = found if not cmd.returns or {"ALL", "COUNT"} & set(cmd.returns) else \
+                [found[i] for i, opt in ((0, "MIN"), (-1, "MAX")) if opt in cmd.returns]
+            line += b" MODSEQ %d" % max(m for _, _, m in returned)
         self._send(line)
 
     _do_uid_search = _do_search
@@ -954,7 +1138,8 @@ class ImapSession(CommandSession):
         _check_charset(cmd.charset)
         # Every match's record and, for most criteria, its envelope: off the reactor.
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
-                                              view.uidvalidity, list(view.uids), cmd.key, cmd.criteria)
+                                              view.uidvalidity, list(view.uids),
+                                              searching.bind_recent(cmd.key, view.recent), cmd.criteria)
         numbers = [uid if cmd.uid else seq for seq, uid in ordered]
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
@@ -969,7 +1154,8 @@ class ImapSession(CommandSession):
         view = self._view()
         _check_charset(cmd.charset)
         answer = await threads.deferToThread(thread_messages, self.store, self._user(), view.mailbox_id,
-                                             view.uidvalidity, list(view.uids), cmd.key, cmd.algorithm, cmd.uid)
+                                             view.uidvalidity, list(view.uids),
+                                             searching.bind_recent(cmd.key, view.recent), cmd.algorithm, cmd.uid)
         self._send(b"* THREAD" + (b" " + answer if answer else b""))  # RFC 5256 §4
 
     _do_uid_thread = _do_thread
@@ -980,7 +1166,7 @@ class ImapSession(CommandSession):
         indexes = view.resolve(cmd.sequence, cmd.uid)
         uids = [view.uids[i] for i in indexes]
         if cmd.unchanged_since is not None:
-            self.condstore = True
+            self._enable_condstore()
         mode = {StoreMode.ADD: FlagMode.ADD, StoreMode.REMOVE: FlagMode.REMOVE,
                 StoreMode.REPLACE: FlagMode.REPLACE}[cmd.mode]
         changed, failed = await self.store.set_flags(user, view.mailbox_id, uids, cmd.flags, mode,
@@ -992,14 +1178,16 @@ class ImapSession(CommandSession):
         # RFC 7162 §3.1.3: with CONDSTORE, .SILENT still reports the new MODSEQ.
         report = [u for u in uids if u not in failed_set
                   and (not cmd.silent or (self.condstore and u in changed_uids))]
+        # RFC 7162 §3.2.4: once QRESYNC is enabled every FETCH response carries the UID.
+        with_uid = cmd.uid or self.qresync
         for meta in self.store.messages(user, view.mailbox_id, report):
             seq = view.seq_of(meta.uid)
             if seq is not None:
                 if cmd.silent:
-                    body = (b"UID %d " % meta.uid if cmd.uid else b"") + b"MODSEQ (%d)" % meta.modseq
+                    body = (b"UID %d " % meta.uid if with_uid else b"") + b"MODSEQ (%d)" % meta.modseq
                     self._send(b"* %d FETCH (%s)" % (seq, body))
                 else:
-                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, cmd.uid) + b")")
+                    self._send(b"* %d FETCH (" % seq + self._flag_items(meta, with_uid) + b")")
         if failed:
             return "MODIFIED " + _compress(sorted(failed) if cmd.uid else
                                            sorted(view.seq_of(u) or 0 for u in failed)).decode()
@@ -1043,7 +1231,7 @@ class ImapSession(CommandSession):
         if cmd.vanished:
             self._vanished_earlier(view, cmd)
         if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
-            self.condstore = True  # RFC 7162 §3.1
+            self._enable_condstore()  # RFC 7162 §3.1
         uids = [view.uids[i] for i in indexes]
         if cmd.changed_since is not None:
             # RFC 7162 §3.1.4.1: only messages changed since the given mod-sequence, found in
@@ -1063,11 +1251,21 @@ class ImapSession(CommandSession):
                 metas.update({m.uid: m for m in self.store.messages(user, view.mailbox_id, unseen)})
                 if not any(a.name == "FLAGS" for a in cmd.attributes):
                     seen_now = {r.uid for r in changed}  # RFC 3501 §6.4.5: report the \Seen we set
+        missing = cmd.changed_since is None and len(metas) < len(uids)  # expunged meanwhile
+        if view.recent:
+            for uid in view.recent.intersection(metas):
+                metas[uid] = metas[uid]._replace(flags=metas[uid].flags | RECENT)
+        attributes = cmd.attributes
+        if self.qresync and not any(a.name == "UID" for a in attributes):
+            attributes = (FetchAtt("UID"), *attributes)  # RFC 7162 §3.2.4
+        if seen_now or any(a.name == "FLAGS" for a in attributes):
+            self._announce_keywords(frozenset().union(*(m.flags for m in metas.values())))
         # What each attribute asks, worked out once for all the messages.
-        plan = [(att, _section_of(att)) for att in cmd.attributes]
+        plan = [(att, _section_of(att)) for att in attributes]
         batch: list[bytes] = []  # small responses are written 64 KB at a time
         batched = 0
-        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in cmd.attributes))
+        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in attributes))
+        literals: list[_Literal]
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
@@ -1075,8 +1273,15 @@ class ImapSession(CommandSession):
             if flag_sync is not None and uid not in seen_now:
                 head, literals = flag_sync(index + 1, meta), []
             else:
-                head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
-                                                   if uid in seen_now else plan)
+                try:
+                    head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
+                                                       if uid in seen_now else plan)
+                except (NotFound, FileNotFoundError):
+                    # RFC 2180 §4.1.3: expunged by another session since the record was
+                    # read; the rest is answered, then a NO says what was left out.
+                    missing = True
+                    self._cache = None
+                    continue
             if not literals:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])
@@ -1085,11 +1290,13 @@ class ImapSession(CommandSession):
             self._write(b"".join(batch))
             batch.clear()
             batched = 0
-            if literals:
-                await self._stream(head, meta, literals)
+            if literals and not await self._stream(head, meta, literals):
+                missing = True
             await self._drain()
         self._write(b"".join(batch))
         self._cache = None
+        if missing:
+            raise _no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
 
     _do_uid_fetch = _do_fetch
 
@@ -1164,10 +1371,19 @@ class ImapSession(CommandSession):
             start += origin
         return _Literal(label, source, start, length)
 
-    async def _stream(self, head: bytes, meta: MessageMeta, literals: list[_Literal]) -> None:
+    async def _stream(self, head: bytes, meta: MessageMeta, literals: list[_Literal]) -> bool:
         """Write ``head``, then each literal in STREAM_CHUNK pieces with backpressure: from
-        the blob file or from the message read for this FETCH, never a copy per item."""
+        the blob file or from the message read for this FETCH, never a copy per item. False
+        when the message was expunged before anything was written (RFC 2180 §4.1.3)."""
         user = self._user()
+        # Opened (and its body verified) before a byte of this message is on the wire, so a
+        # damaged body is the command's NO, not a broken literal.
+        opened: BinaryIO | None = None
+        if any(literal.source is None for literal in literals):
+            try:
+                opened = self.store.open(user, self._view().mailbox_id, meta.uid)
+            except (NotFound, FileNotFoundError):
+                return False
         sep = b"" if head.endswith(b"(") else b" "
         try:
             for literal in literals:
@@ -1178,27 +1394,31 @@ class ImapSession(CommandSession):
                     end = literal.start + literal.length
                     for at in range(literal.start, end, STREAM_CHUNK):
                         if self._closed:
-                            return
+                            return True
                         self._write(bytes(view[at:min(at + STREAM_CHUNK, end)]))
                         await self._drain()
                     continue
-                with self.store.open(user, self._view().mailbox_id, meta.uid) as fh:
-                    fh.seek(literal.start)
-                    left = literal.length
-                    while left > 0 and not self._closed:
-                        chunk = fh.read(min(STREAM_CHUNK, left))
-                        if not chunk:
-                            raise OSError(f"blob of uid {meta.uid} is {left} octets short")
-                        self._write(chunk)
-                        left -= len(chunk)
-                        await self._drain()
+                assert opened is not None
+                opened.seek(literal.start)
+                left = literal.length
+                while left > 0 and not self._closed:
+                    chunk = opened.read(min(STREAM_CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"blob of uid {meta.uid} is {left} octets short")
+                    self._write(chunk)
+                    left -= len(chunk)
+                    await self._drain()
         except Exception:
             # The literal's length is already on the wire: the session cannot go on.
             log.exception("IMAP FETCH stream failed for %s uid %d", user, meta.uid)
             self._send(b"\r\n* BYE Internal error")
             self._close()
-            return
+            return True
+        finally:
+            if opened is not None:
+                opened.close()
         self._write(b")\r\n")
+        return True
 
     def _cached(self, meta: MessageMeta, item: str, make: Callable[..., bytes], *args: Any) -> bytes:
         """``item`` of an immutable message: from the process's FETCH cache, or

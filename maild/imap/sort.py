@@ -15,12 +15,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.imap import mime
 from maild.imap import search as searching
 from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
+from maild.util import address
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 # RFC 5256 §2.1 ABNF, matched case-insensitively on the decoded subject.
 _BLOB = re.compile(r"\[[^\[\]]*\][ \t]*")  # subj-blob: "[" *BLOBCHAR "]" *WSP
@@ -56,7 +60,7 @@ def subject_parts(subject: str | None) -> tuple[str, bool]:
         while True:  # steps 3 to 5
             while start < end and text[start] in " \t":  # a WSP subj-leader
                 start += 1
-            blob_ends = []  # where each blob of the run at ``start`` ends
+            blob_ends: list[int] = []  # where each blob of the run at ``start`` ends
             while (blob := _BLOB.match(text, blob_ends[-1] if blob_ends else start, end)) is not None:
                 blob_ends.append(blob.end())
             refwd = _REFWD.match(text, blob_ends[-1] if blob_ends else start, end)
@@ -81,26 +85,20 @@ def _ascii_casemap(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape").upper()  # bytes.upper() folds ASCII only
 
 
-def _first_mailbox(value: str | None) -> tuple[str, str]:
-    """(display name, addr-spec) of a header's first mailbox; empty strings when none."""
-    if not value:
-        return "", ""
-    for name, address in mime.address_pairs(value):
-        if name or address:
-            return mime.header_text(name), address
-    return "", ""
-
-
 def _addr_mailbox(value: str | None) -> bytes:
-    """RFC 5256 §3 FROM, TO, CC: the local part ([IMAP] addr-mailbox) of the first address."""
-    address = _first_mailbox(value)[1]
-    return _ascii_casemap(address.rpartition("@")[0] if "@" in address else address)
+    """RFC 5256 §3 FROM, TO, CC: the addr-mailbox (RFC 3501 §7.4.2) of the first address of
+    the ENVELOPE: a mailbox's local part, or a group's name for its start marker."""
+    first = address.first(value)
+    return _ascii_casemap(first.mailbox or "" if first is not None else "")
 
 
 def _display(value: str | None) -> str:
-    """RFC 5957 §3: the first mailbox's display name, or its addr-spec when it has none."""
-    name, address = _first_mailbox(value)
-    return (name.strip() or address).casefold()
+    """RFC 5957 §3: the first address's display name, or its addr-spec when it has none."""
+    first = address.first(value)
+    if first is None:
+        return ""
+    name = mime.header_text(first.name) if first.name else ""
+    return (name.strip() or first.addr_spec).casefold()
 
 
 # The Date header as RFC 5322 §3.3 writes it and nearly every sender does: "Wed, 3 Jan 2024
@@ -152,7 +150,7 @@ _RECORD_KEYS: dict[SortKey, Callable[[MessageMeta], Any]] = {
 }
 
 
-def matching(store: Any, user: str, mailbox_id: int, uids: list[int], key: SearchKey
+def matching(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey
              ) -> tuple[list[tuple[int, int]], dict[int, MessageMeta]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, in sequence
     order, and their records: what SORT and THREAD order."""
@@ -233,7 +231,7 @@ class SortKeyCache:
 CACHE = SortKeyCache(16 * 1024 * 1024)
 
 
-def cached_values(store: Any, user: str, mailbox_id: int, uids: list[int], metas: dict[int, MessageMeta],
+def cached_values(store: Store, user: str, mailbox_id: int, uids: list[int], metas: dict[int, MessageMeta],
                   lists: dict[ListName, Callable[[Envelope, MessageMeta], Any]]) -> dict[ListName, dict[int, Any]]:
     """For each list, its values for the messages of ``metas``: those in the cache, and
     the rest made from their envelopes (one pass over the mailbox's for all lists) and
@@ -254,7 +252,7 @@ def cached_values(store: Any, user: str, mailbox_id: int, uids: list[int], metas
     return out
 
 
-def sort(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
+def sort(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
     every match's record and the envelopes of those whose keys are not in the cache: run

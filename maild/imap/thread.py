@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from maild.imap import sort as sorting
 from maild.imap.parser import SearchKey
 from maild.store.types import Envelope, MessageMeta
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
@@ -83,7 +86,7 @@ def _facts(envelope: Envelope, meta: MessageMeta) -> _Facts:
     return sorting.sent_date(envelope, meta), base.upper(), reply, own[0] if own else None, tuple(references)
 
 
-def thread(store: Any, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
+def thread(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
            algorithm: str, by_uid: bool) -> bytes:
     """The thread-list octets of the THREAD response (RFC 5256 §4) for the messages of
     ``uids`` matching ``key``, numbered by uid or sequence number. Reads every match's
@@ -278,6 +281,7 @@ def _render(root: _Node) -> bytes:
         numbers = [] if node.number is None else [b"%d" % node.number]
         while node.number is not None and len(node.children) == 1:
             node = node.children[0]
+            assert node.number is not None  # _prune leaves dummies only among the roots
             numbers.append(b"%d" % node.number)
         out.append(b" ".join(numbers))
         if node.children and numbers:

@@ -49,9 +49,8 @@ from dkim import canonicalization
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from maild.dns import Resolver, TempError
-from maild.mailauth import message
-from maild.mailauth.results import ArcResult, DkimResult
-from maild.util.message import header_end
+from maild.util.authresults import ArcResult, DkimResult
+from maild.util.message import header_end, parse_header
 
 log = logging.getLogger("maild.mailauth")
 
@@ -78,6 +77,16 @@ class _KeyLookup:
         # RFC 6376 §3.6.2.2: several TXT records at a selector are ambiguous; use the first.
         self.records[key.lower()] = txts[0] if txts else None
         return self.records[key.lower()]
+
+
+# dkimpy puts Python reprs of the offending bytes into its messages ("b= value is not
+# valid base64 (b'...')"): a header comment gets the words, never the dump.
+_BYTES_REPR = re.compile(r"""\s*:?\s*\(?\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\)?""")
+
+
+def _reason(exc: Exception) -> str:
+    text = _BYTES_REPR.sub("", str(exc)).strip(" :")
+    return text[:200] or "signature could not be processed"
 
 
 def _signature_tags(field: bytes) -> dict[bytes, bytes]:
@@ -172,8 +181,8 @@ def _key_problem(record: bytes | None) -> str | None:
 
 def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
     """One result per DKIM-Signature field, top to bottom."""
-    fields, _ = message.header_fields(raw)
-    signatures = [f for f in fields if message.field_name(f) == "dkim-signature"]
+    header = parse_header(raw)
+    signatures = [header.field_bytes(f) for f in header.fields if f.lname == "dkim-signature"]
     if not signatures:
         return []
     results: list[DkimResult] = []
@@ -181,7 +190,7 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
     try:
         verifier = dkim.DKIM(bodies.header(), minkey=1024, timeout=resolver.timeout)
     except dkim.DKIMException as exc:
-        return [DkimResult("permerror", "", "", "", reason=str(exc)) for _ in signatures]
+        return [DkimResult("permerror", "", "", "", reason=_reason(exc)) for _ in signatures]
     for idx, field in enumerate(signatures):
         tags = _signature_tags(field)
         domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
@@ -199,10 +208,10 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
             if "body hash mismatch" in str(exc):
                 results.append(result("fail", reason="body hash did not verify"))
             else:
-                results.append(result("permerror", reason=str(exc)))
+                results.append(result("permerror", reason=_reason(exc)))
             continue
         except dkim.DKIMException as exc:
-            results.append(result("permerror", reason=str(exc)))
+            results.append(result("permerror", reason=_reason(exc)))
             continue
         except Exception:  # dkimpy on input it does not expect: never the whole message
             log.exception("dkimpy failed on signature %d", idx)
@@ -225,14 +234,13 @@ def verify_sync(raw: bytes, resolver: Resolver) -> list[DkimResult]:
 
 def arc_verify_sync(raw: bytes, resolver: Resolver) -> ArcResult:
     """The ARC chain validation status (RFC 8617 §5.2)."""
-    fields, _ = message.header_fields(raw)
-    if not any(message.field_name(f).startswith("arc-") for f in fields):
+    if not any(f.lname.startswith("arc-") for f in parse_header(raw).fields):
         return ArcResult("none")  # dkimpy would parse the whole message to find no chain
     lookup = _KeyLookup(resolver)
     try:
         cv, sets, reason = dkim.arc_verify(raw, dnsfunc=lookup, timeout=resolver.timeout)
     except dkim.DKIMException as exc:  # a header block dkimpy cannot parse (MessageFormatError)
-        return ArcResult("fail", 0, str(exc))
+        return ArcResult("fail", 0, _reason(exc))
     if cv == dkim.CV_None and not sets:
         return ArcResult("none")
     if lookup.timed_out:

@@ -20,7 +20,7 @@ from typing import Any
 from publicsuffixlist import PublicSuffixList
 
 from maild.dns import Resolver, TempError
-from maild.mailauth.results import DkimResult, DmarcResult, SpfResult
+from maild.util.authresults import DkimResult, DmarcResult, SpfResult
 
 POLICIES = ("none", "quarantine", "reject")
 _WEAKER = {"reject": "quarantine", "quarantine": "none", "none": "none"}  # RFC 7489 §6.6.4

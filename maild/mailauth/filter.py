@@ -25,17 +25,22 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
 from maild.config import Config
 from maild.dns import Resolver
-from maild.filters.chain import Filter, Transaction, Verdict
-from maild.mailauth import dkim, dmarc, message, spf
-from maild.mailauth.results import TEMPERROR, AuthResults
+from maild.mailauth import dkim, dmarc, spf
 from maild.store.types import StoreError
+from maild.util.authresults import TEMPERROR, AuthResults
+from maild.util.message import Header, from_domain
+from maild.util.transaction import Filter, Transaction, Verdict
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger("maild.mailauth")
 
@@ -87,6 +92,7 @@ class MailAuthFilter(Filter):
 
     def _verify(self, tx: Transaction) -> defer.Deferred[Verdict | None]:
         raw: bytes = tx.raw  # type: ignore[assignment]
+        parsed: Header = tx.header  # type: ignore[assignment]
         earlier = tx.notes.get(NOTE)
         spf_result = earlier.spf if isinstance(earlier, AuthResults) else None
 
@@ -98,7 +104,7 @@ class MailAuthFilter(Filter):
             results.dkim = dkim.verify_sync(raw, self.resolver)
             results.arc = dkim.arc_verify_sync(raw, self.resolver)
             results.dmarc, record = dmarc.check_sync(
-                self.resolver, message.from_domain(raw), results.spf, results.dkim,
+                self.resolver, from_domain(parsed), results.spf, results.dkim,
                 self.sample())
             if self.reports is not None and record is not None:
                 self.reports.append_sync(tx.client_ip, results.dmarc, record, results.spf,
@@ -116,7 +122,7 @@ class MailAuthFilter(Filter):
                 return Verdict.tempfail(451, "4.7.0",
                                         "Temporary DNS failure checking the message, "
                                         "try again later")
-            tx.raw = message.remove_auth_results(raw, self.config.hostname)
+            tx.raw = remove_auth_results(parsed, self.config.hostname)
             header = ("Authentication-Results", results.header_value(self.config.hostname))
             verdict = Verdict(add_headers=[header])
             assert results.dmarc is not None
@@ -132,7 +138,7 @@ class MailAuthFilter(Filter):
 
     def _sign(self, tx: Transaction) -> defer.Deferred[Verdict | None] | None:
         raw: bytes = tx.raw  # type: ignore[assignment]
-        domain = message.from_domain(raw)
+        domain = from_domain(tx.header)  # type: ignore[arg-type]
         if domain is None or self.dkim_keys is None:
             return None
         try:
@@ -148,7 +154,22 @@ class MailAuthFilter(Filter):
         return self.resolver.run_in_thread(dkim.sign_sync, raw, domain, keys).addCallback(done)
 
 
-def build_filters(config: Config, store: Any, reactor: Any) -> list[Filter]:
+def _authserv_id(value: str) -> str:
+    """The authserv-id that starts an Authentication-Results value (RFC 8601 §2.2)."""
+    head = re.sub(r"\([^)]*\)", " ", value.split(";", 1)[0])  # drop CFWS comments
+    words = head.split()
+    return words[0].lower() if words else ""
+
+
+def remove_auth_results(header: Header, authserv_id: str) -> bytes:
+    """The message without the Authentication-Results fields that claim our authserv-id:
+    only we may write those (RFC 8601 §5)."""
+    ours = authserv_id.lower()
+    return header.without([f for f in header.fields if f.lname == "authentication-results"
+                           and _authserv_id(f.value) == ours])
+
+
+def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
     """The daemon's hook: the mail authentication filter, first in the chain."""
     resolver = Resolver(config.dns, reactor)
     return [MailAuthFilter(config, resolver, store.domain_dkim_keys)]

@@ -17,7 +17,7 @@ from typing import Any
 import spf
 
 from maild.dns import Resolver, TempError
-from maild.mailauth.results import SpfResult
+from maild.util.authresults import SpfResult
 
 TOTAL_TIME = 20.0  # RFC 7208 §4.6.4: at least 20 seconds for the whole evaluation
 

@@ -34,6 +34,10 @@ Implementation notes — invariants a contributor must keep:
 10. A client never sees an exception text: unexpected errors are logged and answered
    ``-ERR [SYS/TEMP]``. After "+OK" of RETR/TOP has gone out an error can only close the
    connection.
+11. Shutdown (``shutdown()``, called by the daemon): input is no longer
+   read, a command in progress (a RETR being sent, QUIT's expunge) finishes and is
+   answered, then the connection closes. POP3 has no unsolicited response, and a session
+   that ends without QUIT deletes nothing (RFC 1939 §6; invariant 6).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -72,9 +76,12 @@ from maild.pop3.parser import (
     User,
     parse_command,
 )
-from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
+from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
+
+if TYPE_CHECKING:
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,7 @@ class Maildrop:
 class Pop3Factory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.config: Pop3Config = ctx.config.pop3
@@ -209,7 +216,7 @@ class _MessageSender:
                     self.chunks += 1
                     self.consumer.write(data)
                     return
-        except Exception:  # noqa: BLE001 - a blob read failed after "+OK": log, give up
+        except Exception:  # a blob read failed after "+OK": log, give up
             log.exception("pop3: reading a message failed while sending it")
             self._end(False)
 
@@ -225,6 +232,8 @@ class _MessageSender:
 
 
 class Pop3Session(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: Pop3Factory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -271,6 +280,12 @@ class Pop3Session(CommandSession):
         self._release()  # now, not when a TLS shutdown has finished: a client may reconnect at once
         self.transport.loseConnection()
 
+    def _discard_input(self) -> None:  # invariant 11
+        self._buf.clear()
+
+    def _goodbye(self) -> None:
+        self._close()  # RFC 1939 has no unsolicited response; §6: no UPDATE state
+
     def _release(self) -> None:
         """The session is over: free its connection slot and its maildrop lock, and write
         the \\Seen flags of what was retrieved (invariant 9). Nothing is deleted here
@@ -314,7 +329,7 @@ class Pop3Session(CommandSession):
     # -- input -------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         self._buf += data
         self._process()
@@ -365,7 +380,7 @@ class Pop3Session(CommandSession):
         if self._closed:
             return
         log.error("pop3 session %s: internal error", self.client_ip,
-                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))  # type: ignore[arg-type]
         self._send(_INTERNAL_ERROR)
 
     def _send(self, text: str) -> None:
@@ -606,6 +621,9 @@ class Pop3Session(CommandSession):
         except (NotFound, FileNotFoundError):
             self._send(f"-ERR Message {msg} was removed by another session")
             return
+        except BlobDamaged:  # the store logged the blob's name; RFC 3206 §4 SYS/PERM
+            self._send(f"-ERR [SYS/PERM] Message {msg} is damaged on the server")
+            return
         status = f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows"
         self._sender = _MessageSender(status.encode() + b"\r\n", source, MessageEncoder(body_lines), self.transport)
         self._sender_mark = -1
@@ -657,8 +675,11 @@ class Pop3Session(CommandSession):
         try:
             if uids:
                 await self.ctx.store.expunge(drop.user, drop.mailbox_id, uids)
-        except Exception:  # noqa: BLE001 - RFC 1939 §6: say so, keep the connection's end
-            log.exception("pop3: expunge at QUIT failed for %s", drop.user)
+        except Exception as exc:  # RFC 1939 §6: say so, keep the connection's end
+            if isinstance(exc, StoreFull):  # the store has logged it once
+                log.warning("pop3: expunge at QUIT refused for %s: store full", drop.user)
+            else:
+                log.exception("pop3: expunge at QUIT failed for %s", drop.user)
             self._send("-ERR [SYS/TEMP] Some deleted messages not removed")
             self._close()
             return

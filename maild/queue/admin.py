@@ -8,7 +8,7 @@ delivering at that moment may still be delivered by that attempt.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -16,8 +16,11 @@ from maild.queue import dsn
 from maild.queue.wire import Reply
 from maild.store.types import NotFound
 
+if TYPE_CHECKING:
+    from maild.store import Store
 
-def find(store: Any, entry_id: str) -> dict[str, Any]:
+
+def find(store: Store, entry_id: str) -> dict[str, Any]:
     """The entry with this id, or the only one whose id starts with it."""
     entry = store.queue_entry(entry_id)
     if entry is not None:
@@ -30,13 +33,13 @@ def find(store: Any, entry_id: str) -> dict[str, Any]:
     raise NotFound(f"no queue entry {entry_id}")
 
 
-def retry(store: Any, entry: dict[str, Any], now: float) -> defer.Deferred[None]:
+def retry(store: Store, entry: dict[str, Any], now: float) -> defer.Deferred[None]:
     """Make the entry due now (its attempt count and backoff stay)."""
     entry["next_attempt"] = now
     return store.queue_update(entry)
 
 
-def delete(store: Any, entry: dict[str, Any]) -> defer.Deferred[None]:
+def delete(store: Store, entry: dict[str, Any]) -> defer.Deferred[None]:
     """Drop the entry without telling anyone."""
     for rcpt in entry["recipients"]:
         if rcpt["state"] == "pending":
@@ -44,7 +47,7 @@ def delete(store: Any, entry: dict[str, Any]) -> defer.Deferred[None]:
     return store.queue_update(entry)
 
 
-def bounce(store: Any, entry: dict[str, Any], hostname: str, now: float) -> defer.Deferred[None]:
+def bounce(store: Store, entry: dict[str, Any], hostname: str, now: float) -> defer.Deferred[None]:
     """Give up on the pending recipients now: a DSN to the sender (unless null), then
     the entry is removed."""
     failed = []
@@ -52,7 +55,8 @@ def bounce(store: Any, entry: dict[str, Any], hostname: str, now: float) -> defe
         if rcpt["state"] == "pending":
             last = f"; last error: {entry['last_error']}" if entry.get("last_error") else ""
             failed.append(dsn.Failed(rcpt["address"], Reply(
-                550, (f"5.0.0 returned to the sender by the mail administrator{last}",))))
+                550, (f"5.0.0 returned to the sender by the mail administrator{last}",),
+                local=True)))
             rcpt["state"] = "bounced"
     d: defer.Deferred[Any] = defer.succeed(None)
     if failed and entry["sender"]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer, error
 from twisted.internet.protocol import Protocol
@@ -42,6 +42,10 @@ from maild.queue.wire import (
     has_8bit,
     needs_smtputf8,
 )
+from maild.util.transport import ConnectionTransport
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ class ReplyTimeout(Exception):
 
 
 def local_failure(enhanced: str, text: str, code: int = 451) -> Reply:
-    return Reply(code, (f"{enhanced} {text}",))
+    return Reply(code, (f"{enhanced} {text}",), local=True)
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Outcome:
 
 
 class SmtpClientProtocol(Protocol):
+    transport: ConnectionTransport
+
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self._parser = ReplyParser()
@@ -119,10 +125,10 @@ class SmtpClientProtocol(Protocol):
     # -- used by transfer() ---------------------------------------------------------
 
     def send(self, *lines: str) -> None:
-        self.transport.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))  # type: ignore[union-attr]
+        self.transport.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def expect(self, timeout: float) -> defer.Deferred[Reply]:
         """The next reply, in order; fails when the connection is lost or on timeout."""
@@ -137,11 +143,11 @@ class SmtpClientProtocol(Protocol):
         return d
 
     def start_tls(self, creator: Any) -> None:
-        self.transport.startTLS(creator)  # type: ignore[union-attr]
+        self.transport.startTLS(creator)
 
     def tls_description(self) -> str | None:
         try:
-            handle = self.transport.getHandle()  # type: ignore[union-attr]
+            handle = cast("SSL.Connection", self.transport.getHandle())
             return f"{handle.get_protocol_version_name()} {handle.get_cipher_name()}"
         except AttributeError:
             return None
@@ -165,7 +171,7 @@ class SmtpClientProtocol(Protocol):
 async def _reply(proto: SmtpClientProtocol, timeout: float, stage: str) -> Reply:
     try:
         return await proto.expect(timeout)
-    except Exception as exc:  # noqa: BLE001 - every cause is a failure of this MX
+    except Exception as exc:  # every cause is a failure of this MX
         raise SessionError(local_failure("4.4.2", f"{stage}: {describe(exc)}"), stage,
                            from_server=False) from None
 
@@ -245,10 +251,10 @@ async def transfer(proto: SmtpClientProtocol, opts: ClientOptions, sender: str,
         if utf8 and "SMTPUTF8" not in caps:
             # RFC 6531 §3.2: no SMTPUTF8 at the server: do not send, return to the sender.
             refusal = Reply(553, ("5.6.7 the receiving server does not support SMTPUTF8, "
-                                  "needed for this message",))
+                                  "needed for this message",), local=True)
         elif caps.size and len(data) > caps.size:
             refusal = Reply(552, (f"5.3.4 message size {len(data)} exceeds the limit of "
-                                  f"{caps.size} of the receiving server",))
+                                  f"{caps.size} of the receiving server",), local=True)
         if refusal is not None:
             outcome.replies = dict.fromkeys(recipients, refusal)
             return outcome
@@ -298,5 +304,5 @@ async def _quit(proto: SmtpClientProtocol) -> None:
     proto.send("QUIT")
     try:
         await proto.expect(QUIT_TIMEOUT)
-    except Exception:  # noqa: BLE001 - the transaction is over; QUIT is a courtesy
+    except Exception:  # the transaction is over; QUIT is a courtesy
         log.debug("no reply to QUIT")

@@ -17,17 +17,20 @@ Implementation notes (invariants a contributor must keep):
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
 from maild.queue.wire import Reply, normalize_line_endings
 from maild.store.types import Recipient
+from maild.util.dates import header_date as _date
 from maild.util.message import split_header
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,12 @@ class Failed:
     remote_mta: str | None = None
 
 
-def _date(when: float) -> str:
-    return email.utils.formatdate(when, localtime=False)
+def _diagnostic(reply: Reply) -> str:
+    """The text of a reply maild made itself, without the status code (that is Status:)."""
+    text = reply.text
+    if text.startswith(reply.enhanced + " "):
+        text = text[len(reply.enhanced) + 1:]
+    return text or str(reply)
 
 
 def build(*, hostname: str, entry: dict[str, Any], recipients: list[Failed], original: bytes,
@@ -71,7 +78,9 @@ def build(*, hostname: str, entry: dict[str, Any], recipients: list[Failed], ori
                  "This is a permanent error; it will not be retried.\r\n")
     lines = [intro, "\r\n"]
     for r in recipients:
-        where = f" (reply from {r.remote_mta})" if r.remote_mta else ""
+        where = ""
+        if r.remote_mta:
+            where = f" (delivering to {r.remote_mta})" if r.reply.local else f" (reply from {r.remote_mta})"
         lines.append(f"<{r.address}>{where}:\r\n    {r.reply}\r\n\r\n")
     human = "".join(lines)
 
@@ -85,9 +94,11 @@ def build(*, hostname: str, entry: dict[str, Any], recipients: list[Failed], ori
         status.append(f"Final-Recipient: rfc822; {r.address}\r\n")
         status.append(f"Action: {action}\r\n")
         status.append(f"Status: {r.reply.enhanced}\r\n")
-        if r.remote_mta:  # the reply came from that server
+        if r.remote_mta and not r.reply.local:  # the reply came from that server
             status.append(f"Remote-MTA: dns; {r.remote_mta}\r\n")
             status.append(f"Diagnostic-Code: smtp; {r.reply}\r\n")
+        else:  # maild decided: RFC 3464 §2.3.6 "X-" diagnostic type, as Postfix's X-Postfix
+            status.append(f"Diagnostic-Code: X-maild; {_diagnostic(r.reply)}\r\n")
         status.append(f"Last-Attempt-Date: {_date(now)}\r\n")
         if delayed and retry_until:
             status.append(f"Will-Retry-Until: {_date(retry_until)}\r\n")
@@ -121,7 +132,7 @@ def build(*, hostname: str, entry: dict[str, Any], recipients: list[Failed], ori
     return top.encode("utf-8") + headers + f"\r\n--{boundary}--\r\n".encode()
 
 
-def send(store: Any, sender: str, report: bytes) -> defer.Deferred[Any]:
+def send(store: Store, sender: str, report: bytes) -> defer.Deferred[Any]:
     """File ``report`` for ``sender``: into the INBOX of a local sender, else the queue.
     Fires after the store has committed it."""
     if not sender:

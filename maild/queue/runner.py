@@ -34,7 +34,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
@@ -54,6 +54,9 @@ from maild.queue.client import (
 )
 from maild.queue.wire import Reply
 from maild.store.types import NotFound
+
+if TYPE_CHECKING:
+    from maild.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ Result = tuple[Reply, str | None]  # the reply, and the MX host that gave it (No
 
 
 class QueueRunner:
-    def __init__(self, store: Any, config: Config, resolver: Resolver, reactor: Any,
+    def __init__(self, store: Store, config: Config, resolver: Resolver, reactor: Any,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
         self.store = store
         self.config = config
@@ -277,7 +280,7 @@ class QueueRunner:
                 continue
             if not addresses:
                 if host == domain:  # implicit MX without an address: no such domain
-                    unknown = Reply(550, (f"5.1.2 {domain} has no MX and no address records",))
+                    unknown = Reply(550, (f"5.1.2 {domain} has no MX and no address records",), local=True)
                     return dict.fromkeys(recipients, (unknown, None))
                 last = (local_failure("4.4.4", f"MX {host} has no address"), None)
                 continue
@@ -297,7 +300,7 @@ class QueueRunner:
             return [domain]  # RFC 5321 §5.1: implicit MX
         hosts = order_mx(records, self.rng)
         if not hosts:  # RFC 7505 §3: a null MX: the domain accepts no mail
-            raise NoRoute(Reply(556, (f"5.1.10 {domain} does not accept mail (null MX)",)))
+            raise NoRoute(Reply(556, (f"5.1.10 {domain} does not accept mail (null MX)",), local=True))
         return hosts
 
     async def addresses(self, host: str) -> list[str]:
@@ -334,7 +337,7 @@ class QueueRunner:
         self._connecting.add(connecting)
         try:
             await connecting
-        except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out, stopped
+        except Exception as exc:  # refused, unreachable, timed out, stopped
             raise SessionError(local_failure("4.4.1", f"connect to {address}:{port}: "
                                              f"{describe(exc)}"), "connect",
                                from_server=False) from None

@@ -37,6 +37,10 @@ class ProtocolError(Exception):
 class Reply:
     code: int
     lines: tuple[str, ...] = ("",)
+    # True for an answer maild decided itself (DNS failure, a SIZE or SMTPUTF8 refusal
+    # before sending, an administrator's bounce): a DSN names no Remote-MTA for it and
+    # gives no "smtp;" Diagnostic-Code (RFC 3464 §2.3.5, §2.3.6).
+    local: bool = False
 
     @property
     def text(self) -> str:
@@ -77,7 +81,7 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> list[Reply]:
         self._buffer += data
-        replies = []
+        replies: list[Reply] = []
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:

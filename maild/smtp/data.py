@@ -76,7 +76,10 @@ class DataReader:
             # An unterminated line already over the limit: discard it, keeping a trailing
             # CR so a CRLF split across packets is still seen.
             keep = 1 if buf.endswith(b"\r") else 0
-            self._flag(Problem.LINE_TOO_LONG)
+            # A run with bare LFs in it is long only because its lines do not end in
+            # CRLF: say that (RFC 5321 §2.3.8), not "line too long".
+            bare = _BARE.search(buf, 0, len(buf) - keep) is not None
+            self._flag(Problem.BARE_NEWLINE if bare else Problem.LINE_TOO_LONG)
             self.size += len(buf) - keep
             del buf[: len(buf) - keep]
             self._in_long_line = True

@@ -16,7 +16,15 @@ Implementation notes — invariants a contributor must keep:
    keeps reading and discarding to the end of the message, then answers.
 5. Durability: 250 after DATA/BDAT LAST only after the store's Deferred has fired.
 6. Submission: AUTH is offered and accepted only over TLS; MAIL needs AUTH; the envelope
-   sender and the From: header must belong to the authenticated user.
+   sender and every address of the originator fields (From, Sender, Resent-From,
+   Resent-Sender) must belong to the authenticated user.
+6a. At end of DATA the header section is parsed once (``tx.header``, the one parser of
+   :mod:`maild.util.message`) and the MIME structure walked once (``tx.mime``); every
+   filter, mail authentication and delivery read those. A header section that does not
+   name one author unambiguously, or MIME nested deeper than ``maild.util.mime.MAX_DEPTH``,
+   is refused 554 5.6.0 before any filter runs, on both ports (docs/smtp.md).
+6b. MX: an unauthenticated envelope sender in one of our domains is refused at MAIL FROM
+   unless SPF passes for it (``reject_unauthenticated_local_sender``).
 7. Never an open relay: a recipient outside the local domains, an address literal or a
    local part carrying a relay operator (% ! @) is refused unless the client is
    authenticated on the submission port.
@@ -26,17 +34,20 @@ Implementation notes — invariants a contributor must keep:
    (docs/smtp.md, "Memory per message": about 2x its size in flight).
 9. A client never sees an exception text: unexpected errors are logged and answered
    451 4.3.0.
+10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
+   a command in progress (the store's commit after DATA included) finishes and is answered,
+   then 421 and close (RFC 5321 §3.8); a message still being received is not stored
+   (``_discard_input``, ``_goodbye``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import enum
 import io
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
@@ -47,7 +58,6 @@ from zope.interface import implementer
 from maild.auth import SaslError, parse_sasl_plain
 from maild.config import SmtpConfig
 from maild.delivery import complete_submission, new_queue_id
-from maild.filters.chain import Action, Reply, Transaction, Verdict
 from maild.smtp.data import DataReader, Problem, check_content
 from maild.smtp.parser import (
     Auth,
@@ -69,9 +79,17 @@ from maild.smtp.parser import (
     parse_command,
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util.authresults import AuthResults
 from maild.util.limits import ConnectionCounter, TokenBuckets
-from maild.util.message import header_fields, split_header
+from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
+from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import CommandSession
+from maild.util.transaction import Action, Reply, Transaction, Verdict
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from maild.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +166,7 @@ _LIMITS: dict[tuple[int, bool], _SharedLimits] = {}
 class SmtpFactory(Factory):
     noisy = False
 
-    def __init__(self, ctx: Any, submission: bool, implicit_tls: bool) -> None:
+    def __init__(self, ctx: ServerContext, submission: bool, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.submission = submission
         self.implicit_tls = implicit_tls
@@ -166,6 +184,8 @@ class SmtpFactory(Factory):
 
 @implementer(IPushProducer, IHandshakeListener)
 class SmtpSession(CommandSession):
+    ctx: ServerContext
+
     def __init__(self, factory: SmtpFactory) -> None:
         self.factory = factory
         self.ctx = factory.ctx
@@ -214,7 +234,7 @@ class SmtpSession(CommandSession):
     async def _connect(self) -> None:
         try:
             verdict = await self._run_filters("connect")
-        except Exception:  # noqa: BLE001 - a broken filter must not leave a silent session
+        except Exception:  # a broken filter must not leave a silent session
             log.exception("smtp connect filters failed for %s", self.tx.client_ip)
             self._send(f"421 {self.hostname} Service not available, try again later")
             self._close()
@@ -229,7 +249,7 @@ class SmtpSession(CommandSession):
         self._send(f"220 {self.hostname} ESMTP maild")
 
     def handshakeCompleted(self) -> None:
-        handle = self.transport.getHandle()
+        handle = cast("SSL.Connection", self.transport.getHandle())
         self.tx.tls_version = handle.get_protocol_version_name()
         cipher = handle.get_cipher_name()
         bits = handle.get_cipher_bits()
@@ -253,6 +273,13 @@ class SmtpSession(CommandSession):
         self._closed = True
         self._buf.clear()
         self.transport.loseConnection()
+
+    def _discard_input(self) -> None:  # invariant 10
+        self._buf.clear()
+
+    def _goodbye(self) -> None:
+        self._reply(421, "4.3.2", f"{self.hostname} Service shutting down, try again later")  # RFC 5321 §3.8
+        self._close()
 
     # -- IPushProducer: the transport's write buffer is full / drained ----------------------
 
@@ -288,7 +315,7 @@ class SmtpSession(CommandSession):
     # -- input -------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         self._buf += data
         if self._mode is not Mode.COMMAND:
@@ -369,7 +396,7 @@ class SmtpSession(CommandSession):
         if self._closed:
             return
         log.error("smtp session %s:%s: internal error", self.tx.client_ip, self.tx.client_port,
-                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))  # type: ignore[arg-type]
         self._reset_transaction()
         self._reply(*_reply_args(_INTERNAL_ERROR))
 
@@ -499,7 +526,10 @@ class SmtpSession(CommandSession):
         if cmd.verb is Verb.HELO:
             self._reply_multi(250, [self.hostname])
             return
-        lines = [f"{self.hostname} Hello {cmd.domain} [{self.tx.client_ip}]",
+        greeting = f"{self.hostname} Hello {cmd.domain}"
+        if not cmd.domain.startswith("["):  # an address literal is the address already
+            greeting += f" [{self.tx.client_ip}]"
+        lines = [greeting,
                  "PIPELINING",  # RFC 2920
                  f"SIZE {self.config.max_message_size}",  # RFC 1870
                  "8BITMIME",  # RFC 6152
@@ -594,11 +624,11 @@ class SmtpSession(CommandSession):
             username = initial if initial is not None else await self._challenge("Username:")
             if username is None:
                 return None
-            password = await self._challenge("Password:")
-            if password is None:
+            secret = await self._challenge("Password:")
+            if secret is None:
                 return None
             try:
-                return _b64(username).decode("utf-8"), _b64(password).decode("utf-8")
+                return _b64(username).decode("utf-8"), _b64(secret).decode("utf-8")
             except UnicodeDecodeError:
                 raise _SaslAbort(Reply(501, "5.5.2", "Credentials are not UTF-8")) from None
         raise _SaslAbort(Reply(504, "5.5.4", "Unrecognized authentication type"))
@@ -636,7 +666,24 @@ class SmtpSession(CommandSession):
         if self._refused(verdict):
             self._reset_transaction()
             return
+        if self._forged_local_sender(cmd):
+            self._reset_transaction()
+            self._reply(550, "5.7.1", "Sender address in a local domain needs authentication")
+            return
         self._reply(250, "2.1.0", "Ok")
+
+    def _forged_local_sender(self, cmd: MailFrom) -> bool:
+        """MX: an unauthenticated client using one of our domains as envelope sender, with
+        no SPF pass for it (the mail authentication filter's result of the MAIL FROM
+        phase; RFC 7208 §2.6.3). Postfix's reject_unauthenticated_sender_login_mismatch in
+        spirit: only our users send as our domains, through submission."""
+        if (self.submission or self.user is not None or cmd.sender is None
+                or not self.config.reject_unauthenticated_local_sender
+                or self.ctx.store.domain(cmd.sender.domain_key.rstrip(".")) is None):
+            return False
+        results = self.tx.notes.get("auth_results")
+        spf = results.spf if isinstance(results, AuthResults) else None
+        return spf is None or spf.result != "pass" or spf.scope != "mailfrom"
 
     def _postmaster(self) -> Mailbox:
         """RFC 5321 §4.5.1: <Postmaster> without a domain."""
@@ -736,12 +783,18 @@ class SmtpSession(CommandSession):
             self._reset_transaction()
 
     async def _accept_message(self, body: bytes) -> None:
-        if self.user is not None:
-            if not self._from_header_owned(body):
-                self._reply(553, "5.7.1", "From: header address not owned by the authenticated user")
-                return
-            body = complete_submission(body, self.hostname)
         self.tx.raw = body
+        # Submission: an address the user does not own is the clearer answer, so first.
+        field = self._originator_not_owned(self.tx) if self.user is not None else None
+        if field is not None:
+            self._reply(553, "5.7.1", f"{field} header address not owned by the authenticated user")
+            return
+        refusal = self._malformed(self.tx)
+        if refusal is not None:
+            self._reply(*_reply_args(refusal))
+            return
+        if self.user is not None:
+            self.tx.raw = body = complete_submission(body, self.hostname, header=self.tx.header)
         verdict = await self._run_filters("data")
         if self._refused(verdict):
             return
@@ -766,13 +819,33 @@ class SmtpSession(CommandSession):
                  len(self.tx.rcpt_to), sum(map(len, message)))
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
-    def _from_header_owned(self, body: bytes) -> bool:
-        """RFC 6409 §8.1-style sender check: every From: address is the user's."""
-        assert self.user is not None
+    @staticmethod
+    def _malformed(tx: Transaction) -> Reply | None:
+        """RFC 7489 §6.6.1, RFC 5322 §3.6: the author must be unambiguous, since From is
+        what DMARC judges and what the user is shown; RFC 2046 nesting within MAX_DEPTH
+        (and MAX_PARTS) so every MIME walker sees every part. Permanent: resending the same
+        message cannot help."""
+        assert tx.header is not None and tx.mime is not None
+        problem = author_problem(tx.header)
+        if problem is not None:
+            return Reply(554, "5.6.0", problem)
+        if tx.mime.too_deep:
+            return Reply(554, "5.6.0", f"MIME parts nested more than {MAX_DEPTH} levels deep")
+        if tx.mime.too_many:
+            return Reply(554, "5.6.0", f"Message has more than {MAX_PARTS} MIME parts")
+        return None
+
+    def _originator_not_owned(self, tx: Transaction) -> str | None:
+        """RFC 6409 §8.1-style sender check: every address of every originator field
+        (From, Sender, Resent-From, Resent-Sender; RFC 5322 §3.6.2, §3.6.6) is the
+        authenticated user's. The name of the first field that is not, or None."""
+        assert self.user is not None and tx.header is not None
         owned = {a.lower() for a in self.ctx.store.addresses_of(self.user.address)}
-        values = [v for n, v in header_fields(split_header(body)[0]) if n.lower() == "from"]
-        addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
-        return len(values) == 1 and bool(addresses) and all(a.lower() in owned for a in addresses)
+        found = originators(tx.header)
+        for name in ORIGINATOR_FIELDS:
+            if any(a.lower() not in owned for a in found.get(name, [])):
+                return "-".join(w.capitalize() for w in name.split("-")) + ":"
+        return None
 
 
 class _SaslAbort(Exception):

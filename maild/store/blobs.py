@@ -4,18 +4,19 @@ A message body is written once to ``data_dir/tmp`` (fsync), then hard-linked int
 shard that references it (``shards/NN/blobs/ab/<sha256>``), and the shard directories are
 fsynced once per batch. Hard links let every shard own and reference-count its own name
 while the bytes exist once on disk, however many users on however many shards receive
-them. A crash leaves at worst an unreferenced file, which fsck reports and removes.
+them. A crash leaves at worst an unreferenced file, which the daemon's sweep removes once it
+is old enough (sweep.py) and fsck reports and removes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from maild.store.types import StoreFull
 
@@ -94,7 +95,7 @@ class BlobDir:
     def remove(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)
 
-    def open(self, sha: str) -> BinaryIO:
+    def open(self, sha: str) -> io.BufferedReader:
         return open(self.path(sha), "rb")
 
     def read(self, sha: str) -> bytes:

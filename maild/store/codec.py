@@ -67,10 +67,6 @@ def modseq_key(user_id: int, mailbox_id: int, modseq: int) -> bytes:
     return _MODSEQ.pack(user_id, mailbox_id, modseq)
 
 
-def modseq_of_key(key: bytes) -> int:
-    return _MODSEQ.unpack(key)[2]
-
-
 def name_key(user_id: int, name: str) -> bytes:
     return u32(user_id) + name.encode("utf-8")
 
@@ -88,9 +84,10 @@ def _not_serializable(value: Any) -> Any:
 # Even a built encoder's encode() makes a new C encoder object per call (a third of its
 # time on a mailbox record); where the C accelerator exists, make it once. No circular
 # reference check (markers=None): stored values are plain trees.
-_C_ENCODE = (json.encoder.c_make_encoder(None, _not_serializable, json.encoder.encode_basestring, None,
-                                         ":", ",", False, False, True)
-             if json.encoder.c_make_encoder is not None else None)
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # private: not in typeshed
+_C_ENCODE = (_MAKE_ENCODER(None, _not_serializable, json.encoder.encode_basestring, None,
+                           ":", ",", False, False, True)
+             if _MAKE_ENCODER is not None else None)
 
 
 def jdump(value: Any) -> bytes:
@@ -111,7 +108,7 @@ _FLAG_SETS = tuple(frozenset(f for i, f in enumerate(SYSTEM_FLAGS) if bits & (1 
 _new_tuple = tuple.__new__
 
 
-def decode_meta(uid: int, data: bytes) -> MessageMeta:
+def decode_meta(uid: int, data: bytes | memoryview) -> MessageMeta:
     """MessageRecord.decode(data).meta(uid) without the intermediate object: the hot path
     of FETCH 1:* and SEARCH. The tuple is made directly: a NamedTuple's own __new__ is a
     Python function taking keywords, a third of this function's time."""
@@ -120,7 +117,7 @@ def decode_meta(uid: int, data: bytes) -> MessageMeta:
     return _new_tuple(MessageMeta, (uid, flags, idate, plen + size, modseq, sha.hex(), plen))
 
 
-def _flags(bits: int, data: bytes, kwlen: int) -> frozenset[str]:
+def _flags(bits: int, data: bytes | memoryview, kwlen: int) -> frozenset[str]:
     """A record's flags: its system-flag bits, and the keywords that follow the fixed part."""
     if not kwlen:
         return _FLAG_SETS[bits]
@@ -172,10 +169,11 @@ def mailbox_from(mailbox_id: int, record: dict[str, Any]) -> Mailbox:
         uidnext=record["uidnext"],
         highestmodseq=record["highestmodseq"],
         special_use=SpecialUse(special) if special else None,
-        subscribed=record["subscribed"],
         messages=record["messages"],
         unseen=record["unseen"],
         size=record["size"],
+        recent_uid=record.get("recent_uid", 0),
+        keywords=tuple(record.get("keywords", ())),
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maild.store import codec
+from maild.store import codec, envfile, retry
 from maild.store.blobs import BlobDir
 from maild.store.codec import jdump, jload
 from maild.store.shard import open_env
@@ -23,7 +23,8 @@ from maild.store.types import (
 )
 from maild.store.writer import Batch, Writer
 
-DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref")
+DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref",
+            *retry.DB_NAMES)
 ALIAS_DEPTH = 8  # alias chains longer than this are a configuration loop
 
 
@@ -40,8 +41,9 @@ def canonical(address: str) -> str:
 
 
 class Directory:
-    def __init__(self, path: Path, map_size: int, max_batch: int, shards: int) -> None:
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory")
+    def __init__(self, path: Path, map_size: int, max_batch: int, shards: int,
+                 health: Any = None, required: envfile.Required | None = None) -> None:
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         with self.env.begin(write=True) as txn:
@@ -54,7 +56,7 @@ class Directory:
                     f"store.shards is {shards} but the data directory {path.parent} was created "
                     f"with {int(recorded)} shards: set store.shards = {int(recorded)}")
         self.writer = Writer("directory", self.env, self.dbs, blob_dir=self.blobs,
-                             max_batch=max_batch)
+                             max_batch=max_batch, health=health)
 
     def close(self) -> None:
         self.writer.close()
@@ -142,11 +144,6 @@ class Directory:
             return None
         record = self._get("users", address)
         return None if record is None else self._user(address, record)
-
-    def user_by_id(self, user_id: int) -> User | None:
-        with self.env.begin() as txn:
-            raw = txn.get(codec.u32(user_id), db=self.dbs["userids"])
-        return None if raw is None else self.user(raw.decode())
 
     def users(self) -> list[User]:
         return [self._user(k, v) for k, v in self._all("users")]

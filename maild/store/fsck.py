@@ -3,9 +3,13 @@
 Checked per shard: every message record's mailbox, blob file and blob checksum; the blob
 reference counts; the unseen and modseq indexes; each mailbox's counters, UIDNEXT and
 HIGHESTMODSEQ; the name index; each user's usage; orphan blob files; that every directory
-user has a partition. Repair recomputes indexes, counters and refcounts from the message
-records, drops records whose blob is gone or damaged (reported as lost), and removes
-orphan blob files: the spirit of Cyrus ``reconstruct`` and ``mox verifydata``.
+user has a partition. A missing or damaged blob is one problem naming the messages it held
+(the counters it upsets are counted as they stand, not reported again). Repair recomputes
+indexes, counters and refcounts from the message records, drops records whose blob is gone
+or damaged (reported as lost), and removes orphan blob files — none while any user lacks a
+partition in their shard (that environment is not the one their mail was in, and the files
+may be the only copies of their bodies): the spirit of Cyrus ``reconstruct`` and ``mox
+verifydata``.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import hashlib
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from maild.store import codec
+from maild.store import codec, retry
 from maild.store.codec import MessageRecord, jdump, jload
 from maild.store.types import SEEN
+from maild.store.writer import Batch
+
+if TYPE_CHECKING:
+    from maild.store import Store
+    from maild.store.shard import Shard
 
 
 @dataclass
@@ -37,20 +46,37 @@ class Report:
         return f"{self.messages} messages, {self.blobs} blobs checked: {state}"
 
 
-def fsck(store: Any, repair: bool = False, progress: bool = False) -> Report:
+def fsck(store: Store, repair: bool = False, progress: bool = False) -> Report:
     report = Report()
     users_by_shard: dict[int, dict[int, str]] = defaultdict(dict)
     for user in store.users():
         users_by_shard[user.shard][user.id] = user.address
+    # Users the directory places on a shard that holds no partition for them: that shard's
+    # environment is not the one their mail was in (recreated empty, swapped). Unreferenced
+    # blob files may be the only copies of their bodies left, so --repair removes none,
+    # anywhere, until the right environment is back.
+    homeless = [address for shard in store.shards
+                for address in _without_partition(shard, users_by_shard[shard.index])]
     for shard in store.shards:
-        _check_shard(shard, users_by_shard[shard.index], report, repair, progress)
-    _check_directory(store, report, repair)
+        _check_shard(shard, users_by_shard[shard.index], report, repair, progress, bool(homeless))
+    _check_directory(store, report, repair and not homeless)
+    if repair and homeless:
+        report.unrepaired.append("blob files kept")
+        report.notes.append(f"no blob file removed: {len(homeless)} user(s) have no partition in "
+                            "their shard (restore that shard's environment, then run fsck again)")
     return report
 
 
-def _check_directory(store: Any, report: Report, repair: bool) -> None:
+def _without_partition(shard: Shard, users: dict[int, str]) -> list[str]:
+    with shard.env.begin() as txn:
+        return [address for user_id, address in users.items()
+                if txn.get(user_id.to_bytes(4, "big"), db=shard.dbs["uinfo"]) is None]
+
+
+def _check_directory(store: Store, report: Report, repair: bool) -> None:
     directory = store.directory
     refs: Counter[str] = Counter(e["blob"] for e in directory.queue_entries())
+    refs.update(e["sha"] for e in retry.entries(directory.env, directory.dbs) if not e["inline"])
     with directory.env.begin() as txn:
         stored = {k.hex(): codec.read_u64(v) for k, v in txn.cursor(db=directory.dbs["blobref"])}
     files = set(directory.blobs.names())
@@ -66,7 +92,7 @@ def _check_directory(store: Any, report: Report, repair: bool) -> None:
             directory.blobs.remove(sha)
             report.repaired.append(f"removed orphan queue blob {sha}")
     if repair and any(stored.get(s) != c for s, c in refs.items()):
-        def op(b: Any) -> None:
+        def op(b: Batch) -> None:
             b.txn.drop(b.dbs["blobref"], delete=False)
             for sha, count in refs.items():
                 b.txn.put(bytes.fromhex(sha), codec.u64(count), db=b.dbs["blobref"])
@@ -74,7 +100,8 @@ def _check_directory(store: Any, report: Report, repair: bool) -> None:
         report.repaired.append("directory: recomputed queue blob refcounts")
 
 
-def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool, progress: bool) -> None:
+def _check_shard(shard: Shard, users: dict[int, str], report: Report, repair: bool, progress: bool,
+                 keep_files: bool) -> None:
     where = f"shard {shard.index:02d}"
     dbs = shard.dbs
     files = set(shard.blobs.names())
@@ -87,6 +114,9 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         lambda: {"messages": 0, "unseen": 0, "size": 0, "maxuid": 0, "maxmodseq": 0})
     usage: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     checked: dict[str, bool] = {}
+    bad_blobs: dict[str, str] = {}  # sha -> "missing" or "damaged ..."
+    consequences: dict[str, list[str]] = defaultdict(list)  # sha -> the messages it holds
+    lost_details: list[tuple[int, int, int, bool, bytes, bytes, bytes]] = []
 
     with shard.env.begin() as txn:
         for key, value in txn.cursor(db=dbs["mbox"]):
@@ -125,17 +155,19 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
                 else:
                     checked[sha] = sha in files and shard.blobs.checksum(sha) == sha
                 if not checked[sha]:
-                    state = "missing" if body is None and sha not in files else "damaged (checksum mismatch)"
-                    report.problems.append(f"{where}: blob {sha} is {state}")
+                    bad_blobs[sha] = "missing" if body is None and sha not in files else \
+                        "damaged (checksum mismatch)"
+            size = len(rec.prefix) + rec.blob_size
             if not checked[sha]:
                 box = mailboxes[(user_id, mid)]["name"]
-                report.problems.append(f"{where}: message uid {uid} in mailbox {box!r} of user "
-                                       f"{users.get(user_id, user_id)} lost its body")
+                consequences[sha].append(f"uid {uid} in {box!r} of {users.get(user_id, user_id)}")
                 lost.append(key)
-                continue
+                lost_details.append((user_id, mid, size, SEEN not in rec.flags, rec.sha,
+                                     codec.modseq_key(user_id, mid, rec.modseq), bytes(key)))
+            # Counted as they stand, so that a lost body is one problem, not also a refcount,
+            # the mailbox's counters and the user's usage; repair takes them out (below).
             refs[rec.sha] += 1
             c = counters[(user_id, mid)]
-            size = len(rec.prefix) + rec.blob_size
             c["messages"] += 1
             c["size"] += size
             c["maxuid"] = max(c["maxuid"], uid)
@@ -150,6 +182,12 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
                 report.problems.append(f"{where}: message uid {uid} (mailbox {mid}) has no envelope")
         if progress and total:
             print(file=sys.stderr)
+        for sha, state in bad_blobs.items():
+            held = consequences[sha]
+            listed = "; ".join(held[:5]) + (f"; and {len(held) - 5} more" if len(held) > 5 else "")
+            report.problems.append(f"{where}: blob {sha} is {state}: {len(held)} message(s) lost "
+                                   f"their body ({listed}); restore the file from a backup, or "
+                                   "--repair drops those messages")
         report.blobs += len(files)
         stored_refs = {bytes(k): codec.read_u64(v) for k, v in txn.cursor(db=dbs["blobref"])}
         inline_names = {bytes(k) for k in txn.cursor(db=dbs["blobdata"]).iternext(values=False)}
@@ -158,12 +196,12 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         uinfo = {int.from_bytes(k, "big"): jload(v) for k, v in txn.cursor(db=dbs["uinfo"])}
 
     index_problems = 0
-    for sha, count in refs.items():
-        if stored_refs.get(sha) != count:
-            report.problems.append(f"{where}: blob {sha.hex()} refcount {stored_refs.get(sha)}, counted {count}")
+    for digest, count in refs.items():
+        if stored_refs.get(digest) != count:
+            report.problems.append(f"{where}: blob {digest.hex()} refcount {stored_refs.get(digest)}, counted {count}")
             index_problems += 1
-    for sha in set(stored_refs) - set(refs):
-        report.problems.append(f"{where}: refcount for unreferenced blob {sha.hex()}")
+    for digest in set(stored_refs) - set(refs):
+        report.problems.append(f"{where}: refcount for unreferenced blob {digest.hex()}")
         index_problems += 1
     stale_inline = inline_names - set(refs)
     if stale_inline:
@@ -176,9 +214,9 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
         differing = len(set(modseq.items()) ^ set(expect_modseq.items()))
         report.problems.append(f"{where}: modseq index differs in {differing} entries")
         index_problems += 1
-    for key, record in mailboxes.items():
-        c = counters[key]
-        box = f"{where}: mailbox {record['name']!r} (user {users.get(key[0], key[0])})"
+    for box_key, record in mailboxes.items():
+        c = counters[box_key]
+        box = f"{where}: mailbox {record['name']!r} (user {users.get(box_key[0], box_key[0])})"
         for counter in ("messages", "unseen", "size"):
             if record[counter] != c[counter]:
                 report.problems.append(f"{box} {counter} is {record[counter]}, counted {c[counter]}")
@@ -200,17 +238,36 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
     orphans = files - live - {s for s, ok in checked.items() if not ok}
     if orphans:
         # A blob is linked before its metadata commits, so a crash leaves at worst an
-        # unreferenced file: harmless, reported, removed by --repair.
+        # unreferenced file: harmless, reported, removed by --repair (and by the daemon's
+        # sweep once it is old enough, maild/store/sweep.py).
         report.notes.append(f"{where}: {len(orphans)} orphan blob file(s) left by interrupted "
                             "writes (--repair removes them)")
     damaged = {s for s, ok in checked.items() if not ok and s in files}
 
     if not repair:
         return
+    if keep_files:  # see fsck(): some users' mail is elsewhere
+        orphans, damaged = set(), set()
     for sha in orphans | damaged:
         shard.blobs.remove(sha)
     if orphans or damaged:
         report.repaired.append(f"{where}: removed {len(orphans | damaged)} unreferenced or damaged blob file(s)")
+    for user_id, mid, size, unseen_, sha_key, modseq_k, key in lost_details:
+        c = counters[(user_id, mid)]
+        c["messages"] -= 1
+        c["size"] -= size
+        usage[user_id][0] -= size
+        usage[user_id][1] -= 1
+        if unseen_:
+            c["unseen"] -= 1
+            expect_unseen.discard(key)
+        expect_modseq.pop(modseq_k, None)
+        refs[sha_key] -= 1
+        if refs[sha_key] <= 0:
+            del refs[sha_key]
+    if lost_details:
+        index_problems += 1
+        stale_inline = inline_names - set(refs)  # the lost ones' inline bodies go too
     if index_problems or lost:
         shard.writer.run(lambda b: _rebuild(b, lost, mailboxes, counters, refs, expect_unseen,
                                             expect_modseq, usage, stale_inline))
@@ -218,11 +275,11 @@ def _check_shard(shard: Any, users: dict[int, str], report: Report, repair: bool
                                + (f"; dropped {len(lost)} message(s) whose body is lost" if lost else ""))
 
 
-def _rebuild(b: Any, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
+def _rebuild(b: Batch, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
              counters: dict[tuple[int, int], dict[str, int]], refs: Counter[bytes],
              unseen: set[bytes], modseq: dict[bytes, bytes], usage: dict[int, list[int]],
              stale_inline: set[bytes]) -> None:
-    txn: lmdb.Transaction = b.txn
+    txn: lmdb.Transaction[bytes] = b.txn
     for sha in stale_inline:
         txn.delete(sha, db=b.dbs["blobdata"])
     for key in lost:

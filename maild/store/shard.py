@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 
-from maild.store import codec
+from maild.store import codec, envfile
 from maild.store.blobs import BlobDir
 from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
 from maild.store.types import (
@@ -34,12 +34,18 @@ from maild.store.types import (
 )
 from maild.store.writer import Batch, Writer
 
+# "subs": the subscription list, (user id, mailbox name) -> b"", names that need not exist
+# (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
-            "blobref", "blobdata", "uinfo", "changes")
+            "blobref", "blobdata", "uinfo", "changes", "subs")
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
+MAX_KEYWORDS = 1000  # keywords remembered per mailbox (for IMAP's FLAGS, RFC 3501 §7.2.6)
 
 
-def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tuple[lmdb.Environment, dict[str, Any]]:
+def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
+             required: envfile.Required | None = None) -> tuple[lmdb.Environment, dict[str, Any]]:
+    """Open (or, unless ``required`` says why it must exist, create) an environment."""
+    envfile.check(path, what, required)
     path.mkdir(parents=True, exist_ok=True)
     try:
         env = lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
@@ -63,7 +69,7 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str) -> tupl
     return env, dbs
 
 
-def mailbox_uids(txn: lmdb.Transaction, db: Any, prefix: bytes) -> list[int]:
+def mailbox_uids(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[int]:
     """The uids under ``user | mailbox`` in a message-keyed database, ascending."""
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix):
@@ -87,25 +93,40 @@ class Shard:
     def __init__(self, index: int, path: Path, map_size: int, max_batch: int,
                  on_commit: Callable[[list[dict[str, Any]]], None] | None,
                  dispatch: Callable[[Callable[[], None]], None] | None = None,
-                 ops_lock: threading.Lock | None = None) -> None:
+                 ops_lock: threading.Lock | None = None, health: Any = None,
+                 required: envfile.Required | None = None) -> None:
         self.index = index
         self.path = path
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}")
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.dbs["changes"])
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        self._migrate_subscriptions()
         self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
         self._uid_cache_size = 0
         self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
-                             log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock)
+                             log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
+                             health=health)
 
     def close(self) -> None:
         self.writer.close()
         self.env.close()
+
+    def _migrate_subscriptions(self) -> None:
+        """Shards written before the "subs" table kept a ``subscribed`` flag in each
+        mailbox record: copy those into the table once."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(b"subs-migrated", db=self.dbs["meta"]) is not None:
+                return
+            for key, value in txn.cursor(db=self.dbs["mbox"]):
+                record = jload(value)
+                if record.pop("subscribed", False):
+                    txn.put(codec.name_key(codec.read_u32(key[:4]), record["name"]), b"", db=self.dbs["subs"])
+            txn.put(b"subs-migrated", b"1", db=self.dbs["meta"])
 
     # -- change log ---------------------------------------------------------------------
 
@@ -122,32 +143,29 @@ class Shard:
             while cur.first() and codec.read_u64(cur.key()) < oldest:
                 cur.delete()
 
-    def changes_after(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        out = []
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["changes"])
-            if cur.set_range(codec.u64(seq + 1)):
-                for _key, value in cur:
-                    out.append(jload(value))
-                    if len(out) >= limit:
-                        break
-        return out
-
     # -- reads ----------------------------------------------------------------------------
 
-    def mailbox_records(self, user_id: int) -> list[Mailbox]:
+    def _user_rows(self, db: str, user_id: int) -> list[tuple[bytes, bytes]]:
+        """(key after the user id, value) of a user's rows of ``db``, in key order."""
         prefix = codec.u32(user_id)
         out = []
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["mbox"])
+            cur = txn.cursor(db=self.dbs[db])
             if cur.set_range(prefix):
                 for key, value in cur:
                     if not key.startswith(prefix):
                         break
-                    out.append(codec.mailbox_from(codec.read_u32(key[4:]), jload(value)))
+                    out.append((key[4:], value))
+        return out
+
+    def mailbox_records(self, user_id: int) -> list[Mailbox]:
+        out = [codec.mailbox_from(codec.read_u32(key), jload(value)) for key, value in self._user_rows("mbox", user_id)]
         return sorted(out, key=lambda m: (m.name != "INBOX", m.name))
 
-    def mailbox_id(self, txn: lmdb.Transaction, user_id: int, name: str) -> int | None:
+    def subscriptions(self, user_id: int) -> list[str]:
+        return [key.decode("utf-8") for key, _ in self._user_rows("subs", user_id)]
+
+    def mailbox_id(self, txn: lmdb.Transaction[bytes], user_id: int, name: str) -> int | None:
         raw = txn.get(codec.name_key(user_id, name), db=self.dbs["mboxname"])
         return None if raw is None else codec.read_u32(raw)
 
@@ -206,12 +224,12 @@ class Shard:
                 return
             if len(ordered) * SCAN_DENSITY < ordered[-1] - ordered[0] + 1:
                 # A few uids spread over the mailbox: look each one up.
-                with self.env.begin(buffers=True) as txn:
-                    cur = txn.cursor(db=self.dbs["msg"])
+                with self.env.begin(buffers=True) as view_txn:
+                    view_cur = view_txn.cursor(db=self.dbs["msg"])
                     for uid in ordered:
-                        value = cur.get(msg_key(user_id, mailbox_id, uid))
-                        if value is not None:
-                            yield codec.decode_meta(uid, value)
+                        view = view_cur.get(msg_key(user_id, mailbox_id, uid))
+                        if view is not None:
+                            yield codec.decode_meta(uid, view)
                 return
             # Dense (FETCH 1:*): one pass over the range beats a B-tree descent per uid.
             start = msg_key(user_id, mailbox_id, ordered[0])
@@ -323,7 +341,8 @@ def _dump_record(record: dict[str, Any]) -> bytes:
     data = jdump(record)
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
-    _DECODED[data] = dict(record)  # the values are str, int, bool or None: a shallow copy
+    # The values are str, int, bool, None or a list never changed in place: a shallow copy.
+    _DECODED[data] = dict(record)
     return data
 
 
@@ -363,6 +382,8 @@ def op_create_partition(user_id: int, mailboxes: Iterable[tuple[str, SpecialUse 
         for name, special in mailboxes:
             if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is None:
                 _create_mailbox(b, "", user_id, name, special)
+                # The default folders start subscribed; CREATE never subscribes (RFC 3501 §6.3.3).
+                b.txn.put(codec.name_key(user_id, name), b"", db=b.dbs["subs"])
     return op
 
 
@@ -377,7 +398,7 @@ def _create_mailbox(b: Batch, user: str, user_id: int, name: str, special: Speci
     _put_uinfo(b, user_id, info)
     _put_mbox(b, user_id, mailbox_id, {
         "name": name, "uidvalidity": uidvalidity, "uidnext": 1, "highestmodseq": 1,
-        "special_use": special.value if special else None, "subscribed": True,
+        "special_use": special.value if special else None,
         "messages": 0, "unseen": 0, "size": 0,
     })
     b.txn.put(codec.name_key(user_id, name), codec.u32(mailbox_id), db=b.dbs["mboxname"])
@@ -386,8 +407,37 @@ def _create_mailbox(b: Batch, user: str, user_id: int, name: str, special: Speci
     return mailbox_id
 
 
+def _create_parents(b: Batch, user: str, user_id: int, name: str) -> None:
+    """RFC 3501 §6.3.3: the superior hierarchical names of ``name`` that do not exist yet,
+    in the caller's transaction (so a failed CREATE or RENAME leaves none behind)."""
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if b.txn.get(codec.name_key(user_id, parent), db=b.dbs["mboxname"]) is None:
+            _create_mailbox(b, user, user_id, parent, None)
+
+
 def op_create_mailbox(user: str, user_id: int, name: str, special: SpecialUse | None) -> Callable[[Batch], int]:
-    return lambda b: _create_mailbox(b, user, user_id, name, special)
+    def op(b: Batch) -> int:
+        if b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"]) is not None:
+            raise MailboxExists(f"mailbox {name!r} exists")
+        _create_parents(b, user, user_id, name)
+        return _create_mailbox(b, user, user_id, name, special)
+    return op
+
+
+def op_claim_recent(user_id: int, mailbox_id: int, upto: int) -> Callable[[Batch], int]:
+    """RFC 3501 §2.3.2: claim the messages up to UID ``upto`` as \\Recent for the calling
+    session; the claim before (those above it and up to ``upto`` are the caller's). One
+    writer per shard makes the claim atomic: no two sessions get the same message."""
+    def op(b: Batch) -> int:
+        record = _mbox(b, user_id, mailbox_id)
+        before = record.get("recent_uid", 0)
+        if upto > before:
+            record["recent_uid"] = upto
+            _put_mbox(b, user_id, mailbox_id, record)
+        return int(before)
+    return op
 
 
 def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[Batch], None]:
@@ -398,6 +448,7 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
             raise MailboxNotFound(f"mailbox {old!r} does not exist")
         if b.txn.get(codec.name_key(user_id, new), db=names) is not None:
             raise MailboxExists(f"mailbox {new!r} exists")
+        _create_parents(b, user, user_id, new)
         if old == "INBOX":
             # RFC 3501 §6.3.5: renaming INBOX moves its messages to a new mailbox and
             # leaves INBOX empty.
@@ -419,15 +470,17 @@ def op_rename_mailbox(user: str, user_id: int, old: str, new: str) -> Callable[[
                 elif not name.startswith(old):
                     break
         for name, mid in renames:
-            target = new + name[len(old):]
-            if b.txn.get(codec.name_key(user_id, target), db=names) is not None:
-                raise MailboxExists(f"mailbox {target!r} exists")
+            renamed = new + name[len(old):]
+            if b.txn.get(codec.name_key(user_id, renamed), db=names) is not None:
+                raise MailboxExists(f"mailbox {renamed!r} exists")
             b.txn.delete(codec.name_key(user_id, name), db=names)
-            b.txn.put(codec.name_key(user_id, target), codec.u32(mid), db=names)
+            b.txn.put(codec.name_key(user_id, renamed), codec.u32(mid), db=names)
+            if b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"]):
+                b.txn.put(codec.name_key(user_id, renamed), b"", db=b.dbs["subs"])  # as Dovecot does
             record = _mbox(b, user_id, mid)
-            record["name"] = target
+            record["name"] = renamed
             _put_mbox(b, user_id, mid, record)
-            _change(b, ChangeKind.MAILBOX_RENAME, user, mid, name=target, extra={"old": name})
+            _change(b, ChangeKind.MAILBOX_RENAME, user, mid, name=renamed, extra={"old": name})
     return op
 
 
@@ -456,14 +509,13 @@ def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], N
 
 
 def op_set_subscribed(user_id: int, name: str, subscribed: bool) -> Callable[[Batch], None]:
+    """Add or remove a name of the subscription list; the mailbox need not exist
+    (RFC 3501 §6.3.6, §6.3.9: a subscription outlives its mailbox)."""
     def op(b: Batch) -> None:
-        raw = b.txn.get(codec.name_key(user_id, name), db=b.dbs["mboxname"])
-        if raw is None:
-            raise MailboxNotFound(f"mailbox {name!r} does not exist")
-        mid = codec.read_u32(raw)
-        record = _mbox(b, user_id, mid)
-        record["subscribed"] = subscribed
-        _put_mbox(b, user_id, mid, record)
+        if subscribed:
+            b.txn.put(codec.name_key(user_id, name), b"", db=b.dbs["subs"])
+        else:
+            b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"])
     return op
 
 
@@ -505,7 +557,19 @@ def _insert(b: Batch, user_id: int, mailbox_id: int, record: dict[str, Any], rec
     if SEEN not in rec.flags:
         b.txn.put(key, b"", db=b.dbs["unseen"])
         record["unseen"] += 1
+    _note_keywords(record, rec.flags)
     return uid
+
+
+def _note_keywords(record: dict[str, Any], flags: frozenset[str]) -> None:
+    """Remember in the mailbox record the keywords its messages have carried (they are
+    never forgotten, as in Dovecot), up to MAX_KEYWORDS."""
+    for flag in flags:
+        if not flag.startswith("\\"):
+            known = record.get("keywords", [])
+            if flag not in known and len(known) < MAX_KEYWORDS:
+                # A new list: decoded records share theirs with _DECODED (a shallow copy).
+                record["keywords"] = [*known, flag]
 
 
 def _charge(b: Batch, user_id: int, size: int, count: int, quota: int) -> None:
@@ -567,6 +631,7 @@ def op_set_flags(user: str, user_id: int, mailbox_id: int, uids: list[int], flag
             rec.modseq = record["highestmodseq"]
             was_seen, seen = SEEN in rec.flags, SEEN in new
             rec.flags = new
+            _note_keywords(record, new)
             b.txn.put(key, rec.encode(), db=b.dbs["msg"])
             b.txn.put(codec.modseq_key(user_id, mailbox_id, rec.modseq), codec.u32(uid), db=b.dbs["modseq"])
             if was_seen and not seen:
@@ -665,7 +730,7 @@ def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
                 if key[:4] != prefix:
                     break
                 _ref(b, MessageRecord.decode(value).sha, -1)
-        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname"):
+        for db in ("msg", "env", "unseen", "modseq", "expunged", "mbox", "mboxname", "subs"):
             cur = b.txn.cursor(db=b.dbs[db])
             while cur.set_range(prefix) and cur.key()[:4] == prefix:
                 cur.delete()

@@ -43,6 +43,11 @@ class StoreFull(StoreError):
     """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
 
 
+class BlobDamaged(StoreError):
+    """A message body no longer matches its sha256: that one message cannot be served
+    (IMAP ``NO [SERVERBUG]``, POP3 ``-ERR``); the store has logged the blob's name."""
+
+
 class FormatError(StoreError):
     """The on-disk format is newer or damaged; the message tells the operator what to do."""
 
@@ -105,10 +110,13 @@ class Mailbox:
     uidnext: int
     highestmodseq: int
     special_use: SpecialUse | None
-    subscribed: bool
     messages: int
     unseen: int
     size: int
+    # RFC 3501 §2.3.2: the highest UID some session has already been told of as \Recent;
+    # a message above it is recent for the next session that selects the mailbox.
+    recent_uid: int = 0
+    keywords: tuple[str, ...] = ()  # every keyword its messages have carried, in first-use order
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,20 @@ operations), not around its commit. py-lmdb releases the GIL on every call, so w
 run their operations at the same time hand the GIL to each other, and to the reactor,
 dozens of times per message; taking turns costs nothing, since only one of them can run
 Python at a time anyway. The commits (page writes and fsync) still overlap.
+
+A commit that fails for lack of space (the LMDB map, ENOSPC/EDQUOT from the file system,
+or the EIO a short write gives on ext4) fails its operations with :class:`StoreFull`, is
+reported once to the store's :class:`~maild.store.health.Health` (one log line, not a
+traceback per message) and changes nothing; the next batch simply tries again, so writes
+resume by themselves when space returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -40,7 +48,7 @@ log = logging.getLogger(__name__)
 class Batch:
     """What operations of one batch share: the transaction and post-commit work."""
 
-    txn: lmdb.Transaction
+    txn: lmdb.Transaction[bytes]
     dbs: dict[str, Any]
     changes: list[dict[str, Any]] = field(default_factory=list)
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
@@ -99,8 +107,12 @@ class Writer:
         log_changes: Callable[[Batch], None] | None = None,
         dispatch: Callable[[Callable[[], None]], None] | None = None,
         ops_lock: threading.Lock | None = None,
+        health: Any = None,
     ) -> None:
         self.name = name
+        # The environment's name for the operator: "shard 00", "directory".
+        self.where = f"shard {name[5:]}" if name.startswith("shard") else name
+        self.health = health  # maild.store.health.Health, or None
         self.env = env
         self.dbs = dbs
         self.blob_dir = blob_dir
@@ -161,10 +173,19 @@ class Writer:
                 items.append(nxt)
             try:
                 self._commit(items)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
-                log.exception("writer %s: batch of %d failed", self.name, len(items))
+            except BaseException as exc:  # every waiter must hear about it
                 error = _storage_error(exc)
+                if isinstance(error, StoreFull):
+                    self._report_full(error)
+                else:
+                    log.exception("writer %s: batch of %d failed", self.name, len(items))
                 self._complete([(item, False, error) for item in items if not item.settled], None)
+
+    def _report_full(self, error: BaseException) -> None:
+        if self.health is not None:
+            self.health.write_failed(self.where, str(error))
+        else:
+            log.error("%s: %s", self.where, error)
 
     def _link_blobs(self, items: list[_Item]) -> None:
         if self.blob_dir is None:
@@ -192,6 +213,8 @@ class Writer:
             # ~2 KB) they took a third of the append throughput.
             batch, results = self._write(items, isolate=True)
         # Committed and fsynced (lmdb sync=True) from here on.
+        if self.health is not None and any(ok for _, ok, _ in results):
+            self.health.write_succeeded(self.where)
         self.commits += 1
         self.operations += len(items)
         if batch.unlink and self.blob_dir is not None:
@@ -209,7 +232,7 @@ class Writer:
             with self._ops_lock:
                 return self._apply(txn, items, isolate)
 
-    def _apply(self, txn: lmdb.Transaction, items: list[_Item],
+    def _apply(self, txn: lmdb.Transaction[bytes], items: list[_Item],
                isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
         """Run the operations in ``txn`` and log their changes. Without ``isolate`` the
         first operation to raise aborts the batch (:class:`_OperationFailed`); with it,
@@ -227,16 +250,14 @@ class Writer:
             mark = (len(batch.changes), set(batch.unlink))
             try:
                 result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
-            except lmdb.MapFullError as exc:
+            except Exception as exc:  # handed to the waiter
                 child.abort()
                 del batch.changes[mark[0]:]
                 batch.unlink = mark[1]
-                results.append((item, False, StoreFull(f"store {self.name} is full: {exc}")))
-            except Exception as exc:  # noqa: BLE001 - handed to the waiter
-                child.abort()
-                del batch.changes[mark[0]:]
-                batch.unlink = mark[1]
-                results.append((item, False, exc))
+                error = _storage_error(exc)
+                if isinstance(error, StoreFull) and not isinstance(exc, StoreFull):
+                    self._report_full(error)
+                results.append((item, False, error))
             else:
                 child.commit()
                 results.append((item, True, result))
@@ -264,9 +285,22 @@ class Writer:
             self.dispatch(lambda: settle([r for r in results if not r[0].wait], True))
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# py-lmdb raises DiskError for ENOSPC, and a plain Error with strerror's text for the rest;
+# ext4 answers a write that could only partly be done for lack of space with EIO.
+_NO_SPACE_TEXTS = tuple(os.strerror(e) for e in (*_NO_SPACE, errno.EIO))
+
+
 def _storage_error(exc: BaseException) -> BaseException:
+    """``exc`` as the caller should see it: StoreFull when it says there is no space."""
     if isinstance(exc, lmdb.MapFullError):
-        return StoreFull(str(exc))
-    if isinstance(exc, OSError) and exc.errno in (28, 122):
+        return StoreFull(f"the LMDB map is full (raise store.map_size_mb): {exc}")
+    if isinstance(exc, lmdb.PanicError):  # a failed meta page write: only reopening clears it
+        return StoreFull(f"the environment refuses writes after a failed write ({exc}): free "
+                         "space, then restart maild")
+    if isinstance(exc, lmdb.DiskError) or (
+            isinstance(exc, lmdb.Error) and any(t in str(exc) for t in _NO_SPACE_TEXTS)):
+        return StoreFull(f"file system full: {exc}")
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
         return StoreFull(str(exc))
     return exc

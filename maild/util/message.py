@@ -1,10 +1,37 @@
-"""Small, protocol-neutral facts about an RFC 5322 message."""
+"""The one RFC 5322 header parser: every part of maild reads header fields through it.
+
+SMTP (the author checks at end of DATA), mail authentication (DKIM, DMARC's From domain),
+the filters, delivery, the store's envelope and IMAP (ENVELOPE, BODYSTRUCTURE,
+HEADER.FIELDS, SEARCH) all see the same fields, so what a user is shown as From is what
+DMARC judged (issue 16: two parsers that disagreed on a line without a colon were a DMARC
+bypass).
+
+The rules (RFC 5322 §2.1, §2.2, §3.6.8, §4.5):
+
+- The header section ends at the first empty line (CRLF or bare LF); without one, the whole
+  text is header.
+- A field starts with a line ``name *WSP ":"`` (ftext name, obs-optional's WSP before the
+  colon) and takes every following line that starts with WSP (folding, §2.2.3).
+- Any other line before the empty line is not a field. It is skipped, never taken for the
+  end of the header, and remembered in :attr:`Header.stray`: a header section in which a
+  field follows such a line is ambiguous (a reader that stops at the line sees other
+  fields), and :func:`author_problem` says so.
+
+Values are unfolded, stripped and decoded as UTF-8 with undecodable bytes kept as
+surrogates (``surrogateescape``), so the exact octets can be recovered.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 
-_FOLD = re.compile(r"\r?\n[ \t]")
+from maild.util import address
+
+# RFC 5322 §3.6.8 ftext (printable US-ASCII but ":"), then obs-optional's *WSP (§4.5.8).
+_FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 _ENVELOPE_FIELDS = {
     "date": "date",
@@ -21,52 +48,236 @@ _ENVELOPE_FIELDS = {
 }
 
 
-def header_end(raw: bytes) -> int:
-    """The length of the header block including its terminating blank line (``len(raw)``
-    when there is no blank line): an offset, so the body is never copied to find it.
-
-    The header ends at the first LF followed by an empty line, CRLF or bare LF (what the
-    pattern ``\\r?\\n\\r?\\n`` finds first), looked for with two substring searches: a
-    regular expression that may start at every octet took several µs per message."""
-    crlf = raw.find(b"\n\r\n")
-    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))  # only one before it counts
+def header_end(raw: bytes, start: int = 0, end: int | None = None) -> int:
+    """The offset where the body starts: after the first empty line at or after ``start``
+    (``end`` when there is none). Two substring searches: a regular expression that may
+    start at every octet took several µs per message."""
+    stop = len(raw) if end is None else end
+    if raw.startswith(b"\r\n", start) and start + 2 <= stop:
+        return start + 2
+    if raw.startswith(b"\n", start) and start < stop:
+        return start + 1
+    crlf = raw.find(b"\n\r\n", start, stop)
+    lf = raw.find(b"\n\n", start, crlf + 1 if crlf >= 0 else stop)  # only one before it counts
     if crlf < 0 and lf < 0:
-        return len(raw)
+        return stop
     return crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
-    """(header block including its terminating blank line, body): two copies; use
-    :func:`header_end` or :func:`header_block` when the body is not needed."""
+    """(header section including its terminating empty line, body)."""
     end = header_end(raw)
     return raw[:end], raw[end:]
 
 
-def header_block(raw: bytes) -> bytes:
-    """The header block including its terminating blank line (the body is not copied)."""
-    return raw[:header_end(raw)]
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str  # as written, without the WSP before the colon
+    value: str  # unfolded and stripped (RFC 5322 §2.2.3)
+    start: int  # offsets of the field's octets in the message, line breaks included
+    end: int
+
+    @property
+    def lname(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(slots=True)
+class Header:
+    raw: bytes  # the whole message (not copied)
+    start: int  # where the header section starts in ``raw``
+    end: int  # where the body starts (after the empty line, when there is one)
+    fields: list[Field] = field(default_factory=list)
+    stray: list[int] = field(default_factory=list)  # offsets of lines that are not fields
+
+    @property
+    def bytes(self) -> bytes:
+        """The header section's octets, its empty line included."""
+        return self.raw[self.start:self.end]
+
+    def field_bytes(self, f: Field) -> bytes:
+        return self.raw[f.start:f.end]
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [f.value for f in self.fields if f.lname == name]
+
+    def first(self, name: str) -> str | None:
+        name = name.lower()
+        for f in self.fields:
+            if f.lname == name:
+                return f.value
+        return None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(f.name, f.value) for f in self.fields]
+
+    @property
+    def ambiguous(self) -> bool:
+        """A field follows a line that is not a field: readers that stop at that line and
+        readers that skip it see different fields."""
+        return bool(self.stray) and bool(self.fields) and self.fields[-1].start > self.stray[0]
+
+    def without(self, drop: list[Field]) -> bytes:
+        """The message with the given fields cut out: one new copy, joined from views of
+        ``raw`` (slices would copy the body once more before the join)."""
+        if not drop:
+            return self.raw
+        view = memoryview(self.raw)
+        out, pos = [], 0
+        for f in sorted(drop, key=lambda f: f.start):
+            out.append(view[pos:f.start])
+            pos = f.end
+        out.append(view[pos:])
+        return b"".join(out)
+
+
+def parse_header(raw: bytes, start: int = 0, end: int | None = None) -> Header:
+    """The header section of the message (or MIME part) at ``raw[start:end]``."""
+    stop = header_end(raw, start, end)
+    header = Header(raw, start, stop)
+    fields, stray = header.fields, header.stray
+    pos = start
+    name_end = -1  # the open field: where its name ends, where it started
+    field_start = -1
+    while pos < stop:
+        eol = raw.find(b"\n", pos, stop)
+        eol = stop if eol < 0 else eol + 1
+        first = raw[pos:pos + 1]
+        if eol - pos <= 2 and raw[pos:eol] in (b"\r\n", b"\n"):
+            break  # the empty line
+        if first in (b" ", b"\t") and field_start >= 0:
+            pos = eol  # a continuation line of the open field
+            continue
+        if field_start >= 0:
+            fields.append(_field(raw, field_start, name_end, pos))
+            field_start = -1
+        match = _FIELD_START.match(raw, pos, eol)
+        if match is None:
+            stray.append(pos)
+        else:
+            field_start, name_end = pos, match.end()
+        pos = eol
+    if field_start >= 0:
+        fields.append(_field(raw, field_start, name_end, pos))
+    return header
+
+
+def _field(raw: bytes, start: int, name_end: int, end: int) -> Field:
+    name = raw[start:name_end - 1].rstrip(b" \t").decode("ascii")
+    value = raw[name_end:end].decode("utf-8", "surrogateescape")
+    if "\n" in value.rstrip("\r\n"):
+        value = _FOLD.sub("", value)
+    return Field(name, value.strip(), start, end)
 
 
 def header_fields(header: bytes) -> list[tuple[str, str]]:
-    """Unfolded (name, value) pairs in order; undecodable bytes are kept as surrogates."""
-    text = header.decode("utf-8", "surrogateescape")
-    if "\n " in text or "\n\t" in text:  # folded lines (most headers have none)
-        text = _FOLD.sub(" ", text)
-    fields: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        if not line or line[0] in " \t" or ":" not in line:
-            continue
-        name, _, value = line.partition(":")
-        fields.append((name.strip(), value.strip()))
-    return fields
+    """Unfolded (name, value) pairs of a header section, in order."""
+    return parse_header(header).pairs()
 
 
-def envelope_fields(raw: bytes) -> dict[str, str]:
+def envelope_fields(raw: bytes | Header) -> dict[str, str]:
     """The first occurrence of each RFC 3501 envelope header, raw (RFC 2047 left encoded),
     keyed by the attribute names of ``maild.store.types.Envelope``."""
+    header = raw if isinstance(raw, Header) else parse_header(raw)
     values: dict[str, str] = {}
-    for name, value in header_fields(header_block(raw)):
-        attr = _ENVELOPE_FIELDS.get(name.lower())
+    for f in header.fields:
+        attr = _ENVELOPE_FIELDS.get(f.lname)
         if attr and attr not in values:
-            values[attr] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            values[attr] = f.value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return values
+
+
+# -- the author (RFC 5322 §3.6.2, RFC 7489 §6.6.1) ----------------------------------------
+
+def addresses(value: str) -> list[str]:
+    """The addr-specs of an address-list value (groups flattened, display names dropped),
+    read by the one address parser IMAP's ENVELOPE, SORT and SEARCH use
+    (:mod:`maild.util.address`), so the From DMARC judges is the From a user is shown. An
+    address without a domain comes back without "@" (no valid author)."""
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    out = []
+    for a in address.parse(text):
+        if a.is_group_start or a.is_group_end or not a.mailbox:
+            continue
+        out.append(a.mailbox if a.host == address.MISSING_DOMAIN else f"{a.mailbox}@{a.host}")
+    return out
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def author_problem(header: Header) -> str | None:
+    """Why the header section does not name one author unambiguously (public text), or
+    None. The From field is what DMARC evaluates and what a user is shown, so it must be
+    one field (RFC 5322 §3.6: exactly one From; RFC 7489 §6.6.1), read the same by every
+    reader (no field after a line that is not a field), holding addresses with a domain,
+    all of one domain (the one DMARC evaluates), and, when it holds several, accompanied
+    by one Sender (RFC 5322 §3.6.2)."""
+    if header.ambiguous:
+        return "Message header has a line that is not a header field"
+    froms = header.get_all("from")
+    if not froms:
+        return "Message has no From header field"
+    if len(froms) > 1:
+        return "Message has more than one From header field"
+    authors = addresses(froms[0])
+    if not authors or any("@" not in a or not _domain(a) for a in authors):
+        return "From header field has no valid address"
+    if len({_domain(a) for a in authors}) > 1:
+        # DMARC evaluates one domain (RFC 7489 §6.6.1): with several, some author shown to
+        # the user would go unjudged.
+        return "From header field has addresses in several domains"
+    if len(authors) > 1:
+        senders = header.get_all("sender")
+        if len(senders) != 1 or len(addresses(senders[0])) != 1:
+            return "From header field has several addresses and no single Sender"
+    return None
+
+
+def from_domain(header: Header) -> str | None:
+    """The RFC5322.From domain DMARC evaluates (RFC 7489 §6.6.1), or None when there is
+    not exactly one From field naming addresses of exactly one domain. Ambiguous header
+    sections are refused at end of DATA before DMARC runs (:func:`author_problem`)."""
+    froms = header.get_all("from")
+    if len(froms) != 1:
+        return None
+    domains = {_domain(a) for a in addresses(froms[0]) if "@" in a}
+    if len(domains) != 1:
+        return None
+    return domains.pop() or None
+
+
+# RFC 5322 §3.6.2 originator fields and §3.6.6 resent fields: whoever submits must own
+# every address in each of them (RFC 6409 §8.1).
+ORIGINATOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
+
+
+def _decoded_words(text: str) -> str:
+    """``text`` with RFC 2047 encoded words decoded, as a mail client shows it."""
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):
+        return text
+
+
+# An address as a display name may spell one (``"bob@example.test" <alice@example.test>``).
+_NAMED_ADDRESS = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
+
+
+def originators(header: Header) -> dict[str, list[str]]:
+    """{field name: its addresses} for every originator field present, with the addresses
+    a display name spells: a user is shown those too, so whoever submits must own them."""
+    out: dict[str, list[str]] = {}
+    for f in header.fields:
+        if f.lname in ORIGINATOR_FIELDS:
+            text = f.value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            found = out.setdefault(f.lname, [])
+            for a in address.parse(text):
+                if a.name:
+                    found.extend(_NAMED_ADDRESS.findall(_decoded_words(a.name)))
+            found.extend(addresses(f.value))
+    return out

@@ -14,8 +14,11 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from maild.util.transport import ConnectionTransport
+
 
 class CommandSession(Protocol):
+    transport: ConnectionTransport
     ctx: Any  # the daemon context: its reactor runs the idle timer
     _busy = False  # a command is running: input waits in the buffer
     _closed = False
@@ -45,7 +48,7 @@ class CommandSession(Protocol):
 
     # -- shared ----------------------------------------------------------------------------
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802 - Twisted's name
+    def makeConnection(self, transport: Any) -> None:  # Twisted's name
         # Answers go out whole, at once. With Nagle's algorithm the last small segment of a
         # multi-segment answer waits for the client to ACK the previous one, and clients
         # delay ACKs (40 ms on Linux): a 70 KB FETCH took 47 ms instead of 5.
@@ -89,3 +92,29 @@ class CommandSession(Protocol):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+
+    # -- server shutdown (maild/shutdown.py) ------------------------------------------------
+
+    _stopping = False  # the server is stopping: input is no longer read
+
+    def _discard_input(self) -> None:
+        """Drop what the client sent that no command has started on."""
+        raise NotImplementedError
+
+    def _goodbye(self) -> None:
+        """Tell the client the server is going away, in the protocol's words, and close."""
+        raise NotImplementedError
+
+    def shutdown(self) -> bool:
+        """The server is stopping: read nothing more and start nothing pipelined; a command
+        in progress finishes and is answered. True once the session has said goodbye and is
+        closing; the daemon calls again until then. Waiting for the client (a SASL response,
+        IDLE's DONE) is not a command in progress."""
+        if self._closed:
+            return True
+        self._stopping = True
+        self._discard_input()
+        if self._busy and getattr(self, "_line_waiter", None) is None:
+            return False
+        self._goodbye()
+        return True

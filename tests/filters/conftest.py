@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from maild.config import StoreConfig
-from maild.filters.chain import Transaction
-from maild.mailauth.results import AuthResults, DkimResult, DmarcResult, SpfResult
 from maild.store import Store
+from maild.util.authresults import AuthResults, DkimResult, DmarcResult, SpfResult
+from maild.util.transaction import Transaction
 from tests.fixtures.reactor import ReactorThread
 
 

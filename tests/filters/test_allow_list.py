@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from maild.filters.chain import Action
 from maild.filters.contacts import SentContacts
 from maild.filters.rspamd import RspamdClient, RspamdFilter
 from maild.filters.spam import SpamPolicy
+from maild.util.transaction import Action
 from tests.filters.conftest import auth_results, make_tx
 from tests.filters.messages import message
 from tests.fixtures.rspamd import GTUBE

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from maild.filters.chain import Action
 from maild.filters.clamav import ClamavFilter, ClamdClient, ClamdError, parse_reply
+from maild.util.transaction import Action
 from tests.filters.conftest import ReactorThread, make_tx
 from tests.filters.messages import EICAR_ATTACHED, EICAR_BODY, EICAR_ZIPPED, message
 from tests.fixtures.clamd import EICAR, EICAR_SIGNATURE, ClamdProcess, free_port

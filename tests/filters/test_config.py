@@ -17,8 +17,10 @@ def filters(**section):
 def test_defaults_scan_nothing_but_attachments():
     settings = filters()
     assert settings.clamd == "" and settings.rspamd_url == ""
-    assert settings.blocked_extensions == ["exe", "scr", "com", "pif", "js", "vbs", "bat",
-                                           "cmd", "jar"]
+    # Issue 15 item 11: what a double-click runs or mounts, .hta to disk images.
+    for ext in ("exe", "scr", "com", "pif", "js", "vbs", "bat", "cmd", "jar", "hta", "msi", "lnk",
+                "iso", "img", "vhd", "ps1", "wsf", "cpl"):
+        assert ext in settings.blocked_extensions
     assert (settings.clamd_on_error, settings.rspamd_on_error) == ("tempfail", "fallback")
 
 

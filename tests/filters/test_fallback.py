@@ -7,9 +7,9 @@ import pytest
 
 from maild.config import Address, DnsConfig
 from maild.dns.resolver import Resolver
-from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter, dnsbl_query_name, is_listing
 from maild.filters.spam import SpamAction, SpamPolicy
+from maild.util.transaction import Action
 from tests.filters.conftest import auth_results, make_tx
 from tests.filters.messages import message
 
@@ -36,6 +36,7 @@ def test_authenticated_clean_mail_goes_to_inbox(reactor_thread, scorer):
     assert verdict.folder is None
     assert spam.score == -2.5
     assert spam.symbols == ("DKIM_PASS", "DMARC_PASS", "SPF_PASS")
+    assert dict(verdict.add_headers)["X-Spam-Status"].startswith("No, score=-2.50 required=5.00 ")
 
 
 def test_dmarc_failure_goes_to_junk(reactor_thread, scorer):
@@ -44,6 +45,9 @@ def test_dmarc_failure_goes_to_junk(reactor_thread, scorer):
     assert spam.action is SpamAction.JUNK
     assert verdict.folder == "Junk"
     assert dict(verdict.add_headers)["X-Spam-Flag"] == "YES"
+    # required= is the Junk threshold that made it Yes (5.0), not the reject one (10.0)
+    status = dict(verdict.add_headers)["X-Spam-Status"]
+    assert status.startswith(f"Yes, score={spam.score:.2f} required=5.00 ")
 
 
 def test_one_dkim_pass_among_failures_counts_as_pass(reactor_thread, scorer):

@@ -6,8 +6,8 @@ import time
 
 from twisted.internet import task
 
-from maild.filters.chain import Action, Filter, Verdict
 from maild.filters.parallel import ParallelFilters, combine
+from maild.util.transaction import Action, Filter, Verdict
 from tests.filters.conftest import make_tx
 from tests.filters.messages import message
 

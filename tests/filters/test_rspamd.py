@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from maild.filters.chain import Action
 from maild.filters.fallback import FallbackSpamFilter
 from maild.filters.rspamd import RspamdClient, RspamdFilter, envelope_headers
 from maild.filters.spam import SpamAction, SpamPolicy
+from maild.util.transaction import Action
 from tests.filters.conftest import ReactorThread, auth_results, make_tx
 from tests.filters.messages import message
 from tests.fixtures.clamd import free_port
@@ -55,6 +55,8 @@ def test_spam_action_files_into_junk_with_headers(reactor_thread, rspamd, action
     assert headers["X-Spam-Flag"] == "YES"
     assert headers["X-Spam-Status"].startswith("Yes, score=")
     assert "scorer=rspamd" in headers["X-Spam-Status"]
+    # /checkv2 names only the reject score: it is not passed off as the Junk threshold
+    assert "required=" not in headers["X-Spam-Status"]
 
 
 def test_clean_message_goes_to_inbox(reactor_thread, rspamd):
@@ -123,3 +125,29 @@ def test_rspamd_not_answering_times_out(reactor_thread, silent_server):
                         timeout=0.3)
     verdict = reactor_thread.call(flt.on_data, make_tx(message()))
     assert verdict.reply.code == 451
+
+
+def test_junk_threshold_from_the_controller(reactor_thread, rspamd):
+    """/checkv2 says only the reject score; with the controller configured, maild asks its
+    /actions for the score that files to Junk (this rspamd: add header at 6)."""
+    client = RspamdClient(reactor_thread.reactor, rspamd.url, controller_url=rspamd.controller_url,
+                          timeout=5.0)
+    scorer = RspamdFilter(client, SpamPolicy(), "accept", None)
+    verdict = reactor_thread.call(scorer.on_data, make_tx(message(GTUBE["add header"] + "\n")))
+    status = dict(verdict.add_headers)["X-Spam-Status"]
+    assert status.startswith("Yes, score=") and " required=6.00 scorer=rspamd" in status
+    verdict = reactor_thread.call(scorer.on_data, make_tx(message()))
+    assert " required=6.00 " in dict(verdict.add_headers)["X-Spam-Status"]
+
+
+def test_thresholds_table_gives_the_junk_score() -> None:
+    """Where rspamd's answer carries its action thresholds, ``required=`` is the lowest
+    score that files to Junk (SpamAssassin's meaning), not the reject score."""
+    from maild.filters.rspamd import parse_check
+    from maild.filters.spam import _status
+
+    score = parse_check(b'{"action": "add header", "score": 8.0, "required_score": 15.0,'
+                        b' "thresholds": {"reject": 15.0, "add header": 6.0,'
+                        b' "rewrite subject": 7.0, "greylist": 4.0}}')
+    assert score.junk == 6.0
+    assert _status(score, True).startswith("Yes, score=8.00 required=6.00 scorer=rspamd")

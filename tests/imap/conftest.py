@@ -143,7 +143,7 @@ def append(s: Transcript, mailbox: str, raw: bytes, flags: str = "") -> int:
 
 
 PASSWORD = "imap-test-secret"
-USERS = 120  # one fresh user per test: tests share one daemon but never a mailbox
+USERS = 160  # one fresh user per test: tests share one daemon but never a mailbox
 
 
 @dataclass(frozen=True)

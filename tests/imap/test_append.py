@@ -17,7 +17,7 @@ def test_append_with_flags_and_date(imap: Transcript) -> None:
     assert result.startswith(b"OK [APPENDUID ") and result.split(b"]")[0].endswith(b" 1")
     imap.ok("SELECT Drafts")
     line = imap.ok("FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")[0]
-    assert b"FLAGS ($Label \\Draft)" in line
+    assert b"FLAGS ($Label \\Draft \\Recent)" in line  # \Recent for the next session (RFC 3501 §6.3.11)
     assert b'INTERNALDATE "05-Feb-2024 20:52:25 +0000"' in line
     assert b"RFC822.SIZE %d" % len(raw) in line and line.endswith(raw + b")")
 

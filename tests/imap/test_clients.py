@@ -45,11 +45,11 @@ def test_imapclient(imap_server: Any, account: Account) -> None:
         c.append("INBOX", message("one"), flags=[b"\\Seen"])
         c.append("INBOX", message("two"))
         info = c.select_folder("INBOX")
-        assert info[b"EXISTS"] == 2 and info[b"UIDNEXT"] == 3
+        assert info[b"EXISTS"] == 2 and info[b"UIDNEXT"] == 3 and info[b"RECENT"] == 2
         assert c.search(["UNSEEN"]) == [2]
         fetched = c.fetch([1, 2], ["ENVELOPE", "FLAGS", "BODYSTRUCTURE", "RFC822.SIZE"])
         assert fetched[1][b"ENVELOPE"].subject == b"one"
-        assert fetched[2][b"FLAGS"] == ()
+        assert fetched[2][b"FLAGS"] == (b"\\Recent",)
         c.move([2], "Archive")
         assert c.folder_status("Archive", ["MESSAGES"])[b"MESSAGES"] == 1
         folders = {name: flags for flags, _, name in c.list_folders()}
@@ -88,7 +88,7 @@ def test_thunderbird_startup(connect: Callable[..., Transcript], account: Accoun
     assert any(line.startswith(b"* OK [HIGHESTMODSEQ ") for line in selected)
     assert b"* 1 EXISTS" in selected
     lines = s.ok("UID fetch 1:* (FLAGS) (CHANGEDSINCE 1)")
-    assert lines[0].startswith(b"* 1 FETCH (FLAGS () UID 1 MODSEQ (")
+    assert lines[0].startswith(b"* 1 FETCH (FLAGS (\\Recent) UID 1 MODSEQ (")
     s.ok("UID fetch 1 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date "
          "Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
     s.send("9 IDLE")
@@ -108,7 +108,7 @@ def test_outlook_startup(connect: Callable[..., Transcript], account: Account) -
     s.ok('STATUS "Sent" (MESSAGES UNSEEN UIDNEXT UIDVALIDITY)')
     append(s, "INBOX", message("for outlook"))
     s.ok('SELECT "INBOX"')
-    assert s.ok("UID FETCH 1:* (UID FLAGS)") == [b"* 1 FETCH (UID 1 FLAGS ())"]
+    assert s.ok("UID FETCH 1:* (UID FLAGS)") == [b"* 1 FETCH (UID 1 FLAGS (\\Recent))"]
     body = s.ok("UID FETCH 1 (UID RFC822.SIZE BODY.PEEK[] INTERNALDATE FLAGS)")[0]
     assert b"for outlook" in body
     s.ok("UID STORE 1 +FLAGS.SILENT (\\Seen)")

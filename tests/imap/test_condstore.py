@@ -22,6 +22,7 @@ def _modseqs(lines: list[bytes]) -> dict[int, int]:
 def test_changedsince_reports_only_changed_messages_of_the_set(imap: Transcript) -> None:
     for n in range(6):
         append(imap, "INBOX", message(f"m{n}"))
+    imap.ok("SELECT INBOX")  # takes the \Recent flags, which are not this test's subject
     imap.ok("SELECT INBOX (CONDSTORE)")
     before = _modseqs(imap.ok("UID FETCH 1:* (MODSEQ)"))
     assert sorted(before) == [1, 2, 3, 4, 5, 6]
@@ -43,6 +44,7 @@ def test_changedsince_leaves_out_what_the_session_has_not_been_told(connect: Cal
     s = connect()
     for n in range(3):
         append(s, "INBOX", message(f"m{n}"))
+    s.ok("SELECT INBOX")  # takes the \Recent flags, which are not this test's subject
     s.ok("SELECT INBOX (CONDSTORE)")
     mark = max(_modseqs(s.ok("UID FETCH 1:* (MODSEQ)")).values())
     other = connect()
@@ -58,3 +60,14 @@ def test_changedsince_leaves_out_what_the_session_has_not_been_told(connect: Cal
     assert untagged[0].startswith(b"* 1 FETCH (FLAGS (\\Seen) UID 1 MODSEQ (")
     assert untagged[1:3] == [b"* 3 EXPUNGE", b"* 3 EXISTS"]
     assert sorted(_modseqs(untagged)) == [1]
+
+
+def test_first_enabling_command_reports_highestmodseq(imap: Transcript) -> None:
+    """RFC 7162 §3.1: the first CONDSTORE-enabling command while a mailbox is selected is
+    answered with `* OK [HIGHESTMODSEQ n]` too; later ones are not."""
+    append(imap, "INBOX", message("a"))
+    append(imap, "INBOX", message("b"))
+    imap.ok("SELECT INBOX")
+    lines = imap.ok("FETCH 1 (MODSEQ)")
+    assert lines == [b"* OK [HIGHESTMODSEQ 3] Highest", b"* 1 FETCH (MODSEQ (2))"]
+    assert imap.ok("FETCH 2 (MODSEQ)") == [b"* 2 FETCH (MODSEQ (3))"]

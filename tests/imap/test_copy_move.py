@@ -16,8 +16,13 @@ def test_copy(imap: Transcript) -> None:
     imap.bad("COPY 9 Archive")
     assert imap.ok("UID COPY 99 Archive") == []
     assert imap.ok("STATUS Archive (MESSAGES)") == [b"* STATUS Archive (MESSAGES 2)"]
-    imap.ok("EXAMINE Archive")
-    assert imap.ok("FETCH 1:* FLAGS") == [b"* 1 FETCH (FLAGS (\\Flagged))", b"* 2 FETCH (FLAGS (\\Flagged))"]
+    # The copies keep their flags and are \Recent for the next session (RFC 3501 §6.4.7);
+    # EXAMINE shows that without taking it (§6.3.2).
+    assert b"* 2 RECENT" in imap.ok("EXAMINE Archive")
+    assert imap.ok("FETCH 1:* FLAGS") == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
+                                          b"* 2 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert b"* 2 RECENT" in imap.ok("SELECT Archive")
+    assert b"* 0 RECENT" in imap.ok("SELECT Archive")
 
 
 def test_move(imap: Transcript) -> None:

@@ -25,12 +25,12 @@ def test_enable_condstore(imap: Transcript) -> None:
     imap.ok("SELECT INBOX")
     imap.bad("ENABLE CONDSTORE")  # only before selecting (RFC 5161 §3.1)
     line = imap.ok("FETCH 1 (FLAGS)")[0]
-    assert line == b"* 1 FETCH (FLAGS ())"
+    assert line == b"* 1 FETCH (FLAGS (\\Recent))"
     stored = imap.ok("STORE 1 +FLAGS (\\Seen)")[0]
     modseq = int(stored.split(b"MODSEQ (")[1].split(b")")[0])
     assert imap.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})") == []
-    assert imap.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq - 1})") == [
-        b"* 1 FETCH (FLAGS (\\Seen) UID 1 MODSEQ (%d))" % modseq]
+    assert imap.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq - 1})") == [  # \Recent: RFC 3501 §2.3.2
+        b"* 1 FETCH (FLAGS (\\Recent \\Seen) UID 1 MODSEQ (%d))" % modseq]
     highest = [line for line in imap.ok("SELECT INBOX (CONDSTORE)") if b"HIGHESTMODSEQ" in line]
     assert highest == [b"* OK [HIGHESTMODSEQ %d] Highest" % modseq]
 

@@ -13,7 +13,8 @@ def test_fetch_items(imap: Transcript) -> None:
     append(imap, "INBOX", RAW)
     imap.ok("SELECT INBOX")
     line = imap.ok("FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)")[0]
-    assert line.startswith(b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE \"")
+    # This session is the first to see the message: \Recent (RFC 3501 §2.3.2).
+    assert line.startswith(b"* 1 FETCH (UID 1 FLAGS (\\Recent) INTERNALDATE \"")
     assert b'ENVELOPE (NIL "=?utf-8?b?R3LDvMOfZQ==?=" (("=?utf-8?q?J=C3=B6rg?=" NIL "joerg" "example.org"))' in line
     assert b'((NIL NIL "a" "example.test")("B, Bee" NIL "b" "example.test"))' in line
     all_macro = imap.ok("FETCH 1 ALL")[0]
@@ -34,9 +35,9 @@ def test_fetch_items(imap: Transcript) -> None:
     assert b"BODY[]<99999> {0}\r\n" in partial
     rfc822 = imap.ok("FETCH 1 (RFC822.HEADER)")[0]
     assert rfc822.endswith(b'boundary="XX"\r\n\r\n)')
-    assert imap.ok("FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())"]
+    assert imap.ok("FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))"]
     seen = imap.ok("FETCH 1 BODY[TEXT]")[0]
-    assert seen.endswith(b" FLAGS (\\Seen))")  # RFC 3501: the \Seen set by the fetch is reported
+    assert seen.endswith(b" FLAGS (\\Recent \\Seen))")  # RFC 3501: the \Seen set by the fetch is reported
     assert imap.ok("UID FETCH 1 RFC822.TEXT")[0].startswith(b"* 1 FETCH (RFC822.TEXT {")
 
 
@@ -47,7 +48,8 @@ def test_fetch_sequence_errors(imap: Transcript) -> None:
     append(imap, "INBOX", message())
     imap.bad("FETCH 2 FLAGS")
     imap.bad("FETCH 1 (FLAGS")
-    assert imap.ok("UID FETCH 5:* FLAGS") == [b"* 1 FETCH (FLAGS () UID 1)"]  # RFC 3501 §6.4.8
+    # RFC 3501 §6.4.8; appended while selected, so this session's \Recent (§6.3.11).
+    assert imap.ok("UID FETCH 5:* FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent) UID 1)"]
 
 
 def test_large_body_streams_intact(imap: Transcript) -> None:
@@ -75,3 +77,21 @@ def test_flag_resync_lines(imap: Transcript) -> None:
         expected = [re.sub(rb" RFC822\.SIZE \d+", b"", line) for line in imap.ok(slow)]
         assert imap.ok(fast) == expected
         assert len(expected) == 4 and b"$Label1" in expected[2]
+
+
+def test_fetch_envelope_group_syntax_and_routes(imap: Transcript) -> None:
+    """RFC 3501 §7.4.2: group start and end markers, the source route as adl, comments in no
+    field, an empty group as its two markers."""
+    raw = (b"From: <@route.example:user@domain.example>\r\nTo: group: a@x.example, b@y.example;, "
+           b"other: c@z.example;\r\nCc: undisclosed-recipients:;\r\nBcc: <u (c)@ (c) domain.org>\r\n"
+           b"Subject: groups\r\n\r\nbody\r\n")
+    append(imap, "INBOX", raw)
+    imap.ok("SELECT INBOX")
+    line = imap.ok("FETCH 1 ENVELOPE")[0]
+    assert line == (b'* 1 FETCH (ENVELOPE (NIL "groups" ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL "@route.example" "user" "domain.example"))'
+                    b' ((NIL NIL "group" NIL)(NIL NIL "a" "x.example")(NIL NIL "b" "y.example")(NIL NIL NIL NIL)'
+                    b'(NIL NIL "other" NIL)(NIL NIL "c" "z.example")(NIL NIL NIL NIL))'
+                    b' ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))'
+                    b' ((NIL NIL "u" "domain.org")) NIL NIL))')

@@ -49,7 +49,7 @@ def test_same_message_same_uid_for_two_users_stays_apart(imap_server: Any,
     prefixes of the same length, the same mailbox id and uid, UIDVALIDITY likely the same."""
     first, second = fresh_account(), fresh_account()
     with smtplib.SMTP(imap_server.host, imap_server.ports["smtp"], timeout=10) as smtp:
-        smtp.sendmail("someone@example.test", [first.address, second.address], message("shared"))
+        smtp.sendmail("someone@remote.example", [first.address, second.address], message("shared"))
     fetch = "UID FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (Delivered-To Subject)])"
     for round_ in range(2):  # the second round answers from the cache
         for account in (first, second):

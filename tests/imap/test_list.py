@@ -20,7 +20,7 @@ def test_list_patterns(imap: Transcript) -> None:
 
 def test_list_extended(imap: Transcript) -> None:
     imap.ok("CREATE Lists/Python")
-    imap.ok("UNSUBSCRIBE Lists")
+    imap.ok("SUBSCRIBE Lists/Python")  # CREATE does not subscribe (RFC 3501 §6.3.3)
     special = imap.ok('LIST (SPECIAL-USE) "" *')
     assert {line.split(b" ")[-1] for line in special} == {b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash"}
     subscribed = imap.ok('LIST (SUBSCRIBED) "" "Lists*"')
@@ -38,3 +38,8 @@ def test_list_status(imap: Transcript) -> None:
     assert lines == [b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts',
                      b"* STATUS Drafts (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"]
     imap.bad('LIST "" * RETURN (STATUS (BOGUS))')
+
+
+def test_list_pattern_not_mutf7_matches_nothing(imap: Transcript) -> None:
+    assert imap.ok('LIST "" "&Jjo*"') == []  # RFC 3501 §6.3.8: OK, no match; never BAD
+    assert imap.ok('LIST "" "%&-"') == []

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from email.utils import getaddresses
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap import mime
 from maild.imap.parser import Section
 from maild.store.types import Envelope
+from maild.util import address
 
 RAW = (b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n"
        b"To: a@example.test, \"B, Bee\" <b@example.test>\r\n"
@@ -89,7 +88,8 @@ def test_envelope_defaults_and_quoting() -> None:
     out = mime.envelope(env)
     assert out.startswith(b'("Mon, 1 Jan 2024 10:00:00 +0000" "say \\"hi\\"" (("B, Bee" NIL "b" "example.test"))'
                           b' (("B, Bee" NIL "b" "example.test")) (("B, Bee" NIL "b" "example.test"))')
-    assert out.endswith(b" NIL NIL NIL NIL NIL)")
+    # RFC 3501 §7.4.2: an empty group is its start and end markers, not NIL.
+    assert out.endswith(b' ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL)')
     assert mime.envelope(Envelope(subject="Grüße")) == (
         b'(NIL {7}\r\nGr\xc3\xbc\xc3\x9fe NIL NIL NIL NIL NIL NIL NIL NIL)')
 
@@ -99,11 +99,31 @@ _ATOM = st.text(alphabet="ab.-+_", min_size=1, max_size=5)
 
 
 @given(name=_NAME, local=_ATOM, domain=_ATOM, form=st.sampled_from(['{n} <{a}>', '"{n}" <{a}>', ' {a} ', '{n}<{a}>']))
-def test_address_lists_parse_as_getaddresses_does(name: str, local: str, domain: str, form: str) -> None:
-    """ENVELOPE's fast path for a lone mailbox gives what email.utils.getaddresses gives,
-    and anything it does not recognise goes to getaddresses."""
+def test_address_fast_path_parses_as_the_tokenizer_does(name: str, local: str, domain: str, form: str) -> None:
+    """ENVELOPE's fast path for a lone mailbox gives what the full RFC 5322 parse gives."""
     value = form.format(n=name, a=f"{local}@{domain}")
-    assert mime.address_pairs(value) == getaddresses([value])
+    assert address.parse(value) == address._parse_tokens(value)
+    listed = f"{value}, {value},{value}"  # the fast path for a list of plain mailboxes
+    assert address.parse(listed) == address._parse_tokens(listed)
+
+
+def test_envelope_groups_routes_and_comments() -> None:
+    """RFC 3501 §7.4.2: group start and end markers, the source route as adl, comments
+    in no field, and a host for an address without one (a NIL host means a group)."""
+    env = Envelope(from_="<@route:user@domain>", to="group: a@x, b@y;, other: c@z;",
+                   cc="undisclosed-recipients:;", bcc="<user (c)@ (c) domain.org>, d",
+                   reply_to="joe@x.org (Joe Q)")
+    out = mime.envelope(env)
+    assert out == (b'(NIL NIL ((NIL "@route" "user" "domain")) ((NIL "@route" "user" "domain"))'
+                   b' (("Joe Q" NIL "joe" "x.org"))'
+                   b' ((NIL NIL "group" NIL)(NIL NIL "a" "x")(NIL NIL "b" "y")(NIL NIL NIL NIL)'
+                   b'(NIL NIL "other" NIL)(NIL NIL "c" "z")(NIL NIL NIL NIL))'
+                   b' ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))'
+                   b' ((NIL NIL "user" "domain.org")(NIL NIL "d" "MISSING_DOMAIN")) NIL NIL)')
+    assert address.parse('"Smith, Bob" <bob@example.test>, a@b') == [
+        address.Address("Smith, Bob", None, "bob", "example.test"), address.Address(None, None, "a", "b")]
+    assert address.parse("<@r1,@r2:u@h>")[0].adl == "@r1,@r2"
+    assert address.parse("open: a@b")[-1] == address.GROUP_END  # an unterminated group is closed
 
 
 def test_search_text_decoding() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap.mutf7 import decode_mailbox, encode_mailbox
+from maild.imap.names import BadName
 from maild.imap.parser import (
     Append,
     Complete,
@@ -154,8 +155,12 @@ def test_append_select_create_expunge() -> None:
     assert parse_command(b"a CREATE Archive/2024 (USE (\\Archive))") == Create(
         "a", "CREATE", "Archive/2024", ("\\Archive",))
     assert parse_command(b"a UID EXPUNGE 3:5") == UidExpunge("a", "UID EXPUNGE", SequenceSet(((3, 5),)))
-    assert error(b"a SELECT a//b").text == "bad mailbox name"
-    assert error(b"a SELECT &Jjo").text.startswith("bad mailbox name")
+    # A name the server cannot hold is parsed (the server answers NO, not BAD).
+    bad = parse_command(b"a SELECT a//b")
+    assert isinstance(bad, Select) and isinstance(bad.mailbox, BadName)
+    assert bad.mailbox.reason == "Mailbox name has an empty hierarchy level"
+    assert parse_command(b"a SELECT &Jjo").mailbox.reason == "Mailbox name is not valid mUTF-7"  # type: ignore[attr-defined]
+    assert parse_command(b"a CREATE Work/") == Create("a", "CREATE", "Work", ())  # RFC 3501 §6.3.3
     assert error(b"a UID LOGIN x y").text == "UID LOGIN is not a command"
 
 

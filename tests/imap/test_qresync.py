@@ -105,3 +105,24 @@ def test_closed_on_reselect(imap: Transcript) -> None:
     imap.ok("SELECT INBOX")
     lines = imap.ok("EXAMINE Trash")
     assert lines[0] == b"* OK [CLOSED] Previous mailbox closed"  # RFC 7162 §3.2.11
+
+
+def test_every_fetch_response_carries_the_uid(connect: Callable[..., Transcript]) -> None:
+    """RFC 7162 §3.2.4: once QRESYNC is enabled every untagged FETCH has UID (and, CONDSTORE
+    being on, MODSEQ where a flag changed): STORE .SILENT, plain FETCH, other sessions'
+    flag changes."""
+    s, other = connect(), connect()
+    for n in range(2):
+        append(s, "INBOX", message(f"q{n}"))
+    s.ok("ENABLE QRESYNC")
+    s.ok("SELECT INBOX")
+    silent = s.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    assert len(silent) == 1 and silent[0].startswith(b"* 2 FETCH (UID 2 MODSEQ (")
+    loud = s.ok("STORE 1 +FLAGS (\\Seen)")
+    assert len(loud) == 1 and loud[0].startswith(b"* 1 FETCH (FLAGS (\\Recent \\Seen) UID 1 MODSEQ (")
+    assert s.ok("FETCH 1 (FLAGS)") == [b"* 1 FETCH (UID 1 FLAGS (\\Recent \\Seen))"]
+    assert s.ok("FETCH 2 RFC822.SIZE")[0].startswith(b"* 2 FETCH (UID 2 RFC822.SIZE ")
+    other.ok("SELECT INBOX")
+    other.ok("STORE 1 -FLAGS.SILENT (\\Seen)")
+    (update,) = [line for line in s.ok("NOOP") if b"FETCH" in line]
+    assert update.startswith(b"* 1 FETCH (FLAGS (\\Recent) UID 1 MODSEQ (")

@@ -44,7 +44,9 @@ def test_search_keys(imap: Transcript) -> None:
     assert search(imap, "SEARCH SENTON 2-Jan-2024") == [3]
     assert search(imap, "SEARCH SENTBEFORE 2-Jan-2024") == [1, 2]
     assert search(imap, "SEARCH SINCE 1-Jan-2020 BEFORE 1-Jan-2100") == [1, 2, 3]
-    assert search(imap, "SEARCH NEW") == [] and search(imap, "SEARCH RECENT") == []
+    # All three are this session's \Recent (RFC 3501 §2.3.2); NEW is RECENT UNSEEN.
+    assert search(imap, "SEARCH RECENT") == [1, 2, 3] and search(imap, "SEARCH NEW") == [2, 3]
+    assert search(imap, "SEARCH OLD") == [] and search(imap, "SEARCH NOT RECENT") == []
     assert search(imap, "UID SEARCH UID 2:*") == [2, 3]
     assert search(imap, "SEARCH ((FROM carol) OR (SUBJECT big) (TO alice))") == [1]
     assert search(imap, "SEARCH CHARSET UTF-8 SUBJECT GRÜ") == [2]  # RFC 2047 decoded, case-folded
@@ -64,8 +66,26 @@ def test_esearch_and_modseq(imap: Transcript) -> None:
     line = imap.ok("UID SEARCH RETURN () UNDELETED")[0]
     assert line.startswith(b'* ESEARCH (TAG "') and line.endswith(b") UID ALL 1:2")
     assert imap.ok("SEARCH RETURN (COUNT) KEYWORD nothing")[0].endswith(b") COUNT 0")
-    line = imap.ok("SEARCH MODSEQ 1")[0]
-    assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")
+    # The first CONDSTORE-enabling command reports HIGHESTMODSEQ too (RFC 7162 §3.1).
+    lines = imap.ok("SEARCH MODSEQ 1")
+    assert lines[0] == b"* OK [HIGHESTMODSEQ 4] Highest"
+    assert lines[1] == b"* SEARCH 1 2 3 (MODSEQ 4)"
+    assert imap.ok("SEARCH MODSEQ 1") == [b"* SEARCH 1 2 3 (MODSEQ 4)"]  # only the first
+
+
+def test_esearch_min_max_modseq(imap: Transcript) -> None:
+    """RFC 4731 §3.2, RFC 7162 §3.1.5: the MODSEQ of an ESEARCH is that of the messages it
+    returns: MIN's or MAX's alone, the higher of the two, or of all with ALL or COUNT."""
+    fill(imap)
+    # Appended with mod-sequences 2, 3, 4; the STORE gives message 1 the highest, 5.
+    imap.ok("STORE 1 +FLAGS (\\Answered)")
+    assert imap.ok("SEARCH RETURN (MIN) MODSEQ 1")[-1].endswith(b") MIN 1 MODSEQ 5")
+    assert imap.ok("SEARCH RETURN (MAX) MODSEQ 1")[-1].endswith(b") MAX 3 MODSEQ 4")
+    assert imap.ok("SEARCH RETURN (MIN) 2:3 MODSEQ 1")[-1].endswith(b") MIN 2 MODSEQ 3")
+    assert imap.ok("SEARCH RETURN (MIN MAX) MODSEQ 1")[-1].endswith(b") MIN 1 MAX 3 MODSEQ 5")
+    assert imap.ok("SEARCH RETURN (MIN MAX) 2:3 MODSEQ 1")[-1].endswith(b") MIN 2 MAX 3 MODSEQ 4")
+    assert imap.ok("SEARCH RETURN (COUNT) MODSEQ 1")[-1].endswith(b") COUNT 3 MODSEQ 5")
+    assert imap.ok("UID SEARCH RETURN (MAX ALL) MODSEQ 1")[-1].endswith(b") UID MAX 3 ALL 1:3 MODSEQ 5")
 
 
 def test_header_keys_over_escaped_encoded_and_raw_utf8_fields(imap: Transcript) -> None:
@@ -119,3 +139,19 @@ def test_clauses_an_or_implies(query: str, clauses: list[list[str]]) -> None:
     command = parse_command(f"a SEARCH {query}".encode())
     assert isinstance(command, Search)
     assert _required_clauses(command.key) == clauses
+
+
+def test_address_keys_match_parsed_addresses(imap: Transcript) -> None:
+    """SEARCH FROM/TO/CC match the address as parsed (comments and spacing gone) as well as
+    the header text (RFC 3501 §6.4.4)."""
+    append(imap, "INBOX", b"From: <user (c)@ (c) domain.org>\r\nTo: Team: x@y.example, z@y.example;\r\n"
+           b"Cc: Dana <dana @ example.net>\r\nSubject: parsed\r\n\r\nhi\r\n")
+    append(imap, "INBOX", message("other"))
+    imap.ok("SELECT INBOX")
+    assert search(imap, "SEARCH FROM user@domain.org") == [1]
+    assert search(imap, "SEARCH FROM \"(c)\"") == [1]  # the header text still counts
+    assert search(imap, "SEARCH TO z@y.example") == [1]
+    assert search(imap, "SEARCH TO Team") == [1]
+    assert search(imap, 'SEARCH CC "dana@example.net"') == [1]
+    assert search(imap, 'SEARCH OR CC "dana@example.net" FROM bob') == [1, 2]
+    assert search(imap, "SEARCH FROM nobody@domain.org") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.imap.conftest import Transcript, append, message
 
 
@@ -9,7 +11,8 @@ def test_select_responses(imap: Transcript) -> None:
     append(imap, "INBOX", message("one"), "\\Seen")
     append(imap, "INBOX", message("two"))
     lines = imap.ok("SELECT INBOX", code="READ-WRITE")
-    assert b"* 2 EXISTS" in lines and b"* 0 RECENT" in lines
+    # Both arrived since any session selected INBOX: \Recent here (RFC 3501 §2.3.2).
+    assert b"* 2 EXISTS" in lines and b"* 2 RECENT" in lines
     assert b"* OK [UNSEEN 2] First unseen" in lines
     assert any(line.startswith(b"* OK [UIDVALIDITY ") for line in lines)
     assert b"* OK [UIDNEXT 3] Predicted next UID" in lines
@@ -38,3 +41,31 @@ def test_unselect_and_close(imap: Transcript) -> None:
     imap.ok("EXAMINE INBOX")
     imap.ok("CHECK")
     imap.ok("CLOSE")
+
+
+def test_keywords_announced(connect: Callable[..., Transcript]) -> None:
+    """RFC 3501 §7.2.6, §7.1: FLAGS and PERMANENTFLAGS name the mailbox's keywords at
+    SELECT, and a new FLAGS comes before any FETCH naming a keyword not yet announced."""
+    s, other = connect(), connect()
+    append(s, "INBOX", message("k1"), "$Label1 \\Seen")
+    append(s, "INBOX", message("k2"))
+    lines = s.ok("SELECT INBOX")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)" in lines
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted" in lines
+    assert b"* OK [PERMANENTFLAGS ()] Flags permitted" in other.ok("EXAMINE INBOX")
+    # Another session sets a keyword this one has not been told of: FLAGS first.
+    writer = other
+    writer.ok("SELECT INBOX")
+    writer.ok("STORE 2 +FLAGS.SILENT (Work)")
+    assert s.ok("NOOP") == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work \\*)] Flags permitted",
+        b"* 2 FETCH (FLAGS (Work \\Recent) UID 2)"]
+    assert s.ok("FETCH 2 FLAGS") == [b"* 2 FETCH (FLAGS (Work \\Recent))"]  # announced once
+    # A message appended with a new keyword: FLAGS before the FETCH that shows it.
+    append(writer, "INBOX", message("k3"), "Fresh")
+    assert s.ok("NOOP") == [b"* 3 EXISTS", b"* 2 RECENT"]  # 3 is the writer's \Recent, not ours
+    lines = s.ok("FETCH 1:* FLAGS")
+    assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Fresh Work)"
+    assert lines[-1] == b"* 3 FETCH (FLAGS (Fresh))"
+    assert b"$Label1 Fresh Work)" in [line for line in s.ok("SELECT INBOX") if line.startswith(b"* FLAGS")][0]

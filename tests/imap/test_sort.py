@@ -192,3 +192,21 @@ def test_base_subject_of_hostile_subjects() -> None:
     assert base_subject("[tag]" * 20_000) == "[tag]"
     assert base_subject("x" + " (fwd)" * 20_000) == "x"
     assert base_subject("[fwd: " * 2_000 + "x" + "]" * 2_000) == "x"
+
+
+def test_address_keys_use_the_envelope_parse(imap: Transcript) -> None:
+    """RFC 5256 §3 / RFC 5957 on the RFC 3501 §7.4.2 envelope: a comment is no part of the
+    address, a group counts by its name (its start marker's addr-mailbox), a source route
+    is not the mailbox."""
+    put(imap, "01-Jan-2024 10:00:00", "From: <zack (the one)@ (c) example.test>\r\n"
+        "Cc: Zulu: a@example.test;\r\nSubject: 1\r\n", 10)
+    put(imap, "02-Jan-2024 10:00:00", "From: <@relay.example:mike@example.test>\r\n"
+        "Cc: b@example.test\r\nSubject: 2\r\n", 10)
+    put(imap, "03-Jan-2024 10:00:00", "From: (Anna) adam@example.test\r\n"
+        "Cc: undisclosed-recipients:;\r\nSubject: 3\r\n", 10)
+    imap.ok("SELECT INBOX")
+    assert imap.ok("SORT (FROM) UTF-8 ALL") == [b"* SORT 3 2 1"]  # adam, mike, zack
+    assert imap.ok("SORT (CC) UTF-8 ALL") == [b"* SORT 2 3 1"]  # b, undisclosed-recipients, Zulu
+    # DISPLAYFROM: the comment is the name of an addr-spec that has none (as Dovecot reads
+    # it); the others sort by their addr-spec.
+    assert imap.ok("SORT (DISPLAYFROM) UTF-8 ALL") == [b"* SORT 3 2 1"]  # Anna, mike@, zack@

@@ -9,7 +9,7 @@ def test_status_items(imap: Transcript) -> None:
     append(imap, "INBOX", message("a"), "\\Seen")
     append(imap, "INBOX", message("b"))
     line = imap.ok("STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN HIGHESTMODSEQ APPENDLIMIT SIZE)")[0]
-    assert line.startswith(b"* STATUS INBOX (MESSAGES 2 RECENT 0 UIDNEXT 3 UNSEEN 1 HIGHESTMODSEQ ")
+    assert line.startswith(b"* STATUS INBOX (MESSAGES 2 RECENT 2 UIDNEXT 3 UNSEEN 1 HIGHESTMODSEQ ")
     assert b"APPENDLIMIT 52428800 SIZE " in line
     assert imap.ok("STATUS Trash (UIDVALIDITY)")[0].startswith(b"* STATUS Trash (UIDVALIDITY ")
     imap.no("STATUS Nope (MESSAGES)", code="NONEXISTENT")

@@ -9,7 +9,11 @@ def test_store_modes(imap: Transcript) -> None:
     for i in range(3):
         append(imap, "INBOX", message(f"m{i}"))
     imap.ok("SELECT INBOX")
+    assert b"* 0 RECENT" in imap.ok("SELECT INBOX")  # the first SELECT had the \Recent flags
+    # A new keyword: FLAGS and PERMANENTFLAGS name it before any FETCH does (RFC 3501 §7.2.6).
     assert imap.ok("STORE 1:2 +FLAGS (\\Flagged $Work)") == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
         b"* 1 FETCH (FLAGS ($Work \\Flagged))", b"* 2 FETCH (FLAGS ($Work \\Flagged))"]
     assert imap.ok("STORE 2 -FLAGS $Work") == [b"* 2 FETCH (FLAGS (\\Flagged))"]
     assert imap.ok("STORE 3 FLAGS.SILENT (\\Seen \\Answered)") == []
@@ -25,6 +29,7 @@ def test_store_modes(imap: Transcript) -> None:
 def test_unchangedsince(imap: Transcript) -> None:
     append(imap, "INBOX", message("a"))
     append(imap, "INBOX", message("b"))
+    imap.ok("SELECT INBOX")  # takes the \Recent flags, which are not this test's subject
     imap.ok("SELECT INBOX (CONDSTORE)")
     modseqs = {}
     for line in imap.ok("FETCH 1:2 (MODSEQ)"):

@@ -10,7 +10,7 @@ import dkim as dkimpy
 
 from maild.dns import Resolver
 from maild.mailauth import dkim
-from maild.mailauth.results import ArcResult, AuthResults, DmarcResult, SpfResult
+from maild.util.authresults import ArcResult, AuthResults, DmarcResult, SpfResult
 from tests.fixtures.dns import DnsZone
 from tests.mailauth.conftest import message, publish, signed
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from maild.mailauth.message import from_domain, header_fields, remove_auth_results
-from maild.mailauth.results import ArcResult, AuthResults, DkimResult, DmarcResult, SpfResult
+from maild.mailauth.filter import remove_auth_results
+from maild.util.authresults import ArcResult, AuthResults, DkimResult, DmarcResult, SpfResult
+from maild.util.message import from_domain, parse_header
 from tests.mailauth.conftest import message
 
 
@@ -47,21 +48,25 @@ def test_remove_only_our_authserv_id() -> None:
                         "Authentication-Results: (forged) mx.example.test 1;\r\n spf=pass\r\n"
                         "Authentication-Results: mx.example.net; spf=fail\r\n"
                         "X-Other: Authentication-Results: mx.example.test\r\n")
-    cleaned = remove_auth_results(raw, "mx.example.test")
+    cleaned = remove_auth_results(parse_header(raw), "mx.example.test")
     assert b"dkim=pass" not in cleaned and b"forged" not in cleaned
     assert b"Authentication-Results: mx.example.net; spf=fail\r\n" in cleaned
     assert b"X-Other" in cleaned
     assert cleaned.endswith(b"\r\n\r\nHi Bob,\r\n\r\nsee you.\r\n")
-    assert remove_auth_results(message(), "mx.example.test") == message()
+    assert remove_auth_results(parse_header(message()), "mx.example.test") == message()
 
 
 def test_header_fields_and_from_domain() -> None:
     raw = b"From: a@Example.ORG\r\nSubject: x\r\n  folded\r\n\r\nbody\r\n"
-    fields, rest = header_fields(raw)
-    assert fields == [b"From: a@Example.ORG\r\n", b"Subject: x\r\n  folded\r\n"]
-    assert rest == b"\r\nbody\r\n"
-    assert from_domain(raw) == "example.org"
-    assert from_domain(b"From: a@x.example, b@x.example\r\n\r\n") == "x.example"
-    assert from_domain(b"From: a@x.example, b@y.example\r\n\r\n") is None  # RFC 7489 §6.6.1
-    assert from_domain(b"From: a@x.example\r\nFrom: a@x.example\r\n\r\n") is None
-    assert from_domain(b"Subject: none\r\n\r\n") is None
+    header = parse_header(raw)
+    assert [header.field_bytes(f) for f in header.fields] == [
+        b"From: a@Example.ORG\r\n", b"Subject: x\r\n  folded\r\n"]
+    assert raw[header.end:] == b"body\r\n"
+    assert from_domain(header) == "example.org"
+
+    def domain(text: bytes) -> str | None:
+        return from_domain(parse_header(text))
+    assert domain(b"From: a@x.example, b@x.example\r\n\r\n") == "x.example"
+    assert domain(b"From: a@x.example, b@y.example\r\n\r\n") is None  # RFC 7489 §6.6.1
+    assert domain(b"From: a@x.example\r\nFrom: a@x.example\r\n\r\n") is None
+    assert domain(b"Subject: none\r\n\r\n") is None

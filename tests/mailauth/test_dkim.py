@@ -169,3 +169,19 @@ def test_canonicalisation_by_windows_is_dkimpys(pieces: list[bytes]) -> None:
     assert canonicalization.Relaxed.canonicalize_body(relaxed) == \
         canonicalization.Relaxed.canonicalize_body(body)
     assert dkim._Bodies(raw).body(b"simple") == body
+
+
+def test_permerror_reason_has_no_python_bytes_dump(dns_zone: DnsZone, resolver: Resolver,
+                                                    org_keys: list[dict[str, Any]]) -> None:
+    """dkimpy words its errors with reprs (``b= value is not valid base64 (b'...')``); the
+    Authentication-Results comment carries the words, never a ``b'...'`` dump."""
+    from maild.util.authresults import AuthResults
+
+    publish(dns_zone, "example.org", org_keys[:1])
+    raw = signed(message(), "example.org", org_keys[:1])
+    raw = raw.replace(b" b=", b" b=!!not*base64!!", 1)
+    (verified,) = dkim.verify_sync(raw, resolver)
+    assert verified.result == "permerror"
+    assert "b'" not in verified.reason and "base64" in verified.reason
+    field = AuthResults(dkim=[verified]).header_value("mx.example.test")
+    assert "b'" not in field and 'b"' not in field and "permerror" in field

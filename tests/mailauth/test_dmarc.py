@@ -10,7 +10,7 @@ import pytest
 
 from maild.dns import Resolver
 from maild.mailauth import dmarc
-from maild.mailauth.results import DkimResult, SpfResult
+from maild.util.authresults import DkimResult, SpfResult
 from tests.fixtures.dns import DnsZone
 
 SPF_PASS = SpfResult("pass", "mailfrom", "example.org", "bounce@example.org")

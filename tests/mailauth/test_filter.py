@@ -15,7 +15,7 @@ from maild.dns import Resolver
 from maild.filters.chain import Action, FilterChain, Transaction, Verdict
 from maild.mailauth import dkim
 from maild.mailauth.filter import MailAuthFilter
-from maild.mailauth.results import AuthResults
+from maild.util.authresults import AuthResults
 from tests.fixtures.dns import DnsZone
 from tests.fixtures.reactor import ReactorThread
 from tests.mailauth.conftest import message, publish, signed

@@ -13,7 +13,7 @@ def parse_dsn(raw: bytes) -> tuple[EmailMessage, str, list[dict[str, str]]]:
     assert isinstance(msg, EmailMessage)
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
-    human, status, headers = msg.get_payload()  # type: ignore[misc]
+    human, status, headers = msg.get_payload()
     assert headers.get_content_type() == "text/rfc822-headers"
     text = human.get_content()
     # message/delivery-status: one field group per message, then one per recipient

@@ -14,6 +14,7 @@ from maild.mailauth import dkim
 from tests.conftest import MaildServer
 from tests.fixtures.dns import DnsZone
 from tests.outbound.conftest import REMOTE, Remotes, daemon, message, mx_zone, wait_until
+from tests.outbound.dsn_helpers import parse_dsn
 
 
 def submit(server: MaildServer, recipients: list[str], raw: bytes) -> None:
@@ -111,6 +112,10 @@ def test_queue_bounce_and_delete(maild_factory: Callable[..., MaildServer], dns_
     assert len(reports) == 1
     assert b"Subject: to bounce" in reports[0] and b"returned to the sender by the mail " \
         b"administrator" in reports[0]
+    _, _, (rcpt,) = parse_dsn(reports[0])
+    assert rcpt["Diagnostic-Code"].startswith("X-maild; returned to the sender by the mail "
+                                              "administrator; last error: 451 4.4.1 connect")
+    assert "Remote-MTA" not in rcpt
 
 
 def test_kill9_mid_delivery_loses_nothing(maild_factory: Callable[..., MaildServer],

@@ -39,6 +39,11 @@ def test_size_over_remote_limit_bounces_unsent(outbound: Outbound, remotes: Remo
     assert mx.messages == [] and outbound.entries() == []
     _, text, (rcpt,) = parse_dsn(outbound.inbox("alice@example.test")[0])
     assert rcpt["Status"] == "5.3.4" and "exceeds the limit of 1000" in text
+    # maild decided this from the server's SIZE, unsent: the remote said nothing, so no
+    # Remote-MTA and no "smtp;" diagnostic (RFC 3464 §2.3.5, §2.3.6)
+    assert "Remote-MTA" not in rcpt
+    assert rcpt["Diagnostic-Code"].startswith("X-maild; message size ")
+    assert "reply from" not in text
 
 
 def test_8bitmime_and_smtputf8(outbound: Outbound, remotes: Remotes, dns_zone: DnsZone) -> None:

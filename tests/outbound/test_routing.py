@@ -84,3 +84,13 @@ def test_dns_timeout_defers(outbound_factory: Callable[..., Outbound], dns_zone:
     assert entry["recipients"][0]["state"] == "pending"
     assert entry["last_error"].startswith("451 4.4.3 DNS")
     assert out.inbox("alice@example.test") == []
+    # it goes on failing until the queue gives up: the DSN says why in Diagnostic-Code
+    out.clock.advance(5 * 24 * 3600)
+    out.run()
+    assert out.entries() == []
+    msg, text, (rcpt,) = parse_dsn(out.inbox("alice@example.test")[0])
+    assert rcpt["Status"] == "4.4.3" and "Remote-MTA" not in rcpt
+    assert rcpt["Diagnostic-Code"].startswith("X-maild; DNS")
+    # RFC 5322 §3.3: a time maild took itself is "+0000", never "-0000"
+    for value in (msg["Date"], rcpt["Last-Attempt-Date"]):
+        assert str(value).endswith("+0000"), value

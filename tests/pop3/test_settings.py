@@ -47,13 +47,6 @@ def test_client_that_stops_reading_a_retr_is_disconnected(server: MaildServer, a
     assert len(stored(server, account.address)) == 1
 
 
-def test_activity_keeps_the_session(pop: Pop3Transcript, account: Account) -> None:
-    pop.login(account)
-    for _ in range(4):
-        time.sleep(0.4)  # each command resets the 1 s timer
-        pop.cmd("NOOP", ok=True)
-
-
 def test_retr_does_not_mark_seen_when_disabled(server: MaildServer, account: Account) -> None:
     deliver(server, account.address, message(1))
     client = poplib_session(server, account)

@@ -110,7 +110,8 @@ def test_smtp_million_recipient_flood(maild_factory: Callable[..., MaildServer])
     assert not reader.is_alive()
     assert counts == {b"250 2.1.5": 100, b"452 4.5.3": flood - 100, b"250 2.0.0": 1}, counts
     assert max(peak, rss_kb(server)) - before < RSS_SLACK_KB
-    reply = t.message("flood@remote.example", ["alice@example.test"], b"Subject: after the flood\r\n\r\nok\r\n")
+    reply = t.message("flood@remote.example", ["alice@example.test"],
+                      b"From: f@r.example\r\nSubject: after the flood\r\n\r\nok\r\n")
     assert reply.code == 250
     assert_serving(server)
 
@@ -132,7 +133,8 @@ def test_smtp_endless_data_is_552_at_the_end_with_bounded_memory(maild_factory: 
     reply = t.reply()
     assert (reply.code, reply.text[:5]) == (552, "5.3.4"), reply
     assert max(peak, rss_kb(server)) - before < RSS_SLACK_KB
-    assert t.message("endless@remote.example", ["alice@example.test"], b"Subject: small\r\n\r\nok\r\n").code == 250
+    small = b"From: a@r.example\r\nSubject: small\r\n\r\nok\r\n"
+    assert t.message("endless@remote.example", ["alice@example.test"], small).code == 250
     assert_serving(server)
 
 

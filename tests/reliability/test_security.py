@@ -285,6 +285,7 @@ def test_submission_envelope_sender_of_another_user_is_553(submission: SmtpTrans
     '"alice@example.test" <bob@example.test>', "alice@example.test, bob@example.test",
     "Bob <bob@example.test> (alice@example.test)", "=?utf-8?q?alice=40example=2Etest?= <bob@example.test>",
     "bob@example.test <alice@example.test>", "BOB@example.test",
+    "=?utf-8?q?bob=40example=2Etest?= <alice@example.test>",
 ])
 def test_submission_from_header_of_another_user_is_553(submission: SmtpTranscript, server: MaildServer,
                                                         from_header: str) -> None:

@@ -11,7 +11,7 @@ MAILD_OVERRIDES = {"smtp": {"max_message_size": 10_000}}
 def test_bdat_in_chunks(mx: Transcript, server: MaildServer) -> None:
     mx.cmd("MAIL FROM:<a@remote.example>", 250)
     mx.cmd("RCPT TO:<alice@example.test>", 250)
-    part1 = b"Subject: chunked\r\n\r\n"
+    part1 = b"From: a@remote.example\r\nSubject: chunked\r\n\r\n"
     part2 = b".not stuffed\r\nRSET\r\n"
     mx.send(b"BDAT %d\r\n" % len(part1) + part1 + b"BDAT %d LAST\r\n" % len(part2) + part2)
     assert mx.reply().text == f"2.0.0 {len(part1)} octets received"
@@ -38,7 +38,7 @@ def test_bdat_too_big_reads_everything(mx: Transcript) -> None:
 def test_bdat_bare_lf_refused(mx: Transcript) -> None:
     mx.cmd("MAIL FROM:<a@remote.example>", 250)
     mx.cmd("RCPT TO:<alice@example.test>", 250)
-    body = b"Subject: x\r\n\r\na\n.\nb\r\n"
+    body = b"From: a@remote.example\r\nSubject: x\r\n\r\na\n.\nb\r\n"
     mx.send(b"BDAT %d LAST\r\n" % len(body) + body)
     assert mx.reply().code == 550
 
@@ -62,7 +62,7 @@ def test_data_after_bdat_refused(mx: Transcript) -> None:
 def test_refused_chunks_do_not_spoil_the_next_transaction(mx: Transcript, server: MaildServer) -> None:
     mx.send(b"BDAT 3\r\nabc")
     assert mx.reply().code == 503  # no transaction: chunk read and refused
-    part = b"Subject: after refused chunk\r\n\r\nok\r\n"
+    part = b"From: a@remote.example\r\nSubject: after refused chunk\r\n\r\nok\r\n"
     mx.cmd("MAIL FROM:<a@remote.example>", 250)
     mx.cmd("RCPT TO:<bob@example.test>", 250)
     mx.send(b"BDAT %d LAST\r\n" % len(part) + part)

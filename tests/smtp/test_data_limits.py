@@ -21,9 +21,9 @@ def _start(server: MaildServer) -> Transcript:
 
 def test_long_line_then_commands_in_next_packet(server: MaildServer) -> None:
     t = _start(server)
-    t.send(b"Subject: longline\r\n\r\n" + b"x" * 20_000)
+    t.send(b"From: a@remote.example\r\nSubject: longline\r\n\r\n" + b"x" * 20_000)
     t.send(b"\r\nMAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
-    t.send(b"Subject: longline injected\r\n\r\nevil\r\n.\r\n")
+    t.send(b"From: a@remote.example\r\nSubject: longline injected\r\n\r\nevil\r\n.\r\n")
     reply = t.reply()
     assert (reply.code, reply.text.split()[0]) == (550, "5.6.0")
     t.cmd("NOOP", 250)  # the first reply after the data is to our own next command
@@ -33,17 +33,17 @@ def test_long_line_then_commands_in_next_packet(server: MaildServer) -> None:
 
 def test_line_of_exactly_1000_octets_is_fine(server: MaildServer) -> None:
     t = _start(server)
-    t.send(b"Subject: limit\r\n\r\n" + b"y" * 998 + b"\r\n.\r\n")
+    t.send(b"From: a@remote.example\r\nSubject: limit\r\n\r\n" + b"y" * 998 + b"\r\n.\r\n")
     assert t.reply().code == 250
     t = _start(server)
-    t.send(b"Subject: limit+1\r\n\r\n" + b"y" * 999 + b"\r\n.\r\n")
+    t.send(b"From: a@remote.example\r\nSubject: limit+1\r\n\r\n" + b"y" * 999 + b"\r\n.\r\n")
     assert t.reply().code == 550
 
 
 def test_oversize_message_read_to_the_end(server: MaildServer) -> None:
     t = _start(server)
     line = b"z" * 78 + b"\r\n"
-    t.send(b"Subject: huge\r\n\r\n" + line * 2000 + b"RSET\r\nQUIT\r\n" + line * 10 + b".\r\n")
+    t.send(b"From: a@r.example\r\nSubject: huge\r\n\r\n" + line * 2000 + b"RSET\r\nQUIT\r\n" + line * 10 + b".\r\n")
     reply = t.reply()
     assert (reply.code, reply.text) == (552, "5.3.4 Message size exceeds fixed maximum message size")
     t.cmd("NOOP", 250)
@@ -68,5 +68,5 @@ def test_too_many_recipients(server: MaildServer) -> None:
         t.cmd("RCPT TO:<alice@example.test>", 250)
     assert t.cmd("RCPT TO:<bob@example.test>", 452).text == "4.5.3 Too many recipients"
     t.cmd("DATA", 354)
-    t.send(b"Subject: three\r\n\r\nok\r\n.\r\n")
+    t.send(b"From: a@remote.example\r\nSubject: three\r\n\r\nok\r\n.\r\n")
     assert t.reply().code == 250

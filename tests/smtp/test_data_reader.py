@@ -86,6 +86,18 @@ def test_dot_after_long_line_tail_is_not_the_end() -> None:
     assert reader.problem is Problem.LINE_TOO_LONG
 
 
+@pytest.mark.parametrize("cut", [1, 700, 1500, 5000])
+def test_bare_lf_lines_longer_together_than_a_line_are_bare_lf(cut: int) -> None:
+    """A Unix-ending message: no CRLF for thousands of octets. What is wrong is the bare
+    LF, not the length of a "line" that runs to the next CRLF."""
+    text = b"Subject: unix\n\n" + b"".join(b"line %d of a message with LF endings\n" % i
+                                           for i in range(200))
+    chunks = [text[i:i + cut] for i in range(0, len(text), cut)] + [b"\r\n.\r\nQUIT\r\n"]
+    reader, done, rest = feed_all(chunks)
+    assert done and rest == b"QUIT\r\n"
+    assert reader.problem is Problem.BARE_NEWLINE
+
+
 def test_too_big_keeps_reading() -> None:
     reader, done, rest = feed_all([b"x" * 70 + b"\r\n"] * 100 + [b".\r\nQUIT\r\n"], max_size=1000)
     assert done and rest == b"QUIT\r\n"

@@ -41,7 +41,7 @@ def test_one_recipient(mx: Transcript, server: MaildServer) -> None:
 
 def test_many_recipients_share_one_blob(mx: Transcript, server: MaildServer) -> None:
     reply = mx.message("sender@remote.example", ["alice@example.test", "bob@example.test"],
-                       b"Subject: many\r\n\r\nHello both\r\n")
+                       b"From: a@remote.example\r\nSubject: many\r\n\r\nHello both\r\n")
     assert reply.code == 250
     (for_alice,) = _find(server, "alice@example.test", b"Subject: many")
     (for_bob,) = _find(server, "bob@example.test", b"Subject: many")
@@ -63,7 +63,7 @@ def test_many_recipients_share_one_blob(mx: Transcript, server: MaildServer) -> 
 def test_alias_and_plus_address(mx: Transcript, server: MaildServer) -> None:
     reply = mx.message("sender@remote.example",
                        ["team@example.test", "boss@example.test", "bob+lists@example.test"],
-                       b"Subject: aliases\r\n\r\nto the team\r\n")
+                       b"From: a@remote.example\r\nSubject: aliases\r\n\r\nto the team\r\n")
     assert reply.code == 250
     # alice is reached twice (team, boss) but gets one copy; bob twice (team, +lists): one.
     assert len(_find(server, "alice@example.test", b"Subject: aliases")) == 1
@@ -79,13 +79,13 @@ def test_unknown_user_and_case(mx: Transcript) -> None:
 
 
 def test_null_sender_return_path(mx: Transcript, server: MaildServer) -> None:
-    assert mx.message("", ["bob@example.test"], b"Subject: bounce\r\n\r\nDSN\r\n").code == 250
+    assert mx.message("", ["bob@example.test"], b"From: a@remote.example\r\nSubject: bounce\r\n\r\nDSN\r\n").code == 250
     (stored,) = _find(server, "bob@example.test", b"Subject: bounce")
     assert stored.startswith(b"Return-Path: <>\r\n")
 
 
 def test_dot_stuffing_is_undone(mx: Transcript, server: MaildServer) -> None:
-    body = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n"
+    body = b"From: a@remote.example\r\nSubject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n"
     assert mx.message("a@remote.example", ["bob@example.test"], body).code == 250
     (stored,) = _find(server, "bob@example.test", b"Subject: dots")
     assert stored.endswith(b"\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n")

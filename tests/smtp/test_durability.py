@@ -19,7 +19,7 @@ def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer])
         t.cmd("RCPT TO:<alice@example.test>", 250)
         t.cmd("RCPT TO:<bob@example.test>", 250)
         t.cmd("DATA", 354)
-        t.send(b"Subject: durable %d\r\n\r\nbody\r\n.\r\n" % i)
+        t.send(b"From: a@remote.example\r\nSubject: durable %d\r\n\r\nbody\r\n.\r\n" % i)
         reply = t.reply()
         assert reply.code == 250
         ids.append(reply.text.rsplit(" ", 1)[1])

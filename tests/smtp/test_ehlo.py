@@ -23,6 +23,12 @@ def test_mx_advertises_the_extensions_and_no_auth(server: MaildServer) -> None:
     t.cmd("AUTH PLAIN", 502)
 
 
+def test_ehlo_with_an_address_literal_names_it_once(server: MaildServer) -> None:
+    t = Transcript(server.host, server.ports["smtp"])
+    t.greeting()
+    assert t.cmd("EHLO [127.0.0.1]", 250).lines[0] == "mx.example.test Hello [127.0.0.1]"
+
+
 def test_smtplib_sees_the_extensions(server: MaildServer) -> None:
     with smtplib.SMTP(server.host, server.ports["smtp"], timeout=10) as client:
         client.ehlo("client.example")

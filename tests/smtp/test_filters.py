@@ -67,7 +67,7 @@ def test_rcpt_reject_keeps_other_recipients(policy: MaildServer) -> None:
 
 def test_data_reject(policy: MaildServer) -> None:
     t = _session(policy)
-    reply = t.message("a@remote.example", ["alice@example.test"], b"Subject: VIRUS\r\n\r\nx\r\n")
+    reply = t.message("a@remote.example", ["alice@example.test"], b"From: a@r.example\r\nSubject: VIRUS\r\n\r\nx\r\n")
     assert (reply.code, reply.text) == (554, "5.7.1 Message refused by policy")
     assert not [m for m in messages(policy, "alice@example.test") if b"VIRUS" in m]
 
@@ -75,10 +75,10 @@ def test_data_reject(policy: MaildServer) -> None:
 def test_headers_notes_and_folder(policy: MaildServer) -> None:
     t = _session(policy, helo="notes.example")
     assert t.message("a@remote.example", ["alice@example.test"],
-                     b"Subject: ham\r\n\r\nx\r\n").code == 250
+                     b"From: a@remote.example\r\nSubject: ham\r\n\r\nx\r\n").code == 250
     # A second transaction in the same session still sees the connect/HELO notes.
     assert t.message("a@remote.example", ["alice@example.test"],
-                     b"Subject: SPAM offer\r\n\r\nx\r\n").code == 250
+                     b"From: a@remote.example\r\nSubject: SPAM offer\r\n\r\nx\r\n").code == 250
     (ham,) = [m for m in messages(policy, "alice@example.test") if b"Subject: ham" in m]
     assert b"X-Policy: helo=notes.example ip=127.0.0.1\r\n" in ham
     assert ham.index(b"Received:") < ham.index(b"X-Policy:") < ham.index(b"Subject: ham")

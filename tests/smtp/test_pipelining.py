@@ -12,10 +12,10 @@ def test_transaction_group_in_one_packet(mx: Transcript, server: MaildServer) ->
     mx.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
             b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
     assert [mx.reply().code for _ in range(5)] == [250, 250, 550, 250, 354]
-    mx.send(b"Subject: pipegroup one\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@remote.example>\r\n"
+    mx.send(b"From: a@remote.example\r\nSubject: pipegroup one\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@remote.example>\r\n"
             b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
     assert [mx.reply().code for _ in range(4)] == [250, 250, 250, 354]
-    mx.send(b"Subject: pipegroup two\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    mx.send(b"From: a@remote.example\r\nSubject: pipegroup two\r\n\r\nbody\r\n.\r\nQUIT\r\n")
     assert [mx.reply().code for _ in range(2)] == [250, 221]
     assert len([m for m in messages(server, "alice@example.test") if b"pipegroup" in m]) == 1
     assert len([m for m in messages(server, "bob@example.test") if b"pipegroup" in m]) == 2

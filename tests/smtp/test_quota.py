@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import MaildServer
 from tests.smtp.conftest import Transcript, messages
 
-BIG = b"Subject: big\r\n\r\n" + (b"q" * 998 + b"\r\n") * 600  # ~600 KB
+BIG = b"From: a@remote.example\r\nSubject: big\r\n\r\n" + (b"q" * 998 + b"\r\n") * 600  # ~600 KB
 
 
 @pytest.fixture(scope="module", autouse=True)

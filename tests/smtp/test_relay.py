@@ -39,7 +39,7 @@ def test_relay_refused_even_after_tls(server: MaildServer) -> None:
     t.cmd("EHLO client.example", 250)
     t.starttls()
     t.cmd("EHLO client.example", 250)
-    t.cmd("MAIL FROM:<alice@example.test>", 250)  # a local sender proves nothing
+    t.cmd("MAIL FROM:<someone@remote.example>", 250)
     t.cmd("RCPT TO:<user@other.example>", 554)
 
 

@@ -23,7 +23,7 @@ def test_smuggled_message_never_exists(server: MaildServer, payload: bytes) -> N
     t.cmd("DATA", 354)
     smuggled = (b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
                 b"From: admin@example.test\r\nSubject: " + marker + b" smuggled\r\n\r\nevil\r\n")
-    t.send(b"Subject: " + marker + b" outer\r\n\r\nhello" + payload + smuggled + b".\r\n")
+    t.send(b"From: a@remote.example\r\nSubject: " + marker + b" outer\r\n\r\nhello" + payload + smuggled + b".\r\n")
     reply = t.reply()
     # Either refused as a whole (bare CR/LF/NUL) ...
     assert reply.code == 550 and reply.text.startswith("5.6.0"), reply
@@ -41,7 +41,7 @@ def test_smuggling_split_across_packets(server: MaildServer) -> None:
     t.cmd("MAIL FROM:<a@remote.example>", 250)
     t.cmd("RCPT TO:<alice@example.test>", 250)
     t.cmd("DATA", 354)
-    t.send(b"Subject: split\r\n\r\nhello\r")
+    t.send(b"From: a@remote.example\r\nSubject: split\r\n\r\nhello\r")
     t.send(b"\n.")
     t.send(b"\r")
     t.send(b"\nNOOP\r\n")
@@ -54,7 +54,8 @@ def test_clean_message_after_refused_one(mx: Transcript, server: MaildServer) ->
     mx.cmd("MAIL FROM:<a@remote.example>", 250)
     mx.cmd("RCPT TO:<bob@example.test>", 250)
     mx.cmd("DATA", 354)
-    mx.send(b"Subject: bare\r\n\r\nline\nline\r\n.\r\n")
+    mx.send(b"From: a@remote.example\r\nSubject: bare\r\n\r\nline\nline\r\n.\r\n")
     assert mx.reply().code == 550
-    reply = mx.message("a@remote.example", ["bob@example.test"], b"Subject: clean one\r\n\r\nok\r\n")
+    reply = mx.message("a@remote.example", ["bob@example.test"],
+                       b"From: a@r.example\r\nSubject: clean one\r\n\r\nok\r\n")
     assert reply.code == 250

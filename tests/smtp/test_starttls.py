@@ -46,7 +46,7 @@ def test_smtplib_starttls_delivery_records_tls_in_received(server: MaildServer) 
     with smtplib.SMTP(server.host, server.ports["smtp"], timeout=10) as client:
         client.starttls(context=context)
         client.sendmail("x@remote.example", ["bob@example.test"],
-                        b"Subject: over tls\r\n\r\nsecret\r\n")
+                        b"From: x@remote.example\r\nSubject: over tls\r\n\r\nsecret\r\n")
     stored = [m for m in messages(server, "bob@example.test") if b"Subject: over tls" in m]
     assert len(stored) == 1
     received = stored[0].split(b"Received: ", 1)[1].split(b"Subject:")[0]

@@ -42,8 +42,27 @@ def test_from_header_must_be_owned(alice: Transcript, server: MaildServer) -> No
     assert (reply.code, reply.text.split()[0]) == (553, "5.7.1")
     reply = alice.message("alice@example.test", ["bob@example.test"],
                           b"Subject: no from\r\n\r\nx\r\n")
-    assert reply.code == 553
+    assert (reply.code, reply.text.split()[0]) == (554, "5.6.0")  # RFC 5322 §3.6
     assert not [m for m in messages(server, "bob@example.test") if b"Subject: forged" in m]
+
+
+@pytest.mark.parametrize("field", ["Sender", "Resent-From", "Resent-Sender"])
+def test_originator_fields_must_be_owned(alice: Transcript, server: MaildServer,
+                                         field: str) -> None:
+    """Issue 15 item 9: every originator field (RFC 5322 §3.6.2, §3.6.6) is checked like
+    From; bob's ENVELOPE must never show him as the sender of alice's message."""
+    forged = (f"From: alice@example.test\r\n{field}: Bob <bob@example.test>\r\n"
+              f"Subject: forged {field}\r\n\r\nx\r\n").encode()
+    reply = alice.message("alice@example.test", ["bob@example.test"], forged)
+    assert (reply.code, reply.text) == (
+        553, f"5.7.1 {field}: header address not owned by the authenticated user")
+    several = (f"From: alice@example.test\r\n{field}: alice@example.test, bob@example.test\r\n"
+               f"Subject: forged {field}\r\n\r\nx\r\n").encode()
+    assert alice.message("alice@example.test", ["bob@example.test"], several).code == 553
+    assert not [m for m in messages(server, "bob@example.test") if b"Subject: forged" in m]
+    own = (f"From: alice@example.test\r\n{field}: Alice <Alice.Liddell@example.test>\r\n"
+           f"Subject: own {field}\r\n\r\nx\r\n").encode()
+    assert alice.message("alice@example.test", ["bob@example.test"], own).code == 250
 
 
 def test_local_remote_and_sent(alice: Transcript, server: MaildServer) -> None:
@@ -64,6 +83,18 @@ def test_local_remote_and_sent(alice: Transcript, server: MaildServer) -> None:
     by_domain = {e["domain"]: sorted(r["address"] for r in e["recipients"]) for e in entries}
     assert by_domain == {"remote.example": ["carol@remote.example", "dave@remote.example"],
                          "elsewhere.example": ["erin@elsewhere.example"]}
+
+
+def test_bare_lf_message_is_told_bare_lf(alice: Transcript, server: MaildServer) -> None:
+    """A client that sends Unix line endings: thousands of octets without a CRLF. The
+    refusal names the bare LF (RFC 5321 §2.3.8), not a line longer than 1000 octets."""
+    body = b"From: alice@example.test\nSubject: unix endings\n\n" + b"".join(
+        b"line %d ends in a bare LF\n" % i for i in range(100))
+    reply = alice.message("alice@example.test", ["bob@example.test"], body)
+    assert (reply.code, reply.text.split()[0]) == (550, "5.6.0")
+    assert "bare" in reply.text and "LF" in reply.text and "longer" not in reply.text
+    alice.cmd("NOOP", 250)
+    assert not [m for m in messages(server, "bob@example.test") if b"unix endings" in m]
 
 
 def test_existing_message_id_kept(alice: Transcript, server: MaildServer) -> None:

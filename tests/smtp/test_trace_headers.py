@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maild.delivery import complete_submission, protocol_name, received_header
-from maild.filters.chain import Transaction
+from maild.util.transaction import Transaction
 
 
 def tx(**fields: object) -> Transaction:
@@ -32,7 +32,7 @@ def test_received_header() -> None:
                       b"\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256 bits))\r\n"
                       b"\tby mx.example.test (maild) with ESMTPS id ABC123\r\n"
                       b"\tfor <alice@example.test>;\r\n"
-                      b"\tThu, 01 Jan 1970 00:00:00 -0000\r\n")
+                      b"\tThu, 01 Jan 1970 00:00:00 +0000\r\n")
     many = received_header(tx(rcpt_to=["a@x", "b@x"], client_ip="2001:db8::1"), "h", "ID")
     assert b"([IPv6:2001:db8::1])" in many and b" for <" not in many
 

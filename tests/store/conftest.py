@@ -7,6 +7,7 @@ import pytest
 
 from maild.config import StoreConfig
 from maild.store import Store
+from maild.store.fsck import fsck
 
 SMALL = StoreConfig(shards=2, map_size_mb=256, directory_map_size_mb=64)
 
@@ -24,9 +25,16 @@ def result(d):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
+    """A two-shard store with alice and bob; at teardown fsck must find it consistent, so
+    every store test also checks that its operations left the indexes, counters and
+    reference counts right."""
     s = Store(tmp_path / "data", SMALL)
     s.domain_add("example.test")
     s.user_add("alice@example.test", "hash")
     s.user_add("bob@example.test", "hash")
-    yield s
-    s.close()
+    try:
+        yield s
+        problems = fsck(s).problems
+        assert problems == [], f"fsck at teardown: {problems}"
+    finally:
+        s.close()

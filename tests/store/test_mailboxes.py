@@ -54,5 +54,25 @@ def test_delete_removes_messages(store: Store) -> None:
 
 
 def test_subscribe(store: Store) -> None:
+    assert "Junk" in store.subscriptions(ALICE)  # the default folders start subscribed
     result(store.set_subscribed(ALICE, "Junk", False))
-    assert not store.require_mailbox(ALICE, "Junk").subscribed
+    assert "Junk" not in store.subscriptions(ALICE)
+    result(store.set_subscribed(ALICE, "Not/There", True))  # a name, not a mailbox
+    assert "Not/There" in store.subscriptions(ALICE)
+    assert store.mailbox(ALICE, "Not/There") is None
+
+
+def test_create_makes_parents_atomically(store: Store) -> None:
+    result(store.create_mailbox(ALICE, "A/B/C"))
+    assert {"A", "A/B", "A/B/C"} <= {m.name for m in store.mailboxes(ALICE)}
+    assert "A/B/C" not in store.subscriptions(ALICE)
+    with pytest.raises(MailboxExists):
+        result(store.create_mailbox(ALICE, "A/B/C"))
+
+
+def test_claim_recent(store: Store) -> None:
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    assert result(store.claim_recent(ALICE, inbox.id, 5)) == 0
+    assert result(store.claim_recent(ALICE, inbox.id, 3)) == 5  # never goes back
+    assert result(store.claim_recent(ALICE, inbox.id, 8)) == 5
+    assert store.require_mailbox(ALICE, "INBOX").recent_uid == 8
