@@ -184,6 +184,16 @@ class MaildServer:
     def fsck(self) -> subprocess.CompletedProcess[str]:
         return self.cli("fsck")
 
+    def set_dkim_keys(self, domain: str, keys: list[dict[str, Any]]) -> None:
+        """Give ``domain`` these DKIM keys (the daemon is restarted around the write)."""
+        self.stop()
+        store = self.store()
+        try:
+            store.domain_set_dkim_keys(domain, keys)
+        finally:
+            store.close()
+        self.start()
+
 
 @pytest.fixture
 def maild_factory(tmp_path: Path, tls_files: tuple[Path, Path, Path],

@@ -29,7 +29,7 @@ from maild.util.message import Header, parse_header
 from maild.util.transaction import Transaction
 
 if TYPE_CHECKING:
-    from maild.store import Store
+    from maild.store import Message, Store
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,12 @@ class Delivery:
         self.config = config
 
     def stamp(self, tx: Transaction, raw: bytes,
-              add_headers: Sequence[tuple[str, str]] = ()) -> bytes:
-        """Prepend the Received: header, then the filters' headers, to ``raw``."""
+              add_headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
+        """The Received: header, then the filters' headers, then ``raw``, as the pieces the
+        store writes one after the other (a large message is not copied to prepend them)."""
         queue_id = tx.queue_id or new_queue_id()
         extra = b"".join(f"{name}: {value}\r\n".encode() for name, value in add_headers)
-        return received_header(tx, self.config.hostname, queue_id) + extra + raw
+        return [received_header(tx, self.config.hostname, queue_id) + extra, raw]
 
     def local_targets(self, addresses: list[str]) -> dict[str, str]:
         """Resolve local recipient addresses to {user: the address it was reached by},
@@ -115,7 +116,7 @@ class Delivery:
             recipients.append(Recipient(user=user, mailbox=mailbox, prefix=prefix.encode("utf-8")))
         return recipients
 
-    def deliver(self, tx: Transaction, raw: bytes, local_users: list[str],
+    def deliver(self, tx: Transaction, raw: Message, local_users: list[str],
                 folder: str | None = None) -> defer.Deferred[list[AppendResult]]:
         """Store an already stamped message for local recipients (addresses or users) in
         INBOX or ``folder``; fires after commit. Raises (through the Deferred) the store's
@@ -131,7 +132,7 @@ class Delivery:
                 return mailbox.name
         return None
 
-    def submit(self, tx: Transaction, raw: bytes, local_rcpts: list[str],
+    def submit(self, tx: Transaction, raw: Message, local_rcpts: list[str],
                remote_rcpts: list[str], user: User | str) -> defer.Deferred[None]:
         """Submission (RFC 6409): local recipients and a \\Seen copy in the user's Sent in
         one store.deliver (one blob), remote recipients durably in the outbound queue.

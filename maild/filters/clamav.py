@@ -20,8 +20,9 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from maild.config import parse_address
 from maild.util.transaction import Filter, Transaction, Verdict
@@ -66,21 +67,46 @@ def parse_reply(reply: bytes) -> ScanResult:
     raise ClamdError(f"clamd answered {text!r}")
 
 
+@implementer(IPushProducer)
 class _InstreamProtocol(protocol.Protocol):
+    """Sends the message a CHUNK_SIZE chunk at a time, as the transport's push producer:
+    writing it all at once would queue a second copy of it in the transport's buffer."""
+
     transport: ConnectionTransport
 
     def __init__(self, data: bytes, done: defer.Deferred[ScanResult]) -> None:
         self.data = data
         self.done = done
         self.reply = b""
+        self._sent: int | None = 0  # None: finished or stopped
+        self._paused = False
 
     def connectionMade(self) -> None:  # Twisted API
+        self.transport.registerProducer(self, True)
         self.transport.write(b"zINSTREAM\0")
+        self._send()
+
+    def _send(self) -> None:
         view = memoryview(self.data)
-        for start in range(0, len(view), CHUNK_SIZE):
-            chunk = view[start:start + CHUNK_SIZE]
+        while not self._paused and self._sent is not None:
+            if self._sent >= len(view):
+                self._sent = None
+                self.transport.write(struct.pack(">I", 0))
+                self.transport.unregisterProducer()
+                return
+            chunk = view[self._sent:self._sent + CHUNK_SIZE]
+            self._sent += len(chunk)
             self.transport.write(struct.pack(">I", len(chunk)) + bytes(chunk))
-        self.transport.write(struct.pack(">I", 0))
+
+    def pauseProducing(self) -> None:  # Twisted API
+        self._paused = True
+
+    def resumeProducing(self) -> None:  # Twisted API
+        self._paused = False
+        self._send()
+
+    def stopProducing(self) -> None:  # Twisted API
+        self._sent = None
 
     def dataReceived(self, data: bytes) -> None:  # Twisted API
         self.reply += data

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -73,25 +74,52 @@ class _BodyCollector(protocol.Protocol):
 
 @implementer(IBodyProducer)
 class _BytesProducer:
-    """The request body, written at once (it is in memory already). Unlike twisted's
-    FileBodyProducer it needs no Cooperator, which would run on the global reactor."""
+    """The request body, from pieces in memory (a header to prepend, the message), written
+    CHUNK octets at a time while the transport wants more: never joined, and never queued
+    whole in the transport's buffer. Unlike twisted's FileBodyProducer it needs no
+    Cooperator, which would run on the global reactor."""
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
+    CHUNK = 64 * 1024
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self.pieces = list(pieces)
+        self.length = sum(map(len, self.pieces))
+        self._consumer: Any = None
+        self._done: defer.Deferred[None] | None = None
+        self._paused = False
+        self._piece = 0
+        self._offset = 0
 
     def startProducing(self, consumer: Any) -> defer.Deferred[None]:
-        consumer.write(self.body)
-        return defer.succeed(None)
+        self._consumer = consumer
+        self._done = defer.Deferred(lambda _: self.stopProducing())  # cancelled: stop
+        done = self._done
+        self._send()
+        return done
+
+    def _send(self) -> None:
+        while not self._paused and self._consumer is not None:
+            if self._piece >= len(self.pieces):
+                self._consumer = None
+                assert self._done is not None
+                self._done.callback(None)
+                return
+            piece = memoryview(self.pieces[self._piece])
+            chunk = bytes(piece[self._offset:self._offset + self.CHUNK])
+            self._offset += len(chunk)
+            if self._offset >= len(piece):
+                self._piece, self._offset = self._piece + 1, 0
+            self._consumer.write(chunk)
 
     def pauseProducing(self) -> None:
-        pass
+        self._paused = True
 
     def resumeProducing(self) -> None:
-        pass
+        self._paused = False
+        self._send()
 
     def stopProducing(self) -> None:
-        pass
+        self._consumer = None
 
 
 def read_body(response: IResponse) -> defer.Deferred[bytes]:
@@ -167,10 +195,11 @@ class RspamdClient:
         self.agent = Agent(reactor, connectTimeout=timeout, pool=pool)
         self._junk: tuple[float, float | None] | None = None  # (when asked, the answer)
 
-    def _post(self, url: str, body: bytes | None,
+    def _post(self, url: str, body: Sequence[bytes] | None,
               headers: dict[str, list[str]], method: bytes = b"POST") -> defer.Deferred[tuple[int, bytes]]:
         """(HTTP status, body) of one POST (or ``method``, without a body when ``body`` is
-        None), within ``timeout``; RspamdError otherwise."""
+        None), within ``timeout``; RspamdError otherwise. ``body`` is pieces sent one after
+        the other (never joined)."""
         request_headers = Headers({k.encode(): [v.encode("utf-8", "replace") for v in values]
                                    for k, values in headers.items()})
 
@@ -200,9 +229,12 @@ class RspamdClient:
         auth_results = tx.notes.get("auth_results")
         if isinstance(auth_results, AuthResults):
             value = auth_results.header_value(self.authserv_id)
-            raw = b"Authentication-Results: " + value.encode("utf-8", "replace") + b"\r\n" + raw
+            field = b"Authentication-Results: " + value.encode("utf-8", "replace") + b"\r\n"
+            pieces = [field, raw]
+        else:
+            pieces = [raw]
         url = self.url + "/checkv2"
-        code, content = yield self._post(url, raw, envelope_headers(tx))
+        code, content = yield self._post(url, pieces, envelope_headers(tx))
         if code != 200:
             raise RspamdError(f"{url}: HTTP {code}: {content[:200]!r}")
         score = parse_check(content)
@@ -239,7 +271,7 @@ class RspamdClient:
             raise RspamdError("no rspamd_controller_url configured")
         headers = {"Password": [self.password]} if self.password else {}
         url = self.controller_url + ("/learnspam" if spam else "/learnham")
-        code, content = yield self._post(url, raw, headers)
+        code, content = yield self._post(url, [raw], headers)
         if code == 200:
             return True
         # "<message-id> has been already learned as spam, ignore it": 404 from rspamd 3.4,

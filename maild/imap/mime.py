@@ -7,7 +7,8 @@
   APPLICATION/OCTET-STREAM (a body-type-msg needs an envelope we did not read).
 * :func:`bodystructure` and :func:`envelope` render RFC 3501 §7.4.2 BODY/BODYSTRUCTURE
   and ENVELOPE.
-* :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers.
+* :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers;
+  :func:`section_span` says where they lie in the message, so FETCH can stream them.
 * :func:`header_text` and :func:`body_text` decode RFC 2047 words, transfer encodings and
   charsets for SEARCH (RFC 3501 §6.4.4: substring, case-insensitive).
 """
@@ -102,12 +103,6 @@ def _param_value(value: object) -> str:
     if isinstance(value, tuple):  # RFC 2231 encoded
         return email.utils.collapse_rfc2231_value(value)
     return str(value)
-
-
-def _split(raw: bytes) -> tuple[bytes, bytes]:
-    """(header including its blank line, body) of a message or part."""
-    end = header_end(raw)
-    return raw[:end], raw[end:]
 
 
 def parse(raw: bytes) -> Part:
@@ -246,35 +241,50 @@ def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> byte
     return b"".join(out) + b"\r\n"
 
 
-def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
-    """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
+Span = tuple[int, int]  # (offset in the raw message, length)
+
+
+def section_span(raw: bytes, spec: Section, root: Part | None = None) -> Span | bytes | None:
+    """Where BODY[spec] lies in ``raw`` as (offset, length), or its octets when they are
+    not one slice of it (HEADER.FIELDS[.NOT]), or None when the part does not exist. A
+    span lets FETCH stream a section from the message instead of copying it (docs/imap.md)."""
     if not spec.part:
         # The message's own HEADER, HEADER.FIELDS[.NOT] and TEXT are cut from the raw
         # octets: no MIME tree (the header fetch every client makes of every message).
         if spec.text is None:
-            return raw
-        header, body = _split(raw)
+            return 0, len(raw)
+        cut = header_end(raw)
         if spec.text == "TEXT":
-            return body
+            return cut, len(raw) - cut
         if spec.text == "HEADER":
-            return header
-        return _header_fields(header, spec.fields, spec.text.endswith(".NOT"))
+            return 0, cut
+        return _header_fields(raw[:cut], spec.fields, spec.text.endswith(".NOT"))
     root = root or parse(raw)
     part = _find(root, spec.part)
     if part is None:
         return None
-    if spec.text is None:
-        return part.body
     if spec.text == "MIME":
-        return part.header
-    if part.message is None:
-        return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
-    part = part.message
-    if spec.text == "TEXT":
-        return part.body
-    if spec.text == "HEADER":
-        return part.header
-    return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
+        return part.start, part.body_start - part.start
+    if spec.text is not None:
+        if part.message is None:
+            return None  # HEADER/TEXT of a part number apply to message/rfc822 parts only
+        part = part.message
+        if spec.text == "HEADER":
+            return part.start, part.body_start - part.start
+        if spec.text != "TEXT":
+            return _header_fields(part.header, spec.fields, spec.text.endswith(".NOT"))
+    if part.raw is not raw:
+        return 0, 0  # the one empty body shown for a multipart without parts
+    return part.body_start, part.end - part.body_start
+
+
+def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None:
+    """The octets of BODY[spec]; None when the part does not exist (answered as empty)."""
+    span = section_span(raw, spec, root)
+    if span is None or isinstance(span, bytes):
+        return span
+    start, length = span
+    return raw if (start, length) == (0, len(raw)) else raw[start:start + length]
 
 
 # -- SEARCH text ----------------------------------------------------------------------------------

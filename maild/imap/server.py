@@ -24,8 +24,10 @@ Implementation notes — invariants a contributor must keep:
    extension with logic of its own lives in its own module (multiappend, catenate, binary,
    preview, objectid, savedate, metadata, context, compress), whose notes hold its rules;
    this module only dispatches to it and calls its hooks.
-7. Bounded memory: whole-message FETCH bodies stream from ``store.open`` and the session is
-   the transport's push producer, so a slow reader pauses us instead of filling memory.
+7. Bounded memory: every body section of a message over STREAM_ABOVE is written in
+   STREAM_CHUNK pieces (``_stream``), from ``store.open`` or from the one copy of the
+   message read for the FETCH, never copied per item; the session is the transport's push
+   producer, so a slow reader pauses us instead of filling memory.
    After COMPRESS DEFLATE, ``self.transport`` is a :class:`compress.DeflateTransport` around
    the real one, and input reaches ``dataReceived`` inflated (``maild/imap/compress.py``).
 8. A client never sees an exception text: unexpected errors are logged and answered
@@ -57,7 +59,8 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IPushProducer
@@ -1255,23 +1258,24 @@ class ImapSession(CommandSession):
         batch: list[bytes] = []  # small responses are written 64 KB at a time
         batched = 0
         flag_sync = _FLAG_SYNC.get(tuple(a.name for a in attributes))
+        literals: list[_Literal]
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
                 continue
             if flag_sync is not None and uid not in seen_now:
-                head, stream = flag_sync(index + 1, meta), None
+                head, literals = flag_sync(index + 1, meta), []
             else:
                 try:
-                    head, stream = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
-                                                     if uid in seen_now else plan)
+                    head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
+                                                       if uid in seen_now else plan)
                 except (NotFound, FileNotFoundError):
                     # RFC 2180 §4.1.3: expunged by another session since the record was
                     # read; the rest is answered, then a NO says what was left out.
                     missing = True
                     self._cache = None
                     continue
-            if stream is None:
+            if not literals:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])
                 if batched < STREAM_CHUNK:
@@ -1279,7 +1283,7 @@ class ImapSession(CommandSession):
             self._write(b"".join(batch))
             batch.clear()
             batched = 0
-            if stream is not None and not await self._stream(head, meta, *stream):
+            if literals and not await self._stream(head, meta, literals):
                 missing = True
             await self._drain()
         self._write(b"".join(batch))
@@ -1303,11 +1307,14 @@ class ImapSession(CommandSession):
             self._send(b"* VANISHED (EARLIER) " + _compress(gone))
 
     def _fetch_items(self, seq: int, meta: MessageMeta, plan: list[tuple[FetchAtt, _SectionPlan | None]]
-                     ) -> tuple[bytes, tuple[bytes, int, int] | None]:
-        """``* seq FETCH (items`` without the closing parenthesis, and the (label, origin,
-        length) of a whole body to stream after it, if one is that large."""
+                     ) -> tuple[bytes, list[_Literal]]:
+        """``* seq FETCH (items`` without the closing parenthesis, and the body sections
+        of a large message, which are streamed after it in their order: every item that
+        is not a body section of a message over STREAM_ABOVE comes first (RFC 3501 §7.4.2
+        lets the items come in any order)."""
         parts: list[bytes] = []
-        stream: tuple[bytes, int, int] | None = None
+        literals: list[_Literal] = []
+        large = meta.size > STREAM_ABOVE
         for att, section_plan in plan:
             name = att.name
             item = _RECORD_ITEMS.get(name)
@@ -1330,10 +1337,8 @@ class ImapSession(CommandSession):
             else:
                 assert section_plan is not None
                 label, section, partial, section_name = section_plan
-                whole = section.text is None and not section.part
-                if whole and meta.size > STREAM_ABOVE and stream is None:
-                    origin, length = _partial_range(meta.size, partial)
-                    stream = (label, origin, length)
+                if large:
+                    literals.append(self._section_literal(meta, label, section, partial))
                     continue
                 if not section.part and section.text in _HEADER_TEXTS:  # the message's own header
                     data = self._cached(meta, section_name, self._own_header, section)
@@ -1342,30 +1347,65 @@ class ImapSession(CommandSession):
                 if partial is not None:
                     data = data[partial[0]:partial[0] + partial[1]]
                 parts.append(label + b" " + wire.literal(data))
-        return b"* %d FETCH (" % seq + b" ".join(parts), stream
+        if literals and self._cache is not None:
+            # The spans are known: keep this message's octets (the literals' source), not its
+            # MIME tree nor an earlier message.
+            self._cache = (meta.uid, self._cache[1], None) if self._cache[0] == meta.uid else None
+        return b"* %d FETCH (" % seq + b" ".join(parts), literals
 
-    async def _stream(self, head: bytes, meta: MessageMeta, label: bytes, origin: int, length: int) -> bool:
-        """Write ``head``, then the literal from the blob file with backpressure; False
+    def _section_literal(self, meta: MessageMeta, label: bytes, section: Section,
+                         partial: tuple[int, int] | None) -> _Literal:
+        """A body section of a large message as a span to stream: of the blob file for the
+        whole message, else of the message read once for this FETCH (``_raw``). Only
+        HEADER.FIELDS[.NOT] makes new octets, at most the header's size."""
+        if section.text is None and not section.part:
+            span: mime.Span | bytes | None = (0, meta.size)
+            source = None
+        else:
+            source = self._raw(meta)
+            span = mime.section_span(source, section, self._parsed(meta) if section.part else None)
+        if span is None:
+            span = b""
+        if isinstance(span, bytes):
+            source, span = span, (0, len(span))
+        start, length = span
+        if partial is not None:  # RFC 3501 §6.4.5: <origin.octets> within the section
+            origin, length = _partial_range(length, partial)
+            start += origin
+        return _Literal(label, source, start, length)
+
+    async def _stream(self, head: bytes, meta: MessageMeta, literals: list[_Literal]) -> bool:
+        """Write ``head``, then each literal in STREAM_CHUNK pieces with backpressure: from
+        the blob file or from the message read for this FETCH, never a copy per item. False
         when the message was expunged before anything was written (RFC 2180 §4.1.3)."""
         user = self._user()
         # Opened (and its body verified) before a byte of this message is on the wire, so a
         # damaged body is the command's NO, not a broken literal.
+        opened: BinaryIO | None = None
+        if any(literal.source is None for literal in literals):
+            try:
+                opened = self.store.open(user, self._view().mailbox_id, meta.uid)
+            except (NotFound, FileNotFoundError):
+                return False
+        sep = b"" if head.endswith(b"(") else b" "
         try:
-            opened = self.store.open(user, self._view().mailbox_id, meta.uid)
-        except (NotFound, FileNotFoundError):
-            return False
-        self._write(head + (b" " if not head.endswith(b"(") else b"") + label + b" {%d}\r\n" % length)
-        try:
-            with opened as fh:
-                skip = origin
-                while skip > 0:  # the stream is not seekable (prefix + blob)
-                    got = len(fh.read(min(STREAM_CHUNK, skip)))
-                    if not got:
-                        break
-                    skip -= got
-                left = length
+            for literal in literals:
+                self._write(head + sep + literal.label + b" {%d}\r\n" % literal.length)
+                head, sep = b"", b" "
+                if literal.source is not None:
+                    view = memoryview(literal.source)
+                    end = literal.start + literal.length
+                    for at in range(literal.start, end, STREAM_CHUNK):
+                        if self._closed:
+                            return True
+                        self._write(bytes(view[at:min(at + STREAM_CHUNK, end)]))
+                        await self._drain()
+                    continue
+                assert opened is not None
+                opened.seek(literal.start)
+                left = literal.length
                 while left > 0 and not self._closed:
-                    chunk = fh.read(min(STREAM_CHUNK, left))
+                    chunk = opened.read(min(STREAM_CHUNK, left))
                     if not chunk:
                         raise OSError(f"blob of uid {meta.uid} is {left} octets short")
                     self._write(chunk)
@@ -1377,6 +1417,9 @@ class ImapSession(CommandSession):
             self._send(b"\r\n* BYE Internal error")
             self._close()
             return True
+        finally:
+            if opened is not None:
+                opened.close()
         self._write(b")\r\n")
         return True
 
@@ -1416,6 +1459,17 @@ class ImapSession(CommandSession):
 
 
 _SectionPlan = tuple[bytes, Section, tuple[int, int] | None, str]
+
+
+@dataclass(frozen=True)
+class _Literal:
+    """One body section to stream: ``length`` octets from ``start`` of ``source``, or of
+    the stored message (prefix and blob) when ``source`` is None."""
+
+    label: bytes
+    source: bytes | None
+    start: int
+    length: int
 
 
 def _section_of(att: FetchAtt) -> _SectionPlan | None:

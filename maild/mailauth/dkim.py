@@ -12,6 +12,12 @@ Implementation notes:
   treating them as valid, so DMARC never counts them.
 - Everything here blocks (RSA in pure Python costs milliseconds): call it from a worker
   thread.
+- Memory: given a whole message, dkimpy splits it into a list of lines and canonicalises
+  the body with whole-body regular expressions, ~4 copies of the body at once. It is
+  given the header block alone, and its ``body`` is set to the body canonicalised here a
+  window at a time (:class:`_Bodies`), on which dkimpy's own canonicalisation has nothing
+  left to change (relaxed still copies once when the body holds spaces or tabs). ARC is
+  verified only when the message has ARC fields (docs/smtp.md, "Memory").
 
 Key records (stored with the domain by the store as JSON-serialisable dicts)::
 
@@ -28,20 +34,23 @@ from __future__ import annotations
 
 import base64
 import functools
+import io
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim import canonicalization
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from maild.dns import Resolver, TempError
 from maild.util.authresults import ArcResult, DkimResult
-from maild.util.message import Header, parse_header
+from maild.util.message import Header, header_end, parse_header
 
 log = logging.getLogger("maild.mailauth")
 
@@ -88,6 +97,75 @@ def _signature_tags(field: bytes) -> dict[bytes, bytes]:
         return {}
 
 
+_WINDOW = 1 << 20  # whole-body work is done this much at a time, cut after a line end
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_WSP = re.compile(rb"[\t ]+")
+
+
+def _windowed(content: bytes, start: int, sub: Callable[[bytes], bytes]) -> bytes:
+    """``sub(content[start:])`` for a ``sub`` that never acts across a line end, applied a
+    window at a time into one buffer (a whole-body re.sub holds its pieces and the result)."""
+    out = io.BytesIO()
+    while start < len(content):
+        end = content.find(b"\n", start + _WINDOW)
+        end = len(content) if end < 0 else end + 1
+        out.write(sub(content[start:end]))
+        start = end
+    return out.getvalue()
+
+
+def _strip_trailing_whitespace(content: bytes) -> bytes:
+    """dkimpy's, returning ``content`` itself when there is nothing to strip."""
+    if b" \r\n" not in content and b"\t\r\n" not in content:
+        return content
+    return _windowed(content, 0, lambda w: _TRAILING_WSP.sub(b"\r\n", w))
+
+
+def _compress_whitespace(content: bytes) -> bytes:
+    """dkimpy's, returning ``content`` itself when every WSP run is already one space."""
+    if b"\t" not in content and b"  " not in content:
+        return content
+    return _windowed(content, 0, lambda w: _WSP.sub(b" ", w))
+
+
+# The same functions, without whole-body copies (pure, so replacing them is thread-safe):
+# on a body canonicalised by _Bodies, dkimpy's relaxed canonicalisation copies nothing.
+canonicalization.strip_trailing_whitespace = _strip_trailing_whitespace
+canonicalization.compress_whitespace = _compress_whitespace
+
+
+class _Bodies:
+    """The body of one message as dkimpy's ``body`` for a c= body algorithm (RFC 6376
+    §3.4.3 simple, §3.4.4 relaxed), made on demand; only the latest is kept."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.cut = header_end(raw)
+        self._made: tuple[bytes, bytes] | None = None
+
+    def header(self) -> bytes:
+        return self.raw[:self.cut]
+
+    def body(self, algorithm: bytes) -> bytes:
+        algorithm = algorithm.strip().lower()
+        if self._made is not None and self._made[0] == algorithm:
+            return self._made[1]
+        self._made = None  # free the other form first
+        if algorithm != b"relaxed":
+            made = self.raw[self.cut:]  # simple: dkimpy strips trailing empty lines itself
+        else:
+            made = _windowed(self.raw, self.cut,
+                             lambda w: _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", w)))
+        self._made = (algorithm, made)
+        return made
+
+
+def _body_algorithm(tags: dict[bytes, bytes]) -> bytes:
+    """The body half of c= (RFC 6376 §3.5: "simple" when absent or not given)."""
+    _, _, body = tags.get(b"c", b"simple/simple").partition(b"/")
+    return body or b"simple"
+
+
 def _key_problem(record: bytes | None) -> str | None:
     """Why a fetched key record cannot verify anything, or None."""
     if record is None:
@@ -109,8 +187,9 @@ def verify_sync(raw: bytes, resolver: Resolver, header: Header | None = None) ->
     if not signatures:
         return []
     results: list[DkimResult] = []
+    bodies = _Bodies(raw)
     try:
-        verifier = dkim.DKIM(raw, minkey=1024, timeout=resolver.timeout)
+        verifier = dkim.DKIM(bodies.header(), minkey=1024, timeout=resolver.timeout)
     except dkim.DKIMException as exc:
         return [DkimResult("permerror", "", "", "", reason=_reason(exc)) for _ in signatures]
     for idx, field in enumerate(signatures):
@@ -124,6 +203,7 @@ def verify_sync(raw: bytes, resolver: Resolver, header: Header | None = None) ->
 
         lookup = _KeyLookup(resolver)
         try:
+            verifier.body = bodies.body(_body_algorithm(tags))
             ok = verifier.verify(idx, dnsfunc=lookup)
         except dkim.ValidationError as exc:
             if "body hash mismatch" in str(exc):
@@ -155,12 +235,12 @@ def verify_sync(raw: bytes, resolver: Resolver, header: Header | None = None) ->
 
 def arc_verify_sync(raw: bytes, resolver: Resolver) -> ArcResult:
     """The ARC chain validation status (RFC 8617 §5.2)."""
+    if not any(f.lname.startswith("arc-") for f in parse_header(raw).fields):
+        return ArcResult("none")  # dkimpy would parse the whole message to find no chain
     lookup = _KeyLookup(resolver)
     try:
         cv, sets, reason = dkim.arc_verify(raw, dnsfunc=lookup, timeout=resolver.timeout)
     except dkim.DKIMException as exc:  # a header block dkimpy cannot parse (MessageFormatError)
-        if not any(f.lname.startswith("arc-") for f in parse_header(raw).fields):
-            return ArcResult("none")
         return ArcResult("fail", 0, _reason(exc))
     if cv == dkim.CV_None and not sets:
         return ArcResult("none")
@@ -187,8 +267,10 @@ def _dkimpy_private_key(key: dict[str, Any]) -> bytes:
 def sign_sync(raw: bytes, domain: str, keys: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """DKIM-Signature fields (name, folded value) from every active key of ``domain``."""
     headers = []
+    bodies = _Bodies(raw)
     for key in signing_keys(keys):
-        signer = dkim.DKIM(raw, signature_algorithm=key["algorithm"].encode("ascii"))
+        signer = dkim.DKIM(bodies.header(), signature_algorithm=key["algorithm"].encode("ascii"))
+        signer.body = bodies.body(b"relaxed")
         field = signer.sign(key["selector"].encode("ascii"), domain.encode("ascii"),
                             _dkimpy_private_key(key), canonicalize=(b"relaxed", b"relaxed"))
         name, _, value = field.decode("ascii").partition(":")

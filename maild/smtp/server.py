@@ -32,6 +32,8 @@ Implementation notes — invariants a contributor must keep:
    authenticated on the submission port.
 8. Bounded memory: command lines are capped, the input buffer pauses the transport when
    it grows, and the transport's own write buffer pauses us (we are its push producer).
+   A message is one buffer while it arrives and one ``bytes`` after, held by one frame
+   (docs/smtp.md, "Memory per message": about 2x its size in flight).
 9. A client never sees an exception text: unexpected errors are logged and answered
    451 4.3.0.
 10. Shutdown (``shutdown()``, called by the daemon): input is no longer read,
@@ -45,6 +47,7 @@ Implementation notes — invariants a contributor must keep:
 from __future__ import annotations
 
 import enum
+import io
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
@@ -195,7 +198,7 @@ class SmtpSession(LineSession):
         self._local_rcpts: list[str] = []
         self._remote_rcpts: list[str] = []
         self._data: DataReader | None = None
-        self._bdat_chunks: list[bytes] = []
+        self._bdat_body = io.BytesIO()  # the BDAT chunks so far, in one buffer
         self._bdat_size = 0
         self._bdat_left = 0
         self._bdat_last = False
@@ -241,7 +244,7 @@ class SmtpSession(LineSession):
     def _discard_input(self) -> None:
         super()._discard_input()
         self._data = None
-        self._bdat_chunks.clear()
+        self._bdat_body = io.BytesIO()
 
     def _goodbye(self) -> None:
         self._reply(421, "4.3.2", f"{self.hostname} Service shutting down, try again later")  # RFC 5321 §3.8
@@ -301,9 +304,9 @@ class SmtpSession(LineSession):
             if self._bdat_error is None:
                 if self._bdat_size > self.config.max_message_size:
                     self._bdat_error = _PROBLEM_REPLIES[Problem.TOO_BIG]
-                    self._bdat_chunks.clear()
+                    self._bdat_body = io.BytesIO()
                 else:
-                    self._bdat_chunks.append(chunk)
+                    self._bdat_body.write(chunk)
 
     # -- running commands --------------------------------------------------------------------
 
@@ -430,7 +433,7 @@ class SmtpSession(LineSession):
         tx.notes = dict(self._session_notes)
         self._local_rcpts = []
         self._remote_rcpts = []
-        self._bdat_chunks = []
+        self._bdat_body = io.BytesIO()
         self._bdat_size = 0
         self._bdat_error = None
 
@@ -626,7 +629,7 @@ class SmtpSession(LineSession):
         if not self.tx.rcpt_to:
             self._reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3.1
             return
-        if self._bdat_size or self._bdat_chunks:
+        if self._bdat_size:
             self._bad(503, "5.5.1", "DATA after BDAT")  # RFC 3030 §2
             return
         self._data = DataReader(self.config.max_message_size, self.config.max_line_length)
@@ -654,16 +657,20 @@ class SmtpSession(LineSession):
         if not self._bdat_last:
             self._reply(250, "2.0.0", f"{self._bdat_size} octets received")
             return
-        body = b"".join(self._bdat_chunks)
-        self._bdat_chunks = []
-        await self._end_of_data(body, check_content(body, self.config.max_line_length))
+        body, self._bdat_body = self._bdat_body.getvalue(), io.BytesIO()  # no copy
+        problem = check_content(body, self.config.max_line_length)
+        held = [body]
+        del body  # only the callee holds the message: it may replace it (docs/smtp.md, "Memory")
+        await self._end_of_data(held.pop(), problem)
 
     async def _end_of_data(self, body: bytes, problem: Problem | None) -> None:
         try:
             if problem is not None:
                 self._reply(*_reply_args(_PROBLEM_REPLIES[problem]))
                 return
-            await self._accept_message(body)
+            held = [body]
+            del body  # only the callee holds the message: it may replace it (docs/smtp.md, "Memory")
+            await self._accept_message(held.pop())
         finally:
             self._reset_transaction()
 
@@ -701,7 +708,7 @@ class SmtpSession(LineSession):
             self._reply(452, "4.3.1", "Insufficient system storage")
             return
         log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
-                 len(self.tx.rcpt_to), len(message))
+                 len(self.tx.rcpt_to), sum(map(len, message)))
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
     @staticmethod

@@ -57,7 +57,7 @@ from maild.store.types import (
     User,
     UserNotFound,
 )
-from maild.util.message import envelope_fields
+from maild.util.message import envelope_fields, header_end
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,21 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# A message handed to the store: bytes, or pieces stored one after the other (a large
+# message is then never joined). Every piece but the last holds whole header fields
+# (trace and result headers prepended), so the header section is found without a join.
+Message = bytes | Sequence[bytes]
+
+
+def _header_of(raw: Message) -> bytes:
+    """``raw`` (see :data:`Message`) when it is bytes, else its header section joined from
+    the pieces without the body: what envelope_fields parses, the body never copied."""
+    if isinstance(raw, bytes):
+        return raw
+    *fields, last = raw
+    return b"".join(fields) + last[:header_end(last)]
 
 
 _T = TypeVar("_T")
@@ -115,14 +130,30 @@ def _fire_one(d: defer.Deferred[Any], f: Future[Any]) -> None:
 
 
 class _PrefixedReader(io.RawIOBase):
-    """prefix bytes followed by a blob file, as one stream."""
+    """prefix bytes followed by a blob file, as one stream (seekable, so IMAP FETCH can
+    stream any section of a message from its file)."""
 
     def __init__(self, prefix: bytes, blob: io.BufferedIOBase) -> None:
-        self._prefix = memoryview(prefix)
+        self._whole = memoryview(prefix)
+        self._prefix = self._whole
         self._blob = blob
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return len(self._whole) - len(self._prefix) + (self._blob.tell() if not self._prefix else 0)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < 0:
+            raise OSError("only absolute positions are supported")
+        skip = min(offset, len(self._whole))
+        self._prefix = self._whole[skip:]
+        self._blob.seek(offset - skip)
+        return offset
 
     def readinto(self, buffer: Any) -> int:
         if self._prefix:
@@ -297,7 +328,7 @@ class Store:
             return self._deferred(writer.submit(op, staged))
         return writer.submit_deferred(op, staged)
 
-    def _stage(self, raw: bytes) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
+    def _stage(self, raw: Message) -> defer.Deferred[tuple[blobfiles.StagedBlob, dict[str, str]]]:
         """Hash and summarise ``raw`` and write it to a staging file with fsync, in a worker
         thread (bodies too large to keep inline, and queued messages)."""
         def work() -> tuple[blobfiles.StagedBlob, dict[str, str]]:
@@ -307,7 +338,7 @@ class Store:
                 self.health.write_failed("blob files", str(exc))
                 raise
             self.health.write_succeeded("blob files")
-            return staged, envelope_fields(raw)
+            return staged, envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
         return self._deferred(self._stager.submit(work))
@@ -446,7 +477,7 @@ class Store:
 
     # -- messages: writes --------------------------------------------------------------
 
-    def append(self, user: str, mailbox_id: int, raw: bytes, flags: Iterable[str] = frozenset(),
+    def append(self, user: str, mailbox_id: int, raw: Message, flags: Iterable[str] = frozenset(),
                internal_date: float | None = None) -> defer.Deferred[AppendResult]:
         results = self._deliver(raw, [(self._user(user), mailbox_id, frozenset(flags), b"")], internal_date)
         return results.addCallback(lambda rs: rs[0])
@@ -485,19 +516,22 @@ class Store:
                 return defer.fail()
         return self._stage(raw)
 
-    def deliver(self, raw: bytes, recipients: list[Recipient], *,
+    def deliver(self, raw: Message, recipients: list[Recipient], *,
                 queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         """Store ``raw`` once and file it for every recipient (one blob, one fsync per shard).
+        ``raw`` may be pieces (see :data:`Message`), written without being joined.
         Recipients it cannot be filed for while others have it go to the local-delivery retry
         queue (see _file); with ``queue_failures`` also when none has it (the message was
         already accepted elsewhere, e.g. queued for remote recipients)."""
         targets = [(self._user(r.user), r.mailbox, frozenset(r.flags), r.prefix) for r in recipients]
         return self._deliver(raw, targets, None, queue_failures)
 
-    def _deliver(self, raw: bytes, targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
+    def _deliver(self, raw: Message, targets: Sequence[tuple[User, int | str, frozenset[str], bytes]],
                  internal_date: float | None, queue_failures: bool = False) -> defer.Deferred[list[AppendResult]]:
         when = time.time() if internal_date is None else internal_date
-        if len(raw) <= self.config.inline_body_max:
+        if not isinstance(raw, bytes) and sum(map(len, raw)) <= self.config.inline_body_max:
+            raw = b"".join(raw)
+        if isinstance(raw, bytes) and len(raw) <= self.config.inline_body_max:
             # Kept inline: hashed and summarised right here, with no Deferred in between
             # (this is the path of most messages, and it runs on the reactor thread).
             try:
@@ -697,13 +731,21 @@ class Store:
         ``verify`` is false (SEARCH: it serves no bytes, and a damaged message must not fail
         the search of a whole mailbox)."""
         shard, record, body = self._locate(user, mailbox_id, uid)
-        if body is None:
-            body = shard.blobs.read(record.sha.hex())
+        if body is not None:
+            if verify:
+                self._verify(shard, record, body, user, mailbox_id, uid)
+            return record.prefix + body
+        # Read into the one bytes object returned (prefix + blob would hold the body twice),
+        # the whole file (its size, not the record's: a longer file is damaged too).
+        blob = shard.blobs.open(record.sha.hex())
+        size = os.fstat(blob.fileno()).st_size
+        with io.BufferedReader(_PrefixedReader(record.prefix, blob)) as fh:
+            whole = fh.read(len(record.prefix) + size)
         if verify:
-            self._verify(shard, record, body, user, mailbox_id, uid)
-        return record.prefix + body
+            self._verify(shard, record, memoryview(whole)[len(record.prefix):], user, mailbox_id, uid)
+        return whole
 
-    def _verify(self, shard: Shard, record: MessageRecord, body: bytes, user: str,
+    def _verify(self, shard: Shard, record: MessageRecord, body: bytes | memoryview, user: str,
                 mailbox_id: int, uid: int) -> None:
         """Check an inline body (or a file read whole). Inline bodies verified once are
         remembered like files: LMDB rewrites no value in place, so only a flip at rest could
@@ -758,7 +800,7 @@ class Store:
 
     # -- outbound queue ----------------------------------------------------------------
 
-    def enqueue(self, raw: bytes, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
+    def enqueue(self, raw: Message, sender: str, recipients: list[str]) -> defer.Deferred[list[str]]:
         staged = self._stage(raw)
 
         def submit(staged_env: tuple[blobfiles.StagedBlob, dict[str, str]]) -> defer.Deferred[list[str]]:

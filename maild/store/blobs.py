@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +41,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def stage(tmp_dir: Path, data: bytes) -> StagedBlob:
-    """Write ``data`` to a new file in ``tmp_dir`` and fsync it (runs in a worker thread)."""
-    sha = hashlib.sha256(data).hexdigest()
+def stage(tmp_dir: Path, data: bytes | Sequence[bytes]) -> StagedBlob:
+    """Write ``data`` (bytes, or pieces written one after the other: a message is never
+    joined just to be stored) to a new file in ``tmp_dir`` and fsync it (runs in a worker
+    thread)."""
+    pieces = [data] if isinstance(data, bytes) else data
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    sha = digest.hexdigest()
     path = tmp_dir / f"{sha}.{uuid.uuid4().hex}"
     try:
         with open(path, "wb") as fh:
-            fh.write(data)
+            for piece in pieces:
+                fh.write(piece)
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
@@ -54,7 +62,7 @@ def stage(tmp_dir: Path, data: bytes) -> StagedBlob:
         if exc.errno in (28, 122):  # ENOSPC, EDQUOT
             raise StoreFull(f"blob file system full: {exc}") from exc
         raise
-    return StagedBlob(sha, path, len(data))
+    return StagedBlob(sha, path, sum(map(len, pieces)))
 
 
 class BlobDir:

@@ -70,6 +70,14 @@ class Transaction:
     _header: Header | None = field(default=None, repr=False, compare=False)
     _mime: Structure | None = field(default=None, repr=False, compare=False)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "raw":
+            # A replaced message is dropped with its parses: they hold the old octets, a
+            # second copy of a large message otherwise (docs/smtp.md, "Memory per message").
+            object.__setattr__(self, "_header", None)
+            object.__setattr__(self, "_mime", None)
+        object.__setattr__(self, name, value)
+
     @property
     def header(self) -> Header | None:
         """``raw``'s header section, parsed once (again only when ``raw`` is replaced)."""

@@ -34,6 +34,17 @@ def test_gtube_is_rejected(reactor_thread, rspamd):
     assert tx.notes["spam"].symbols == ("GTUBE",)
 
 
+def test_large_message_is_sent_whole_in_pieces(reactor_thread, rspamd):
+    """A 1 MB body goes out 64 KB at a time as the socket drains, after the prepended
+    Authentication-Results piece: rspamd (which waits for Content-Length octets) answers."""
+    lines = "".join(f"line {i} of a long report, nothing to see here\n" for i in range(20000))
+    tx = make_tx(message(lines))
+    tx.notes["auth_results"] = DMARC_FAIL
+    reactor_thread.call(rspamd_filter(reactor_thread, rspamd.url).on_data, tx)
+    assert tx.notes["spam"].scorer == "rspamd"
+    assert "RCPT_COUNT_ONE" in tx.notes["spam"].symbols
+
+
 @pytest.mark.parametrize("action", ["add header", "rewrite subject"])
 def test_spam_action_files_into_junk_with_headers(reactor_thread, rspamd, action):
     tx = make_tx(message(GTUBE[action] + "\n"))

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import dkim as dkimpy
+from dkim import canonicalization
+from hypothesis import given
+from hypothesis import strategies as st
 
 from maild.dns import Resolver
 from maild.mailauth import dkim
@@ -143,6 +147,28 @@ def test_generated_keys(org_keys: list[dict[str, Any]]) -> None:
     rotated = dkim.rotate(org_keys, now=1_767_225_600.0)  # the same day: selectors differ
     assert [k["selector"] for k in rotated if k["state"] == "pending"] == [
         "rsa-20260101-2", "ed25519-20260101-2"]
+
+
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"  ", b"\r\n", b"b c", b" \t\r\n"]), max_size=60))
+def test_canonicalisation_by_windows_is_dkimpys(pieces: list[bytes]) -> None:
+    """The windowed canonicalisation (maild.mailauth.dkim, "Memory") gives dkimpy's
+    answer, RFC 6376 §3.4.4, wherever the windows are cut."""
+    body = b"".join(pieces) + b"\r\n"
+    raw = b"From: a@example.org\r\n\r\n" + body
+    saved = dkim._WINDOW
+    dkim._WINDOW = 3
+    try:
+        relaxed = dkim._Bodies(raw).body(b"relaxed")
+        stripped = dkim._strip_trailing_whitespace(body)
+        compressed = dkim._compress_whitespace(body)
+    finally:
+        dkim._WINDOW = saved
+    assert stripped == re.sub(b"[\t ]+\r\n", b"\r\n", body)
+    assert compressed == re.sub(b"[\t ]+", b" ", body)
+    assert relaxed == re.sub(b"[\t ]+", b" ", re.sub(b"[\t ]+\r\n", b"\r\n", body))
+    assert canonicalization.Relaxed.canonicalize_body(relaxed) == \
+        canonicalization.Relaxed.canonicalize_body(body)
+    assert dkim._Bodies(raw).body(b"simple") == body
 
 
 def test_permerror_reason_has_no_python_bytes_dump(dns_zone: DnsZone, resolver: Resolver,

@@ -91,13 +91,7 @@ def test_forged_authentication_results_are_removed(server: MaildServer,
 def test_submission_is_signed_and_verifies_with_dkimverify(
         server: MaildServer, dns_zone: DnsZone) -> None:
     keys: list[dict[str, Any]] = dkim.generate_keys("example.test")
-    server.stop()
-    store = server.store()
-    try:
-        store.domain_set_dkim_keys("example.test", keys)
-    finally:
-        store.close()
-    server.start()
+    server.set_dkim_keys("example.test", keys)
     publish(dns_zone, "example.test", keys)
 
     context = ssl.create_default_context(cafile=str(server.cafile))

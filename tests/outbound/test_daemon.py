@@ -48,13 +48,7 @@ def test_submitted_mail_delivered_with_valid_dkim(maild_factory: Callable[..., M
                                                   dns_zone: DnsZone, remotes: Remotes) -> None:
     server = daemon(maild_factory, dns_zone, remotes)
     keys: list[dict[str, Any]] = dkim.generate_keys("example.test")
-    server.stop()
-    store = server.store()
-    try:
-        store.domain_set_dkim_keys("example.test", keys)
-    finally:
-        store.close()
-    server.start()
+    server.set_dkim_keys("example.test", keys)
     for key in keys:
         dns_zone.set(f"{key['selector']}._domainkey.example.test", "TXT", key["public_record"])
     mx = remotes.start("127.0.0.2", starttls=True)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from maild.smtp import data
 from maild.smtp.data import DataReader, Problem, check_content
 
 
@@ -108,3 +109,18 @@ def test_check_content() -> None:
     assert check_content(b"a\nb\r\n", 1000) is Problem.BARE_NEWLINE
     assert check_content(b"a" * 998 + b"\r\n", 1000) is None
     assert check_content(b"a" * 999 + b"\r\n", 1000) is Problem.LINE_TOO_LONG
+
+
+@given(st.lists(st.sampled_from([b"a", b"bb", b"\r\n", b"x" * 7]), max_size=80))
+def test_check_content_in_windows_is_the_whole_check(pieces: list[bytes]) -> None:
+    """check_content looks at the message a window at a time (cut at a line end): the
+    answer is the one a single split of the whole message gives, wherever the cuts fall."""
+    content = b"".join(pieces)
+    whole = (Problem.LINE_TOO_LONG if content and max(map(len, content.split(b"\r\n"))) > 10 - 2
+             else None)
+    saved = data._CHECK_WINDOW
+    data._CHECK_WINDOW = 5
+    try:
+        assert check_content(content, 10) == whole
+    finally:
+        data._CHECK_WINDOW = saved
