@@ -325,6 +325,36 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0 if not report.problems or gone and not report.unrepaired else 1
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """`maild import ADDRESS PATH`: an mbox, a directory of mbox files or a Maildir(++)."""
+    from maild.transfer.importer import import_mail
+
+    cfg = configmod.load(args.config)
+    store = Store(cfg.data_dir, cfg.store)
+    try:
+        report = import_mail(store, args.address, Path(args.path), data_dir=cfg.data_dir,
+                             mailbox=args.mailbox, variant="mboxo" if args.mboxo else "mboxrd",
+                             restart=args.restart, out=sys.stderr)
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from maild.transfer.importer import export_mail
+
+    store = _store(args)
+    try:
+        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr)
+    finally:
+        store.close()
+    print(f"exported {count} messages of {args.address} to {args.dir} ({args.format})")
+    return 0
+
+
 def _write_pem(cert: Any, key: Any, cert_path: Path, key_path: Path) -> None:
     """The certificate, and its key readable by the owner only."""
     from cryptography.hazmat.primitives import serialization
@@ -509,6 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore a backup (DIR's newest snapshot) into the empty data dir")
     p.add_argument("source", metavar="DIR")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("import", help="import an mbox file, a directory of mbox files or a "
+                       "Maildir(++) into a user's mailboxes (resumable)")
+    p.add_argument("address")
+    p.add_argument("path")
+    p.add_argument("--mailbox", help="the target mailbox of a single mbox file (default INBOX)")
+    p.add_argument("--mboxo", action="store_true",
+                   help="unquote only '>From ' (mboxo); the default is mboxrd ('>+From ')")
+    p.add_argument("--restart", action="store_true", help="forget an interrupted import's journal")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("export", help="write a user's mailboxes to a Maildir++ tree or mbox files")
+    p.add_argument("address")
+    p.add_argument("dir")
+    p.add_argument("--format", choices=("maildir", "mbox"), default="maildir")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dev-cert", help="write a development TLS certificate signed by a local CA")
     p.add_argument("--hostname", action="append", default=[],
