@@ -13,14 +13,18 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client.twisted import MetricsResource
 from twisted.internet import reactor as default_reactor
 from twisted.internet import ssl, task, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import STDLibLogObserver, globalLogBeginner
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
@@ -36,6 +40,7 @@ from maild.queue.runner import QueueRunner
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
+from maild.util import metrics
 
 log = logging.getLogger("maild")
 
@@ -131,6 +136,36 @@ def _housekeeping(store: Store, reactor: Any) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", lambda loop=loop: loop.running and loop.stop())
 
 
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        """No access log line per scrape."""
+
+
+def _serve_metrics(config: Config, store: Store, reactor: Any) -> list[Any]:
+    """Prometheus /metrics on ``[metrics] listen`` (maild/util/metrics.py); the queue
+    gauges are read from the store at scrape time (in a thread: MetricsResource's)."""
+    if not config.metrics.listen:
+        return []
+    cache: dict[str, Any] = {"at": -1.0, "entries": 0, "oldest": 0.0}
+
+    def queue_state(field: str) -> float:
+        now = time.monotonic()
+        if now - cache["at"] > 1.0:
+            entries = store.queue_entries()
+            created = min((e["created"] for e in entries), default=None)
+            cache.update(at=now, entries=len(entries),
+                         oldest=0.0 if created is None else max(time.time() - created, 0.0))
+        return float(cache[field])
+    metrics.QUEUE_ENTRIES.set_function(lambda: queue_state("entries"))
+    metrics.QUEUE_OLDEST.set_function(lambda: queue_state("oldest"))
+    metrics.UP_SINCE.set(time.time())
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=metrics.REGISTRY))
+    site = _QuietSite(root)
+    factory: Any = site
+    return [_listen(reactor, "metrics.listen", address, factory, None) for address in config.metrics.listen]
+
+
 def serve(config: Config, reactor: Any = default_reactor) -> int:
     return_large_allocations_to_the_os()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -158,6 +193,13 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     except Exception:
         store.close()
         raise
+    try:
+        metric_ports = _serve_metrics(config, store, reactor)
+    except Exception:
+        store.close()
+        raise
+    sessions.ports.extend(metric_ports)
+    ports.extend(f"metrics {address}" for address in config.metrics.listen)
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)

@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 
 from maild.config import AuthConfig
 from maild.store.types import User
+from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
@@ -79,6 +80,7 @@ class Authenticator:
         if ok and user is not None:
             self._failures.pop(client_ip, None)
             return user
+        metrics.AUTH_FAILURES.inc()
         count, _ = self._failures.get(client_ip, (0, 0.0))
         self._failures[client_ip] = (count + 1, time.monotonic())
         if len(self._failures) > 100_000:  # bounded memory under a distributed attack

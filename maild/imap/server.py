@@ -118,6 +118,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
+from maild.util import metrics
 from maild.util.session import CommandSession
 
 if TYPE_CHECKING:
@@ -287,6 +288,7 @@ class ImapSession(CommandSession):
     # -- connection ----------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        metrics.SESSIONS.labels("imap").inc()
         self.client_ip = getattr(self.transport.getPeer(), "host", "")
         counts = self.factory.connections
         if sum(counts.values()) >= self.config.max_connections \
@@ -482,6 +484,7 @@ class ImapSession(CommandSession):
         self._process()
         return await self._line_waiter
 
+    @metrics.timed_command("imap")
     async def _execute(self, cmd: Command) -> None:
         handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
         status, code, text = "OK", None, f"{cmd.name} completed"

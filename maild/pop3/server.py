@@ -77,6 +77,7 @@ from maild.pop3.parser import (
     parse_command,
 )
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound
+from maild.util import metrics
 from maild.util.limits import ConnectionCounter
 from maild.util.session import CommandSession
 
@@ -261,6 +262,7 @@ class Pop3Session(CommandSession):
     # -- connection ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        metrics.SESSIONS.labels("pop3").inc()
         self.client_ip = getattr(self.transport.getPeer(), "host", "")
         if not self.shared.connections.acquire(self.client_ip):
             self._send("-ERR [SYS/TEMP] Too many connections, try again later")
@@ -425,6 +427,7 @@ class Pop3Session(CommandSession):
             return
         await self._dispatch(cmd)
 
+    @metrics.timed_command("pop3")
     async def _dispatch(self, cmd: Command) -> None:
         match cmd:
             case Capa():

@@ -75,6 +75,7 @@ from maild.smtp.parser import (
     parse_command,
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util import metrics
 from maild.util.authresults import AuthResults
 from maild.util.limits import ConnectionCounter, TokenBuckets
 from maild.util.message import ORIGINATOR_FIELDS, author_problem, originators
@@ -214,6 +215,7 @@ class SmtpSession(CommandSession):
     # -- connection ----------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        metrics.SESSIONS.labels("submission" if self.submission else "smtp").inc()
         peer = self.transport.getPeer()
         self.tx.client_ip = getattr(peer, "host", "")
         self.tx.client_port = getattr(peer, "port", 0)
@@ -410,6 +412,7 @@ class SmtpSession(CommandSession):
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
         self._send(f"{code} {enhanced} {text}")  # RFC 2034 §4: enhanced code after the code
+        metrics.smtp_reply("submission" if self.submission else "smtp", code, enhanced, text)
 
     def _reply_multi(self, code: int, lines: list[str]) -> None:
         for line in lines[:-1]:
@@ -817,6 +820,7 @@ class SmtpSession(CommandSession):
             return
         log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
                  len(self.tx.rcpt_to), len(message))
+        metrics.SMTP_ACCEPTED.labels("submission" if self.submission else "smtp").inc()
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
     @staticmethod
