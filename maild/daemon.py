@@ -90,15 +90,36 @@ def _listen(reactor: Any, key: str, address: Address, factory: Factory,
 
 
 def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd. A datagram on
+    $NOTIFY_SOCKET (sd_notify(3)); failures are logged, never raised: the service manager
+    going away must not take the mail server with it."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return
     if path.startswith("@"):
         path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(path)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify %s failed: %s", message.split("=")[0], exc)
+
+
+def _systemd(reactor: Any) -> None:
+    """STOPPING=1 as shutdown begins, and the watchdog: with WatchdogSec= systemd sets
+    WATCHDOG_USEC (and WATCHDOG_PID) and restarts the service when no WATCHDOG=1 arrives in
+    time. The ping runs on the reactor thread every half period, so a wedged reactor (a
+    blocking call, a loop that never yields) stops it and gets the service restarted.
+    READY=1 is sent by serve() once every listener is bound."""
+    reactor.addSystemEventTrigger("before", "shutdown", sd_notify, "STOPPING=1")
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return
+    loop = task.LoopingCall(sd_notify, "WATCHDOG=1")
+    loop.clock = reactor
+    reactor.callWhenRunning(loop.start, int(usec) / 2e6, True)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: loop.running and loop.stop())
 
 
 def return_large_allocations_to_the_os() -> None:
@@ -200,6 +221,7 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
         raise
     sessions.ports.extend(metric_ports)
     ports.extend(f"metrics {address}" for address in config.metrics.listen)
+    _systemd(reactor)
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)
