@@ -37,6 +37,7 @@ from maild.imap.server import ImapFactory
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
+from maild.reload import Reloader
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
@@ -119,7 +120,11 @@ def _systemd(reactor: Any) -> None:
     loop = task.LoopingCall(sd_notify, "WATCHDOG=1")
     loop.clock = reactor
     reactor.callWhenRunning(loop.start, int(usec) / 2e6, True)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: loop.running and loop.stop())
+
+    def stop() -> None:
+        if loop.running:
+            loop.stop()
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
 
 
 def return_large_allocations_to_the_os() -> None:
@@ -222,6 +227,7 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     sessions.ports.extend(metric_ports)
     ports.extend(f"metrics {address}" for address in config.metrics.listen)
     _systemd(reactor)
+    Reloader(reactor, ctx, tls_options, sd_notify).install()
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)
