@@ -41,7 +41,7 @@ from maild.reload import Reloader
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
-from maild.util import metrics
+from maild.util import journal, metrics
 
 log = logging.getLogger("maild")
 
@@ -194,8 +194,12 @@ def _serve_metrics(config: Config, store: Store, reactor: Any) -> list[Any]:
 
 def serve(config: Config, reactor: Any = default_reactor) -> int:
     return_large_allocations_to_the_os()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if journal.under_journald():  # structured fields (maild/util/journal.py)
+        logging.basicConfig(level=logging.INFO, handlers=[journal.JournalHandler()],
+                            format="%(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     tls = tls_options(config)
     store = Store(config.data_dir, config.store, reactor)

@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _log_queued(entry_ids: list[str], queue_id: str | None, count: int) -> list[str]:
+    """The line that links the SMTP transaction's id to the outbound queue's entries, whose
+    ids the delivery attempts log (as Postfix's queue id follows a message)."""
+    for entry_id in entry_ids:
+        log.info("%s: queued for remote delivery as entry %s (%d recipient(s) in all)", queue_id,
+                 entry_id, count, extra={"maild_queue_id": queue_id, "maild_queue_entry": entry_id})
+    return entry_ids
+
+
 def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
 
@@ -144,7 +153,8 @@ class Delivery:
         if recipients:
             waits.append(self.store.deliver(raw, recipients))
         if remote_rcpts:
-            waits.append(self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts)))
+            waits.append(self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts)).addCallback(
+                _log_queued, tx.queue_id, len(remote_rcpts)))
         d = defer.gatherResults(waits, consumeErrors=True)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d.addCallback(lambda _: None)

@@ -215,16 +215,18 @@ class QueueRunner:
                 rcpt["state"] = "delivered"
                 metrics.OUTBOUND.labels("delivered").inc()
                 log.info("queue %s: <%s> delivered via %s: %s", entry["id"], rcpt["address"],
-                         host, reply)
+                         host, reply, extra={"maild_queue_entry": entry["id"], "maild_result": "delivered"})
             elif reply.permanent:
                 rcpt["state"] = "bounced"
                 metrics.OUTBOUND.labels("bounced").inc()
                 failed.append(dsn.Failed(rcpt["address"], reply, host))
-                log.info("queue %s: <%s> bounced: %s", entry["id"], rcpt["address"], reply)
+                log.info("queue %s: <%s> bounced: %s", entry["id"], rcpt["address"], reply,
+                         extra={"maild_queue_entry": entry["id"], "maild_result": "bounced"})
             else:
                 deferred.append(dsn.Failed(rcpt["address"], reply, host))
                 metrics.OUTBOUND.labels("deferred").inc()
-                log.info("queue %s: <%s> deferred: %s", entry["id"], rcpt["address"], reply)
+                log.info("queue %s: <%s> deferred: %s", entry["id"], rcpt["address"], reply,
+                         extra={"maild_queue_entry": entry["id"], "maild_result": "deferred"})
         age = now - entry["created"]
         sender = entry["sender"]
         gave_up = bool(deferred) and age >= self.settings.max_age

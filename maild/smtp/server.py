@@ -819,7 +819,7 @@ class SmtpSession(CommandSession):
             self._reply(452, "4.3.1", "Insufficient system storage")
             return
         log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
-                 len(self.tx.rcpt_to), len(message))
+                 len(self.tx.rcpt_to), len(message), extra={"maild_queue_id": self.tx.queue_id})
         metrics.SMTP_ACCEPTED.labels("submission" if self.submission else "smtp").inc()
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
