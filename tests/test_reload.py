@@ -44,12 +44,18 @@ def wait_for_log(server: MaildServer, text: str, count: int = 1) -> None:
         time.sleep(0.05)
 
 
-def test_sighup_swaps_certificate(maild_factory: Callable[..., MaildServer], tmp_path: Path,
-                                  tls_files: tuple[Path, Path, Path]) -> None:
+def own_certificate(maild_factory: Callable[..., MaildServer], tmp_path: Path,
+                    tls_files: tuple[Path, Path, Path]) -> tuple[MaildServer, Path, Path]:
+    """A daemon serving a copy of the suite's certificate, which the test may replace."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     shutil.copy(tls_files[0], cert)
     shutil.copy(tls_files[1], key)
-    server = maild_factory(tls={"cert_file": str(cert), "key_file": str(key)})
+    return maild_factory(tls={"cert_file": str(cert), "key_file": str(key)}), cert, key
+
+
+def test_sighup_swaps_certificate(maild_factory: Callable[..., MaildServer], tmp_path: Path,
+                                  tls_files: tuple[Path, Path, Path]) -> None:
+    server, cert, key = own_certificate(maild_factory, tmp_path, tls_files)
     old_serial, old_conn = serial_seen(server)
     assert old_conn.recv(4096).startswith(b"* OK")
     staged_cert, staged_key = tmp_path / "new-cert.pem", tmp_path / "new-key.pem"
@@ -76,10 +82,7 @@ def test_sighup_swaps_certificate(maild_factory: Callable[..., MaildServer], tmp
 
 def test_bad_config_refused(maild_factory: Callable[..., MaildServer], tmp_path: Path,
                             tls_files: tuple[Path, Path, Path]) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    shutil.copy(tls_files[0], cert)
-    shutil.copy(tls_files[1], key)
-    server = maild_factory(tls={"cert_file": str(cert), "key_file": str(key)})
+    server, cert, key = own_certificate(maild_factory, tmp_path, tls_files)
     serial, conn = serial_seen(server)
     conn.close()
     assert server.process is not None
