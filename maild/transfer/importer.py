@@ -302,6 +302,12 @@ def import_mail(store: Store, address: str, source: Path, *, data_dir: Path, mai
     return report
 
 
+def _safe_path(name: str) -> Path:
+    """A mailbox name as a relative path that stays inside the export directory."""
+    parts = [p if p not in ("", ".", "..") else f"_{len(p)}" for p in name.split("/")]
+    return Path(*parts)
+
+
 def export_mail(store: Store, address: str, dest: Path, fmt: str, out: TextIO | None = None) -> int:
     """Write every mailbox of ``address`` to ``dest`` (Maildir++ or one mbox file per
     mailbox); the number of messages written."""
@@ -320,7 +326,7 @@ def export_mail(store: Store, address: str, dest: Path, fmt: str, out: TextIO | 
         if writer is not None:
             writer.folder(box.name)
         else:
-            path = dest / (box.name + ".mbox")
+            path = dest / _safe_path(box.name + ".mbox")
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "wb")
         try:

@@ -75,8 +75,9 @@ def folders(root: Path) -> list[tuple[str, Path]]:
             continue
         if entry.name.startswith(".") and entry.name not in (".", ".."):
             if _is_maildir(entry):  # Maildir++: .Sub.Folder
-                parts = [_folder_name(p) for p in entry.name[1:].split(".")]
-                found.append(("/".join(parts), entry))
+                parts = [_folder_name(p) for p in entry.name[1:].split(".") if p]
+                if parts:
+                    found.append(("/".join(parts), entry))
             continue
         for sub in sorted([entry, *entry.rglob("*")]):
             if sub.is_dir() and sub.name not in ("cur", "new", "tmp") and _is_maildir(sub):
