@@ -272,3 +272,22 @@ def test_export_round_trips(maild_server: MaildServer, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "not empty" in refused.stderr
     journal = next((maild_server.data_dir / "imports").glob("*.journal"))
     json.loads(journal.read_text().splitlines()[0])  # the journal is JSON lines
+
+
+def test_over_quota_is_reported_not_fatal(maild_server: MaildServer, tmp_path: Path) -> None:
+    store = maild_server.store()
+    try:
+        store.user_set_quota(BOB, 6000)  # room for two of these messages, not five
+    finally:
+        store.close()
+    source = tmp_path / "five.mbox"
+    with open(source, "wb") as out:
+        for i in range(5):
+            out.write(b"From s@example.org Tue Jan  2 03:04:05 2024\n" + mail(i, b"y" * 2500 + b"\n") + b"\n")
+    result = maild_server.cli("import", BOB, str(source))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "imported 2 messages" in result.stdout and "3 failed" in result.stdout
+    assert result.stdout.count("not imported: ") == 3
+    assert len(read_store(maild_server, BOB)["INBOX"]) == 2
+    unknown = maild_server.cli("import", "nobody@example.test", str(source))
+    assert unknown.returncode == 2 and "no user nobody@example.test" in unknown.stderr
