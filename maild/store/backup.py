@@ -29,8 +29,8 @@ Implementation notes (invariants):
   message is affected.
 - Nothing here writes to the live data directory.
 - Verification rehashes every pool file a snapshot names (its name is its sha256) and runs
-  fsck on a scratch restore of the snapshot, so the backup itself is never opened by LMDB
-  for writing.
+  fsck on a scratch restore of the snapshot (environments copied, blob files linked), so
+  the backup itself is never opened by LMDB for writing.
 - Restore refuses a data directory holding anything but empty directories.
 """
 
@@ -241,8 +241,10 @@ def _is_empty(path: Path) -> bool:
     return all(p.is_dir() and _is_empty(p) for p in path.iterdir())
 
 
-def restore(snapshot: Path, data_dir: Path, progress: Progress | None = None) -> int:
-    """Copy ``snapshot`` into ``data_dir`` (which must be empty); the number of blob files."""
+def restore(snapshot: Path, data_dir: Path, progress: Progress | None = None, link_blobs: bool = False) -> int:
+    """Copy ``snapshot`` into ``data_dir`` (which must be empty); the number of blob files.
+    With ``link_blobs`` (verification's scratch copy) blob files are hard-linked where the
+    file system allows: they are never written in place."""
     progress = progress or Progress()
     if not _is_empty(data_dir):
         raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory "
@@ -261,7 +263,10 @@ def restore(snapshot: Path, data_dir: Path, progress: Progress | None = None) ->
             for sub in sorted((src / "blobs").iterdir()):
                 (dst / "blobs" / sub.name).mkdir(exist_ok=True)
                 for blob in sub.iterdir():
-                    _copy_file(blob, dst / "blobs" / sub.name / blob.name)
+                    if link_blobs:
+                        _link_or_copy(blob, dst / "blobs" / sub.name / blob.name)
+                    else:
+                        _copy_file(blob, dst / "blobs" / sub.name / blob.name)
                     count += 1
                     progress.say(f"restore: {rel}: {count} blob files")
                 fsync_dir(dst / "blobs" / sub.name)
@@ -304,7 +309,7 @@ def verify(snapshot: Path, config: StoreConfig, open_store: Callable[[Path, Stor
     scratch_parent = snapshot.parent
     with tempfile.TemporaryDirectory(prefix=".verify-", dir=scratch_parent) as scratch:
         data = Path(scratch) / "data"
-        restore(snapshot, data)
+        restore(snapshot, data, link_blobs=True)
         store = open_store(data, dataclasses.replace(config, shards=manifest["shards"]))
         try:
             result = fsck(store, repair=bool(gone))
