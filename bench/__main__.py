@@ -1,6 +1,6 @@
 """`make bench`: every maild benchmark, one table, with the machine it ran on.
 
-    python -m bench [--quick] [--only store,smtp,imap,pop3,memory,outbound] [--compare]
+    python -m bench [--quick] [--only store,smtp,imap,pop3,memory,outbound,transfer] [--compare]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.internet import defer, task
 
 # name -> module with `run(**options) -> list[dict]` (synchronous: drives a daemon subprocess)
 PROTOCOL_BENCHES = {"smtp": "bench.smtp_ingest", "imap": "bench.imap", "pop3": "bench.pop3", "memory": "bench.memory",
-                    "outbound": "bench.outbound"}
+                    "outbound": "bench.outbound", "transfer": "bench.transfer"}
 
 
 def machine() -> str:

@@ -281,6 +281,84 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if not report.problems or args.repair and not report.unrepaired else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """`maild backup DIR` (a hot snapshot) or `maild backup verify DIR`."""
+    from maild.store import backup
+
+    cfg = configmod.load(args.config)
+    if args.target[0] == "verify" and len(args.target) == 2:
+        snapshot = backup.snapshot_dir(Path(args.target[1]))
+        report = backup.verify(snapshot, cfg.store, Store, backup.default_progress())
+        for problem in report.problems:
+            print(problem)
+        print(f"verify {snapshot}: {report.blobs} blobs hashed; fsck of the copy: {report.fsck}")
+        return 1 if report.problems else 0
+    if len(args.target) != 1:
+        raise StoreError("usage: maild backup DIR | maild backup verify DIR")
+    store = Store(cfg.data_dir, cfg.store)
+    try:
+        result = backup.backup(store, Path(args.target[0]), backup.default_progress())
+    finally:
+        store.close()
+    print(result.summary())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """`maild restore DIR`: the newest snapshot of DIR (or the snapshot DIR names) into the
+    configured, empty data directory, then fsck of the result."""
+    from maild.store import backup
+    from maild.store.fsck import fsck
+
+    cfg = configmod.load(args.config)
+    snapshot = backup.snapshot_dir(Path(args.source))
+    manifest = backup.manifest_of(snapshot)
+    if manifest["shards"] != cfg.store.shards:
+        raise StoreError(f"the backup has {manifest['shards']} shards but store.shards is "
+                         f"{cfg.store.shards}: set store.shards = {manifest['shards']}")
+    count = backup.restore(snapshot, cfg.data_dir, backup.default_progress())
+    gone = any(e["gone"] for e in manifest["environments"].values())
+    store = Store(cfg.data_dir, cfg.store)
+    try:
+        report = fsck(store, repair=gone)
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(problem)
+    print(f"restored {snapshot} into {cfg.data_dir}: {count} blob files; fsck: {report.summary()}")
+    return 0 if not report.problems or gone and not report.unrepaired else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`maild import ADDRESS PATH`: an mbox, a directory of mbox files or a Maildir(++)."""
+    from maild.transfer.importer import import_mail
+
+    cfg = configmod.load(args.config)
+    store = Store(cfg.data_dir, cfg.store)
+    try:
+        report = import_mail(store, args.address, Path(args.path), data_dir=cfg.data_dir,
+                             mailbox=args.mailbox, variant="mboxo" if args.mboxo else "mboxrd",
+                             restart=args.restart, out=sys.stderr)
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from maild.transfer.importer import export_mail
+
+    store = _store(args)
+    try:
+        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr)
+    finally:
+        store.close()
+    print(f"exported {count} messages of {args.address} to {args.dir} ({args.format})")
+    return 0
+
+
 def _write_pem(cert: Any, key: Any, cert_path: Path, key_path: Path) -> None:
     """The certificate, and its key readable by the owner only."""
     from cryptography.hazmat.primitives import serialization
@@ -457,6 +535,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fsck", help="verify the store; --repair rebuilds what can be rebuilt")
     p.add_argument("--repair", action="store_true")
     p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser("backup", help="a consistent snapshot of the store while it serves, "
+                       "incremental in DIR; 'backup verify DIR' checks one")
+    p.add_argument("target", nargs="+", metavar="[verify] DIR")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="restore a backup (DIR's newest snapshot) into the empty data dir")
+    p.add_argument("source", metavar="DIR")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("import", help="import an mbox file, a directory of mbox files or a "
+                       "Maildir(++) into a user's mailboxes (resumable)")
+    p.add_argument("address")
+    p.add_argument("path")
+    p.add_argument("--mailbox", help="the target mailbox of a single mbox file (default INBOX)")
+    p.add_argument("--mboxo", action="store_true",
+                   help="unquote only '>From ' (mboxo); the default is mboxrd ('>+From ')")
+    p.add_argument("--restart", action="store_true", help="forget an interrupted import's journal")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("export", help="write a user's mailboxes to a Maildir++ tree or mbox files")
+    p.add_argument("address")
+    p.add_argument("dir")
+    p.add_argument("--format", choices=("maildir", "mbox"), default="maildir")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dev-cert", help="write a development TLS certificate signed by a local CA")
     p.add_argument("--hostname", action="append", default=[],

@@ -249,6 +249,13 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: list[Address] = key([], '"host:port" list: plain HTTP serving Prometheus /metrics, no '
+                                "authentication (loopback or a firewalled address)",
+                                example=["127.0.0.1:9153"], commented=True)
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """The auth penalty (docs/security.md): a delay before verifying, never a lockout."""
 
@@ -377,6 +384,7 @@ class Config:
     mailauth: MailauthConfig = section(MailauthConfig, "SPF, DKIM, DMARC, ARC (docs/dns.md)")
     outbound: OutboundConfig = section(OutboundConfig, "the outbound queue: mail for other domains "
                                                        "(docs/outbound.md)")
+    metrics: MetricsConfig = section(MetricsConfig, "Prometheus metrics (docs/operations.md)")
 
 
 EXAMPLE_HEADER = """\

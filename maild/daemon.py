@@ -13,14 +13,18 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client.twisted import MetricsResource
 from twisted.internet import reactor as default_reactor
 from twisted.internet import ssl, task, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import STDLibLogObserver, globalLogBeginner
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
@@ -33,9 +37,11 @@ from maild.imap.server import ImapFactory
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
+from maild.reload import Reloader
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
+from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
 
 log = logging.getLogger("maild")
@@ -98,15 +104,40 @@ def _listen(reactor: Any, key: str, address: Address, factory: Factory,
 
 
 def sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd. A datagram on
+    $NOTIFY_SOCKET (sd_notify(3)); failures are logged, never raised: the service manager
+    going away must not take the mail server with it."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return
     if path.startswith("@"):
         path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(path)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify %s failed: %s", message.split("=")[0], exc)
+
+
+def _systemd(reactor: Any) -> None:
+    """STOPPING=1 as shutdown begins, and the watchdog: with WatchdogSec= systemd sets
+    WATCHDOG_USEC (and WATCHDOG_PID) and restarts the service when no WATCHDOG=1 arrives in
+    time. The ping runs on the reactor thread every half period, so a wedged reactor (a
+    blocking call, a loop that never yields) stops it and gets the service restarted.
+    READY=1 is sent by serve() once every listener is bound."""
+    reactor.addSystemEventTrigger("before", "shutdown", sd_notify, "STOPPING=1")
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return
+    loop = task.LoopingCall(sd_notify, "WATCHDOG=1")
+    loop.clock = reactor
+    reactor.callWhenRunning(loop.start, int(usec) / 2e6, True)
+
+    def stop() -> None:
+        if loop.running:
+            loop.stop()
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
 
 
 def return_large_allocations_to_the_os() -> None:
@@ -144,10 +175,44 @@ def _housekeeping(store: Store, reactor: Any) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", lambda loop=loop: loop.running and loop.stop())
 
 
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        """No access log line per scrape."""
+
+
+def _serve_metrics(config: Config, store: Store, reactor: Any) -> list[Any]:
+    """Prometheus /metrics on ``[metrics] listen`` (maild/util/metrics.py); the queue
+    gauges are read from the store at scrape time (in a thread: MetricsResource's)."""
+    if not config.metrics.listen:
+        return []
+    cache: dict[str, Any] = {"at": -1.0, "entries": 0, "oldest": 0.0}
+
+    def queue_state(field: str) -> float:
+        now = time.monotonic()
+        if now - cache["at"] > 1.0:
+            entries = store.queue_entries()
+            created = min((e["created"] for e in entries), default=None)
+            cache.update(at=now, entries=len(entries),
+                         oldest=0.0 if created is None else max(time.time() - created, 0.0))
+        return float(cache[field])
+    metrics.QUEUE_ENTRIES.set_function(lambda: queue_state("entries"))
+    metrics.QUEUE_OLDEST.set_function(lambda: queue_state("oldest"))
+    metrics.UP_SINCE.set(time.time())
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=metrics.REGISTRY))
+    site = _QuietSite(root)
+    factory: Any = site
+    return [_listen(reactor, "metrics.listen", address, factory, None) for address in config.metrics.listen]
+
+
 def serve(config: Config, reactor: Any = default_reactor) -> int:
     return_large_allocations_to_the_os()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if journal.under_journald():  # structured fields (maild/util/journal.py)
+        logging.basicConfig(level=logging.INFO, handlers=[journal.JournalHandler()],
+                            format="%(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     tls = tls_options(config)
     store = Store(config.data_dir, config.store, reactor)
@@ -171,6 +236,15 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     except Exception:
         store.close()
         raise
+    try:
+        metric_ports = _serve_metrics(config, store, reactor)
+    except Exception:
+        store.close()
+        raise
+    sessions.ports.extend(metric_ports)
+    ports.extend(f"metrics {address}" for address in config.metrics.listen)
+    _systemd(reactor)
+    Reloader(reactor, ctx, tls_options, sd_notify).install()
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)

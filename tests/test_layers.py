@@ -27,10 +27,10 @@ BASE, STORE, SERVICES, CONTEXT, FRONT_ENDS, WIRING = range(6)
 for _layer, _names in (
     (BASE, {"config", "util", "__init__"}),
     (STORE, {"store"}),
-    (SERVICES, {"auth", "delivery", "queue", "filters", "mailauth", "dns"}),
+    (SERVICES, {"auth", "delivery", "queue", "filters", "mailauth", "dns", "transfer"}),
     (CONTEXT, {"context"}),  # the ServerContext the wiring hands to every front end
     (FRONT_ENDS, {"smtp", "imap", "pop3"}),
-    (WIRING, {"cli", "daemon", "shutdown"}),
+    (WIRING, {"cli", "daemon", "shutdown", "reload"}),
 ):
     LAYERS.update(dict.fromkeys(_names, _layer))
 LAYER_NAMES = {BASE: "base", STORE: "store", SERVICES: "services", CONTEXT: "context",

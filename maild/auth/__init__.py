@@ -36,6 +36,7 @@ from twisted.internet.task import deferLater
 
 from maild.config import AuthConfig
 from maild.store.types import User
+from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
@@ -225,6 +226,7 @@ class Authenticator:
 
     def _failed(self, username: str, client_ip: str, protocol: str, mechanism: str, reason: str) -> None:
         self.failures[protocol or "?"] += 1
+        metrics.AUTH_FAILURES.inc()
         log.warning(FAILURE_FORMAT, protocol or "?", client_ip, mechanism or "?", reason, quote_user(username))
 
     def _prune(self) -> None:

@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _log_queued(entry_ids: list[str], queue_id: str | None, count: int) -> list[str]:
+    """The line that links the SMTP transaction's id to the outbound queue's entries, whose
+    ids the delivery attempts log (as Postfix's queue id follows a message)."""
+    for entry_id in entry_ids:
+        log.info("%s: queued for remote delivery as entry %s (%d recipient(s) in all)", queue_id,
+                 entry_id, count, extra={"maild_queue_id": queue_id, "maild_queue_entry": entry_id})
+    return entry_ids
+
+
 def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
 
@@ -151,6 +160,7 @@ class Delivery:
                 return defer.succeed(None)
             return self.store.deliver(raw, recipients).addCallback(lambda _: None)
         queued = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
+        queued.addCallback(_log_queued, tx.queue_id, len(remote_rcpts))
         if recipients:
             queued.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
         return queued.addCallback(lambda _: None)

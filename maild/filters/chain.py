@@ -11,10 +11,12 @@ is fixed at wiring time.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet import defer
 
+from maild.util import metrics
 from maild.util.transaction import Action, Filter, Reply, Transaction, Verdict
 
 __all__ = ["Action", "Filter", "FilterChain", "Reply", "Transaction", "Verdict"]
@@ -29,7 +31,9 @@ class FilterChain:
         """Run hook ``on_<phase>`` of every filter; return the combined Verdict."""
         combined = Verdict()
         for flt in self.filters:
+            started = time.monotonic()
             result = yield defer.maybeDeferred(getattr(flt, f"on_{phase}"), tx, *args)
+            metrics.FILTER_SECONDS.labels(flt.name, phase).observe(time.monotonic() - started)
             if result is None:
                 continue
             if result.action is not Action.ACCEPT:

@@ -10,7 +10,7 @@ No level may be empty, ``.`` or ``..`` (a name is never a path).
 
 from __future__ import annotations
 
-from maild.imap.mutf7 import decode_mailbox
+from maild.util.mutf7 import decode_mailbox
 
 SEPARATOR = "/"
 MAX_COMPONENT_BYTES = 255

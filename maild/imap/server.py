@@ -144,6 +144,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
+from maild.util import metrics
 from maild.util.session import CommandSession, SessionFactory
 
 if TYPE_CHECKING:
@@ -472,6 +473,7 @@ class ImapSession(CommandSession):
     def _send_challenge(self, challenge: bytes) -> None:
         self._send(b"+ " + challenge)  # RFC 3501 §7.5
 
+    @metrics.timed_command("imap")
     async def _execute(self, cmd: Command) -> None:
         handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
         status, code, text = "OK", None, f"{cmd.name} completed"

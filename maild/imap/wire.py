@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from maild.imap.mutf7 import encode_mailbox
+from maild.util.mutf7 import encode_mailbox
 
 _QUOTABLE_MAX = 1024
 _CR, _LF, _NUL, _BACKSLASH, _DQUOTE = b'\r\n\0\\"'

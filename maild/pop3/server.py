@@ -79,6 +79,7 @@ from maild.pop3.parser import (
     parse_command,
 )
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
+from maild.util import metrics
 from maild.util.session import LineSession, SessionFactory
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ class Pop3Session(LineSession):
             return
         await self._dispatch(cmd)
 
+    @metrics.timed_command("pop3")
     async def _dispatch(self, cmd: Command) -> None:
         match cmd:
             case Capa():

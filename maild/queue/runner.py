@@ -54,6 +54,7 @@ from maild.queue.client import (
 )
 from maild.queue.wire import Reply
 from maild.store.types import NotFound
+from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
@@ -212,15 +213,20 @@ class QueueRunner:
             rcpt["reply"] = str(reply)
             if reply.positive:
                 rcpt["state"] = "delivered"
+                metrics.OUTBOUND.labels("delivered").inc()
                 log.info("queue %s: <%s> delivered via %s: %s", entry["id"], rcpt["address"],
-                         host, reply)
+                         host, reply, extra={"maild_queue_entry": entry["id"], "maild_result": "delivered"})
             elif reply.permanent:
                 rcpt["state"] = "bounced"
+                metrics.OUTBOUND.labels("bounced").inc()
                 failed.append(dsn.Failed(rcpt["address"], reply, host))
-                log.info("queue %s: <%s> bounced: %s", entry["id"], rcpt["address"], reply)
+                log.info("queue %s: <%s> bounced: %s", entry["id"], rcpt["address"], reply,
+                         extra={"maild_queue_entry": entry["id"], "maild_result": "bounced"})
             else:
                 deferred.append(dsn.Failed(rcpt["address"], reply, host))
-                log.info("queue %s: <%s> deferred: %s", entry["id"], rcpt["address"], reply)
+                metrics.OUTBOUND.labels("deferred").inc()
+                log.info("queue %s: <%s> deferred: %s", entry["id"], rcpt["address"], reply,
+                         extra={"maild_queue_entry": entry["id"], "maild_result": "deferred"})
         age = now - entry["created"]
         sender = entry["sender"]
         gave_up = bool(deferred) and age >= self.settings.max_age

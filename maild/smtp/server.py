@@ -79,6 +79,7 @@ from maild.smtp.parser import (
     parse_command,
 )
 from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.util import metrics
 from maild.util.authresults import AuthResults
 from maild.util.limits import TokenBuckets
 from maild.util.message import MAX_HEADER, ORIGINATOR_FIELDS, author_problem, originators
@@ -324,6 +325,7 @@ class SmtpSession(LineSession):
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
         self._send(f"{code} {enhanced} {text}")  # RFC 2034 §4: enhanced code after the code
+        metrics.smtp_reply("submission" if self.submission else "smtp", code, enhanced, text)
 
     def _reply_multi(self, code: int, lines: list[str]) -> None:
         for line in lines[:-1]:
@@ -708,7 +710,8 @@ class SmtpSession(LineSession):
             self._reply(452, "4.3.1", "Insufficient system storage")
             return
         log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
-                 len(self.tx.rcpt_to), sum(map(len, message)))
+                 len(self.tx.rcpt_to), sum(map(len, message)), extra={"maild_queue_id": self.tx.queue_id})
+        metrics.SMTP_ACCEPTED.labels("submission" if self.submission else "smtp").inc()
         self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
 
     @staticmethod

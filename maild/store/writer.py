@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
 from maild.store.types import StoreFull
+from maild.util import metrics
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class Writer:
         for directory in dirs:
             fsync_dir(directory)
 
+    @metrics.timed_commit
     def _commit(self, items: list[_Item]) -> None:
         self._link_blobs(items)
         try:

@@ -38,6 +38,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from maild.util import metrics
 from maild.util.limits import ConnectionCounter, Slot
 from maild.util.transport import ConnectionTransport
 
@@ -184,6 +185,7 @@ class CommandSession(Protocol):
         super().makeConnection(transport)
 
     def connectionMade(self) -> None:
+        metrics.SESSIONS.labels(self.factory.section).inc()
         self.client_ip = getattr(self.transport.getPeer(), "host", "")
         if self.refused:
             # RFC 5321 §3.1 (421), RFC 3501 §7.1.5 (BYE), RFC 2449 §8.1.2 ([SYS/TEMP]).

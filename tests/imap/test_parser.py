@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.mutf7 import decode_mailbox, encode_mailbox
 from maild.imap.names import BadName
 from maild.imap.parser import (
     Append,
@@ -33,6 +32,7 @@ from maild.imap.parser import (
     UidExpunge,
     parse_command,
 )
+from maild.util.mutf7 import decode_mailbox, encode_mailbox
 
 
 def error(data: bytes) -> ParseError:
