@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap import mime
-from maild.imap.parser import Section
+from maild.imap.commands import Section
 from maild.util import address
 from maild.util.message import (
     author_problem,

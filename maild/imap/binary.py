@@ -24,7 +24,7 @@ import binascii
 from collections.abc import Callable
 
 from maild.imap import mime
-from maild.imap.parser import FetchAtt
+from maild.imap.commands import FetchAtt
 from maild.store.types import MessageMeta
 
 _IDENTITY = ("", "7bit", "8bit", "binary")

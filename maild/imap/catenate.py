@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from maild.imap import mime
-from maild.imap.parser import ParseError, Section, _Reader, _section
+from maild.imap.commands import Section
+from maild.imap.parser import ParseError, _Reader, _section
 
 if TYPE_CHECKING:
     from maild.imap.server import ImapSession

@@ -29,7 +29,7 @@ import logging
 import zlib
 from typing import TYPE_CHECKING, Any, cast
 
-from maild.imap.parser import Compress
+from maild.imap.commands import Compress
 from maild.util.transport import ConnectionTransport
 
 if TYPE_CHECKING:

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap import wire
+from maild.imap.commands import SearchKey, SortCriterion
 from maild.imap.mailbox import MailboxView
-from maild.imap.parser import SearchKey, SortCriterion
 
 if TYPE_CHECKING:
     from maild.imap.server import ImapSession

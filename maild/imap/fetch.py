@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from maild.imap import binary, fetchcache, mime, objectid, preview, savedate, wire
-from maild.imap.parser import Fetch, FetchAtt, Section
+from maild.imap.commands import Fetch, FetchAtt, Section
 from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from maild.imap.parser import SequenceSet
+from maild.imap.commands import SequenceSet
 
 
 class BadSequence(ValueError):

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from maild.imap import wire
-from maild.imap.parser import GetMetadata, SetMetadata
+from maild.imap.commands import GetMetadata, SetMetadata
 from maild.store.types import TooManyEntries
 
 if TYPE_CHECKING:

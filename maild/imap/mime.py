@@ -24,7 +24,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 
 from maild.imap import wire
-from maild.imap.parser import Section
+from maild.imap.commands import Section
 from maild.store.types import Envelope
 from maild.util import address
 from maild.util.message import envelope_fields, header_end, parse_header

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from maild.imap import catenate
-from maild.imap.parser import Append, AppendMessage, MultiAppend
+from maild.imap.commands import Append, AppendMessage, MultiAppend
 
 if TYPE_CHECKING:
     from maild.imap.server import ImapSession

@@ -1,17 +1,10 @@
 """The IMAP command grammar (RFC 3501 §9, RFC 9051 §9 and the extensions maild offers),
 parsed at the edge into typed command objects.
 
-Two parts:
-
-* :class:`Framer` cuts the byte stream into complete commands. A command is one line, or
-  several lines joined by literals (``{n}`` synchronizing, ``{n+}`` non-synchronizing,
-  RFC 7888). The framer checks every limit *before* reading the data it guards: line
-  length, literal size (APPEND literals against APPENDLIMIT, RFC 7889; others against the
-  command-size limit) and total command size. It keeps literals inline, so the parser sees
-  exactly the bytes the client sent.
-* :func:`parse_command` turns one complete command (without its final CRLF) into a command
-  dataclass, or raises :class:`ParseError` with the reason to put in the tagged BAD.
-  It never raises anything else, whatever the input (property-tested).
+:func:`parse_command` turns one complete command (without its final CRLF, as cut by
+:class:`maild.imap.framer.Framer`) into a command dataclass of :mod:`maild.imap.commands`,
+or raises :class:`ParseError` with the reason to put in the tagged BAD. It never raises
+anything else, whatever the input (property-tested).
 
 Mailbox names arrive in modified UTF-7 (RFC 3501 §5.1.3) and are decoded here; the rest of
 maild sees Unicode names with "/" as the hierarchy delimiter.
@@ -19,15 +12,51 @@ maild sees Unicode names with "/" as the hierarchy delimiter.
 
 from __future__ import annotations
 
-import bisect
-import enum
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TypeVar
 
 from maild.imap import names
+from maild.imap.commands import (
+    Append,
+    AppendMessage,
+    Authenticate,
+    CancelUpdate,
+    Command,
+    Compress,
+    Copy,
+    Create,
+    Enable,
+    Fetch,
+    FetchAtt,
+    GetMetadata,
+    Id,
+    ListCommand,
+    Login,
+    MailboxCommand,
+    MultiAppend,
+    Qresync,
+    QuotaCommand,
+    Rename,
+    Search,
+    SearchKey,
+    SearchOp,
+    Section,
+    Select,
+    SequenceSet,
+    SetMetadata,
+    Simple,
+    Sort,
+    SortCriterion,
+    SortKey,
+    Status,
+    Store,
+    StoreMode,
+    Thread,
+    UidExpunge,
+)
 
 T = TypeVar("T")
 
@@ -52,86 +81,6 @@ class ParseError(Exception):
         self.tag = tag
 
 
-# -- sequence sets ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SequenceSet:
-    """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``."""
-
-    ranges: tuple[tuple[int | None, int | None], ...]
-    # contains()'s index of a set of many ranges: (largest, starts, ends) of the ranges
-    # merged and ordered, made on first use; not part of the value.
-    _index: tuple[int, list[int], list[int]] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def bounds(self, largest: int) -> Iterator[tuple[int, int]]:
-        """The ranges as (low, high) with ``*`` replaced by ``largest``."""
-        for a, b in self.ranges:
-            lo = largest if a is None else a
-            hi = largest if b is None else b
-            yield (lo, hi) if lo <= hi else (hi, lo)
-
-    def contains(self, value: int, largest: int) -> bool:
-        """``value`` is in the set, ``*`` being ``largest``. A binary search once the set
-        has more than a few ranges: SEARCH and QRESYNC ask this of every message, and a
-        set may hold 10,000 ranges."""
-        if len(self.ranges) <= 4:
-            return any(lo <= value <= hi for lo, hi in self.bounds(largest))
-        index = self._index
-        if index is None or index[0] != largest:
-            starts: list[int] = []
-            ends: list[int] = []
-            for lo, hi in sorted(self.bounds(largest)):
-                if ends and lo <= ends[-1] + 1:
-                    ends[-1] = max(ends[-1], hi)
-                else:
-                    starts.append(lo)
-                    ends.append(hi)
-            index = (largest, starts, ends)
-            object.__setattr__(self, "_index", index)  # a cache on a frozen value
-        i = bisect.bisect_right(index[1], value) - 1
-        return i >= 0 and value <= index[2][i]
-
-
-# -- fetch ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Section:
-    """RFC 3501 §6.4.5 section-spec: part numbers and HEADER / HEADER.FIELDS[.NOT] / TEXT /
-    MIME (``text`` None for the whole part)."""
-
-    part: tuple[int, ...] = ()
-    text: str | None = None
-    fields: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        out = ".".join(str(p) for p in self.part)
-        if self.text:
-            out = f"{out}.{self.text}" if out else self.text
-            if self.fields:
-                out += " (" + " ".join(self.fields) + ")"
-        return out
-
-
-@dataclass(frozen=True)
-class FetchAtt:
-    """One fetch attribute. ``name`` is upper case: FLAGS, UID, INTERNALDATE, RFC822.SIZE,
-    ENVELOPE, BODY, BODYSTRUCTURE, RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ, EMAILID,
-    THREADID, SAVEDATE, or BODY / BINARY with a ``section`` (then ``peek`` and ``partial``
-    apply), or BINARY.SIZE with one (RFC 3516: the section has part numbers only)."""
-
-    name: str
-    section: Section | None = None
-    peek: bool = False
-    partial: tuple[int, int] | None = None  # (origin, octet count)
-
-    @property
-    def sets_seen(self) -> bool:
-        # RFC 3501 §6.4.5: BODY[...] and RFC822 / RFC822.TEXT set \Seen, BODY.PEEK does not;
-        # RFC 3516 §4.2: BINARY[...] does as BODY[...], BINARY.SIZE does not.
-        return (self.section is not None and not self.peek and self.name != "BINARY.SIZE") \
-            or self.name in ("RFC822", "RFC822.TEXT")
-
-
 _SIMPLE_ATTS = ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
                 "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
                 "EMAILID", "THREADID",  # RFC 8474 §5
@@ -144,67 +93,6 @@ _MACROS = {
 }
 
 
-# -- search -----------------------------------------------------------------------------------
-
-class SearchOp(enum.StrEnum):
-    """RFC 3501 §6.4.4 search keys (plus MODSEQ, RFC 7162 §3.1.5), normalised: NEW, OLD,
-    UN* keys are expressed with NOT."""
-
-    ALL = "ALL"
-    AND = "AND"
-    OR = "OR"
-    NOT = "NOT"
-    SEQ = "SEQ"  # value: SequenceSet of message numbers
-    UID = "UID"  # value: SequenceSet of uids
-    FLAG = "FLAG"  # value: flag name (\Seen, keyword...)
-    RECENT = "RECENT"
-    HEADER = "HEADER"  # value: (field name, substring)
-    BODY = "BODY"
-    TEXT = "TEXT"
-    BEFORE = "BEFORE"  # value: date (internal date, RFC 3501: disregarding time and zone)
-    ON = "ON"
-    SINCE = "SINCE"
-    SENTBEFORE = "SENTBEFORE"
-    SENTON = "SENTON"
-    SENTSINCE = "SENTSINCE"
-    LARGER = "LARGER"
-    SMALLER = "SMALLER"
-    MODSEQ = "MODSEQ"
-    EMAILID = "EMAILID"  # value: objectid (RFC 8474 §6)
-    THREADID = "THREADID"
-    SAVEDBEFORE = "SAVEDBEFORE"  # value: date (RFC 8514 §5)
-    SAVEDON = "SAVEDON"
-    SAVEDSINCE = "SAVEDSINCE"
-    SAVEDATESUPPORTED = "SAVEDATESUPPORTED"
-
-
-@dataclass(frozen=True)
-class SearchKey:
-    op: SearchOp
-    value: object = None
-    children: tuple[SearchKey, ...] = ()
-
-
-class SortKey(enum.StrEnum):
-    """RFC 5256 §3 sort criteria, and RFC 5957's DISPLAYFROM and DISPLAYTO."""
-
-    ARRIVAL = "ARRIVAL"
-    CC = "CC"
-    DATE = "DATE"
-    FROM = "FROM"
-    SIZE = "SIZE"
-    SUBJECT = "SUBJECT"
-    TO = "TO"
-    DISPLAYFROM = "DISPLAYFROM"
-    DISPLAYTO = "DISPLAYTO"
-
-
-@dataclass(frozen=True)
-class SortCriterion:
-    key: SortKey
-    reverse: bool = False
-
-
 _FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
               "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
 _STRING_HEADER_KEYS = ("BCC", "CC", "FROM", "SUBJECT", "TO")
@@ -212,232 +100,7 @@ _DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
               "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE")  # RFC 8514 §5
 
 
-# -- commands -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Command:
-    tag: str
-    name: str  # upper case command name, "UID FETCH" etc. for UID forms
-
-
-@dataclass(frozen=True)
-class Simple(Command):
-    """CAPABILITY NOOP LOGOUT STARTTLS CHECK CLOSE UNSELECT EXPUNGE IDLE NAMESPACE."""
-
-
-@dataclass(frozen=True)
-class Login(Command):
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
-class Authenticate(Command):
-    mechanism: str
-    initial: bytes | None  # RFC 4959 SASL-IR, still base64; b"" for "="
-
-
-@dataclass(frozen=True)
-class Id(Command):
-    params: dict[str, str | None] | None
-
-
-@dataclass(frozen=True)
-class Enable(Command):
-    capabilities: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class GetMetadata(Command):
-    """GETMETADATA (RFC 5464 §4.2); ``mailbox`` "" names the server (the user's own entries)."""
-
-    mailbox: str
-    entries: tuple[str, ...]  # lower case
-    maxsize: int | None = None
-    depth: str = "0"  # "0", "1" or "INFINITY"
-
-
-@dataclass(frozen=True)
-class SetMetadata(Command):
-    """SETMETADATA (RFC 5464 §4.3): entries (lower case) with values, None to remove."""
-
-    mailbox: str
-    items: tuple[tuple[str, bytes | None], ...]
-
-
-@dataclass(frozen=True)
-class CancelUpdate(Command):
-    tags: tuple[str, ...]  # RFC 5267 §4.3.5: the searching commands' tags
-
-
-@dataclass(frozen=True)
-class Compress(Command):
-    mechanism: str  # RFC 4978 §3, upper case
-
-
-@dataclass(frozen=True)
-class Select(Command):
-    mailbox: str
-    readonly: bool
-    condstore: bool = False
-    qresync: Qresync | None = None
-
-
-@dataclass(frozen=True)
-class Qresync:
-    """RFC 7162 §3.2.5 SELECT/EXAMINE parameter: what the client last knew of the mailbox."""
-
-    uidvalidity: int
-    modseq: int
-    known_uids: SequenceSet | None = None
-    # The optional message sequence numbers and UIDs the client knew to match; maild keeps
-    # every expunge's modseq, so it answers exactly without them.
-    seq_match: tuple[SequenceSet, SequenceSet] | None = None
-
-
-@dataclass(frozen=True)
-class Create(Command):
-    mailbox: str
-    special_use: tuple[str, ...] = ()  # RFC 6154 §3 USE
-
-
-@dataclass(frozen=True)
-class MailboxCommand(Command):
-    """DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT."""
-
-    mailbox: str
-
-
-@dataclass(frozen=True)
-class Rename(Command):
-    old: str
-    new: str
-
-
-@dataclass(frozen=True)
-class ListCommand(Command):
-    """LIST (with RFC 5258 selection/return options, RFC 5819 STATUS) and LSUB."""
-
-    reference: str
-    patterns: tuple[str, ...]
-    selection: frozenset[str] = frozenset()
-    returns: frozenset[str] = frozenset()
-    status: tuple[str, ...] = ()
-    extended: bool = False  # any RFC 5258 syntax used (then CHILDINFO etc. apply)
-
-
-@dataclass(frozen=True)
-class Status(Command):
-    mailbox: str
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Append(Command):
-    mailbox: str
-    flags: frozenset[str]
-    date: datetime | None
-    message: bytes
-
-
-@dataclass(frozen=True)
-class AppendMessage:
-    """One message of a MULTIAPPEND (RFC 3502 §6.3.11): flags, date-time and literal."""
-
-    flags: frozenset[str]
-    date: datetime | None
-    message: bytes
-    # RFC 4469 CATENATE: ("TEXT", octets) and ("URL", url) parts to build the message from
-    catenate: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True)
-class MultiAppend(Command):
-    """APPEND with more than one message (RFC 3502), or with CATENATE (RFC 4469): all are
-    appended or none."""
-
-    mailbox: str
-    messages: tuple[AppendMessage, ...]
-
-
-@dataclass(frozen=True)
-class QuotaCommand(Command):
-    """GETQUOTA root / SETQUOTA root (...) (RFC 9208)."""
-
-    root: str
-
-
-@dataclass(frozen=True)
-class Search(Command):
-    uid: bool
-    key: SearchKey
-    charset: str | None = None
-    returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH RETURN options; None: plain
-
-
-@dataclass(frozen=True)
-class Sort(Command):
-    """SORT / UID SORT (RFC 5256 §3): the messages ``key`` matches, in ``criteria`` order."""
-
-    uid: bool
-    criteria: tuple[SortCriterion, ...]
-    charset: str
-    key: SearchKey
-    returns: tuple[str, ...] | None = None  # RFC 5267 §3.2 ESORT RETURN options; None: plain
-
-
-@dataclass(frozen=True)
-class Thread(Command):
-    """THREAD / UID THREAD (RFC 5256 §4) with ORDEREDSUBJECT or REFERENCES."""
-
-    uid: bool
-    algorithm: str
-    charset: str
-    key: SearchKey
-
-
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-
-
-@dataclass(frozen=True)
-class Fetch(Command):
-    uid: bool
-    sequence: SequenceSet
-    attributes: tuple[FetchAtt, ...]
-    changed_since: int | None = None  # RFC 7162 §3.1.4.1
-    macro: bool = False
-    vanished: bool = False  # RFC 7162 §3.2.6: also VANISHED (EARLIER) for expunged UIDs
-
-
-class StoreMode(enum.Enum):
-    ADD = "+"
-    REMOVE = "-"
-    REPLACE = ""
-
-
-@dataclass(frozen=True)
-class Store(Command):
-    uid: bool
-    sequence: SequenceSet
-    mode: StoreMode
-    silent: bool
-    flags: frozenset[str]
-    unchanged_since: int | None = None  # RFC 7162 §3.1.3
-
-
-@dataclass(frozen=True)
-class Copy(Command):
-    """COPY and MOVE (RFC 6851)."""
-
-    uid: bool
-    sequence: SequenceSet
-    mailbox: str
-    move: bool
-
-
-@dataclass(frozen=True)
-class UidExpunge(Command):
-    sequence: SequenceSet  # RFC 4315 §2.1
 
 
 # -- the reader ---------------------------------------------------------------------------------
@@ -1443,140 +1106,3 @@ _COMMANDS = {
     "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata, "CANCELUPDATE": _cancelupdate,
 }
-
-
-# -- framing ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Complete:
-    """A whole command (literals inline, without its final CRLF)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class NeedContinuation:
-    """A synchronizing literal was announced and is within limits: send ``+ ...``."""
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """The command was refused before its data was read.
-
-    ``code`` is ``TOOBIG`` for an APPEND literal over APPENDLIMIT (answered NO), else the
-    answer is BAD. ``fatal``: the client will send the data anyway (non-synchronizing
-    literal) or the stream cannot be resynchronised, so the connection must close."""
-
-    tag: str | None
-    text: str
-    code: str | None = None
-    fatal: bool = False
-
-
-FrameEvent = Complete | NeedContinuation | Rejected
-
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
-_TAG_AND_NAME = re.compile(rb"^([^\x00-\x20\x7f-\xff(){%*\"\\\]+]+) +(?:UID +)?([A-Za-z]+)")
-
-
-@dataclass
-class Framer:
-    """Cuts a byte stream into commands, enforcing limits before reading data."""
-
-    max_line: int
-    max_command: int
-    append_limit: int
-    _buffer: bytearray = field(default_factory=bytearray)
-    _parts: list[bytes] = field(default_factory=list)
-    _size: int = 0
-    _literal: int = 0  # bytes of literal still to read
-    _skipping: bool = False  # discarding the rest of an over-long line
-    _skip_tag: str | None = None
-
-    def reset(self) -> None:
-        """Forget everything buffered (after STARTTLS, RFC 3501 §6.2.1 / CVE-2011-0411)."""
-        self._buffer.clear()
-        self._parts.clear()
-        self._size = 0
-        self._literal = 0
-        self._skipping = False
-
-    @property
-    def pending(self) -> int:
-        """Bytes received but not yet cut into a command (literal data excluded)."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> list[FrameEvent]:
-        self._buffer += data
-        events: list[FrameEvent] = []
-        while True:
-            if self._literal:
-                if not self._buffer:
-                    break
-                take = min(self._literal, len(self._buffer))
-                self._parts.append(bytes(self._buffer[:take]))
-                del self._buffer[:take]
-                self._literal -= take
-                continue
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > self.max_line:
-                    if not self._skipping:
-                        self._skip_tag = self._tag(bytes(self._buffer[:200]))
-                    self._skipping = True
-                    self._buffer.clear()
-                break
-            line = bytes(self._buffer[:end + 1])
-            del self._buffer[:end + 1]
-            if self._skipping or len(line) > self.max_line:
-                tag = self._skip_tag if self._skipping else self._tag(line)
-                self._skipping = False
-                self._parts.clear()
-                self._size = 0
-                events.append(Rejected(tag, "line too long"))
-                continue
-            if not line.endswith(b"\r\n"):
-                line = line[:-1] + b"\r\n"  # a bare LF ends a line too (lenient, like Dovecot)
-            self._size += len(line)
-            self._parts.append(line)
-            body = line[:-2]
-            match = _LITERAL_AT_END.search(body)
-            if match is None:
-                command = b"".join(self._parts)[:-2]
-                self._parts.clear()
-                self._size = 0
-                events.append(Complete(command))
-                continue
-            size = int(match.group(1))
-            nonsync = bool(match.group(2))
-            first = self._parts[0]
-            tag = self._tag(first)
-            is_append = self._is_append(first)
-            limit = self.append_limit if is_append else self.max_command
-            if size > limit or self._size + size > limit + self.max_command:
-                self._parts.clear()
-                self._size = 0
-                if is_append:
-                    # RFC 7889 §4 / RFC 4469: refuse before reading.
-                    events.append(Rejected(tag, "message larger than APPENDLIMIT", "TOOBIG",
-                                           fatal=nonsync))
-                else:
-                    events.append(Rejected(tag, "literal too large", fatal=nonsync))
-                if nonsync:
-                    break
-                continue
-            self._size += size
-            self._literal = size
-            if not nonsync:
-                events.append(NeedContinuation())
-        return events
-
-    @staticmethod
-    def _tag(line: bytes) -> str | None:
-        match = _TAG_AND_NAME.match(line)
-        return match.group(1).decode("ascii") if match else None
-
-    @staticmethod
-    def _is_append(line: bytes) -> bool:
-        match = _TAG_AND_NAME.match(line)
-        return match is not None and match.group(2).upper() == b"APPEND"

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
 from maild.imap import mime, objectid, savedate
-from maild.imap.parser import SearchKey, SearchOp, SequenceSet
+from maild.imap.commands import SearchKey, SearchOp, SequenceSet
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
 from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
 from maild.util import address

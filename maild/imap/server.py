@@ -5,7 +5,7 @@ exchange — are :mod:`maild.util.session`'s; this module frames input and holds
 
 Implementation notes — invariants a contributor must keep:
 
-1. Parse, then execute. Bytes go through :class:`maild.imap.parser.Framer` (limits are
+1. Parse, then execute. Bytes go through :class:`maild.imap.framer.Framer` (limits are
    checked before data is read) and :func:`maild.imap.parser.parse_command`; ``ALLOWED``
    is the one table of which command each session state accepts.
 2. One command at a time. While a command waits on a Deferred nothing else is executed;
@@ -78,32 +78,23 @@ from maild.imap import (
 )
 from maild.imap import search as searching
 from maild.imap import sort as sorting
-from maild.imap.fetch import FetchCommands
-from maild.imap.mailbox import BadSequence, MailboxView
-from maild.imap.names import BadName
-from maild.imap.parser import (
+from maild.imap.commands import (
     Append,
     Authenticate,
     CancelUpdate,
     Command,
-    Complete,
     Compress,
     Copy,
     Create,
     Enable,
-    FrameEvent,
-    Framer,
     GetMetadata,
     Id,
     ListCommand,
     Login,
     MailboxCommand,
     MultiAppend,
-    NeedContinuation,
-    ParseError,
     Qresync,
     QuotaCommand,
-    Rejected,
     Rename,
     Search,
     Select,
@@ -114,8 +105,12 @@ from maild.imap.parser import (
     StoreMode,
     Thread,
     UidExpunge,
-    parse_command,
 )
+from maild.imap.fetch import FetchCommands
+from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Rejected
+from maild.imap.mailbox import BadSequence, MailboxView
+from maild.imap.names import BadName
+from maild.imap.parser import ParseError, parse_command
 from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
     DELETED,

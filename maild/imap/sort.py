@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.imap import mime
 from maild.imap import search as searching
-from maild.imap.parser import SearchKey, SearchOp, SortCriterion, SortKey
+from maild.imap.commands import SearchKey, SearchOp, SortCriterion, SortKey
 from maild.store.types import Envelope, MessageMeta
 from maild.util import address
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from maild.imap import sort as sorting
-from maild.imap.parser import SearchKey
+from maild.imap.commands import SearchKey
 from maild.store.types import Envelope, MessageMeta
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from its commands.
   :mod:`maild.auth.sasl`'s exchanges, one way to ask the authenticator (:meth:`_check_password`).
 
 :class:`LineSession` adds the CRLF line loop that SMTP and POP3 share (IMAP frames
-literals with its own :class:`maild.imap.parser.Framer`).
+literals with its own :class:`maild.imap.framer.Framer`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import hashlib
 import re
 
 from maild.imap import mime
-from maild.imap.parser import Section
+from maild.imap.commands import Section
 from tests.conftest import MaildServer
 from tests.fixtures.memory import big_message, reset_peak, rss_mb
 from tests.imap.conftest import Transcript, append

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maild.imap import mime
-from maild.imap.parser import Section
+from maild.imap.commands import Section
 from maild.store.types import Envelope
 from maild.util import address
 

@@ -8,19 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.names import BadName
-from maild.imap.parser import (
+from maild.imap.commands import (
     Append,
-    Complete,
     Create,
     Fetch,
     FetchAtt,
-    Framer,
     ListCommand,
     Login,
-    NeedContinuation,
-    ParseError,
-    Rejected,
     Search,
     SearchKey,
     SearchOp,
@@ -30,8 +24,10 @@ from maild.imap.parser import (
     Store,
     StoreMode,
     UidExpunge,
-    parse_command,
 )
+from maild.imap.framer import Complete, Framer, NeedContinuation, Rejected
+from maild.imap.names import BadName
+from maild.imap.parser import ParseError, parse_command
 from maild.util.mutf7 import decode_mailbox, encode_mailbox
 
 

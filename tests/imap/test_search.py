@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maild.imap.parser import Search, parse_command
+from maild.imap.commands import Search
+from maild.imap.parser import parse_command
 from maild.imap.search import _required_clauses
 from tests.imap.conftest import Transcript, append, message
 

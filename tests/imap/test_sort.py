@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.parser import SortKey
+from maild.imap.commands import SortKey
 from maild.imap.sort import _ENTRY_OVERHEAD, SortKeyCache, base_subject, sent_timestamp, subject_parts
 from tests.imap.conftest import Transcript, append, fresh_account, message
 

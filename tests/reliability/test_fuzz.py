@@ -26,7 +26,9 @@ from imapclient.response_types import Envelope as ClientEnvelope
 
 from maild.filters.attachments import attachment_names
 from maild.imap import mime
-from maild.imap.parser import Complete, Framer, NeedContinuation, ParseError, Rejected, Section
+from maild.imap.commands import Section
+from maild.imap.framer import Complete, Framer, NeedContinuation, Rejected
+from maild.imap.parser import ParseError
 from maild.imap.parser import parse_command as parse_imap
 from maild.pop3.parser import CommandError as Pop3Error
 from maild.pop3.parser import parse_command as parse_pop3
