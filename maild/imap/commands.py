@@ -353,7 +353,10 @@ class StoreMode(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Store(Command):
+class StoreFlags(Command):
+    """STORE / UID STORE (RFC 3501 §6.4.6; UNCHANGEDSINCE, RFC 7162 §3.1.3); not the store's
+    :class:`maild.store.Store`."""
+
     uid: bool
     sequence: SequenceSet
     mode: StoreMode

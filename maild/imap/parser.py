@@ -52,7 +52,7 @@ from maild.imap.commands import (
     SortCriterion,
     SortKey,
     Status,
-    Store,
+    StoreFlags,
     StoreMode,
     Thread,
     UidExpunge,
@@ -901,7 +901,7 @@ def _store(r: _Reader, tag: str, name: str, uid: bool) -> Command:
         while r.maybe(b" "):
             items.append(r.flag())
         flags = frozenset(items)
-    return Store(tag, name, uid, sequence, mode, item.endswith(".SILENT"), flags, unchanged)
+    return StoreFlags(tag, name, uid, sequence, mode, item.endswith(".SILENT"), flags, unchanged)
 
 
 def _copy(r: _Reader, tag: str, name: str, uid: bool) -> Command:

@@ -101,7 +101,7 @@ from maild.imap.commands import (
     SetMetadata,
     Sort,
     Status,
-    Store,
+    StoreFlags,
     StoreMode,
     Thread,
     UidExpunge,
@@ -1119,7 +1119,7 @@ class ImapSession(FetchCommands, CommandSession):
 
     _do_uid_thread = _do_thread
 
-    async def _do_store(self, cmd: Store) -> str | None:
+    async def _do_store(self, cmd: StoreFlags) -> str | None:
         view = self._writable()
         user = self._user()
         indexes = view.resolve(cmd.sequence, cmd.uid)

@@ -44,7 +44,9 @@ class Verb(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class User:
+class UserCommand:
+    """USER name (RFC 1939 §7); not the store's :class:`maild.store.types.User`."""
+
     name: str  # RFC 1939 §7
 
 
@@ -119,7 +121,7 @@ class Auth:
     initial_response: str | None = None
 
 
-Command = User | Pass | Stat | List | Retr | Dele | Noop | Rset | Quit | Top | Uidl | Capa | Stls | Auth
+Command = UserCommand | Pass | Stat | List | Retr | Dele | Noop | Rset | Quit | Top | Uidl | Capa | Stls | Auth
 
 
 def _number(text: str, what: str) -> int:
@@ -171,7 +173,7 @@ def parse_command(line: bytes) -> Command:
     match verb:
         case Verb.USER:
             (name,) = _args(verb, rest, 1, 1)
-            return User(name)
+            return UserCommand(name)
         case Verb.PASS:
             if not rest:
                 raise CommandError("PASS takes 1 argument")

@@ -75,7 +75,7 @@ from maild.pop3.parser import (
     Stls,
     Top,
     Uidl,
-    User,
+    UserCommand,
     parse_command,
 )
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
@@ -106,7 +106,7 @@ class State(enum.Enum):
 _AUTHORIZATION = frozenset({State.AUTHORIZATION})
 _TRANSACTION = frozenset({State.TRANSACTION})
 _ALLOWED: dict[type, frozenset[State]] = {
-    User: _AUTHORIZATION,  # RFC 1939 §7
+    UserCommand: _AUTHORIZATION,  # RFC 1939 §7
     Pass: _AUTHORIZATION,
     Auth: _AUTHORIZATION,  # RFC 5034 §4
     Stls: _AUTHORIZATION,  # RFC 2595 §4
@@ -335,7 +335,7 @@ class Pop3Session(LineSession):
                 self._capa()
             case Stls():
                 self._stls()
-            case User():
+            case UserCommand():
                 self._user(cmd)
             case Pass():
                 await self._pass(cmd)
@@ -393,7 +393,7 @@ class Pop3Session(LineSession):
         self._user_name = None
         self._start_tls()
 
-    def _user(self, cmd: User) -> None:
+    def _user(self, cmd: UserCommand) -> None:
         if not self._plaintext_auth_allowed():
             self._refuse_plaintext()
             return

@@ -3,7 +3,7 @@
 One function, :func:`parse_command`, turns one command line (without its CRLF) into a
 command dataclass or raises :class:`CommandError` carrying the reply to send. The address
 grammar is strict (RFC 5321 §4.1.2, extended by RFC 6531 §3.3 for SMTPUTF8): the server
-decides relaying on the parsed :class:`Mailbox`, never on a string it re-splits itself, so
+decides relaying on the parsed :class:`MailPath`, never on a string it re-splits itself, so
 ``user%other@local``, ``"user@other"@local``, ``other!user@local`` keep their whole local
 part and ``@local:user@other`` resolves to ``user@other`` (the source route is ignored,
 RFC 5321 §4.1.1.3 and Appendix C).
@@ -37,9 +37,10 @@ def _syntax(text: str) -> CommandError:
 
 
 @dataclass(frozen=True)
-class Mailbox:
-    """A parsed RFC 5321 Mailbox: the local part unquoted, the domain as written (an
-    address literal keeps its brackets)."""
+class MailPath:
+    """A parsed RFC 5321 Mailbox, the address of a reverse- or forward-path (§4.1.2; named
+    MailPath beside the store's mailboxes): the local part unquoted, the domain as written
+    (an address literal keeps its brackets)."""
 
     local_part: str
     domain: str
@@ -105,7 +106,7 @@ class Hello:
 
 @dataclass(frozen=True)
 class MailFrom:
-    sender: Mailbox | None  # None: the null reverse-path <>
+    sender: MailPath | None  # None: the null reverse-path <>
     size: int | None = None  # RFC 1870 SIZE=
     body: Body | None = None  # RFC 6152 BODY=
     smtputf8: bool = False  # RFC 6531 §3.4
@@ -119,7 +120,7 @@ class MailFrom:
 
 @dataclass(frozen=True)
 class RcptTo:
-    recipient: Mailbox | None  # None: the bare <Postmaster> of RFC 5321 §4.5.1
+    recipient: MailPath | None  # None: the bare <Postmaster> of RFC 5321 §4.5.1
     params: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -229,7 +230,7 @@ def parse_domain(text: str) -> str | None:
     return text
 
 
-def parse_mailbox(text: str) -> Mailbox:
+def parse_mailbox(text: str) -> MailPath:
     """Parse ``Local-part "@" ( Domain / address-literal )`` exactly (no brackets)."""
     if text.startswith('"'):
         quoted = _QUOTED_STRING.match(text)
@@ -252,10 +253,10 @@ def parse_mailbox(text: str) -> Mailbox:
     domain = parse_domain(rest[1:])
     if domain is None:
         raise _syntax("Bad domain in address")
-    return Mailbox(local, domain)
+    return MailPath(local, domain)
 
 
-def _parse_path(text: str, allow_null: bool) -> tuple[Mailbox | None, str]:
+def _parse_path(text: str, allow_null: bool) -> tuple[MailPath | None, str]:
     """Parse a Path at the start of ``text``; return (mailbox, rest after ">")."""
     if not text.startswith("<"):
         raise _syntax("Address must be enclosed in <>")
@@ -360,7 +361,7 @@ def _parse_rcpt(arg: str) -> RcptTo:
         raise _syntax("Syntax: RCPT TO:<address> [parameters]")
     text = arg[3:].lstrip(" ")
     # RFC 5321 §4.1.1.3: "<Postmaster>" without a domain is always accepted.
-    recipient: Mailbox | None
+    recipient: MailPath | None
     if text[:12].lower() == "<postmaster>":
         recipient, rest = None, text[12:]
     else:

@@ -67,8 +67,8 @@ from maild.smtp.parser import (
     Data,
     Hello,
     Help,
-    Mailbox,
     MailFrom,
+    MailPath,
     Noop,
     Quit,
     RcptTo,
@@ -579,13 +579,13 @@ class SmtpSession(LineSession):
         spf = results.spf if isinstance(results, AuthResults) else None
         return spf is None or spf.result != "pass" or spf.scope != "mailfrom"
 
-    def _postmaster(self) -> Mailbox:
+    def _postmaster(self) -> MailPath:
         """RFC 5321 §4.5.1: <Postmaster> without a domain."""
         domains = [self.hostname.lower()] + [d.name for d in self.ctx.store.domains()]
         for domain in domains:
             if self.ctx.store.resolve_recipient(f"postmaster@{domain}"):
-                return Mailbox("postmaster", domain)
-        return Mailbox("postmaster", domains[-1])
+                return MailPath("postmaster", domain)
+        return MailPath("postmaster", domains[-1])
 
     async def _rcpt(self, cmd: RcptTo) -> None:
         mailbox = cmd.recipient if cmd.recipient is not None else self._postmaster()

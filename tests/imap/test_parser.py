@@ -21,7 +21,7 @@ from maild.imap.commands import (
     Section,
     Select,
     SequenceSet,
-    Store,
+    StoreFlags,
     StoreMode,
     UidExpunge,
 )
@@ -121,10 +121,10 @@ def test_nesting_depth_is_limited() -> None:
 
 def test_store() -> None:
     cmd = parse_command(b"a UID STORE 1:2 (UNCHANGEDSINCE 7) -FLAGS.SILENT (\\Deleted $Later)")
-    assert cmd == Store("a", "UID STORE", True, SequenceSet(((1, 2),)), StoreMode.REMOVE, True,
+    assert cmd == StoreFlags("a", "UID STORE", True, SequenceSet(((1, 2),)), StoreMode.REMOVE, True,
                         frozenset({"\\Deleted", "$Later"}), 7)
     plain = parse_command(b"a STORE 3 FLAGS \\seen")
-    assert isinstance(plain, Store) and plain.flags == frozenset({"\\Seen"}) and plain.mode is StoreMode.REPLACE
+    assert isinstance(plain, StoreFlags) and plain.flags == frozenset({"\\Seen"}) and plain.mode is StoreMode.REPLACE
     assert error(b"a STORE 1 +FLAGS (\\Recent)").text == "\\Recent is not a settable flag"
     assert error(b"a STORE 1 LABELS (x)").text == "expected FLAGS, +FLAGS or -FLAGS"
 

@@ -22,15 +22,15 @@ from maild.pop3.parser import (
     Stls,
     Top,
     Uidl,
-    User,
+    UserCommand,
     Verb,
     parse_command,
 )
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    (b"USER alice@example.test", User("alice@example.test")),
-    (b"user alice", User("alice")),
+    (b"USER alice@example.test", UserCommand("alice@example.test")),
+    (b"user alice", UserCommand("alice")),
     (b"PASS secret", Pass("secret")),
     (b"PASS with spaces  inside", Pass("with spaces  inside")),
     (b"STAT", Stat()),
@@ -126,4 +126,4 @@ def test_top_round_trip(n: int, lines: int) -> None:
 
 @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40))
 def test_user_names_round_trip(name: str) -> None:
-    assert parse_command(f"USER {name}".encode()) == User(name)
+    assert parse_command(f"USER {name}".encode()) == UserCommand(name)

@@ -14,8 +14,8 @@ from maild.smtp.parser import (
     Data,
     Hello,
     Help,
-    Mailbox,
     MailFrom,
+    MailPath,
     Noop,
     Quit,
     RcptTo,
@@ -69,10 +69,10 @@ def test_unknown_and_malformed() -> None:
 
 def test_mail_from() -> None:
     cmd = parse_command(b"MAIL FROM:<alice@example.test>")
-    assert cmd == MailFrom(Mailbox("alice", "example.test"))
+    assert cmd == MailFrom(MailPath("alice", "example.test"))
     assert cmd.address == "alice@example.test"
     # A space after the colon is common in the wild and tolerated.
-    assert parse_command(b"MAIL FROM: <a@b.example>").sender == Mailbox("a", "b.example")
+    assert parse_command(b"MAIL FROM: <a@b.example>").sender == MailPath("a", "b.example")
     null = parse_command(b"MAIL FROM:<>")
     assert null.sender is None and null.address == ""
 
@@ -106,7 +106,7 @@ def test_bad_mail_and_rcpt(line: bytes, code: int) -> None:
 
 
 def test_rcpt_to() -> None:
-    assert parse_command(b"RCPT TO:<bob@example.test>") == RcptTo(Mailbox("bob", "example.test"))
+    assert parse_command(b"RCPT TO:<bob@example.test>") == RcptTo(MailPath("bob", "example.test"))
     assert parse_command(b"RCPT TO:<Postmaster>") == RcptTo(None)
     assert parse_command(b"rcpt to:<postmaster>").recipient is None
 
@@ -114,15 +114,15 @@ def test_rcpt_to() -> None:
 def test_relay_tricks_keep_their_local_part() -> None:
     """The tricks parse to a mailbox whose domain is what the relay check must see."""
     percent = parse_command(b"RCPT TO:<user%other.example@example.test>").recipient
-    assert percent == Mailbox("user%other.example", "example.test") and percent.has_routing
+    assert percent == MailPath("user%other.example", "example.test") and percent.has_routing
     quoted = parse_command(b'RCPT TO:<"user@other.example"@example.test>').recipient
-    assert quoted == Mailbox("user@other.example", "example.test") and quoted.has_routing
+    assert quoted == MailPath("user@other.example", "example.test") and quoted.has_routing
     assert quoted.address == '"user@other.example"@example.test'
     bang = parse_command(b"RCPT TO:<other.example!user@example.test>").recipient
     assert bang.domain == "example.test" and bang.has_routing
     # RFC 5321 §3.6.1: the source route is ignored, the mailbox is the real destination.
     routed = parse_command(b"RCPT TO:<@example.test:user@other.example>").recipient
-    assert routed == Mailbox("user", "other.example") and not routed.has_routing
+    assert routed == MailPath("user", "other.example") and not routed.has_routing
     routed2 = parse_command(b"RCPT TO:<@a.example,@example.test:user@other.example>")
     assert routed2.recipient.domain == "other.example"
     literal = parse_command(b"RCPT TO:<user@[127.0.0.1]>").recipient
@@ -178,7 +178,7 @@ def test_domain_is_lowercased_for_lookup() -> None:
 def test_smtputf8_addresses() -> None:
     line = "MAIL FROM:<jörg@bücher.example> SMTPUTF8".encode()
     cmd = parse_command(line)
-    assert cmd.sender == Mailbox("jörg", "bücher.example") and not cmd.sender.is_ascii
+    assert cmd.sender == MailPath("jörg", "bücher.example") and not cmd.sender.is_ascii
     err = error_of("MAIL FROM:<jörg@bücher.example>".encode())
     assert (err.code, err.enhanced) == (553, "5.6.7")
     assert parse_command("RCPT TO:<пользователь@example.test>".encode()).recipient.local_part
