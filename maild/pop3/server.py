@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -477,27 +478,27 @@ class Pop3Session(LineSession):
             self._send(f"-ERR No such message {msg}")
 
     def _list(self, cmd: List) -> None:
-        drop = self._drop()
-        if cmd.msg is not None:
-            meta = drop.get(cmd.msg)
-            if meta is None:
-                self._missing(cmd.msg)
-            else:
-                self._send(f"+OK {cmd.msg} {meta.size}")  # RFC 1939 §5 scan listing
-            return
-        count, size = drop.totals()
-        self._send_multi(f"+OK {count} messages ({size} octets)", [f"{n} {m.size}" for n, m in drop.live()])
+        # RFC 1939 §5 scan listing: "msg size"
+        self._listing(cmd.msg, lambda meta: str(meta.size),
+                      lambda drop: "+OK {} messages ({} octets)".format(*drop.totals()))
 
     def _uidl(self, cmd: Uidl) -> None:
+        # RFC 1939 §7 unique-id listing: "msg unique-id"
+        self._listing(cmd.msg, self._drop().uidl, lambda drop: "+OK Unique-ID listing follows")
+
+    def _listing(self, msg: int | None, item: Callable[[MessageMeta], str],
+                 first: Callable[[Maildrop], str]) -> None:
+        """LIST and UIDL: ``+OK msg item`` for one message, else the multi-line listing of
+        every message not deleted, ``first`` its first line."""
         drop = self._drop()
-        if cmd.msg is not None:
-            meta = drop.get(cmd.msg)
+        if msg is not None:
+            meta = drop.get(msg)
             if meta is None:
-                self._missing(cmd.msg)
+                self._missing(msg)
             else:
-                self._send(f"+OK {cmd.msg} {drop.uidl(meta)}")  # RFC 1939 §7 unique-id listing
+                self._send(f"+OK {msg} {item(meta)}")
             return
-        self._send_multi("+OK Unique-ID listing follows", [f"{n} {drop.uidl(m)}" for n, m in drop.live()])
+        self._send_multi(first(drop), [f"{n} {item(m)}" for n, m in drop.live()])
 
     def _dele(self, cmd: Dele) -> None:
         drop = self._drop()
