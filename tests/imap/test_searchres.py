@@ -86,3 +86,16 @@ def test_imaplib_client(imaplib_client: object) -> None:
     assert typ == "OK"
     typ, data = imaplib_client.fetch("$", "(UID)")
     assert typ == "OK" and data == [b"1 (UID 1)"]
+
+
+def test_vanished_of_saved(connect: Callable[..., Transcript]) -> None:
+    s = connect()
+    s.ok("ENABLE QRESYNC")
+    mailbox(s, flagged=(2, 3))
+    s.ok("UID SEARCH RETURN (SAVE) FLAGGED")
+    s.ok("UID STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+    assert s.ok("EXPUNGE", code="HIGHESTMODSEQ") == [b"* VANISHED 1,3"]
+    # RFC 7162 §3.2.6: the expunged UIDs of the set named, here "$" (uid 3, not 1).
+    lines = s.ok("UID FETCH $ (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+    assert lines[0] == b"* VANISHED (EARLIER) 3", lines
+    assert len(lines) == 2 and lines[1].startswith(b"* 1 FETCH (") and b" UID 2 " in lines[1], lines
