@@ -33,7 +33,7 @@ class MailboxView:
     claimed: int = 0
     # The keywords announced in FLAGS to this session (RFC 3501 §7.2.6).
     keywords: set[str] = field(default_factory=set)
-    # RFC 5182 §2.1 (RFC 9051 §6.4.4.1): the UIDs of the last SEARCH RETURN (SAVE), "$";
+    # RFC 5182 §2.1 (RFC 9051 §6.4.4): the UIDs of the last SEARCH RETURN (SAVE), "$";
     # empty at SELECT. Expunged UIDs stay in it and resolve to nothing (UIDs never return).
     saved: frozenset[int] = frozenset()
 

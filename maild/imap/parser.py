@@ -57,7 +57,7 @@ class ParseError(Exception):
 @dataclass(frozen=True)
 class SequenceSet:
     """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``. ``saved`` is
-    RFC 5182's ``$`` (RFC 9051 §6.4.4.1): the session's saved search result, which the
+    RFC 5182's ``$`` (RFC 9051 §6.4.4): the session's saved search result, which the
     session resolves (``MailboxView.resolve``, ``searchres.bind``); its ``ranges`` are empty."""
 
     ranges: tuple[tuple[int | None, int | None], ...]

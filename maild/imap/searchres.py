@@ -1,4 +1,4 @@
-"""SEARCHRES (RFC 5182), part of IMAP4rev2 (RFC 9051 §6.4.4.1): ``SEARCH RETURN (SAVE)``
+"""SEARCHRES (RFC 5182), part of IMAP4rev2 (RFC 9051 §6.4.4): ``SEARCH RETURN (SAVE)``
 keeps the matching messages as the session's ``$``, which FETCH, STORE, COPY, MOVE, UID
 EXPUNGE, SEARCH, SORT and THREAD (and their UID forms) accept as a sequence set.
 

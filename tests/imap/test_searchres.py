@@ -1,4 +1,4 @@
-"""SEARCHRES (RFC 5182, part of IMAP4rev2: RFC 9051 §6.4.4.1): ``SEARCH RETURN (SAVE)`` and
+"""SEARCHRES (RFC 5182, part of IMAP4rev2: RFC 9051 §6.4.4): ``SEARCH RETURN (SAVE)`` and
 ``$`` as a sequence set in FETCH, STORE, COPY, MOVE, UID EXPUNGE, SEARCH and SORT."""
 
 from __future__ import annotations
