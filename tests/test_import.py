@@ -1,7 +1,7 @@
 """`maild import` and `maild export` (maild/transfer): mbox made by formail (Debian
 procmail), a Maildir++ tree made by mbsync (Debian isync) from the daemon's own IMAP
-server, hand-made malformed input, resuming an interrupted import without duplicates, and
-export round trips."""
+server, hand-made malformed input, resuming an interrupted import without duplicates,
+export round trips, and bounded resident memory of both."""
 
 from __future__ import annotations
 
