@@ -338,7 +338,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         report = import_mail(store, args.address, Path(args.path), data_dir=cfg.data_dir,
                              mailbox=args.mailbox, variant="mboxo" if args.mboxo else "mboxrd",
-                             restart=args.restart, out=sys.stderr)
+                             restart=args.restart, out=sys.stderr,
+                             mapped_max_kib=args.mapped_max_mb * 1024)
     finally:
         store.close()
     for problem in report.problems:
@@ -352,7 +353,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr)
+        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr,
+                            mapped_max_kib=args.mapped_max_mb * 1024)
     finally:
         store.close()
     print(f"exported {count} messages of {args.address} to {args.dir} ({args.format})")
@@ -552,11 +554,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mboxo", action="store_true",
                    help="unquote only '>From ' (mboxo); the default is mboxrd ('>+From ')")
     p.add_argument("--restart", action="store_true", help="forget an interrupted import's journal")
+    p.add_argument("--mapped-max-mb", type=int, default=64,
+                   help="give back the store's mapped pages above this much resident file "
+                   "memory (default 64)")
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("export", help="write a user's mailboxes to a Maildir++ tree or mbox files")
     p.add_argument("address")
     p.add_argument("dir")
     p.add_argument("--format", choices=("maildir", "mbox"), default="maildir")
+    p.add_argument("--mapped-max-mb", type=int, default=64,
+                   help="give back the store's mapped pages above this much resident file "
+                   "memory (default 64)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dev-cert", help="write a development TLS certificate signed by a local CA")

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from maild.config import StoreConfig
 from maild.store import blobs as blobfiles
-from maild.store import retry, sweep
+from maild.store import mapped, retry, sweep
 from maild.store import shard as ops
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
@@ -246,6 +246,13 @@ class Store:
         self.directory.close()
         self.health.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def release_mapped(self) -> int:
+        """Give back the pages of the LMDB maps this process has touched (mapped.py): for
+        long bulk jobs, whose resident memory would otherwise grow with the store."""
+        files = [self.data_dir / "directory" / "lmdb" / "data.mdb"]
+        files += [s.path / "lmdb" / "data.mdb" for s in self.shards]
+        return mapped.release(files)
 
     # -- plumbing ----------------------------------------------------------------------
 
