@@ -39,6 +39,11 @@ class QuotaExceeded(StoreError):
     """The user's quota would be exceeded (SMTP 552 5.2.2, IMAP NO [OVERQUOTA])."""
 
 
+class ReadOnlyStore(StoreError):
+    """This node takes no writes: a replication follower, or a leader fenced by a newer
+    epoch (docs/replication.md). SMTP answers 4xx, IMAP NO, so that clients retry."""
+
+
 class StoreFull(StoreError):
     """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
 

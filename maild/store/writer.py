@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
-from maild.store.types import StoreFull
+from maild.store.types import ReadOnlyStore, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Batch:
     dbs: dict[str, Any]
     changes: list[dict[str, Any]] = field(default_factory=list)
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
+    logged: bool = False  # changes already in the change log (a replicated record's)
 
 
 Operation = Callable[[Batch], Any]
@@ -108,6 +109,7 @@ class Writer:
         dispatch: Callable[[Callable[[], None]], None] | None = None,
         ops_lock: threading.Lock | None = None,
         health: Any = None,
+        redo: Any = None,
     ) -> None:
         self.name = name
         self.health = health  # maild.store.health.Health, or None
@@ -117,6 +119,11 @@ class Writer:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.log_changes = log_changes
+        # The replication log (maild.store.redo.RedoLog), or None: replication is off.
+        self.redo = redo
+        # Why this node takes no writes (a follower, a fenced leader); None: it does.
+        # Operations marked ``replicated`` (a follower applying the leader's records) run.
+        self.fence: str | None = None
         # Where results are delivered (the reactor's callFromThread); None: in this thread.
         # With a dispatcher, waiting on a future from the dispatching thread deadlocks.
         self.dispatch = dispatch
@@ -240,9 +247,17 @@ class Writer:
         """Run the operations in ``txn`` and log their changes. Without ``isolate`` the
         first operation to raise aborts the batch (:class:`_OperationFailed`); with it,
         each runs in its own nested transaction and a failure is that operation's result."""
-        batch = Batch(txn, self.dbs)
+        redo = self.redo
+        ops: list[Any] = []
+        replicated = False
+        batch = Batch(txn if redo is None else redo.wrap(txn, ops), self.dbs)
         results: list[tuple[_Item, bool, Any]] = []
         for item in items:
+            if getattr(item.op, "replicated", False):
+                replicated = True
+            elif self.fence is not None:
+                results.append((item, False, ReadOnlyStore(self.fence)))
+                continue
             if not isolate:
                 try:
                     results.append((item, True, item.op(batch)))
@@ -250,11 +265,13 @@ class Writer:
                     raise _OperationFailed from exc
                 continue
             child = self.env.begin(write=True, parent=txn)
-            mark = (len(batch.changes), set(batch.unlink))
+            mark = (len(batch.changes), set(batch.unlink), len(ops))
             try:
-                result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
+                result = item.op(Batch(child if redo is None else redo.wrap(child, ops), self.dbs,
+                                       batch.changes, batch.unlink))
             except Exception as exc:  # handed to the waiter
                 child.abort()
+                del ops[mark[2]:]
                 del batch.changes[mark[0]:]
                 batch.unlink = mark[1]
                 error = _storage_error(exc)
@@ -264,8 +281,10 @@ class Writer:
             else:
                 child.commit()
                 results.append((item, True, result))
-        if self.log_changes is not None and batch.changes:
+        if self.log_changes is not None and batch.changes and not batch.logged:
             self.log_changes(batch)
+        if redo is not None and ops and not replicated:
+            redo.append(txn, ops)  # in the same transaction: committed together or not at all
         return batch, results
 
     def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
