@@ -30,7 +30,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _store(args: argparse.Namespace) -> Store:
     cfg = configmod.load(args.config)
-    return Store(cfg.data_dir, cfg.store)
+    return Store(cfg.data_dir, cfg.store, replication=cfg.replication)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -191,6 +191,60 @@ def cmd_status(args: argparse.Namespace) -> int:
     for damaged in daemon["damaged_blobs"]:
         print(f"DAMAGED BLOB: {damaged['where']}: {damaged['blob']} ({damaged['message']}): "
               "restore it from a backup or run 'maild fsck'")
+    return 0
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    """Replication (docs/replication.md): status, promote, resync, verify."""
+    from maild.replication import admin
+    if args.action == "resync":
+        cfg = configmod.load(args.config)
+        moved = admin.resync(cfg.data_dir)
+        print("this node is now an empty follower; it copies the leader when `maild serve` starts"
+              + (f"\nits previous data is set aside, never merged: {moved}" if moved else ""))
+        return 0
+    store = _store(args)
+    try:
+        if args.action == "promote":
+            if store.repl_role == "leader" and store.repl_fence is None:
+                raise StoreError("this node is already the leader")
+            epoch = admin.promote(store)
+            print(f"promoted: this node is the leader under epoch {epoch}; point MX and clients here")
+            return 0
+        if args.action == "verify":
+            other_cfg = configmod.load(args.other)
+            other = Store(other_cfg.data_dir, other_cfg.store, replication=other_cfg.replication)
+            try:
+                lines = admin.differences(admin.digest(store), admin.digest(other))
+            finally:
+                other.close()
+            for line in lines:
+                print(line)
+            print(f"{len(lines)} difference(s)")
+            return 1 if lines else 0
+        status = admin.status(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    daemon = status["daemon"] or {}
+    print(f"role {status['role']}, epoch {status['epoch']}"
+          + (f", FENCED: {status['fenced']}" if status["fenced"] and status["role"] != "follower" else "")
+          + (f", mode {daemon.get('mode')}" if daemon else ", daemon not running"))
+    if daemon.get("degraded"):
+        print(f"SYNC MODE DEGRADED to async: {daemon['degraded']}")
+    if daemon.get("problem"):
+        print(f"leader refused us: {daemon['problem']}")
+    if daemon:
+        print(f"peers: {', '.join(daemon.get('peers') or []) or 'none connected'}")
+    rows = []
+    for where, row in status["environments"].items():
+        lag = row.get("lag_records")
+        rows.append([where, str(row["position"]), str(row.get("epoch") or "-"),
+                     "-" if row.get("follower") is None else str(row["follower"]),
+                     "-" if lag is None else str(lag)])
+    _table(rows, ["environment", "position", "epoch", "follower at", "lag (records)"])
     return 0
 
 
@@ -435,6 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards, users, messages, bytes, queue")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    replica = sub.add_parser("replica", help="replication: status, promote, resync, verify")
+    rsub = replica.add_subparsers(dest="action", required=True)
+    rsub.add_parser("status", help="role, epoch, positions, lag").add_argument("--json", action="store_true")
+    rsub.add_parser("promote", help="make this follower the leader under a new epoch")
+    rsub.add_parser("resync", help="set this node's data aside; start again as an empty follower "
+                                   "(daemon stopped)")
+    rsub.add_parser("verify", help="compare with another node's store (exit 1 on differences)"
+                    ).add_argument("other", help="the other node's configuration file")
+    replica.set_defaults(func=cmd_replica)
 
     queue = sub.add_parser("queue", help="the outbound queue: list, show, retry, delete, bounce")
     qsub = queue.add_subparsers(dest="action", required=True)

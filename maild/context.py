@@ -25,3 +25,9 @@ class ServerContext:
     reactor: IReactorTime  # all a front end uses of it: timers (the wiring's reactor does more)
     filters: FilterChain
     delivery: Delivery
+
+    @property
+    def read_only(self) -> str | None:
+        """Why this node takes no writes now (a replication follower, a fenced leader:
+        docs/replication.md); None when it takes them. Front ends refuse writes up front."""
+        return self.store.repl_fence

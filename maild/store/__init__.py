@@ -282,7 +282,7 @@ class Store:
         if where != "directory":
             after = self.shards[int(where.split()[1])].note_applied
         op = redo.replicated_op(log, seq, record, after)
-        if self.reactor is None:
+        if self.reactor is None or writer.dispatch is None:  # the directory's writer has none
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
 

@@ -53,6 +53,7 @@ class Batch:
     changes: list[dict[str, Any]] = field(default_factory=list)
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
     logged: bool = False  # changes already in the change log (a replicated record's)
+    seq: int = 0  # the redo record this batch wrote (0: none)
 
 
 Operation = Callable[[Batch], Any]
@@ -124,6 +125,9 @@ class Writer:
         # Why this node takes no writes (a follower, a fenced leader); None: it does.
         # Operations marked ``replicated`` (a follower applying the leader's records) run.
         self.fence: str | None = None
+        # Sync replication: (environment, record) -> a Deferred that fires when a follower
+        # holds the record (or fails: not acknowledged), or None: answer at once.
+        self.gate: Callable[[str, int], defer.Deferred[Any] | None] | None = None
         # Where results are delivered (the reactor's callFromThread); None: in this thread.
         # With a dispatcher, waiting on a future from the dispatching thread deadlocks.
         self.dispatch = dispatch
@@ -233,7 +237,7 @@ class Writer:
                     if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
                         self.blob_dir.remove(sha)
 
-        self._complete(results, batch.changes)
+        self._complete(results, batch.changes, batch.seq)
 
     def _write(self, items: list[_Item], isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
         # Leaving the outer block commits (page writes and fsync, outside the lock), or
@@ -284,10 +288,11 @@ class Writer:
         if self.log_changes is not None and batch.changes and not batch.logged:
             self.log_changes(batch)
         if redo is not None and ops and not replicated:
-            redo.append(txn, ops)  # in the same transaction: committed together or not at all
+            batch.seq = redo.append(txn, ops)  # in the same transaction: committed together or not
         return batch, results
 
-    def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
+    def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None,
+                  seq: int = 0) -> None:
         """Settle a batch's operations (blocked submitters here, the rest through the
         dispatcher) and publish its committed ``changes``."""
         for item, _, _ in results:
@@ -300,11 +305,27 @@ class Writer:
                 item.settle(ok, value)
             if publish and self.on_commit is not None and changes:
                 self.on_commit(changes)
+        def gated() -> None:
+            # Sync replication: the answers wait for the follower; a failure of the wait
+            # (tempfail) fails the answers, while the change, committed here, is published.
+            waiting = [r for r in results if not r[0].wait]
+            gate = None if self.gate is None or not seq or self.redo is None else \
+                self.gate(self.redo.where, seq)
+            if gate is None:
+                settle(waiting, True)
+                return
+            def after(outcome: Any) -> None:
+                if isinstance(outcome, Failure):
+                    settle([(item, False, outcome.value) if ok else (item, ok, value)
+                            for item, ok, value in waiting], True)
+                else:
+                    settle(waiting, True)
+            gate.addBoth(after)
         if self.dispatch is None:
             settle(results, True)
         else:
             settle([r for r in results if r[0].wait], False)
-            self.dispatch(lambda: settle([r for r in results if not r[0].wait], True))
+            self.dispatch(gated)
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,120 @@
+"""`maild replica ...`: status, promote, resync, verify (docs/replication.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from maild.replication.service import STATUS_FILE
+from maild.store import Store, redo
+
+STATUS_STALE = 5.0  # seconds: an older status file means no daemon reports
+
+
+def status(store: Store) -> dict[str, Any]:
+    """What the node's daemon reports (data_dir/replication-status.json), completed by the
+    positions read from the store itself."""
+    out: dict[str, Any] = {"role": store.repl_role, "epoch": store.repl_epoch,
+                           "fenced": store.repl_fence, "daemon": None}
+    try:
+        daemon = json.loads((store.data_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        daemon = None
+    if daemon is not None and time.time() - float(daemon.get("time", 0)) < STATUS_STALE:
+        out["daemon"] = daemon
+    envs = {}
+    for where, log_ in store.replication_logs().items():
+        pos = log_.position()
+        row: dict[str, Any] = {"position": pos, "oldest": log_.first()}
+        reported = (out["daemon"] or {}).get("environments", {}).get(where, {})
+        row.update({k: v for k, v in reported.items() if k != "position"})
+        if pos:
+            epoch = log_.epoch_at(pos)
+            row["epoch"] = epoch
+        envs[where] = row
+    out["environments"] = envs
+    return out
+
+
+def promote(store: Store) -> int:
+    """Make this node the leader under a new epoch, durably; return the epoch. The running
+    daemon takes it up within a second (service.STATE_POLL)."""
+    state = redo.read_state(store.data_dir)
+    epochs = [int(e) for e, _ in state.get("history", [])] + [int(state.get("epoch", 1))]
+    epoch = max(epochs) + 1
+    state["epoch"] = epoch
+    state["role"] = "leader"
+    state["fenced"] = None
+    positions = {where: log_.position() for where, log_ in store.replication_logs().items()}
+    state.setdefault("history", []).append([epoch, positions])
+    redo.write_state(store.data_dir, state)
+    return epoch
+
+
+def resync(data_dir: Path) -> Path | None:
+    """Set this node's data aside (data_dir/set-aside/<time>/, a complete data directory an
+    admin can open and read, never merged) and make it an empty follower that copies the
+    leader anew. Run with the daemon stopped. Returns where the old data went."""
+    state = redo.read_state(data_dir)
+    parts = [p for p in ("directory", "shards") if (data_dir / p).exists()]
+    target = None
+    if parts:
+        target = data_dir / "set-aside" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target.mkdir(parents=True)
+        for part in parts:
+            shutil.move(str(data_dir / part), str(target / part))
+        if (data_dir / redo.STATE_FILE).exists():
+            shutil.copy2(data_dir / redo.STATE_FILE, target / redo.STATE_FILE)
+        (target / "README").write_text(
+            "Set aside by `maild replica resync`: this node's data before it rejoined as a\n"
+            "follower. Changes here that the leader never received (async mode) were NOT\n"
+            "merged. Open it read-only with a configuration whose data_dir points here.\n")
+    history = state.get("history", [])
+    redo.write_state(data_dir, {"epoch": int(state.get("epoch", 1)), "role": "follower",
+                                "fenced": None, "history": history})
+    return target
+
+
+def digest(store: Store) -> dict[str, Any]:
+    """Per user and mailbox: uid list, flags, modseq and body sha256 of every message; and
+    the directory's domains, users and aliases."""
+    out: dict[str, Any] = {"domains": sorted(d.name for d in store.domains()),
+                           "aliases": sorted((a, sorted(t)) for a, t in store.aliases())}
+    users: dict[str, Any] = {}
+    for user in store.users():
+        boxes: dict[str, Any] = {}
+        for mailbox in store.mailboxes(user.address):
+            boxes[mailbox.name] = [
+                [meta.uid, sorted(meta.flags), meta.modseq,
+                 hashlib.sha256(store.read(user.address, mailbox.id, meta.uid)).hexdigest()]
+                for meta in store.messages(user.address, mailbox.id)]
+        users[user.address] = boxes
+    out["users"] = users
+    return out
+
+
+def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """One line per difference between two digests."""
+    lines = []
+    for key in ("domains", "aliases"):
+        if mine[key] != theirs[key]:
+            lines.append(f"{key}: here {mine[key]}, there {theirs[key]}")
+    for user in sorted(set(mine["users"]) | set(theirs["users"])):
+        a, b = mine["users"].get(user), theirs["users"].get(user)
+        if a is None or b is None:
+            lines.append(f"{user}: only {'there' if a is None else 'here'}")
+            continue
+        for box in sorted(set(a) | set(b)):
+            x, y = a.get(box), b.get(box)
+            if x is None or y is None:
+                lines.append(f"{user} {box}: only {'there' if x is None else 'here'}")
+                continue
+            xs, ys = {m[0]: m for m in x}, {m[0]: m for m in y}
+            for uid in sorted(set(xs) | set(ys)):
+                if xs.get(uid) != ys.get(uid):
+                    lines.append(f"{user} {box} uid {uid}: here {xs.get(uid)}, there {ys.get(uid)}")
+    return lines

@@ -1,0 +1,459 @@
+"""One replication connection, either side: TLS handshake, peer authentication, then the
+leader streams records and the follower applies them (wire.py has the frames).
+
+Implementation notes (invariants):
+- Nothing but HELLO and AUTH is accepted before the peer is authenticated (pinned
+  certificate and/or shared-secret proof bound to the TLS channel); anything else closes.
+- Every wait has a deadline: the handshake and authentication (AUTH_TIMEOUT), and silence
+  of the peer (IDLE_TIMEOUT, with a PING every PING_INTERVAL), so a stalled or cut
+  connection is dropped and the follower reconnects by itself.
+- Leader memory per follower is bounded: records are read from the store in slices of at
+  most SLICE_BYTES, only while the TLS transport has not asked us to pause (producer).
+- Follower memory is bounded: reading pauses while more than MAX_PENDING records or
+  MAX_PENDING_BYTES wait to be applied; blob files are written to disk chunk by chunk.
+- The follower applies each environment's records in order, through the store (one
+  transaction per batch, the position in the same transaction), and acknowledges a
+  position only after the commit (fsync) that holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from zope.interface import implementer
+
+from maild.replication import wire
+from maild.store import redo
+from maild.store.blobs import StagedBlob
+
+if TYPE_CHECKING:
+    from maild.replication.service import ReplicationService
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT = 15.0
+IDLE_TIMEOUT = 20.0
+PING_INTERVAL = 5.0
+SLICE_BYTES = 256 * 1024
+MAX_PENDING = 2000
+MAX_PENDING_BYTES = 32 * 1024 * 1024
+MAX_INFLIGHT = 512  # records handed to the store's writers and not yet committed
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class Session(wire.FrameProtocol):
+    """What both sides share: handshake, authentication, liveness."""
+
+    side = ""  # "leader" or "follower"
+
+    def __init__(self, service: ReplicationService) -> None:
+        super().__init__()
+        self.service = service
+        self.reactor = service.reactor
+        self.nonce = secrets.token_hex(16)
+        self.peer_nonce = ""
+        self.peer_epoch = 0
+        self.authenticated = False
+        self.closed = False
+        self.peer = "?"
+        self._deadline: Any = None
+        self._idle: Any = None
+        self._ping: Any = None
+        self.binding = ""
+
+    # -- connection --------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        address = self.transport.getPeer()
+        self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
+        self._deadline = self.reactor.callLater(AUTH_TIMEOUT, self.abort, "authentication timed out")
+        self._idle = self.reactor.callLater(IDLE_TIMEOUT, self.abort, "peer silent")
+        self.transport.write(b"")  # starts the TLS handshake from the client side
+
+    def handshakeCompleted(self) -> None:
+        problem = self.service.auth.check_certificate(self.transport)
+        if problem:
+            self.fail("auth", f"peer refused: {problem}")
+            return
+        self.binding = self.service.auth.binding(self.transport)
+        self.send(wire.control(wire.HELLO, {"version": wire.VERSION, "epoch": self.service.epoch,
+                                            "role": self.side, "nonce": self.nonce}))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(IDLE_TIMEOUT)
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+        for call in (self._deadline, self._idle, self._ping):
+            if call is not None and call.active():
+                call.cancel()
+        self.lost()
+
+    def lost(self) -> None:
+        pass
+
+    def abort(self, why: str) -> None:
+        if self.closed:
+            return
+        log.warning("replication %s %s: %s; dropping the connection", self.side, self.peer, why)
+        self.closed = True
+        self.transport.abortConnection()
+
+    def fail(self, code: str, text: str) -> None:
+        """Tell the peer why, then close."""
+        if self.closed:
+            return
+        log.warning("replication %s %s: %s", self.side, self.peer, text)
+        self.send(wire.control(wire.ERROR, {"code": code, "text": text}))
+        self.closed = True
+        self.transport.loseConnection()
+
+    def protocol_error(self, text: str) -> None:
+        self.fail("protocol", text)
+
+    # -- frames ------------------------------------------------------------------------
+
+    def frame_received(self, kind: bytes, payload: bytes) -> None:
+        if kind == wire.ERROR:
+            body = wire.load_json(payload)
+            self.peer_error(str(body.get("code")), str(body.get("text"))[:300])
+            self.closed = True
+            self.transport.loseConnection()
+            return
+        if kind == wire.HELLO and not self.peer_nonce:
+            body = wire.load_json(payload)
+            if body.get("version") != wire.VERSION:
+                self.fail("version", f"protocol version {body.get('version')!r} is not {wire.VERSION}")
+                return
+            if body.get("role") == self.side:
+                self.fail("role", f"both ends are {self.side}s")
+                return
+            self.peer_nonce = str(body["nonce"])
+            self.peer_epoch = int(body["epoch"])
+            if not self.check_epoch():
+                return
+            if self.service.auth.secret is not None:
+                self.send(wire.control(wire.AUTH, {"mac": self.service.auth.proof(
+                    self.side, self.nonce, self.peer_nonce, self.binding)}))
+            else:
+                self._authenticated()
+            return
+        if kind == wire.AUTH and self.peer_nonce and not self.authenticated \
+                and self.service.auth.secret is not None:
+            body = wire.load_json(payload)
+            peer_side = "follower" if self.side == "leader" else "leader"
+            if not self.service.auth.verify(peer_side, self.peer_nonce, self.nonce, self.binding,
+                                            str(body.get("mac", ""))):
+                self.fail("auth", "peer refused: wrong shared-secret proof")
+                return
+            self._authenticated()
+            return
+        if not self.authenticated:
+            self.fail("auth", "peer refused: not authenticated")
+            return
+        if kind == wire.PING:
+            self.send(wire.frame(wire.PONG, b"{}"))
+        elif kind == wire.PONG:
+            pass
+        else:
+            self.frame(kind, payload)
+
+    def _authenticated(self) -> None:
+        self.authenticated = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._ping = self.reactor.callLater(PING_INTERVAL, self._send_ping)
+        log.info("replication %s: peer %s authenticated (epoch %d)", self.side, self.peer, self.peer_epoch)
+        self.ready()
+
+    def _send_ping(self) -> None:
+        if not self.closed:
+            self.send(wire.frame(wire.PING, b"{}"))
+            self._ping = self.reactor.callLater(PING_INTERVAL, self._send_ping)
+
+    def check_epoch(self) -> bool:
+        return True
+
+    def ready(self) -> None:
+        raise NotImplementedError
+
+    def frame(self, kind: bytes, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def peer_error(self, code: str, text: str) -> None:
+        log.warning("replication %s: peer %s refused: %s (%s)", self.side, self.peer, text, code)
+
+    # producer interface (the follower pauses its reading; the leader its sending)
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class LeaderSession(Session):
+    """The leader's end of one follower's connection."""
+
+    side = "leader"
+
+    def __init__(self, service: ReplicationService) -> None:
+        super().__init__(service)
+        self.sent: dict[str, int] = {}
+        self.acked: dict[str, int] = {}
+        self.paused = False
+        self._pumping = False
+
+    def check_epoch(self) -> bool:
+        if self.peer_epoch > self.service.epoch:
+            # A follower from a newer epoch: another node was promoted after us. We are a
+            # stale leader: take no more writes (fencing), and say so.
+            self.service.fence(f"met epoch {self.peer_epoch} (ours {self.service.epoch}) from {self.peer}")
+            self.fail("fenced", f"this leader's epoch {self.service.epoch} is older than {self.peer_epoch}")
+            return False
+        return True
+
+    def ready(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def lost(self) -> None:
+        self.service.session_gone(self)
+
+    def frame(self, kind: bytes, payload: bytes) -> None:
+        if kind == wire.SUBSCRIBE and not self.sent:
+            body = wire.load_json(payload)
+            logs = self.service.store.replication_logs()
+            positions = {str(k): v for k, v in dict(body["positions"]).items()}
+            for where, log_ in logs.items():
+                pos, epoch = positions.get(where, [0, 0])
+                pos, epoch = int(pos), int(epoch)
+                problem = self.service.divergence(log_, pos, epoch)
+                if problem is not None:
+                    self.fail(problem[0], f"{where}: {problem[1]}")
+                    return
+                self.sent[where] = pos
+                self.acked[where] = pos
+            self.service.session_ready(self)
+            self.pump()
+        elif kind == wire.ACK:
+            body = wire.load_json(payload)
+            for where, pos in dict(body["positions"]).items():
+                if where in self.acked:
+                    self.acked[where] = max(self.acked[where], int(pos))
+            self.service.acked(self)
+        elif kind == wire.FETCH:
+            body = wire.load_json(payload)
+            self.send_blob(str(body["env"]), str(body["sha"]))
+        else:
+            self.fail("protocol", f"unexpected frame {kind!r}")
+
+    def send_blob(self, where: str, sha: str) -> None:
+        """Stream a body file in chunks (the follower asked: it lacks it)."""
+        try:
+            path = self.service.store.blob_dir(where).path(sha)
+            fh = open(path, "rb")
+        except (OSError, KeyError, IndexError, ValueError):
+            self.send(wire.blob_frame(where, sha, 2, b""))
+            return
+        with fh:
+            while True:
+                chunk = fh.read(wire.BLOB_CHUNK)
+                last = len(chunk) < wire.BLOB_CHUNK
+                self.send(wire.blob_frame(where, sha, 1 if last else 0, chunk))
+                if last:
+                    break
+
+    def pump(self) -> None:
+        """Send what the follower has not seen, a slice at a time, while not paused."""
+        if self._pumping or self.closed or not self.sent:
+            return
+        self._pumping = True
+        try:
+            budget = 4 * SLICE_BYTES
+            for where, log_ in self.service.store.replication_logs().items():
+                while not self.paused and not self.closed and budget > 0:
+                    records = log_.records(self.sent[where], SLICE_BYTES, 256)
+                    if not records:
+                        break
+                    if records[0][0] != self.sent[where] + 1:
+                        self.fail("resync", f"{where}: the log no longer holds record "
+                                            f"{self.sent[where] + 1} (retain exceeded)")
+                        return
+                    for seq, record in records:
+                        self.send(wire.record_frame(where, seq, record))
+                        budget -= len(record)
+                    self.sent[where] = records[-1][0]
+            if budget <= 0 and not self.paused and not self.closed:
+                self.reactor.callLater(0, self.pump)  # more to send: let the reactor breathe
+        finally:
+            self._pumping = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.reactor.callLater(0, self.pump)
+
+
+class FollowerSession(Session):
+    """The follower's connection to its leader."""
+
+    side = "follower"
+
+    def __init__(self, service: ReplicationService) -> None:
+        super().__init__(service)
+        self.pending: deque[tuple[str, int, bytes]] = deque()
+        self.pending_bytes = 0
+        self.inflight = 0
+        self.reading_paused = False
+        self.waiting_blobs: dict[tuple[str, str], Any] = {}  # (env, sha) -> open file
+        self.staged: list[StagedBlob] = []
+        self.blocked = False  # the head record waits for blob files
+        self.fetched = False  # the head record's blob files were fetched (or found gone)
+        self.applied: dict[str, int] = {}
+        self._ack_scheduled = False
+        self.last_seq: dict[str, int] = {}
+
+    def check_epoch(self) -> bool:
+        if self.peer_epoch < self.service.epoch:
+            self.fail("fenced", f"leader epoch {self.peer_epoch} is older than ours ({self.service.epoch}): "
+                                "a newer leader was promoted; this one must not take writes")
+            return False
+        return True
+
+    def ready(self) -> None:
+        self.service.adopt_epoch(self.peer_epoch)
+        positions = {}
+        for where, log_ in self.service.store.replication_logs().items():
+            pos = log_.position()
+            positions[where] = [pos, log_.epoch_at(pos) or 0 if pos else 0]
+            self.last_seq[where] = pos
+            self.applied[where] = pos
+        self.send(wire.control(wire.SUBSCRIBE, {"positions": positions}))
+        self.service.follower_connected(self)
+
+    def lost(self) -> None:
+        for fh in self.waiting_blobs.values():
+            fh.close()
+            Path(fh.name).unlink(missing_ok=True)
+        self.waiting_blobs.clear()
+        for staged in self.staged:
+            if staged.path is not None:
+                staged.path.unlink(missing_ok=True)
+        self.service.follower_gone(self)
+
+    def peer_error(self, code: str, text: str) -> None:
+        super().peer_error(code, text)
+        self.service.leader_refused(code, text)
+
+    def frame(self, kind: bytes, payload: bytes) -> None:
+        if kind == wire.RECORD:
+            where, seq, record = wire.parse_record(payload)
+            if where not in self.last_seq or seq != self.last_seq[where] + 1:
+                self.fail("protocol", f"{where}: record {seq} out of order")
+                return
+            self.last_seq[where] = seq
+            self.pending.append((where, seq, record))
+            self.pending_bytes += len(record)
+            if (len(self.pending) > MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES) \
+                    and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pauseProducing()
+            self.advance()
+        elif kind == wire.BLOB:
+            where, sha, last, data = wire.parse_blob(payload)
+            fh = self.waiting_blobs.get((where, sha))
+            if fh is None:
+                self.fail("protocol", "blob not asked for")
+                return
+            if last == 2:  # the leader no longer has it: a later record drops the reference
+                fh.close()
+                Path(fh.name).unlink(missing_ok=True)
+                del self.waiting_blobs[(where, sha)]
+            else:
+                fh.write(data)
+                if last:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    fh.close()
+                    del self.waiting_blobs[(where, sha)]
+                    staged = self.service.store.stage_blob_file(Path(fh.name))
+                    if staged.sha != sha:
+                        Path(fh.name).unlink(missing_ok=True)
+                        self.fail("protocol", f"blob {sha[:12]}... arrived damaged")
+                        return
+                    self.staged.append(staged)
+            if not self.waiting_blobs:
+                self.blocked = False
+                self.fetched = True
+                self.advance()
+        else:
+            self.fail("protocol", f"unexpected frame {kind!r}")
+
+    def advance(self) -> None:
+        """Hand records to the store in order; stop at one whose body files must come first."""
+        store = self.service.store
+        while self.pending and not self.blocked and not self.closed and self.inflight < MAX_INFLIGHT:
+            where, seq, record = self.pending[0]
+            if not self.fetched:
+                try:
+                    ops = redo.decode(record)
+                except redo.RecordError as exc:
+                    self.fail("protocol", str(exc))
+                    return
+                missing = [sha for sha in redo.blobs_referenced(ops) if not store.has_blob(where, sha)]
+                if missing:
+                    self.blocked = True
+                    for sha in missing:
+                        tmp = store.tmp_dir / f"repl-{sha}-{secrets.token_hex(4)}"
+                        self.waiting_blobs[(where, sha)] = open(tmp, "wb")
+                        self.send(wire.control(wire.FETCH, {"env": where, "sha": sha}))
+                    return
+            self.fetched = False
+            self.pending.popleft()
+            self.pending_bytes -= len(record)
+            staged, self.staged = tuple(self.staged), []
+            self.inflight += 1
+            d = store.apply_replicated(where, seq, record, staged)
+            d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(where, seq, staged),
+                           errbackArgs=(where, seq, staged))
+        if self.reading_paused and len(self.pending) < MAX_PENDING // 2 \
+                and self.pending_bytes < MAX_PENDING_BYTES // 2 and not self.closed:
+            self.reading_paused = False
+            self.transport.resumeProducing()
+
+    def _applied(self, _count: int, where: str, seq: int, staged: tuple[StagedBlob, ...]) -> None:
+        self.inflight -= 1
+        for blob in staged:
+            if blob.path is not None:
+                blob.path.unlink(missing_ok=True)
+        self.applied[where] = max(self.applied.get(where, 0), seq)
+        self.service.applied(where, seq)
+        if not self._ack_scheduled and not self.closed:
+            self._ack_scheduled = True
+            self.reactor.callLater(0, self._ack)
+        self.advance()
+
+    def _apply_failed(self, failure: Any, where: str, seq: int, staged: tuple[StagedBlob, ...]) -> None:
+        self.inflight -= 1
+        for blob in staged:
+            if blob.path is not None:
+                blob.path.unlink(missing_ok=True)
+        log.error("replication: applying %s record %d failed: %s", where, seq, failure.getErrorMessage())
+        self.abort("apply failed; reconnecting from the applied position")
+
+    def _ack(self) -> None:
+        self._ack_scheduled = False
+        if not self.closed:
+            self.send(wire.control(wire.ACK, {"positions": self.applied}))
