@@ -140,11 +140,10 @@ class Session(wire.FrameProtocol):
             self.peer_epoch = int(body["epoch"])
             if not self.check_epoch():
                 return
-            if self.service.auth.secret is not None:
-                self.send(wire.control(wire.AUTH, {"mac": self.service.auth.proof(
-                    self.side, self.nonce, self.peer_nonce, self.binding)}))
-            else:
+            if self.service.auth.secret is None:
                 self._authenticated()
+            elif self.side == "follower":  # the follower proves first: the leader answers
+                self._prove()                # nobody with a proof of its own before that
             return
         if kind == wire.AUTH and self.peer_nonce and not self.authenticated \
                 and self.service.auth.secret is not None:
@@ -154,6 +153,8 @@ class Session(wire.FrameProtocol):
                                             str(body.get("mac", ""))):
                 self.fail("auth", "peer refused: wrong shared-secret proof")
                 return
+            if self.side == "leader":
+                self._prove()
             self._authenticated()
             return
         if not self.authenticated:
@@ -165,6 +166,10 @@ class Session(wire.FrameProtocol):
             pass
         else:
             self.frame(kind, payload)
+
+    def _prove(self) -> None:
+        self.send(wire.control(wire.AUTH, {"mac": self.service.auth.proof(
+            self.side, self.nonce, self.peer_nonce, self.binding)}))
 
     def _authenticated(self) -> None:
         self.authenticated = True
