@@ -81,10 +81,10 @@ def pair_factory(tmp_path: Path, tls_files: tuple[Path, Path, Path], password_ha
     servers: list[MaildServer] = []
 
     def make(leader: dict[str, Any] | None = None, follower: dict[str, Any] | None = None,
-             listen_port: int | None = None) -> Pair:
+             listen_port: int | None = None, leader_port: int | None = None) -> Pair:
         secret = tmp_path / "replication.secret"
         secret.write_text("a shared secret of some length\n")
-        port = free_port()
+        port = leader_port or free_port()
         common = {"secret_file": str(secret)}
         root = tmp_path / f"leader{len(servers)}"
         (root / "data").mkdir(parents=True)
