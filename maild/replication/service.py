@@ -39,6 +39,7 @@ STATE_POLL = 1.0
 PUMP_INTERVAL = 0.05
 RECONNECT_MIN, RECONNECT_MAX, REFUSED_RETRY = 0.5, 10.0, 30.0
 CONNECT_TIMEOUT = 10.0
+PROBE_INTERVAL = 5.0  # a promoted leader shows its epoch to the old one this often
 STATUS_FILE = "replication-status.json"
 
 
@@ -53,17 +54,20 @@ class _LeaderFactory(protocol.Factory):
 
 
 class _FollowerFactory(protocol.ClientFactory):
-    def __init__(self, service: ReplicationService) -> None:
+    def __init__(self, service: ReplicationService, probe: bool = False) -> None:
         self.service = service
+        self.probe = probe
 
     def buildProtocol(self, addr: Any) -> FollowerSession:
-        return FollowerSession(self.service)
+        return FollowerSession(self.service, self.probe)
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-        self.service.connection_ended(f"cannot connect: {reason.getErrorMessage()}")
+        if not self.probe:
+            self.service.connection_ended(f"cannot connect: {reason.getErrorMessage()}")
 
     def clientConnectionLost(self, connector: Any, reason: Any) -> None:
-        self.service.connection_ended(f"connection lost: {reason.getErrorMessage()}")
+        if not self.probe:
+            self.service.connection_ended(f"connection lost: {reason.getErrorMessage()}")
 
 
 class ReplicationService:
@@ -131,6 +135,11 @@ class ReplicationService:
         return described
 
     def _became_leader(self) -> None:
+        if self.settings.leader:  # we were promoted: show the old leader our epoch (fencing)
+            loop = task.LoopingCall(self._probe_old_leader)
+            loop.clock = self.reactor
+            loop.start(PROBE_INTERVAL, now=True)
+            self.loops.append(loop)
         for call in self.on_leader:
             call()
         self.on_leader = []
@@ -171,6 +180,12 @@ class ReplicationService:
             return
         address = parse_address(self.settings.leader, "replication.leader")
         self.reactor.connectSSL(address.host, address.port, _FollowerFactory(self),
+                                peer.ContextFactory(self.config.tls, server=False),
+                                timeout=CONNECT_TIMEOUT)
+
+    def _probe_old_leader(self) -> None:
+        address = parse_address(self.settings.leader, "replication.leader")
+        self.reactor.connectSSL(address.host, address.port, _FollowerFactory(self, probe=True),
                                 peer.ContextFactory(self.config.tls, server=False),
                                 timeout=CONNECT_TIMEOUT)
 

@@ -231,6 +231,11 @@ class LeaderSession(Session):
     def ready(self) -> None:
         self.transport.registerProducer(self, True)
 
+    def peer_error(self, code: str, text: str) -> None:
+        super().peer_error(code, text)
+        if code == "fenced":
+            self.service.fence(f"a follower says: {text}")
+
     def lost(self) -> None:
         self.service.session_gone(self)
 
@@ -316,8 +321,11 @@ class FollowerSession(Session):
 
     side = "follower"
 
-    def __init__(self, service: ReplicationService) -> None:
+    def __init__(self, service: ReplicationService, probe: bool = False) -> None:
         super().__init__(service)
+        # A promoted leader calls its old leader now and then only to show it the new
+        # epoch (fencing); it never subscribes.
+        self.probe = probe
         self.pending: deque[tuple[str, int, bytes]] = deque()
         self.pending_bytes = 0
         self.inflight = 0
@@ -331,6 +339,10 @@ class FollowerSession(Session):
         self.last_seq: dict[str, int] = {}
 
     def check_epoch(self) -> bool:
+        if self.probe:
+            self.closed = True
+            self.transport.loseConnection()
+            return False
         if self.peer_epoch < self.service.epoch:
             self.fail("fenced", f"leader epoch {self.peer_epoch} is older than ours ({self.service.epoch}): "
                                 "a newer leader was promoted; this one must not take writes")
@@ -349,6 +361,8 @@ class FollowerSession(Session):
         self.service.follower_connected(self)
 
     def lost(self) -> None:
+        if self.probe:
+            return
         for fh in self.waiting_blobs.values():
             fh.close()
             Path(fh.name).unlink(missing_ok=True)
@@ -359,6 +373,8 @@ class FollowerSession(Session):
         self.service.follower_gone(self)
 
     def peer_error(self, code: str, text: str) -> None:
+        if self.probe:
+            return
         super().peer_error(code, text)
         self.service.leader_refused(code, text)
 
