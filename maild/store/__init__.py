@@ -151,7 +151,9 @@ class Store:
         map_size = config.map_size_mb * 1024 * 1024
         self.directory = Directory(self.data_dir / "directory",
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
-                                   config.shards, self.health, self._directory_required, redo_log)
+                                   config.shards, self.health, self._directory_required, redo_log,
+                                   # results on the reactor: sync replication gates them there
+                                   None if reactor is None or redo_log is None else self._in_reactor)
         ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
         self.shards: list[Shard] = []
         try:

@@ -43,7 +43,8 @@ def canonical(address: str) -> str:
 class Directory:
     def __init__(self, path: Path, map_size: int, max_batch: int, shards: int,
                  health: Any = None, required: envfile.Required | None = None,
-                 redo_log: Callable[[str, Any, dict[str, Any]], redo.RedoLog | None] | None = None) -> None:
+                 redo_log: Callable[[str, Any, dict[str, Any]], redo.RedoLog | None] | None = None,
+                 dispatch: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
@@ -58,7 +59,7 @@ class Directory:
                     f"with {int(recorded)} shards: set store.shards = {int(recorded)}")
         self.redo = None if redo_log is None else redo_log("directory", self.env, self.dbs)
         self.writer = Writer("directory", self.env, self.dbs, blob_dir=self.blobs,
-                             max_batch=max_batch, health=health, redo=self.redo)
+                             max_batch=max_batch, health=health, redo=self.redo, dispatch=dispatch)
 
     def close(self) -> None:
         self.writer.close()
