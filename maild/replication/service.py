@@ -240,6 +240,9 @@ class ReplicationService:
             return "diverged", f"the follower is at {pos}, past our {mine}: it has records we never had"
         if pos == 0:
             first = log_.first()
+            if not self.store.repl_log_from_start:
+                return "resync", "our log starts after mail existed here: the follower needs " \
+                                 "a snapshot first (maild replica resync)"
             if first > 1:
                 return "resync", "the follower is empty and our log starts at record " \
                                  f"{first}: it needs a snapshot (maild replica resync)"

@@ -220,11 +220,16 @@ class Store:
         configured = "standalone" if replication is None else replication.role
         self.repl_role: str = state.get("role") or configured
         if self.repl_role == "standalone" and not state:
-            self.repl_epoch, self.repl_fence = 0, None
+            self.repl_epoch, self.repl_fence, self.repl_log_from_start = 0, None, False
             return None
         if not state:
-            state = {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None}
+            # The log holds everything only when it starts with the data directory; one
+            # switched on over existing mail gives a new follower a snapshot first.
+            fresh = not _nonempty(self.data_dir / "directory" / "lmdb" / "data.mdb")
+            state = {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None,
+                     "log_from_start": fresh}
             redo.write_state(self.data_dir, state)
+        self.repl_log_from_start = bool(state.get("log_from_start", False))
         if self.repl_role == "standalone":
             self.repl_role = "leader"  # the log is kept once it was: a follower may return
         self.repl_epoch = int(state["epoch"])

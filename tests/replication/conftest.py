@@ -89,7 +89,8 @@ def pair_factory(tmp_path: Path, tls_files: tuple[Path, Path, Path], password_ha
         root = tmp_path / f"leader{len(servers)}"
         (root / "data").mkdir(parents=True)
         # the leader keeps its log from its very first write (the users added below)
-        redo.write_state(root / "data", {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None})
+        redo.write_state(root / "data", {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None,
+                                         "log_from_start": True})
         lead = MaildServer(root, tls_files, password_hashes, {"replication": {
             "role": "leader", "listen": [f"127.0.0.1:{port}"], **common, **(leader or {})}})
         servers.append(lead)
