@@ -46,7 +46,7 @@ MAX_PENDING_BYTES = 32 * 1024 * 1024
 MAX_INFLIGHT = 512  # records handed to the store's writers and not yet committed
 
 
-@implementer(IHandshakeListener, IPushProducer)
+@implementer(IHandshakeListener)
 class Session(wire.FrameProtocol):
     """What both sides share: handshake, authentication, liveness."""
 
@@ -196,17 +196,8 @@ class Session(wire.FrameProtocol):
     def peer_error(self, code: str, text: str) -> None:
         log.warning("replication %s: peer %s refused: %s (%s)", self.side, self.peer, text, code)
 
-    # producer interface (the follower pauses its reading; the leader its sending)
-    def pauseProducing(self) -> None:
-        pass
 
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
+@implementer(IPushProducer)
 class LeaderSession(Session):
     """The leader's end of one follower's connection."""
 
@@ -314,6 +305,9 @@ class LeaderSession(Session):
     def resumeProducing(self) -> None:
         self.paused = False
         self.reactor.callLater(0, self.pump)
+
+    def stopProducing(self) -> None:
+        self.closed = True
 
 
 class FollowerSession(Session):

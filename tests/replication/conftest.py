@@ -3,10 +3,11 @@ authenticated by a shared secret over TLS (and, where a test asks, pinned certif
 
 from __future__ import annotations
 
+import functools
 import json
 import smtplib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import tests.conftest as shared
-from maild.store import redo
+from maild.config import ReplicationConfig
 from tests.conftest import MaildServer
 from tests.fixtures.ports import free_port
 
@@ -76,9 +77,10 @@ def send(server: MaildServer, count: int, tag: str, size: int = 0) -> list[bytes
 
 
 @pytest.fixture
-def pair_factory(tmp_path: Path, tls_files: tuple[Path, Path, Path], password_hashes: dict[str, str],
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Pair]]:
-    servers: list[MaildServer] = []
+def pair_factory(tmp_path: Path, maild_factory: Callable[..., MaildServer],
+                 monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pair]:
+    """make(leader={...}, follower={...}): [replication] keys over the defaults; the
+    shared maild_factory stops both at the end and runs fsck on both."""
 
     def make(leader: dict[str, Any] | None = None, follower: dict[str, Any] | None = None,
              listen_port: int | None = None, leader_port: int | None = None) -> Pair:
@@ -86,34 +88,18 @@ def pair_factory(tmp_path: Path, tls_files: tuple[Path, Path, Path], password_ha
         secret.write_text("a shared secret of some length\n")
         port = leader_port or free_port()
         common = {"secret_file": str(secret)}
-        root = tmp_path / f"leader{len(servers)}"
-        (root / "data").mkdir(parents=True)
-        # the leader keeps its log from its very first write (the users added below)
-        redo.write_state(root / "data", {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None,
-                                         "log_from_start": True})
-        lead = MaildServer(root, tls_files, password_hashes, {"replication": {
-            "role": "leader", "listen": [f"127.0.0.1:{port}"], **common, **(leader or {})}})
-        servers.append(lead)
-        monkeypatch.setattr(shared, "Store", _NoUsers)
+        # the leader keeps its log from its very first write (the users MaildServer adds)
+        monkeypatch.setattr(shared, "Store", functools.partial(
+            shared.Store, replication=ReplicationConfig(role="leader")))
         try:
-            root = tmp_path / f"follower{len(servers)}"
-            root.mkdir()
-            follow = MaildServer(root, tls_files, password_hashes, {"replication": {
+            lead = maild_factory(replication={
+                "role": "leader", "listen": [f"127.0.0.1:{port}"], **common, **(leader or {})})
+            monkeypatch.setattr(shared, "Store", _NoUsers)
+            follow = maild_factory(replication={
                 "role": "follower", "leader": f"127.0.0.1:{listen_port or port}", **common,
-                **(follower or {})}})
+                **(follower or {})})
         finally:
             monkeypatch.undo()
-        servers.append(follow)
         return Pair(lead, follow, port, secret)
 
-    yield make
-    problems = []
-    for server in servers:
-        code = server.stop()
-        if code not in (0, -9):
-            problems.append(f"maild exited with {code}:\n{server.log()[-4000:]}")
-        result = server.fsck()
-        if result.returncode != 0:
-            problems.append(f"maild fsck found problems:\n{result.stdout}{result.stderr}")
-    if problems:
-        pytest.fail("\n".join(problems))
+    return make
