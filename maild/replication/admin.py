@@ -75,7 +75,7 @@ def resync(data_dir: Path) -> Path | None:
             "merged. Open it read-only with a configuration whose data_dir points here.\n")
     history = state.get("history", [])
     redo.write_state(data_dir, {"epoch": int(state.get("epoch", 1)), "role": "follower",
-                                "fenced": None, "history": history, "log_from_start": True})
+                                "fenced": None, "history": history})
     return target
 
 

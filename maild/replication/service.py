@@ -235,14 +235,13 @@ class ReplicationService:
 
     def divergence(self, log_: redo.RedoLog, pos: int, epoch: int) -> tuple[str, str] | None:
         """Why a follower at (pos, epoch) cannot be streamed to from our log; None: it can."""
+        if pos < 0:
+            return None  # the follower is empty, or its copy unfinished: it gets a snapshot
         mine = log_.position()
         if pos > mine:
             return "diverged", f"the follower is at {pos}, past our {mine}: it has records we never had"
         if pos == 0:
             first = log_.first()
-            if not self.store.repl_log_from_start:
-                return "resync", "our log starts after mail existed here: the follower needs " \
-                                 "a snapshot first (maild replica resync)"
             if first > 1:
                 return "resync", "the follower is empty and our log starts at record " \
                                  f"{first}: it needs a snapshot (maild replica resync)"

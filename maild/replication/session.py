@@ -207,6 +207,9 @@ class LeaderSession(Session):
         super().__init__(service)
         self.sent: dict[str, int] = {}
         self.acked: dict[str, int] = {}
+        # environment -> [read transaction, its items, position, epoch] of a snapshot being
+        # sent (None: not begun); its records follow once it is complete
+        self.snapshots: dict[str, list[Any] | None] = {}
         self.paused = False
         self._pumping = False
 
@@ -228,6 +231,10 @@ class LeaderSession(Session):
             self.service.fence(f"a follower says: {text}")
 
     def lost(self) -> None:
+        for snap in self.snapshots.values():
+            if snap is not None:
+                snap[0].abort()
+        self.snapshots.clear()
         self.service.session_gone(self)
 
     def frame(self, kind: bytes, payload: bytes) -> None:
@@ -242,6 +249,9 @@ class LeaderSession(Session):
                 if problem is not None:
                     self.fail(problem[0], f"{where}: {problem[1]}")
                     return
+                if pos < 0:  # the follower needs a copy first
+                    self.snapshots[where] = None
+                    pos = 0
                 self.sent[where] = pos
                 self.acked[where] = pos
             self.service.session_ready(self)
@@ -282,6 +292,10 @@ class LeaderSession(Session):
         try:
             budget = 4 * SLICE_BYTES
             for where, log_ in self.service.store.replication_logs().items():
+                if where in self.snapshots:
+                    budget = self._snapshot_slice(where, log_, budget)
+                    if where in self.snapshots:
+                        continue
                 while not self.paused and not self.closed and budget > 0:
                     records = log_.records(self.sent[where], SLICE_BYTES, 256)
                     if not records:
@@ -298,6 +312,37 @@ class LeaderSession(Session):
                 self.reactor.callLater(0, self.pump)  # more to send: let the reactor breathe
         finally:
             self._pumping = False
+
+    def _snapshot_slice(self, where: str, log_: redo.RedoLog, budget: int) -> int:
+        """Send the next chunks of ``where``'s snapshot: one read transaction (a consistent
+        copy at one position, taken without stopping writes) read a slice at a time."""
+        snap = self.snapshots[where]
+        if snap is None:
+            txn = log_.env.begin()
+            position = log_.last(txn)
+            epoch = log_.epoch_at(position) or self.service.epoch if position else self.service.epoch
+            snap = self.snapshots[where] = [txn, log_.items(txn), position, epoch]
+            log.info("replication leader: snapshot of %s at %d for %s", where, position, self.peer)
+            self.send(wire.control(wire.SNAP_BEGIN, {"env": where, "position": position, "epoch": epoch}))
+        txn, items, position, epoch = snap
+        while not self.paused and not self.closed and budget > 0:
+            ops: list[redo.Op] = []
+            size = 0
+            for name, key, value in items:
+                ops.append((redo.PUT, name, key, value))
+                size += len(key) + len(value) + 16
+                if size >= SLICE_BYTES:
+                    break
+            if ops:
+                self.send(wire.env_frame(wire.SNAP_DATA, where, redo.encode(epoch, ops)))
+                budget -= size
+            if size < SLICE_BYTES:  # the items are exhausted
+                txn.abort()
+                del self.snapshots[where]
+                self.send(wire.control(wire.SNAP_END, {"env": where, "position": position, "epoch": epoch}))
+                self.sent[where] = position
+                break
+        return budget
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -320,7 +365,8 @@ class FollowerSession(Session):
         # A promoted leader calls its old leader now and then only to show it the new
         # epoch (fencing); it never subscribes.
         self.probe = probe
-        self.pending: deque[tuple[str, int, bytes]] = deque()
+        self.pending: deque[tuple[bytes, str, int, bytes]] = deque()  # (frame type, env, seq, payload)
+        self._snap_after: bytes | None = b""  # where the scan for a snapshot's body files goes on
         self.pending_bytes = 0
         self.inflight = 0
         self.reading_paused = False
@@ -347,10 +393,10 @@ class FollowerSession(Session):
         self.service.adopt_epoch(self.peer_epoch)
         positions = {}
         for where, log_ in self.service.store.replication_logs().items():
-            pos = log_.position()
-            positions[where] = [pos, log_.epoch_at(pos) or 0 if pos else 0]
+            pos = -1 if log_.needs_snapshot() else log_.position()
+            positions[where] = [pos, log_.epoch_at(pos) or 0 if pos > 0 else 0]
             self.last_seq[where] = pos
-            self.applied[where] = pos
+            self.applied[where] = max(pos, 0)
         self.send(wire.control(wire.SUBSCRIBE, {"positions": positions}))
         self.service.follower_connected(self)
 
@@ -375,17 +421,23 @@ class FollowerSession(Session):
     def frame(self, kind: bytes, payload: bytes) -> None:
         if kind == wire.RECORD:
             where, seq, record = wire.parse_record(payload)
-            if where not in self.last_seq or seq != self.last_seq[where] + 1:
+            if self.last_seq.get(where, -1) < 0 or seq != self.last_seq[where] + 1:
                 self.fail("protocol", f"{where}: record {seq} out of order")
                 return
             self.last_seq[where] = seq
-            self.pending.append((where, seq, record))
-            self.pending_bytes += len(record)
-            if (len(self.pending) > MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES) \
-                    and not self.reading_paused:
-                self.reading_paused = True
-                self.transport.pauseProducing()
-            self.advance()
+            self._queue(wire.RECORD, where, seq, record)
+        elif kind == wire.SNAP_DATA:
+            where, chunk = wire.parse_env(payload)
+            self._queue(kind, where, 0, chunk)
+        elif kind in (wire.SNAP_BEGIN, wire.SNAP_END):
+            body = wire.load_json(payload)
+            where, position = str(body["env"]), int(body["position"])
+            if self.last_seq.get(where, 0) >= 0:  # a copy is sent only to one that asked
+                self.fail("protocol", f"{where}: snapshot not asked for")
+                return
+            if kind == wire.SNAP_END:
+                self.last_seq[where] = position
+            self._queue(kind, where, position, str(int(body["epoch"])).encode())
         elif kind == wire.BLOB:
             where, sha, last, data = wire.parse_blob(payload)
             fh = self.waiting_blobs.get((where, sha))
@@ -416,31 +468,57 @@ class FollowerSession(Session):
         else:
             self.fail("protocol", f"unexpected frame {kind!r}")
 
+    def _queue(self, kind: bytes, where: str, seq: int, payload: bytes) -> None:
+        self.pending.append((kind, where, seq, payload))
+        self.pending_bytes += len(payload)
+        if (len(self.pending) > MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES) \
+                and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pauseProducing()
+        self.advance()
+
+    def _fetch(self, where: str, shas: list[str]) -> None:
+        """Ask for body files; the head of the queue waits until they are here."""
+        self.blocked = True
+        for sha in shas:
+            tmp = self.service.store.tmp_dir / f"repl-{sha}-{secrets.token_hex(4)}"
+            self.waiting_blobs[(where, sha)] = open(tmp, "wb")
+            self.send(wire.control(wire.FETCH, {"env": where, "sha": sha}))
+
     def advance(self) -> None:
-        """Hand records to the store in order; stop at one whose body files must come first."""
+        """Hand records and snapshot steps to the store in order; stop at one whose body
+        files must come first."""
         store = self.service.store
         while self.pending and not self.blocked and not self.closed and self.inflight < MAX_INFLIGHT:
-            where, seq, record = self.pending[0]
-            if not self.fetched:
+            kind, where, seq, payload = self.pending[0]
+            if kind == wire.RECORD and not self.fetched:
                 try:
-                    ops = redo.decode(record)
+                    ops = redo.decode(payload)
                 except redo.RecordError as exc:
                     self.fail("protocol", str(exc))
                     return
                 missing = [sha for sha in redo.blobs_referenced(ops) if not store.has_blob(where, sha)]
                 if missing:
-                    self.blocked = True
-                    for sha in missing:
-                        tmp = store.tmp_dir / f"repl-{sha}-{secrets.token_hex(4)}"
-                        self.waiting_blobs[(where, sha)] = open(tmp, "wb")
-                        self.send(wire.control(wire.FETCH, {"env": where, "sha": sha}))
+                    self._fetch(where, missing)
                     return
+            if kind == wire.SNAP_END and not self._snapshot_blobs(where):
+                return
             self.fetched = False
             self.pending.popleft()
-            self.pending_bytes -= len(record)
+            self.pending_bytes -= len(payload)
             staged, self.staged = tuple(self.staged), []
             self.inflight += 1
-            d = store.apply_replicated(where, seq, record, staged)
+            if kind == wire.RECORD:
+                d = store.apply_replicated(where, seq, payload, staged)
+            elif kind == wire.SNAP_BEGIN:
+                log.info("replication follower: copying a snapshot of %s at %d", where, seq)
+                d = store.apply_snapshot(where, "begin")
+                seq = 0
+            elif kind == wire.SNAP_DATA:
+                d = store.apply_snapshot(where, "put", payload)
+            else:
+                d = store.apply_snapshot(where, "end", position=seq, epoch=int(payload), blobs=staged)
+                self._snap_after = b""
             d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(where, seq, staged),
                            errbackArgs=(where, seq, staged))
         if self.reading_paused and len(self.pending) < MAX_PENDING // 2 \
@@ -448,13 +526,38 @@ class FollowerSession(Session):
             self.reading_paused = False
             self.transport.resumeProducing()
 
+    def _snapshot_blobs(self, where: str) -> bool:
+        """At a snapshot's end: fetch the body files its references need, a batch at a
+        time, linking each batch; True when none is missing any more."""
+        if self.inflight:
+            return False  # the copy so far must be committed before it is scanned
+        store = self.service.store
+        if self.fetched and self.staged:  # a batch arrived: link it, then look further
+            staged, self.staged = tuple(self.staged), []
+            self.fetched = False
+            self.inflight += 1
+            store.apply_snapshot(where, "link", blobs=staged).addCallbacks(
+                self._applied, self._apply_failed, callbackArgs=(where, 0, staged),
+                errbackArgs=(where, 0, staged))
+            return False
+        self.fetched = False
+        log_ = store.replication_logs()[where]
+        while self._snap_after is not None:
+            shas, self._snap_after = log_.unbacked_blobs(self._snap_after)
+            missing = [sha for sha in shas if not store.blob_dir(where).path(sha).exists()]
+            if missing:
+                self._fetch(where, missing)
+                return False
+        return True
+
     def _applied(self, _count: int, where: str, seq: int, staged: tuple[StagedBlob, ...]) -> None:
         self.inflight -= 1
         for blob in staged:
             if blob.path is not None:
                 blob.path.unlink(missing_ok=True)
-        self.applied[where] = max(self.applied.get(where, 0), seq)
-        self.service.applied(where, seq)
+        if seq:
+            self.applied[where] = max(self.applied.get(where, 0), seq)
+            self.service.applied(where, seq)
         if not self._ack_scheduled and not self.closed:
             self._ack_scheduled = True
             self.reactor.callLater(0, self._ack)

@@ -13,6 +13,10 @@ Frame: ``u32 length | u8 type | payload`` (length counts the type and the payloa
 - ``B`` blob chunk (leader): ``u8 n | environment | 32 octets sha | u8 last | data``;
   a chunk with last=2 says the leader no longer has that file
 - ``K`` ack (follower): {"positions": {environment: position applied and fsynced}}
+- ``N`` snapshot begin (leader): {"env", "position", "epoch"}: for a follower that
+  subscribed at -1 (empty, or an unfinished copy)
+- ``D`` snapshot data (leader): ``u8 n | environment | chunk`` (a redo record of puts)
+- ``Z`` snapshot end (leader): {"env", "position", "epoch"}; records after it follow
 - ``P`` ping / ``Q`` pong: {} (liveness; either side drops a silent peer)
 - ``E`` error: {"code", "text"}; the connection closes after it
 
@@ -39,6 +43,7 @@ _SEQ = struct.Struct(">Q")
 
 HELLO, AUTH, SUBSCRIBE, RECORD, FETCH, BLOB, ACK, PING, PONG, ERROR = (
     b"H", b"A", b"S", b"R", b"F", b"B", b"K", b"P", b"Q", b"E")
+SNAP_BEGIN, SNAP_DATA, SNAP_END = b"N", b"D", b"Z"
 
 
 class ProtocolError(Exception):
@@ -63,6 +68,16 @@ def parse_record(payload: bytes) -> tuple[str, int, bytes]:
     where = payload[1:1 + n].decode()
     (seq,) = _SEQ.unpack_from(payload, 1 + n)
     return where, seq, payload[9 + n:]
+
+
+def env_frame(kind: bytes, where: str, data: bytes) -> bytes:
+    name = where.encode()
+    return frame(kind, bytes((len(name),)) + name + data)
+
+
+def parse_env(payload: bytes) -> tuple[str, bytes]:
+    n = payload[0]
+    return payload[1:1 + n].decode(), payload[1 + n:]
 
 
 def blob_frame(where: str, sha: str, last: int, data: bytes) -> bytes:

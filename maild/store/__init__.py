@@ -220,16 +220,11 @@ class Store:
         configured = "standalone" if replication is None else replication.role
         self.repl_role: str = state.get("role") or configured
         if self.repl_role == "standalone" and not state:
-            self.repl_epoch, self.repl_fence, self.repl_log_from_start = 0, None, False
+            self.repl_epoch, self.repl_fence = 0, None
             return None
         if not state:
-            # The log holds everything only when it starts with the data directory; one
-            # switched on over existing mail gives a new follower a snapshot first.
-            fresh = not _nonempty(self.data_dir / "directory" / "lmdb" / "data.mdb")
-            state = {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None,
-                     "log_from_start": fresh}
+            state = {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None}
             redo.write_state(self.data_dir, state)
-        self.repl_log_from_start = bool(state.get("log_from_start", False))
         if self.repl_role == "standalone":
             self.repl_role = "leader"  # the log is kept once it was: a follower may return
         self.repl_epoch = int(state["epoch"])
@@ -290,6 +285,19 @@ class Store:
             after = self.shards[int(where.split()[1])].note_applied
         op = redo.replicated_op(log, seq, record, after)
         if self.reactor is None or writer.dispatch is None:  # the directory's writer has none
+            return self._deferred(writer.submit(op, blobs))
+        return writer.submit_deferred(op, blobs)
+
+    def apply_snapshot(self, where: str, step: str, chunk: bytes = b"", position: int = 0, epoch: int = 0,
+                       blobs: tuple[blobfiles.StagedBlob, ...] = ()) -> defer.Deferred[int]:
+        """One step of copying the leader's snapshot of ``where`` (redo.snapshot_op)."""
+        writer, _ = self._environment(where)
+        assert writer.redo is not None
+        after = None
+        if step == "end" and where != "directory":
+            after = self.shards[int(where.split()[1])].renumber_changes
+        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch, after)
+        if self.reactor is None or writer.dispatch is None:
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
 

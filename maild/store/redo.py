@@ -217,7 +217,10 @@ class RedoLog:
                 cur.delete()
 
     def last(self, txn: lmdb.Transaction[bytes]) -> int:
-        """The environment's position: the last record's number (0: none yet)."""
+        """The environment's position: the last record's number (0: none yet, or a
+        snapshot being copied)."""
+        if txn.get(b"repl_snapshot", db=self.dbs["meta"]) is not None:
+            return 0
         cur = txn.cursor(db=self.db)
         if cur.last():
             return codec.read_u64(cur.key())
@@ -285,12 +288,62 @@ class RedoLog:
         return ops
 
     def items(self, txn: lmdb.Transaction[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
-        """Every (database, key, value) but the log itself: a snapshot's content."""
+        """Every (database, key, value) but the log and its own meta keys: a snapshot's
+        content, as of ``txn``."""
         for name, handle in self.dbs.items():
             if name == DB_NAME:
                 continue
             for key, value in txn.cursor(db=handle):
+                if name == "meta" and bytes(key).startswith(b"repl_"):
+                    continue
                 yield name, bytes(key), bytes(value)
+
+    # -- snapshots (a follower that starts empty) ---------------------------------------
+
+    def snapshot_begin(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Empty every database and mark the copy unfinished: a follower that crashes
+        during a snapshot reports position 0 and gets a new one."""
+        for handle in self.dbs.values():
+            txn.drop(handle, delete=False)
+        txn.put(b"repl_snapshot", b"1", db=self.dbs["meta"])
+
+    def snapshot_put(self, txn: lmdb.Transaction[bytes], chunk: bytes) -> None:
+        for kind, name, key, value in decode(chunk):
+            if kind == PUT and not (name == "meta" and key.startswith(b"repl_")):
+                txn.put(key, value, db=self.dbs[name])
+
+    def snapshot_end(self, txn: lmdb.Transaction[bytes], position: int, epoch: int) -> None:
+        txn.delete(b"repl_snapshot", db=self.dbs["meta"])
+        txn.put(b"repl_base", str(position).encode(), db=self.dbs["meta"])
+        txn.put(b"repl_base_epoch", str(epoch).encode(), db=self.dbs["meta"])
+
+    def needs_snapshot(self) -> bool:
+        """A follower's environment that must be copied whole first: a copy was begun and
+        not finished, or it never had a record nor a copy."""
+        with self.env.begin() as txn:
+            meta = self.dbs["meta"]
+            if txn.get(b"repl_snapshot", db=meta) is not None:
+                return True
+            return txn.get(b"repl_base", db=meta) is None and not txn.cursor(db=self.db).last()
+
+    def unbacked_blobs(self, after: bytes = b"", limit: int = 64) -> tuple[list[str], bytes | None]:
+        """Up to ``limit`` blob names referenced after key ``after`` whose body is not
+        inline; and the key to go on from (None: done). The caller checks the files."""
+        out: list[str] = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs["blobref"])
+            if not cur.set_range(after):
+                return out, None
+            inline = self.dbs.get("blobdata")
+            for key in cur.iternext(values=False):
+                key = bytes(key)
+                if key == after:
+                    continue
+                if inline is None or txn.get(key, db=inline) is None:
+                    out.append(key.hex())
+                if len(out) >= limit:
+                    return out, key
+        return out, None
 
 
 def replicated_op(log: RedoLog, seq: int, record: bytes,
@@ -312,6 +365,27 @@ def replicated_op(log: RedoLog, seq: int, record: bytes,
         if after is not None and ops:
             after(ops)
         return len(ops)
+    op.replicated = True  # type: ignore[attr-defined]
+    return op
+
+
+def snapshot_op(log: RedoLog, step: str, chunk: bytes = b"", position: int = 0, epoch: int = 0,
+                after: Callable[[lmdb.Transaction[bytes]], None] | None = None) -> Callable[[Any], int]:
+    """A writer operation for one step of copying a snapshot: "begin", "put" (a chunk
+    encoded as a record of puts), "link" (nothing but the staged blobs it is submitted
+    with) or "end" (the copy is complete at ``position``)."""
+    def op(b: Any) -> int:
+        txn = getattr(b.txn, "raw", b.txn)
+        b.logged = True
+        if step == "begin":
+            log.snapshot_begin(txn)
+        elif step == "put":
+            log.snapshot_put(txn, chunk)
+        elif step == "end":
+            log.snapshot_end(txn, position, epoch)
+            if after is not None:
+                after(txn)
+        return 0
     op.replicated = True  # type: ignore[attr-defined]
     return op
 

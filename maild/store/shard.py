@@ -147,6 +147,11 @@ class Shard:
             while cur.first() and codec.read_u64(cur.key()) < oldest:
                 cur.delete()
 
+    def renumber_changes(self, txn: lmdb.Transaction[bytes]) -> None:
+        """A snapshot was copied in: number local change records after its own."""
+        cur = txn.cursor(db=self.dbs["changes"])
+        self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+
     def note_applied(self, ops: list[redo.Op]) -> None:
         """A replicated record was applied: number local change records after its own."""
         for kind, name, key, _ in ops:
