@@ -217,16 +217,20 @@ class Store:
         """Read the node's replication state; return the redo-log factory when replication
         is on (configured, or this data directory replicated before), else None."""
         state = redo.read_state(self.data_dir)
-        configured = "standalone" if replication is None else replication.role
-        self.repl_role: str = state.get("role") or configured
-        if self.repl_role == "standalone" and not state:
-            self.repl_epoch, self.repl_fence = 0, None
-            return None
+        configured = None if replication is None else replication.role
         if not state:
-            state = {"epoch": 1, "role": None, "history": [[1, {}]], "fenced": None}
+            if configured in (None, "standalone"):
+                self.repl_role, self.repl_epoch, self.repl_fence = "standalone", 0, None
+                return None
+            # The role is the node's from now on: promote and resync change it, not the
+            # configuration, so no process opening this directory mistakes a follower for
+            # a leader.
+            state = {"epoch": 1, "role": configured, "history": [[1, {}]], "fenced": None}
             redo.write_state(self.data_dir, state)
-        if self.repl_role == "standalone":
-            self.repl_role = "leader"  # the log is kept once it was: a follower may return
+        # A directory that replicated keeps its log, even configured standalone: a
+        # follower may return.
+        self.repl_role: str = state.get("role") or (
+            configured if configured not in (None, "standalone") else "leader")
         self.repl_epoch = int(state["epoch"])
         self.repl_fence = state.get("fenced") or (
             "this node is a replication follower" if self.repl_role == "follower" else None)
