@@ -31,10 +31,11 @@ def _imap(server) -> imaplib.IMAP4_SSL:  # type: ignore[no-untyped-def]
                              ssl_context=ssl.create_default_context(cafile=str(server.cafile)))
 
 
-def _bodies(server, user: str = "alice@example.test", password: str = "alice-secret") -> list[bytes]:  # type: ignore[no-untyped-def]
+def _bodies(server, user: str = "alice@example.test", password: str = "alice-secret",  # type: ignore[no-untyped-def]
+            mailbox: str = "INBOX") -> list[bytes]:
     with _imap(server) as c:
         c.login(user, password)
-        typ, data = c.select("INBOX", readonly=True)
+        typ, data = c.select(mailbox, readonly=True)
         assert typ == "OK"
         typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
         return [part[1] for part in data if isinstance(part, tuple)]
