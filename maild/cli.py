@@ -168,6 +168,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         status = store.status()
+        if store.repl_role != "standalone":
+            from maild.replication import admin
+            status["replication"] = admin.status(store)
     finally:
         store.close()
     if args.json:
@@ -180,6 +183,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     age = "-" if queue["oldest_age"] is None else f"{queue['oldest_age']:.0f}s"
     print(f"outbound queue: {queue['entries']} entries, oldest {age}")
     print(f"free space in the data directory: {status['free_bytes'] // (1024 * 1024)} MiB")
+    replication = status.get("replication")
+    if replication is not None:  # details: maild replica status
+        reported = replication["daemon"] or {}
+        lags = [r["lag_records"] for r in replication["environments"].values()
+                if r.get("lag_records") is not None]
+        print(f"replication: {replication['role']}, epoch {replication['epoch']}"
+              + (f", peers {', '.join(reported.get('peers') or []) or 'none'}" if reported else "")
+              + (f", lag {max(lags)} records" if lags else "")
+              + (", FENCED" if replication["fenced"] and replication["role"] != "follower" else "")
+              + (", SYNC DEGRADED" if reported.get("degraded") else ""))
     daemon = status["daemon"]
     if daemon is None:
         print("daemon: not running")

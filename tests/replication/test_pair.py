@@ -91,6 +91,8 @@ def test_follower_catches_up_and_serves_reads_only(pair_factory: Callable[..., P
     _same(pair, sent)
     status = pair.status(pair.leader)
     assert status["role"] == "leader" and status["daemon"]["peers"]
+    text = pair.leader.cli("status").stdout  # `maild status` has a replication line
+    assert "replication: leader, epoch 1, peers 127.0.0.1:" in text and "lag 0 records" in text, text
     assert all(row["lag_records"] == 0 for row in status["environments"].values())
 
 
