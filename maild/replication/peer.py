@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 from maild.config import ConfigError, ReplicationConfig, TlsConfig
 from maild.replication.wire import mac
@@ -74,6 +76,7 @@ def load(config: ReplicationConfig) -> PeerAuth:
     return PeerAuth(frozenset(prints), secret)
 
 
+@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
 class ContextFactory:
     """TLS 1.2+ with this node's certificate, asking the peer for its own; the peer's is
     judged by :meth:`PeerAuth.check_certificate` after the handshake, not by a CA."""
@@ -92,3 +95,10 @@ class ContextFactory:
 
     def getContext(self) -> SSL.Context:
         return self._context
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tls_protocol)
+        return connection
+
+    serverConnectionForTLS = clientConnectionForTLS
