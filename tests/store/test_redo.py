@@ -143,3 +143,38 @@ def test_standalone_keeps_no_log(tmp_path: Path) -> None:
         assert not (tmp_path / "d" / redo.STATE_FILE).exists()
     finally:
         store.close()
+
+
+def test_snapshot_copy_then_records(pair: tuple[Store, Store]) -> None:
+    """A follower copies each environment whole (begin, chunks, end), an interrupted copy
+    is asked for again, then the records after the copy's position follow."""
+    leader, follower = pair
+    leader.domain_add("example.test")
+    leader.user_add(ALICE, "hash")
+    result(leader.deliver(LARGE, [Recipient(ALICE)]))
+    result(leader.deliver(RAW, [Recipient(ALICE)]))
+    logs = follower.replication_logs()
+    assert all(log.needs_snapshot() for log in logs.values())
+    for where, log in leader.replication_logs().items():
+        with log.env.begin() as txn:
+            position = log.last(txn)
+            items = [(redo.PUT, name, key, value) for name, key, value in log.items(txn)]
+        result(follower.apply_snapshot(where, "begin"))
+        result(follower.apply_snapshot(where, "put", redo.encode(1, items[: len(items) // 2])))
+        assert logs[where].needs_snapshot() and logs[where].position() == 0  # interrupted: again
+        result(follower.apply_snapshot(where, "begin"))
+        result(follower.apply_snapshot(where, "put", redo.encode(1, items)))
+        staged = []
+        after: bytes | None = b""
+        while after is not None:
+            shas, after = logs[where].unbacked_blobs(after)
+            for sha in shas:
+                tmp = follower.tmp_dir / f"fetch-{sha}"
+                shutil.copyfile(leader.blob_dir(where).path(sha), tmp)
+                staged.append(follower.stage_blob_file(tmp))
+        result(follower.apply_snapshot(where, "end", position=position, epoch=1, blobs=tuple(staged)))
+        assert not logs[where].needs_snapshot() and logs[where].position() == position
+    result(leader.deliver(RAW + b"again\r\n", [Recipient(ALICE)]))
+    ship(leader, follower)
+    assert content(follower) == content(leader)
+    assert fsck(follower).problems == []
