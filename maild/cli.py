@@ -254,10 +254,13 @@ def cmd_replica(args: argparse.Namespace) -> int:
     rows = []
     for where, row in status["environments"].items():
         lag = row.get("lag_records")
+        seconds = row.get("lag_seconds")
         rows.append([where, str(row["position"]), str(row.get("epoch") or "-"),
                      "-" if row.get("follower") is None else str(row["follower"]),
-                     "-" if lag is None else str(lag)])
-    _table(rows, ["environment", "position", "epoch", "follower at", "lag (records)"])
+                     "-" if lag is None else str(lag),
+                     "-" if lag is None else str(row.get("lag_bytes", 0)),
+                     "-" if seconds is None else f"{seconds:.1f}"])
+    _table(rows, ["environment", "position", "epoch", "follower at", "lag records", "bytes", "seconds"])
     return 0
 
 

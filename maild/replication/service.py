@@ -368,6 +368,8 @@ class ReplicationService:
                 followers = [s.acked.get(where, 0) for s in self.sessions if s.sent]
                 row["follower"] = max(followers, default=None)
                 row["lag_records"] = None if not followers else pos - max(followers)
+                if followers:
+                    row["lag_bytes"], row["lag_seconds"] = log_.lag(max(followers))
             else:
                 row["applied_at"] = self.applied_at.get(where)
             envs[where] = row

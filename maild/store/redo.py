@@ -249,6 +249,21 @@ class RedoLog:
                 return None
             return header(bytes(raw))[0]
 
+    def lag(self, after: int, max_count: int = 10_000) -> tuple[int, float | None]:
+        """(bytes, seconds) a follower at ``after`` is behind: the size of the records it
+        lacks (the first ``max_count`` of them at most) and the age of the oldest one."""
+        size, oldest = 0, None
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db)
+            if cur.set_range(codec.u64(after + 1)):
+                for n, value in enumerate(cur.iternext(keys=False, values=True)):
+                    if n == 0:
+                        oldest = header(bytes(value[:_HEAD.size]))[1]
+                    size += len(value)
+                    if n + 1 >= max_count:
+                        break
+        return size, None if oldest is None else max(0.0, time.time() - oldest)
+
     def records(self, after: int, max_bytes: int, max_count: int = 1000) -> list[tuple[int, bytes]]:
         """Records after ``after`` in order, at most about ``max_bytes`` of them (at least
         one when there is one)."""

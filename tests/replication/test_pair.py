@@ -93,7 +93,8 @@ def test_follower_catches_up_and_serves_reads_only(pair_factory: Callable[..., P
     assert status["role"] == "leader" and status["daemon"]["peers"]
     text = pair.leader.cli("status").stdout  # `maild status` has a replication line
     assert "replication: leader, epoch 1, peers 127.0.0.1:" in text and "lag 0 records" in text, text
-    assert all(row["lag_records"] == 0 for row in status["environments"].values())
+    assert all(row["lag_records"] == 0 and row["lag_bytes"] == 0 and row["lag_seconds"] is None
+               for row in status["environments"].values())
 
 
 def test_follower_killed_while_applying(pair_factory: Callable[..., Pair]) -> None:

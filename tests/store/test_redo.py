@@ -131,6 +131,9 @@ def test_records_round_trip_and_retention(tmp_path: Path) -> None:
             store.domain_add(f"d{i}.test")
         log = store.replication_logs()["directory"]
         assert log.position() == 200 and 64 <= 200 - log.first() + 1 <= 128
+        size, seconds = log.lag(190)
+        assert size == sum(len(r) for _, r in log.records(190, 1 << 20)) and 0 <= seconds < 60
+        assert log.lag(200) == (0, None)
     finally:
         store.close()
 
