@@ -3,6 +3,10 @@
 Shutdown (SIGTERM, SIGINT): stop accepting connections and commands, let the commands in
 progress finish and be answered within ``[server] shutdown_grace`` (maild/shutdown.py), then
 close the sessions and the store, which finishes every write still queued.
+
+Replication (docs/replication.md): a leader or follower also runs the replication service;
+the outbound queue runner and housekeeping run only on a node that takes writes (not on a
+follower, which would send the leader's queue again), from its promotion on.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ or the EIO a short write gives on ext4) fails its operations with :class:`StoreF
 reported once to the store's :class:`~maild.store.health.Health` (one log line, not a
 traceback per message) and changes nothing; the next batch simply tries again, so writes
 resume by themselves when space returns.
+
+Replication (docs/replication.md): with a redo log, the operations get a recording
+wrapper of the transaction and the batch's operations are appended as one record in the
+same transaction. A fenced writer (a follower, a fenced leader) fails every operation not
+marked ``replicated`` with ReadOnlyStore, without running it. In sync mode the ``gate``
+holds the answers of a committed batch until a follower has its record.
 """
 
 from __future__ import annotations
