@@ -181,3 +181,36 @@ def test_snapshot_copy_then_records(pair: tuple[Store, Store]) -> None:
     ship(leader, follower)
     assert content(follower) == content(leader)
     assert fsck(follower).problems == []
+
+
+def test_failed_operation_leaves_nothing_in_the_record(pair: tuple[Store, Store]) -> None:
+    """An operation that fails in a batch is retried alone in a nested transaction: its
+    writes, aborted, must not be in the batch's record either."""
+    import time as _time
+    leader, follower = pair
+    writer = leader.directory.writer
+    meta = leader.directory.dbs["meta"]
+
+    def slow(b):  # type: ignore[no-untyped-def]
+        _time.sleep(0.3)  # the next three queue up meanwhile: one batch
+        b.txn.put(b"slow", b"1", db=meta)
+
+    def good(key: bytes):  # type: ignore[no-untyped-def]
+        return lambda b: b.txn.put(key, b"1", db=meta)
+
+    def bad(b):  # type: ignore[no-untyped-def]
+        b.txn.put(b"bad", b"1", db=meta)
+        raise ValueError("refused")
+
+    first = writer.submit(slow)
+    futures = [writer.submit(good(b"a")), writer.submit(bad), writer.submit(good(b"b"))]
+    first.result()
+    assert futures[0].result() and futures[2].result()
+    with pytest.raises(ValueError):
+        futures[1].result()
+    log = leader.replication_logs()["directory"]
+    written = [op for _, record in log.records(0, 1 << 20) for op in redo.decode(record)]
+    keys = {key for _, name, key, _ in written if name == "meta"}
+    assert {b"slow", b"a", b"b"} <= keys and b"bad" not in keys
+    ship(leader, follower)
+    assert content(follower) == content(leader)
