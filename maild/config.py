@@ -250,8 +250,9 @@ class ReplicationConfig:
     on_timeout: str = key("degrade", "sync mode, follower too slow or away: degrade (go on "
                                      "asynchronously, logged and shown in status) or tempfail (4xx/NO)",
                           choices=("degrade", "tempfail"))
-    retain: int = key(1_000_000, "log records kept per environment for a follower that is away; "
-                                 "further behind: it needs `maild replica resync`", positive=True)
+    retain: int = key(100_000, "log records (one per group commit, small bodies inline) kept per "
+                               "environment for a follower that is away; further behind: `maild replica resync`",
+                      positive=True)
     secret_file: Path | None = key(None, "file holding a shared secret both nodes prove (HMAC) over TLS",
                                    example="/etc/maild/replication.secret", commented=True)
     peer_fingerprints: list[str] = key([], "SHA-256 fingerprints of the peer's [tls] certificate "

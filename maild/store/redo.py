@@ -39,7 +39,7 @@ import lmdb
 from maild.store import codec
 
 VERSION = 1
-DEFAULT_RETAIN = 1_000_000  # records kept per environment when no configuration says
+DEFAULT_RETAIN = 100_000  # records kept per environment when no configuration says
 DB_NAME = "repl"
 _HEAD = struct.Struct(">BIQ")
 _LEN = struct.Struct(">I")
