@@ -212,7 +212,7 @@ def cmd_replica(args: argparse.Namespace) -> int:
     from maild.replication import admin
     if args.action == "resync":
         cfg = configmod.load(args.config)
-        moved = admin.resync(cfg.data_dir)
+        moved = admin.resync(cfg.data_dir, cfg)
         print("this node is now an empty follower; it copies the leader when `maild serve` starts"
               + (f"\nits previous data is set aside, never merged: {moved}" if moved else ""))
         return 0

@@ -55,7 +55,21 @@ def promote(store: Store) -> int:
     return epoch
 
 
-def resync(data_dir: Path) -> Path | None:
+def set_aside_report(store: Store) -> str:
+    """What a set-aside data directory holds: per environment its log position and epoch,
+    per user and mailbox its message count and highest modseq (report.txt beside it)."""
+    lines = [f"epoch {store.repl_epoch}"]
+    for where, log_ in store.replication_logs().items():
+        pos = log_.position()
+        lines.append(f"{where}: position {pos}, epoch {log_.epoch_at(pos) if pos else '-'}")
+    for user in store.users():
+        for mailbox in store.mailboxes(user.address):
+            lines.append(f"{user.address} {mailbox.name}: {mailbox.messages} message(s), "
+                         f"highest modseq {mailbox.highestmodseq}")
+    return "\n".join(lines) + "\n"
+
+
+def resync(data_dir: Path, config: Any = None) -> Path | None:
     """Set this node's data aside (data_dir/set-aside/<time>/, a complete data directory an
     admin can open and read, never merged) and make it an empty follower that copies the
     leader anew. Run with the daemon stopped. Returns where the old data went."""
@@ -72,7 +86,14 @@ def resync(data_dir: Path) -> Path | None:
         (target / "README").write_text(
             "Set aside by `maild replica resync`: this node's data before it rejoined as a\n"
             "follower. Changes here that the leader never received (async mode) were NOT\n"
-            "merged. Open it read-only with a configuration whose data_dir points here.\n")
+            "merged. Open it read-only with a configuration whose data_dir points here;\n"
+            "report.txt lists what it holds. Compare with the leader: maild replica verify.\n")
+        if config is not None:
+            old = Store(target, config.store, replication=config.replication)
+            try:
+                (target / "report.txt").write_text(set_aside_report(old))
+            finally:
+                old.close()
     history = state.get("history", [])
     redo.write_state(data_dir, {"epoch": int(state.get("epoch", 1)), "role": "follower",
                                 "fenced": None, "history": history})

@@ -116,4 +116,6 @@ def test_sync_kill9_promote_fence_rejoin(pair_factory: Callable[..., Pair]) -> N
         pair.wait_caught_up(timeout=60)
         result = pair.follower.cli("replica", "verify", str(pair.leader.config_path))
         assert result.returncode == 0, result.stdout
-    assert len(list((pair.follower.data_dir / "set-aside").iterdir())) >= 1
+    (aside,) = list((pair.follower.data_dir / "set-aside").iterdir())[:1]
+    report = (aside / "report.txt").read_text()
+    assert "alice@example.test INBOX:" in report and "shard 00: position" in report, report
