@@ -251,6 +251,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
         print(f"leader refused us: {daemon['problem']}")
     if daemon:
         print(f"peers: {', '.join(daemon.get('peers') or []) or 'none connected'}")
+    if "apply_lag_p50_ms" in daemon:
+        print(f"applied {daemon['apply_lag_p50_ms']:.1f} ms after the leader's commit (p50), "
+              f"{daemon['apply_lag_p99_ms']:.1f} ms (p99), last {LAG_SAMPLES_TEXT} records")
     rows = []
     for where, row in status["environments"].items():
         lag = row.get("lag_records")
@@ -262,6 +265,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
                      "-" if seconds is None else f"{seconds:.1f}"])
     _table(rows, ["environment", "position", "epoch", "follower at", "lag records", "bytes", "seconds"])
     return 0
+
+
+LAG_SAMPLES_TEXT = "10,000"
 
 
 def _age(seconds: float) -> str:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +43,7 @@ RECONNECT_MIN, RECONNECT_MAX, REFUSED_RETRY = 0.5, 10.0, 30.0
 CONNECT_TIMEOUT = 10.0
 PROBE_INTERVAL = 5.0  # a promoted leader shows its epoch to the old one this often
 STATUS_FILE = "replication-status.json"
+LAG_SAMPLES = 10_000
 
 
 class _LeaderFactory(protocol.Factory):
@@ -87,7 +90,9 @@ class ReplicationService:
         self.retry_delay = RECONNECT_MIN
         self.stopping = False
         self.connected_since: float | None = None
-        self.applied_at: dict[str, float] = {}  # follower: commit time of the last applied record
+        self.applied_at: dict[str, float] = {}  # follower: when it last applied a record, per environment
+        # follower: seconds from the leader's commit to ours, for the last LAG_SAMPLES records
+        self.lags: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.on_leader: list[Callable[[], None]] = []  # run once this node takes writes
         self._reconnect: Any = None
         self._wake_pending = False
@@ -373,7 +378,11 @@ class ReplicationService:
             else:
                 row["applied_at"] = self.applied_at.get(where)
             envs[where] = row
-        return {"pid": os.getpid(), "time": now, "role": self.role, "epoch": self.epoch,
+        lag: dict[str, float] = {}
+        if len(self.lags) >= 2:
+            cuts = statistics.quantiles(self.lags, n=100)
+            lag = {"apply_lag_p50_ms": cuts[49] * 1000, "apply_lag_p99_ms": cuts[98] * 1000}
+        return {**lag, "pid": os.getpid(), "time": now, "role": self.role, "epoch": self.epoch,
                 "mode": self.settings.mode, "fenced": self.store.repl_fence,
                 "degraded": self.degraded, "problem": self.problem,
                 "peers": [s.peer for s in self.sessions if s.sent] if self.role == "leader" else

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -510,6 +511,7 @@ class FollowerSession(Session):
             self.inflight += 1
             if kind == wire.RECORD:
                 d = store.apply_replicated(where, seq, payload, staged)
+                d.addCallback(self._note_lag, where, redo.header(payload)[1])
             elif kind == wire.SNAP_BEGIN:
                 log.info("replication follower: copying a snapshot of %s at %d", where, seq)
                 d = store.apply_snapshot(where, "begin")
@@ -549,6 +551,11 @@ class FollowerSession(Session):
                 self._fetch(where, missing)
                 return False
         return True
+
+    def _note_lag(self, count: int, where: str, committed: float) -> int:
+        """Seconds from the leader's commit to ours (both clocks: NTP keeps them close)."""
+        self.service.lags.append(max(0.0, time.time() - committed))
+        return count
 
     def _applied(self, _count: int, where: str, seq: int, staged: tuple[StagedBlob, ...]) -> None:
         self.inflight -= 1
