@@ -7,8 +7,9 @@ Implementation notes (invariants):
 - Every wait has a deadline: the handshake and authentication (AUTH_TIMEOUT), and silence
   of the peer (IDLE_TIMEOUT, with a PING every PING_INTERVAL), so a stalled or cut
   connection is dropped and the follower reconnects by itself.
-- Leader memory per follower is bounded: records are read from the store in slices of at
-  most SLICE_BYTES, only while the TLS transport has not asked us to pause (producer).
+- Leader memory per follower is bounded: records, snapshot items and body files are read
+  in slices of at most SLICE_BYTES / BLOB_CHUNK, only while the TLS transport has not asked
+  us to pause (producer); at most MAX_FETCHES body-file requests are queued.
 - Follower memory is bounded: reading pauses while more than MAX_PENDING records or
   MAX_PENDING_BYTES wait to be applied; blob files are written to disk chunk by chunk.
 - The follower applies each environment's records in order, through the store (one
@@ -45,6 +46,7 @@ SLICE_BYTES = 256 * 1024
 MAX_PENDING = 2000
 MAX_PENDING_BYTES = 32 * 1024 * 1024
 MAX_INFLIGHT = 512  # records handed to the store's writers and not yet committed
+MAX_FETCHES = 256  # body-file requests a leader queues for one follower
 
 
 @implementer(IHandshakeListener)
@@ -208,6 +210,8 @@ class LeaderSession(Session):
         super().__init__(service)
         self.sent: dict[str, int] = {}
         self.acked: dict[str, int] = {}
+        self.fetches: deque[tuple[str, str]] = deque()  # body files asked for, in order
+        self._blob: Any = None  # the one being sent
         # environment -> [read transaction, its items, position, epoch] of a snapshot being
         # sent (None: not begun); its records follow once it is complete
         self.snapshots: dict[str, list[Any] | None] = {}
@@ -232,6 +236,8 @@ class LeaderSession(Session):
             self.service.fence(f"a follower says: {text}")
 
     def lost(self) -> None:
+        if self._blob is not None:
+            self._blob.close()
         for snap in self.snapshots.values():
             if snap is not None:
                 snap[0].abort()
@@ -265,25 +271,35 @@ class LeaderSession(Session):
             self.service.acked(self)
         elif kind == wire.FETCH:
             body = wire.load_json(payload)
-            self.send_blob(str(body["env"]), str(body["sha"]))
+            if len(self.fetches) >= MAX_FETCHES:
+                self.fail("protocol", "too many body files asked for at once")
+                return
+            self.fetches.append((str(body["env"]), str(body["sha"])))
+            self.pump()
         else:
             self.fail("protocol", f"unexpected frame {kind!r}")
 
-    def send_blob(self, where: str, sha: str) -> None:
-        """Stream a body file in chunks (the follower asked: it lacks it)."""
-        try:
-            path = self.service.store.blob_dir(where).path(sha)
-            fh = open(path, "rb")
-        except (OSError, KeyError, IndexError, ValueError):
-            self.send(wire.blob_frame(where, sha, 2, b""))
-            return
-        with fh:
-            while True:
-                chunk = fh.read(wire.BLOB_CHUNK)
-                last = len(chunk) < wire.BLOB_CHUNK
-                self.send(wire.blob_frame(where, sha, 1 if last else 0, chunk))
-                if last:
-                    break
+    def _send_blobs(self, budget: int) -> int:
+        """Body files the follower asked for, a chunk at a time while not paused (a copy's
+        files may be many and large: they are never buffered whole)."""
+        while self.fetches and not self.paused and not self.closed and budget > 0:
+            where, sha = self.fetches[0]
+            if self._blob is None:
+                try:
+                    self._blob = open(self.service.store.blob_dir(where).path(sha), "rb")
+                except (OSError, KeyError, IndexError, ValueError):
+                    self.send(wire.blob_frame(where, sha, 2, b""))  # gone meanwhile
+                    self.fetches.popleft()
+                    continue
+            chunk = self._blob.read(wire.BLOB_CHUNK)
+            last = len(chunk) < wire.BLOB_CHUNK
+            self.send(wire.blob_frame(where, sha, 1 if last else 0, chunk))
+            budget -= len(chunk) + 64
+            if last:
+                self._blob.close()
+                self._blob = None
+                self.fetches.popleft()
+        return budget
 
     def pump(self) -> None:
         """Send what the follower has not seen, a slice at a time, while not paused."""
@@ -291,7 +307,7 @@ class LeaderSession(Session):
             return
         self._pumping = True
         try:
-            budget = 4 * SLICE_BYTES
+            budget = self._send_blobs(4 * SLICE_BYTES)
             for where, log_ in self.service.store.replication_logs().items():
                 if where in self.snapshots:
                     budget = self._snapshot_slice(where, log_, budget)
