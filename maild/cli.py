@@ -254,6 +254,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
     if "apply_lag_p50_ms" in daemon:
         print(f"applied {daemon['apply_lag_p50_ms']:.1f} ms after the leader's commit (p50), "
               f"{daemon['apply_lag_p99_ms']:.1f} ms (p99), last {LAG_SAMPLES_TEXT} records")
+    for where, row in status["environments"].items():
+        if "snapshot_bytes" in row:
+            print(f"copying a snapshot of {where}: {row['snapshot_bytes'] / 1e6:.1f} MB so far")
     rows = []
     for where, row in status["environments"].items():
         lag = row.get("lag_records")

@@ -93,6 +93,7 @@ class ReplicationService:
         self.applied_at: dict[str, float] = {}  # follower: when it last applied a record, per environment
         # follower: seconds from the leader's commit to ours, for the last LAG_SAMPLES records
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self.copying: dict[str, int] = {}  # follower: snapshot bytes committed so far, per environment
         self.on_leader: list[Callable[[], None]] = []  # run once this node takes writes
         self._reconnect: Any = None
         self._wake_pending = False
@@ -225,6 +226,15 @@ class ReplicationService:
 
     def applied(self, where: str, seq: int) -> None:
         self.applied_at[where] = time.time()
+
+    def snapshot_progress(self, result: Any, where: str, size: int) -> Any:
+        """A snapshot chunk of ``size`` bytes was committed (-1: the copy is complete)."""
+        if size < 0:
+            copied = self.copying.pop(where, 0)
+            log.info("replication follower: snapshot of %s complete (%.1f MB)", where, copied / 1e6)
+        else:
+            self.copying[where] = self.copying.get(where, 0) + size
+        return result
 
     def adopt_epoch(self, epoch: int) -> None:
         """A follower takes its leader's epoch (records carry it; promotion goes past it)."""
@@ -377,6 +387,8 @@ class ReplicationService:
                     row["lag_bytes"], row["lag_seconds"] = log_.lag(max(followers))
             else:
                 row["applied_at"] = self.applied_at.get(where)
+                if where in self.copying:
+                    row["snapshot_bytes"] = self.copying[where]
             envs[where] = row
         lag: dict[str, float] = {}
         if len(self.lags) >= 2:

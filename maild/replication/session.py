@@ -534,8 +534,10 @@ class FollowerSession(Session):
                 seq = 0
             elif kind == wire.SNAP_DATA:
                 d = store.apply_snapshot(where, "put", payload)
+                d.addCallback(self.service.snapshot_progress, where, len(payload))
             else:
                 d = store.apply_snapshot(where, "end", position=seq, epoch=int(payload), blobs=staged)
+                d.addCallback(self.service.snapshot_progress, where, -1)
                 self._snap_after = b""
             d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(where, seq, staged),
                            errbackArgs=(where, seq, staged))

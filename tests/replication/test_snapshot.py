@@ -28,6 +28,7 @@ def test_retention_exceeded_then_resync_copies_a_snapshot(pair_factory: Callable
     sent += send(pair.leader, 5, "during the copy")
     pair.wait_caught_up(timeout=60)
     assert "copying a snapshot" in pair.follower.log()
+    assert "snapshot of shard 00 complete" in pair.follower.log()
     _same(pair, sent)
     result = pair.follower.cli("replica", "verify", str(pair.leader.config_path))
     assert result.returncode == 0, result.stdout
