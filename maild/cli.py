@@ -207,6 +207,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cfg_of(args: argparse.Namespace) -> configmod.Config:
+    return configmod.load(args.config)
+
+
 def cmd_replica(args: argparse.Namespace) -> int:
     """Replication (docs/replication.md): status, promote, resync, verify."""
     from maild.replication import admin
@@ -225,12 +229,23 @@ def cmd_replica(args: argparse.Namespace) -> int:
             print(f"promoted: this node is the leader under epoch {epoch}; point MX and clients here")
             return 0
         if args.action == "verify":
-            other_cfg = configmod.load(args.other)
-            other = Store(other_cfg.data_dir, other_cfg.store, replication=other_cfg.replication)
-            try:
-                lines = admin.differences(admin.digest(store), admin.digest(other))
-            finally:
-                other.close()
+            from maild.replication import verify
+            if args.other is None:  # over the network, from the follower
+                if not cfg_of(args).replication.leader:
+                    raise StoreError("replica verify: set replication.leader, or name the other "
+                                     "node's configuration file")
+                try:
+                    lines = verify.against_leader(cfg_of(args), store)
+                except (OSError, verify.SSL.Error, verify.wire.ProtocolError) as exc:
+                    raise StoreError(f"replica verify: the leader did not answer: "
+                                     f"{exc or type(exc).__name__}") from None
+            else:
+                other_cfg = configmod.load(args.other)
+                other = Store(other_cfg.data_dir, other_cfg.store, replication=other_cfg.replication)
+                try:
+                    lines = verify.differences(verify.digest(store), verify.digest(other))
+                finally:
+                    other.close()
             for line in lines:
                 print(line)
             print(f"{len(lines)} difference(s)")
@@ -521,8 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.add_parser("promote", help="make this follower the leader under a new epoch")
     rsub.add_parser("resync", help="set this node's data aside; start again as an empty follower "
                                    "(daemon stopped)")
-    rsub.add_parser("verify", help="compare with another node's store (exit 1 on differences)"
-                    ).add_argument("other", help="the other node's configuration file")
+    rsub.add_parser("verify", help="compare with the leader's content, over the network, or with "
+                              "another data directory (exit 1 on differences)"
+                    ).add_argument("other", nargs="?", help="the other node's configuration file "
+                                                            "(default: ask replication.leader)")
     replica.set_defaults(func=cmd_replica)
 
     queue = sub.add_parser("queue", help="the outbound queue: list, show, retry, delete, bounce")

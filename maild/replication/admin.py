@@ -1,8 +1,7 @@
-"""`maild replica ...`: status, promote, resync, verify (docs/replication.md)."""
+"""`maild replica ...`: status, promote, resync (verify: verify.py; docs/replication.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -98,44 +97,3 @@ def resync(data_dir: Path, config: Any = None) -> Path | None:
     redo.write_state(data_dir, {"epoch": int(state.get("epoch", 1)), "role": "follower",
                                 "fenced": None, "history": history})
     return target
-
-
-def digest(store: Store) -> dict[str, Any]:
-    """Per user and mailbox: uid list, flags, modseq and body sha256 of every message; and
-    the directory's domains, users and aliases."""
-    out: dict[str, Any] = {"domains": sorted(d.name for d in store.domains()),
-                           "aliases": sorted((a, sorted(t)) for a, t in store.aliases())}
-    users: dict[str, Any] = {}
-    for user in store.users():
-        boxes: dict[str, Any] = {}
-        for mailbox in store.mailboxes(user.address):
-            boxes[mailbox.name] = [
-                [meta.uid, sorted(meta.flags), meta.modseq,
-                 hashlib.sha256(store.read(user.address, mailbox.id, meta.uid)).hexdigest()]
-                for meta in store.messages(user.address, mailbox.id)]
-        users[user.address] = boxes
-    out["users"] = users
-    return out
-
-
-def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """One line per difference between two digests."""
-    lines = []
-    for key in ("domains", "aliases"):
-        if mine[key] != theirs[key]:
-            lines.append(f"{key}: here {mine[key]}, there {theirs[key]}")
-    for user in sorted(set(mine["users"]) | set(theirs["users"])):
-        a, b = mine["users"].get(user), theirs["users"].get(user)
-        if a is None or b is None:
-            lines.append(f"{user}: only {'there' if a is None else 'here'}")
-            continue
-        for box in sorted(set(a) | set(b)):
-            x, y = a.get(box), b.get(box)
-            if x is None or y is None:
-                lines.append(f"{user} {box}: only {'there' if x is None else 'here'}")
-                continue
-            xs, ys = {m[0]: m for m in x}, {m[0]: m for m in y}
-            for uid in sorted(set(xs) | set(ys)):
-                if xs.get(uid) != ys.get(uid):
-                    lines.append(f"{user} {box} uid {uid}: here {xs.get(uid)}, there {ys.get(uid)}")
-    return lines

@@ -27,10 +27,11 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import threads
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from zope.interface import implementer
 
-from maild.replication import wire
+from maild.replication import verify, wire
 from maild.store import redo
 from maild.store.blobs import StagedBlob
 
@@ -269,6 +270,10 @@ class LeaderSession(Session):
                 if where in self.acked:
                     self.acked[where] = max(self.acked[where], int(pos))
             self.service.acked(self)
+        elif kind == wire.VERIFY and not self.sent:
+            d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                          verify.digest, self.service.store)
+            d.addCallbacks(self._send_digest, lambda f: self.fail("verify", "digest failed"))
         elif kind == wire.FETCH:
             body = wire.load_json(payload)
             if len(self.fetches) >= MAX_FETCHES:
@@ -278,6 +283,14 @@ class LeaderSession(Session):
             self.pump()
         else:
             self.fail("protocol", f"unexpected frame {kind!r}")
+
+    def _send_digest(self, digest: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        for user, boxes in digest["users"].items():
+            self.send(wire.control(wire.VERIFY, {"user": user, "boxes": boxes}))
+        self.send(wire.control(wire.VERIFY, {"domains": digest["domains"], "aliases": digest["aliases"]}))
+        self.transport.loseConnection()
 
     def _send_blobs(self, budget: int) -> int:
         """Body files the follower asked for, a chunk at a time while not paused (a copy's

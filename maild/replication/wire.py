@@ -17,6 +17,8 @@ Frame: ``u32 length | u8 type | payload`` (length counts the type and the payloa
   subscribed at -1 (empty, or an unfinished copy)
 - ``D`` snapshot data (leader): ``u8 n | environment | chunk`` (a redo record of puts)
 - ``Z`` snapshot end (leader): {"env", "position", "epoch"}; records after it follow
+- ``V`` verify: {} (a client) asks for the leader's content digest; the leader answers
+  one ``V`` {"user", "boxes"} per user, then ``V`` {"domains", "aliases"}
 - ``P`` ping / ``Q`` pong: {} (liveness; either side drops a silent peer)
 - ``E`` error: {"code", "text"}; the connection closes after it
 
@@ -44,6 +46,7 @@ _SEQ = struct.Struct(">Q")
 HELLO, AUTH, SUBSCRIBE, RECORD, FETCH, BLOB, ACK, PING, PONG, ERROR = (
     b"H", b"A", b"S", b"R", b"F", b"B", b"K", b"P", b"Q", b"E")
 SNAP_BEGIN, SNAP_DATA, SNAP_END = b"N", b"D", b"Z"
+VERIFY = b"V"
 
 
 class ProtocolError(Exception):

@@ -86,9 +86,15 @@ def test_follower_catches_up_and_serves_reads_only(pair_factory: Callable[..., P
     # the follower stopped, the leader goes on; the follower catches up when back
     pair.follower.stop()
     sent += send(pair.leader, 15, "while away")
+    # verify over the replication connection (replication.leader) sees the difference
+    result = pair.follower.cli("replica", "verify")
+    assert result.returncode == 1 and "15 difference(s)" in result.stdout, result.stdout + result.stderr
+    assert "alice@example.test INBOX uid 23: here None" in result.stdout, result.stdout
     pair.follower.start()
     pair.wait_caught_up()
     _same(pair, sent)
+    result = pair.follower.cli("replica", "verify")
+    assert result.returncode == 0 and "0 difference(s)" in result.stdout, result.stdout + result.stderr
     status = pair.status(pair.leader)
     assert status["role"] == "leader" and status["daemon"]["peers"]
     text = pair.leader.cli("status").stdout  # `maild status` has a replication line
