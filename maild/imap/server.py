@@ -144,6 +144,8 @@ from maild.store.types import (
     MessageMeta,
     NotFound,
     QuotaExceeded,
+    ReadOnlyStore,
+    ReplicaTimeout,
     SpecialUse,
     StoreFull,
     User,
@@ -503,6 +505,10 @@ class ImapSession(CommandSession):
             status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
         except StoreFull:
             status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except ReadOnlyStore:  # RFC 5530 §3 UNAVAILABLE; docs/replication.md
+            status, code, text = "NO", "UNAVAILABLE", "This server is a read-only replica"
+        except ReplicaTimeout:
+            status, code, text = "NO", "UNAVAILABLE", "Not confirmed by the replica, try again later"
         except BlobDamaged:  # the store logged the blob's name (RFC 5530 §3 SERVERBUG)
             status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
@@ -773,6 +779,8 @@ class ImapSession(CommandSession):
             self.view = None
             self.state = State.AUTHENTICATED
             self._send(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
+        if self.ctx.read_only and not cmd.readonly:  # a replica: RFC 3501 §6.3.1 [READ-ONLY]
+            cmd = dataclasses.replace(cmd, readonly=True)
         mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
         uids = self.store.uids(user, mailbox.id)
