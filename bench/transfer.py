@@ -3,7 +3,8 @@
 A generated mbox of 200,000 messages (mostly 1-4 KB, one in 50 of 60 KB, so bodies live
 both inline in LMDB and as blob files) is imported by `maild import` as a subprocess: its
 messages/s, MB/s and peak RSS (the child's ru_maxrss, which must stay bounded whatever the
-mbox size). Then `maild backup` of the result, and a second, incremental one.
+mbox and store size), split into anonymous and file-backed (LMDB's maps). Then `maild
+export` of it back to an mbox, the same way. Then `maild backup` of the result, and a second, incremental one.
 """
 
 from __future__ import annotations
@@ -49,28 +50,36 @@ def make_mbox(path: Path, count: int, seed: int = 1) -> int:
     return path.stat().st_size
 
 
-def _anon_kib(pid: int) -> int:
+def _rss_kib(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) of a process in KiB; zeros once it is gone."""
+    found = {"RssAnon:": 0, "RssFile:": 0}
     try:
         with open(f"/proc/{pid}/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:"))
-    except (OSError, StopIteration):
-        return 0
+            for line in fh:
+                if line.split(":")[0] + ":" in found:
+                    found[line.split()[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return found["RssAnon:"], found["RssFile:"]
 
 
-def _timed(cmd: list[str]) -> tuple[float, tuple[int, int], subprocess.CompletedProcess[bytes]]:
-    """Wall seconds, (peak RSS, peak anonymous RSS) in KiB, and the result of a child.
+def _timed(cmd: list[str]) -> tuple[float, tuple[int, int, int], subprocess.CompletedProcess[bytes]]:
+    """Wall seconds, (peak RSS, peak anonymous RSS, peak file-backed RSS) in KiB, and the
+    result of a child.
 
-    RSS counts the pages of LMDB's map the process has touched: clean file pages the kernel
-    drops under memory pressure, growing with the store, not with the mbox. Anonymous
-    memory (heap, buffers) is what an import holds of its own: sampled every 50 ms."""
+    Anonymous memory (heap, buffers) is what the process holds of its own; file-backed is
+    mostly the pages of LMDB's maps it has touched, which `maild import` and `maild export`
+    give back as they go (maild/store/mapped.py). Both sampled every 50 ms; peak RSS is the
+    kernel's high-water mark (ru_maxrss)."""
     started = time.monotonic()
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    anon = 0
+    anon = filed = 0
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             break
-        anon = max(anon, _anon_kib(process.pid))
+        a, f = _rss_kib(process.pid)
+        anon, filed = max(anon, a), max(filed, f)
         time.sleep(0.05)
     elapsed = time.monotonic() - started
     out = process.stdout.read() if process.stdout else b""
@@ -79,15 +88,20 @@ def _timed(cmd: list[str]) -> tuple[float, tuple[int, int], subprocess.Completed
     result = subprocess.CompletedProcess(cmd, process.returncode, out, err)
     if result.returncode != 0:
         raise RuntimeError(f"{cmd}: {err.decode(errors='replace')[-2000:]}")
-    return elapsed, (usage.ru_maxrss, anon), result
+    return elapsed, (usage.ru_maxrss, anon, filed), result
+
+
+def _rss(rss: tuple[int, int, int]) -> str:
+    return (f"peak RSS {rss[0] / 1024:,.0f} MB (anonymous {rss[1] / 1024:,.0f} MB, "
+            f"file-backed {rss[2] / 1024:,.0f} MB)")
 
 
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    count = 5_000 if quick else 200_000
+def run(quick: bool = False, count: int | None = None) -> list[dict[str, Any]]:
+    count = count or (5_000 if quick else 200_000)
     root = Path(tempfile.mkdtemp(prefix="maild-bench-transfer-"))
     try:
         config = root / "maild.toml"
@@ -105,14 +119,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         seconds, rss, _ = _timed([*maild, "import", "user@example.test", str(mbox)])
         rows = [{"workload": f"import mbox, {count:,} messages, {size / 1e6:,.0f} MB",
                  "result": f"{count / seconds:,.0f} msg/s  {size / 1e6 / seconds:,.1f} MB/s  "
-                           f"peak RSS {rss[0] / 1024:,.0f} MB (anonymous {rss[1] / 1024:,.0f} MB, the "
-                           f"rest LMDB's mapped file)  ({seconds:,.1f} s)"}]
+                           f"{_rss(rss)}  ({seconds:,.1f} s)"}]
         data_bytes = _tree_bytes(cfg.data_dir)
+        seconds, rss, _ = _timed([*maild, "export", "user@example.test", str(root / "export"),
+                                  "--format", "mbox"])
+        rows.append({"workload": f"export mbox, {count:,} messages",
+                     "result": f"{count / seconds:,.0f} msg/s  {_rss(rss)}  ({seconds:,.1f} s)"})
+        shutil.rmtree(root / "export")
         backups = root / "backups"
         seconds, rss, _ = _timed([*maild, "backup", str(backups)])
         rows.append({"workload": f"backup, {data_bytes / 1e6:,.0f} MB data dir (same file system: links)",
-                     "result": f"{data_bytes / 1e6 / seconds:,.0f} MB/s  peak RSS {rss[0] / 1024:,.0f} MB "
-                               f"(anonymous {rss[1] / 1024:,.0f} MB)  ({seconds:,.1f} s)"})
+                     "result": f"{data_bytes / 1e6 / seconds:,.0f} MB/s  {_rss(rss)}  ({seconds:,.1f} s)"})
         seconds, _, _ = _timed([*maild, "backup", str(backups)])
         rows.append({"workload": "backup again, nothing new (incremental)", "result": f"{seconds:,.1f} s"})
         seconds, _, _ = _timed([*maild, "backup", "verify", str(backups)])

@@ -30,7 +30,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _store(args: argparse.Namespace) -> Store:
     cfg = configmod.load(args.config)
-    return Store(cfg.data_dir, cfg.store)
+    return Store(cfg.data_dir, cfg.store, replication=cfg.replication)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -168,6 +168,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         status = store.status()
+        if store.repl_role != "standalone":
+            from maild.replication import admin
+            status["replication"] = admin.status(store)
     finally:
         store.close()
     if args.json:
@@ -184,6 +187,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"local delivery retries: {retry['recipients']} recipient(s) in {retry['entries']} "
               f"entries, oldest {_age(retry['oldest_age'])}")
     print(f"free space in the data directory: {status['free_bytes'] // (1024 * 1024)} MiB")
+    replication = status.get("replication")
+    if replication is not None:  # details: maild replica status
+        reported = replication["daemon"] or {}
+        lags = [r["lag_records"] for r in replication["environments"].values()
+                if r.get("lag_records") is not None]
+        print(f"replication: {replication['role']}, epoch {replication['epoch']}"
+              + (f", peers {', '.join(reported.get('peers') or []) or 'none'}" if reported else "")
+              + (f", lag {max(lags)} records" if lags else "")
+              + (", FENCED" if replication["fenced"] and replication["role"] != "follower" else "")
+              + (", SYNC DEGRADED" if reported.get("degraded") else ""))
     daemon = status["daemon"]
     if daemon is None:
         print("daemon: not running")
@@ -196,6 +209,87 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"DAMAGED BLOB: {damaged['where']}: {damaged['blob']} ({damaged['message']}): "
               "restore it from a backup or run 'maild fsck'")
     return 0
+
+
+def cfg_of(args: argparse.Namespace) -> configmod.Config:
+    return configmod.load(args.config)
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    """Replication (docs/replication.md): status, promote, resync, verify."""
+    from maild.replication import admin
+    if args.action == "resync":
+        cfg = configmod.load(args.config)
+        moved = admin.resync(cfg.data_dir, cfg)
+        print("this node is now an empty follower; it copies the leader when `maild serve` starts"
+              + (f"\nits previous data is set aside, never merged: {moved}" if moved else ""))
+        return 0
+    store = _store(args)
+    try:
+        if args.action == "promote":
+            if store.repl_role == "leader" and store.repl_fence is None:
+                raise StoreError("this node is already the leader")
+            epoch = admin.promote(store)
+            print(f"promoted: this node is the leader under epoch {epoch}; point MX and clients here")
+            return 0
+        if args.action == "verify":
+            from maild.replication import verify
+            if args.other is None:  # over the network, from the follower
+                if not cfg_of(args).replication.leader:
+                    raise StoreError("replica verify: set replication.leader, or name the other "
+                                     "node's configuration file")
+                try:
+                    lines = verify.against_leader(cfg_of(args), store)
+                except (OSError, verify.SSL.Error, verify.wire.ProtocolError) as exc:
+                    raise StoreError(f"replica verify: the leader did not answer: "
+                                     f"{exc or type(exc).__name__}") from None
+            else:
+                other_cfg = configmod.load(args.other)
+                other = Store(other_cfg.data_dir, other_cfg.store, replication=other_cfg.replication)
+                try:
+                    lines = verify.differences(verify.digest(store), verify.digest(other))
+                finally:
+                    other.close()
+            for line in lines:
+                print(line)
+            print(f"{len(lines)} difference(s)")
+            return 1 if lines else 0
+        status = admin.status(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    daemon = status["daemon"] or {}
+    print(f"role {status['role']}, epoch {status['epoch']}"
+          + (f", FENCED: {status['fenced']}" if status["fenced"] and status["role"] != "follower" else "")
+          + (f", mode {daemon.get('mode')}" if daemon else ", daemon not running"))
+    if daemon.get("degraded"):
+        print(f"SYNC MODE DEGRADED to async: {daemon['degraded']}")
+    if daemon.get("problem"):
+        print(f"leader refused us: {daemon['problem']}")
+    if daemon:
+        print(f"peers: {', '.join(daemon.get('peers') or []) or 'none connected'}")
+    if "apply_lag_p50_ms" in daemon:
+        print(f"applied {daemon['apply_lag_p50_ms']:.1f} ms after the leader's commit (p50), "
+              f"{daemon['apply_lag_p99_ms']:.1f} ms (p99), last {LAG_SAMPLES_TEXT} records")
+    for where, row in status["environments"].items():
+        if "snapshot_bytes" in row:
+            print(f"copying a snapshot of {where}: {row['snapshot_bytes'] / 1e6:.1f} MB so far")
+    rows = []
+    for where, row in status["environments"].items():
+        lag = row.get("lag_records")
+        seconds = row.get("lag_seconds")
+        rows.append([where, str(row["position"]), str(row.get("epoch") or "-"),
+                     "-" if row.get("follower") is None else str(row["follower"]),
+                     "-" if lag is None else str(lag),
+                     "-" if lag is None else str(row.get("lag_bytes", 0)),
+                     "-" if seconds is None else f"{seconds:.1f}"])
+    _table(rows, ["environment", "position", "epoch", "follower at", "lag records", "bytes", "seconds"])
+    return 0
+
+
+LAG_SAMPLES_TEXT = "10,000"
 
 
 def _age(seconds: float) -> str:
@@ -338,7 +432,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         report = import_mail(store, args.address, Path(args.path), data_dir=cfg.data_dir,
                              mailbox=args.mailbox, variant="mboxo" if args.mboxo else "mboxrd",
-                             restart=args.restart, out=sys.stderr)
+                             restart=args.restart, out=sys.stderr,
+                             mapped_max_kib=args.mapped_max_mb * 1024)
     finally:
         store.close()
     for problem in report.problems:
@@ -352,7 +447,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr)
+        count = export_mail(store, args.address, Path(args.dir), args.format, out=sys.stderr,
+                            mapped_max_kib=args.mapped_max_mb * 1024)
     finally:
         store.close()
     print(f"exported {count} messages of {args.address} to {args.dir} ({args.format})")
@@ -518,6 +614,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
+    replica = sub.add_parser("replica", help="replication: status, promote, resync, verify")
+    rsub = replica.add_subparsers(dest="action", required=True)
+    rsub.add_parser("status", help="role, epoch, positions, lag").add_argument("--json", action="store_true")
+    rsub.add_parser("promote", help="make this follower the leader under a new epoch")
+    rsub.add_parser("resync", help="set this node's data aside; start again as an empty follower "
+                                   "(daemon stopped)")
+    rsub.add_parser("verify", help="compare with the leader's content, over the network, or with "
+                              "another data directory (exit 1 on differences)"
+                    ).add_argument("other", nargs="?", help="the other node's configuration file "
+                                                            "(default: ask replication.leader)")
+    replica.set_defaults(func=cmd_replica)
+
     queue = sub.add_parser("queue", help="the outbound queue: list, show, retry, delete, bounce")
     qsub = queue.add_subparsers(dest="action", required=True)
     qsub.add_parser("list")
@@ -552,11 +660,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mboxo", action="store_true",
                    help="unquote only '>From ' (mboxo); the default is mboxrd ('>+From ')")
     p.add_argument("--restart", action="store_true", help="forget an interrupted import's journal")
+    p.add_argument("--mapped-max-mb", type=int, default=64,
+                   help="give back the store's mapped pages above this much resident file "
+                   "memory (default 64)")
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("export", help="write a user's mailboxes to a Maildir++ tree or mbox files")
     p.add_argument("address")
     p.add_argument("dir")
     p.add_argument("--format", choices=("maildir", "mbox"), default="maildir")
+    p.add_argument("--mapped-max-mb", type=int, default=64,
+                   help="give back the store's mapped pages above this much resident file "
+                   "memory (default 64)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dev-cert", help="write a development TLS certificate signed by a local CA")

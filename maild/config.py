@@ -242,6 +242,40 @@ class StoreConfig:
                                           "start-up and every 6 hours (docs/reliability.md)", positive=True)
 
 
+def _host_port(text: str) -> str | None:
+    try:
+        parse_address(text, "")
+    except ConfigError:
+        return f'expected "host:port", got {text!r}'
+    return None
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    role: str = key("standalone", "standalone (no replication), leader (takes writes, streams them) or "
+                                  "follower (applies them, serves reads)",
+                    choices=("standalone", "leader", "follower"))
+    listen: list[Address] = key([], '"host:port" list: where a leader takes followers (TLS only)',
+                                example=["192.0.2.1:7025"], commented=True)
+    leader: str = key("", '"host:port" a follower connects to', check=_host_port,
+                      example="192.0.2.1:7025", commented=True)
+    mode: str = key("async", "async: acknowledge after the local fsync; sync: after the follower's too",
+                    choices=("async", "sync"))
+    sync_timeout: float = key(5.0, "seconds a sync-mode acknowledgement waits for the follower",
+                              positive=True)
+    on_timeout: str = key("degrade", "sync mode, follower too slow or away: degrade (go on "
+                                     "asynchronously, logged and shown in status) or tempfail (4xx/NO)",
+                          choices=("degrade", "tempfail"))
+    retain: int = key(100_000, "log records (one per group commit, small bodies inline) kept per "
+                               "environment for a follower that is away; further behind: `maild replica resync`",
+                      positive=True)
+    secret_file: Path | None = key(None, "file holding a shared secret both nodes prove (HMAC) over TLS",
+                                   example="/etc/maild/replication.secret", commented=True)
+    peer_fingerprints: list[str] = key([], "SHA-256 fingerprints of the peer's [tls] certificate "
+                                           "(mutual TLS, pinned); with secret_file both are required",
+                                       example=["ab:cd:..."], commented=True)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     shutdown_grace: float = key(10.0, "seconds in-flight commands get on SIGTERM to finish and be answered",
@@ -385,6 +419,8 @@ class Config:
     outbound: OutboundConfig = section(OutboundConfig, "the outbound queue: mail for other domains "
                                                        "(docs/outbound.md)")
     metrics: MetricsConfig = section(MetricsConfig, "Prometheus metrics (docs/operations.md)")
+    replication: ReplicationConfig = section(ReplicationConfig, "a follower node with every "
+                                             "acknowledged message (docs/replication.md)")
 
 
 EXAMPLE_HEADER = """\

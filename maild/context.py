@@ -28,3 +28,9 @@ class ServerContext:
     # State the listeners of one protocol section share (connection counts, rates, POP3
     # locks), by section name: maild.util.session.SessionFactory.shared.
     shared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def read_only(self) -> str | None:
+        """Why this node takes no writes now (a replication follower, a fenced leader:
+        docs/replication.md); None when it takes them. Front ends refuse writes up front."""
+        return self.store.repl_fence

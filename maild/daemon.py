@@ -3,6 +3,10 @@
 Shutdown (SIGTERM, SIGINT): stop accepting connections and commands, let the commands in
 progress finish and be answered within ``[server] shutdown_grace`` (maild/shutdown.py), then
 close the sessions and the store, which finishes every write still queued.
+
+Replication (docs/replication.md): a leader or follower also runs the replication service;
+the outbound queue runner and housekeeping run only on a node that takes writes (not on a
+follower, which would send the leader's queue again), from its promotion on.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
 from maild.reload import Reloader
+from maild.replication import ReplicationService
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
@@ -215,7 +220,7 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     tls = tls_options(config)
-    store = Store(config.data_dir, config.store, reactor)
+    store = Store(config.data_dir, config.store, reactor, config.replication)
     reactor.suggestThreadPoolSize(16)
     filters = build_filters(config, store, reactor)
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor),
@@ -248,9 +253,26 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)
-    reactor.callWhenRunning(runner.start)
-    reactor.addSystemEventTrigger("before", "shutdown", runner.stop)
-    _housekeeping(store, reactor)
+    started: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: runner.stop() if started else None)
+
+    def take_writes() -> None:
+        """The outbound queue and housekeeping run where writes are taken: not on a follower
+        (it would send the leader's queue a second time), on a promoted one from then on."""
+        started.append(True)
+        runner.start()
+        _housekeeping(store, reactor)
+    if store.repl_role == "standalone":
+        reactor.callWhenRunning(take_writes)
+    else:
+        try:
+            replication = ReplicationService(config, store, reactor)
+            replication.on_leader.append(take_writes)
+            ports.extend(replication.start())
+        except Exception:
+            store.close()
+            raise
+        reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
 
     def ready() -> None:
         log.info("maild ready: %s", ", ".join(ports) or "no listeners")

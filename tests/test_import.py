@@ -1,7 +1,7 @@
 """`maild import` and `maild export` (maild/transfer): mbox made by formail (Debian
 procmail), a Maildir++ tree made by mbsync (Debian isync) from the daemon's own IMAP
-server, hand-made malformed input, resuming an interrupted import without duplicates, and
-export round trips."""
+server, hand-made malformed input, resuming an interrupted import without duplicates,
+export round trips, and bounded resident memory of both."""
 
 from __future__ import annotations
 
@@ -291,3 +291,53 @@ def test_over_quota_is_reported_not_fatal(maild_server: MaildServer, tmp_path: P
     assert len(read_store(maild_server, BOB)["INBOX"]) == 2
     unknown = maild_server.cli("import", "nobody@example.test", str(source))
     assert unknown.returncode == 2 and "no user nobody@example.test" in unknown.stderr
+
+
+def _peak_rss_kib(args: list[str]) -> tuple[subprocess.CompletedProcess[bytes], int, int]:
+    """Run a command; its result and peak RssAnon and RssFile (KiB), sampled every 20 ms
+    from /proc/PID/status."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = {"RssAnon": 0, "RssFile": 0}
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{process.pid}/status") as fh:
+                for line in fh:
+                    name, _, value = line.partition(":")
+                    if name in peak:
+                        peak[name] = max(peak[name], int(value.split()[0]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, out, err), peak["RssAnon"], peak["RssFile"]
+
+
+def test_import_and_export_memory_stays_bounded(maild_server: MaildServer, tmp_path: Path) -> None:
+    """The pages of LMDB's maps an import or export touches are given back as it goes
+    (maild/store/mapped.py): resident file memory stays near --mapped-max-mb, not the
+    size of the store."""
+    store = maild_server.store()
+    try:
+        store.user_set_quota(ALICE, 0)
+    finally:
+        store.close()
+    source = tmp_path / "many.mbox"
+    count = 20_000
+    with open(source, "wb") as out:
+        for i in range(count):
+            out.write(b"From s@example.org Tue Jan  2 03:04:05 2024\n" + mail(i, b"z" * 3000 + b"\n") + b"\n")
+    maild = [sys.executable, "-m", "maild.cli", "-c", str(maild_server.config_path)]
+    bound_kib = 40 * 1024
+    result, anon, filed = _peak_rss_kib([*maild, "import", ALICE, str(source), "--mapped-max-mb", "8"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"imported %d messages" % count in result.stdout
+    # The store holds far more than the bound: kept, its pages alone would exceed it.
+    mapped = sum(f.stat().st_size for f in maild_server.data_dir.glob("shards/*/lmdb/data.mdb"))
+    assert mapped > 2 * bound_kib * 1024
+    assert filed < bound_kib, (anon, filed)
+    result, anon, filed = _peak_rss_kib([*maild, "export", ALICE, str(tmp_path / "out"), "--format", "mbox",
+                                        "--mapped-max-mb", "8"])
+    assert result.returncode == 0, result.stderr
+    assert filed < bound_kib, (anon, filed)
+    assert (tmp_path / "out" / "INBOX.mbox").stat().st_size > count * 3000

@@ -68,7 +68,7 @@ def test_journal_fields_and_nothing_secret(maild_factory: Callable[..., MaildSer
         records += collect(sock, lambda rs: any(r.get("MAILD_QUEUE_ID") for r in rs))
         accepted = next(r for r in records if r.get("MAILD_QUEUE_ID"))
         assert accepted["MESSAGE"].startswith(f"maild.smtp.server: accepted {accepted['MAILD_QUEUE_ID']}")
-        assert "auth failed" in " ".join(r["MESSAGE"] for r in records)
+        assert "authentication failed" in " ".join(r["MESSAGE"] for r in records)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

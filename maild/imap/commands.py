@@ -15,9 +15,12 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class SequenceSet:
-    """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``."""
+    """RFC 3501 §9 sequence-set: ranges with ``None`` standing for ``*``. ``saved`` is
+    RFC 5182's ``$`` (RFC 9051 §6.4.4): the session's saved search result, which the
+    session resolves (``MailboxView.resolve``, ``searchres.bind``); its ``ranges`` are empty."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
     # contains()'s index of a set of many ranges: (largest, starts, ends) of the ranges
     # merged and ordered, made on first use; not part of the value.
     _index: tuple[int, list[int], list[int]] | None = field(default=None, init=False, repr=False, compare=False)

@@ -174,7 +174,8 @@ class FetchCommands:
         gone = self.store.expunged_since(self._user(), view.mailbox_id, cmd.changed_since)
         if gone:
             largest = max(gone[-1], view.uids[-1] if view.uids else 0)  # "*": every UID so far
-            gone = [uid for uid in gone if cmd.sequence.contains(uid, largest)]
+            gone = [uid for uid in gone if (uid in view.saved if cmd.sequence.saved  # "$": RFC 5182
+                                            else cmd.sequence.contains(uid, largest))]
         if gone:
             self._send(b"* VANISHED (EARLIER) " + _compress(gone))
 

@@ -33,17 +33,26 @@ class MailboxView:
     claimed: int = 0
     # The keywords announced in FLAGS to this session (RFC 3501 §7.2.6).
     keywords: set[str] = field(default_factory=set)
+    # RFC 5182 §2.1 (RFC 9051 §6.4.4): the UIDs of the last SEARCH RETURN (SAVE), "$";
+    # empty at SELECT. Expunged UIDs stay in it and resolve to nothing (UIDs never return).
+    saved: frozenset[int] = frozenset()
 
     @property
     def exists(self) -> int:
         return len(self.uids)
 
-    def seq_of(self, uid: int) -> int | None:
+    def index_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        return i if i < len(self.uids) and self.uids[i] == uid else None
+
+    def seq_of(self, uid: int) -> int | None:
+        i = self.index_of(uid)
+        return None if i is None else i + 1
 
     def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
         """Sorted 0-based indexes into ``uids`` named by a sequence set."""
+        if sequence.saved:  # "$" is the same messages in either form (RFC 5182 §2.1)
+            return [i for i in (self.index_of(u) for u in sorted(self.saved)) if i is not None]
         n = len(self.uids)
         if not n:
             if uid or not sequence.ranges:

@@ -303,7 +303,9 @@ class _Reader:
     def flag_list(self) -> frozenset[str]:
         return frozenset(self.paren_list(self.flag))
 
-    def sequence_set(self) -> SequenceSet:
+    def sequence_set(self, saved_ok: bool = True) -> SequenceSet:
+        if saved_ok and self.maybe(b"$"):
+            return SequenceSet((), saved=True)  # RFC 5182 §2.1: "$" stands alone
         ranges: list[tuple[int | None, int | None]] = []
         while True:
             a = self._seq_number()
@@ -582,12 +584,12 @@ def _qresync(r: _Reader) -> Qresync:
     known_uids = seq_match = None
     if r.maybe(b" "):
         if r.peek() != 0x28:
-            known_uids = r.sequence_set()
+            known_uids = r.sequence_set(saved_ok=False)
         if known_uids is None or r.maybe(b" "):
             r.open_paren()
-            known_seqs = r.sequence_set()
+            known_seqs = r.sequence_set(saved_ok=False)
             r.sp()
-            seq_match = (known_seqs, r.sequence_set())
+            seq_match = (known_seqs, r.sequence_set(saved_ok=False))
             r.close_paren()
     r.close_paren()
     return Qresync(uidvalidity, modseq, known_uids, seq_match)
@@ -622,7 +624,8 @@ def _rename(r: _Reader, tag: str, name: str, uid: bool) -> Command:
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
-                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT", "MAILBOXID"})
+                          "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT", "MAILBOXID",
+                          "DELETED"})  # DELETED: RFC 9051 §6.3.11
 
 
 def _list(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -918,7 +921,7 @@ def _expunge(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return Simple(tag, name)
 
 
-_ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT"})
+_ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})  # SAVE: RFC 5182 §2.4
 
 
 _CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4, and PARTIAL
@@ -1015,7 +1018,7 @@ def _search_key(r: _Reader) -> SearchKey:
             keys.append(_search_key(r))
         r.close_paren()
         return keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
-    if c is not None and (0x30 <= c <= 0x39 or c == 0x2A):
+    if c is not None and (0x30 <= c <= 0x39 or c in (0x2A, 0x24)):  # "$": RFC 5182 §2.1
         return SearchKey(SearchOp.SEQ, r.sequence_set())
     word = r.word()
     if word in _FLAG_KEYS:

@@ -231,21 +231,25 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
     return out
 
 
+def uid_set_key(uids: set[int] | frozenset[int]) -> SearchKey:
+    """A key matching exactly ``uids`` (none when empty)."""
+    if not uids:
+        return SearchKey(SearchOp.NOT, children=(SearchKey(SearchOp.ALL),))
+    ranges: list[tuple[int | None, int | None]] = []
+    for uid in sorted(uids):
+        if ranges and ranges[-1][1] == uid - 1:
+            ranges[-1] = (ranges[-1][0], uid)
+        else:
+            ranges.append((uid, uid))
+    return SearchKey(SearchOp.UID, SequenceSet(tuple(ranges)))
+
+
 def bind_recent(key: SearchKey, recent: set[int]) -> SearchKey:
     """``key`` with RECENT (NEW and OLD are made of it) replaced by the session's \\Recent
     messages (RFC 3501 §6.4.4): \\Recent is session state, not in any record."""
     if not any(k.op is SearchOp.RECENT for k in _walk(key)):
         return key
-    if recent:
-        ranges: list[tuple[int | None, int | None]] = []
-        for uid in sorted(recent):
-            if ranges and ranges[-1][1] == uid - 1:
-                ranges[-1] = (ranges[-1][0], uid)
-            else:
-                ranges.append((uid, uid))
-        bound = SearchKey(SearchOp.UID, SequenceSet(tuple(ranges)))
-    else:
-        bound = SearchKey(SearchOp.NOT, children=(SearchKey(SearchOp.ALL),))
+    bound = uid_set_key(recent)
 
     def replace(k: SearchKey) -> SearchKey:
         if k.op is SearchOp.RECENT:

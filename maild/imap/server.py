@@ -22,7 +22,9 @@ Implementation notes — invariants a contributor must keep:
    (the UID forms may), never with no command in progress except during IDLE.
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
    extension with logic of its own lives in its own module (multiappend, catenate, binary,
-   preview, objectid, savedate, metadata, context, compress), whose notes hold its rules;
+   preview, objectid, savedate, metadata, context, compress, searchres), whose notes hold
+   its rules; so do IMAP4rev2's differences from IMAP4rev1 (imap4rev2, switched on by
+   ENABLE IMAP4rev2);
    this module only dispatches to it and calls its hooks.
 7. Bounded memory: FETCH streams large bodies with backpressure (``maild/imap/fetch.py``,
    whose notes hold FETCH's rules); the session is the transport's push producer.
@@ -69,11 +71,13 @@ from maild.imap import (
     compress,
     context,
     fetchcache,
+    imap4rev2,
     metadata,
     mime,
     multiappend,
     names,
     objectid,
+    searchres,
     wire,
 )
 from maild.imap import search as searching
@@ -124,6 +128,8 @@ from maild.store.types import (
     MessageMeta,
     NotFound,
     QuotaExceeded,
+    ReadOnlyStore,
+    ReplicaTimeout,
     SpecialUse,
     StoreFull,
     User,
@@ -144,14 +150,14 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = frozenset({"\\Recent"})
 
 # RFC numbers in docs/imap.md; each is advertised only because it is complete.
-CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "UNSELECT",
                 "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
                 "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
-                "CONTEXT=SORT")
-PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
+                "CONTEXT=SORT", "SEARCHRES")
+PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
 class State(enum.Enum):
@@ -266,6 +272,7 @@ class ImapSession(FetchCommands, CommandSession):
         # RFC 3501 §2.3.2 \Recent: claimed at SELECT and for new messages announced. The
         # hook for IMAP4rev2 (RFC 9051 has no \Recent): ENABLE IMAP4rev2 sets it False.
         self.recent_flag = True
+        self.rev2 = False  # RFC 9051, by ENABLE IMAP4rev2 (maild/imap/imap4rev2.py)
         # Pre-authentication limits until LOGIN/AUTHENTICATE succeeds (_authenticate).
         self._framer = Framer(min(self.config.max_line_length, PRE_AUTH_LIMIT),
                               min(self.config.max_command_size, PRE_AUTH_LIMIT), PRE_AUTH_LIMIT)
@@ -462,6 +469,10 @@ class ImapSession(FetchCommands, CommandSession):
             status, code, text = "NO", "OVERQUOTA", "Quota exceeded"
         except StoreFull:
             status, code, text = "NO", "LIMIT", "Storage is full, try again later"
+        except ReadOnlyStore:  # RFC 5530 §3 UNAVAILABLE; docs/replication.md
+            status, code, text = "NO", "UNAVAILABLE", "This server is a read-only replica"
+        except ReplicaTimeout:
+            status, code, text = "NO", "UNAVAILABLE", "Not confirmed by the replica, try again later"
         except BlobDamaged:  # the store logged the blob's name (RFC 5530 §3 SERVERBUG)
             status, code, text = "NO", "SERVERBUG", "A message is damaged on the server"
         except defer.CancelledError:
@@ -705,6 +716,9 @@ class ImapSession(FetchCommands, CommandSession):
         if "UTF8=ACCEPT" in cmd.capabilities and not self.utf8:
             self.utf8 = True
             enabled.append(b"UTF8=ACCEPT")
+        # RFC 9051 §6.3.1 (capability names are not case-sensitive: RFC 5161 §3.1)
+        if "IMAP4REV2" in {c.upper() for c in cmd.capabilities} and imap4rev2.enable(self):
+            enabled.append(b"IMAP4rev2")
         self._send(b"* ENABLED" + b"".join(b" " + e for e in enabled))
 
     def _enable_condstore(self) -> None:
@@ -729,6 +743,8 @@ class ImapSession(FetchCommands, CommandSession):
             self.view = None
             self.state = State.AUTHENTICATED
             self._send(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
+        if self.ctx.read_only and not cmd.readonly:  # a replica: RFC 3501 §6.3.1 [READ-ONLY]
+            cmd = dataclasses.replace(cmd, readonly=True)
         mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
         uids = self.store.uids(user, mailbox.id)
@@ -757,6 +773,9 @@ class ImapSession(FetchCommands, CommandSession):
         if self.recent_flag:
             self._send(b"* %d RECENT" % len(view.recent))
         first_unseen = self.store.first_unseen_uid(user, mailbox.id)
+        if self.rev2:  # RFC 9051 §6.3.2: LIST is required, UNSEEN is gone
+            first_unseen = None
+            self._send(imap4rev2.select_list(self, mailbox, [m.name for m in self.store.mailboxes(user)]))
         if first_unseen is not None:
             seq = view.seq_of(first_unseen)
             if seq is not None:
@@ -842,6 +861,8 @@ class ImapSession(FetchCommands, CommandSession):
         user = self._user()
         mailboxes = self.store.mailboxes(user)
         lsub = cmd.name == "LSUB"
+        if "STATUS" in cmd.returns:
+            imap4rev2.check_status_items(self, cmd.status)  # before any LIST response
         if cmd.patterns == ("",) and not cmd.extended:
             # RFC 3501 §6.3.8: the hierarchy delimiter and root.
             self._send(b'* %s (\\Noselect) "/" ""' % cmd.name.encode())
@@ -919,11 +940,15 @@ class ImapSession(FetchCommands, CommandSession):
         return count
 
     def _send_status(self, mailbox: Mailbox, items: tuple[str, ...]) -> None:
+        imap4rev2.check_status_items(self, items)
         recent = self._recent_count(mailbox) if "RECENT" in items else 0
+        deleted = 0
+        if "DELETED" in items:  # RFC 9051 §6.3.11
+            deleted = sum(1 for m in self.store.messages(self._user(), mailbox.id) if DELETED in m.flags)
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit,
+                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted,
                   "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
         body = " ".join(f"{item} {values[item]}" for item in items)
         self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
@@ -1051,13 +1076,17 @@ class ImapSession(FetchCommands, CommandSession):
 
     async def _do_search(self, cmd: Search) -> None:
         view = self._view()
-        context.check_tag(self, cmd.tag, cmd.returns)
-        if self.utf8 and cmd.charset is not None:
+        returns = imap4rev2.search_returns(self, cmd.returns)  # RFC 9051 §6.4.4: ESEARCH
+        context.check_tag(self, cmd.tag, returns)
+        searchres.start(view, returns)  # RFC 5182 §2.1
+        if self.utf8 and not self.rev2 and cmd.charset is not None:
             raise _bad("No CHARSET after ENABLE UTF8=ACCEPT")  # RFC 6855 §3
         _check_charset(cmd.charset)
+        imap4rev2.check_search_key(self, cmd.key)
         uids = list(view.uids)
         user = self._user()
-        key = searching.bind_recent(cmd.key, view.recent)
+        unbound = searchres.bind(cmd.key, view)  # "$"
+        key = searching.bind_recent(unbound, view.recent)
         if searching.reads_messages(key):
             found = await threads.deferToThread(searching.search, self.store, user, view.mailbox_id,
                                                 uids, key)
@@ -1068,21 +1097,23 @@ class ImapSession(FetchCommands, CommandSession):
         if with_modseq:
             self._enable_condstore()
         numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
-        if cmd.returns is None:
+        searchres.save(view, returns, [uid for _, uid, _ in found])  # RFC 5182 §2.4
+        if returns is None:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if with_modseq and numbers:
                 line += b" (MODSEQ %d)" % max(m for _, _, m in found)
             self._send(line)
             return
-        line = _esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers)
+        line = _esearch(cmd.tag, cmd.uid, returns, numbers) + context.partial(returns, numbers)
         if with_modseq and numbers:
             # RFC 4731 §3.2, RFC 7162 §3.1.5: the highest mod-sequence of the messages the
             # answer returns: MIN's and/or MAX's alone, all of them with ALL or COUNT.
-            returned = found if not cmd.returns or {"ALL", "COUNT"} & set(cmd.returns) else \
-                [found[i] for i, opt in ((0, "MIN"), (-1, "MAX")) if opt in cmd.returns]
+            returned = found if not returns or {"ALL", "COUNT"} & set(returns) else \
+                [found[i] for i, opt in ((0, "MIN"), (-1, "MAX")) if opt in returns]
             line += b" MODSEQ %d" % max(m for _, _, m in returned)
-        self._send(line)
-        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
+        if searchres.answers(returns):  # SAVE alone: no ESEARCH (RFC 5182 §2.4)
+            self._send(line)
+        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
 
     _do_uid_search = _do_search
 
@@ -1094,17 +1125,22 @@ class ImapSession(FetchCommands, CommandSession):
         _check_charset(cmd.charset)
         # Every match's record and, for most criteria, its envelope: off the reactor.
         context.check_tag(self, cmd.tag, cmd.returns)
+        searchres.start(view, cmd.returns)  # RFC 5182 §2.1
+        imap4rev2.check_search_key(self, cmd.key)
+        unbound = searchres.bind(cmd.key, view)  # "$"
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids),
-                                              searching.bind_recent(cmd.key, view.recent), cmd.criteria)
+                                              searching.bind_recent(unbound, view.recent), cmd.criteria)
         numbers = [uid if cmd.uid else seq for seq, uid in ordered]
+        searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
             self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
-        self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
-        context.register(self, cmd.tag, cmd.uid, cmd.key, cmd.returns, [uid for _, uid in ordered],
+        if searchres.answers(cmd.returns):
+            self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
+        context.register(self, cmd.tag, cmd.uid, unbound, cmd.returns, [uid for _, uid in ordered],
                          cmd.criteria)  # RFC 5267 §4.3
 
     _do_uid_sort = _do_sort
@@ -1112,9 +1148,10 @@ class ImapSession(FetchCommands, CommandSession):
     async def _do_thread(self, cmd: Thread) -> None:
         view = self._view()
         _check_charset(cmd.charset)
+        imap4rev2.check_search_key(self, cmd.key)
+        key = searching.bind_recent(searchres.bind(cmd.key, view), view.recent)
         answer = await threads.deferToThread(thread_messages, self.store, self._user(), view.mailbox_id,
-                                             view.uidvalidity, list(view.uids),
-                                             searching.bind_recent(cmd.key, view.recent), cmd.algorithm, cmd.uid)
+                                             view.uidvalidity, list(view.uids), key, cmd.algorithm, cmd.uid)
         self._send(b"* THREAD" + (b" " + answer if answer else b""))  # RFC 5256 §4
 
     _do_uid_thread = _do_thread

@@ -505,6 +505,9 @@ class Pop3Session(LineSession):
         if drop.get(cmd.msg) is None:
             self._missing(cmd.msg)
             return
+        if self.ctx.read_only:  # a replication follower keeps every message (docs/replication.md)
+            self._send("-ERR [SYS/TEMP] This server is a read-only replica, no deletions")  # RFC 3206
+            return
         drop.deleted.add(cmd.msg)  # invariant 6: expunged at QUIT only
         self._send(f"+OK Message {cmd.msg} deleted")
 

@@ -78,7 +78,7 @@ from maild.smtp.parser import (
     Vrfy,
     parse_command,
 )
-from maild.store.types import QuotaExceeded, StoreFull, User
+from maild.store.types import QuotaExceeded, ReadOnlyStore, ReplicaTimeout, StoreFull, User
 from maild.util import metrics
 from maild.util.authresults import AuthResults
 from maild.util.limits import TokenBuckets
@@ -537,6 +537,9 @@ class SmtpSession(LineSession):
         if cmd.params and not self.tx.esmtp:
             self._bad(555, "5.5.4", "Parameters need EHLO")
             return
+        if self.ctx.read_only:  # a replication follower: 4yz, the sender retries (RFC 5321 §4.2.1)
+            self._reply(451, "4.3.0", "This server is a read-only replica, try again later")
+            return
         if cmd.size is not None and cmd.size > self.config.max_message_size:
             self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
             return
@@ -708,6 +711,10 @@ class SmtpSession(LineSession):
         except StoreFull:
             log.error("store full: refusing message %s", self.tx.queue_id)
             self._reply(452, "4.3.1", "Insufficient system storage")
+            return
+        except (ReadOnlyStore, ReplicaTimeout) as exc:  # docs/replication.md: the sender retries
+            log.warning("replication: not acknowledging %s: %s", self.tx.queue_id, exc)
+            self._reply(451, "4.3.0", "Not confirmed by the replica, try again later")
             return
         log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
                  len(self.tx.rcpt_to), sum(map(len, message)), extra={"maild_queue_id": self.tx.queue_id})

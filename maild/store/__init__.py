@@ -25,9 +25,9 @@ from twisted.internet import defer
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
-from maild.config import StoreConfig
+from maild.config import ReplicationConfig, StoreConfig
 from maild.store import blobs as blobfiles
-from maild.store import retry, sweep
+from maild.store import mapped, redo, retry, sweep
 from maild.store import shard as ops
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
@@ -175,10 +175,12 @@ def _unlink_staged(staged: tuple[blobfiles.StagedBlob, dict[str, str]] | None) -
 
 
 class Store:
-    def __init__(self, data_dir: Path, config: StoreConfig, reactor: Any = None) -> None:
+    def __init__(self, data_dir: Path, config: StoreConfig, reactor: Any = None,
+                 replication: ReplicationConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
         self.reactor = reactor
+        redo_log = self._replication_state(replication)
         self._subscribers: list[Callable[[Change], None]] = []
         self._fire_lock = threading.Lock()
         self._user_cache: dict[str, tuple[User, float]] = {}
@@ -191,7 +193,9 @@ class Store:
         map_size = config.map_size_mb * 1024 * 1024
         self.directory = Directory(self.data_dir / "directory",
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
-                                   config.shards, self.health, self._directory_required)
+                                   config.shards, self.health, self._directory_required, redo_log,
+                                   # results on the reactor: sync replication gates them there
+                                   None if reactor is None or redo_log is None else self._in_reactor)
         ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
         self.shards: list[Shard] = []
         try:
@@ -199,13 +203,15 @@ class Store:
                 self.shards.append(Shard(
                     i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
-                    functools.partial(self._shard_required, i)))
+                    functools.partial(self._shard_required, i), redo_log))
         except BaseException:
             for shard in self.shards:
                 shard.close()
             self.directory.close()
             self.health.close()
             raise
+        if self.repl_fence is not None:
+            self.set_fence(self.repl_fence)
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
         self._verified_files: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
         self._verified_lock = threading.Lock()
@@ -246,6 +252,114 @@ class Store:
         self.directory.close()
         self.health.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def release_mapped(self) -> int:
+        """Give back the pages of the LMDB maps this process has touched (mapped.py): for
+        long bulk jobs, whose resident memory would otherwise grow with the store."""
+        files = [self.data_dir / "directory" / "lmdb" / "data.mdb"]
+        files += [s.path / "lmdb" / "data.mdb" for s in self.shards]
+        return mapped.release(files)
+
+    # -- replication (docs/replication.md) --------------------------------------------
+
+    def _replication_state(self, replication: ReplicationConfig | None) -> Any:
+        """Read the node's replication state; return the redo-log factory when replication
+        is on (configured, or this data directory replicated before), else None."""
+        state = redo.read_state(self.data_dir)
+        configured = None if replication is None else replication.role
+        if not state:
+            if configured in (None, "standalone"):
+                self.repl_role, self.repl_epoch, self.repl_fence = "standalone", 0, None
+                return None
+            # The role is the node's from now on: promote and resync change it, not the
+            # configuration, so no process opening this directory mistakes a follower for
+            # a leader.
+            state = {"epoch": 1, "role": configured, "history": [[1, {}]], "fenced": None}
+            redo.write_state(self.data_dir, state)
+        # A directory that replicated keeps its log, even configured standalone: a
+        # follower may return.
+        self.repl_role = state.get("role") or (
+            configured if configured not in (None, "standalone") else "leader")
+        self.repl_epoch = int(state["epoch"])
+        self.repl_fence = state.get("fenced") or (
+            "this node is a replication follower" if self.repl_role == "follower" else None)
+        retain = redo.DEFAULT_RETAIN if replication is None else replication.retain
+        return lambda where, env, dbs: redo.RedoLog(where, env, dbs, retain, lambda: self.repl_epoch)
+
+    def replication_logs(self) -> dict[str, redo.RedoLog]:
+        """Each environment's redo log by name ("directory", "shard 00", ...); {} when
+        replication is off."""
+        out: dict[str, redo.RedoLog] = {}
+        if self.directory.redo is not None:
+            out["directory"] = self.directory.redo
+        for s in self.shards:
+            if s.redo is not None:
+                out[s.redo.where] = s.redo
+        return out
+
+    def _environment(self, where: str) -> tuple[Any, blobfiles.BlobDir]:
+        if where == "directory":
+            return self.directory.writer, self.directory.blobs
+        shard = self.shards[int(where.split()[1])]
+        return shard.writer, shard.blobs
+
+    def blob_dir(self, where: str) -> blobfiles.BlobDir:
+        return self._environment(where)[1]
+
+    def has_blob(self, where: str, sha: str) -> bool:
+        """Whether the environment holds the body ``sha`` (a file, or inline in a shard)."""
+        writer, blobs = self._environment(where)
+        if blobs.path(sha).exists():
+            return True
+        if "blobdata" not in writer.dbs:
+            return False
+        with writer.env.begin() as txn:
+            return txn.get(bytes.fromhex(sha), db=writer.dbs["blobdata"]) is not None
+
+    def stage_blob_file(self, path: Path) -> blobfiles.StagedBlob:
+        """A fetched body file (fsynced by the caller) as a staged blob, checked."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return blobfiles.StagedBlob(digest.hexdigest(), path, path.stat().st_size)
+
+    def apply_replicated(self, where: str, seq: int, record: bytes,
+                         blobs: tuple[blobfiles.StagedBlob, ...] = ()) -> defer.Deferred[int]:
+        """Apply the leader's record ``seq`` of environment ``where`` with the staged body
+        files it references; fires with the number of operations applied (0: it was
+        applied already) after the commit."""
+        writer, _ = self._environment(where)
+        log = writer.redo
+        if log is None:
+            return defer.fail(redo.RecordError("replication is off on this node"))
+        after = None
+        if where != "directory":
+            after = self.shards[int(where.split()[1])].note_applied
+        op = redo.replicated_op(log, seq, record, after)
+        if self.reactor is None or writer.dispatch is None:  # the directory's writer has none
+            return self._deferred(writer.submit(op, blobs))
+        return writer.submit_deferred(op, blobs)
+
+    def apply_snapshot(self, where: str, step: str, chunk: bytes = b"", position: int = 0, epoch: int = 0,
+                       blobs: tuple[blobfiles.StagedBlob, ...] = ()) -> defer.Deferred[int]:
+        """One step of copying the leader's snapshot of ``where`` (redo.snapshot_op)."""
+        writer, _ = self._environment(where)
+        assert writer.redo is not None
+        after = None
+        if step == "end" and where != "directory":
+            after = self.shards[int(where.split()[1])].renumber_changes
+        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch, after)
+        if self.reactor is None or writer.dispatch is None:
+            return self._deferred(writer.submit(op, blobs))
+        return writer.submit_deferred(op, blobs)
+
+    def set_fence(self, reason: str | None) -> None:
+        """Refuse (reason) or take (None) ordinary writes on every environment."""
+        self.repl_fence = reason
+        self.directory.writer.fence = reason
+        for s in self.shards:
+            s.writer.fence = reason
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maild.store import codec, envfile, retry
+from maild.store import codec, envfile, redo, retry
 from maild.store.blobs import BlobDir
 from maild.store.codec import jdump, jload
 from maild.store.shard import open_env
@@ -24,7 +24,7 @@ from maild.store.types import (
 from maild.store.writer import Batch, Writer
 
 DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref",
-            *retry.DB_NAMES)
+            *retry.DB_NAMES, redo.DB_NAME)
 ALIAS_DEPTH = 8  # alias chains longer than this are a configuration loop
 
 
@@ -42,7 +42,9 @@ def canonical(address: str) -> str:
 
 class Directory:
     def __init__(self, path: Path, map_size: int, max_batch: int, shards: int,
-                 health: Any = None, required: envfile.Required | None = None) -> None:
+                 health: Any = None, required: envfile.Required | None = None,
+                 redo_log: Callable[[str, Any, dict[str, Any]], redo.RedoLog | None] | None = None,
+                 dispatch: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
@@ -55,8 +57,9 @@ class Directory:
                 raise StoreError(
                     f"store.shards is {shards} but the data directory {path.parent} was created "
                     f"with {int(recorded)} shards: set store.shards = {int(recorded)}")
+        self.redo = None if redo_log is None else redo_log("directory", self.env, self.dbs)
         self.writer = Writer("directory", self.env, self.dbs, blob_dir=self.blobs,
-                             max_batch=max_batch, health=health)
+                             max_batch=max_batch, health=health, redo=self.redo, dispatch=dispatch)
 
     def close(self) -> None:
         self.writer.close()

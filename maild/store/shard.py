@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 
-from maild.store import codec, envfile
+from maild.store import codec, envfile, redo
 from maild.store.blobs import BlobDir
 from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
 from maild.store.types import (
@@ -38,7 +38,7 @@ from maild.store.writer import Batch, Writer
 # "subs": the subscription list, (user id, mailbox name) -> b"", names that need not exist
 # (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
-            "blobref", "blobdata", "uinfo", "changes", "subs", "metadata")
+            "blobref", "blobdata", "uinfo", "changes", "subs", "metadata", redo.DB_NAME)
 CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 MAX_KEYWORDS = 1000  # keywords remembered per mailbox (for IMAP's FLAGS, RFC 3501 §7.2.6)
 
@@ -95,7 +95,9 @@ class Shard:
                  on_commit: Callable[[list[dict[str, Any]]], None] | None,
                  dispatch: Callable[[Callable[[], None]], None] | None = None,
                  ops_lock: threading.Lock | None = None, health: Any = None,
-                 required: envfile.Required | None = None) -> None:
+                 required: envfile.Required | None = None,
+                 redo_log: Callable[[str, lmdb.Environment, dict[str, Any]], redo.RedoLog | None] | None = None,
+                 ) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
@@ -105,13 +107,15 @@ class Shard:
             cur = txn.cursor(db=self.dbs["changes"])
             self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
         self._migrate_subscriptions()
+        # The replication log; None: replication is off (docs/replication.md).
+        self.redo = None if redo_log is None else redo_log(f"shard {index:02d}", self.env, self.dbs)
         self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
         self._uid_cache_size = 0
         self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
-                             health=health)
+                             health=health, redo=self.redo)
 
     def close(self) -> None:
         self.writer.close()
@@ -143,6 +147,17 @@ class Shard:
             cur = b.txn.cursor(db=db)
             while cur.first() and codec.read_u64(cur.key()) < oldest:
                 cur.delete()
+
+    def renumber_changes(self, txn: lmdb.Transaction[bytes]) -> None:
+        """A snapshot was copied in: number local change records after its own."""
+        cur = txn.cursor(db=self.dbs["changes"])
+        self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+
+    def note_applied(self, ops: list[redo.Op]) -> None:
+        """A replicated record was applied: number local change records after its own."""
+        for kind, name, key, _ in ops:
+            if name == "changes" and kind == redo.PUT:
+                self._next_seq = max(self._next_seq, codec.read_u64(key) + 1)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -44,6 +44,16 @@ class TooManyEntries(StoreError):
     TOOMANY], RFC 5464 §4.3)."""
 
 
+class ReadOnlyStore(StoreError):
+    """This node takes no writes: a replication follower, or a leader fenced by a newer
+    epoch (docs/replication.md). SMTP answers 4xx, IMAP NO, so that clients retry."""
+
+
+class ReplicaTimeout(StoreError):
+    """Sync replication: the follower did not confirm a commit in time and the configuration
+    says tempfail (the change is committed here; the client is told to try again)."""
+
+
 class StoreFull(StoreError):
     """The LMDB map or the blob file system is full (SMTP 452 4.3.1)."""
 

@@ -18,6 +18,12 @@ or the EIO a short write gives on ext4) fails its operations with :class:`StoreF
 reported once to the store's :class:`~maild.store.health.Health` (one log line, not a
 traceback per message) and changes nothing; the next batch simply tries again, so writes
 resume by themselves when space returns.
+
+Replication (docs/replication.md): with a redo log, the operations get a recording
+wrapper of the transaction and the batch's operations are appended as one record in the
+same transaction. A fenced writer (a follower, a fenced leader) fails every operation not
+marked ``replicated`` with ReadOnlyStore, without running it. In sync mode the ``gate``
+holds the answers of a committed batch until a follower has its record.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
-from maild.store.types import StoreFull
+from maild.store.types import ReadOnlyStore, StoreFull
 from maild.util import metrics
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,8 @@ class Batch:
     dbs: dict[str, Any]
     changes: list[dict[str, Any]] = field(default_factory=list)
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
+    logged: bool = False  # changes already in the change log (a replicated record's)
+    seq: int = 0  # the redo record this batch wrote (0: none)
 
 
 Operation = Callable[[Batch], Any]
@@ -109,6 +117,7 @@ class Writer:
         dispatch: Callable[[Callable[[], None]], None] | None = None,
         ops_lock: threading.Lock | None = None,
         health: Any = None,
+        redo: Any = None,
     ) -> None:
         self.name = name
         # The environment's name for the operator: "shard 00", "directory".
@@ -120,6 +129,14 @@ class Writer:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.log_changes = log_changes
+        # The replication log (maild.store.redo.RedoLog), or None: replication is off.
+        self.redo = redo
+        # Why this node takes no writes (a follower, a fenced leader); None: it does.
+        # Operations marked ``replicated`` (a follower applying the leader's records) run.
+        self.fence: str | None = None
+        # Sync replication: (environment, record) -> a Deferred that fires when a follower
+        # holds the record (or fails: not acknowledged), or None: answer at once.
+        self.gate: Callable[[str, int], defer.Deferred[Any] | None] | None = None
         # Where results are delivered (the reactor's callFromThread); None: in this thread.
         # With a dispatcher, waiting on a future from the dispatching thread deadlocks.
         self.dispatch = dispatch
@@ -225,7 +242,7 @@ class Writer:
                     if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
                         self.blob_dir.remove(sha)
 
-        self._complete(results, batch.changes)
+        self._complete(results, batch.changes, batch.seq)
 
     def _write(self, items: list[_Item], isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
         # Leaving the outer block commits (page writes and fsync, outside the lock), or
@@ -239,9 +256,17 @@ class Writer:
         """Run the operations in ``txn`` and log their changes. Without ``isolate`` the
         first operation to raise aborts the batch (:class:`_OperationFailed`); with it,
         each runs in its own nested transaction and a failure is that operation's result."""
-        batch = Batch(txn, self.dbs)
+        redo = self.redo
+        ops: list[Any] = []
+        replicated = False
+        batch = Batch(txn if redo is None else redo.wrap(txn, ops), self.dbs)
         results: list[tuple[_Item, bool, Any]] = []
         for item in items:
+            if getattr(item.op, "replicated", False):
+                replicated = True
+            elif self.fence is not None:
+                results.append((item, False, ReadOnlyStore(self.fence)))
+                continue
             if not isolate:
                 try:
                     results.append((item, True, item.op(batch)))
@@ -249,11 +274,13 @@ class Writer:
                     raise _OperationFailed from exc
                 continue
             child = self.env.begin(write=True, parent=txn)
-            mark = (len(batch.changes), set(batch.unlink))
+            mark = (len(batch.changes), set(batch.unlink), len(ops))
             try:
-                result = item.op(Batch(child, self.dbs, batch.changes, batch.unlink))
+                result = item.op(Batch(child if redo is None else redo.wrap(child, ops), self.dbs,
+                                       batch.changes, batch.unlink))
             except Exception as exc:  # handed to the waiter
                 child.abort()
+                del ops[mark[2]:]
                 del batch.changes[mark[0]:]
                 batch.unlink = mark[1]
                 error = _storage_error(exc)
@@ -263,11 +290,14 @@ class Writer:
             else:
                 child.commit()
                 results.append((item, True, result))
-        if self.log_changes is not None and batch.changes:
+        if self.log_changes is not None and batch.changes and not batch.logged:
             self.log_changes(batch)
+        if redo is not None and ops and not replicated:
+            batch.seq = redo.append(txn, ops)  # in the same transaction: committed together or not
         return batch, results
 
-    def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None) -> None:
+    def _complete(self, results: list[tuple[_Item, bool, Any]], changes: list[dict[str, Any]] | None,
+                  seq: int = 0) -> None:
         """Settle a batch's operations (blocked submitters here, the rest through the
         dispatcher) and publish its committed ``changes``."""
         for item, _, _ in results:
@@ -280,11 +310,27 @@ class Writer:
                 item.settle(ok, value)
             if publish and self.on_commit is not None and changes:
                 self.on_commit(changes)
+        def gated() -> None:
+            # Sync replication: the answers wait for the follower; a failure of the wait
+            # (tempfail) fails the answers, while the change, committed here, is published.
+            waiting = [r for r in results if not r[0].wait]
+            gate = None if self.gate is None or not seq or self.redo is None else \
+                self.gate(self.redo.where, seq)
+            if gate is None:
+                settle(waiting, True)
+                return
+            def after(outcome: Any) -> None:
+                if isinstance(outcome, Failure):
+                    settle([(item, False, outcome.value) if ok else (item, ok, value)
+                            for item, ok, value in waiting], True)
+                else:
+                    settle(waiting, True)
+            gate.addBoth(after)
         if self.dispatch is None:
             settle(results, True)
         else:
             settle([r for r in results if r[0].wait], False)
-            self.dispatch(lambda: settle([r for r in results if not r[0].wait], True))
+            self.dispatch(gated)
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -5,6 +5,9 @@ Implementation notes (invariants):
 - Bounded memory: an mbox is read one message at a time (mbox.py); appends go to the store
   in batches of at most ``BATCH_MESSAGES`` messages and ``BATCH_BYTES`` octets, each batch
   one group commit (store/bulk.py). A Maildir is listed folder by folder (names only).
+  The pages of LMDB's maps the process touched are given back (``Store.release_mapped``,
+  store/mapped.py) once its resident file memory passes ``--mapped-max-mb``, checked after
+  each batch (export: every ``BATCH_MESSAGES`` messages), so RSS does not grow with the store.
 - Resumable without duplicates: each import keeps a journal in
   ``data_dir/imports/<digest of address and source path>.journal``. Before a batch is
   handed to the store, a ``pending`` line lists its sources (mbox offset or Maildir

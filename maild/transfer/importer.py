@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from maild.store.bulk import BulkItem, append_batch
+from maild.store.mapped import resident_file_kib
 from maild.store.types import StoreError
 from maild.transfer import maildir, mbox
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 BATCH_MESSAGES = 200
 BATCH_BYTES = 16 * 1024 * 1024
+# Resident pages of LMDB's maps (RssFile) above which an import or export gives them back
+# (Store.release_mapped, maild/store/mapped.py): its memory stays bounded whatever the
+# size of the store or the mbox. Checked after each batch (import) or 200 messages (export).
+MAPPED_MAX_KIB = 64 * 1024  # `maild import|export --mapped-max-mb` (its default in cli.py)
 
 
 class TransferError(StoreError):
@@ -198,8 +203,14 @@ def _mailbox_id(store: Store, address: str, name: str, cache: dict[str, int]) ->
     return cache[name]
 
 
+def _bound_mapped(store: Store, limit_kib: int) -> None:
+    if resident_file_kib() > limit_kib:
+        store.release_mapped()
+
+
 def import_mail(store: Store, address: str, source: Path, *, data_dir: Path, mailbox: str | None = None,
-                variant: str = "mboxrd", restart: bool = False, out: TextIO | None = None) -> Report:
+                variant: str = "mboxrd", restart: bool = False, out: TextIO | None = None,
+                mapped_max_kib: int = MAPPED_MAX_KIB) -> Report:
     """Import an mbox file, a directory of mbox files or a Maildir(++) into ``address``."""
     if store.user(address) is None:
         raise TransferError(f"no user {address}: create it first ('maild user add {address}')")
@@ -284,6 +295,7 @@ def import_mail(store: Store, address: str, source: Path, *, data_dir: Path, mai
         journal.commit([i.key for i in batch], offset)
         batch.clear()
         size = 0
+        _bound_mapped(store, mapped_max_kib)
 
     try:
         for item in items:
@@ -308,7 +320,8 @@ def _safe_path(name: str) -> Path:
     return Path(*parts)
 
 
-def export_mail(store: Store, address: str, dest: Path, fmt: str, out: TextIO | None = None) -> int:
+def export_mail(store: Store, address: str, dest: Path, fmt: str, out: TextIO | None = None,
+                mapped_max_kib: int = MAPPED_MAX_KIB) -> int:
     """Write every mailbox of ``address`` to ``dest`` (Maildir++ or one mbox file per
     mailbox); the number of messages written."""
     if store.user(address) is None:
@@ -340,6 +353,8 @@ def export_mail(store: Store, address: str, dest: Path, fmt: str, out: TextIO | 
                 count += 1
                 octets += len(raw)
                 progress.update(count, octets)
+                if count % BATCH_MESSAGES == 0:
+                    _bound_mapped(store, mapped_max_kib)
         finally:
             if fh is not None:
                 fh.flush()

@@ -54,7 +54,7 @@ def test_nothing_found(imap: Transcript) -> None:
 
 def test_bad_return_options(imap: Transcript) -> None:
     fill(imap)
-    imap.bad("SORT RETURN (SAVE) (ARRIVAL) UTF-8 ALL")
+    imap.bad("SORT RETURN (FIRST) (ARRIVAL) UTF-8 ALL")  # SAVE is valid: tests/imap/test_searchres.py
     imap.bad("SORT RETURN (ALL (ARRIVAL) UTF-8 ALL")
     imap.bad("SORT RETURN (ALL) UTF-8 ALL")  # no sort criteria
     imap.no("SORT RETURN (ALL) (ARRIVAL) KOI8-R ALL", code="BADCHARSET")
