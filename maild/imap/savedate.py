@@ -3,7 +3,7 @@
 Implementation notes — invariants a contributor must keep:
 
 1. The store records the save date in the message record whenever a message enters a
-   mailbox (APPEND, delivery, COPY, MOVE: RFC 8514 §3), in ``store.shard._insert``.
+   mailbox (APPEND, delivery, COPY, MOVE: RFC 8514 §3), in ``store.operations._insert``.
 2. Every mailbox supports save dates, so ``SEARCH SAVEDATESUPPORTED`` matches every message
    and FETCH SAVEDATE is never NIL (§4, §5). A message stored before maild recorded save
    dates answers its internal date, which for a delivery is its save date.

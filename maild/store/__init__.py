@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from maild.config import ReplicationConfig, StoreConfig
 from maild.store import blobs as blobfiles
 from maild.store import mapped, redo, retry, sweep
-from maild.store import shard as ops
+from maild.store import operations as ops
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health

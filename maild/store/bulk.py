@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maild.store import blobs as blobfiles
-from maild.store import shard as ops
+from maild.store import operations as ops
 from maild.util.message import envelope_fields
 
 if TYPE_CHECKING:
