@@ -15,6 +15,10 @@ Implementation notes (invariants):
 - The follower applies each environment's records in order, through the store (one
   transaction per batch, the position in the same transaction), and acknowledges a
   position only after the commit (fsync) that holds it.
+- A snapshot replaces a follower environment that holds data only when the follower
+  offered it (copy_if_behind: it never led, redo.never_led) and the leader found the
+  follower's position before its log with the epoch of its oldest record (a prefix of
+  its history); any other follower the log no longer reaches is refused ("resync").
 """
 
 from __future__ import annotations
