@@ -274,6 +274,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
         print(f"applied {daemon['apply_lag_p50_ms']:.1f} ms after the leader's commit (p50), "
               f"{daemon['apply_lag_p99_ms']:.1f} ms (p99), last {LAG_SAMPLES_TEXT} records")
     for where, row in status["environments"].items():
+        if "auto_resync_from" in row:
+            print(f"automatic resync of {where}: it was at record {row['auto_resync_from']}, "
+                  "behind the leader's log; copying a snapshot")
         if "snapshot_bytes" in row:
             print(f"copying a snapshot of {where}: {row['snapshot_bytes'] / 1e6:.1f} MB so far")
     rows = []

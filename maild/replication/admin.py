@@ -47,6 +47,7 @@ def promote(store: Store) -> int:
     epoch = max(epochs) + 1
     state["epoch"] = epoch
     state["role"] = "leader"
+    state["led"] = True  # for good: its data may now hold writes no other node has
     state["fenced"] = None
     positions = {where: log_.position() for where, log_ in store.replication_logs().items()}
     state.setdefault("history", []).append([epoch, positions])

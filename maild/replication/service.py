@@ -94,6 +94,9 @@ class ReplicationService:
         # follower: seconds from the leader's commit to ours, for the last LAG_SAMPLES records
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.copying: dict[str, int] = {}  # follower: snapshot bytes committed so far, per environment
+        # follower: environments being copied anew because they fell behind the leader's
+        # log (automatic resync), with the position they were at
+        self.auto_resync: dict[str, int] = {}
         self.on_leader: list[Callable[[], None]] = []  # run once this node takes writes
         self._reconnect: Any = None
         self._wake_pending = False
@@ -231,6 +234,7 @@ class ReplicationService:
         """A snapshot chunk of ``size`` bytes was committed (-1: the copy is complete)."""
         if size < 0:
             copied = self.copying.pop(where, 0)
+            self.auto_resync.pop(where, None)
             log.info("replication follower: snapshot of %s complete (%.1f MB)", where, copied / 1e6)
         else:
             self.copying[where] = self.copying.get(where, 0) + size
@@ -267,6 +271,14 @@ class ReplicationService:
         if held != epoch:
             return "diverged", f"record {pos} has epoch {held} here and {epoch} there"
         return None
+
+    def behind_on_our_history(self, log_: redo.RedoLog, pos: int, epoch: int) -> bool:
+        """Whether a follower at (pos, epoch), before the oldest record we hold, provably
+        holds a prefix of our history: its record there has the epoch of our oldest one.
+        Epochs only grow along a log and one leader writes each epoch, so both came from
+        that epoch's leader, in one sequence."""
+        first = log_.first()
+        return 0 < pos < first and epoch > 0 and log_.epoch_at(first) == epoch
 
     def session_ready(self, session: LeaderSession) -> None:
         log.info("replication leader: follower %s subscribed at %s", session.peer, session.sent)
@@ -389,6 +401,8 @@ class ReplicationService:
                 row["applied_at"] = self.applied_at.get(where)
                 if where in self.copying:
                     row["snapshot_bytes"] = self.copying[where]
+                if where in self.auto_resync:
+                    row["auto_resync_from"] = self.auto_resync[where]
             envs[where] = row
         lag: dict[str, float] = {}
         if len(self.lags) >= 2:

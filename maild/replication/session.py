@@ -15,6 +15,10 @@ Implementation notes (invariants):
 - The follower applies each environment's records in order, through the store (one
   transaction per batch, the position in the same transaction), and acknowledges a
   position only after the commit (fsync) that holds it.
+- A snapshot replaces a follower environment that holds data only when the follower
+  offered it (copy_if_behind: it never led, redo.never_led) and the leader found the
+  follower's position before its log with the epoch of its oldest record (a prefix of
+  its history); any other follower the log no longer reaches is refused ("resync").
 """
 
 from __future__ import annotations
@@ -257,6 +261,13 @@ class LeaderSession(Session):
                 pos, epoch = positions.get(where, [0, 0])
                 pos, epoch = int(pos), int(epoch)
                 problem = self.service.divergence(log_, pos, epoch)
+                if problem is not None and problem[0] == "resync" and body.get("copy_if_behind") \
+                        and self.service.behind_on_our_history(log_, pos, epoch):
+                    # Further behind than our log reaches, its data a prefix of our
+                    # history, and it never led: it takes a copy (automatic resync).
+                    log.warning("replication leader: follower %s is at %s record %d, before "
+                                "our log (retain exceeded): sending it a snapshot", self.peer, where, pos)
+                    pos, problem = -1, None
                 if problem is not None:
                     self.fail(problem[0], f"{where}: {problem[1]}")
                     return
@@ -410,6 +421,7 @@ class FollowerSession(Session):
         self.applied: dict[str, int] = {}
         self._ack_scheduled = False
         self.last_seq: dict[str, int] = {}
+        self.copy_if_behind = False  # offered in SUBSCRIBE: a copy may replace our data
 
     def check_epoch(self) -> bool:
         if self.probe:
@@ -425,12 +437,14 @@ class FollowerSession(Session):
     def ready(self) -> None:
         self.service.adopt_epoch(self.peer_epoch)
         positions = {}
+        self.copy_if_behind = redo.never_led(redo.read_state(self.service.store.data_dir))
         for where, log_ in self.service.store.replication_logs().items():
             pos = -1 if log_.needs_snapshot() else log_.position()
             positions[where] = [pos, log_.epoch_at(pos) or 0 if pos > 0 else 0]
             self.last_seq[where] = pos
             self.applied[where] = max(pos, 0)
-        self.send(wire.control(wire.SUBSCRIBE, {"positions": positions}))
+        self.send(wire.control(wire.SUBSCRIBE, {"positions": positions,
+                                                "copy_if_behind": self.copy_if_behind}))
         self.service.follower_connected(self)
 
     def lost(self) -> None:
@@ -466,8 +480,17 @@ class FollowerSession(Session):
             body = wire.load_json(payload)
             where, position = str(body["env"]), int(body["position"])
             if self.last_seq.get(where, 0) >= 0:  # a copy is sent only to one that asked
-                self.fail("protocol", f"{where}: snapshot not asked for")
-                return
+                if kind == wire.SNAP_BEGIN and self.copy_if_behind and where in self.last_seq:
+                    # We offered it (never led: our data is only what leaders sent us) and
+                    # the leader no longer holds the records after our position.
+                    log.warning("replication follower: %s at record %d is behind the leader's "
+                                "retained log (retain exceeded); this node never led, so it "
+                                "replaces it with a snapshot copy automatically", where, self.last_seq[where])
+                    self.service.auto_resync[where] = self.last_seq[where]
+                    self.last_seq[where] = -1
+                else:
+                    self.fail("protocol", f"{where}: snapshot not asked for")
+                    return
             if kind == wire.SNAP_END:
                 self.last_seq[where] = position
             self._queue(kind, where, position, str(int(body["epoch"])).encode())

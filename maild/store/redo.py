@@ -428,6 +428,14 @@ def read_state(data_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def never_led(state: dict[str, Any]) -> bool:
+    """Whether this node's current data was only ever written by its leaders: it was made
+    a follower (created as one, or by `maild replica resync`, which sets the old data
+    aside) and never promoted since (promote sets "led"). Such data holds no diverged
+    tail of its own, so a copy of the leader may replace it (docs/replication.md)."""
+    return state.get("role") == "follower" and not state.get("led")
+
+
 def write_state(data_dir: Path, state: dict[str, Any]) -> None:
     """Replace the state file durably (write, fsync, rename, fsync the directory)."""
     data_dir.mkdir(parents=True, exist_ok=True)
