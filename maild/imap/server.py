@@ -54,9 +54,7 @@ import collections
 import dataclasses
 import enum
 import logging
-import re
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
@@ -112,6 +110,7 @@ from maild.imap.commands import (
 )
 from maild.imap.fetch import FetchCommands
 from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Rejected
+from maild.imap.list import ListCommands
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.names import BadName
 from maild.imap.parser import ParseError, parse_command
@@ -217,7 +216,7 @@ def _bad(text: str) -> ImapError:
 def _check_names(cmd: Command) -> None:
     """A mailbox name the server cannot hold is a NO, its syntax being right (RFC 3501
     §7.1.2; a BAD is for syntax errors only). LIST patterns are the exception: one that is
-    not valid mUTF-7 matches nothing (see _do_list)."""
+    not valid mUTF-7 matches nothing (see ``maild.imap.list``)."""
     if isinstance(cmd, ListCommand):
         return
     for f in dataclasses.fields(cmd):
@@ -256,7 +255,7 @@ class ImapFactory(SessionFactory):
 
 
 @implementer(IPushProducer)
-class ImapSession(FetchCommands, CommandSession):
+class ImapSession(FetchCommands, ListCommands, CommandSession):
     ctx: ServerContext
 
     def __init__(self, factory: ImapFactory) -> None:
@@ -857,76 +856,6 @@ class ImapSession(FetchCommands, CommandSession):
     async def _do_unsubscribe(self, cmd: MailboxCommand) -> None:
         await self.store.set_subscribed(self._user(), cmd.mailbox, False)
 
-    async def _do_list(self, cmd: ListCommand) -> None:
-        user = self._user()
-        mailboxes = self.store.mailboxes(user)
-        lsub = cmd.name == "LSUB"
-        if "STATUS" in cmd.returns:
-            imap4rev2.check_status_items(self, cmd.status)  # before any LIST response
-        if cmd.patterns == ("",) and not cmd.extended:
-            # RFC 3501 §6.3.8: the hierarchy delimiter and root.
-            self._send(b'* %s (\\Noselect) "/" ""' % cmd.name.encode())
-            return
-        patterns = tuple(p for p in cmd.patterns if not isinstance(p, BadName))
-        if isinstance(cmd.reference, BadName) or not patterns:
-            return  # a name that is not valid mUTF-7 matches nothing; LIST is still OK
-        matcher = _pattern_matcher(cmd.reference, patterns)
-        by_name = {m.name: m for m in mailboxes}
-        subscribed_only = lsub or "SUBSCRIBED" in cmd.selection
-        want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.returns
-        subscribed = set(self.store.subscriptions(user)) if want_subscribed else set()
-        # RFC 5258 §3: LIST (SUBSCRIBED) lists the subscription list, which may name
-        # mailboxes that do not exist; plain LIST the mailboxes. Their superiors are
-        # candidates too ('%' matches, LSUB's \Noselect parents, RECURSIVEMATCH).
-        names = set(subscribed if subscribed_only else by_name)
-        for name in list(names):
-            parts = name.split("/")
-            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        recursive = "RECURSIVEMATCH" in cmd.selection
-        for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-            if not matcher(name):
-                continue
-            mailbox = by_name.get(name)
-            prefix = name + "/"
-            attrs: list[str] = []
-            subscribed_child = subscribed_only and any(s.startswith(prefix) for s in subscribed)
-            childinfo = recursive and subscribed_child  # RFC 5258 §3.5 (RFC 9051 §6.3.9's table)
-            if subscribed_only and name not in subscribed:
-                if not subscribed_child:
-                    continue
-                if lsub:
-                    # RFC 3501 §6.3.9: a '%' that stops above a subscribed name shows its
-                    # unsubscribed parent as \Noselect; with '*' the child itself matches.
-                    if any(matcher(s) for s in subscribed if s.startswith(prefix)):
-                        continue
-                    attrs.append("\\Noselect")
-                elif not recursive:
-                    continue
-            if "SPECIAL-USE" in cmd.selection and not (mailbox and mailbox.special_use):
-                continue
-            if not lsub:
-                if mailbox is None:
-                    # Implies \Noselect (RFC 5258 §3.4); said too for RFC 3501 clients.
-                    attrs += ["\\NonExistent"] if cmd.extended else ["\\NonExistent", "\\Noselect"]
-                elif any(n.startswith(prefix) for n in by_name):
-                    attrs.append("\\HasChildren")
-                else:
-                    attrs.append("\\HasNoChildren")
-                if mailbox is not None and mailbox.special_use is not None:
-                    attrs.append(mailbox.special_use.value)  # RFC 6154 §2
-                if want_subscribed and name in subscribed:
-                    attrs.append("\\Subscribed")
-            elif mailbox is None and "\\Noselect" not in attrs:
-                attrs.append("\\Noselect")  # a subscribed name whose mailbox is gone
-            line = b"* %s (%s) \"/\" %s" % (cmd.name.encode(), " ".join(attrs).encode(), wire.mailbox(name, self.utf8))
-            if childinfo:
-                line += b' ("CHILDINFO" ("SUBSCRIBED"))'
-            self._send(line)
-            if "STATUS" in cmd.returns and mailbox is not None:
-                self._send_status(mailbox, cmd.status)  # RFC 5819
-
-    _do_lsub = _do_list
-
     def _recent_count(self, mailbox: Mailbox) -> int:
         """STATUS RECENT: the messages no session has claimed yet, and this session's own
         (RFC 3501 §2.3.2)."""
@@ -1256,19 +1185,3 @@ def _compress(numbers: list[int]) -> bytes:
 
 def _uses_modseq(key: Any) -> bool:
     return key.op.value == "MODSEQ" or any(_uses_modseq(k) for k in key.children)
-
-
-def _pattern_matcher(reference: str, patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the delimiter."""
-    regexes = []
-    for pattern in patterns:
-        full = reference + pattern
-        out = "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in full)
-        regexes.append((re.compile(out + r"\Z", re.DOTALL),
-                        re.compile(out + r"\Z", re.DOTALL | re.IGNORECASE)))
-
-    def match(name: str) -> bool:
-        # INBOX is case-insensitive (RFC 3501 §5.1).
-        return any(exact.match(name) or (name == "INBOX" and folded.match(name))
-                   for exact, folded in regexes)
-    return match
