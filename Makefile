@@ -10,7 +10,7 @@ DEV_KEY := var/tls/key.pem
 # The local development CA that signs DEV_CERT: import it into a mail client once.
 DEV_CA := var/tls/ca.pem
 # Debian packages the test suite drives as real peers and engines.
-TEST_DEBS := clamav-daemon rspamd redis-server swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl offlineimap3 fail2ban procmail
+TEST_DEBS := clamav-daemon rspamd redis-server swaks libnet-ssleay-perl isync fetchmail getmail6 postfix openssl offlineimap3 fail2ban procmail systemd make
 # Debian packages `make bench-compare` runs as peers (the test suite does not need them).
 BENCH_DEBS := dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
 
