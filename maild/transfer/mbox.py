@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from maild.util.message import parse_header
+
 MAX_READ = 1 << 20  # a line is read in pieces of at most this many octets
 _FROM = re.compile(rb"From \S*")
 _ASCTIME = re.compile(rb"(\w{3}) +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d{2})(?::(\d{2}))? +(?:[A-Z]{3,4} +)?(\d{4})")
@@ -38,6 +40,8 @@ _QUOTED_RD = re.compile(rb">+From ")
 _MONTHS = {m: i for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
 STATUS_HEADERS = (b"status", b"x-status", b"x-keywords")
+# X-Status letters and the flags they stand for (mutt, Thunderbird, Dovecot's mbox).
+X_STATUS = (("A", "\\Answered"), ("F", "\\Flagged"), ("T", "\\Draft"), ("D", "\\Deleted"))
 
 
 @dataclass
@@ -71,41 +75,30 @@ def _header_end(raw: bytes) -> int:
 
 def flags_from_status(raw: bytes) -> tuple[bytes, frozenset[str], float | None]:
     """Remove Status, X-Status and X-Keywords from the header; the flags they carry, and the
-    Date header's time."""
-    end = _header_end(raw)
-    header, rest = raw[:end], raw[end:]
+    Date header's time. The fields are read by the one header parser (maild.util.message)."""
+    header = parse_header(raw)
     flags: set[str] = set()
-    kept: list[bytes] = []
-    date: float | None = None
-    lines = header.split(b"\r\n")
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        j = i + 1
-        while j < len(lines) and lines[j][:1] in (b" ", b"\t"):
-            j += 1
-        name, _, value = b"\r\n".join(lines[i:j]).partition(b":")
-        lname = name.strip().lower()
-        if lname in STATUS_HEADERS and line[:1] not in (b" ", b"\t"):
-            text = value.decode("ascii", "replace").strip()
-            if lname == b"status":
-                if "R" in text:
-                    flags.add("\\Seen")
-            elif lname == b"x-status":
-                flags.update(f for c, f in (("A", "\\Answered"), ("F", "\\Flagged"), ("T", "\\Draft"),
-                                            ("D", "\\Deleted")) if c in text)
-            else:
-                flags.update(k for k in re.split(r"[\s,]+", text) if k)
+    drop = []
+    for f in header.fields:
+        if f.lname.encode() not in STATUS_HEADERS:
+            continue
+        drop.append(f)
+        text = f.value.strip()
+        if f.lname == "status":
+            if "R" in text:
+                flags.add("\\Seen")
+        elif f.lname == "x-status":
+            flags.update(flag for c, flag in X_STATUS if c in text)
         else:
-            kept.append(b"\r\n".join(lines[i:j]))
-            if lname == b"date" and date is None:
-                try:
-                    parsed = email.utils.parsedate_to_datetime(value.decode("ascii", "replace").strip())
-                    date = parsed.timestamp()
-                except (TypeError, ValueError, IndexError, OverflowError):
-                    pass
-        i = j
-    return b"\r\n".join(kept) + rest, frozenset(flags), date
+            flags.update(k for k in re.split(r"[\s,]+", text) if k)
+    date: float | None = None
+    value = header.first("date")
+    if value is not None:
+        try:
+            date = email.utils.parsedate_to_datetime(value.strip()).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
+    return header.without(drop), frozenset(flags), date
 
 
 def read(fh: BinaryIO, offset: int = 0, variant: str = "mboxrd") -> Iterator[MboxMessage]:
@@ -180,8 +173,7 @@ def write(out: BinaryIO, raw: bytes, flags: frozenset[str], when: float, sender:
     end = _header_end(raw)
     header, body = raw[:end], raw[end:]
     status = b"RO" if "\\Seen" in flags else b"O"
-    x_status = "".join(c for c, f in (("A", "\\Answered"), ("F", "\\Flagged"), ("T", "\\Draft"),
-                                      ("D", "\\Deleted")) if f in flags)
+    x_status = "".join(c for c, f in X_STATUS if f in flags)
     keywords = " ".join(sorted(f for f in flags if not f.startswith("\\")))
     extra = b"Status: " + status + b"\r\n"
     if x_status:
