@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from maild.config import ReplicationConfig, StoreConfig
 from maild.store import blobs as blobfiles
-from maild.store import changelog, mapped, redo, retry, sweep, wake
+from maild.store import changelog, mapped, redo, retry, shared, sweep, wake
 from maild.store import operations as ops
 from maild.store.changelog import ChangesTrimmed, Follower
 from maild.store.codec import MessageRecord, StoredEnvelope
@@ -64,9 +64,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ChangesTrimmed", "Follower", "Store", "canonical", "split_address"]
 
 
-# A user removed or changed by `maild user` in another process is seen by the daemon's
-# message operations within this many seconds (logins always read the directory).
-USER_CACHE_SECONDS = 2.0
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -186,10 +183,13 @@ class Store:
         self.token = os.urandom(6).hex()
         self._bell: wake.Bell | None = None
         self._fire_lock = threading.Lock()
-        self._user_cache: dict[str, tuple[User, float]] = {}
+        self._user_cache: dict[str, tuple[User, int]] = {}  # address -> (user, directory txn id)
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._pending: list[Callable[[], None]] = []  # for the reactor thread (_in_reactor)
         self.tmp_dir = self._claim_tmp_dir()
+        # State the processes over this data directory share (shared.py): opened on use.
+        self.shared = shared.SharedState(self.data_dir / "run")
+        self.counters = self.shared.counters
         # The serving daemon tells `maild status` what state its store is in (health.py).
         self.health = Health(self.data_dir / "health.json" if reactor is not None else None)
         max_batch = config.max_batch if config.group_commit else 1
@@ -260,6 +260,7 @@ class Store:
             s.close()
         self.directory.close()
         self.health.close()
+        self.shared.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def release_mapped(self) -> int:
@@ -401,6 +402,25 @@ class Store:
             except Exception:  # the rest must still run: each completes someone's work
                 log.exception("store completion failed")
 
+    # -- state shared by the processes over this data directory (shared.py) ------------
+
+    def maildrop_lock(self, user: str) -> shared.MaildropLock | None:
+        """Exclusive hold on ``user``'s maildrop across every process and session (POP3,
+        RFC 1939 §8: the maildrop is locked for the session); None when held elsewhere.
+        ``handle.release()``; the kernel releases it when the process dies."""
+        return shared.maildrop_lock(self.shared.run_dir, canonical(user))
+
+    def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Hold ``name`` (e.g. "queue:<entry id>") for ``owner`` for ``ttl_s`` seconds, or
+        renew it; False while another owner holds it (an unexpired lease of a live process)."""
+        return self.shared.lease(name, owner, ttl_s)
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        return self.shared.release(name, owner)
+
+    def lease_holder(self, name: str) -> str | None:
+        return self.shared.lease_holder(name)
+
     # -- the change log (maild/store/changelog.py) -------------------------------------
 
     def _committed(self, changes: list[dict[str, Any]]) -> None:
@@ -493,19 +513,19 @@ class Store:
         return s.writer.submit_deferred(op)
 
     def _user(self, address: str) -> User:
-        """The directory record, cached briefly: protocol sessions resolve their user on
-        every read, and a directory lookup costs a transaction and a JSON decode."""
-        now = time.monotonic()
+        """The directory record, remembered while the directory has no newer commit (by
+        any process): protocol sessions resolve their user on every read, and a lookup
+        costs a JSON decode; the check, a read transaction's id."""
         cached = self._user_cache.get(address)
-        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+        if cached is not None and cached[1] == self.directory.as_of():
             return cached[0]
-        user = self.directory.user(address)
+        user, stamp = self.directory.user_as_of(address)
         if user is None:
             self._user_cache.pop(address, None)
             raise UserNotFound(f"no user {address}")
         if len(self._user_cache) > 10_000:
             self._user_cache.clear()
-        self._user_cache[address] = (user, now)
+        self._user_cache[address] = (user, stamp)
         return user
 
     def _shard(self, user: User) -> Shard:

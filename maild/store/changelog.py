@@ -86,18 +86,22 @@ def head(env: lmdb.Environment, db: Any) -> int:
 
 def read_records(env: lmdb.Environment, db: Any, shard: int, after: int, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` records with seq > ``after``, ascending, as stored (ChangesTrimmed)."""
-    out: list[dict[str, Any]] = []
     with env.begin() as txn:
-        cur = txn.cursor(db=db)
-        if not cur.set_range(codec.u64(after + 1)):
-            return out
-        first = codec.read_u64(cur.key())
-        if first > after + 1:  # seqs are dense: the ones between were trimmed
-            raise ChangesTrimmed(shard, after, first)
-        for value in cur.iternext(keys=False, values=True):
-            out.append(jload(value))
-            if len(out) >= limit:
-                break
+        return _read(txn, db, shard, after, limit)
+
+
+def _read(txn: lmdb.Transaction[bytes], db: Any, shard: int, after: int, limit: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cur = txn.cursor(db=db)
+    if not cur.set_range(codec.u64(after + 1)):
+        return out
+    first = codec.read_u64(cur.key())
+    if first > after + 1:  # seqs are dense: the ones between were trimmed
+        raise ChangesTrimmed(shard, after, first)
+    for value in cur.iternext(keys=False, values=True):
+        out.append(jload(value))
+        if len(out) >= limit:
+            break
     return out
 
 
@@ -172,7 +176,7 @@ class Tail:
         self.position = head(env, db)
         self.followers: list[Follower] = []
         self._blocked: tuple[int, float] | None = None  # own record a wake-up waits for, since
-        self._polling = False
+        self._txnid = -1  # the snapshot (LMDB txn id) whose records were all handed over
 
     def committed(self, changes: list[dict[str, Any]]) -> None:
         """This Store's writer committed ``changes`` and settled their results."""
@@ -204,7 +208,13 @@ class Tail:
         """Hand over what other processes committed; True when more may be waiting."""
         with self.lock:
             try:
-                rows = read_records(self.env, self.db, self.index, self.position, READ_BATCH)
+                with self.env.begin() as txn:
+                    # A wake-up for pages written before the commit's meta page, or for a
+                    # commit already read: the snapshot is the one last read to its end.
+                    txnid = txn.id()
+                    if txnid == self._txnid:
+                        return False
+                    rows = _read(txn, self.db, self.index, self.position, READ_BATCH)
             except ChangesTrimmed as exc:
                 log.error("%s: this process fell behind the kept log; changes it missed "
                           "are not announced", exc)
@@ -224,7 +234,10 @@ class Tail:
                 out.append(to_change(row))
             if out:
                 self._hand(out)
-            return len(rows) == READ_BATCH and len(out) == len(rows)
+            more = len(rows) == READ_BATCH and len(out) == len(rows)
+            if not more and len(out) == len(rows):
+                self._txnid = txnid  # everything up to that commit was handed over
+            return more
 
     def _hand(self, records: list[Change]) -> None:
         self.position = records[-1].seq

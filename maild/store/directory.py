@@ -141,12 +141,24 @@ class Directory:
                     record["quota_bytes"], record["created"])
 
     def user(self, address: str) -> User | None:
+        return self.user_as_of(address)[0]
+
+    def user_as_of(self, address: str) -> tuple[User | None, int]:
+        """The user and the directory's commit it was read at (see ``as_of``)."""
         try:
             address = canonical(address)
         except StoreError:
-            return None
-        record = self._get("users", address)
-        return None if record is None else self._user(address, record)
+            return None, -1
+        with self.env.begin() as txn:
+            raw = txn.get(address.encode("utf-8"), db=self.dbs["users"])
+            stamp = txn.id()
+        return (None if raw is None else self._user(address, jload(raw))), stamp
+
+    def as_of(self) -> int:
+        """The directory's last commit (LMDB transaction id), by any process: a value read
+        at an equal one is still what the directory holds."""
+        with self.env.begin() as txn:
+            return int(txn.id())
 
     def users(self) -> list[User]:
         return [self._user(k, v) for k, v in self._all("users")]

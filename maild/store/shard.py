@@ -9,7 +9,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -17,6 +17,7 @@ from maild.config import StoreConfig
 from maild.store import changelog, codec, envfile, redo
 from maild.store.blobs import BlobDir
 from maild.store.codec import MessageRecord, jload, mbox_key, msg_key
+from maild.store.mapgate import Env
 from maild.store.types import (
     Envelope,
     FormatError,
@@ -38,8 +39,10 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
     envfile.check(path, what, required)
     path.mkdir(parents=True, exist_ok=True)
     try:
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
-                        sync=True, metasync=True, max_readers=1024)
+        # Env: follows a map another process grew (mapgate.py); typed as what it wraps.
+        env = cast(lmdb.Environment, Env(
+            lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
+                      sync=True, metasync=True, max_readers=1024), what))
         dbs = {name: env.open_db(name.encode()) for name in names}
     except lmdb.Error as exc:
         raise FormatError(f"{what} at {path} cannot be opened ({exc}): restore it from a "

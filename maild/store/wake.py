@@ -110,6 +110,7 @@ class Bell:
                 return fired | self.every
             if not data:
                 return fired
+            full = len(data) > 60 * 1024  # else that was every event queued: no second read
             at = 0
             while at + _EVENT.size <= len(data):
                 wd, mask, _, length = _EVENT.unpack_from(data, at)
@@ -118,6 +119,8 @@ class Bell:
                     fired |= self.every
                 elif wd in self._watches:
                     fired.add(self._watches[wd])
+            if not full:
+                return fired
 
     def _ring(self, shards: set[int]) -> None:
         try:

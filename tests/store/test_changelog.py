@@ -329,3 +329,39 @@ def test_a_follower_node_keeps_its_own_cursors(tmp_path: Path) -> None:
         assert store.cursor("search", shard) == 1
     finally:
         store.close()
+
+
+def test_another_process_commit_wakes_a_follower_within_milliseconds(
+        reactor_store: tuple[ReactorThread, Store], tmp_path: Path) -> None:
+    """Not the 1 s safety poll: the inotify wake-up (wake.py). The child notes when each
+    append was answered (after its commit), on the clock both processes share."""
+    loop, store = reactor_store
+    shard = shard_of(store, ALICE)
+    heard: dict[int, float] = {}
+
+    def got(records: list[Change]) -> None:
+        now = time.monotonic()
+        for record in records:
+            heard.update(dict.fromkeys(record.uids, now))
+    loop.call(store.follow, shard, store.log_head(shard), got)
+    stamps = tmp_path / "stamps"
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from maild.store import Store
+        from tests.store.conftest import SMALL, result
+        store = Store(Path({str(tmp_path / "data")!r}), SMALL)
+        inbox = store.require_mailbox({ALICE!r}, "INBOX")
+        lines = []
+        for _ in range(20):
+            uid = result(store.append({ALICE!r}, inbox.id, {RAW!r})).uid
+            lines.append(f"{{uid}} {{time.monotonic()}}")
+            time.sleep(0.02)
+        store.close()
+        Path({str(stamps)!r}).write_text("\\n".join(lines))
+    """)
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
+    acked = {int(uid): float(t) for uid, t in (line.split() for line in stamps.read_text().splitlines())}
+    wait_for(lambda: len(heard) == 20)
+    delays = sorted(heard[uid] - acked[uid] for uid in acked)
+    assert delays[10] < 0.05, delays  # the median; a safety poll would take ~0.5 s
