@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ChangesTrimmed", "Follower", "Store", "canonical", "split_address"]
 
 
+RETRY_LEASE_SECONDS = 600.0  # one attempt at a local-delivery retry entry takes far less
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -109,6 +110,12 @@ def _unlink_then(result: _T, path: Path) -> _T:
 
 def _append_result(address: str, written: tuple[int, int, int, int]) -> AppendResult:
     return AppendResult(address, *written)
+
+
+def _release_then(store: Store, name: str, owner: str, result: _T) -> _T:
+    """A Deferred callback: give a lease back, pass the result (or failure) on."""
+    store.release_lease(name, owner)
+    return result
 
 
 def _nonempty(path: Path) -> bool:
@@ -813,10 +820,17 @@ class Store:
 
     def retry_deliveries(self, now: float | None = None) -> defer.Deferred[int]:
         """One attempt at every due entry of the local-delivery retry queue; fires with the
-        number of deliveries made. The daemon calls it periodically."""
+        number of deliveries made. The daemon calls it periodically, in every worker
+        process: an entry is attempted by the one holding its lease ("retry:<id>")."""
         now = time.time() if now is None else now
-        waits = [self._retry_entry(entry, now)
-                 for entry in retry.due(self.directory.env, self.directory.dbs, now)]
+        owner = f"{os.getpid()}:{self.token}"
+        waits: list[defer.Deferred[int]] = []
+        for entry in retry.due(self.directory.env, self.directory.dbs, now):
+            name = f"retry:{entry['id']}"
+            if not self.lease(name, owner, RETRY_LEASE_SECONDS):
+                continue  # another process is at it
+            d = self._retry_entry(entry, now)
+            waits.append(d.addBoth(functools.partial(_release_then, self, name, owner)))
         return defer.gatherResults(waits, consumeErrors=True).addCallback(sum)
 
     def _retry_entry(self, entry: dict[str, Any], now: float) -> defer.Deferred[int]:
