@@ -74,16 +74,6 @@ def shard_for(user_id: int, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # A message handed to the store: bytes, or pieces stored one after the other (a large
 # message is then never joined). Every piece but the last holds whole header fields
 # (trace and result headers prepended), so the header section is found without a join.
@@ -251,7 +241,7 @@ class Store:
         root = self.data_dir / "tmp"
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.iterdir():
-            if not stale.name.isdigit() or not _pid_alive(int(stale.name)):
+            if not stale.name.isdigit() or not shared.pid_alive(int(stale.name)):
                 shutil.rmtree(stale, ignore_errors=True)
         mine = root / str(os.getpid())
         mine.mkdir(exist_ok=True)

@@ -8,8 +8,8 @@ Implementation notes — invariants a contributor must keep:
    until this process adopts the new size (``mdb_env_set_mapsize(0)``), which remaps the
    file: legal only while no transaction of this process is active (LMDB does not check;
    a reader on the old mapping would read unmapped memory).
-2. :class:`Env` wraps ``begin``: a begin in progress is counted under a lock, and the
-   adoption takes that lock, so no begin runs while it remaps; active read transactions
+2. :class:`Env` wraps ``begin``: a begin in progress is counted, and the adoption raises
+   a flag that makes new begins wait, so no begin runs while it remaps; active read transactions
    are those of this process's reader slots with a transaction id (``env.readers()``), and
    LMDB itself refuses (EINVAL) while this process has a write transaction. New
    transactions cannot start meanwhile (they fail with MDB_MAP_RESIZED too), so the active
@@ -40,49 +40,66 @@ class Env:
     def __init__(self, raw: lmdb.Environment, what: str) -> None:
         self.raw = raw
         self.what = what
-        self._gate = threading.Lock()
-        self._beginning = 0
+        self._gate = threading.Lock()  # one adoption at a time
+        # Begins in progress, one item each: list.append and list.pop are atomic under
+        # the GIL, and cost a fraction of a lock (every read runs through here).
+        self._beginning: list[None] = []
+        self._adopting = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
 
     def begin(self, *args: Any, **kwargs: Any) -> lmdb.Transaction[bytes]:
-        gate = self._gate
-        with gate:
-            self._beginning += 1
-        try:
-            return self.raw.begin(*args, **kwargs)
-        except lmdb.MapResizedError:
-            pass
-        finally:
-            with gate:
-                self._beginning -= 1
+        txn = self._try(args, kwargs)
+        if txn is not None:
+            return txn
         deadline = time.monotonic() + ADOPT_WAIT
         while True:
             self.adopt()
-            try:
+            txn = self._try(args, kwargs)
+            if txn is not None:
+                return txn
+            if time.monotonic() > deadline:
+                raise StoreError(f"{self.what}: another process grew the LMDB map and a "
+                                 f"transaction of this one stayed open for {ADOPT_WAIT:.0f} s: "
+                                 "the new size is not adopted yet") from None
+            time.sleep(0.002)
+
+    def _try(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> lmdb.Transaction[bytes] | None:
+        """A transaction, or None while the map must be (or is being) adopted. Counts
+        first, then looks at the flag; adopt() sets the flag first, then looks at the
+        count: one of the two sees the other (invariant 2)."""
+        beginning = self._beginning
+        beginning.append(None)
+        try:
+            if not self._adopting:
                 return self.raw.begin(*args, **kwargs)
-            except lmdb.MapResizedError:
-                if time.monotonic() > deadline:
-                    raise StoreError(f"{self.what}: another process grew the LMDB map and a "
-                                     f"transaction of this one stayed open for {ADOPT_WAIT:.0f} s: "
-                                     "the new size is not adopted yet") from None
-                time.sleep(0.002)
+        except lmdb.MapResizedError:
+            pass
+        finally:
+            beginning.pop()
+        return None
 
     def adopt(self) -> bool:
         """Adopt the map size the environment has now, if no transaction of this process
         is active (invariant 2); True when done."""
         with self._gate:
-            if self._beginning or self._readers_active():
-                return False
-            before = self.raw.info()["map_size"]
+            self._adopting = True
             try:
-                self.raw.set_mapsize(0)
-            except lmdb.Error:  # this process has a write transaction
-                return False
-            log.warning("%s: another process grew the LMDB map: %d MiB now mapped (was %d MiB)",
-                        self.what, self.raw.info()["map_size"] >> 20, before >> 20)
-            return True
+                if self._beginning or self._readers_active():
+                    return False
+                before = self.raw.info()["map_size"]
+                try:
+                    self.raw.set_mapsize(0)
+                except lmdb.Error:  # this process has a write transaction
+                    return False
+                after = self.raw.info()["map_size"]
+            finally:
+                self._adopting = False
+        if after != before:
+            log.warning("%s: another process grew the LMDB map: %d MiB mapped now (was %d MiB)",
+                        self.what, after >> 20, before >> 20)
+        return True
 
     def _readers_active(self) -> bool:
         pid = str(os.getpid())

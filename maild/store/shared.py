@@ -50,7 +50,7 @@ _BUCKET = struct.Struct("<dd")  # tokens, when
 _GAUGE = struct.Struct("<q")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -193,7 +193,7 @@ class SharedState:
                     txn.delete(key, db=dbs["counters"])
                     removed += 1
             for key, _ in list(txn.cursor(db=dbs["gauges"])):
-                if not _pid_alive(int(key.rsplit(b"\0", 1)[1])):
+                if not pid_alive(int(key.rsplit(b"\0", 1)[1])):
                     txn.delete(key, db=dbs["gauges"])
                     removed += 1
             for key, value in list(txn.cursor(db=dbs["leases"])):
@@ -215,7 +215,7 @@ class SharedState:
             if raw is not None:
                 held = json.loads(raw)
                 if held["owner"] != owner and held["expires"] > now and (
-                        held["pid"] == pid or _pid_alive(held["pid"])):
+                        held["pid"] == pid or pid_alive(held["pid"])):
                     return False
             txn.put(key, json.dumps({"owner": owner, "pid": pid, "expires": now + ttl_s}).encode(),
                     db=dbs["leases"])
@@ -239,7 +239,7 @@ class SharedState:
             if raw is None:
                 return None
             held = json.loads(raw)
-            if held["expires"] <= now or not _pid_alive(held["pid"]):
+            if held["expires"] <= now or not pid_alive(held["pid"]):
                 return None
             return str(held["owner"])
         return self.read(look)
@@ -340,6 +340,6 @@ def _total(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], k: bytes, pid: int
             if not key.startswith(k + b"\0"):
                 break
             holder = int(key.rsplit(b"\0", 1)[1])
-            if holder == pid or _pid_alive(holder):
+            if holder == pid or pid_alive(holder):
                 out += _GAUGE.unpack(value)[0]
     return out
