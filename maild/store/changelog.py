@@ -87,22 +87,27 @@ def head(env: lmdb.Environment, db: Any) -> int:
 def read_records(env: lmdb.Environment, db: Any, shard: int, after: int, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` records with seq > ``after``, ascending, as stored (ChangesTrimmed)."""
     with env.begin() as txn:
-        return _read(txn, db, shard, after, limit)
+        return _read(txn, db, shard, after, limit)[0]
 
 
-def _read(txn: lmdb.Transaction[bytes], db: Any, shard: int, after: int, limit: int) -> list[dict[str, Any]]:
+def _read(txn: lmdb.Transaction[bytes], db: Any, shard: int, after: int, limit: int,
+          stop: bytes | None = None) -> tuple[list[dict[str, Any]], int]:
+    """(records, 0), or (the records before it, seq) of the first record whose stored
+    bytes end with ``stop`` (a Store's token: the last field, written by log_records)."""
     out: list[dict[str, Any]] = []
     cur = txn.cursor(db=db)
     if not cur.set_range(codec.u64(after + 1)):
-        return out
+        return out, 0
     first = codec.read_u64(cur.key())
     if first > after + 1:  # seqs are dense: the ones between were trimmed
         raise ChangesTrimmed(shard, after, first)
-    for value in cur.iternext(keys=False, values=True):
+    for key, value in cur:
+        if stop is not None and value.endswith(stop):
+            return out, codec.read_u64(key)
         out.append(jload(value))
         if len(out) >= limit:
             break
-    return out
+    return out, 0
 
 
 # -- the writer's side --------------------------------------------------------------------
@@ -113,12 +118,14 @@ def log_records(b: Batch, shard: int, token: str, changes_db: Any, cursors_db: A
     transaction; trim what no one needs (invariants 1, 5)."""
     raw = getattr(b.txn, "raw", b.txn)  # reads need no recording (redo.py)
     seq = last_seq(raw, changes_db)
+    txnid = raw.id()  # the commit's transaction id, for Tail.committed (not stored)
     for change in b.changes:
         seq += 1
         change["shard"] = shard
         change["seq"] = seq
         change[TOKEN] = token
         b.txn.put(codec.u64(seq), jdump(change), db=changes_db)
+        change["txn"] = txnid
     floor = seq + 1 - kept  # records below may go
     if floor <= 1:
         return
@@ -176,6 +183,7 @@ class Tail:
         self.position = head(env, db)
         self.followers: list[Follower] = []
         self._blocked: tuple[int, float] | None = None  # own record a wake-up waits for, since
+        self._mine = b',"' + TOKEN.encode() + b'":"' + token.encode() + b'"}'  # how its records end
         self._txnid = -1  # the snapshot (LMDB txn id) whose records were all handed over
 
     def committed(self, changes: list[dict[str, Any]]) -> None:
@@ -189,6 +197,10 @@ class Tail:
             fresh = [to_change(c) for c in changes if c["seq"] > self.position]
             if fresh:
                 self._hand(fresh)
+            # Everything in the snapshot of this commit is handed over now: its own
+            # wake-up (wake.py) need not read the log.
+            if self.position == changes[-1]["seq"] and "txn" in changes[-1]:
+                self._txnid = max(self._txnid, changes[-1]["txn"])
 
     def _read_to(self, upto: int) -> None:
         while self.position < upto:
@@ -210,33 +222,30 @@ class Tail:
             try:
                 with self.env.begin() as txn:
                     # A wake-up for pages written before the commit's meta page, or for a
-                    # commit already read: the snapshot is the one last read to its end.
+                    # commit already handed over: the snapshot is the one last read to its end.
                     txnid = txn.id()
                     if txnid == self._txnid:
                         return False
-                    rows = _read(txn, self.db, self.index, self.position, READ_BATCH)
+                    rows, own = _read(txn, self.db, self.index, self.position, READ_BATCH, self._mine)
+                    if own:
+                        now = time.monotonic()
+                        if self._blocked is None or self._blocked[0] != own:
+                            self._blocked = (own, now)
+                        elif now - self._blocked[1] >= OWN_WAIT:
+                            log.warning("shard %02d: change %d was committed here but not handed "
+                                        "over by its writer in %.0f s: announced now",
+                                        self.index, own, OWN_WAIT)
+                            rows, own = _read(txn, self.db, self.index, self.position, READ_BATCH)
             except ChangesTrimmed as exc:
                 log.error("%s: this process fell behind the kept log; changes it missed "
                           "are not announced", exc)
                 self.position = exc.oldest - 1
                 return True
-            out: list[Change] = []
-            for row in rows:
-                if row.get(TOKEN) == self.token:
-                    now = time.monotonic()
-                    if self._blocked is None or self._blocked[0] != row["seq"]:
-                        self._blocked = (row["seq"], now)
-                        break
-                    if now - self._blocked[1] < OWN_WAIT:
-                        break
-                    log.warning("shard %02d: change %d was committed here but not handed over "
-                                "by its writer in %.0f s: announced now", self.index, row["seq"], OWN_WAIT)
-                out.append(to_change(row))
-            if out:
-                self._hand(out)
-            more = len(rows) == READ_BATCH and len(out) == len(rows)
-            if not more and len(out) == len(rows):
-                self._txnid = txnid  # everything up to that commit was handed over
+            if rows:
+                self._hand([to_change(r) for r in rows])
+            more = len(rows) == READ_BATCH
+            if not more and not own:
+                self._txnid = txnid  # everything in that snapshot was handed over
             return more
 
     def _hand(self, records: list[Change]) -> None:

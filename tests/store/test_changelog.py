@@ -365,3 +365,24 @@ def test_another_process_commit_wakes_a_follower_within_milliseconds(
     wait_for(lambda: len(heard) == 20)
     delays = sorted(heard[uid] - acked[uid] for uid in acked)
     assert delays[10] < 0.05, delays  # the median; a safety poll would take ~0.5 s
+
+
+def test_a_wake_up_leaves_own_records_to_the_writer_but_not_for_ever(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    shard = store.shards[shard_of(store, ALICE)]
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    result(store.append(ALICE, inbox.id, RAW))
+    handed: list[Change] = []
+    # a second tail of this Store's, one record behind: as if its writer had not handed
+    # the record over yet
+    tail = changelog.Tail(shard.index, shard.env, shard.dbs["changes"], store.token, handed.extend)
+    tail.position -= 1
+    assert not tail.poll() and handed == []  # left to the writer
+    monkeypatch.setattr(changelog, "OWN_WAIT", 0.0)
+    tail.poll()
+    assert [c.seq for c in handed] == [tail.position] == [store.log_head(shard.index)]
+    # another Store's records are read at once
+    other = changelog.Tail(shard.index, shard.env, shard.dbs["changes"], "another", handed.extend)
+    other.position -= 1
+    other.poll()
+    assert len(handed) == 2
