@@ -381,3 +381,25 @@ class Copy(Command):
 @dataclass(frozen=True)
 class UidExpunge(Command):
     sequence: SequenceSet  # RFC 4315 §2.1
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """One RFC 5465 §8 event-group: a mailbox filter and the events asked for on it.
+    ``filter`` is upper case: SELECTED, SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED,
+    SUBTREE or MAILBOXES (the last two with ``mailboxes``). ``events`` are the known event
+    names in RFC 5465's spelling (MessageNew, FlagChange...), any other as the client wrote
+    it; empty for NONE. ``fetch``: MessageNew's fetch attributes (§5.2)."""
+
+    filter: str
+    mailboxes: tuple[str, ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notify(Command):
+    """NOTIFY SET [STATUS] event-groups, or NOTIFY NONE (``groups`` None) (RFC 5465 §3.1)."""
+
+    groups: tuple[EventGroup, ...] | None
+    status: bool = False

@@ -29,6 +29,7 @@ from maild.imap.commands import (
     Copy,
     Create,
     Enable,
+    EventGroup,
     Fetch,
     FetchAtt,
     GetMetadata,
@@ -37,6 +38,7 @@ from maild.imap.commands import (
     Login,
     MailboxCommand,
     MultiAppend,
+    Notify,
     Qresync,
     QuotaCommand,
     Rename,
@@ -544,6 +546,71 @@ def _cancelupdate(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     if not tags:
         raise r.error("CANCELUPDATE needs a tag")
     return CancelUpdate(tag, name, tuple(tags))
+
+
+MAX_EVENT_GROUPS = 64  # event-groups in one NOTIFY
+NOTIFY_FILTERS = frozenset({"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
+                            "SUBTREE", "MAILBOXES"})
+# RFC 5465 §8 event names (compared without case), in the RFC's spelling.
+NOTIFY_EVENTS = {name.upper(): name for name in (
+    "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+    "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")}
+
+
+def _notify(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5465 §8: notify = "NOTIFY" SP (notify-set / notify-none);
+    # notify-set = "SET" [status-indicator] SP event-groups; status-indicator = SP "STATUS"
+    r.sp()
+    word = r.word()
+    if word == "NONE":
+        return Notify(tag, name, None)
+    if word != "SET":
+        raise r.error("NOTIFY takes SET or NONE")
+    r.sp()
+    status = r.maybe_ci("STATUS ")
+    groups = [_event_group(r)]
+    while r.maybe(b" "):
+        if len(groups) >= MAX_EVENT_GROUPS:
+            raise r.error("too many NOTIFY event groups")
+        groups.append(_event_group(r))
+    return Notify(tag, name, tuple(groups), status)
+
+
+def _event_group(r: _Reader) -> EventGroup:
+    # event-group = "(" filter-mailboxes SP events ")"; filter-mailboxes = "selected" /
+    # "selected-delayed" / "inboxes" / "personal" / "subscribed" /
+    # ("subtree" / "mailboxes") SP one-or-more-mailbox
+    r.open_paren()
+    kind = r.word()
+    if kind not in NOTIFY_FILTERS:
+        raise r.error(f"unknown NOTIFY mailbox filter {kind[:40]}")
+    mailboxes: list[str] = []
+    if kind in ("SUBTREE", "MAILBOXES"):
+        r.sp()
+        mailboxes = r.paren_list(r.mailbox) if r.peek() == 0x28 else [r.mailbox()]
+        if not mailboxes:
+            raise r.error("empty mailbox list")
+    r.sp()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    if not r.maybe_ci("NONE"):  # events = ( "(" event *(SP event) ")" ) / "NONE"
+        r.open_paren()
+        while True:
+            atom = r.atom("an event")
+            event = NOTIFY_EVENTS.get(atom.upper(), atom)
+            events.append(event)
+            # message-event = ("MessageNew" [SP "(" fetch-att *(SP fetch-att) ")"]) / ...
+            if event == "MessageNew" and r.data.startswith(b" (", r.pos):
+                r.sp()
+                fetch = r.paren_list(lambda: _fetch_att(r))
+                if not fetch:
+                    raise r.error("empty fetch attribute list")
+            if r.maybe(b")"):
+                break
+            r.sp()
+        r.depth -= 1
+    r.close_paren()
+    return EventGroup(kind, tuple(mailboxes), tuple(events), tuple(fetch))
 
 
 def _compress(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -1108,4 +1175,5 @@ _COMMANDS = {
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
     "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata, "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": _notify,
 }

@@ -113,6 +113,7 @@ from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Re
 from maild.imap.list import ListCommands
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.names import BadName
+from maild.imap.notify import NotifyCommands, subscription_changed
 from maild.imap.parser import ParseError, parse_command
 from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
@@ -155,7 +156,7 @@ CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
                 "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
-                "CONTEXT=SORT", "SEARCHRES")
+                "CONTEXT=SORT", "SEARCHRES", "NOTIFY")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -170,7 +171,7 @@ _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                          "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
                          "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS", "GETMETADATA",
-                         "SETMETADATA"}
+                         "SETMETADATA", "NOTIFY"}
 # RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
 # (RFC 5161 §3.1).
 ALLOWED: dict[State, frozenset[str]] = {
@@ -255,7 +256,7 @@ class ImapFactory(SessionFactory):
 
 
 @implementer(IPushProducer)
-class ImapSession(FetchCommands, ListCommands, CommandSession):
+class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
     ctx: ServerContext
 
     def __init__(self, factory: ImapFactory) -> None:
@@ -330,6 +331,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         waiter, self._resume = self._resume, None
         if waiter is not None:
             waiter.callback(None)
+        self._notify_resumed()
 
     async def _drain(self) -> None:
         """Wait until the transport wants more output (backpressure for big FETCHes)."""
@@ -489,13 +491,17 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         if self._closed:
             return
         base = cmd.name.split(" ")[-1]
-        self._announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        await self._notify_announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        if self._closed:
+            return
         line = f"{cmd.tag} {status} " + (f"[{code}] " if code else "") + text
         self._send(line.encode("utf-8"))
+        self._notify_after()
 
     # -- untagged updates from other sessions (RFC 3501 §7.4.1) --------------------------------
 
     def store_changed(self, change: Change) -> None:
+        self._notify_changed(change)  # other mailboxes' events, RFC 5465 (maild/imap/notify.py)
         view = self.view
         if view is None or change.mailbox_id != view.mailbox_id:
             return
@@ -510,13 +516,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         context.changed(self)
-        if self._idle_tag is not None:
-            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
-
-    async def _idle_announce(self) -> None:
-        await self._claim_recent()
-        if self._idle_tag is not None:
-            self._announce(expunge=True)
+        self._notify_wake()  # during IDLE, or between commands with NOTIFY
 
     async def _claim_recent(self) -> None:
         """RFC 3501 §2.3.2: claim the new messages about to be announced, so that they are
@@ -548,7 +548,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             log.warning("IMAP \\Recent claim not stored for %s: store full", user)
             return upto
 
-    def _announce(self, expunge: bool) -> None:
+    def _announce(self, expunge: bool, flags: bool = True) -> None:
         view = self.view
         if view is None or self._closed:
             return
@@ -569,7 +569,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             self._send(b"* %d EXISTS" % view.exists)
             if self.recent_flag:
                 self._send(b"* %d RECENT" % len(view.recent))  # RFC 3501 §7.3.2
-        uids = view.take_flags()
+        uids = view.take_flags() if flags else []
         if uids:
             assert self.user is not None
             for meta in self.store.messages(self.user, view.mailbox_id, uids):
@@ -852,9 +852,11 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # RFC 3501 §6.3.6: a name that does not exist (yet, or any more) may be subscribed;
         # the list is names, kept apart from the mailboxes.
         await self.store.set_subscribed(self._user(), cmd.mailbox, True)
+        subscription_changed(self, cmd.mailbox)  # RFC 5465 §5.5
 
     async def _do_unsubscribe(self, cmd: MailboxCommand) -> None:
         await self.store.set_subscribed(self._user(), cmd.mailbox, False)
+        subscription_changed(self, cmd.mailbox)
 
     def _recent_count(self, mailbox: Mailbox) -> int:
         """STATUS RECENT: the messages no session has claimed yet, and this session's own
@@ -898,6 +900,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:
             self.view.note_new((result.uid,))  # EXISTS in this response
+            self._notify_own_new((result.uid,))
         return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
 
     async def _do_getmetadata(self, cmd: GetMetadata) -> str | None:
@@ -933,7 +936,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # RFC 2177: updates flow while idling; "DONE" ends it.
         self._idle_tag = cmd.tag
         self._send(b"+ idling")
-        self._announce(expunge=True)
+        await self._notify_announce(expunge=True)
         self._line_waiter = defer.Deferred()
         try:
             await self._line_waiter
@@ -1135,6 +1138,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             return None
         if target.id == view.mailbox_id:
             view.note_new(tuple(p[1] for p in result.pairs))
+            self._notify_own_new(tuple(p[1] for p in result.pairs))
         sources = _compress([p[0] for p in result.pairs]).decode()
         targets = _compress([p[1] for p in result.pairs]).decode()
         code = f"COPYUID {result.uidvalidity} {sources} {targets}"
