@@ -34,8 +34,9 @@ Implementation notes — invariants a contributor must keep:
    METADATA) or name (LIST), merged and read from the store when sent, so the answer is
    the state after the event (§5.4: ``\\NonExistent`` for a name without a mailbox, §5.5
    ``\\Subscribed`` iff subscribed, ``OLDNAME`` after RENAME). At most ``MAX_PENDING``
-   entries: one more and the session gets ``* OK [NOTIFICATIONOVERFLOW]`` and behaves as
-   after NOTIFY NONE (§5.8), so a client that stops reading cannot grow the server's memory.
+   entries (METADATA's entry names counted each): one more and the session gets
+   ``* OK [NOTIFICATIONOVERFLOW]`` and behaves as after NOTIFY NONE (§5.8), so a client that
+   stops reading cannot grow the server's memory.
    A NOTIFY naming more than ``MAX_WATCHED`` mailboxes is refused the same way (tagged NO).
 5. Errors (§3.1, §5, §6.1): an unknown or unsupported event (AnnotationChange: maild has
    no per-message annotations) is ``NO [BADEVENT (...)]`` listing the supported ones;
@@ -97,6 +98,7 @@ class _NotifyState:
     # the old name after a RENAME (else None), ("METADATA", mailbox id, 0 the server's) ->
     # entry names. Insertion order is sending order.
     pending: dict[tuple[str, object], object] = field(default_factory=dict)
+    count: int = 0  # what ``pending`` holds: its entries, and the entry names of METADATA's
     overflow: bool = False  # NOTIFICATIONOVERFLOW is to be sent
     # UIDs the session's own APPEND/COPY/MOVE put in the selected mailbox (no FETCH for
     # them, §5.2), for ``view``.
@@ -158,7 +160,7 @@ class NotifyCommands:
         state = self._notifier
         if cmd.groups is None:
             state.groups = None  # NOTIFY NONE
-            state.pending.clear()
+            state.pending, state.count = {}, 0
             return
         unsupported = [e for g in cmd.groups for e in g.events if e not in SUPPORTED]
         if unsupported:
@@ -182,7 +184,7 @@ class NotifyCommands:
         groups = tuple(EventGroup(g.filter, tuple(n for n in g.mailboxes if not isinstance(n, BadName)),
                                   g.events, g.fetch) for g in cmd.groups)
         state.groups = groups
-        state.pending.clear()
+        state.pending, state.count = {}, 0
         state.overflow = False
         if cmd.status:
             # §3.1: a STATUS for each mailbox with message events but the selected one,
@@ -211,6 +213,8 @@ class NotifyCommands:
         if event is not None:
             if view is not None and change.mailbox_id == view.mailbox_id:
                 return  # the view has it (invariant 2)
+            if not any(event in g.events for g in state.groups if g.filter not in _SELECTED):
+                return  # asked for nowhere: no need to read the mailbox's name
             name = self._notify_name(change.mailbox_id)
             if name is not None and self._notify_wants(state, name, event):
                 self._notify_queue(state, ("STATUS", change.mailbox_id), {event})
@@ -250,19 +254,22 @@ class NotifyCommands:
 
     def _notify_queue(self, state: _NotifyState, key: tuple[str, object], value: object) -> None:
         pending = state.pending
-        if key not in pending and len(pending) >= MAX_PENDING:
-            # §5.8: too many for this client; as if it had sent NOTIFY NONE.
-            log.info("IMAP NOTIFY overflow for %s: %d notifications waiting", self.user, len(pending))
-            state.groups = None
-            state.pending = {}
-            state.overflow = True
-            self._notify_kick()
-            return
+        before = pending.get(key)
+        merged: object
         if isinstance(value, set):
-            merged = pending.get(key)
-            pending[key] = value | merged if isinstance(merged, set) else value
+            merged = value | before if isinstance(before, set) else value
+            added = (key not in pending) + len(merged) - (len(before) if isinstance(before, set) else 0)
         else:
-            pending[key] = value
+            merged, added = value, key not in pending
+        if state.count + added > MAX_PENDING:
+            # §5.8: too many for this client; as if it had sent NOTIFY NONE.
+            log.info("IMAP NOTIFY overflow for %s: %d notifications waiting", self.user, state.count)
+            state.groups = None
+            state.pending, state.count = {}, 0
+            state.overflow = True
+        else:
+            pending[key] = merged
+            state.count += added
         self._notify_kick()
 
     def _notify_own_new(self, uids: tuple[int, ...]) -> None:
@@ -392,7 +399,7 @@ class NotifyCommands:
         if state.overflow:
             state.overflow = False
             self._send(b"* OK [NOTIFICATIONOVERFLOW] Too many notifications waiting; NOTIFY is off")
-        pending, state.pending = state.pending, {}
+        pending, state.pending, state.count = state.pending, {}, 0
         if pending:
             self._notify_send_pending(pending)
 

@@ -19,10 +19,11 @@ Implementation notes — invariants a contributor must keep:
 5. Other sessions' changes arrive through the store's change feed into the
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
-   (the UID forms may), never with no command in progress except during IDLE.
+   (the UID forms may), never with no command in progress except during IDLE or as a
+   NOTIFY SELECTED asks (RFC 5465, ``maild/imap/notify.py``, whose notes hold its rules).
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
    extension with logic of its own lives in its own module (multiappend, catenate, binary,
-   preview, objectid, savedate, metadata, context, compress, searchres), whose notes hold
+   preview, objectid, savedate, metadata, context, compress, searchres, notify), whose notes hold
    its rules; so do IMAP4rev2's differences from IMAP4rev1 (imap4rev2, switched on by
    ENABLE IMAP4rev2);
    this module only dispatches to it and calls its hooks.
