@@ -133,6 +133,26 @@ def test_selected_mailbox_between_commands(connect: Callable[..., Transcript]) -
     assert lines(watcher, 1) == [b"* STATUS INBOX (MESSAGES 2 UIDNEXT 4 UNSEEN 2)"]
 
 
+def test_no_expunge_while_answering_fetch(connect: Callable[..., Transcript]) -> None:
+    """SELECTED sends EXPUNGE at once only when no command runs: one that comes while the
+    watcher's FETCH is answered waits for its tagged OK (RFC 3501 §7.4.1), then follows
+    without a command."""
+    watcher, actor = connect(), connect()
+    big = message("big", body=("x" * 998 + "\r\n") * 8000)  # more than the socket buffers hold
+    append(actor, "INBOX", big)
+    append(actor, "INBOX", message("small"))
+    watcher.ok("SELECT INBOX")
+    watcher.ok("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    watcher.send("f1 FETCH 1 (BODY.PEEK[])")  # not read yet: the FETCH waits for the watcher
+    time.sleep(0.5)
+    actor.ok("SELECT INBOX")
+    actor.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    actor.ok("EXPUNGE")
+    got = [watcher.line() for _ in range(3)]
+    assert got[0].startswith(b"* 1 FETCH (BODY[] {%d}" % len(big))
+    assert got[1:] == [b"f1 OK FETCH completed", b"* 2 EXPUNGE"]
+
+
 def test_selected_delayed_keeps_expunge_for_a_command_that_may_carry_it(connect: Callable[..., Transcript]) -> None:
     watcher, actor = connect(), connect()
     append(actor, "INBOX", message("a"))
