@@ -16,6 +16,9 @@ Implementation notes — invariants a contributor must keep:
    cover every mailbox but the selected one for message events (STATUS, §5.1-5.3), and any
    mailbox for MailboxName, SubscriptionChange and MailboxMetadataChange (LIST, METADATA,
    §5.4-5.6). ServerMetadataChange concerns no mailbox: any group listing it gets it.
+   The session's own changes are announced too (§5 only SHOULD omit them; a change record
+   does not say which session made it), but for the MessageNew FETCH of its own
+   APPEND/COPY/MOVE (§5.2) and SubscriptionChange's stand-in (invariant 6).
 2. The selected mailbox: its changes reach the session's ``MailboxView`` as before NOTIFY
    and are announced at the end of every command (RFC 3501 §7.4.1: no EXPUNGE while
    answering FETCH, STORE, SEARCH, SORT, THREAD) and during IDLE, whatever NOTIFY says, so
