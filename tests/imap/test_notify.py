@@ -4,13 +4,17 @@ the other (the actor). The watcher reads its notifications without sending a com
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Callable
 
 from maild.imap.commands import EventGroup, FetchAtt, Notify, Section
 from maild.imap.notify import MAX_PENDING
 from maild.imap.parser import ParseError, parse_command
+from tests.conftest import MaildServer
 from tests.imap.conftest import Transcript, append, message
+from tests.imap.test_concurrent import LOAD_SECONDS
 
 SUPPORTED = b"BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange " \
     b"MailboxMetadataChange ServerMetadataChange)"
@@ -340,3 +344,79 @@ def test_overflow(connect: Callable[..., Transcript]) -> None:
     watcher.ok("NOTIFY SET (personal (MailboxName))")
     actor.ok("DELETE After")
     assert lines(watcher, 1) == [b'* LIST (\\NonExistent) "/" After']
+
+
+def test_under_load_sequence_numbers_stay_consistent(imap_server: MaildServer,
+                                                     connect: Callable[..., Transcript]) -> None:
+    """Two actors append, flag, expunge and make mailboxes while the watcher only reads what
+    NOTIFY sends between commands: every EXISTS, EXPUNGE and FETCH number is valid where it
+    comes, the count the watcher keeps from them is the mailbox's at the end, and the log
+    has no traceback."""
+    log_start = len(imap_server.log())
+    watcher = connect()
+    actors = [connect(), connect()]
+    watcher.ok("SELECT INBOX")
+    watcher.ok("NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange)) "
+               "(personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))")
+    for a in actors:
+        a.ok("SELECT INBOX")
+    deadline = time.monotonic() + min(LOAD_SECONDS, 8.0)
+    problems: list[str] = []
+
+    def act(s: Transcript, seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            op = rng.choice(["append", "append", "other", "store", "expunge", "mailbox"])
+            if op in ("append", "other"):
+                raw = message(f"load {rng.random()}", "z" * rng.choice([10, 2000]))
+                box = "INBOX" if op == "append" else rng.choice(["Archive", "Trash"])
+                command = f"APPEND {box} {{{len(raw)}+}}\r\n".encode() + raw
+            elif op == "store":
+                lo = rng.randint(1, 200)
+                flag = rng.choice(["\\Deleted", "\\Seen", "Kw"])
+                command = f"UID STORE {lo}:{lo + 3} +FLAGS ({flag})".encode()
+            elif op == "expunge":
+                command = b"EXPUNGE"
+            else:
+                name = f"Tmp{seed}x{rng.randint(0, 3)}"
+                command = rng.choice([f"CREATE {name}", f"DELETE {name}", f"SUBSCRIBE {name}"]).encode()
+            _, result = s.command(command)
+            if not (result.startswith(b"OK") or (op == "mailbox" and result.startswith(b"NO"))):
+                problems.append(f"{op}: {result[:200]!r}")
+
+    threads = [threading.Thread(target=act, args=(a, n)) for n, a in enumerate(actors)]
+    for t in threads:
+        t.start()
+    count, fetches = 0, 0
+    watcher.sock.settimeout(0.5)
+    while any(t.is_alive() for t in threads):
+        try:
+            line = watcher.line()
+        except TimeoutError:
+            continue
+        words = line.split(b" ")
+        if line.endswith(b" EXISTS"):
+            assert int(words[1]) >= count, line
+            count = int(words[1])
+        elif line.endswith(b" EXPUNGE"):
+            assert 1 <= int(words[1]) <= count, (line, count)
+            count -= 1
+        elif words[2:3] == [b"FETCH"]:
+            assert 1 <= int(words[1]) <= count, (line, count)
+            fetches += 1
+        else:
+            assert line.startswith((b"* RECENT", b"* STATUS ", b"* LIST ", b"* FLAGS ", b"* OK [PERMANENTFLAGS"))\
+                or line.endswith(b" RECENT"), line
+    for t in threads:
+        t.join()
+    watcher.sock.settimeout(10)
+    assert not problems, problems[:10]
+    for line in watcher.ok("NOOP"):
+        if line.endswith(b" EXISTS"):
+            count = int(line.split(b" ")[1])
+        elif line.endswith(b" EXPUNGE"):
+            count -= 1
+    messages = int(actors[0].ok("STATUS INBOX (MESSAGES)")[0].split(b"MESSAGES ")[1].rstrip(b")"))
+    assert count == messages and fetches > 10, (count, messages, fetches)
+    log = imap_server.log()[log_start:]
+    assert "Traceback" not in log and "SERVERBUG" not in log, log[-4000:]
