@@ -316,6 +316,7 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH RETURN options; None: plain
+    update_fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: UPDATE's fetch attributes
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ class Sort(Command):
     charset: str
     key: SearchKey
     returns: tuple[str, ...] | None = None  # RFC 5267 §3.2 ESORT RETURN options; None: plain
+    update_fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: UPDATE's fetch attributes
 
 
 @dataclass(frozen=True)

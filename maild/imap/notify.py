@@ -55,13 +55,13 @@ import bisect
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from maild.filters.spam import JUNK_FOLDER
-from maild.imap import wire
+from maild.imap import context, wire
 from maild.imap.commands import EventGroup, Fetch, FetchAtt, Notify, SequenceSet
 from maild.imap.framer import Complete
 from maild.imap.names import BadName
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from maild.context import ServerContext
     from maild.imap.framer import FrameEvent
     from maild.imap.mailbox import MailboxView
-    from maild.imap.server import ImapFactory
+    from maild.imap.server import ImapFactory, ImapSession
     from maild.store import Store
     from maild.store.types import Mailbox
 
@@ -383,6 +383,9 @@ class NotifyCommands:
         state = self.__dict__.get("_notify_state")
         if state is None or (state.groups is None and state.running is None and not state.overflow):
             self._announce(expunge)  # as without NOTIFY
+            session = cast("ImapSession", self)
+            if context.holding(session):
+                await context.fetch_held(session)  # RFC 5465 §7
             return
         if state.running is not None:
             await state.running  # no two flushes at once (invariant 3)
@@ -397,6 +400,9 @@ class NotifyCommands:
             group = state.selected
             if group is not None and group.fetch and view is self.view and not self._closed:
                 await self._notify_fetch(view, last, group.fetch)
+            session = cast("ImapSession", self)
+            if context.holding(session) and not self._closed:
+                await context.fetch_held(session)  # RFC 5465 §7: after the FETCHes, the ADDTOs
         if self._closed:
             return
         if state.overflow:
@@ -409,17 +415,22 @@ class NotifyCommands:
     async def _notify_fetch(self, view: MailboxView, last: int, atts: tuple[FetchAtt, ...]) -> None:
         """§5.2: after EXISTS, a FETCH with MessageNew's attributes for each new message
         (above ``last``), not for the session's own."""
-        from maild.imap.server import ImapError
-
         state = self._notifier
         own = state.own if state.view is view else set()
         fresh = [uid for uid in view.uids[bisect.bisect_right(view.uids, last):] if uid not in own]
         if own:
             own.difference_update(view.uids[bisect.bisect_right(view.uids, last):])
-        if not fresh:
+        await self._fetch_uids(fresh, atts)
+
+    async def _fetch_uids(self, uids: list[int], atts: tuple[FetchAtt, ...]) -> None:
+        """An unsolicited FETCH of ``uids`` (ascending) with ``atts``, as the FETCH command
+        answers (streamed, \\Seen set where asked); a message expunged meanwhile is left out."""
+        from maild.imap.server import ImapError
+
+        if not uids:
             return
         ranges: list[tuple[int | None, int | None]] = []
-        for uid in fresh:
+        for uid in uids:
             if ranges and ranges[-1][1] == uid - 1:
                 ranges[-1] = (ranges[-1][0], uid)
             else:

@@ -994,12 +994,14 @@ _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})  # SAVE: RF
 _CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4, and PARTIAL
 
 
-def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
+def _return_options(r: _Reader, command: str) -> tuple[tuple[str, ...] | None, tuple[FetchAtt, ...]]:
     """``RETURN (...) SP`` of SEARCH (RFC 4731 §3, RFC 5267 §4) and SORT (RFC 5267 §3.2), if
-    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi)."""
+    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi). And
+    UPDATE's fetch attributes (RFC 5465 §7)."""
     if not r.maybe_ci("RETURN "):
-        return None
+        return None, ()
     allowed = _ESEARCH_RETURNS | _CONTEXT_RETURNS  # CONTEXT=SEARCH and CONTEXT=SORT
+    fetch: list[FetchAtt] = []
 
     def option() -> str:
         word = r.word()
@@ -1012,22 +1014,28 @@ def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
             return f"PARTIAL {min(low, high)}:{max(low, high)}"
         if word not in allowed:
             raise r.error(f"unknown {command} return option")
+        if word == "UPDATE" and r.data.startswith(b" (", r.pos):
+            # RFC 5465 §8: modifier-update = "UPDATE" [SP "(" fetch-att *(SP fetch-att) ")"]
+            r.sp()
+            fetch[:] = r.paren_list(lambda: _fetch_att(r))
+            if not fetch:
+                raise r.error("empty fetch attribute list")
         return word
     options = tuple(r.paren_list(option))
     if sum(1 for o in options if o == "ALL" or o.startswith("PARTIAL ")) > 1:
         raise r.error("at most one of PARTIAL and ALL")  # RFC 5267 §4.4
     r.sp()
-    return options or ("ALL",)
+    return options or ("ALL",), tuple(fetch)
 
 
 def _search(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
-    returns = _return_options(r, "SEARCH")
+    returns, update_fetch = _return_options(r, "SEARCH")
     charset = None
     if r.maybe_ci("CHARSET "):
         charset = r.astring().upper()
         r.sp()
-    return Search(tag, name, uid, _search_keys(r), charset, returns)
+    return Search(tag, name, uid, _search_keys(r), charset, returns, update_fetch)
 
 
 def _search_keys(r: _Reader) -> SearchKey:
@@ -1042,14 +1050,14 @@ def _sort(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     # RFC 5256 §5: SORT SP sort-criteria SP search-criteria, the charset required;
     # RFC 5267 §3.2 (ESORT): optionally RETURN (...) before the criteria.
     r.sp()
-    returns = _return_options(r, "SORT")
+    returns, update_fetch = _return_options(r, "SORT")
     criteria = r.paren_list(lambda: _sort_criterion(r))
     if not criteria:
         raise r.error("SORT needs at least one sort criterion")
     r.sp()
     charset = r.astring().upper()
     r.sp()
-    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r), returns)
+    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r), returns, update_fetch)
 
 
 def _thread(r: _Reader, tag: str, name: str, uid: bool) -> Command:

@@ -1046,7 +1046,8 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
             line += b" MODSEQ %d" % max(m for _, _, m in returned)
         if searchres.answers(returns):  # SAVE alone: no ESEARCH (RFC 5182 §2.4)
             self._send(line)
-        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
+        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found],
+                         fetch=cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_search = _do_search
 
@@ -1074,7 +1075,7 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         if searchres.answers(cmd.returns):
             self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
         context.register(self, cmd.tag, cmd.uid, unbound, cmd.returns, [uid for _, uid in ordered],
-                         cmd.criteria)  # RFC 5267 §4.3
+                         cmd.criteria, cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_sort = _do_sort
 

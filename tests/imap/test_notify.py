@@ -420,3 +420,38 @@ def test_under_load_sequence_numbers_stay_consistent(imap_server: MaildServer,
     assert count == messages and fetches > 10, (count, messages, fetches)
     log = imap_server.log()[log_start:]
     assert "Traceback" not in log and "SERVERBUG" not in log, log[-4000:]
+
+
+def test_search_update_with_fetch_attributes(connect: Callable[..., Transcript]) -> None:
+    """§7: with NOTIFY and CONTEXT=SEARCH, RETURN (UPDATE (fetch-att ...)) FETCHes a new
+    message that joins the results after its EXISTS and before the ADDTO; one that joins by
+    a flag change gets no FETCH, one that does not match neither."""
+    watcher, actor = connect(), connect()
+    append(actor, "INBOX", message("old", sender="boss@example.test"), flags="Boss")
+    watcher.ok("SELECT INBOX")  # t2
+    assert watcher.ok("SEARCH RETURN (COUNT UPDATE (UID BODY.PEEK[HEADER.FIELDS (TO FROM SUBJECT)])) KEYWORD Boss") \
+        == [b'* ESEARCH (TAG "t3") COUNT 1']
+    uid = append(actor, "INBOX", message("Status report", sender="boss@example.test"), flags="Boss")
+    fields = b"From: Bob <boss@example.test>\r\nTo: alice@example.test\r\nSubject: Status report\r\n\r\n"
+    assert watcher.ok("NOOP") == [
+        b"* 2 EXISTS", b"* 2 RECENT",
+        b"* 2 FETCH (UID %d BODY[HEADER.FIELDS (TO FROM SUBJECT)] {%d}\r\n" % (uid, len(fields)) + fields + b")",
+        b'* ESEARCH (TAG "t3") ADDTO (0 2)']
+    append(actor, "INBOX", message("from someone else"))
+    assert watcher.ok("NOOP") == [b"* 3 EXISTS", b"* 3 RECENT"]
+    actor.ok("SELECT INBOX")
+    actor.ok("STORE 3 +FLAGS (Boss)")  # joins by a flag change: no FETCH of its header
+    assert watcher.ok("NOOP") == [b"* 3 FETCH (FLAGS (Boss \\Recent) UID 3)", b'* ESEARCH (TAG "t3") ADDTO (0 3)']
+    # During IDLE the same, as it happens.
+    watcher.send("i1 IDLE")
+    assert watcher.line() == b"+ idling"
+    uid = append(actor, "INBOX", message("Later", sender="boss@example.test"), flags="Boss")
+    got = lines(watcher, 4)
+    # (\\Recent is the actor's: it has INBOX selected.)
+    assert got[:2] == [b"* 4 EXISTS", b"* 3 RECENT"] and got[2].startswith(b"* 4 FETCH (UID %d BODY[" % uid)
+    assert got[3] == b'* ESEARCH (TAG "t3") ADDTO (0 4)'
+    watcher.send("DONE")
+    assert watcher.line() == b"i1 OK IDLE completed"
+    # The syntax: fetch attributes only after UPDATE, never empty.
+    watcher.bad("SEARCH RETURN (UPDATE ()) ALL")
+    watcher.bad("SEARCH RETURN (COUNT (UID)) ALL")
