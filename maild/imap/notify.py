@@ -18,7 +18,7 @@ Implementation notes — invariants a contributor must keep:
    §5.4-5.6). ServerMetadataChange concerns no mailbox: any group listing it gets it.
    The session's own changes are announced too (§5 only SHOULD omit them; a change record
    does not say which session made it), but for the MessageNew FETCH of its own
-   APPEND/COPY/MOVE (§5.2) and SubscriptionChange's stand-in (invariant 6).
+   APPEND/COPY/MOVE (§5.2).
 2. The selected mailbox: its changes reach the session's ``MailboxView`` as before NOTIFY
    and are announced at the end of every command (RFC 3501 §7.4.1: no EXPUNGE while
    answering FETCH, STORE, SEARCH, SORT, THREAD) and during IDLE, whatever NOTIFY says, so
@@ -45,8 +45,9 @@ Implementation notes — invariants a contributor must keep:
    no per-message annotations) is ``NO [BADEVENT (...)]`` listing the supported ones;
    MessageNew without MessageExpunge or the reverse, FlagChange without both, two SELECTED
    groups or a non-message event in one are BAD. A refused NOTIFY leaves the former in force.
-6. SubscriptionChange comes from the change feed once the store logs SUBSCRIBE/UNSUBSCRIBE;
-   until then ``subscription_changed`` tells the user's other sessions in this process.
+6. Every event comes from the store's change feed (``store.subscribe``: the commits of
+   every process over the data directory, FOLLOW_API.md), SubscriptionChange from its
+   SUBSCRIBE/UNSUBSCRIBE records (written only when the list changes).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from maild.context import ServerContext
     from maild.imap.framer import FrameEvent
     from maild.imap.mailbox import MailboxView
-    from maild.imap.server import ImapFactory, ImapSession
+    from maild.imap.server import ImapSession
     from maild.store import Store
     from maild.store.types import Mailbox
 
@@ -126,7 +127,6 @@ class NotifyCommands:
     # Session state NOTIFY reads, set by ImapSession.
     store: Store
     ctx: ServerContext
-    factory: ImapFactory
     user: str | None
     view: MailboxView | None
     utf8: bool
@@ -227,9 +227,10 @@ class NotifyCommands:
                     self._notify_wants(state, change.name, "MailboxName")
                     or (isinstance(old, str) and self._notify_wants(state, old, "MailboxName"))):
                 self._notify_queue(state, ("LIST", change.name), old if isinstance(old, str) else None)
-        elif kind.name in ("SUBSCRIBE", "UNSUBSCRIBE"):  # FOLLOW_API.md: the change log's, to come
-            if change.name is not None:
-                self._notify_subscription(change.name)
+        elif kind in (ChangeKind.SUBSCRIBE, ChangeKind.UNSUBSCRIBE):
+            if change.name is not None and self._notify_wants(state, change.name, "SubscriptionChange"):
+                # §5.5: a LIST with \\Subscribed iff subscribed (a RENAME's OLDNAME kept)
+                self._notify_queue(state, ("LIST", change.name), state.pending.get(("LIST", change.name)))
         elif kind is ChangeKind.METADATA:
             entries = change.extra.get("entries")
             names = {str(e) for e in entries} if isinstance(entries, list) else set()
@@ -240,12 +241,6 @@ class NotifyCommands:
                 name = self._notify_name(change.mailbox_id)
                 if name is not None and self._notify_wants(state, name, "MailboxMetadataChange"):
                     self._notify_queue(state, ("METADATA", change.mailbox_id), names)  # §5.6
-
-    def _notify_subscription(self, name: str) -> None:
-        """SubscriptionChange of ``name`` (§5.5): a LIST with \\Subscribed iff subscribed."""
-        state = self.__dict__.get("_notify_state")
-        if state is not None and state.groups is not None and self._notify_wants(state, name, "SubscriptionChange"):
-            self._notify_queue(state, ("LIST", name), state.pending.get(("LIST", name)))
 
     def _notify_name(self, mailbox_id: int) -> str | None:
         mailbox = self.store.mailbox_by_id(self._user(), mailbox_id)
@@ -542,15 +537,3 @@ def _wanted(groups: tuple[EventGroup, ...], name: str, event: str, subscribed: _
         if event in group.events:
             return True
     return False
-
-
-def subscription_changed(session: NotifyCommands, name: str) -> None:
-    """SubscriptionChange of ``name`` for the user's other sessions in this process: the
-    stand-in until the store's change log carries SUBSCRIBE/UNSUBSCRIBE (FOLLOW_API.md),
-    after which the change feed tells every session of every process and this does
-    nothing. The session that subscribed is not told (§5: SHOULD omit)."""
-    if hasattr(ChangeKind, "SUBSCRIBE"):
-        return
-    for other in list(session.factory.sessions.get(session._user(), ())):
-        if other is not session:
-            other._notify_subscription(name)

@@ -114,7 +114,7 @@ from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Re
 from maild.imap.list import ListCommands
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.names import BadName
-from maild.imap.notify import NotifyCommands, subscription_changed
+from maild.imap.notify import NotifyCommands
 from maild.imap.parser import ParseError, parse_command
 from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
@@ -853,11 +853,9 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         # RFC 3501 §6.3.6: a name that does not exist (yet, or any more) may be subscribed;
         # the list is names, kept apart from the mailboxes.
         await self.store.set_subscribed(self._user(), cmd.mailbox, True)
-        subscription_changed(self, cmd.mailbox)  # RFC 5465 §5.5
 
     async def _do_unsubscribe(self, cmd: MailboxCommand) -> None:
         await self.store.set_subscribed(self._user(), cmd.mailbox, False)
-        subscription_changed(self, cmd.mailbox)
 
     def _recent_count(self, mailbox: Mailbox) -> int:
         """STATUS RECENT: the messages no session has claimed yet, and this session's own
