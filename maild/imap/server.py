@@ -19,10 +19,11 @@ Implementation notes — invariants a contributor must keep:
 5. Other sessions' changes arrive through the store's change feed into the
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
-   (the UID forms may), never with no command in progress except during IDLE.
+   (the UID forms may), never with no command in progress except during IDLE or as a
+   NOTIFY SELECTED asks (RFC 5465, ``maild/imap/notify.py``, whose notes hold its rules).
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
    extension with logic of its own lives in its own module (multiappend, catenate, binary,
-   preview, objectid, savedate, metadata, context, compress, searchres), whose notes hold
+   preview, objectid, savedate, metadata, context, compress, searchres, notify), whose notes hold
    its rules; so do IMAP4rev2's differences from IMAP4rev1 (imap4rev2, switched on by
    ENABLE IMAP4rev2);
    this module only dispatches to it and calls its hooks.
@@ -113,6 +114,7 @@ from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Re
 from maild.imap.list import ListCommands
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.names import BadName
+from maild.imap.notify import NotifyCommands
 from maild.imap.parser import ParseError, parse_command
 from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
@@ -155,7 +157,7 @@ CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
                 "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
-                "CONTEXT=SORT", "SEARCHRES")
+                "CONTEXT=SORT", "SEARCHRES", "NOTIFY")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -170,7 +172,7 @@ _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                          "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
                          "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS", "GETMETADATA",
-                         "SETMETADATA"}
+                         "SETMETADATA", "NOTIFY"}
 # RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
 # (RFC 5161 §3.1).
 ALLOWED: dict[State, frozenset[str]] = {
@@ -255,7 +257,7 @@ class ImapFactory(SessionFactory):
 
 
 @implementer(IPushProducer)
-class ImapSession(FetchCommands, ListCommands, CommandSession):
+class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
     ctx: ServerContext
 
     def __init__(self, factory: ImapFactory) -> None:
@@ -330,6 +332,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         waiter, self._resume = self._resume, None
         if waiter is not None:
             waiter.callback(None)
+        self._notify_resumed()
 
     async def _drain(self) -> None:
         """Wait until the transport wants more output (backpressure for big FETCHes)."""
@@ -489,13 +492,17 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         if self._closed:
             return
         base = cmd.name.split(" ")[-1]
-        self._announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        await self._notify_announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        if self._closed:
+            return
         line = f"{cmd.tag} {status} " + (f"[{code}] " if code else "") + text
         self._send(line.encode("utf-8"))
+        self._notify_after()
 
     # -- untagged updates from other sessions (RFC 3501 §7.4.1) --------------------------------
 
     def store_changed(self, change: Change) -> None:
+        self._notify_changed(change)  # other mailboxes' events, RFC 5465 (maild/imap/notify.py)
         view = self.view
         if view is None or change.mailbox_id != view.mailbox_id:
             return
@@ -510,13 +517,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         context.changed(self)
-        if self._idle_tag is not None:
-            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
-
-    async def _idle_announce(self) -> None:
-        await self._claim_recent()
-        if self._idle_tag is not None:
-            self._announce(expunge=True)
+        self._notify_wake()  # during IDLE, or between commands with NOTIFY
 
     async def _claim_recent(self) -> None:
         """RFC 3501 §2.3.2: claim the new messages about to be announced, so that they are
@@ -548,7 +549,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             log.warning("IMAP \\Recent claim not stored for %s: store full", user)
             return upto
 
-    def _announce(self, expunge: bool) -> None:
+    def _announce(self, expunge: bool, flags: bool = True) -> None:
         view = self.view
         if view is None or self._closed:
             return
@@ -569,7 +570,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             self._send(b"* %d EXISTS" % view.exists)
             if self.recent_flag:
                 self._send(b"* %d RECENT" % len(view.recent))  # RFC 3501 §7.3.2
-        uids = view.take_flags()
+        uids = view.take_flags() if flags else []
         if uids:
             assert self.user is not None
             for meta in self.store.messages(self.user, view.mailbox_id, uids):
@@ -898,6 +899,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:
             self.view.note_new((result.uid,))  # EXISTS in this response
+            self._notify_own_new((result.uid,))
         return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
 
     async def _do_getmetadata(self, cmd: GetMetadata) -> str | None:
@@ -933,7 +935,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # RFC 2177: updates flow while idling; "DONE" ends it.
         self._idle_tag = cmd.tag
         self._send(b"+ idling")
-        self._announce(expunge=True)
+        await self._notify_announce(expunge=True)
         self._line_waiter = defer.Deferred()
         try:
             await self._line_waiter
@@ -1042,7 +1044,8 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             line += b" MODSEQ %d" % max(m for _, _, m in returned)
         if searchres.answers(returns):  # SAVE alone: no ESEARCH (RFC 5182 §2.4)
             self._send(line)
-        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
+        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found],
+                         fetch=cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_search = _do_search
 
@@ -1070,7 +1073,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         if searchres.answers(cmd.returns):
             self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
         context.register(self, cmd.tag, cmd.uid, unbound, cmd.returns, [uid for _, uid in ordered],
-                         cmd.criteria)  # RFC 5267 §4.3
+                         cmd.criteria, cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_sort = _do_sort
 
@@ -1135,6 +1138,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             return None
         if target.id == view.mailbox_id:
             view.note_new(tuple(p[1] for p in result.pairs))
+            self._notify_own_new(tuple(p[1] for p in result.pairs))
         sources = _compress([p[0] for p in result.pairs]).decode()
         targets = _compress([p[1] for p in result.pairs]).decode()
         code = f"COPYUID {result.uidvalidity} {sources} {targets}"
