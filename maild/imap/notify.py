@@ -4,7 +4,9 @@ is a mixin of :class:`maild.imap.server.ImapSession`, which dispatches ``_do_not
 and calls its hooks: ``_notify_changed`` for every change of the user (from the store's
 change feed), ``_notify_announce`` where it announces the selected mailbox's changes,
 ``_notify_kick`` when something may be sent between commands, ``_notify_own_new`` for
-messages its own APPEND/COPY/MOVE put in the selected mailbox.
+messages its own APPEND/COPY/MOVE put in the selected mailbox. ``_fetch_uids`` is the one
+unsolicited FETCH, for MessageNew and for the SEARCH/SORT ``UPDATE (fetch-att ...)``
+contexts of §7 (``maild/imap/context.py``).
 
 Implementation notes — invariants a contributor must keep:
 
