@@ -4,7 +4,9 @@ is a mixin of :class:`maild.imap.server.ImapSession`, which dispatches ``_do_not
 and calls its hooks: ``_notify_changed`` for every change of the user (from the store's
 change feed), ``_notify_announce`` where it announces the selected mailbox's changes,
 ``_notify_kick`` when something may be sent between commands, ``_notify_own_new`` for
-messages its own APPEND/COPY/MOVE put in the selected mailbox.
+messages its own APPEND/COPY/MOVE put in the selected mailbox. ``_fetch_uids`` is the one
+unsolicited FETCH, for MessageNew and for the SEARCH/SORT ``UPDATE (fetch-att ...)``
+contexts of §7 (``maild/imap/context.py``).
 
 Implementation notes — invariants a contributor must keep:
 
@@ -445,7 +447,8 @@ class NotifyCommands:
         user = self._user()
         view = self.view
         mailboxes: dict[str, Mailbox] | None = None
-        subscribed: set[str] | None = None
+        subscribed: set[str] = set()
+        parents: set[str] = set()  # names with a mailbox below them (\\HasChildren)
         for (kind, key), value in pending.items():
             if kind == "STATUS":
                 assert isinstance(key, int) and isinstance(value, set)
@@ -456,11 +459,14 @@ class NotifyCommands:
                 self._notify_status(mailbox, tuple(i for i in _STATUS_ORDER if i in wanted))
             elif kind == "LIST":
                 assert isinstance(key, str)
-                if mailboxes is None:
+                if mailboxes is None:  # read once for all the LIST responses
                     mailboxes = {m.name: m for m in self.store.mailboxes(user)}
                     subscribed = set(self.store.subscriptions(user))
-                assert subscribed is not None
-                self._send(self._notify_list(key, value if isinstance(value, str) else None, mailboxes, subscribed))
+                    for known in mailboxes:
+                        parts = known.split("/")
+                        parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
+                old = value if isinstance(value, str) else None
+                self._send(self._notify_list(key, old, mailboxes.get(key), key in parents, key in subscribed))
             else:  # METADATA, §5.6 / §5.7: the names of the entries that changed
                 assert isinstance(value, set)
                 if key == 0:
@@ -477,19 +483,17 @@ class NotifyCommands:
         # §5.2, §5.3: HIGHESTMODSEQ too once CONDSTORE is enabled.
         self._send_status(mailbox, items + (("HIGHESTMODSEQ",) if self.condstore else ()))
 
-    def _notify_list(self, name: str, old: str | None, mailboxes: dict[str, Mailbox],
-                     subscribed: set[str]) -> bytes:
+    def _notify_list(self, name: str, old: str | None, mailbox: Mailbox | None, children: bool,
+                     subscribed: bool) -> bytes:
         """The LIST response of §5.4 / §5.5: the name's state now, OLDNAME after RENAME."""
-        mailbox = mailboxes.get(name)
         attrs: list[str] = []
         if mailbox is None:
             attrs.append("\\NonExistent")  # §5.4
         else:
-            prefix = name + "/"
-            attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in mailboxes) else "\\HasNoChildren")
+            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
             if mailbox.special_use is not None:
                 attrs.append(mailbox.special_use.value)
-        if name in subscribed:
+        if subscribed:
             attrs.append("\\Subscribed")  # §5.5
         line = b'* LIST (' + " ".join(attrs).encode() + b') "/" ' + wire.mailbox(name, self.utf8)
         if old is not None:

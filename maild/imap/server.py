@@ -935,10 +935,11 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         # RFC 2177: updates flow while idling; "DONE" ends it.
         self._idle_tag = cmd.tag
         self._send(b"+ idling")
-        await self._notify_announce(expunge=True)
-        self._line_waiter = defer.Deferred()
+        # Waiting for DONE from now: it may come while the announcement below writes.
+        waiter = self._line_waiter = defer.Deferred()
         try:
-            await self._line_waiter
+            await self._notify_announce(expunge=True)
+            await waiter
         finally:
             self._idle_tag = None
 

@@ -54,8 +54,9 @@ def test_parse() -> None:
 def test_capability_and_refusals(connect: Callable[..., Transcript]) -> None:
     s = connect(login=False)
     s.bad("NOTIFY NONE")  # authenticated and selected states only
-    s = connect()
+    s, actor = connect(), connect()
     assert b"NOTIFY" in s.ok("CAPABILITY")[0].split()
+    s.ok("NOTIFY SET (personal (MailboxName))")
     # §5: MessageNew and MessageExpunge together; FlagChange needs both; BAD.
     s.bad("NOTIFY SET (selected (MessageNew))")
     s.bad("NOTIFY SET (personal (MessageExpunge))")
@@ -72,6 +73,9 @@ def test_capability_and_refusals(connect: Callable[..., Transcript]) -> None:
     # Too many mailboxes to watch: NO [NOTIFICATIONOVERFLOW] (§3.1).
     many = " ".join(f"M{i}" for i in range(1001))
     s.no(f"NOTIFY SET (mailboxes ({many}) (MessageNew MessageExpunge))", code="NOTIFICATIONOVERFLOW")
+    # A refused NOTIFY leaves the one before in force.
+    actor.ok("CREATE Still")
+    assert lines(s, 1) == [b'* LIST (\\HasNoChildren) "/" Still']
     s.ok("NOTIFY NONE")
 
 
