@@ -217,17 +217,22 @@ def children(pid: int) -> list[int]:
     return sorted((int(p) for p in text.split() if _alive(int(p))), key=lambda p: int(_stat(p, 19) or 0))
 
 
-def _stat(pid: int, field: int) -> str | None:
-    """A field of /proc/PID/stat after the command name (0: the state), None when gone."""
+def _stat(pid: int, field: int, task: int | None = None) -> str | None:
+    """A field of a thread's stat after the command name (0: the state), None when gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field]
+        return Path(f"/proc/{pid}/task/{task or pid}/stat").read_text().rsplit(")", 1)[1].split()[field]
     except (OSError, IndexError):
         return None
 
 
 def _alive(pid: int) -> bool:
-    """Running, not a zombie (a zombie has exited and holds nothing)."""
-    return _stat(pid, 0) not in (None, "Z")
+    """Running, not a zombie. A killed process's leader thread turns zombie before its other
+    threads have exited and let go of the files (sockets) they share: every thread counts."""
+    try:
+        tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    return any(_stat(pid, 0, t) not in (None, "Z", "X") for t in tasks)
 
 
 def wait_gone(pids: list[int], timeout: float = 10.0) -> None:
