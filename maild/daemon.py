@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.twisted import MetricsResource
 from twisted.internet import reactor as default_reactor
 from twisted.internet import ssl, task, threads
@@ -121,6 +123,7 @@ class WorkerRole:
         return self.index == 0
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's: workers' metric files
 WORKER_ENV = "MAILD_WORKER"  # JSON {"index", "count", "fds", "supervisor"}: set by the supervisor
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -256,26 +259,42 @@ class _QuietSite(Site):
         """No access log line per scrape."""
 
 
+class _Scrape(CollectorRegistry):
+    """What /metrics serves: ``source``'s metrics, ``refresh`` run first (in the scrape's
+    thread: MetricsResource's)."""
+
+    def __init__(self, source: CollectorRegistry, refresh: Callable[[], None]) -> None:
+        super().__init__(auto_describe=False)
+        self.source = source
+        self.refresh = refresh
+
+    def collect(self) -> Any:
+        self.refresh()
+        yield from self.source.collect()
+
+
 def _serve_metrics(config: Config, store: Store, reactor: Any, role: WorkerRole | None) -> list[Any]:
     """Prometheus /metrics on ``[metrics] listen`` (maild/util/metrics.py); the queue
-    gauges are read from the store at scrape time (in a thread: MetricsResource's)."""
+    gauges are read from the store at scrape time. With several workers the primary serves
+    the sum of every worker's values (the files under PROMETHEUS_MULTIPROC_DIR)."""
     if not config.metrics.listen:
         return []
-    cache: dict[str, Any] = {"at": -1.0, "entries": 0, "oldest": 0.0}
+    cache: dict[str, Any] = {"at": -1.0}
 
-    def queue_state(field: str) -> float:
+    def refresh() -> None:
         now = time.monotonic()
         if now - cache["at"] > 1.0:
             entries = store.queue_entries()
             created = min((e["created"] for e in entries), default=None)
-            cache.update(at=now, entries=len(entries),
-                         oldest=0.0 if created is None else max(time.time() - created, 0.0))
-        return float(cache[field])
-    metrics.QUEUE_ENTRIES.set_function(lambda: queue_state("entries"))
-    metrics.QUEUE_OLDEST.set_function(lambda: queue_state("oldest"))
-    metrics.UP_SINCE.set(time.time())
+            cache["at"] = now
+            metrics.QUEUE_ENTRIES.set(len(entries))
+            metrics.QUEUE_OLDEST.set(0.0 if created is None else max(time.time() - created, 0.0))
+    source = metrics.REGISTRY
+    if role is not None and os.environ.get(MULTIPROC_ENV):
+        source = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(source)
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=metrics.REGISTRY))
+    root.putChild(b"metrics", MetricsResource(registry=_Scrape(source, refresh)))
     site = _QuietSite(root)
     factory: Any = site
     return [_listen(reactor, "metrics.listen", address, factory, None, role) for address in config.metrics.listen]
@@ -295,6 +314,7 @@ def setup_logging(several: bool = False) -> None:
 
 def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | None = None) -> int:
     """Run the daemon in this process: the whole of it, or (``role``) one worker of a tree."""
+    metrics.UP_SINCE.set(time.time())
     return_large_allocations_to_the_os()
     setup_logging(role is not None)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)

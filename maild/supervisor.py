@@ -32,6 +32,8 @@ Implementation notes (invariants):
 - SIGTERM / SIGINT: STOPPING=1, no more restarts, SIGTERM to every worker (each stops as
   maild/shutdown.py says); workers still alive ``shutdown_grace`` + STOP_MARGIN seconds later
   are killed. The supervisor exits when all have: 0, or 1 when one had to be killed.
+- Metrics: each worker writes its counters to its own file in a directory the supervisor
+  makes (``PROMETHEUS_MULTIPROC_DIR``) and removes at exit; worker 0 serves their sum.
 - The workers die with the supervisor (PR_SET_PDEATHSIG): kill -9 of the supervisor is a
   kill -9 of the tree, and nothing is left holding the ports or the store.
 """
@@ -44,11 +46,13 @@ import logging
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -90,11 +94,14 @@ def serve(config: Config) -> int:
     daemon.setup_logging(several=True)
     daemon.tls_options(config)  # a bad certificate fails here, not in N workers
     sockets = bind(config)
+    # Every worker counts into its own file here; the primary's /metrics sums them.
+    metrics_dir = tempfile.mkdtemp(prefix="maild-metrics-")
     try:
-        return Supervisor(config, count, sockets).run()
+        return Supervisor(config, count, sockets, metrics_dir).run()
     finally:
         for sock in sockets.values():
             sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def bind(config: Config) -> dict[str, socket.socket]:
@@ -143,8 +150,10 @@ class _Notify:
 
 
 class Supervisor:
-    def __init__(self, config: Config, count: int, sockets: dict[str, socket.socket]) -> None:
+    def __init__(self, config: Config, count: int, sockets: dict[str, socket.socket],
+                 metrics_dir: str | None = None) -> None:
         self.config = config
+        self.metrics_dir = metrics_dir
         self.count = count
         self.sockets = sockets
         self.workers = [Worker(i) for i in range(count)]
@@ -224,6 +233,8 @@ class Supervisor:
         env[daemon.WORKER_ENV] = json.dumps({"index": worker.index, "count": self.count, "fds": fds,
                                              "supervisor": os.getpid()})
         env["NOTIFY_SOCKET"] = self.notify.address
+        if self.metrics_dir is not None:
+            env[daemon.MULTIPROC_ENV] = self.metrics_dir
         env.pop("WATCHDOG_PID", None)  # systemd's is ours; the worker pings us
         if self.watchdog:
             env["WATCHDOG_USEC"] = str(int(self.watchdog * 1e6))
