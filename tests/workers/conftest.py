@@ -20,6 +20,7 @@ import pytest
 
 from maild.store import Store
 from tests.conftest import MaildServer
+from tests.test_sd_notify import notify_socket  # noqa: F401 (the fixture, for test_notify)
 
 WORKERS = 2
 T = TypeVar("T")

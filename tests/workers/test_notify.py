@@ -11,8 +11,7 @@ import re
 import signal
 import smtplib
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -23,21 +22,11 @@ from tests.workers.conftest import wait_for_log, wait_replaced
 WATCHDOG = 2.0  # seconds (a loaded two-core machine must not look wedged)
 
 
-@pytest.fixture
-def notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.1)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG * 1e6)))
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield sock
-    sock.close()
-
-
 def test_ready_once_watchdog_and_a_wedged_worker(workers_factory: Callable[..., MaildServer],
-                                                 notify: socket.socket) -> None:
+                                                 notify_socket: socket.socket,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    notify = notify_socket
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG * 1e6)))
     server = workers_factory()  # returns once the supervisor logged "maild ready"
     messages = received(notify, 2.5)
     texts = [m for _, m in messages]
