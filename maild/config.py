@@ -240,6 +240,10 @@ class StoreConfig:
                                           "batch); larger ones are content-addressed files shared by hard links")
     orphan_sweep_age: float = key(3600.0, "seconds: unreferenced blob files older than this are removed at "
                                           "start-up and every 6 hours (docs/reliability.md)", positive=True)
+    changes_kept: int = key(200_000, "change-log records kept per shard for any consumer (docs/storage.md)",
+                            positive=True)
+    changes_retained: int = key(2_000_000, "change-log records per shard kept at most for a named cursor "
+                                           "behind; further behind it resyncs (docs/storage.md)", positive=True)
 
 
 def _host_port(text: str) -> str | None:

@@ -27,8 +27,9 @@ from twisted.python.failure import Failure
 
 from maild.config import ReplicationConfig, StoreConfig
 from maild.store import blobs as blobfiles
-from maild.store import mapped, redo, retry, sweep
+from maild.store import changelog, mapped, redo, retry, sweep, wake
 from maild.store import operations as ops
+from maild.store.changelog import ChangesTrimmed, Follower
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health
@@ -39,7 +40,6 @@ from maild.store.types import (
     AppendResult,
     BlobDamaged,
     Change,
-    ChangeKind,
     CopyResult,
     Domain,
     Envelope,
@@ -61,7 +61,7 @@ from maild.util.message import envelope_fields, header_end
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "canonical", "split_address"]
+__all__ = ["ChangesTrimmed", "Follower", "Store", "canonical", "split_address"]
 
 
 # A user removed or changed by `maild user` in another process is seen by the daemon's
@@ -182,6 +182,9 @@ class Store:
         self.reactor = reactor
         redo_log = self._replication_state(replication)
         self._subscribers: list[Callable[[Change], None]] = []
+        # Written into every change record this Store logs (changelog.py invariant 2).
+        self.token = os.urandom(6).hex()
+        self._bell: wake.Bell | None = None
         self._fire_lock = threading.Lock()
         self._user_cache: dict[str, tuple[User, float]] = {}
         self._enqueue_listeners: list[Callable[[], None]] = []
@@ -201,9 +204,10 @@ class Store:
         try:
             for i in range(config.shards):
                 self.shards.append(Shard(
-                    i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
+                    i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._committed,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
-                    functools.partial(self._shard_required, i), redo_log))
+                    functools.partial(self._shard_required, i), redo_log, token=self.token,
+                    kept=config.changes_kept, retained=config.changes_retained))
         except BaseException:
             for shard in self.shards:
                 shard.close()
@@ -212,6 +216,8 @@ class Store:
             raise
         if self.repl_fence is not None:
             self.set_fence(self.repl_fence)
+        self.tails = [changelog.Tail(s.index, s.env, s.dbs["changes"], self.token, self._publish, reactor)
+                      for s in self.shards]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
         self._verified_files: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
         self._verified_lock = threading.Lock()
@@ -247,6 +253,9 @@ class Store:
     def close(self) -> None:
         """Finish every queued write, then close the environments."""
         self._stager.shutdown(wait=True)
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         for s in self.shards:
             s.close()
         self.directory.close()
@@ -333,10 +342,7 @@ class Store:
         log = writer.redo
         if log is None:
             return defer.fail(redo.RecordError("replication is off on this node"))
-        after = None
-        if where != "directory":
-            after = self.shards[int(where.split()[1])].note_applied
-        op = redo.replicated_op(log, seq, record, after)
+        op = redo.replicated_op(log, seq, record)
         if self.reactor is None or writer.dispatch is None:  # the directory's writer has none
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
@@ -346,10 +352,7 @@ class Store:
         """One step of copying the leader's snapshot of ``where`` (redo.snapshot_op)."""
         writer, _ = self._environment(where)
         assert writer.redo is not None
-        after = None
-        if step == "end" and where != "directory":
-            after = self.shards[int(where.split()[1])].renumber_changes
-        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch, after)
+        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch)
         if self.reactor is None or writer.dispatch is None:
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
@@ -398,12 +401,13 @@ class Store:
             except Exception:  # the rest must still run: each completes someone's work
                 log.exception("store completion failed")
 
-    def _publish(self, changes: list[dict[str, Any]]) -> None:
-        records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
-                          user=c["user"], mailbox_id=c["mailbox_id"],
-                          uids=tuple(c.get("uids", ())), modseq=c.get("modseq", 0),
-                          flags=tuple(frozenset(f) for f in c.get("flags", ())),
-                          name=c.get("name"), extra=c.get("extra", {})) for c in changes]
+    # -- the change log (maild/store/changelog.py) -------------------------------------
+
+    def _committed(self, changes: list[dict[str, Any]]) -> None:
+        """A shard writer's commit, after its results were settled (or a replicated one)."""
+        self.tails[changes[0]["shard"]].committed(changes)
+
+    def _publish(self, records: list[Change]) -> None:
         for record in records:
             for callback in list(self._subscribers):
                 try:
@@ -411,9 +415,82 @@ class Store:
                 except Exception:
                     log.exception("change subscriber failed")
 
+    def _wake(self) -> None:
+        """Start following other processes' commits (wake.py), on first use."""
+        if self._bell is None:
+            self._bell = wake.Bell({s.index: s.path / "lmdb" / "data.mdb" for s in self.shards},
+                                   self._rung, self.reactor)
+
+    def _rung(self, shards: set[int]) -> None:
+        for index in shards:
+            more = self.tails[index].poll()
+            while more and self.reactor is None:
+                more = self.tails[index].poll()
+            if more:  # the rest on the next reactor turns, a batch each
+                self.reactor.callLater(0, self._rung, {index})
+
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback`` with every committed change of every shard, by any process over
+        this data directory, in seq order per shard (on the reactor thread); this Store's
+        own changes right after their results are settled."""
+        self._wake()
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    def log_head(self, shard: int) -> int:
+        """The highest committed seq of ``shard``'s change log (0: empty)."""
+        return self.shards[shard].log_head()
+
+    def read_changes(self, shard: int, after: int, limit: int = 1000) -> list[Change]:
+        """Committed records of ``shard`` with seq > ``after``, ascending, at most ``limit``;
+        ChangesTrimmed when some of them were trimmed. Any thread."""
+        s = self.shards[shard]
+        return [changelog.to_change(r)
+                for r in changelog.read_records(s.env, s.dbs["changes"], shard, after, limit)]
+
+    def follow(self, shard: int, after: int, callback: Callable[[list[Change]], None], *,
+               cursor: str | None = None,
+               on_trimmed: Callable[[ChangesTrimmed], None] | None = None) -> Follower:
+        """Call ``callback`` on the reactor thread with every committed record of ``shard``
+        after ``after``, in batches, in seq order, no gap, no repeat, whichever process
+        committed it. With ``cursor`` the position is kept durably under that name
+        (``follower.ack(seq)``) and the log is not trimmed below it (up to
+        ``store.changes_retained`` records). ChangesTrimmed at once when records after
+        ``after`` are gone already; ``on_trimmed`` when that happens later (the follower
+        stops; without it, it is logged)."""
+        self.read_changes(shard, after, 1)  # ChangesTrimmed now rather than later
+        self._wake()
+        tail = self.tails[shard]
+        if cursor is not None:
+            self._save_cursor(shard, cursor, after)
+        follower = Follower(tail, after, callback, cursor, on_trimmed,
+                            functools.partial(self._save_cursor, shard))
+        follower.start()
+        return follower
+
+    def cursor(self, name: str, shard: int) -> int:
+        """A named cursor's durable position in ``shard``'s log (0: none)."""
+        s = self.shards[shard]
+        return changelog.cursor(s.env, s.cursors_db, name)
+
+    def cursors(self, shard: int) -> dict[str, int]:
+        s = self.shards[shard]
+        return changelog.cursors(s.env, s.cursors_db)
+
+    def drop_cursor(self, name: str, shard: int) -> defer.Deferred[None]:
+        """Forget a consumer that is gone, so the log no longer keeps records for it."""
+        return self._save_cursor(shard, name, None)
+
+    def _save_cursor(self, shard: int, name: str, seq: int | None) -> defer.Deferred[None]:
+        s = self.shards[shard]
+        op = changelog.op_set_cursor(s.cursors_db, name, seq)
+        if self.reactor is None:
+            return self._deferred(s.writer.submit(op))
+        return s.writer.submit_deferred(op)
 
     def _user(self, address: str) -> User:
         """The directory record, cached briefly: protocol sessions resolve their user on
@@ -504,7 +581,7 @@ class Store:
     def user_remove(self, address: str) -> None:
         self._user_cache.clear()
         user = self.directory.user_remove(address)
-        self._shard(user).writer.run(ops.op_purge_partition(user.id))
+        self._shard(user).writer.run(ops.op_purge_partition(user.address, user.id))
 
     def user_set_password(self, address: str, password_hash: str) -> None:
         self.directory.user_set_password(address, password_hash)
@@ -576,7 +653,7 @@ class Store:
 
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
-        return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))
+        return self._write(u, ops.op_set_subscribed(u.address, u.id, self._name(name), subscribed))
 
     def subscriptions(self, user: str) -> list[str]:
         """The user's subscribed names, existing mailboxes or not, in name order."""

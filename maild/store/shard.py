@@ -13,9 +13,10 @@ from typing import Any
 
 import lmdb
 
-from maild.store import codec, envfile, redo
+from maild.config import StoreConfig
+from maild.store import changelog, codec, envfile, redo
 from maild.store.blobs import BlobDir
-from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
+from maild.store.codec import MessageRecord, jload, mbox_key, msg_key
 from maild.store.types import (
     Envelope,
     FormatError,
@@ -29,7 +30,6 @@ from maild.store.writer import Batch, Writer
 # (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
             "blobref", "blobdata", "uinfo", "changes", "subs", "metadata", redo.DB_NAME)
-CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 
 
 def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
@@ -86,15 +86,21 @@ class Shard:
                  ops_lock: threading.Lock | None = None, health: Any = None,
                  required: envfile.Required | None = None,
                  redo_log: Callable[[str, lmdb.Environment, dict[str, Any]], redo.RedoLog | None] | None = None,
+                 token: str = "", kept: int = StoreConfig.changes_kept,
+                 retained: int = StoreConfig.changes_retained,
                  ) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["changes"])
-            self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        # Named change-log cursors: this node's own, not in self.dbs, so the replication
+        # log neither records nor copies them (changelog.py invariant 4).
+        self.cursors_db = self.env.open_db(b"cursors")
+        self.token = token  # written into each change record (changelog.py invariant 2)
+        # The log keeps its last ``kept`` records, and those after the oldest named cursor
+        # up to ``retained`` (the hard bound): changelog.py invariant 5.
+        self.kept, self.retained = kept, max(kept, retained)
         self._migrate_subscriptions()
         # The replication log; None: replication is off (docs/replication.md).
         self.redo = None if redo_log is None else redo_log(f"shard {index:02d}", self.env, self.dbs)
@@ -125,28 +131,11 @@ class Shard:
     # -- change log ---------------------------------------------------------------------
 
     def _log_changes(self, b: Batch) -> None:
-        db = self.dbs["changes"]
-        for change in b.changes:
-            change["shard"] = self.index
-            change["seq"] = self._next_seq
-            b.txn.put(codec.u64(self._next_seq), jdump(change), db=db)
-            self._next_seq += 1
-        oldest = self._next_seq - CHANGES_RETAINED
-        if oldest > 1:
-            cur = b.txn.cursor(db=db)
-            while cur.first() and codec.read_u64(cur.key()) < oldest:
-                cur.delete()
+        changelog.log_records(b, self.index, self.token, self.dbs["changes"], self.cursors_db,
+                              self.kept, self.retained)
 
-    def renumber_changes(self, txn: lmdb.Transaction[bytes]) -> None:
-        """A snapshot was copied in: number local change records after its own."""
-        cur = txn.cursor(db=self.dbs["changes"])
-        self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
-
-    def note_applied(self, ops: list[redo.Op]) -> None:
-        """A replicated record was applied: number local change records after its own."""
-        for kind, name, key, _ in ops:
-            if name == "changes" and kind == redo.PUT:
-                self._next_seq = max(self._next_seq, codec.read_u64(key) + 1)
+    def log_head(self) -> int:
+        return changelog.head(self.env, self.dbs["changes"])
 
     # -- reads ----------------------------------------------------------------------------
 
