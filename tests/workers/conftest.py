@@ -115,7 +115,3 @@ def wait_replaced(server: MaildServer, dead: int, timeout: float = 30.0) -> int:
             raise AssertionError(f"worker {dead} was not replaced:\n{server.log()[-3000:]}")
         time.sleep(0.02)
 
-
-# POP3 maildrop locks, connection and rate limits and the auth penalty counted across the
-# tree: the store's cross-process state (FOLLOW_API.md), wired in when it lands.
-needs_shared_state = pytest.mark.skip(reason="the store's cross-process locks and counters have not landed")

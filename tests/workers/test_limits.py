@@ -12,9 +12,8 @@ from collections.abc import Callable
 from tests.conftest import MaildServer
 from tests.imap.conftest import Transcript as ImapTranscript
 from tests.smtp.conftest import Transcript as SmtpTranscript
-from tests.workers.conftest import needs_shared_state, on_each_worker, worker_of
+from tests.workers.conftest import on_each_worker, worker_of
 
-pytestmark = needs_shared_state
 LIMIT = 3
 
 

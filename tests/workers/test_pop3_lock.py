@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 from tests.conftest import USERS, MaildServer, wait_gone
 from tests.pop3.conftest import Account, Pop3Transcript
-from tests.workers.conftest import needs_shared_state, on_each_worker
+from tests.workers.conftest import on_each_worker
 
-pytestmark = needs_shared_state
 ALICE = Account("alice@example.test", USERS["alice@example.test"])
 
 
