@@ -311,8 +311,10 @@ class Supervisor:
             daemon.sd_notify("RELOADING=1")
             self.reload_since = now
             for worker in self.workers:
-                worker.reloading = worker.process is not None
-                if worker.process is not None:
+                # A worker still starting reads the file anyway, and has no SIGHUP handler
+                # yet: the signal's default action would kill it.
+                worker.reloading = worker.process is not None and worker.ready
+                if worker.process is not None and worker.reloading:
                     worker.process.send_signal(signal.SIGHUP)
             log.info("reload: SIGHUP sent to %d worker(s)", sum(w.reloading for w in self.workers))
 
