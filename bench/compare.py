@@ -134,7 +134,9 @@ class _Profiler:
             return
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.directory / f"{name}.txt"
-        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
+        # --subprocesses: with [server] workers > 1 the pid is the supervisor's; its workers do the work.
+        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--gil",
+                                "--nonblocking",
                                 "--rate", "500", "--output", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached
