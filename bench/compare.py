@@ -52,9 +52,11 @@ class Sizes:
     pop3_messages: int = 200  # of pop3_size bytes, RETR in turn by one client
     pop3_size: int = 100 * 1024
     clients: int = 10
+    mixed_seconds: float = 20.0  # the concurrent mixed IMAP workload, per server
 
 
-QUICK = Sizes(smtp_messages=400, logins=30, append_total=500, mailbox_messages=2000, pop3_messages=50)
+QUICK = Sizes(smtp_messages=400, logins=30, append_total=500, mailbox_messages=2000, pop3_messages=50,
+              mixed_seconds=8.0)
 REPEATS = 3  # read workloads: runs per server
 
 
@@ -132,7 +134,9 @@ class _Profiler:
             return
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.directory / f"{name}.txt"
-        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
+        # --subprocesses: with [server] workers > 1 the pid is the supervisor's; its workers do the work.
+        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--gil",
+                                "--nonblocking",
                                 "--rate", "500", "--output", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached
@@ -251,6 +255,43 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
     return out
 
 
+def _mixed(target: _Target, account: Account, sizes: Sizes) -> tuple[float, _Cpu]:
+    """Commands/s of the concurrent mixed workload (load.imap_mixed), and the CPU it took."""
+    load.imap_mixed_setup(target.host, target.ports["imap"], account, clients=sizes.clients)
+    with _Cpu(target.cpu_roots) as cpu:
+        rate = load.imap_mixed(target.host, target.ports["imap"], account, clients=sizes.clients,
+                               seconds=sizes.mixed_seconds)
+    return rate, cpu
+
+
+def _process_model(ours: _Target, theirs: _Target, users: dict[str, str], hashes: dict[str, str],
+                   mixed_user: Account, login_users: list[Account], sizes: Sizes, cores: int,
+                   dovecot_logins: float, dovecot_login_cpu: _Cpu) -> list[dict[str, Any]]:
+    """Issue 21's rows: logins and the concurrent mixed IMAP workload with one maild process
+    ([server] workers = 1, a second throwaway maild) and with one worker per core (the
+    daemon of the other rows), beside Dovecot."""
+    rows = []
+    steps = ", ".join(name for _, name in load.MIXED_STEPS)
+    what = (f"IMAP concurrent mixed: {sizes.clients} clients of one user staying logged in, {steps} "
+            f"on {len(load.MIXED_BOXES)} shared mailboxes, {sizes.mixed_seconds:.0f} s")
+    with peers.Maild(users, hashes, overrides={"server": {"workers": 1}}) as single:
+        one = _Target("maild", single.host, single.ports, lambda: [p for p in [single.pid] if p])
+        with _Cpu(one.cpu_roots) as c_one:
+            m1 = load.imap_logins(one.host, one.ports["imap"], login_users, clients=sizes.clients,
+                                  total=sizes.logins)
+        rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
+                         "same argon2id hashes; maild workers = 1", "Dovecot", m1, dovecot_logins, "logins/s",
+                         _cpu_note(c_one, dovecot_login_cpu, sizes.logins, "login")))
+        m1, c_one = _mixed(one, mixed_user, sizes)
+    mn, c_many = _mixed(ours, mixed_user, sizes)
+    d, c_dovecot = _mixed(theirs, mixed_user, sizes)
+    for workers, rate, cpu in ((1, m1, c_one), (cores, mn, c_many)):
+        rows.append(_row(f"{what}; maild workers = {workers}", "Dovecot", rate, d, "commands/s",
+                         f"CPU {cpu.used / (rate * sizes.mixed_seconds or 1) * 1000:.2f} vs "
+                         f"{c_dovecot.used / (d * sizes.mixed_seconds or 1) * 1000:.2f} ms/command"))
+    return rows
+
+
 def _pop3(target: _Target, account: Account, sizes: Sizes) -> float:
     """MB/s of RETRs over the whole maildrop (filled beforehand with _fill)."""
     seconds, received, count = load.pop3_retr(target.host, target.ports["pop3"], account)
@@ -280,10 +321,11 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
     sizes = QUICK if quick else Sizes()
     if messages:
         sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
-    users, hashes = peers.make_users(4 + sizes.clients)
+    users, hashes = peers.make_users(5 + sizes.clients)
     accounts = [Account(a, p) for a, p in users.items()]
-    big, smtp_user, lmtp_user, pop3_user = accounts[:4]
-    append_users = accounts[4:]
+    big, smtp_user, lmtp_user, pop3_user, mixed_user = accounts[:5]
+    append_users = accounts[5:]
+    cores = len(os.sched_getaffinity(0))  # maild's default [server] workers
     dovecot_v = _version(["dovecot", "--version"])
     postfix_v = _version(["postconf", "-d", "mail_version"])
     print(f"machine: {_machine()}; load average before: {open('/proc/loadavg').read().split()[:3]}")
@@ -327,8 +369,10 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         with _Cpu(theirs.cpu_roots) as c_theirs:
             d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
         rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
-                         "same argon2id hashes", "Dovecot", m, d, "logins/s",
+                         f"same argon2id hashes; maild workers = {cores}", "Dovecot", m, d, "logins/s",
                          _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
+        rows.extend(_process_model(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, d,
+                                   c_theirs))
 
         batch = [load.message(i, sizes.message_size) for i in range(200)]
         results = []

@@ -68,7 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
-    from maild.daemon import serve
+    from maild.supervisor import serve
 
     return serve(cfg)
 

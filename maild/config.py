@@ -284,6 +284,8 @@ class ReplicationConfig:
 class ServerConfig:
     shutdown_grace: float = key(10.0, "seconds in-flight commands get on SIGTERM to finish and be answered",
                                 positive=True)
+    workers: int = key(0, "worker processes sharing the listeners and the store (docs/architecture.md); "
+                          "0: one per CPU core, 1: a single process, no supervisor", low=0, high=256)
 
 
 @dataclass(frozen=True)

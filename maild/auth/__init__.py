@@ -15,7 +15,10 @@ password is verified, so an attacker who hangs up early learns nothing:
   attempts for it wait too — except from IPs that logged into that account before, so a
   spray from many IPs cannot lock the real user out of the IPs they use.
 - a failure is answered only after the delay it earned, as before;
-- an attempt whose client has gone by the end of its wait is not verified at all.
+- an attempt whose client has gone by the end of its wait is not verified at all;
+- with several worker processes (``tree``, maild/util/shared.py) the failures per client
+  IP are counted across the workers too, so a client cannot spread its guesses over them;
+  the rest (per account, the queue of a penalised IP, trusted IPs) is per worker.
 
 Every failure is one log line (``maild.auth``, :data:`FAILURE_FORMAT`) that the fail2ban
 filter in etc/fail2ban/filter.d/maild.conf matches, and is counted in ``failures``.
@@ -40,6 +43,7 @@ from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
+    from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild.auth")
 
@@ -103,10 +107,11 @@ class _Account:
 
 
 class Authenticator:
-    def __init__(self, store: Store, config: AuthConfig, reactor: Any) -> None:
+    def __init__(self, store: Store, config: AuthConfig, reactor: Any, tree: SharedTable | None = None) -> None:
         self.store = store
         self.config = config
         self.reactor = reactor
+        self.tree = tree
         self._clients: dict[str, _Client] = {}
         self._accounts: dict[str, _Account] = {}
         self.failures: collections.Counter[str] = collections.Counter()  # protocol -> failed logins
@@ -126,6 +131,8 @@ class Authenticator:
         delay = 0.0
         if client is not None and now - client.last <= WINDOW:
             delay = self._doubling(client.count())
+        if self.tree is not None:
+            delay = max(delay, self._doubling(self._tree_failures(client_ip, 0)))
         account = self._accounts.get(username.lower())
         if account is not None and now - account.last <= WINDOW and client_ip not in account.trusted:
             delay = max(delay, self._doubling(account.failures - self.config.account_free_failures + 1))
@@ -187,7 +194,9 @@ class Authenticator:
         name = username.lower()
         client = self._clients.get(client_ip)
         if client is not None:
-            client.failures.pop(name, None)  # the user's own typos, not the names others tried
+            typos = client.failures.pop(name, 0)  # the user's own typos, not the names others tried
+            if typos and self.tree is not None:
+                self._tree_failures(client_ip, -typos)
             if not client.failures and not client.pending:
                 del self._clients[client_ip]
         account = self._account(name)
@@ -218,11 +227,25 @@ class Authenticator:
         key = name if name in client.failures or len(client.failures) < MAX_NAMES_PER_IP else "*"
         client.failures[key] = client.failures.get(key, 0) + 1
         client.last = now
+        if self.tree is not None:
+            self._tree_failures(client_ip, 1)
         account = self._account(name)
         if now - account.last > WINDOW:
             account.failures = 0
         account.failures += 1
         account.last = now
+
+    def _tree_failures(self, client_ip: str, change: int) -> int:
+        """The failures from ``client_ip`` in every worker within WINDOW, after adding ``change``."""
+        now = self._clock()
+
+        def update(count: float, last: float, _: float) -> tuple[float, float, int]:
+            if now - last > WINDOW:
+                count = 0.0
+            count = max(count + change, 0.0)
+            return count, (now if change > 0 else last), int(count)
+        assert self.tree is not None
+        return self.tree.update(f"auth ip {client_ip}", update, 0)
 
     def _failed(self, username: str, client_ip: str, protocol: str, mechanism: str, reason: str) -> None:
         self.failures[protocol or "?"] += 1

@@ -81,7 +81,7 @@ from maild.smtp.parser import (
 from maild.store.types import QuotaExceeded, ReadOnlyStore, ReplicaTimeout, StoreFull, User
 from maild.util import metrics
 from maild.util.authresults import AuthResults
-from maild.util.limits import TokenBuckets
+from maild.util.limits import TokenBuckets, TreeTokenBuckets
 from maild.util.message import MAX_HEADER, ORIGINATOR_FIELDS, author_problem, originators
 from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import LineSession, SessionFactory, log_refusal
@@ -157,9 +157,17 @@ def _sequence_hint(cmd: Command, state: State) -> str:
 
 
 class _Rates:
-    def __init__(self, config: SmtpConfig, clock: Any) -> None:
-        self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
-        self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
+    """Message rates per client IP and per user, counted across the worker processes when
+    there are several (``tree``)."""
+
+    def __init__(self, config: SmtpConfig, clock: Any, tree: Any = None, section: str = "smtp") -> None:
+        if tree is None:
+            self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
+            self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
+        else:
+            self.per_ip = TreeTokenBuckets(config.messages_per_minute_per_ip, clock, tree, f"{section} rate ip")
+            self.per_user = TreeTokenBuckets(config.messages_per_minute_per_user, clock, tree,
+                                             f"{section} rate user")
 
 
 class SmtpFactory(SessionFactory):
@@ -173,7 +181,8 @@ class SmtpFactory(SessionFactory):
         section = "submission" if submission else "smtp"
         super().__init__(ctx, section, getattr(ctx.config, section), implicit_tls)
         self.config: SmtpConfig
-        self.limits: _Rates = self.shared("rates", lambda: _Rates(self.config, ctx.reactor.seconds))
+        self.limits: _Rates = self.shared("rates", lambda: _Rates(self.config, ctx.reactor.seconds,
+                                                                 getattr(ctx, "tree", None), section))
 
     def make_session(self) -> SmtpSession:
         return SmtpSession(self)
