@@ -100,13 +100,23 @@ class ShardIndex:
     """The index of one shard: a writer (the indexer's, when this process holds the lock)
     and searches from any thread."""
 
-    def __init__(self, path: Path, max_text: int) -> None:
+    def __init__(self, path: Path, max_text: int, create: bool = True) -> None:
         self.path = path
         self.max_text = max_text
-        self.index = self._open()
+        # Without ``create`` (the CLI's reports) a missing or unreadable index stays None:
+        # only the indexer makes one anew.
+        self.index = self._open() if create else self._open_existing()
         self._writer: Any = None
         self._lock = threading.Lock()  # the writer: one thread adds and commits at a time
         self.reader_lock = threading.Lock()
+
+    def _open_existing(self) -> Any:
+        try:
+            index = tantivy.Index.open(str(self.path))
+            index.searcher()
+            return index
+        except (OSError, ValueError):
+            return None
 
     def _open(self) -> Any:
         """Open the index, making it anew (empty: the indexer rebuilds it) when it is
@@ -224,7 +234,10 @@ class ShardIndex:
 
     def refresh(self) -> None:
         """Pick up commits of another process (the indexer of a worker or the CLI)."""
-        self.index.reload()
+        if self.index is None:
+            self.index = self._open_existing()
+        if self.index is not None:
+            self.index.reload()
 
     @staticmethod
     def _value(searcher: Any, key: str) -> int | None:
@@ -234,7 +247,9 @@ class ShardIndex:
 
     def cursor_or_none(self, searcher: Any | None = None) -> int | None:
         """The change-log position of the committed index; None: it has none (new, or a
-        rebuild is unfinished)."""
+        rebuild is unfinished, or missing)."""
+        if self.index is None:
+            return None
         return self._value(searcher or self.searcher(), CURSOR_KEY)
 
     def watermark(self, searcher: Any, user: str, mailbox_id: int, uidvalidity: int) -> int:
@@ -275,4 +290,6 @@ class ShardIndex:
         return self.uids(searcher, user, mailbox_id, uidvalidity, tantivy.Query.all_query(), limit)
 
     def size_bytes(self) -> int:
+        if not self.path.is_dir():
+            return 0
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())

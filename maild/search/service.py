@@ -19,6 +19,7 @@ Implementation notes — invariants a contributor must keep:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (messages done, messages in all)
 
 _SERVICES: weakref.WeakKeyDictionary[Any, SearchService] = weakref.WeakKeyDictionary()
+
+
+REQUEST = "reindex-request"  # written by `maild reindex` while a daemon holds the writer
+PROGRESS = "reindex-progress"
 
 
 def of(store: Store) -> SearchService | None:
@@ -83,11 +88,12 @@ API_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 class SearchService:
-    def __init__(self, store: Store, config: SearchConfig, data_dir: Path | None = None) -> None:
+    def __init__(self, store: Store, config: SearchConfig, *, create: bool = True) -> None:
+        """``create=False``: only look at the indexes there are (the CLI's reports)."""
         self.store = store
         self.config = config
-        root = Path(data_dir or store.data_dir)
-        self.indexes = [ShardIndex(index_path(root, i), config.max_text_chars) for i in range(len(store.shards))]
+        self.indexes = [ShardIndex(index_path(store.data_dir, i), config.max_text_chars, create)
+                        for i in range(len(store.shards))]
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +129,7 @@ class SearchService:
                 try:
                     if not ix.acquire_writer(self.config.writer_memory_mb * 1024 * 1024):
                         continue  # another process indexes this shard
-                    worked = self.step(shard) or worked
+                    worked = self._requested(shard) or self.step(shard) or worked
                 except Exception:
                     log.exception("search indexing of shard %02d failed; retrying", shard)
                     ix.release_writer()
@@ -135,6 +141,28 @@ class SearchService:
     def request_rebuild(self, shard: int) -> None:
         self._rebuild_requested.add(shard)
         self._wake.set()
+
+    def _requested(self, shard: int) -> bool:
+        """`maild reindex` asked (a request file, the daemon holding the writer): rebuild,
+        writing progress where the command reads it, and remove the request when done."""
+        request = self.indexes[shard].path / REQUEST
+        try:
+            users = json.loads(request.read_text()).get("users")
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, AttributeError):
+            users = None
+        progress_file = self.indexes[shard].path / PROGRESS
+
+        def progress(done: int, total: int) -> None:
+            tmp = progress_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"done": done, "total": total}))
+            tmp.replace(progress_file)
+        log.info("search: reindexing shard %02d%s on request", shard, f" for {', '.join(users)}" if users else "")
+        progress(0, 0)
+        self.rebuild(shard, progress, users)
+        request.unlink(missing_ok=True)
+        return True
 
     def step(self, shard: int, progress: Progress | None = None) -> bool:
         """Index what the shard's log holds past the cursor (a batch); rebuild first when
@@ -208,6 +236,8 @@ class SearchService:
         follow the log from the head noted before reading. Commits every ``batch``
         messages (memory stays bounded); returns the messages indexed."""
         ix = self.indexes[shard]
+        if users is not None and ix.cursor_or_none() is None:
+            users = None  # an index without a cursor is rebuilt whole
         head = changelog.log_head(self.store, shard)
         targets = [u for u in self.store.users() if u.shard == shard
                    and (users is None or u.address in users)]
@@ -333,6 +363,9 @@ class SearchService:
         ix = self.indexes[shard]
         if not ix.writable:
             ix.refresh()
+        if ix.index is None:
+            return [f"search index shard {shard:02d}: missing or unreadable (the daemon rebuilds it; "
+                    "or run 'maild reindex')"]
         searcher = ix.searcher()
         cursor = ix.cursor_or_none()
         caught_up = cursor is not None and cursor >= changelog.log_head(self.store, shard)
