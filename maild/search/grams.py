@@ -19,22 +19,39 @@ space), which can only add candidates: the matcher verifies each one.
 
 from __future__ import annotations
 
+import re
+from array import array
+
 GRAM = 3
-_MAP = {ord(" "): "\ue000", ord("\t"): "\ue001", ord("\n"): "\ue002", ord("\r"): "\ue003",
-        ord("\x0c"): "\ue004"}
-_MAP.update({c: "\ufffd" for c in range(0xD800, 0xE000)})
-_TABLE = str.maketrans(_MAP)
+_SPACES = ((" ", "\ue000"), ("\t", "\ue001"), ("\n", "\ue002"), ("\r", "\ue003"), ("\x0c", "\ue004"))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SPACE = ord(" ")
 
 
 def prepare(folded: str) -> str:
     """A casefolded text in the index's alphabet (one character for one)."""
-    return folded.translate(_TABLE)
+    for char, private in _SPACES:
+        if char in folded:
+            folded = folded.replace(char, private)
+    if not folded.isascii():
+        folded = _SURROGATE.sub("\ufffd", folded)
+    return folded
 
 
 def tokens(folded: str) -> str:
-    """The whitespace-separated token string of a casefolded text."""
+    """The whitespace-separated token string of a casefolded text: ``t[i:i+3]`` for every
+    i, built by strided copies of the code points (C speed, not a slice per position)."""
     t = prepare(folded)
-    return " ".join([t[i:i + GRAM] for i in range(len(t))])
+    n = len(t)
+    if n < 64:  # short texts (envelope fields): slicing costs less than the arrays' set-up
+        return " ".join([t[i:i + GRAM] for i in range(n)])
+    points = array("I", t.encode("utf-32-le"))
+    full = n - GRAM + 1  # positions with a whole gram
+    out = array("I", bytes(4 * (GRAM + 1) * full))
+    for k in range(GRAM):
+        out[k::GRAM + 1] = points[k:k + full]
+    out[GRAM::GRAM + 1] = array("I", [_SPACE]) * full
+    return out.tobytes().decode("utf-32-le") + " ".join(t[i:] for i in range(full, n))
 
 
 def phrase(folded_needle: str) -> list[tuple[int, str]]:
