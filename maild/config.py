@@ -399,6 +399,8 @@ class SearchConfig:
     batch: int = key(1000, "change records (and, rebuilding, messages) per index commit", positive=True)
     poll_interval: float = key(0.5, "seconds between looks at the change logs when nothing woke the "
                                     "indexer (another process's commits)", positive=True)
+    verify_all: bool = key(False, "read every candidate the index proposes, even where its answer is exact "
+                                  "by construction (slower; docs/search.md)")
     max_text_chars: int = key(1_000_000, "characters of one text (body, header) indexed; a longer one "
                                          "is cut and its message admitted by every search", positive=True)
 

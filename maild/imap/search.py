@@ -11,7 +11,8 @@ decides every candidate, so the answer is the scan's either way (docs/search.md)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, cast
@@ -82,6 +83,10 @@ def _sent_date(msg: Message) -> date | None:
 def matches(key: SearchKey, msg: Message, largest_seq: int, largest_uid: int) -> bool:
     op = key.op
     meta = msg.meta
+    if msg.known is not None and op in _TEXT_OPS:
+        known = msg.known.get(id(key))
+        if known is not None:
+            return msg.uid in known  # the index's exact answer (docs/search.md)
     if op is SearchOp.ALL:
         return True
     if op is SearchOp.AND:
@@ -152,8 +157,9 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
         return [(i + 1, u, 0) for i, u in enumerate(uids) if u in unseen]
     clauses = _required_clauses(key)
     rows: Iterable[tuple[int, int, StoredEnvelope | None]]
-    admitted = _index_filter(store, user, mailbox_id, uids, key)
-    if admitted is not None:
+    answer = _index_filter(store, user, mailbox_id, uids, key)
+    if answer is not None:
+        admitted = answer.admits
         # The search index's candidates and what it does not cover yet; the matcher below
         # decides each (docs/search.md: the answer is the scan's).
         rows = [(i, uid, None) for i, uid in enumerate(uids) if admitted(uid)]
@@ -178,6 +184,8 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
         if meta is None:
             continue  # expunged by another session, not yet announced
         msg = Message(store, user, mailbox_id, uid, i + 1, meta, stored)
+        if answer is not None and answer.known and answer.reader.vouches_for(uid):
+            msg.known = answer.known
         try:
             if matches(key, msg, largest_seq, largest_uid):
                 out.append((i + 1, uid, meta.modseq))
@@ -189,11 +197,21 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
 _TEXT_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER}
 
 
+@dataclass
+class _IndexAnswer:
+    reader: MailboxReader
+    hits: set[int]  # indexed messages that may match
+    known: dict[int, set[int]]  # id of a text key -> its exact answer among vouched-for messages
+
+    def admits(self, uid: int) -> bool:
+        return uid > self.reader.watermark or uid in self.hits
+
+
 def _index_filter(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey
-                  ) -> Callable[[int], bool] | None:
+                  ) -> _IndexAnswer | None:
     """Which messages may match ``key``'s text conditions, from the search index: its hits
-    and every message it does not cover yet; None when it cannot tell (no index, or no
-    text condition every match must meet)."""
+    and every message it does not cover yet (None when it cannot tell: no index, or no
+    text condition every match must meet), and the text keys it answers exactly."""
     service = search_service.of(store)
     if service is None or not any(k.op in _TEXT_OPS for k in _walk(key)):
         return None
@@ -202,33 +220,46 @@ def _index_filter(store: Store, user: str, mailbox_id: int, uids: list[int], key
         return None
     try:
         reader = service.reader(user, mailbox_id, mailbox.uidvalidity, len(uids))
-        hits = _index_hits(reader, key)
+        known: dict[int, set[int]] = {}
+        hits = _index_hits(reader, key, known)
+        if hits is None and known:
+            # No constraint for the candidates (NOT BODY x: any message may match), yet
+            # the index answers its text keys: every message is a candidate.
+            hits = set(uids)
     except Exception:
         log.exception("search index unusable for %s: scanning", user)
         return None
     if hits is None:
         return None
-    watermark = reader.watermark
-    return lambda uid: uid > watermark or uid in hits
+    return _IndexAnswer(reader, hits, known)
 
 
-def _index_hits(reader: MailboxReader, key: SearchKey) -> set[int] | None:
+def _index_hits(reader: MailboxReader, key: SearchKey, known: dict[int, set[int]]) -> set[int] | None:
     """Indexed messages that may satisfy ``key`` (None: any may): text keys from the
-    index, AND as the intersection, OR as the union; NOT and other keys say nothing."""
+    index, AND as the intersection, OR as the union; NOT and other keys say nothing. The
+    text keys whose answer is exact are noted in ``known``."""
     op = key.op
-    if op is SearchOp.BODY:
-        return reader.matching(Needle(BODY, str(key.value)))
-    if op is SearchOp.TEXT:
-        return _union([reader.matching(Needle(f, str(key.value))) for f in (HEADERS, BODY, NAMES)])
-    if op is SearchOp.HEADER:
-        name, needle = cast(tuple[str, str], key.value)
-        attr = ENVELOPE_HEADERS.get(name.lower())
-        return reader.matching(Needle(ENVELOPE_FIELDS[attr] if attr else HEADERS, needle))
-    if op is SearchOp.AND:
-        found = [h for h in (_index_hits(reader, child) for child in key.children) if h is not None]
-        return set.intersection(*found) if found else None
-    if op is SearchOp.OR:
-        return _union([_index_hits(reader, child) for child in key.children])
+    if op in _TEXT_OPS:
+        if op is SearchOp.HEADER:
+            name, text = cast(tuple[str, str], key.value)
+            attr = ENVELOPE_HEADERS.get(name.lower())
+            needles = [Needle(ENVELOPE_FIELDS[attr] if attr else HEADERS, text)]
+            exact = attr is not None  # another field's text is one line of the whole header
+        else:
+            fields = (BODY,) if op is SearchOp.BODY else (HEADERS, BODY, NAMES)
+            needles = [Needle(f, str(key.value)) for f in fields]
+            exact = True
+        found = _union([reader.matching(n) for n in needles])
+        if found is not None and exact and all(n.exact for n in needles):
+            known[id(key)] = found
+        return found
+    if op in (SearchOp.AND, SearchOp.OR, SearchOp.NOT):
+        parts = [_index_hits(reader, child, known) for child in key.children]
+        if op is SearchOp.AND:
+            constrained = [h for h in parts if h is not None]
+            return set.intersection(*constrained) if constrained else None
+        if op is SearchOp.OR:
+            return _union(parts)
     return None
 
 

@@ -13,8 +13,10 @@ two characters and its last one), each at position i. So:
 Tokens reach tantivy as one string split by its whitespace tokenizer (ASCII space, tab,
 CR, LF, form feed), so those five characters are mapped to private-use characters first,
 and lone surrogates (from undecodable header octets) to U+FFFD; the needle gets the same
-mapping. The mapping is not one-to-one (a text holding U+E000 looks like one holding a
-space), which can only add candidates: the matcher verifies each one.
+mapping. The mapping is one-to-one except on those private-use characters, U+FFFD and
+surrogates (:data:`AMBIGUOUS`): a text holding one is marked for verification, a needle
+holding one is verified everywhere. Elsewhere a phrase of grams at consecutive positions
+is exactly a substring, so the index's answer is the scan's (docs/search.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def prepare(folded: str) -> str:
     if not folded.isascii():
         folded = _SURROGATE.sub("\ufffd", folded)
     return folded
+
+
+# Characters that make the mapping ambiguous: in a text, the index cannot vouch for the
+# text's matches (its document is verified); in a needle, for any document.
+AMBIGUOUS = re.compile("[\ue000-\ue004\ufffd\ud800-\udfff]")
+
+
+def ambiguous(folded: str) -> bool:
+    return not folded.isascii() and AMBIGUOUS.search(folded) is not None
 
 
 def tokens(folded: str) -> str:

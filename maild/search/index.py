@@ -7,8 +7,9 @@ Implementation notes — invariants a contributor must keep:
    (:func:`field_texts`), one tantivy field per text. Its ``mbv`` term (user, mailbox id,
    UIDVALIDITY) is what a search filters on, so a mailbox or user made anew never meets
    the documents of the old one.
-2. A document whose text was cut at ``max_text`` characters is marked ``partial``: every
-   query admits it, whatever it holds (never a false negative).
+2. A document whose text was cut at ``max_text`` characters, or holds a character the
+   n-gram alphabet maps ambiguously (grams.AMBIGUOUS), is marked ``partial``: every query
+   admits it, whatever it holds (never a false negative), and it is always verified.
 3. Coverage: per mailbox a watermark document holds the highest uid indexed. Every message
    of the mailbox with a uid up to it is in the index (uids grow with commit order and the
    change log is applied in order); those above it are not yet, and a search admits them
@@ -95,6 +96,17 @@ class Needle:
     field: str
     text: str
 
+    @property
+    def exact(self) -> bool:
+        """Whether the index's answer for it is the matcher's, for a document it vouches
+        for: a needle free of ambiguous characters (grams.AMBIGUOUS), and for a field whose
+        text joins several with newlines (an address field's two forms, the file names),
+        free of newlines (a match never spans two texts)."""
+        folded = self.text.casefold()
+        if not folded or grams.ambiguous(folded):
+            return False
+        return self.field in (BODY, HEADERS) or "\n" not in folded
+
 
 class ShardIndex:
     """The index of one shard: a writer (the indexer's, when this process holds the lock)
@@ -167,11 +179,12 @@ class ShardIndex:
         doc = tantivy.Document(key=key, user=user, mb=mailbox_term(user, mailbox_id),
                                mbv=version_term(user, mailbox_id, uidvalidity))
         doc.add_unsigned("uid", uid)
-        partial = False
+        partial = False  # the index cannot vouch for this document's matches: verify it
         for name, text in texts.items():
             if len(text) > self.max_text:
                 text, partial = text[:self.max_text], True
             if text:
+                partial = partial or grams.ambiguous(text)
                 doc.add_text(name, grams.tokens(text))
         if partial:
             doc.add_unsigned("partial", 1)
@@ -271,6 +284,11 @@ class ShardIndex:
         partial = tantivy.Query.term_query(SCHEMA, "partial", 1)
         return tantivy.Query.boolean_query([(tantivy.Occur.Should, text_query),
                                             (tantivy.Occur.Should, partial)])
+
+    def partial_uids(self, searcher: Any, user: str, mailbox_id: int, uidvalidity: int, limit: int) -> set[int]:
+        """The mailbox's documents the index cannot vouch for (note 2)."""
+        return self.uids(searcher, user, mailbox_id, uidvalidity,
+                         tantivy.Query.term_query(SCHEMA, "partial", 1), limit)
 
     def uids(self, searcher: Any, user: str, mailbox_id: int, uidvalidity: int, query: Any,
              limit: int) -> set[int]:

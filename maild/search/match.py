@@ -54,6 +54,9 @@ class Message:
         self._envelope: Envelope | None = None
         self._raw: bytes | None = None
         self._text: dict[str, str] = {}
+        # The search index's exact answers (key -> matching uids), when it vouches for
+        # this message: the scan's answer without reading it (docs/search.md).
+        self.known: dict[int, set[int]] | None = None
 
     def envelope(self) -> Envelope:
         if self._envelope is None:
@@ -124,7 +127,9 @@ def envelope_text(attr: str, value: str) -> str:
     """Every text :func:`header_contains` compares for an envelope field (the index holds
     the n-grams of it): the decoded value, and for an address field its parsed form."""
     text = header_text(value)
-    return text + "\n" + address_text(value) if attr in ADDRESS_FIELDS else text
+    if attr in ADDRESS_FIELDS and not address.is_simple(value):  # as header_contains reads it
+        return text + "\n" + address_text(value)
+    return text
 
 
 def needle_clauses(needle: str, addresses: bool) -> list[list[str]]:

@@ -11,8 +11,10 @@ Implementation notes — invariants a contributor must keep:
 3. An index without a cursor (new, damaged and made anew, or its log position trimmed
    away) is rebuilt from the store: the log head is noted first, every mailbox read, then
    the log replayed from the noted head; until then searches scan what it does not cover.
-4. Answers are never the index's alone: a search admits the index's candidates and every
-   message above the mailbox's watermark, and the exact matcher (match.py) decides.
+4. A search admits the index's candidates and every message above the mailbox's
+   watermark. The exact matcher (match.py) decides each, except where the index's answer
+   is the matcher's by construction (an exact needle, a document the index vouches for:
+   docs/search.md "Exactness"); ``[search] verify_all`` makes it decide every one.
 5. Memory stays bounded: at most ``batch`` change records and one message's text at a time
    in Python, tantivy's writer heap set by ``[search] writer_memory_mb``.
 """
@@ -70,6 +72,18 @@ class MailboxReader:
     uidvalidity: int
     watermark: int  # uids above it are not in the index: admitted unread
     limit: int
+    verify_all: bool = False  # [search] verify_all: never take the index's word for a match
+    _partial: set[int] | None = None
+
+    def vouches_for(self, uid: int) -> bool:
+        """Whether the index's exact answers hold for this message: indexed (at or below
+        the watermark) and not marked partial (index.py note 2)."""
+        if self.verify_all or uid > self.watermark:
+            return False
+        if self._partial is None:
+            self._partial = self.index.partial_uids(self.searcher, self.user, self.mailbox_id,
+                                                    self.uidvalidity, self.limit)
+        return uid not in self._partial
 
     def matching(self, needle: Needle) -> set[int] | None:
         """Uids of indexed messages whose field may contain the text; None: no index
@@ -289,7 +303,8 @@ class SearchService:
             ix.refresh()  # another process writes it
         searcher = ix.searcher()
         return MailboxReader(ix, searcher, user, mailbox_id, uidvalidity,
-                             ix.watermark(searcher, user, mailbox_id, uidvalidity), limit)
+                             ix.watermark(searcher, user, mailbox_id, uidvalidity), limit,
+                             self.config.verify_all)
 
     def search(self, user: str, mailbox_id: int | None, text: str,
                fields: Iterable[str] = ("text",)) -> dict[int, list[int]]:

@@ -22,7 +22,7 @@ from maild.store import Store
 from tests.search.conftest import USER, catch_up
 
 # Letters that fold in interesting ways: ß -> ss, İ -> i̇, ﬁ -> fi, final sigma, Kelvin sign.
-ALPHABET = "abcXYZ019 ._-@\n\tßİﬁΣσςKÅåéÉüÜ€🙂<>&;中文" + "\u0301"
+ALPHABET = "abcXYZ019 ._-@\n\tßİﬁΣσςKÅåéÉüÜ€🙂<>&;中文" + "\u0301\ue000\ufffd"
 text = st.text(alphabet=ALPHABET, min_size=0, max_size=60)
 word = st.text(alphabet=ALPHABET.replace("\n", "").replace("\t", ""), min_size=1, max_size=12)
 _counter = itertools.count()
