@@ -10,6 +10,7 @@ decides every candidate, so the answer is the scan's either way (docs/search.md)
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -159,10 +160,13 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
     rows: Iterable[tuple[int, int, StoredEnvelope | None]]
     answer = _index_filter(store, user, mailbox_id, uids, key)
     if answer is not None:
-        admitted = answer.admits
         # The search index's candidates and what it does not cover yet; the matcher below
-        # decides each (docs/search.md: the answer is the scan's).
-        rows = [(i, uid, None) for i, uid in enumerate(uids) if admitted(uid)]
+        # decides each, or the index where it answers exactly (docs/search.md).
+        rows = answer.rows(uids)
+        if _text_only(key):
+            # No key reads a message record: existence from the uid list, no MODSEQ
+            # answered (no MODSEQ key), as for UNSEEN above.
+            return _text_search(store, user, mailbox_id, uids, key, answer, rows)
         metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in rows])}
     elif clauses:
         # Every match has, for each clause, one of its texts in some envelope field. One
@@ -195,6 +199,32 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
 
 
 _TEXT_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER}
+_LOGIC_OPS = {SearchOp.AND, SearchOp.OR, SearchOp.NOT, SearchOp.ALL}
+
+
+def _text_only(key: SearchKey) -> bool:
+    return all(k.op in _TEXT_OPS or k.op in _LOGIC_OPS for k in _walk(key))
+
+
+def _text_search(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+                 answer: _IndexAnswer, rows: list[tuple[int, int, StoredEnvelope | None]]
+                 ) -> list[tuple[int, int, int]]:
+    current = store.uids(user, mailbox_id)  # ascending
+    largest_seq, largest_uid = len(uids), uids[-1]
+    out = []
+    for i, uid, _ in rows:
+        at = bisect.bisect_left(current, uid)
+        if at == len(current) or current[at] != uid:
+            continue  # expunged by another session, not yet announced
+        msg = Message(store, user, mailbox_id, uid, i + 1, None)
+        if answer.known and answer.reader.vouches_for(uid):
+            msg.known = answer.known
+        try:
+            if matches(key, msg, largest_seq, largest_uid):
+                out.append((i + 1, uid, 0))
+        except (NotFound, FileNotFoundError):
+            continue  # expunged by another session while we read it (RFC 2180 §4.1)
+    return out
 
 
 @dataclass
@@ -203,8 +233,17 @@ class _IndexAnswer:
     hits: set[int]  # indexed messages that may match
     known: dict[int, set[int]]  # id of a text key -> its exact answer among vouched-for messages
 
-    def admits(self, uid: int) -> bool:
-        return uid > self.reader.watermark or uid in self.hits
+    def rows(self, uids: list[int]) -> list[tuple[int, int, StoredEnvelope | None]]:
+        """(index in ``uids``, uid, None) of the admitted: the hits (found by bisection,
+        not a pass over a 100,000-message mailbox) and every uid above the watermark."""
+        out: list[tuple[int, int, StoredEnvelope | None]] = []
+        above = bisect.bisect_right(uids, self.reader.watermark)
+        for uid in sorted(self.hits):
+            at = bisect.bisect_left(uids, uid)
+            if at < above and uids[at] == uid:
+                out.append((at, uid, None))
+        out.extend((i, uids[i], None) for i in range(above, len(uids)))
+        return out
 
 
 def _index_filter(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey
