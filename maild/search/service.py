@@ -277,6 +277,8 @@ class SearchService:
                 pending += 1
                 if pending >= self.config.batch:
                     ix.commit(None)
+                    # Resident memory stays bounded: the LMDB pages read so far go back.
+                    self.store.release_mapped()
                     pending = 0
                     self.rebuilding[shard] = (done, total)
                     if progress is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from maild.search.index import ShardIndex
 from maild.search.service import index_path
 from tests.conftest import MaildServer
+from tests.pop3.conftest import uidvalidity
 from tests.search.daemon import USER, client, uids, wait_indexed
 
 MAILS = [
@@ -109,7 +110,7 @@ def test_status_reindex_and_fsck_drift(maild_server: MaildServer) -> None:
     cursor = ix.cursor_or_none()
     assert cursor and ix.acquire_writer(32 * 1024 * 1024)
     ix.delete_message(USER, 1, 2)
-    ix.add(USER, 1, _uidvalidity(maild_server), 99, {"body": "ghost"})
+    ix.add(USER, 1, uidvalidity(maild_server, USER), 99, {"body": "ghost"})
     ix.commit(cursor)
     ix.release_writer()
     result = maild_server.fsck()
@@ -125,16 +126,6 @@ def test_status_reindex_and_fsck_drift(maild_server: MaildServer) -> None:
     c.select("INBOX")
     assert uids(c, "BODY", "RHEIN") == [2]
     c.logout()
-
-
-def _uidvalidity(server: MaildServer) -> int:
-    store = server.store()
-    try:
-        box = store.mailbox(USER, "INBOX")
-        assert box is not None
-        return box.uidvalidity
-    finally:
-        store.close()
 
 
 def test_search_disabled_scans(maild_factory: Callable[..., MaildServer]) -> None:
