@@ -162,11 +162,11 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
     if answer is not None:
         # The search index's candidates and what it does not cover yet; the matcher below
         # decides each, or the index where it answers exactly (docs/search.md).
-        rows = answer.rows(uids)
         if _text_only(key):
             # No key reads a message record: existence from the uid list, no MODSEQ
             # answered (no MODSEQ key), as for UNSEEN above.
-            return _text_search(store, user, mailbox_id, uids, key, answer, rows)
+            return _text_search(store, user, mailbox_id, uids, key, answer)
+        rows = answer.rows(uids)
         metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in rows])}
     elif clauses:
         # Every match has, for each clause, one of its texts in some envelope field. One
@@ -207,14 +207,39 @@ def _text_only(key: SearchKey) -> bool:
 
 
 def _text_search(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
-                 answer: _IndexAnswer, rows: list[tuple[int, int, StoredEnvelope | None]]
-                 ) -> list[tuple[int, int, int]]:
-    current = store.uids(user, mailbox_id)  # ascending
+                 answer: _IndexAnswer) -> list[tuple[int, int, int]]:
+    current: list[int] | None = store.uids(user, mailbox_id)  # ascending
+    if current == uids:
+        current = None  # nothing expunged unannounced: no existence checks
     largest_seq, largest_uid = len(uids), uids[-1]
     out = []
+    reader = answer.reader
+    texts = [k for k in _walk(key) if k.op in _TEXT_OPS]
+    if not reader.verify_all and all(id(k) in answer.known for k in texts):
+        # Every text key answered exactly: the messages the index vouches for are settled
+        # by set algebra over its answers, only the others are read (docs/search.md).
+        above = bisect.bisect_right(uids, reader.watermark)
+        partial = reader.partial()
+        universe: set[int] | None = None
+        if any(k.op in (SearchOp.NOT, SearchOp.ALL) for k in _walk(key)):
+            universe = set(uids[:above]) - partial
+        settled = _settle(key, answer.known, universe)
+        if len(settled) * 16 > above:  # many: one pass beats a bisection each
+            out = [(i + 1, uid, 0) for i, uid in enumerate(uids[:above]) if uid in settled
+                   and uid not in partial and _exists(current, uid)]
+        else:
+            for uid in sorted(settled):
+                at = bisect.bisect_left(uids, uid)
+                if at < above and uids[at] == uid and uid not in partial and _exists(current, uid):
+                    out.append((at + 1, uid, 0))
+        unsure: list[tuple[int, int, StoredEnvelope | None]] = [
+            (bisect.bisect_left(uids, uid), uid, None) for uid in sorted(partial) if uid <= reader.watermark]
+        unsure += [(i, uids[i], None) for i in range(above, len(uids))]
+        rows = [r for r in unsure if r[0] < len(uids) and uids[r[0]] == r[1]]
+    else:
+        rows = answer.rows(uids)
     for i, uid, _ in rows:
-        at = bisect.bisect_left(current, uid)
-        if at == len(current) or current[at] != uid:
+        if not _exists(current, uid):
             continue  # expunged by another session, not yet announced
         msg = Message(store, user, mailbox_id, uid, i + 1, None)
         if answer.known and answer.reader.vouches_for(uid):
@@ -224,7 +249,32 @@ def _text_search(store: Store, user: str, mailbox_id: int, uids: list[int], key:
                 out.append((i + 1, uid, 0))
         except (NotFound, FileNotFoundError):
             continue  # expunged by another session while we read it (RFC 2180 §4.1)
+    out.sort()
     return out
+
+
+def _exists(current: list[int] | None, uid: int) -> bool:
+    """``uid`` is in the mailbox now (``current`` None: the session's list is)."""
+    if current is None:
+        return True
+    at = bisect.bisect_left(current, uid)
+    return at < len(current) and current[at] == uid
+
+
+def _settle(key: SearchKey, known: dict[int, set[int]], universe: set[int] | None) -> set[int]:
+    """The uids ``key`` matches among those the index vouches for (``universe``, needed
+    only under NOT and ALL), from the exact answers of its text keys."""
+    op = key.op
+    if op in _TEXT_OPS:
+        return known[id(key)]
+    if op is SearchOp.ALL:
+        assert universe is not None
+        return universe
+    if op is SearchOp.NOT:
+        assert universe is not None
+        return universe - _settle(key.children[0], known, universe)
+    parts = [_settle(child, known, universe) for child in key.children]
+    return set.intersection(*parts) if op is SearchOp.AND else set().union(*parts)
 
 
 @dataclass

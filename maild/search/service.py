@@ -75,15 +75,19 @@ class MailboxReader:
     verify_all: bool = False  # [search] verify_all: never take the index's word for a match
     _partial: set[int] | None = None
 
-    def vouches_for(self, uid: int) -> bool:
-        """Whether the index's exact answers hold for this message: indexed (at or below
-        the watermark) and not marked partial (index.py note 2)."""
-        if self.verify_all or uid > self.watermark:
-            return False
+    def partial(self) -> set[int]:
+        """The mailbox's documents marked partial (index.py note 2)."""
         if self._partial is None:
             self._partial = self.index.partial_uids(self.searcher, self.user, self.mailbox_id,
                                                     self.uidvalidity, self.limit)
-        return uid not in self._partial
+        return self._partial
+
+    def vouches_for(self, uid: int) -> bool:
+        """Whether the index's exact answers hold for this message: indexed (at or below
+        the watermark) and not marked partial."""
+        if self.verify_all or uid > self.watermark:
+            return False
+        return uid not in self.partial()
 
     def matching(self, needle: Needle) -> set[int] | None:
         """Uids of indexed messages whose field may contain the text; None: no index
