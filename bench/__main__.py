@@ -17,7 +17,7 @@ from twisted.internet import defer, task
 # name -> module with `run(**options) -> list[dict]` (synchronous: drives a daemon subprocess)
 PROTOCOL_BENCHES = {"smtp": "bench.smtp_ingest", "imap": "bench.imap", "pop3": "bench.pop3", "memory": "bench.memory",
                     "outbound": "bench.outbound", "transfer": "bench.transfer",
-                    "replication": "bench.replication"}
+                    "replication": "bench.replication", "search": "bench.search"}
 
 
 def machine() -> str:

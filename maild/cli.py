@@ -171,6 +171,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if store.repl_role != "standalone":
             from maild.replication import admin
             status["replication"] = admin.status(store)
+        search_config = cfg_of(args).search
+        if search_config.enabled:
+            from maild.search import admin as search_admin
+            status["search"] = search_admin.status_rows(store, search_config)
     finally:
         store.close()
     if args.json:
@@ -197,6 +201,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               + (f", lag {max(lags)} records" if lags else "")
               + (", FENCED" if replication["fenced"] and replication["role"] != "follower" else "")
               + (", SYNC DEGRADED" if reported.get("degraded") else ""))
+    for row in status.get("search", []):  # docs/search.md
+        state = ("no index yet" if row["cursor"] is None else f"lag {row['lag']} change records")
+        print(f"search index shard {row['shard']:02d}: {state} (log at {row['head']}), "
+              f"{row['bytes'] // 1024} KiB")
     daemon = status["daemon"]
     if daemon is None:
         print("daemon: not running")
@@ -364,10 +372,16 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from maild.store.fsck import fsck
 
     store = _store(args)
+    search_drift: list[str] = []
     try:
         report = fsck(store, repair=args.repair, progress=sys.stderr.isatty())
+        if cfg_of(args).search.enabled:  # index drift (docs/search.md): `maild reindex` mends it
+            from maild.search import admin as search_admin
+            search_drift = search_admin.drift(store, cfg_of(args).search)
     finally:
         store.close()
+    for problem in search_drift:
+        print(problem)
     for problem in report.problems:
         print(problem)
     for note in report.notes:
@@ -375,7 +389,26 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     for fixed in report.repaired:
         print(f"repaired: {fixed}")
     print(f"fsck: {report.summary()}")
-    return 0 if not report.problems or args.repair and not report.unrepaired else 1
+    if search_drift:
+        print(f"search index: {len(search_drift)} problem(s); 'maild reindex' rebuilds the index")
+    return 0 if (not report.problems or args.repair and not report.unrepaired) and not search_drift else 1
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """`maild reindex [--user ADDRESS]`: rebuild the search index (docs/search.md)."""
+    from maild.search import admin as search_admin
+
+    cfg = cfg_of(args)
+    store = Store(cfg.data_dir, cfg.store, replication=cfg.replication)
+    try:
+        count = search_admin.reindex(store, cfg.search, args.user, sys.stderr)
+    except LookupError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"reindexed {count} messages" + (f" of {args.user}" if args.user else ""))
+    return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -646,6 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fsck", help="verify the store; --repair rebuilds what can be rebuilt")
     p.add_argument("--repair", action="store_true")
     p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser("reindex", help="rebuild the search index (asks the running daemon, else here)")
+    p.add_argument("--user", metavar="ADDRESS", help="only this user's mail")
+    p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("backup", help="a consistent snapshot of the store while it serves, "
                        "incremental in DIR; 'backup verify DIR' checks one")

@@ -398,6 +398,20 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    enabled: bool = key(True, "keep a full-text index per shard in data_dir/search (docs/search.md); "
+                              "false: SEARCH BODY/TEXT/HEADER read every message")
+    writer_memory_mb: int = key(64, "tantivy's indexing memory per shard writer, in MB", low=16, high=4096)
+    batch: int = key(1000, "change records (and, rebuilding, messages) per index commit", positive=True)
+    poll_interval: float = key(0.5, "seconds between looks at the change logs when nothing woke the "
+                                    "indexer (another process's commits)", positive=True)
+    verify_all: bool = key(False, "read every candidate the index proposes, even where its answer is exact "
+                                  "by construction (slower; docs/search.md)")
+    max_text_chars: int = key(1_000_000, "characters of one text (body, header) indexed; a longer one "
+                                         "is cut and its message admitted by every search", positive=True)
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str = field(metadata=required(
         "required: our name in greetings, Received: and Authentication-Results:", example="localhost"))
@@ -427,6 +441,7 @@ class Config:
     metrics: MetricsConfig = section(MetricsConfig, "Prometheus metrics (docs/operations.md)")
     replication: ReplicationConfig = section(ReplicationConfig, "a follower node with every "
                                              "acknowledged message (docs/replication.md)")
+    search: SearchConfig = section(SearchConfig, "the full-text index behind IMAP SEARCH (docs/search.md)")
 
 
 EXAMPLE_HEADER = """\

@@ -57,6 +57,7 @@ from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
 from maild.reload import Reloader
 from maild.replication import ReplicationService
+from maild.search import SearchService
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
 from maild.store import Store
@@ -352,6 +353,12 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
         ports.extend(f"metrics {address}" for address in config.metrics.listen)
     _systemd(reactor)
     Reloader(reactor, ctx, tls_options, sd_notify).install()
+    if config.search.enabled:
+        # The full-text index (docs/search.md): its indexer thread follows the change logs;
+        # stopped before the store closes (triggers of a phase run in the order added).
+        search = SearchService(store, config.search)
+        reactor.callWhenRunning(search.start)
+        reactor.addSystemEventTrigger("after", "shutdown", search.stop)
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
     reactor.addSystemEventTrigger("before", "shutdown", sessions.stop)
     runner = QueueRunner(store, config, Resolver(config.dns, reactor), reactor)

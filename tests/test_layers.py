@@ -27,7 +27,8 @@ BASE, STORE, SERVICES, CONTEXT, FRONT_ENDS, WIRING = range(6)
 for _layer, _names in (
     (BASE, {"config", "util", "__init__"}),
     (STORE, {"store"}),
-    (SERVICES, {"auth", "delivery", "queue", "filters", "mailauth", "dns", "transfer", "replication"}),
+    (SERVICES, {"auth", "delivery", "queue", "filters", "mailauth", "dns", "transfer", "replication",
+               "search"}),
     (CONTEXT, {"context"}),  # the ServerContext the wiring hands to every front end
     (FRONT_ENDS, {"smtp", "imap", "pop3"}),
     (WIRING, {"cli", "daemon", "supervisor", "shutdown", "reload"}),

@@ -9,18 +9,17 @@
   and ENVELOPE.
 * :func:`section` extracts HEADER, HEADER.FIELDS (.NOT), TEXT, MIME and part numbers;
   :func:`section_span` says where they lie in the message, so FETCH can stream them.
-* :func:`header_text` and :func:`body_text` decode RFC 2047 words, transfer encodings and
-  charsets for SEARCH (RFC 3501 §6.4.4: substring, case-insensitive).
+* :func:`header_text` and :func:`body_text` (from :mod:`maild.util.text`, the one
+  implementation the scan and the search index share) decode RFC 2047 words, transfer
+  encodings and charsets for SEARCH (RFC 3501 §6.4.4: substring, case-insensitive).
 """
 
 from __future__ import annotations
 
-import binascii
 import email.utils
 import functools
 import re
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.message import Message
 
 from maild.imap import wire
@@ -28,7 +27,11 @@ from maild.imap.commands import Section
 from maild.store.types import Envelope
 from maild.util import address
 from maild.util.message import envelope_fields, header_end, parse_header
-from maild.util.mime import LEAF, MESSAGE, walk
+from maild.util.mime import MESSAGE, walk
+from maild.util.text import all_headers_text, body_text, decoded_text, header_text, header_values
+
+__all__ = ["Part", "all_headers_text", "body_text", "bodystructure", "envelope", "header_text",
+           "header_values", "leaf_text", "parse", "section", "section_span"]
 
 
 @dataclass
@@ -287,64 +290,9 @@ def section(raw: bytes, spec: Section, root: Part | None = None) -> bytes | None
     return raw if (start, length) == (0, len(raw)) else raw[start:start + length]
 
 
-# -- SEARCH text ----------------------------------------------------------------------------------
-
-def header_text(value: str) -> str:
-    """A header value with RFC 2047 encoded words decoded."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
-        return value
-
-
-def body_text(raw: bytes) -> str:
-    """The decoded text of every text/* leaf (transfer encoding and charset undone), in
-    document order, from the one MIME walker (no recursion: text 50 levels down is found)."""
-    out: list[str] = []
-    for mp in walk(raw).parts:
-        if mp.kind != LEAF or mp.opaque or mp.type != "text":
-            continue
-        charset = mp.param("charset") if mp.header.first("content-type") is not None else None
-        out.append(_decoded_text(mp.body, mp.header.first("content-transfer-encoding") or "", charset))
-    return "\n".join(out)
-
+# -- SEARCH text: maild/util/text.py (one implementation for the scan and the index) ----------
 
 def leaf_text(part: Part) -> str:
     """A text/* leaf's text, its transfer encoding and charset undone."""
     charset = dict(part.params).get("charset") if "content-type" in part.fields else None
-    return _decoded_text(part.body, part.fields.get("content-transfer-encoding", ""), charset)
-
-
-def _decoded_text(body: bytes, transfer_encoding: str, charset: str | None) -> str:
-    payload = _transfer_decoded(body, transfer_encoding)
-    # No Content-Type at all (charset None): the RFC 2045 default is us-ascii, but 8-bit
-    # text without a label is UTF-8 far more often than not.
-    try:
-        return payload.decode(charset or "utf-8", "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
-
-
-def _transfer_decoded(body: bytes, encoding: str) -> bytes:
-    """RFC 2045 §6: base64 and quoted-printable undone; anything else is the text itself.
-    Damaged base64 is searched as it stands."""
-    encoding = encoding.strip().lower()
-    if encoding == "base64":
-        data = b"".join(body.split())
-        try:
-            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-        except binascii.Error:
-            return body
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
-    return body
-
-
-def all_headers_text(raw: bytes) -> str:
-    return "\n".join(f"{f.name}: {header_text(f.value)}" for f in parse_header(raw).fields)
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    return [header_text(v) for v in parse_header(raw).get_all(name)]
+    return decoded_text(part.body, part.fields.get("content-transfer-encoding", ""), charset)

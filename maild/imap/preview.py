@@ -15,15 +15,13 @@ Implementation notes — invariants a contributor must keep:
 
 from __future__ import annotations
 
-import html
 import re
 
 from maild.imap import mime, wire
+from maild.util.text import html_text
 
 MAX_CHARS = 256
 _SPACE = re.compile(r"\s+")
-_HIDDEN = re.compile(r"<(script|style|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
 
 
 def _first(part: mime.Part, subtype: str) -> mime.Part | None:
@@ -47,7 +45,7 @@ def text(root: mime.Part) -> str:
         rich = _first(root, "html")
         if rich is None:
             return ""
-        body = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", mime.leaf_text(rich))))
+        body = html_text(mime.leaf_text(rich))
     lines = (line for line in body.splitlines() if not line.lstrip().startswith(">"))
     return _SPACE.sub(" ", " ".join(lines)).strip()[:MAX_CHARS]
 

@@ -2,33 +2,44 @@
 
 Flags, sizes, dates and modseqs come from the message records, the address and subject
 keys from the stored envelope; only BODY, TEXT and other HEADER fields read the message
-itself, and only for the messages the cheaper keys have not already ruled out.
+itself, and only for the messages the cheaper keys have not already ruled out. With the
+search service running (maild/search), the text keys' candidates come from its index
+(plus every message it does not cover yet); the one matcher (maild/search/match.py)
+decides every candidate, so the answer is the scan's either way (docs/search.md).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Iterator
+import bisect
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
-from maild.imap import mime, objectid, savedate
+from maild import search as search_service
+from maild.imap import objectid, savedate
 from maild.imap.commands import SearchKey, SearchOp, SequenceSet
+from maild.search.index import BODY, ENVELOPE_FIELDS, HEADERS, NAMES, Needle
+from maild.search.match import (
+    ADDRESS_FIELDS,
+    ENVELOPE_HEADERS,
+    Message,
+    body_contains,
+    header_contains,
+    needle_clauses,
+    text_contains,
+)
 from maild.store.codec import EnvelopeFilter, StoredEnvelope
-from maild.store.types import SEEN, Envelope, MessageMeta, NotFound
-from maild.util import address
+from maild.store.types import SEEN, MessageMeta, NotFound
 
 if TYPE_CHECKING:
+    from maild.search.service import MailboxReader
     from maild.store import Store
 
-_ENVELOPE_HEADERS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
-                     "date": "date", "message-id": "message_id", "in-reply-to": "in_reply_to",
-                     "sender": "sender", "reply-to": "reply_to", "references": "references"}
-# Address fields: SEARCH FROM/TO/CC/BCC match the parsed addresses too (RFC 3501 §6.4.4
-# "contains the specified string"; a comment or folding may split the address's text).
-_ADDRESS_FIELDS = {"from_", "to", "cc", "bcc", "sender", "reply_to"}
+log = logging.getLogger(__name__)
+
 _MESSAGE_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER, SearchOp.SENTBEFORE, SearchOp.SENTON,
                 SearchOp.SENTSINCE, SearchOp.THREADID}
 # OR keys whose implied clauses (one per pair of the sides' clauses) prefilter a SEARCH,
@@ -56,47 +67,11 @@ def only_unseen(key: SearchKey) -> bool:
             and key.children[0].value == SEEN)
 
 
-class _Message:
-    """Lazily loaded facts about one message during a search."""
-
-    def __init__(self, store: Store, user: str, mailbox_id: int, uid: int, seq: int,
-                 meta: MessageMeta | None, stored: StoredEnvelope | None = None) -> None:
-        self.store = store
-        self.user = user
-        self.mailbox_id = mailbox_id
-        self.uid = uid
-        self.seq = seq
-        self.meta = meta
-        self._stored = stored  # from the search's scan of the mailbox's envelopes
-        self._envelope: Envelope | None = None
-        self._raw: bytes | None = None
-        self._text: dict[str, str] = {}
-
-    def envelope(self) -> Envelope:
-        if self._envelope is None:
-            self._envelope = (self._stored.envelope if self._stored is not None
-                              else self.store.envelope(self.user, self.mailbox_id, self.uid))
-        return self._envelope
-
-    def envelope_may_contain(self, needle: str, attr: str) -> bool:
-        return self._stored is None or _needle_filter(needle, attr in _ADDRESS_FIELDS).admits_stored(self._stored)
-
-    def raw(self) -> bytes:
-        if self._raw is None:
-            self._raw = self.store.read(self.user, self.mailbox_id, self.uid, verify=False)
-        return self._raw
-
-    def cached(self, name: str, make: Callable[[], str]) -> str:
-        if name not in self._text:
-            self._text[name] = make().casefold()
-        return self._text[name]
-
-
 def _internal_date(meta: MessageMeta) -> date:
     return datetime.fromtimestamp(meta.internal_date, UTC).date()
 
 
-def _sent_date(msg: _Message) -> date | None:
+def _sent_date(msg: Message) -> date | None:
     value = msg.envelope().date
     if not value:
         return None
@@ -106,31 +81,13 @@ def _sent_date(msg: _Message) -> date | None:
         return None
 
 
-def _header_match(msg: _Message, name: str, needle: str) -> bool:
-    attr = _ENVELOPE_HEADERS.get(name.lower())
-    if attr is not None:
-        if not msg.envelope_may_contain(needle, attr):
-            return False
-        value = getattr(msg.envelope(), attr)
-        if value is None:
-            return False
-        folded = needle.casefold()
-        if folded in msg.cached("h:" + attr, lambda: mime.header_text(value)):
-            return True
-        # The parsed addresses only when the text did not match and could differ from them
-        # (comments, quotes, groups, routes, spacing); one plain mailbox is its own parse.
-        return attr in _ADDRESS_FIELDS and not address.is_simple(value) \
-            and folded in msg.cached("a:" + attr, lambda: _address_text(value))
-    else:
-        values = [v.casefold() for v in mime.header_values(msg.raw(), name)]
-        if not values:
-            return False
-    return any(needle.casefold() in v for v in values)
-
-
-def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -> bool:
+def matches(key: SearchKey, msg: Message, largest_seq: int, largest_uid: int) -> bool:
     op = key.op
     meta = msg.meta
+    if msg.known is not None and op in _TEXT_OPS:
+        known = msg.known.get(id(key))
+        if known is not None:
+            return msg.uid in known  # the index's exact answer (docs/search.md)
     if op is SearchOp.ALL:
         return True
     if op is SearchOp.AND:
@@ -147,13 +104,11 @@ def matches(key: SearchKey, msg: _Message, largest_seq: int, largest_uid: int) -
         return False  # a session's \Recent is bound to its UIDs first (bind_recent)
     if op is SearchOp.HEADER:
         name, needle = cast(tuple[str, str], key.value)
-        return _header_match(msg, name, needle)
+        return header_contains(msg, name, needle)
     if op is SearchOp.BODY:
-        return str(key.value).casefold() in msg.cached("body", lambda: mime.body_text(msg.raw()))
+        return body_contains(msg, str(key.value))
     if op is SearchOp.TEXT:
-        needle = str(key.value).casefold()
-        return (needle in msg.cached("headers", lambda: mime.all_headers_text(msg.raw()))
-                or needle in msg.cached("body", lambda: mime.body_text(msg.raw())))
+        return text_contains(msg, str(key.value))
     if op is SearchOp.THREADID and meta is not None:  # RFC 8474 §6
         return objectid.thread_id(msg.envelope(), meta) == key.value
     if op in (SearchOp.SENTBEFORE, SearchOp.SENTON, SearchOp.SENTSINCE):
@@ -203,7 +158,17 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
         return [(i + 1, u, 0) for i, u in enumerate(uids) if u in unseen]
     clauses = _required_clauses(key)
     rows: Iterable[tuple[int, int, StoredEnvelope | None]]
-    if clauses:
+    answer = _index_filter(store, user, mailbox_id, uids, key)
+    if answer is not None:
+        # The search index's candidates and what it does not cover yet; the matcher below
+        # decides each, or the index where it answers exactly (docs/search.md).
+        if _text_only(key):
+            # No key reads a message record: existence from the uid list, no MODSEQ
+            # answered (no MODSEQ key), as for UNSEEN above.
+            return _text_search(store, user, mailbox_id, uids, key, answer)
+        rows = answer.rows(uids)
+        metas = {m.uid: m for m in store.messages(user, mailbox_id, [uid for _, uid, _ in rows])}
+    elif clauses:
         # Every match has, for each clause, one of its texts in some envelope field. One
         # pass over the stored envelopes keeps the messages that may; the rest of the
         # mailbox is ruled out unread.
@@ -222,12 +187,177 @@ def search(store: Store, user: str, mailbox_id: int, uids: list[int], key: Searc
         meta = metas.get(uid)
         if meta is None:
             continue  # expunged by another session, not yet announced
-        msg = _Message(store, user, mailbox_id, uid, i + 1, meta, stored)
+        msg = Message(store, user, mailbox_id, uid, i + 1, meta, stored)
+        if answer is not None and answer.known and answer.reader.vouches_for(uid):
+            msg.known = answer.known
         try:
             if matches(key, msg, largest_seq, largest_uid):
                 out.append((i + 1, uid, meta.modseq))
         except (NotFound, FileNotFoundError):
             continue  # expunged by another session while we read it (RFC 2180 §4.1)
+    return out
+
+
+_TEXT_OPS = {SearchOp.BODY, SearchOp.TEXT, SearchOp.HEADER}
+_LOGIC_OPS = {SearchOp.AND, SearchOp.OR, SearchOp.NOT, SearchOp.ALL}
+
+
+def _text_only(key: SearchKey) -> bool:
+    return all(k.op in _TEXT_OPS or k.op in _LOGIC_OPS for k in _walk(key))
+
+
+def _text_search(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey,
+                 answer: _IndexAnswer) -> list[tuple[int, int, int]]:
+    current: list[int] | None = store.uids(user, mailbox_id)  # ascending
+    if current == uids:
+        current = None  # nothing expunged unannounced: no existence checks
+    largest_seq, largest_uid = len(uids), uids[-1]
+    out = []
+    reader = answer.reader
+    texts = [k for k in _walk(key) if k.op in _TEXT_OPS]
+    if not reader.verify_all and all(id(k) in answer.known for k in texts):
+        # Every text key answered exactly: the messages the index vouches for are settled
+        # by set algebra over its answers, only the others are read (docs/search.md).
+        above = bisect.bisect_right(uids, reader.watermark)
+        partial = reader.partial()
+        universe: set[int] | None = None
+        if any(k.op in (SearchOp.NOT, SearchOp.ALL) for k in _walk(key)):
+            universe = set(uids[:above]) - partial
+        settled = _settle(key, answer.known, universe)
+        if len(settled) * 16 > above:  # many: one pass beats a bisection each
+            out = [(i + 1, uid, 0) for i, uid in enumerate(uids[:above]) if uid in settled
+                   and uid not in partial and _exists(current, uid)]
+        else:
+            for uid in sorted(settled):
+                at = bisect.bisect_left(uids, uid)
+                if at < above and uids[at] == uid and uid not in partial and _exists(current, uid):
+                    out.append((at + 1, uid, 0))
+        unsure: list[tuple[int, int, StoredEnvelope | None]] = [
+            (bisect.bisect_left(uids, uid), uid, None) for uid in sorted(partial) if uid <= reader.watermark]
+        unsure += [(i, uids[i], None) for i in range(above, len(uids))]
+        rows = [r for r in unsure if r[0] < len(uids) and uids[r[0]] == r[1]]
+    else:
+        rows = answer.rows(uids)
+    for i, uid, _ in rows:
+        if not _exists(current, uid):
+            continue  # expunged by another session, not yet announced
+        msg = Message(store, user, mailbox_id, uid, i + 1, None)
+        if answer.known and answer.reader.vouches_for(uid):
+            msg.known = answer.known
+        try:
+            if matches(key, msg, largest_seq, largest_uid):
+                out.append((i + 1, uid, 0))
+        except (NotFound, FileNotFoundError):
+            continue  # expunged by another session while we read it (RFC 2180 §4.1)
+    out.sort()
+    return out
+
+
+def _exists(current: list[int] | None, uid: int) -> bool:
+    """``uid`` is in the mailbox now (``current`` None: the session's list is)."""
+    if current is None:
+        return True
+    at = bisect.bisect_left(current, uid)
+    return at < len(current) and current[at] == uid
+
+
+def _settle(key: SearchKey, known: dict[int, set[int]], universe: set[int] | None) -> set[int]:
+    """The uids ``key`` matches among those the index vouches for (``universe``, needed
+    only under NOT and ALL), from the exact answers of its text keys."""
+    op = key.op
+    if op in _TEXT_OPS:
+        return known[id(key)]
+    if op is SearchOp.ALL:
+        assert universe is not None
+        return universe
+    if op is SearchOp.NOT:
+        assert universe is not None
+        return universe - _settle(key.children[0], known, universe)
+    parts = [_settle(child, known, universe) for child in key.children]
+    return set.intersection(*parts) if op is SearchOp.AND else set().union(*parts)
+
+
+@dataclass
+class _IndexAnswer:
+    reader: MailboxReader
+    hits: set[int]  # indexed messages that may match
+    known: dict[int, set[int]]  # id of a text key -> its exact answer among vouched-for messages
+
+    def rows(self, uids: list[int]) -> list[tuple[int, int, StoredEnvelope | None]]:
+        """(index in ``uids``, uid, None) of the admitted: the hits (found by bisection,
+        not a pass over a 100,000-message mailbox) and every uid above the watermark."""
+        out: list[tuple[int, int, StoredEnvelope | None]] = []
+        above = bisect.bisect_right(uids, self.reader.watermark)
+        for uid in sorted(self.hits):
+            at = bisect.bisect_left(uids, uid)
+            if at < above and uids[at] == uid:
+                out.append((at, uid, None))
+        out.extend((i, uids[i], None) for i in range(above, len(uids)))
+        return out
+
+
+def _index_filter(store: Store, user: str, mailbox_id: int, uids: list[int], key: SearchKey
+                  ) -> _IndexAnswer | None:
+    """Which messages may match ``key``'s text conditions, from the search index: its hits
+    and every message it does not cover yet (None when it cannot tell: no index, or no
+    text condition every match must meet), and the text keys it answers exactly."""
+    service = search_service.of(store)
+    if service is None or not any(k.op in _TEXT_OPS for k in _walk(key)):
+        return None
+    mailbox = store.mailbox_by_id(user, mailbox_id)
+    if mailbox is None:
+        return None
+    try:
+        reader = service.reader(user, mailbox_id, mailbox.uidvalidity, len(uids))
+        known: dict[int, set[int]] = {}
+        hits = _index_hits(reader, key, known)
+        if hits is None and known:
+            # No constraint for the candidates (NOT BODY x: any message may match), yet
+            # the index answers its text keys: every message is a candidate.
+            hits = set(uids)
+    except Exception:
+        log.exception("search index unusable for %s: scanning", user)
+        return None
+    if hits is None:
+        return None
+    return _IndexAnswer(reader, hits, known)
+
+
+def _index_hits(reader: MailboxReader, key: SearchKey, known: dict[int, set[int]]) -> set[int] | None:
+    """Indexed messages that may satisfy ``key`` (None: any may): text keys from the
+    index, AND as the intersection, OR as the union; NOT and other keys say nothing. The
+    text keys whose answer is exact are noted in ``known``."""
+    op = key.op
+    if op in _TEXT_OPS:
+        if op is SearchOp.HEADER:
+            name, text = cast(tuple[str, str], key.value)
+            attr = ENVELOPE_HEADERS.get(name.lower())
+            needles = [Needle(ENVELOPE_FIELDS[attr] if attr else HEADERS, text)]
+            exact = attr is not None  # another field's text is one line of the whole header
+        else:
+            fields = (BODY,) if op is SearchOp.BODY else (HEADERS, BODY, NAMES)
+            needles = [Needle(f, str(key.value)) for f in fields]
+            exact = True
+        found = _union([reader.matching(n) for n in needles])
+        if found is not None and exact and all(n.exact for n in needles):
+            known[id(key)] = found
+        return found
+    if op in (SearchOp.AND, SearchOp.OR, SearchOp.NOT):
+        parts = [_index_hits(reader, child, known) for child in key.children]
+        if op is SearchOp.AND:
+            constrained = [h for h in parts if h is not None]
+            return set.intersection(*constrained) if constrained else None
+        if op is SearchOp.OR:
+            return _union(parts)
+    return None
+
+
+def _union(sets: list[set[int] | None]) -> set[int] | None:
+    out: set[int] = set()
+    for s in sets:
+        if s is None:
+            return None
+        out |= s
     return out
 
 
@@ -260,41 +390,14 @@ def bind_recent(key: SearchKey, recent: set[int]) -> SearchKey:
     return replace(key)
 
 
-def _address_text(value: str) -> str:
-    """The parsed addresses of a header as ``Name <local@domain>, ...`` (names decoded,
-    comments gone, a group by its name)."""
-    out = []
-    for a in address.parse(value):
-        if a.is_group_end:
-            continue
-        name = mime.header_text(a.name) if a.name else ""
-        out.append(f"{name} <{a.addr_spec}>" if name and not a.is_group_start else a.addr_spec)
-    return ", ".join(out)
-
-
-def _needle_clauses(needle: str, addresses: bool) -> list[list[str]]:
-    """What the stored envelope must contain for ``needle`` to match: the needle, or for an
-    address field each of its pieces between '@', '.' and spaces (which comments and
-    folding may separate in the header)."""
-    if not addresses:
-        return [[needle]]
-    return [[piece] for piece in re.split(r"[@.\s]+", needle) if piece]
-
-
-@lru_cache(maxsize=256)
-def _needle_filter(needle: str, addresses: bool = False) -> EnvelopeFilter:
-    """The filter for a header key's text, made once (it is asked once per message)."""
-    return EnvelopeFilter(_needle_clauses(needle, addresses))
-
-
 def _required_clauses(key: SearchKey) -> list[list[str]]:
     """Texts some stored envelope field must contain for ``key`` to match, as clauses each
     satisfied by any one of its texts (every clause must be). From envelope header keys,
     under AND and OR: Thunderbird's quick search is ``OR OR FROM x SUBJECT x TO x``."""
     if key.op is SearchOp.HEADER:
         name, needle = cast(tuple[str, str], key.value)
-        attr = _ENVELOPE_HEADERS.get(name.lower())
-        return _needle_clauses(needle, attr in _ADDRESS_FIELDS) if attr is not None else []
+        attr = ENVELOPE_HEADERS.get(name.lower())
+        return needle_clauses(needle, attr in ADDRESS_FIELDS) if attr is not None else []
     if key.op is SearchOp.AND:
         return [clause for child in key.children for clause in _required_clauses(child)]
     if key.op is SearchOp.OR:
