@@ -30,6 +30,8 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from maild.api.server import Hooks as ApiHooks
+from maild.api.server import build_site as build_api_site
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
 from maild.context import ServerContext
@@ -37,7 +39,9 @@ from maild.delivery import Delivery
 from maild.dns.resolver import Resolver
 from maild.filters.build import build_filters as content_filters
 from maild.filters.chain import FilterChain
+from maild.imap.search import text_search
 from maild.imap.server import ImapFactory
+from maild.imap.thread import thread_tree
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
@@ -45,6 +49,7 @@ from maild.reload import Reloader
 from maild.replication import ReplicationService
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
+from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
@@ -210,6 +215,19 @@ def _serve_metrics(config: Config, store: Store, reactor: Any) -> list[Any]:
     return [_listen(reactor, "metrics.listen", address, factory, None) for address in config.metrics.listen]
 
 
+def _serve_api(ctx: ServerContext, reactor: Any, tls: ssl.CertificateOptions | None) -> list[tuple[Any, str]]:
+    """The HTTP JSON API (maild/api) on ``[api] listen`` (plain, loopback: config.py
+    checks) and ``tls_listen``; handed the IMAP and SMTP code it shares (search, threads,
+    submission), since front ends do not import each other."""
+    config = ctx.config.api
+    if not config.enabled:
+        return []
+    site = build_api_site(ctx, ApiHooks(search=text_search, threads=thread_tree, submit=submit))
+    factory: Any = site
+    return ([(_listen(reactor, "api.listen", a, factory, None), f"api {a}") for a in config.listen]
+            + [(_listen(reactor, "api.tls_listen", a, factory, tls), f"api+tls {a}") for a in config.tls_listen])
+
+
 def serve(config: Config, reactor: Any = default_reactor) -> int:
     return_large_allocations_to_the_os()
     if journal.under_journald():  # structured fields (maild/util/journal.py)
@@ -241,6 +259,13 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
     except Exception:
         store.close()
         raise
+    try:
+        api_ports = _serve_api(ctx, reactor, tls)
+    except Exception:
+        store.close()
+        raise
+    sessions.ports.extend(port for port, _ in api_ports)
+    ports.extend(name for _, name in api_ports)
     try:
         metric_ports = _serve_metrics(config, store, reactor)
     except Exception:

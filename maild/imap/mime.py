@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import binascii
 import email.utils
 import functools
 import re
@@ -28,7 +27,7 @@ from maild.imap.commands import Section
 from maild.store.types import Envelope
 from maild.util import address
 from maild.util.message import envelope_fields, header_end, parse_header
-from maild.util.mime import LEAF, MESSAGE, walk
+from maild.util.mime import LEAF, MESSAGE, decoded_text, walk
 
 
 @dataclass
@@ -307,39 +306,14 @@ def body_text(raw: bytes) -> str:
         if mp.kind != LEAF or mp.opaque or mp.type != "text":
             continue
         charset = mp.param("charset") if mp.header.first("content-type") is not None else None
-        out.append(_decoded_text(mp.body, mp.header.first("content-transfer-encoding") or "", charset))
+        out.append(decoded_text(mp.body, mp.header.first("content-transfer-encoding") or "", charset))
     return "\n".join(out)
 
 
 def leaf_text(part: Part) -> str:
     """A text/* leaf's text, its transfer encoding and charset undone."""
     charset = dict(part.params).get("charset") if "content-type" in part.fields else None
-    return _decoded_text(part.body, part.fields.get("content-transfer-encoding", ""), charset)
-
-
-def _decoded_text(body: bytes, transfer_encoding: str, charset: str | None) -> str:
-    payload = _transfer_decoded(body, transfer_encoding)
-    # No Content-Type at all (charset None): the RFC 2045 default is us-ascii, but 8-bit
-    # text without a label is UTF-8 far more often than not.
-    try:
-        return payload.decode(charset or "utf-8", "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
-
-
-def _transfer_decoded(body: bytes, encoding: str) -> bytes:
-    """RFC 2045 §6: base64 and quoted-printable undone; anything else is the text itself.
-    Damaged base64 is searched as it stands."""
-    encoding = encoding.strip().lower()
-    if encoding == "base64":
-        data = b"".join(body.split())
-        try:
-            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-        except binascii.Error:
-            return body
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
-    return body
+    return decoded_text(part.body, part.fields.get("content-transfer-encoding", ""), charset)
 
 
 def all_headers_text(raw: bytes) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -67,6 +68,11 @@ __all__ = ["Store", "canonical", "split_address"]
 # A user removed or changed by `maild user` in another process is seen by the daemon's
 # message operations within this many seconds (logins always read the directory).
 USER_CACHE_SECONDS = 2.0
+TOKEN_PREFIX = "mdt_"  # API bearer tokens: recognisable in logs and secret scanners
+
+
+def token_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -508,6 +514,42 @@ class Store:
 
     def user_set_password(self, address: str, password_hash: str) -> None:
         self.directory.user_set_password(address, password_hash)
+
+    # API tokens (docs/api.md): the secret is returned once and stored only as its SHA-256
+    # (a 256-bit random secret needs no slow hash). Blocking writes: the daemon calls
+    # token_add and token_revoke from a worker thread.
+
+    def token_add(self, user: str, name: str = "", expires_days: float = 0.0,
+                  now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """A new bearer token for ``user``: (the secret, its record without the secret)."""
+        address = canonical(user)
+        now = time.time() if now is None else now
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = {"id": secrets.token_hex(6), "user": address, "name": name[:200], "created": now,
+                  "expires": now + expires_days * 86400 if expires_days else 0}
+        self.directory.token_add(token_digest(secret), record)
+        return secret, record
+
+    def token_user(self, secret: str, now: float | None = None) -> dict[str, Any] | None:
+        """The record of a valid, unexpired token whose user still exists, or None."""
+        if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+            return None
+        record = self.directory.token(token_digest(secret))
+        now = time.time() if now is None else now
+        if record is None or (record["expires"] and record["expires"] <= now):
+            return None
+        if self.directory.user(record["user"]) is None:
+            return None
+        return record
+
+    def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
+        address = None if user is None else canonical(user)
+        return sorted((t for t in self.directory.tokens() if address is None or t["user"] == address),
+                      key=lambda t: (t["user"], t["created"]))
+
+    def token_revoke(self, token_id: str, user: str | None = None) -> None:
+        """NotFound when ``token_id`` is no token (of ``user``, when given)."""
+        self.directory.token_revoke(token_id, None if user is None else canonical(user))
 
     def user_set_quota(self, address: str, quota_bytes: int) -> None:
         self._user_cache.clear()
