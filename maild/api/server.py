@@ -101,8 +101,10 @@ class ApiRequest(Request):
         api: ApiSite = self.channel.site  # type: ignore[attr-defined]
         command = getattr(self.channel, "_command", b"")
         path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
-        self.body_limit = (api.config.max_send_size + 256 * 1024 if command == b"POST" and path == SEND_PATH
-                           else api.config.max_body_size)
+        # A send carries its attachments as they are (multipart) or in base64 (JSON): 4/3 of
+        # the message's limit, plus room for the rest of the request.
+        self.body_limit = (api.config.max_send_size * 4 // 3 + 1024 * 1024
+                           if command == b"POST" and path == SEND_PATH else api.config.max_body_size)
         if length is not None and length > self.body_limit:
             self._refuse_too_large()
             length = 0
