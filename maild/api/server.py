@@ -158,6 +158,12 @@ class Call:
         assert self.user is not None
         return self.user.address
 
+    @property
+    def owner(self) -> int:
+        """The user's id, the first part of every folder and message id."""
+        assert self.user is not None
+        return self.user.id
+
     def query(self, name: str) -> str | None:
         values = self.request.args.get(name.encode())
         if not values:
@@ -378,18 +384,19 @@ class ApiResource(Resource):
 
     def _folder(self, call: Call, value: str | None = None) -> Mailbox:
         match = views.FOLDER_ID.fullmatch(value if value is not None else call.params["folder"])
-        mailbox = self.store.mailbox_by_id(call.address, int(match.group(1))) if match else None
+        mailbox = (self.store.mailbox_by_id(call.address, int(match.group(2)))
+                   if match and int(match.group(1)) == call.owner else None)
         if mailbox is None:
             raise Problem("not-found", "no such folder")
         return mailbox
 
     def _message(self, call: Call) -> tuple[Mailbox, int]:
         match = views.MESSAGE_ID.fullmatch(call.params["message"])
-        if match is None:
+        if match is None or int(match.group(1)) != call.owner:
             raise Problem("not-found", "no such message")
-        mailbox = self.store.mailbox_by_id(call.address, int(match.group(1)))
-        uid = int(match.group(3))
-        if (mailbox is None or mailbox.uidvalidity != int(match.group(2))
+        mailbox = self.store.mailbox_by_id(call.address, int(match.group(2)))
+        uid = int(match.group(4))
+        if (mailbox is None or mailbox.uidvalidity != int(match.group(3))
                 or self.store.message(call.address, mailbox.id, uid) is None):
             raise Problem("not-found", "no such message")
         return mailbox, uid
@@ -428,8 +435,8 @@ class ApiResource(Resource):
                 envelope = self.store.envelope(call.address, mailbox.id, meta.uid)
             except NotFound:
                 continue  # expunged meanwhile
-            out.append(views.summary(mailbox, meta, envelope))
-        out.sort(key=lambda m: -int(m["id"].rsplit(".", 1)[1]))
+            out.append(views.summary(call.owner, mailbox, meta, envelope))
+        out.sort(key=lambda m: -int(m["id"].rsplit(".", 1)[1]))  # newest (highest uid) first
         return out
 
     # -- endpoints: the document and tokens ------------------------------------------------
@@ -467,10 +474,10 @@ class ApiResource(Resource):
     # -- folders ---------------------------------------------------------------------------
 
     async def folder_list(self, call: Call) -> tuple[int, Any]:
-        return 200, {"folders": [views.folder(m) for m in self.store.mailboxes(call.address)]}
+        return 200, {"folders": [views.folder(call.owner, m) for m in self.store.mailboxes(call.address)]}
 
     async def folder_get(self, call: Call) -> tuple[int, Any]:
-        return 200, views.folder(self._folder(call))
+        return 200, views.folder(call.owner, self._folder(call))
 
     def _folder_name(self, request: dict[str, Any]) -> str:
         name = request.get("name")
@@ -486,8 +493,8 @@ class ApiResource(Resource):
         if self.store.mailbox(call.address, name) is not None:
             raise Problem("conflict", "a folder of that name exists")
         mailbox = await self._committed(self.store.create_mailbox(call.address, name))
-        call.request.setHeader("Location", f"/v1/folders/{views.folder_id(mailbox)}")
-        return 201, views.folder(mailbox)
+        call.request.setHeader("Location", f"/v1/folders/{views.folder_id(call.owner, mailbox)}")
+        return 201, views.folder(call.owner, mailbox)
 
     async def folder_rename(self, call: Call) -> tuple[int, Any]:
         self._writable()
@@ -498,7 +505,7 @@ class ApiResource(Resource):
         if self.store.mailbox(call.address, name) is not None:
             raise Problem("conflict", "a folder of that name exists")
         await self._committed(self.store.rename_mailbox(call.address, mailbox.name, name))
-        return 200, views.folder(self._folder(call))
+        return 200, views.folder(call.owner, self._folder(call))
 
     async def folder_delete(self, call: Call) -> tuple[int, Any]:
         self._writable()
@@ -545,7 +552,8 @@ class ApiResource(Resource):
             if meta is None:
                 raise Problem("not-found", "no such message")
             envelope = self.store.envelope(call.address, mailbox.id, uid)
-            return views.full(mailbox, meta, envelope, self.store.read(call.address, mailbox.id, uid))
+            raw = self.store.read(call.address, mailbox.id, uid)
+            return views.full(call.owner, mailbox, meta, envelope, raw)
         try:
             return 200, await self._in_thread(read)
         except (NotFound, FileNotFoundError):
@@ -613,12 +621,12 @@ class ApiResource(Resource):
             await self._committed(self.store.set_flags(call.address, mailbox.id, [uid], remove, FlagMode.REMOVE))
         if target is not None and target.id != mailbox.id:
             result = await self._committed(self.store.move(call.address, mailbox.id, [uid], target.id))
-            mapping = dict(zip(result.source_uids, result.dest_uids, strict=True))
-            mailbox, uid = self._folder(call, views.folder_id(target)), mapping[uid]
+            mapping = dict(result.pairs)
+            mailbox, uid = self._folder(call, views.folder_id(call.owner, target)), mapping[uid]
         meta = self.store.message(call.address, mailbox.id, uid)
         if meta is None:
             raise Problem("not-found", "no such message")
-        return 200, views.summary(mailbox, meta, self.store.envelope(call.address, mailbox.id, uid))
+        return 200, views.summary(call.owner, mailbox, meta, self.store.envelope(call.address, mailbox.id, uid))
 
     async def message_delete(self, call: Call) -> tuple[int, Any]:
         """Expunged at once (the message is gone, not moved to Trash: PATCH folder_id for that)."""
@@ -636,7 +644,7 @@ class ApiResource(Resource):
             stack = [(node, out) for node in reversed(tree)]
             while stack:
                 (uid, children), into = stack.pop()
-                item: dict[str, Any] = {"id": None if uid is None else views.message_id(mailbox, uid),
+                item: dict[str, Any] = {"id": None if uid is None else views.message_id(call.owner, mailbox, uid),
                                         "replies": []}
                 into.append(item)
                 stack.extend((child, item["replies"]) for child in reversed(children))

@@ -1,9 +1,10 @@
 """The JSON shapes of the HTTP API: folders, message summaries, whole messages, and the
 opaque ids that name them; and the message a send request composes.
 
-Ids: a folder is ``f<mailbox id>``; a message is ``m<mailbox id>.<uidvalidity>.<uid>``.
-Both are resolved inside the authenticated user's own partition only, so no id can name
-another user's data; a message id from before a mailbox was recreated (another
+Ids: a folder is ``f<user id>.<mailbox id>``; a message is
+``m<user id>.<mailbox id>.<uidvalidity>.<uid>``. An id whose user id is not the caller's
+is not found, and the rest is resolved inside the caller's own partition only, so no id
+can name another user's data; a message id from before a mailbox was recreated (another
 UIDVALIDITY) is not found. Anything else is 404 (ids are validated by pattern first, so a
 path segment like ``..`` never reaches the store).
 """
@@ -22,8 +23,8 @@ from maild.util import address as addr
 from maild.util.message import decoded_words, parse_header
 from maild.util.mime import LEAF, MimePart, Structure, decoded_text, split_params, transfer_decoded, walk
 
-FOLDER_ID = re.compile(r"f([0-9]{1,10})")
-MESSAGE_ID = re.compile(r"m([0-9]{1,10})\.([0-9]{1,10})\.([0-9]{1,10})")
+FOLDER_ID = re.compile(r"f([0-9]{1,10})\.([0-9]{1,10})")
+MESSAGE_ID = re.compile(r"m([0-9]{1,10})\.([0-9]{1,10})\.([0-9]{1,10})\.([0-9]{1,10})")
 PART_ID = re.compile(r"[0-9]{1,5}")
 
 ROLES = {"\\Sent": "sent", "\\Drafts": "drafts", "\\Trash": "trash", "\\Junk": "junk",
@@ -31,25 +32,25 @@ ROLES = {"\\Sent": "sent", "\\Drafts": "drafts", "\\Trash": "trash", "\\Junk": "
 SYSTEM_FLAGS = {"\\Seen": "seen", "\\Flagged": "flagged", "\\Answered": "answered", "\\Draft": "draft"}
 
 
-def folder_id(mailbox: Mailbox) -> str:
-    return f"f{mailbox.id}"
+def folder_id(owner: int, mailbox: Mailbox) -> str:
+    return f"f{owner}.{mailbox.id}"
 
 
-def message_id(mailbox: Mailbox, uid: int) -> str:
-    return f"m{mailbox.id}.{mailbox.uidvalidity}.{uid}"
+def message_id(owner: int, mailbox: Mailbox, uid: int) -> str:
+    return f"m{owner}.{mailbox.id}.{mailbox.uidvalidity}.{uid}"
 
 
 def iso(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
-def folder(mailbox: Mailbox) -> dict[str, Any]:
+def folder(owner: int, mailbox: Mailbox) -> dict[str, Any]:
     role = None
     if mailbox.name == "INBOX":
         role = "inbox"
     elif mailbox.special_use is not None:
         role = ROLES.get(str(mailbox.special_use.value))
-    return {"id": folder_id(mailbox), "name": mailbox.name, "role": role, "total": mailbox.messages,
+    return {"id": folder_id(owner, mailbox), "name": mailbox.name, "role": role, "total": mailbox.messages,
             "unread": mailbox.unseen, "size": mailbox.size}
 
 
@@ -67,11 +68,11 @@ def addresses(value: str | None) -> list[dict[str, str | None]]:
     return out
 
 
-def summary(mailbox: Mailbox, meta: MessageMeta, envelope: Any) -> dict[str, Any]:
+def summary(owner: int, mailbox: Mailbox, meta: MessageMeta, envelope: Any) -> dict[str, Any]:
     flags = meta.flags
     return {
-        "id": message_id(mailbox, meta.uid),
-        "folder_id": folder_id(mailbox),
+        "id": message_id(owner, mailbox, meta.uid),
+        "folder_id": folder_id(owner, mailbox),
         "subject": decoded_words(envelope.subject) if envelope.subject else "",
         "from": addresses(envelope.from_),
         "to": addresses(envelope.to),
@@ -103,7 +104,7 @@ def _leaves(structure: Structure) -> list[tuple[int, MimePart]]:
     return [(i, p) for i, p in enumerate(structure.parts) if p.kind == LEAF and not p.opaque]
 
 
-def full(mailbox: Mailbox, meta: MessageMeta, envelope: Any, raw: bytes) -> dict[str, Any]:
+def full(owner: int, mailbox: Mailbox, meta: MessageMeta, envelope: Any, raw: bytes) -> dict[str, Any]:
     """A whole message: its summary, every header field decoded, the first text/plain and
     text/html bodies that are not attachments, and the attachment list."""
     structure = walk(raw)
@@ -125,7 +126,7 @@ def full(mailbox: Mailbox, meta: MessageMeta, envelope: Any, raw: bytes) -> dict
                             "content_type": f"{part.type}/{part.subtype}",
                             "size": len(transfer_decoded(part.body, part.header.first(
                                 "content-transfer-encoding") or ""))})
-    out = summary(mailbox, meta, envelope)
+    out = summary(owner, mailbox, meta, envelope)
     out.update({"message_id": envelope.message_id, "in_reply_to": envelope.in_reply_to,
                 "references": envelope.references,
                 "headers": [{"name": f.name, "value": decoded_words(f.value)} for f in header.fields],
