@@ -27,6 +27,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Unsupported content type"),
     "message-refused": (422, "The message was refused"),
     "rate-limited": (429, "Too many requests"),
+    "resync": (410, "Events since that position are no longer available: re-read, then poll from position"),
     "over-quota": (507, "Mailbox full"),
     "unavailable": (503, "Temporarily unavailable, try again later"),
     "internal": (500, "Internal error"),
@@ -37,8 +38,9 @@ class Problem(Exception):
     """Raised by a handler; answered as application/problem+json."""
 
     def __init__(self, slug: str, detail: str = "", *, retry_after: int | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, extra: dict[str, object] | None = None) -> None:
         super().__init__(slug)
+        self.extra = extra or {}  # extension members (RFC 9457 §3.2)
         self.slug = slug
         self.status = status or PROBLEMS[slug][0]
         self.detail = detail
@@ -51,4 +53,5 @@ class Problem(Exception):
             doc["detail"] = self.detail
         if instance:
             doc["instance"] = instance
+        doc.update(self.extra)
         return json.dumps(doc).encode()

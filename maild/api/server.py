@@ -45,11 +45,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer, threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from maild.api import views
+from maild.api.changes import Trimmed
+from maild.api.events import EventHub, EventsFactory
 from maild.api.problems import Problem
 from maild.store.types import (
     FlagMode,
@@ -228,10 +231,10 @@ class ApiResource(Resource):
         r(b"DELETE", r"/v1/messages/(?P<message>[^/]+)", self.message_delete)
         r(b"GET", r"/v1/search", self.search)
         r(b"GET", r"/v1/queue/(?P<queue>[^/]+)", self.queue_status)
-        self.extra_routes(r)
-
-    def extra_routes(self, route: Callable[..., None]) -> None:
-        """Routes a subclass adds (the events endpoint)."""
+        r(b"GET", r"/v1/events", self.events, auth="bearer-or-query")
+        self.hub = EventHub(ctx.store, ctx.reactor)
+        self.websockets = EventsFactory(self.hub)
+        self.upgrade = WebSocketResource(self.websockets)
 
     def _route(self, method: bytes, pattern: str, handler: Handler, auth: str = "bearer") -> None:
         self.routes.append((method, re.compile(pattern), handler, auth))
@@ -253,7 +256,7 @@ class ApiResource(Resource):
         except Exception:
             log.exception("api: %s %s failed", request.method, request.path)
             status, body = 500, Problem("internal")
-        if not gone:
+        if not gone and body is not UPGRADED:
             self._write(request, status, body)
 
     def _write(self, request: Request, status: int, body: Any) -> None:
@@ -315,8 +318,8 @@ class ApiResource(Resource):
                 allowed = True
                 continue
             call = Call(request, None, match.groupdict())
-            if auth == "bearer":
-                await self._bearer(call, client_ip)
+            if auth.startswith("bearer"):
+                await self._bearer(call, client_ip, query=auth == "bearer-or-query")
             elif auth == "basic":
                 await self._basic(call, client_ip)
             return await handler(call)
@@ -333,8 +336,12 @@ class ApiResource(Resource):
     def _secure(self, request: Request, client_ip: str) -> bool:
         return bool(request.isSecure()) or is_loopback(client_ip)
 
-    async def _bearer(self, call: Call, client_ip: str) -> None:
+    async def _bearer(self, call: Call, client_ip: str, query: bool = False) -> None:
         header = call.request.getHeader("authorization") or ""
+        if not header and query and call.query("access_token"):
+            # A browser's WebSocket cannot send Authorization: the token may come in the
+            # query of /v1/events (there is no access log to leak it to).
+            header = "Bearer " + (call.query("access_token") or "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             call.request.setHeader("WWW-Authenticate", 'Bearer realm="maild"')
@@ -675,6 +682,42 @@ class ApiResource(Resource):
         return 200, {"messages": self._summaries(call, mailbox, page),
                      "next_cursor": f"u{page[-1]}" if len(matched) > limit else None}
 
+    # -- events ----------------------------------------------------------------------------
+
+    async def events(self, call: Call) -> tuple[int, Any]:
+        """A WebSocket when the request asks for the upgrade (RFC 6455 §4.2.1), a long poll
+        otherwise (maild/api/events.py)."""
+        user = call.user
+        assert user is not None
+        text = call.query("since")
+        if text is not None and (not text.isdigit() or len(text) > 19):
+            raise Problem("invalid-field", "since: a position from an event or a previous poll")
+        since = None if text is None else int(text)
+        if (call.request.getHeader("upgrade") or "").lower() == "websocket":
+            channel: Any = call.request.channel
+            channel.setTimeout(None)  # the WebSocket pings from now on
+            self.websockets.pending = (user, since)
+            try:
+                self.upgrade.render(call.request)
+            finally:
+                self.websockets.pending = None
+            return 101, UPGRADED
+        wait_text = call.query("wait") or "0"
+        try:
+            wait = float(wait_text)
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= self.config.events_max_wait:
+            raise Problem("invalid-field", f"wait: 0 to {self.config.events_max_wait:g} seconds")
+        if since is None:
+            return 200, {"events": [], "position": self.hub.head(user)}
+        try:
+            events, position = await self.hub.wait(user, since, wait)
+        except Trimmed:
+            raise Problem("resync", "re-read the folders you show, then poll from position",
+                          extra={"position": self.hub.head(user)}) from None
+        return 200, {"events": events, "position": position}
+
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, call: Call) -> tuple[int, Any]:
@@ -730,6 +773,9 @@ class ApiResource(Resource):
                                "next_attempt": views.iso(entry["next_attempt"])} for r in entry["recipients"])
         return 200, {"queue_id": call.params["queue"], "state": "queued" if recipients else "done",
                      "recipients": recipients}
+
+
+UPGRADED = object()  # the connection was handed to the WebSocket protocol
 
 
 @dataclass
