@@ -425,7 +425,8 @@ class Config:
     api: ApiConfig = section(ApiConfig, "HTTP JSON API (docs/api.md): listen is plain HTTP, loopback "
                                         "addresses only; tls_listen uses [tls]",
                              listen=["127.0.0.1:2080"], tls_listen=["127.0.0.1:2443"])
-    tls: TlsConfig = section(TlsConfig, "required when any of smtp, submission, imap, pop3 is enabled, or api.tls_listen")
+    tls: TlsConfig = section(TlsConfig, "required when any of smtp, submission, imap, pop3 is enabled, "
+                                        "or api.tls_listen")
     dns: DnsConfig = section(DnsConfig, "the resolver for MX, SPF, DKIM, DMARC and DNSBL lookups (docs/dns.md)")
     store: StoreConfig = section(StoreConfig, "the mail store (docs/storage.md)")
     auth: AuthConfig = section(AuthConfig, "login failures")
