@@ -178,7 +178,8 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
     accounts = [load.Account(address, password) for address, password in users.items()]
     port = free_port()
     overrides: dict[str, dict[str, Any]] = {"api": {"listen": [f"127.0.0.1:{port}"], "requests_per_minute_per_ip": 0,
-                         "requests_per_minute_per_token": 0},
+                         "requests_per_minute_per_token": 0,
+                         "max_connections_per_ip": SOCKETS + 100},
                  "submission": {"messages_per_minute_per_user": 0}}
     rows: list[dict[str, Any]] = []
     corpus = [load.message(i) for i in range(1000)]

@@ -205,6 +205,9 @@ class ApiConfig(Listeners):
                                                   "0: unlimited")
     requests_per_minute_per_ip: int = key(1200, "token bucket per client address; 0: unlimited")
     page_size_max: int = key(200, "most messages one page of a listing or search returns", positive=True)
+    max_connections: int = key(10_000, "HTTP and WebSocket connections in total; more are closed at accept",
+                               positive=True)
+    max_connections_per_ip: int = key(500, "from one client address", positive=True)
     cors_origins: list[str] = key([], 'origins allowed by CORS, e.g. ["https://mail.example.org"]; '
                                       'empty: no CORS headers (browsers refuse cross-origin calls)')
     events_max_wait: float = key(60.0, "seconds a long-poll GET /v1/events may wait for a change",

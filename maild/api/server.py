@@ -66,7 +66,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
-from maild.util.limits import TokenBuckets
+from maild.util.limits import ConnectionCounter, TokenBuckets
 from maild.util.session import is_loopback
 from maild.util.transaction import Reply, Transaction
 
@@ -137,6 +137,22 @@ class ApiSite(Site):
     def __init__(self, root: Resource, config: Any, timeout: float) -> None:
         super().__init__(root, timeout=timeout)
         self.config = config
+        self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """Counted connections (``max_connections``, ``max_connections_per_ip``): past a
+        limit the connection is closed at accept, before any TLS or HTTP work."""
+        slot = self.connections.acquire(getattr(addr, "host", ""))
+        if slot is None:
+            return None
+        channel = super().buildProtocol(addr)
+        lost = channel.connectionLost
+
+        def connection_lost(reason: Any = None) -> None:
+            slot.release()
+            lost(reason)
+        channel.connectionLost = connection_lost
+        return channel
 
     def log(self, request: Any) -> None:
         """No access log: the JSON API's traffic would drown the mail log."""

@@ -77,3 +77,27 @@ def test_idle_connection_closed(api_factory: Callable[..., MaildServer]) -> None
         while sock.recv(4096):
             pass
         assert time.monotonic() - started < 5
+
+
+def test_connection_limit_per_ip(api_factory: Callable[..., MaildServer]) -> None:
+    server = api_factory(api={"max_connections_per_ip": 2})
+    held = [socket.create_connection(("127.0.0.1", server.ports["api"]), timeout=10) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", server.ports["api"]), timeout=10) as third:
+            try:
+                third.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert third.recv(100) == b""  # closed at accept, unanswered
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)
+    assert Api(server).get("/v1/openapi.json").status == 200  # slots given back
+
+
+def test_json_body_over_the_limit(alice: Api) -> None:
+    resp = alice.request("POST", "/v1/folders", b'{"name": "' + b"x" * (2 << 20) + b'"}',
+                         {"Content-Type": "application/json"})
+    assert resp.status == 413 and resp.problem == "too-large"
+    assert "x" * 100 not in str(alice.ok("GET", "/v1/folders"))
