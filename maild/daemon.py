@@ -223,6 +223,7 @@ def _serve_api(ctx: ServerContext, reactor: Any, tls: ssl.CertificateOptions | N
     if not config.enabled:
         return []
     site = build_api_site(ctx, ApiHooks(search=text_search, threads=thread_tree, submit=submit))
+    reactor.addSystemEventTrigger("before", "shutdown", site.close)
     factory: Any = site
     return ([(_listen(reactor, "api.listen", a, factory, None), f"api {a}") for a in config.listen]
             + [(_listen(reactor, "api.tls_listen", a, factory, tls), f"api+tls {a}") for a in config.tls_listen])

@@ -149,6 +149,7 @@ class EventsProtocol(WebSocketServerProtocol):
             except Trimmed:
                 self._push([{"type": "resync", "position": position}])
         self._detach = self.hub.attach(self.user, self._push)
+        self.factory.live.add(self)
         self._push([{"type": "ready", "position": position}])
 
     def _push(self, events: list[dict[str, Any]]) -> None:
@@ -157,15 +158,22 @@ class EventsProtocol(WebSocketServerProtocol):
             return
         buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
         if buffered > MAX_QUEUED:
-            self.sendClose(1008, "too slow: reconnect with your last position")
+            self.close_with(1008, "too slow: reconnect with your last position")
             return
         for event in events:
             self.sendMessage(json.dumps(event).encode(), isBinary=False)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """A close frame with a protocol code (RFC 6455 §7.4.1: 1001 going away, 1008
+        policy violation), which autobahn's sendClose keeps for applications' 1000 and
+        3000-4999; its close handshake and timeout are the same."""
+        self.sendCloseFrame(code, reason.encode(), isReply=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Clients have nothing to say; pings are the protocol's."""
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.live.discard(self)
         if self._detach is not None:
             self._detach()
             self._detach = None
@@ -180,8 +188,28 @@ class EventsFactory(WebSocketServerFactory):
         super().__init__()
         self.hub = hub
         self.pending: tuple[User, int | None] | None = None
+        self.live: set[EventsProtocol] = set()
         self.setProtocolOptions(autoPingInterval=30, autoPingTimeout=15, maxMessagePayloadSize=4096,
                                 maxFramePayloadSize=4096, openHandshakeTimeout=15)
+
+    def close_all(self, reactor: Any, grace: float = 2.0) -> defer.Deferred[None] | None:
+        """Shutdown: every client is told (1001 going away, RFC 6455 §7.4.1) and reconnects
+        with its position to this node again or another. Fires when they have closed, or
+        after ``grace`` seconds (the reactor must run for the close frames to go out)."""
+        if not self.live:
+            return None
+        for proto in list(self.live):
+            proto.close_with(1001, "server shutting down")
+        done: defer.Deferred[None] = defer.Deferred()
+        started = reactor.seconds()
+
+        def check() -> None:
+            if not self.live or reactor.seconds() - started >= grace:
+                done.callback(None)
+            else:
+                reactor.callLater(0.05, check)
+        check()
+        return done
 
     def buildProtocol(self, addr: Any) -> EventsProtocol:
         assert self.pending is not None

@@ -139,6 +139,13 @@ class ApiSite(Site):
         self.config = config
         self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
 
+    def close(self) -> Any:
+        """Shutdown: WebSocket clients are sent a close frame and given a moment to answer
+        it (the listeners are closed by the daemon; requests in progress end with the
+        reactor)."""
+        root: Any = self.resource
+        return root.websockets.close_all(root.ctx.reactor)
+
     def buildProtocol(self, addr: Any) -> Any:
         """Counted connections (``max_connections``, ``max_connections_per_ip``): past a
         limit the connection is closed at accept, before any TLS or HTTP work."""

@@ -103,3 +103,17 @@ def test_long_poll(alice: Api) -> None:
 def test_bad_token_gets_no_socket(alice: Api) -> None:
     ws = WebSocket("127.0.0.1", alice.server.ports["api"], "/v1/events", "mdt_wrong")
     assert ws.status == 401
+
+
+def test_shutdown_says_going_away(alice: Api) -> None:
+    ws = connect(alice)
+    assert ws.receive()["type"] == "ready"
+    stopper = threading.Thread(target=alice.server.stop)
+    stopper.start()
+    try:
+        ws.receive()
+        raise AssertionError("no close frame")
+    except EOFError as exc:
+        assert "server shutting down" in str(exc)
+    stopper.join(30)
+    assert alice.server.process is not None and alice.server.process.returncode == 0
