@@ -901,6 +901,8 @@ def _send_problem(reply: Reply) -> Problem:
         return Problem("too-large", detail)
     if reply.code >= 500:
         return Problem("message-refused", detail)
+    if reply.enhanced == "4.7.1" and "rate" in reply.text:
+        return Problem("rate-limited", detail, retry_after=60)  # [submission] messages_per_minute_per_user
     return Problem("unavailable", detail, retry_after=60)
 
 

@@ -78,11 +78,10 @@ from maild.smtp.parser import (
     Vrfy,
     parse_command,
 )
-from maild.smtp.submit import accept_message, refusal
+from maild.smtp.submit import Rates, accept_message, refusal
 from maild.store.types import User
 from maild.util import metrics
 from maild.util.authresults import AuthResults
-from maild.util.limits import TokenBuckets
 from maild.util.session import LineSession, SessionFactory, log_refusal
 from maild.util.transaction import Action, Reply, Transaction, Verdict
 
@@ -155,12 +154,6 @@ def _sequence_hint(cmd: Command, state: State) -> str:
     return "Not permitted during a mail transaction"
 
 
-class _Rates:
-    def __init__(self, config: SmtpConfig, clock: Any) -> None:
-        self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
-        self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
-
-
 class SmtpFactory(SessionFactory):
     """The plain and TLS listeners of a section share its connection count and message
     rates (maild.util.session), so 587 and 465 count a user's messages together."""
@@ -172,7 +165,7 @@ class SmtpFactory(SessionFactory):
         section = "submission" if submission else "smtp"
         super().__init__(ctx, section, getattr(ctx.config, section), implicit_tls)
         self.config: SmtpConfig
-        self.limits: _Rates = self.shared("rates", lambda: _Rates(self.config, ctx.reactor.seconds))
+        self.limits: Rates = self.shared("rates", lambda: Rates(self.config, ctx.reactor.seconds))
 
     def make_session(self) -> SmtpSession:
         return SmtpSession(self)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from maild.config import SmtpConfig
 from maild.delivery import complete_submission, new_queue_id
 from maild.store.types import QuotaExceeded, ReadOnlyStore, ReplicaTimeout, StoreFull, User
 from maild.util import metrics
+from maild.util.limits import TokenBuckets
 from maild.util.message import MAX_HEADER, ORIGINATOR_FIELDS, author_problem, originators
 from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.transaction import Action, Reply, Transaction, Verdict
@@ -33,6 +35,15 @@ if TYPE_CHECKING:
     from maild.context import ServerContext
 
 log = logging.getLogger("maild.smtp.server")
+
+
+class Rates:
+    """The message rates of a listener section (token buckets per client IP and per
+    authenticated user), shared by its listeners and, for submission, by the HTTP API."""
+
+    def __init__(self, config: SmtpConfig, clock: Any) -> None:
+        self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
+        self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
 
 
 def refusal(verdict: Verdict) -> Reply | None:
@@ -135,6 +146,12 @@ async def submit(ctx: ServerContext, tx: Transaction, user: User, recipients: li
         return Reply(554, "5.5.1", "No valid recipients")
     if len(recipients) > ctx.config.submission.max_recipients:
         return Reply(452, "4.5.3", "Too many recipients")
+    table = ctx.shared.setdefault("submission", {})  # the submission listeners' own buckets
+    rates = table.get("rates")
+    if rates is None:
+        rates = table["rates"] = Rates(ctx.config.submission, ctx.reactor.seconds)
+    if not rates.per_user.take(user.address):
+        return Reply(451, "4.7.1", "Message rate limit exceeded, try again later")
     tx.authenticated_user = user.address
     tx.queue_id = new_queue_id()
     reply = refusal(await ctx.filters.run("mail_from", tx))

@@ -149,3 +149,14 @@ def test_multipart_with_attachments_and_the_25_mb_limit(alice: Api) -> None:
     resp = alice.request("POST", "/v1/messages", over, headers={"Content-Type": content_type})
     assert resp.status == 413 and resp.problem == "too-large"
     assert alice.folder("INBOX")["total"] == 2
+
+
+def test_send_shares_the_submission_rate_per_user(api_factory: Callable[..., MaildServer]) -> None:
+    server = api_factory(submission={"messages_per_minute_per_user": 2})
+    api = Api(server)
+    api.token = new_token(api)
+    for _ in range(2):
+        api.ok("POST", "/v1/messages", {"to": [BOB], "text": "x"}, status=202)
+    resp = api.request("POST", "/v1/messages", {"to": [BOB], "text": "x"})
+    assert resp.status == 429 and resp.problem == "rate-limited" and resp.headers["Retry-After"]
+    assert Api(server, token=new_token(api, BOB)).folder("INBOX")["total"] == 2
