@@ -138,24 +138,31 @@ class EventsProtocol(WebSocketServerProtocol):
     user: User
     since: int | None
     hub: EventHub
+    sent = 0
     _detach: Callable[[], None] | None = None
 
     def onOpen(self) -> None:
         position = self.hub.head(self.user)
+        self.sent = 0  # the highest position sent: nothing twice
         if self.since is not None:
+            self.sent = self.since
             try:
                 self._push(self.hub.since(self.user, self.since))
                 position = max(self.since, position)
             except Trimmed:
+                self.sent = position
                 self._push([{"type": "resync", "position": position}])
         self._detach = self.hub.attach(self.user, self._push)
         self.factory.live.add(self)
-        self._push([{"type": "ready", "position": position}])
+        self._push([{"type": "ready", "position": max(position, self.sent)}])
 
     def _push(self, events: list[dict[str, Any]]) -> None:
         transport = self.transport
         if transport is None:
             return
+        events = [e for e in events if e["type"] in ("ready", "resync") or e["position"] > self.sent]
+        if events:
+            self.sent = max(self.sent, *(e["position"] for e in events))
         buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
         if buffered > MAX_QUEUED:
             self.close_with(1008, "too slow: reconnect with your last position")
