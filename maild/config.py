@@ -213,6 +213,11 @@ class ApiConfig(Listeners):
     events_max_wait: float = key(60.0, "seconds a long-poll GET /v1/events may wait for a change",
                                  positive=True)
     token_max_days: float = key(365.0, "days a token from POST /v1/tokens may live at most; 0: no limit")
+    webhooks_per_user: int = key(10, "webhooks a user may register (POST /v1/webhooks); 0: no webhooks")
+    webhook_timeout: float = key(10.0, "seconds a webhook receiver has to answer; then the event is retried",
+                                 positive=True)
+    webhook_allow_private: bool = key(False, "let webhooks reach loopback, private and reserved addresses "
+                                             "(tests; a trusted internal receiver)")
 
 
 # Mozilla's "intermediate" profile (v5.7): forward secrecy and AEAD ciphers only, for TLS

@@ -54,6 +54,9 @@ from maild.api import views
 from maild.api.changes import Trimmed
 from maild.api.events import EventHub, EventsFactory
 from maild.api.problems import Problem
+from maild.api.webhooks import EVENT_TYPES as WEBHOOK_EVENTS
+from maild.api.webhooks import Webhooks, url_problem
+from maild.dns.resolver import Resolver
 from maild.store.types import (
     FlagMode,
     Mailbox,
@@ -255,7 +258,12 @@ class ApiResource(Resource):
         r(b"GET", r"/v1/search", self.search)
         r(b"GET", r"/v1/queue/(?P<queue>[^/]+)", self.queue_status)
         r(b"GET", r"/v1/events", self.events, auth="bearer-or-query")
+        r(b"GET", r"/v1/webhooks", self.webhook_list)
+        r(b"POST", r"/v1/webhooks", self.webhook_create)
+        r(b"DELETE", r"/v1/webhooks/(?P<webhook>[^/]+)", self.webhook_delete)
         self.hub = EventHub(ctx.store, ctx.reactor)
+        self.webhooks = Webhooks(ctx.store, ctx.reactor, self.hub, self.config,
+                                 Resolver(ctx.config.dns, ctx.reactor))
         self.websockets = EventsFactory(self.hub)
         self.upgrade = WebSocketResource(self.websockets)
 
@@ -741,6 +749,44 @@ class ApiResource(Resource):
                           extra={"position": self.hub.head(user)}) from None
         return 200, {"events": events, "position": position}
 
+    # -- webhooks --------------------------------------------------------------------------
+
+    async def webhook_list(self, call: Call) -> tuple[int, Any]:
+        return 200, {"webhooks": [_webhook(w) for w in self.store.webhooks(call.address)]}
+
+    async def webhook_create(self, call: Call) -> tuple[int, Any]:
+        """The events of GET /v1/events POSTed to ``url`` (maild/api/webhooks.py); the
+        secret that signs them is in this answer only."""
+        self._writable()
+        if not self.config.webhooks_per_user:
+            raise Problem("forbidden", "webhooks are off on this server")
+        request = call.json()
+        problem = url_problem(request.get("url"), self.config.webhook_allow_private)
+        if problem:
+            raise Problem("invalid-field", problem)
+        events = request.get("events", list(WEBHOOK_EVENTS))
+        if (not isinstance(events, list) or not events
+                or not all(isinstance(e, str) and e in WEBHOOK_EVENTS for e in events)):
+            raise Problem("invalid-field", "events: a list of " + ", ".join(WEBHOOK_EVENTS))
+        try:
+            record = await self._in_thread(self.store.webhook_add, call.address, request["url"],
+                                           sorted(set(events)), self.config.webhooks_per_user)
+        except StoreError:
+            raise Problem("conflict", f"at most {self.config.webhooks_per_user} webhooks") from None
+        self.webhooks.reload()
+        return 201, {**_webhook(record), "secret": record["secret"]}
+
+    async def webhook_delete(self, call: Call) -> tuple[int, Any]:
+        self._writable()
+        if not re.fullmatch(r"w[0-9a-f]{16}", call.params["webhook"]):
+            raise Problem("not-found", "no such webhook")
+        try:
+            await self._in_thread(self.store.webhook_remove, call.params["webhook"], call.address)
+        except NotFound:
+            raise Problem("not-found", "no such webhook") from None
+        self.webhooks.reload()
+        return 204, None
+
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, call: Call) -> tuple[int, Any]:
@@ -811,6 +857,11 @@ class Raw:
 def _token(record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "name": record["name"], "created": views.iso(record["created"]),
             "expires": views.iso(record["expires"]) if record["expires"] else None}
+
+
+def _webhook(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "url": record["url"], "events": record["events"],
+            "created": views.iso(record["created"])}
 
 
 def _quote(name: str) -> str:

@@ -551,6 +551,23 @@ class Store:
         """NotFound when ``token_id`` is no token (of ``user``, when given)."""
         self.directory.token_revoke(token_id, None if user is None else canonical(user))
 
+    # API webhooks (docs/api.md): where a user's events are POSTed, signed with ``secret``.
+
+    def webhook_add(self, user: str, url: str, events: list[str], max_per_user: int = 10) -> dict[str, Any]:
+        record = {"id": "w" + secrets.token_hex(8), "user": canonical(user), "url": url, "events": events,
+                  "secret": secrets.token_urlsafe(32), "created": time.time()}
+        self.directory.webhook_add(record, max_per_user)
+        return record
+
+    def webhooks(self, user: str | None = None) -> list[dict[str, Any]]:
+        address = None if user is None else canonical(user)
+        return sorted((w for w in self.directory.webhooks() if address is None or w["user"] == address),
+                      key=lambda w: (w["user"], w["created"]))
+
+    def webhook_remove(self, webhook_id: str, user: str | None = None) -> None:
+        """NotFound when ``webhook_id`` is no webhook (of ``user``, when given)."""
+        self.directory.webhook_remove(webhook_id, None if user is None else canonical(user))
+
     def user_set_quota(self, address: str, quota_bytes: int) -> None:
         self._user_cache.clear()
         self.directory.user_set_quota(address, quota_bytes)
