@@ -138,7 +138,9 @@ class ApiSite(Site):
     requestFactory = ApiRequest
 
     def __init__(self, root: Resource, config: Any, timeout: float) -> None:
-        super().__init__(root, timeout=timeout)
+        # The body is parsed once, by the endpoint (twisted.web would also parse a 25 MB
+        # multipart upload into request.args: a second copy).
+        super().__init__(root, timeout=timeout, parsePOSTFormSubmission=False)
         self.config = config
         self.connections = ConnectionCounter(config.max_connections, config.max_connections_per_ip)
 
