@@ -26,6 +26,8 @@ Implementation notes — invariants a contributor must keep:
    (:attr:`Hooks.search`, :attr:`Hooks.threads`).
 7. Reads that may touch many messages or whole bodies (search, threads, a message's
    body) run in the reactor's thread pool; the reactor never waits on them.
+8. Events and webhooks come from the change log only (maild/api/events.py,
+   maild/api/webhooks.py); the endpoints never announce their own writes.
 """
 
 from __future__ import annotations
