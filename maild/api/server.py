@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import datetime
 import email.parser
 import email.policy
@@ -566,15 +567,21 @@ class ApiResource(Resource):
         before = _cursor(call.query("cursor"))
         unread, flagged = _flag_filter(call, "unread"), _flag_filter(call, "flagged")
         since = _since(call.query("since"))
-        uids = self.store.uids(call.address, mailbox.id)
+        uids = self.store.uids(call.address, mailbox.id)  # ascending
         if unread is not None:
-            unseen = set(self.store.unseen_uids(call.address, mailbox.id))
-            uids = [u for u in uids if (u in unseen) == unread]
-        candidates = [u for u in reversed(uids) if before is None or u < before]
+            unseen = self.store.unseen_uids(call.address, mailbox.id)
+            if unread:
+                uids = sorted(unseen)
+            else:
+                unseen_set = set(unseen)
+                uids = [u for u in uids if u not in unseen_set]
+        # Newest first: walk back from the cursor in batches of records, never the whole list.
+        end = len(uids) if before is None else bisect.bisect_left(uids, before)
         page: list[int] = []
-        while candidates and len(page) < limit:
-            batch, candidates = candidates[:max(limit * 2, 100)], candidates[max(limit * 2, 100):]
-            for meta in sorted(self.store.messages(call.address, mailbox.id, batch), key=lambda m: -m.uid):
+        step = max(limit * 2, 100)
+        while end > 0 and len(page) < limit:
+            start = max(0, end - step)
+            for meta in sorted(self.store.messages(call.address, mailbox.id, uids[start:end]), key=lambda m: -m.uid):
                 if flagged is not None and ("\\Flagged" in meta.flags) != flagged:
                     continue
                 if since is not None and meta.internal_date < since:
@@ -582,7 +589,8 @@ class ApiResource(Resource):
                 page.append(meta.uid)
                 if len(page) == limit:
                     break
-        more = bool(page) and len(page) == limit and any(u < page[-1] for u in uids)
+            end = start
+        more = len(page) == limit and bisect.bisect_left(uids, page[-1]) > 0
         return 200, {"messages": self._summaries(call, mailbox, page),
                      "next_cursor": f"u{page[-1]}" if more else None}
 
