@@ -73,6 +73,13 @@ TOKEN_PREFIX = "mdt_"  # API bearer tokens: recognisable in logs and secret scan
 
 def token_digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def _of_user(records: list[dict[str, Any]], user: str | None) -> list[dict[str, Any]]:
+    """API tokens or webhooks: those of ``user`` (all when None), oldest first per user."""
+    address = None if user is None else canonical(user)
+    return sorted((r for r in records if address is None or r["user"] == address),
+                  key=lambda r: (r["user"], r["created"]))
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -543,9 +550,7 @@ class Store:
         return record
 
     def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
-        address = None if user is None else canonical(user)
-        return sorted((t for t in self.directory.tokens() if address is None or t["user"] == address),
-                      key=lambda t: (t["user"], t["created"]))
+        return _of_user(self.directory.tokens(), user)
 
     def token_revoke(self, token_id: str, user: str | None = None) -> None:
         """NotFound when ``token_id`` is no token (of ``user``, when given)."""
@@ -560,9 +565,7 @@ class Store:
         return record
 
     def webhooks(self, user: str | None = None) -> list[dict[str, Any]]:
-        address = None if user is None else canonical(user)
-        return sorted((w for w in self.directory.webhooks() if address is None or w["user"] == address),
-                      key=lambda w: (w["user"], w["created"]))
+        return _of_user(self.directory.webhooks(), user)
 
     def webhook_remove(self, webhook_id: str, user: str | None = None) -> None:
         """NotFound when ``webhook_id`` is no webhook (of ``user``, when given)."""
