@@ -44,6 +44,8 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from maild.api.server import Hooks as ApiHooks
+from maild.api.server import build_site as build_api_site
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
 from maild.context import ServerContext
@@ -51,7 +53,9 @@ from maild.delivery import Delivery
 from maild.dns.resolver import Resolver
 from maild.filters.build import build_filters as content_filters
 from maild.filters.chain import FilterChain
+from maild.imap.search import text_search
 from maild.imap.server import ImapFactory
+from maild.imap.thread import thread_tree
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
@@ -60,6 +64,7 @@ from maild.replication import ReplicationService
 from maild.search import SearchService
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
+from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
@@ -154,7 +159,7 @@ def listeners(config: Config, primary: bool = True) -> list[tuple[str, str, Addr
     ``imap.tls_listen 127.0.0.1:993``) names a socket the supervisor hands to its workers;
     the metrics listener belongs to the primary process only."""
     found = []
-    for section in (*_PROTOCOLS, "metrics"):
+    for section in (*_PROTOCOLS, "api", "metrics"):
         if section == "metrics" and not primary:
             continue
         table = getattr(config, section)
@@ -304,6 +309,22 @@ def _serve_metrics(config: Config, store: Store, reactor: Any, role: WorkerRole 
     return [_listen(reactor, "metrics.listen", address, factory, None, role) for address in config.metrics.listen]
 
 
+def _serve_api(ctx: ServerContext, reactor: Any, tls: ssl.CertificateOptions | None,
+               role: WorkerRole | None = None) -> list[tuple[Any, str]]:
+    """The HTTP JSON API (maild/api) on ``[api] listen`` (plain, loopback: config.py
+    checks) and ``tls_listen``; handed the IMAP and SMTP code it shares (search, threads,
+    submission), since front ends do not import each other."""
+    config = ctx.config.api
+    if not config.enabled:
+        return []
+    site = build_api_site(ctx, ApiHooks(search=text_search, threads=thread_tree, submit=submit))
+    reactor.addSystemEventTrigger("before", "shutdown", site.close)
+    factory: Any = site
+    return ([(_listen(reactor, "api.listen", a, factory, None, role), f"api {a}") for a in config.listen]
+            + [(_listen(reactor, "api.tls_listen", a, factory, tls, role), f"api+tls {a}")
+               for a in config.tls_listen])
+
+
 def setup_logging(several: bool = False) -> None:
     """Log lines to the journal (structured fields, maild/util/journal.py) or stderr; with
     several processes (the supervisor and its workers) each stderr line names its pid."""
@@ -335,10 +356,15 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
     primary = role is None or role.primary
     try:
         for key, section, address, implicit in listeners(config, primary=False):
+            if section == "api":  # a twisted.web site, not a session factory: _serve_api
+                continue
             factory_class, kwargs = _PROTOCOLS[section]
             sessions.ports.append(_listen(reactor, key.split()[0], address, sessions.track(
                 factory_class(ctx, implicit_tls=implicit, **kwargs)), tls if implicit else None, role))
             ports.append(f"{section}{'+tls' if implicit else ''} {address}")
+        api_ports = _serve_api(ctx, reactor, tls, role)
+        sessions.ports.extend(port for port, _ in api_ports)
+        ports.extend(name for _, name in api_ports)
         metric_ports = _serve_metrics(config, store, reactor, role) if primary else []
     except Exception:
         store.close()

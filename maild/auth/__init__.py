@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -145,8 +145,20 @@ class Authenticator:
         return defer.Deferred.fromCoroutine(
             self._authenticate(username, password, client_ip, protocol, mechanism, alive))
 
+    def authenticate_token(self, lookup: Callable[[], User | None], client_ip: str, protocol: str,
+                           mechanism: str) -> defer.Deferred[User | None]:
+        """A bearer token (the HTTP API's) under the same per-IP penalty as passwords:
+        ``lookup`` is called after the IP's delay and answers the token's user or None.
+        Tokens name no account, so a wrong token counts against the IP only (a spray of
+        bad tokens from many IPs delays no real user)."""
+        async def check() -> User | None:
+            return lookup()
+        return defer.Deferred.fromCoroutine(
+            self._authenticate("", "", client_ip, protocol, mechanism, None, check))
+
     async def _authenticate(self, username: str, password: str, client_ip: str, protocol: str,
-                            mechanism: str, alive: Callable[[], bool] | None) -> User | None:
+                            mechanism: str, alive: Callable[[], bool] | None,
+                            check: Callable[[], Awaitable[User | None]] | None = None) -> User | None:
         client = self._clients.get(client_ip)
         queued = client is not None and bool(client.failures) and self._clock() - client.last <= WINDOW
         mine: defer.Deferred[None] | None = None
@@ -167,9 +179,13 @@ class Authenticator:
                 await deferLater(self.reactor, delay, lambda: None)
             if alive is not None and not alive():
                 return None  # the client hung up while it waited: nothing verified, nothing learnt
-            user: User | None = self.store.user(username)
-            password_hash = user.password_hash if user else _DUMMY_HASH
-            ok = await self._verify(password_hash, password)
+            if check is not None:
+                user = await check()
+                ok = user is not None
+            else:
+                user = self.store.user(username)
+                password_hash = user.password_hash if user else _DUMMY_HASH
+                ok = await self._verify(password_hash, password)
             if ok and user is not None:
                 self._succeeded(username, client_ip)
                 return user
@@ -199,6 +215,8 @@ class Authenticator:
                 self._tree_failures(client_ip, -typos)
             if not client.failures and not client.pending:
                 del self._clients[client_ip]
+        if not name:
+            return
         account = self._account(name)
         account.failures = 0
         account.trusted.pop(client_ip, None)
@@ -229,6 +247,8 @@ class Authenticator:
         client.last = now
         if self.tree is not None:
             self._tree_failures(client_ip, 1)
+        if not name:  # a token: no account to count against
+            return
         account = self._account(name)
         if now - account.last > WINDOW:
             account.failures = 0

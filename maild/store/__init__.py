@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -65,6 +66,18 @@ __all__ = ["ChangesTrimmed", "Follower", "Store", "canonical", "split_address"]
 
 
 RETRY_LEASE_SECONDS = 600.0  # one attempt at a local-delivery retry entry takes far less
+TOKEN_PREFIX = "mdt_"  # API bearer tokens: recognisable in logs and secret scanners
+
+
+def token_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def _of_user(records: list[dict[str, Any]], user: str | None) -> list[dict[str, Any]]:
+    """API tokens or webhooks: those of ``user`` (all when None), oldest first per user."""
+    address = None if user is None else canonical(user)
+    return sorted((r for r in records if address is None or r["user"] == address),
+                  key=lambda r: (r["user"], r["created"]))
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -602,6 +615,55 @@ class Store:
 
     def user_set_password(self, address: str, password_hash: str) -> None:
         self.directory.user_set_password(address, password_hash)
+
+    # API tokens (docs/api.md): the secret is returned once and stored only as its SHA-256
+    # (a 256-bit random secret needs no slow hash). Blocking writes: the daemon calls
+    # token_add and token_revoke from a worker thread.
+
+    def token_add(self, user: str, name: str = "", expires_days: float = 0.0,
+                  now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """A new bearer token for ``user``: (the secret, its record without the secret)."""
+        address = canonical(user)
+        now = time.time() if now is None else now
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = {"id": secrets.token_hex(6), "user": address, "name": name[:200], "created": now,
+                  "expires": now + expires_days * 86400 if expires_days else 0}
+        self.directory.token_add(token_digest(secret), record)
+        return secret, record
+
+    def token_user(self, secret: str, now: float | None = None) -> dict[str, Any] | None:
+        """The record of a valid, unexpired token whose user still exists, or None."""
+        if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+            return None
+        record = self.directory.token(token_digest(secret))
+        now = time.time() if now is None else now
+        if record is None or (record["expires"] and record["expires"] <= now):
+            return None
+        if self.directory.user(record["user"]) is None:
+            return None
+        return record
+
+    def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
+        return _of_user(self.directory.tokens(), user)
+
+    def token_revoke(self, token_id: str, user: str | None = None) -> None:
+        """NotFound when ``token_id`` is no token (of ``user``, when given)."""
+        self.directory.token_revoke(token_id, None if user is None else canonical(user))
+
+    # API webhooks (docs/api.md): where a user's events are POSTed, signed with ``secret``.
+
+    def webhook_add(self, user: str, url: str, events: list[str], max_per_user: int = 10) -> dict[str, Any]:
+        record = {"id": "w" + secrets.token_hex(8), "user": canonical(user), "url": url, "events": events,
+                  "secret": secrets.token_urlsafe(32), "created": time.time()}
+        self.directory.webhook_add(record, max_per_user)
+        return record
+
+    def webhooks(self, user: str | None = None) -> list[dict[str, Any]]:
+        return _of_user(self.directory.webhooks(), user)
+
+    def webhook_remove(self, webhook_id: str, user: str | None = None) -> None:
+        """NotFound when ``webhook_id`` is no webhook (of ``user``, when given)."""
+        self.directory.webhook_remove(webhook_id, None if user is None else canonical(user))
 
     def user_set_quota(self, address: str, quota_bytes: int) -> None:
         self._user_cache.clear()
