@@ -4,6 +4,7 @@ changes of other sessions waiting to be announced (RFC 3501 §7.4.1, §5.2, §5.
 from __future__ import annotations
 
 import bisect
+from array import array
 from dataclasses import dataclass, field
 
 from maild.imap.commands import SequenceSet
@@ -19,7 +20,9 @@ class MailboxView:
     name: str
     readonly: bool
     uidvalidity: int
-    uids: list[int]  # ascending; message sequence number n is uids[n - 1]
+    # Ascending; message sequence number n is uids[n - 1]. A packed array (4 octets a
+    # message), the session's own copy of the store's index at SELECT.
+    uids: array[int]
     pending_expunge: set[int] = field(default_factory=set)
     pending_new: set[int] = field(default_factory=set)
     pending_flags: set[int] = field(default_factory=set)
@@ -78,6 +81,31 @@ class MailboxView:
             out.update(range(a, b))
         return sorted(out)
 
+    def among(self, sequence: SequenceSet, uid: bool, uids: list[int]) -> list[int]:
+        """Sorted 0-based indexes of those of ``uids`` (ascending) that are in the mailbox
+        and named by ``sequence``: :meth:`resolve` restricted to a few candidates, at the
+        cost of the candidates (CHANGEDSINCE: RFC 7162 §3.1.4.1), not of the mailbox."""
+        n = len(self.uids)
+        if not uid and not sequence.saved:
+            if not n and sequence.ranges:
+                raise BadSequence("no messages in the mailbox")
+            for _, hi in sequence.bounds(n):
+                if hi > n:
+                    raise BadSequence(f"message sequence number {hi} does not exist")
+        out = []
+        largest = self.uids[-1] if n else 0
+        for u in uids:
+            i = self.index_of(u)
+            if i is None:
+                continue
+            if sequence.saved:
+                named = u in self.saved
+            else:
+                named = sequence.contains(u, largest) if uid else sequence.contains(i + 1, n)
+            if named:
+                out.append(i)
+        return out
+
     # -- changes reported by the store -----------------------------------------------------
 
     def note_new(self, uids: tuple[int, ...]) -> None:
@@ -113,8 +141,12 @@ class MailboxView:
         return out
 
     def remove_indexes(self, indexes: list[int]) -> None:
+        if len(indexes) <= 64:  # a few: each a memmove, not a pass in Python
+            for i in sorted(set(indexes), reverse=True):
+                del self.uids[i]
+            return
         drop = set(indexes)
-        self.uids = [u for i, u in enumerate(self.uids) if i not in drop]
+        self.uids = array("I", [u for i, u in enumerate(self.uids) if i not in drop])
 
     def take_new(self) -> bool:
         """Add announced-able new messages; True when EXISTS must be sent."""

@@ -55,6 +55,7 @@ import dataclasses
 import enum
 import logging
 import time
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
@@ -68,6 +69,7 @@ from maild.delivery.sentcopy import submitted_copy
 from maild.imap import (
     compress,
     context,
+    fastfetch,
     fetchcache,
     imap4rev2,
     metadata,
@@ -239,6 +241,7 @@ class ImapFactory(SessionFactory):
         super().__init__(ctx, "imap", ctx.config.imap, implicit_tls)
         self.config: ImapConfig
         fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
+        fastfetch.LINES.resize(self.config.response_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)
@@ -746,7 +749,10 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             cmd = dataclasses.replace(cmd, readonly=True)
         mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
-        uids = self.store.uids(user, mailbox.id)
+        index = self.store.mailbox_index(user, mailbox.id)
+        if index is None:
+            raise MailboxNotFound(cmd.mailbox)
+        uids = array("I", index.uids)  # the session's own sequence map: a copy (memcpy)
         if cmd.condstore:
             self.condstore = True
         view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
@@ -764,7 +770,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
                 finally:
                     self.view = None
                 view.claimed = newest
-            view.recent = {uid for uid in uids if uid > before}
+            view.recent = set(uids[bisect.bisect_right(uids, before):])
         self._send(b"* FLAGS " + self._flag_list(view, False))
         self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
                    + b"] Flags permitted")
@@ -779,10 +785,10 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             seq = view.seq_of(first_unseen)
             if seq is not None:
                 self._send(b"* OK [UNSEEN %d] First unseen" % seq)
-        uidnext = max(mailbox.uidnext, uids[-1] + 1 if uids else 1)
+        uidnext = max(index.uidnext, uids[-1] + 1 if uids else 1)
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % index.highestmodseq)  # RFC 7162 §3.1.2.1
         self.view = view  # before the resync's FETCH responses, which show its \\Recent
         self.state = State.SELECTED
         self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
@@ -861,8 +867,9 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         (RFC 3501 §2.3.2)."""
         if not self.recent_flag:
             return 0
-        uids = self.store.uids(self._user(), mailbox.id) if mailbox.uidnext - 1 > mailbox.recent_uid else []
-        count = len(uids) - bisect.bisect_right(uids, mailbox.recent_uid)
+        index = self.store.mailbox_index(self._user(), mailbox.id) \
+            if mailbox.uidnext - 1 > mailbox.recent_uid else None
+        count = 0 if index is None else len(index.uids) - bisect.bisect_right(index.uids, mailbox.recent_uid)
         view = self.view
         if view is not None and view.mailbox_id == mailbox.id:
             count += sum(1 for uid in view.recent if uid <= mailbox.recent_uid and view.seq_of(uid))
@@ -873,7 +880,8 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         recent = self._recent_count(mailbox) if "RECENT" in items else 0
         deleted = 0
         if "DELETED" in items:  # RFC 9051 §6.3.11
-            deleted = sum(1 for m in self.store.messages(self._user(), mailbox.id) if DELETED in m.flags)
+            index = self.store.mailbox_index(self._user(), mailbox.id)
+            deleted = 0 if index is None else index.count_flag(DELETED)
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
@@ -1064,7 +1072,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
-            self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+            self._send(b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode())
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
         if searchres.answers(cmd.returns):

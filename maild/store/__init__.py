@@ -57,6 +57,7 @@ from maild.store.types import (
     User,
     UserNotFound,
 )
+from maild.store.views import MailboxIndex
 from maild.util.message import envelope_fields, header_end
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ class Store:
                 self.shards.append(Shard(
                     i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
-                    functools.partial(self._shard_required, i), redo_log))
+                    functools.partial(self._shard_required, i), redo_log,
+                    config.mailbox_index_mb * 1024 * 1024))
         except BaseException:
             for shard in self.shards:
                 shard.close()
@@ -786,6 +788,12 @@ class Store:
     def uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)
         return self._shard(u).uids(u.id, mailbox_id)
+
+    def mailbox_index(self, user: str, mailbox_id: int) -> MailboxIndex | None:
+        """The mailbox's messages as packed columns (uids, modseqs, flags, sizes), current as
+        of the call, shared and immutable (maild/store/views.py); None: no such mailbox."""
+        u = self._user(user)
+        return self._shard(u).mailbox_index(u.id, mailbox_id)
 
     def messages(self, user: str, mailbox_id: int, uids: Iterable[int] | None = None) -> Iterator[MessageMeta]:
         u = self._user(user)
