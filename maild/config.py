@@ -173,8 +173,9 @@ class ImapConfig(Listeners):
     autologout_unauthenticated: float = key(60.0, "seconds before LOGIN/AUTHENTICATE")
     max_bad_commands: int = key(20, "in a row; then * BYE and close", positive=True)
     allow_plaintext_auth_on_loopback: bool = key(False, "LOGIN without TLS from 127.0.0.0/8 and ::1 (tests, dev)")
-    fetch_cache_mb: int = key(32, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
-                                  "(another device, a resync); 0: none (docs/imap.md)")
+    fetch_cache_mb: int = key(96, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
+                                  "(another device, a resync; Thunderbird's header fields of a 100,000-message "
+                                  "folder take ~55 MB); 0: none (docs/imap.md)")
     response_cache_mb: int = key(32, "MB of formatted FETCH lines of whole mailboxes (the flag resync every client "
                                      "runs: ~40 octets a message) reused until a mailbox changes, then brought "
                                      "forward; 0: none (docs/imap.md)", low=0)

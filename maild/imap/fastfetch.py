@@ -24,8 +24,8 @@ Implementation notes — invariants a contributor must keep:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import TYPE_CHECKING
 
 from maild.imap import fetchcache, wire
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from maild.imap.mailbox import MailboxView
 
 CHUNK = 2048  # messages formatted and written at a time
+_LINE_OVERHEAD = 41  # octets a kept line costs besides its text: the bytes object's header, its list slot
 _RECORD = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "RFC822.SIZE": b"RFC822.SIZE %d", "MODSEQ": b"MODSEQ (%d)"}
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 RECENT = frozenset({"\\Recent"})
@@ -69,7 +70,7 @@ def _template(columns: tuple[Column, ...]) -> bytes:
     return b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
 
 
-def _values(index: MailboxIndex, columns: tuple[Column, ...], positions: list[int] | range,
+def _values(index: MailboxIndex, columns: tuple[Column, ...], positions: Sequence[int],
             flag_bytes: list[bytes], sections: list[list[bytes]],
             recent: tuple[set[int], list[bytes]] | None = None) -> list[list[object]]:
     """Per column, the values of the messages at ``positions`` of the index (a section's
@@ -120,11 +121,15 @@ class LineCache:
         self._items.move_to_end(key)
         return found[0], found[1]
 
-    def put(self, key: tuple[object, ...], index: MailboxIndex, lines: list[bytes]) -> None:
+    def get_size(self, key: tuple[object, ...]) -> int:
+        found = self._items.get(key)
+        return 0 if found is None else found[2]
+
+    def put(self, key: tuple[object, ...], index: MailboxIndex, lines: list[bytes], size: int) -> None:
+        """``size``: the octets of the lines, plus 41 a line (bytes object and list slot)."""
         old = self._items.pop(key, None)
         if old is not None:
             self._bytes -= old[2]
-        size = sum(map(len, lines)) + 48 * len(lines)  # the bytes objects and the list's slots
         if size > self.max_bytes:
             return
         self._items[key] = (index, lines, size)
@@ -156,27 +161,34 @@ def _lines(session: FetchCommands, index: MailboxIndex, columns: tuple[Column, .
     template = _template(columns)
     flag_bytes = _flag_bytes(index)
     lines: list[bytes] | None = None
+    size = 0
     if found is not None:
         old, old_lines = found
         n = len(old)
         if old.uidvalidity == index.uidvalidity and n <= len(index) and index.uids[:n] == old.uids:
             # No expunge since: the numbers stand; re-format what changed and what is new.
             lines = list(old_lines)
+            size = LINES.get_size(key)
             changed = session.store.changed_since(session._user(), view.mailbox_id, old.highestmodseq)
             redo = sorted({i for i in map(index.index_of, (m.uid for m in changed)) if i is not None and i < n})
             for i in redo:
-                lines[i] = template % (i + 1, *(v[0] for v in _values(index, columns, [i], flag_bytes, [])))
+                line = template % (i + 1, *(v[0] for v in _values(index, columns, [i], flag_bytes, [])))
+                size += len(line) - len(lines[i])
+                lines[i] = line
             fresh = range(n, len(index))
-            lines.extend(map(template.__mod__, zip(range(n + 1, len(index) + 1),
-                                                   *_values(index, columns, fresh, flag_bytes, []), strict=False)))
+            added = list(map(template.__mod__, zip(range(n + 1, len(index) + 1),
+                                                   *_values(index, columns, fresh, flag_bytes, []), strict=True)))
+            lines.extend(added)
+            size += sum(map(len, added)) + _LINE_OVERHEAD * len(added)
     if lines is None:
         every = _values(index, columns, range(len(index)), flag_bytes, [])
         lines = list(map(template.__mod__, zip(range(1, len(index) + 1), *every, strict=True)))
-    LINES.put(key, index, lines)
+        size = sum(map(len, lines)) + _LINE_OVERHEAD * len(lines)
+    LINES.put(key, index, lines, size)
     return lines
 
 
-async def answer(session: FetchCommands, view: MailboxView, indexes: list[int],
+async def answer(session: FetchCommands, view: MailboxView, indexes: Sequence[int],
                  columns: tuple[Column, ...]) -> bool:
     """Answer the FETCH of the messages at ``indexes`` of the session's sequence map; False
     when the index is not available (the general path answers)."""
@@ -200,7 +212,7 @@ async def answer(session: FetchCommands, view: MailboxView, indexes: list[int],
                 return True
             chunk = indexes[start:start + CHUNK]
             if chunk[-1] - chunk[0] + 1 == len(chunk):
-                session._write(b"".join(islice(lines, chunk[0], chunk[-1] + 1)))
+                session._write(b"".join(lines[chunk[0]:chunk[-1] + 1]))
             else:
                 session._write(b"".join(map(lines.__getitem__, chunk)))
             await session._drain()
@@ -240,7 +252,7 @@ async def answer(session: FetchCommands, view: MailboxView, indexes: list[int],
     return True
 
 
-def _sections(session: FetchCommands, view: MailboxView, index: MailboxIndex, positions: list[int],
+def _sections(session: FetchCommands, view: MailboxView, index: MailboxIndex, positions: Sequence[int],
               column: Column) -> tuple[list[bytes], set[int]]:
     """The header section of each message at ``positions``: from the FETCH cache when it
     holds it for the same body, else cut from the message (and remembered). Also the

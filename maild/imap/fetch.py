@@ -94,18 +94,18 @@ class FetchCommands:
             self._vanished_earlier(view, cmd)
         if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
             self._enable_condstore()  # RFC 7162 §3.1
-        uids = [view.uids[i] for i in indexes]
         attributes = cmd.attributes
         if self.qresync and not any(a.name == "UID" for a in attributes):
             attributes = (FetchAtt("UID"), *attributes)  # RFC 7162 §3.2.4
+        if cmd.changed_since is None and (view.readonly or not any(a.sets_seen for a in attributes)):
+            columns = fastfetch.plan(attributes)
+            if columns is not None and await fastfetch.answer(self, view, indexes, columns):
+                return
+        uids = [view.uids[i] for i in indexes]
         if cmd.changed_since is not None:
             wanted = set(uids)
             metas = {m.uid: m for m in changes if m.uid in wanted}
         else:
-            if view.readonly or not any(a.sets_seen for a in attributes):
-                columns = fastfetch.plan(attributes)
-                if columns is not None and await fastfetch.answer(self, view, indexes, columns):
-                    return
             metas = {m.uid: m for m in self.store.messages(user, view.mailbox_id, uids)}
         seen_now: set[int] = set()
         if not view.readonly and any(a.sets_seen for a in cmd.attributes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maild.imap.commands import SequenceSet
@@ -52,8 +53,9 @@ class MailboxView:
         i = self.index_of(uid)
         return None if i is None else i + 1
 
-    def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
-        """Sorted 0-based indexes into ``uids`` named by a sequence set."""
+    def resolve(self, sequence: SequenceSet, uid: bool) -> Sequence[int]:
+        """Sorted 0-based indexes into ``uids`` named by a sequence set (one run: a range,
+        not a list of 100,000 numbers)."""
         if sequence.saved:  # "$" is the same messages in either form (RFC 5182 §2.1)
             return [i for i in (self.index_of(u) for u in sorted(self.saved)) if i is not None]
         n = len(self.uids)
@@ -75,7 +77,7 @@ class MailboxView:
                     raise BadSequence(f"message sequence number {hi} does not exist")
                 spans.append((lo - 1, hi))
         if len(spans) == 1:
-            return list(range(*spans[0]))
+            return range(*spans[0])
         out: set[int] = set()
         for a, b in spans:
             out.update(range(a, b))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import threading
 from array import array
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import lmdb
@@ -66,7 +66,7 @@ class MailboxIndex:
     ``flag_ids[i]`` indexes ``flag_sets``; ``tags[i]`` is :func:`body_tag` of message i."""
 
     __slots__ = ("uidvalidity", "uidnext", "highestmodseq", "uids", "modseqs", "flag_ids", "sizes",
-                 "tags", "flag_sets", "_set_ids")
+                 "tags", "flag_sets", "_set_ids", "_counts")
 
     def __init__(self, uidvalidity: int, uidnext: int, highestmodseq: int) -> None:
         self.uidvalidity = uidvalidity
@@ -79,6 +79,7 @@ class MailboxIndex:
         self.tags: array[int] = array("Q")
         self.flag_sets: list[frozenset[str]] = list(_SYSTEM_SETS)
         self._set_ids: dict[frozenset[str], int] = {}
+        self._counts: dict[int, int] | None = None  # flag-set id -> messages, made on first use
 
     @property
     def nbytes(self) -> int:
@@ -94,9 +95,16 @@ class MailboxIndex:
     def flags_at(self, i: int) -> frozenset[str]:
         return self.flag_sets[self.flag_ids[i]]
 
+    def flag_counts(self) -> dict[int, int]:
+        """Messages per flag-set id: counted once per snapshot (in C), carried forward by
+        :func:`refresh`."""
+        if self._counts is None:
+            self._counts = dict(Counter(self.flag_ids))
+        return self._counts
+
     def count_flag(self, flag: str) -> int:
-        """How many messages carry ``flag`` (counted in C per flag set)."""
-        return sum(self.flag_ids.count(i) for i, s in enumerate(self.flag_sets) if flag in s)
+        """How many messages carry ``flag`` (STATUS DELETED, RFC 9051 §6.3.11)."""
+        return sum(n for i, n in self.flag_counts().items() if flag in self.flag_sets[i])
 
     def _set_id(self, bits: int, data: Any, kwlen: int) -> int:
         if not kwlen:
@@ -191,8 +199,11 @@ def _apply_changes(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: i
                 return None
     new = old._successor(record)
     columns = (new.uids, new.modseqs, new.flag_ids, new.sizes, new.tags)
+    counts = None if old._counts is None else dict(old._counts)
     drop = sorted({i for i in map(new.index_of, gone) if i is not None}, reverse=True)
     for i in drop:
+        if counts is not None:
+            counts[new.flag_ids[i]] -= 1
         for column in columns:
             del column[i]
     msg = dbs["msg"]
@@ -202,13 +213,18 @@ def _apply_changes(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: i
             return None
         modseq, set_id, size, tag = new._decode(raw)
         i = bisect.bisect_left(new.uids, uid)
+        if counts is not None:
+            counts[set_id] = counts.get(set_id, 0) + 1
         if i < len(new.uids) and new.uids[i] == uid:
+            if counts is not None:
+                counts[new.flag_ids[i]] -= 1
             new.modseqs[i], new.flag_ids[i] = modseq, set_id
             continue
         for column, item in zip(columns, (uid, modseq, set_id, size, tag), strict=True):
             column.insert(i, item)  # new uids are the largest: an append, in practice
     if len(new) != record["messages"]:
         return None
+    new._counts = counts
     return new
 
 

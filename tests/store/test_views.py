@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from maild.config import StoreConfig
@@ -39,6 +40,10 @@ def check(store: Store, mid: int) -> views.MailboxIndex:
         record = jload(txn.get(mbox_key(store.user(ALICE).id, mid), db=shard.dbs["mbox"]))
         rebuilt = views.build(txn, shard.dbs, store.user(ALICE).id, mid, record)
     assert columns(rebuilt) == columns(index), "an incremental refresh must equal a rebuild"
+    # Flag counts: made once, then carried forward by each refresh.
+    flags = Counter(f for m in store.messages(ALICE, mid) for f in m.flags)
+    for flag in ("\\Seen", "\\Deleted", "\\Flagged", "$Label1"):
+        assert index.count_flag(flag) == flags[flag], flag
     return index
 
 
