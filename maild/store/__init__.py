@@ -454,6 +454,11 @@ class Store:
                 self.health.write_failed("blob files", str(exc))
                 raise
             self.health.write_succeeded("blob files")
+            if staged.path is not None:
+                # Hashed from the very bytes written: its first read need not hash it again
+                # (open(), by inode, size and mtime, which the hard links keep).
+                st = os.stat(staged.path)
+                self._remember_verified((staged.sha, st.st_ino, st.st_size, st.st_mtime_ns))
             return staged, envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
