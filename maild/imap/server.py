@@ -885,8 +885,9 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted,
-                  "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
+                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted}
+        if "MAILBOXID" in items:  # RFC 8474 §4.3 (a digest: only when asked)
+            values["MAILBOXID"] = f"({objectid.mailbox_id(self._user(), mailbox)})"
         body = " ".join(f"{item} {values[item]}" for item in items)
         self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
 
@@ -1068,8 +1069,9 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids),
                                               searching.bind_recent(unbound, view.recent), cmd.criteria)
-        numbers = [uid if cmd.uid else seq for seq, uid in ordered]
-        searchres.save(view, cmd.returns, [uid for _, uid in ordered])
+        numbers = [uid for _, uid in ordered] if cmd.uid else [seq for seq, _ in ordered]
+        if searchres.saving(cmd.returns):
+            searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
             self._send(b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode())

@@ -20,7 +20,10 @@ Implementation notes — invariants a contributor must keep:
    it, kept for as long as the mailbox exists). Cost: the changes, plus one copy of the
    columns (memcpy). Many changes, or a count that does not add up, rebuild from one pass.
 4. :class:`IndexCache` holds the snapshots of a shard, least recently used first out past
-   ``[store] mailbox_index_mb``; a snapshot larger than that is used and not kept.
+   ``[store] mailbox_index_mb``; a snapshot larger than that is used and not kept. Beside
+   each it keeps the record bytes it was last checked against: the same bytes need no
+   decoding (a record that changed without a new modseq, a \\Recent claim, is decoded
+   and checked as in note 2).
 """
 
 from __future__ import annotations
@@ -235,38 +238,40 @@ class IndexCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[bytes, MailboxIndex] = OrderedDict()
+        # key -> (the mailbox record's bytes it was last checked against, the snapshot)
+        self._items: OrderedDict[bytes, tuple[bytes, MailboxIndex]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> MailboxIndex | None:
+    def get(self, key: bytes) -> tuple[bytes, MailboxIndex] | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: bytes, index: MailboxIndex) -> None:
+    def put(self, key: bytes, stamp: bytes, index: MailboxIndex) -> None:
         with self._lock:
-            old = self._items.get(key)
-            if old is not None:
+            found = self._items.get(key)
+            if found is not None:
+                old = found[1]
                 if old.uidvalidity == index.uidvalidity and old.highestmodseq > index.highestmodseq:
                     return  # another thread kept a newer one meanwhile
                 del self._items[key]
                 self._bytes -= old.nbytes
             if index.nbytes > self.max_bytes:
                 return
-            self._items[key] = index
+            self._items[key] = (stamp, index)
             self._bytes += index.nbytes
             while self._bytes > self.max_bytes:
-                _, evicted = self._items.popitem(last=False)
+                _, (_, evicted) = self._items.popitem(last=False)
                 self._bytes -= evicted.nbytes
 
     def discard(self, key: bytes) -> None:
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            found = self._items.pop(key, None)
+            if found is not None:
+                self._bytes -= found[1].nbytes
 
     @property
     def nbytes(self) -> int:
@@ -281,9 +286,10 @@ def mailbox_index(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], cache: Inde
     if raw is None:
         cache.discard(key)
         return None
-    record = jload(raw)
-    old = cache.get(key)
-    index = refresh(txn, dbs, user_id, mailbox_id, old, record)
-    if index is not old:
-        cache.put(key, index)
+    found = cache.get(key)
+    if found is not None and found[0] == raw:
+        return found[1]  # the very record it was checked against: nothing to decode
+    old = None if found is None else found[1]
+    index = refresh(txn, dbs, user_id, mailbox_id, old, jload(raw))
+    cache.put(key, bytes(raw), index)
     return index
