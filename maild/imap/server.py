@@ -978,8 +978,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         view = self._view()
         self._deselect()
         if not view.readonly:
-            deleted = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                       if DELETED in m.flags]
+            deleted = self._deleted(view, None)
             if deleted:
                 await self.store.expunge(self._user(), view.mailbox_id, deleted)  # silently
 
@@ -988,8 +987,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
 
     async def _expunge(self, only: set[int] | None) -> str | None:
         view = self._writable()
-        targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                   if DELETED in m.flags and (only is None or m.uid in only)]
+        targets = self._deleted(view, only)
         if not targets:
             return None
         result = await self.store.expunge(self._user(), view.mailbox_id, targets)
@@ -1004,6 +1002,16 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # mod-sequence past changes it has not seen).
         await task.deferLater(self.ctx.reactor, 0, lambda: None)
         return f"HIGHESTMODSEQ {result.modseq}"
+
+    def _deleted(self, view: MailboxView, only: set[int] | None) -> list[int]:
+        """The uids of the session's messages (of ``only``, when given) that carry
+        \\Deleted, from the store's mailbox index: nothing to look at when it counts none."""
+        index = self.store.mailbox_index(self._user(), view.mailbox_id)
+        if index is None or not index.count_flag(DELETED):
+            return []
+        marked = {i for i, flags in enumerate(index.flag_sets) if DELETED in flags}
+        uids = [u for u, f in zip(index.uids, index.flag_ids, strict=True) if f in marked]
+        return [u for u in uids if (only is None or u in only) and view.index_of(u) is not None]
 
     async def _do_expunge(self, cmd: Command) -> str | None:
         return await self._expunge(None)
