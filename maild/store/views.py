@@ -32,6 +32,7 @@ import bisect
 import threading
 from array import array
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import lmdb
@@ -176,30 +177,33 @@ def refresh(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: int, mai
     return build(txn, dbs, user_id, mailbox_id, record)
 
 
+def _since(txn: lmdb.Transaction[bytes], db: Any, user_id: int, mailbox_id: int, modseq: int) -> Iterator[bytes]:
+    """The values of the mailbox's entries above ``modseq`` in a modseq-keyed index (the
+    modseq index: a uid each; the expunged index: uids), in modseq order."""
+    prefix = mbox_key(user_id, mailbox_id)
+    cur = txn.cursor(db=db)
+    if cur.set_range(codec.modseq_key(user_id, mailbox_id, modseq + 1)):
+        for key, value in cur:
+            if key[:8] != prefix:
+                return
+            yield value
+
+
 def _apply_changes(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: int, mailbox_id: int,
                    old: MailboxIndex, record: dict[str, Any]) -> MailboxIndex | None:
     """``old`` brought up to ``record`` from the modseq and expunged indexes; None when
     that would read more than a rebuild, or the result does not add up."""
-    prefix = mbox_key(user_id, mailbox_id)
     budget = max(64, len(old) // REBUILD_SHARE)
     changed: list[int] = []
-    cur = txn.cursor(db=dbs["modseq"])
-    if cur.set_range(codec.modseq_key(user_id, mailbox_id, old.highestmodseq + 1)):
-        for key, value in cur:
-            if key[:8] != prefix:
-                break
-            changed.append(codec.read_u32(value))
-            if len(changed) > budget:
-                return None
+    for value in _since(txn, dbs["modseq"], user_id, mailbox_id, old.highestmodseq):
+        changed.append(codec.read_u32(value))
+        if len(changed) > budget:
+            return None
     gone: list[int] = []
-    cur = txn.cursor(db=dbs["expunged"])
-    if cur.set_range(codec.modseq_key(user_id, mailbox_id, old.highestmodseq + 1)):
-        for key, value in cur:
-            if key[:8] != prefix:
-                break
-            gone.extend(codec.read_u32(value[i:i + 4]) for i in range(0, len(value), 4))
-            if len(gone) > budget:
-                return None
+    for value in _since(txn, dbs["expunged"], user_id, mailbox_id, old.highestmodseq):
+        gone.extend(codec.read_u32(value[i:i + 4]) for i in range(0, len(value), 4))
+        if len(gone) > budget:
+            return None
     new = old._successor(record)
     columns = (new.uids, new.modseqs, new.flag_ids, new.sizes, new.tags)
     counts = None if old._counts is None else dict(old._counts)
