@@ -174,8 +174,12 @@ class ImapConfig(Listeners):
     autologout_unauthenticated: float = key(60.0, "seconds before LOGIN/AUTHENTICATE")
     max_bad_commands: int = key(20, "in a row; then * BYE and close", positive=True)
     allow_plaintext_auth_on_loopback: bool = key(False, "LOGIN without TLS from 127.0.0.0/8 and ::1 (tests, dev)")
-    fetch_cache_mb: int = key(32, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
-                                  "(another device, a resync); 0: none (docs/imap.md)")
+    fetch_cache_mb: int = key(96, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
+                                  "(another device, a resync; Thunderbird's header fields of a 100,000-message "
+                                  "folder take ~55 MB); 0: none (docs/imap.md)")
+    response_cache_mb: int = key(32, "MB of formatted FETCH lines of whole mailboxes (the flag resync every client "
+                                     "runs: ~40 octets a message) reused until a mailbox changes, then brought "
+                                     "forward; 0: none (docs/imap.md)", low=0)
     sort_cache_mb: int = key(16, "MB of SORT keys and THREAD facts kept for a webmail's every page; "
                                  "0: none (docs/imap.md)")
     sent_copy_window: float = key(600.0, "seconds: an APPEND to Sent of what submission filed this recently is "
@@ -266,6 +270,9 @@ class StoreConfig:
                             positive=True)
     changes_retained: int = key(2_000_000, "change-log records per shard kept at most for a named cursor "
                                            "behind; further behind it resyncs (docs/storage.md)", positive=True)
+    mailbox_index_mb: int = key(64, "MB per shard of packed per-mailbox columns (uid, modseq, flags, size: "
+                                    "32 octets a message) kept for SELECT, FETCH and STATUS of large "
+                                    "mailboxes; 0: none (docs/performance.md)", low=0)
 
 
 def _host_port(text: str) -> str | None:

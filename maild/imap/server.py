@@ -56,6 +56,7 @@ import dataclasses
 import enum
 import logging
 import time
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
@@ -69,6 +70,7 @@ from maild.delivery.sentcopy import submitted_copy
 from maild.imap import (
     compress,
     context,
+    fastfetch,
     fetchcache,
     imap4rev2,
     metadata,
@@ -241,6 +243,7 @@ class ImapFactory(SessionFactory):
         super().__init__(ctx, "imap", ctx.config.imap, implicit_tls)
         self.config: ImapConfig
         fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
+        fastfetch.LINES.resize(self.config.response_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)
@@ -747,7 +750,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
             cmd = dataclasses.replace(cmd, readonly=True)
         mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
-        uids = self.store.uids(user, mailbox.id)
+        index = self.store.mailbox_index(user, mailbox.id)
+        if index is None:
+            raise MailboxNotFound(cmd.mailbox)
+        uids = array("I", index.uids)  # the session's own sequence map: a copy (memcpy)
         if cmd.condstore:
             self.condstore = True
         view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
@@ -765,7 +771,7 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
                 finally:
                     self.view = None
                 view.claimed = newest
-            view.recent = {uid for uid in uids if uid > before}
+            view.recent = set(uids[bisect.bisect_right(uids, before):])
         self._send(b"* FLAGS " + self._flag_list(view, False))
         self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
                    + b"] Flags permitted")
@@ -780,10 +786,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
             seq = view.seq_of(first_unseen)
             if seq is not None:
                 self._send(b"* OK [UNSEEN %d] First unseen" % seq)
-        uidnext = max(mailbox.uidnext, uids[-1] + 1 if uids else 1)
+        uidnext = max(index.uidnext, uids[-1] + 1 if uids else 1)
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % index.highestmodseq)  # RFC 7162 §3.1.2.1
         self.view = view  # before the resync's FETCH responses, which show its \\Recent
         self.state = State.SELECTED
         self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
@@ -862,8 +868,9 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         (RFC 3501 §2.3.2)."""
         if not self.recent_flag:
             return 0
-        uids = self.store.uids(self._user(), mailbox.id) if mailbox.uidnext - 1 > mailbox.recent_uid else []
-        count = len(uids) - bisect.bisect_right(uids, mailbox.recent_uid)
+        index = self.store.mailbox_index(self._user(), mailbox.id) \
+            if mailbox.uidnext - 1 > mailbox.recent_uid else None
+        count = 0 if index is None else len(index.uids) - bisect.bisect_right(index.uids, mailbox.recent_uid)
         view = self.view
         if view is not None and view.mailbox_id == mailbox.id:
             count += sum(1 for uid in view.recent if uid <= mailbox.recent_uid and view.seq_of(uid))
@@ -874,12 +881,14 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         recent = self._recent_count(mailbox) if "RECENT" in items else 0
         deleted = 0
         if "DELETED" in items:  # RFC 9051 §6.3.11
-            deleted = sum(1 for m in self.store.messages(self._user(), mailbox.id) if DELETED in m.flags)
+            index = self.store.mailbox_index(self._user(), mailbox.id)
+            deleted = 0 if index is None else index.count_flag(DELETED)
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted,
-                  "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
+                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted}
+        if "MAILBOXID" in items:  # RFC 8474 §4.3 (a digest: only when asked)
+            values["MAILBOXID"] = f"({objectid.mailbox_id(self._user(), mailbox)})"
         body = " ".join(f"{item} {values[item]}" for item in items)
         self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
 
@@ -972,8 +981,7 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         view = self._view()
         self._deselect()
         if not view.readonly:
-            deleted = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                       if DELETED in m.flags]
+            deleted = self._deleted(view, None)
             if deleted:
                 await self.store.expunge(self._user(), view.mailbox_id, deleted)  # silently
 
@@ -982,8 +990,7 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
 
     async def _expunge(self, only: set[int] | None) -> str | None:
         view = self._writable()
-        targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                   if DELETED in m.flags and (only is None or m.uid in only)]
+        targets = self._deleted(view, only)
         if not targets:
             return None
         result = await self.store.expunge(self._user(), view.mailbox_id, targets)
@@ -998,6 +1005,16 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         # mod-sequence past changes it has not seen).
         await task.deferLater(self.ctx.reactor, 0, lambda: None)
         return f"HIGHESTMODSEQ {result.modseq}"
+
+    def _deleted(self, view: MailboxView, only: set[int] | None) -> list[int]:
+        """The uids of the session's messages (of ``only``, when given) that carry
+        \\Deleted, from the store's mailbox index: nothing to look at when it counts none."""
+        index = self.store.mailbox_index(self._user(), view.mailbox_id)
+        if index is None or not index.count_flag(DELETED):
+            return []
+        marked = {i for i, flags in enumerate(index.flag_sets) if DELETED in flags}
+        uids = [u for u, f in zip(index.uids, index.flag_ids, strict=True) if f in marked]
+        return [u for u in uids if (only is None or u in only) and view.index_of(u) is not None]
 
     async def _do_expunge(self, cmd: Command) -> str | None:
         return await self._expunge(None)
@@ -1064,11 +1081,12 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids),
                                               searching.bind_recent(unbound, view.recent), cmd.criteria)
-        numbers = [uid if cmd.uid else seq for seq, uid in ordered]
-        searchres.save(view, cmd.returns, [uid for _, uid in ordered])
+        numbers = [uid for _, uid in ordered] if cmd.uid else [seq for seq, _ in ordered]
+        if searchres.saving(cmd.returns):
+            searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
-            self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+            self._send(b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode())
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
         if searchres.answers(cmd.returns):

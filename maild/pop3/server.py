@@ -95,7 +95,7 @@ log = logging.getLogger(__name__)
 MAX_SASL_LINE = 4096
 SEEN_BATCH = 64  # RETRs whose \Seen flags are written in one store commit at most
 SEEN_FLUSH_SECONDS = 1.0  # how long a retrieved message may wait for its \Seen
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024  # octets read from the message and written per step (a 100 KB message: one)
 MECHANISMS = sasl.MECHANISMS
 
 _INTERNAL_ERROR = "-ERR [SYS/TEMP] Internal error, try again later"

@@ -58,6 +58,7 @@ from maild.store.types import (
     User,
     UserNotFound,
 )
+from maild.store.views import MailboxIndex
 from maild.util.message import envelope_fields, header_end
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ class Store:
                     i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._committed,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
                     functools.partial(self._shard_required, i), redo_log, token=self.token,
-                    kept=config.changes_kept, retained=config.changes_retained))
+                    kept=config.changes_kept, retained=config.changes_retained,
+                    index_cache_bytes=config.mailbox_index_mb * 1024 * 1024))
         except BaseException:
             for shard in self.shards:
                 shard.close()
@@ -559,6 +561,11 @@ class Store:
                 self.health.write_failed("blob files", str(exc))
                 raise
             self.health.write_succeeded("blob files")
+            if staged.path is not None:
+                # Hashed from the very bytes written: its first read need not hash it again
+                # (open(), by inode, size and mtime, which the hard links keep).
+                st = os.stat(staged.path)
+                self._remember_verified((staged.sha, st.st_ino, st.st_size, st.st_mtime_ns))
             return staged, envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
@@ -949,6 +956,12 @@ class Store:
     def uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)
         return self._shard(u).uids(u.id, mailbox_id)
+
+    def mailbox_index(self, user: str, mailbox_id: int) -> MailboxIndex | None:
+        """The mailbox's messages as packed columns (uids, modseqs, flags, sizes), current as
+        of the call, shared and immutable (maild/store/views.py); None: no such mailbox."""
+        u = self._user(user)
+        return self._shard(u).mailbox_index(u.id, mailbox_id)
 
     def messages(self, user: str, mailbox_id: int, uids: Iterable[int] | None = None) -> Iterator[MessageMeta]:
         u = self._user(user)

@@ -5,8 +5,6 @@ maild/store/operations.py, run by the shard's writer."""
 from __future__ import annotations
 
 import threading
-from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +12,7 @@ from typing import Any, cast
 import lmdb
 
 from maild.config import StoreConfig
-from maild.store import changelog, codec, envfile, redo
+from maild.store import changelog, codec, envfile, redo, views
 from maild.store.blobs import BlobDir
 from maild.store.codec import MessageRecord, jload, mbox_key, msg_key
 from maild.store.mapgate import Env
@@ -79,7 +77,7 @@ def mailbox_uids(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[i
 # Shard.messages reads a run of uids in one cursor pass when they are at least one in this
 # many of the uids their range could hold, and looks each up otherwise.
 SCAN_DENSITY = 4
-UID_CACHE_MAX = 4_000_000  # uids remembered per shard, over all mailboxes (4 octets each)
+INDEX_CACHE_BYTES = 64 * 1024 * 1024  # [store] mailbox_index_mb's default
 
 
 class Shard:
@@ -91,7 +89,7 @@ class Shard:
                  redo_log: Callable[[str, lmdb.Environment, dict[str, Any]], redo.RedoLog | None] | None = None,
                  token: str = "", kept: int = StoreConfig.changes_kept,
                  retained: int = StoreConfig.changes_retained,
-                 ) -> None:
+                 index_cache_bytes: int = INDEX_CACHE_BYTES) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
@@ -107,9 +105,9 @@ class Shard:
         self._migrate_subscriptions()
         # The replication log; None: replication is off (docs/replication.md).
         self.redo = None if redo_log is None else redo_log(f"shard {index:02d}", self.env, self.dbs)
-        self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
-        self._uid_cache_size = 0
-        self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
+        # Packed per-mailbox columns, checked against the mailbox record at every read
+        # (maild/store/views.py); reads run on the reactor and in worker threads.
+        self.indexes = views.IndexCache(index_cache_bytes)
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -180,35 +178,16 @@ class Shard:
             return None if raw is None else codec.mailbox_from(mailbox_id, jload(raw))
 
     def uids(self, user_id: int, mailbox_id: int) -> list[int]:
-        """The mailbox's uids, ascending. Remembered against the bytes of the mailbox
-        record, read in the same transaction: every change to a mailbox's uid set rewrites
-        that record (uidnext and messages on append, messages and highestmodseq on
-        expunge), so the same record means the same uids, whichever process wrote."""
-        key = mbox_key(user_id, mailbox_id)
-        with self.env.begin() as txn:
-            stamp = txn.get(key, db=self.dbs["mbox"])
-            if stamp is not None:
-                with self._uid_cache_lock:
-                    hit = self._uid_cache.get(key)
-                    if hit is not None and hit[0] == stamp:
-                        self._uid_cache.move_to_end(key)
-                        return hit[1].tolist()
-            uids = mailbox_uids(txn, self.dbs["msg"], key)
-        if stamp is not None:
-            self._remember_uids(key, stamp, uids)
-        return uids
+        """The mailbox's uids, ascending (from its index, :meth:`mailbox_index`)."""
+        index = self.mailbox_index(user_id, mailbox_id)
+        return [] if index is None else index.uids.tolist()
 
-    def _remember_uids(self, key: bytes, stamp: bytes, uids: list[int]) -> None:
-        packed = array("I", uids)
-        with self._uid_cache_lock:
-            old = self._uid_cache.pop(key, None)
-            if old is not None:
-                self._uid_cache_size -= len(old[1])
-            self._uid_cache[key] = (stamp, packed)
-            self._uid_cache_size += len(packed)
-            while self._uid_cache_size > UID_CACHE_MAX and len(self._uid_cache) > 1:
-                _, (_, evicted) = self._uid_cache.popitem(last=False)
-                self._uid_cache_size -= len(evicted)
+    def mailbox_index(self, user_id: int, mailbox_id: int) -> views.MailboxIndex | None:
+        """The mailbox's packed columns as of now (maild/store/views.py): kept between calls
+        and checked against the mailbox record read in the same transaction, so a change
+        by any process is seen; None when there is no such mailbox."""
+        with self.env.begin() as txn:
+            return views.mailbox_index(txn, self.dbs, self.indexes, user_id, mailbox_id)
 
     def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
         """Metadata of the mailbox's messages, or of those of ``uids`` that exist, in uid order."""
