@@ -68,7 +68,6 @@ from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
-from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild")
 
@@ -123,7 +122,6 @@ class WorkerRole:
     index: int  # 0 .. count-1; a restarted worker keeps its index
     count: int
     fds: dict[str, int]  # listener key (see :func:`listeners`) -> inherited listening socket
-    shared: str | None = None  # the tree's SharedTable file (maild/util/shared.py)
 
     @property
     def primary(self) -> bool:
@@ -150,8 +148,7 @@ def worker_role() -> WorkerRole | None:
         pass
     if os.getppid() != data["supervisor"]:
         raise SystemExit("maild worker: the supervisor is gone")  # died before prctl took hold
-    return WorkerRole(int(data["index"]), int(data["count"]), {str(k): int(v) for k, v in data["fds"].items()},
-                      data.get("shared"))
+    return WorkerRole(int(data["index"]), int(data["count"]), {str(k): int(v) for k, v in data["fds"].items()})
 
 
 def listeners(config: Config, primary: bool = True) -> list[tuple[str, str, Address, bool]]:
@@ -347,8 +344,8 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
     store = Store(config.data_dir, config.store, reactor, config.replication)
     reactor.suggestThreadPoolSize(16)
     filters = build_filters(config, store, reactor)
-    # Connection counts, rates, POP3 locks and login failures across the workers.
-    tree = None if role is None or role.shared is None else SharedTable(role.shared, role.count, role.index)
+    # Connection counts, rates and login failures across the workers (maild/store/shared.py).
+    tree = None if role is None else store.counters
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor, tree),
                         tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config), tree=tree)
     ports = []
