@@ -12,9 +12,10 @@ Worker processes (``[server] workers``, maild/supervisor.py, docs/architecture.m
 several workers, :func:`serve` runs in each worker with a :class:`WorkerRole`. The listeners
 are then the sockets the supervisor bound and the worker inherited (adopted, never bound
 here); the store is opened here, after the worker was started, never across a fork. The
-services that must run once per tree (the metrics listener, the outbound queue runner,
-housekeeping) run in worker 0 only (:attr:`WorkerRole.primary`); a restarted worker 0 takes
-them up again. Readiness, the watchdog and reload go to the supervisor's notify socket
+services that must run once per tree (the metrics listener, housekeeping) run in worker 0
+only (:attr:`WorkerRole.primary`); a restarted worker 0 takes them up again. The outbound
+queue runner runs in every worker: a lease per entry in the store keeps its attempts one at
+a time. Readiness, the watchdog and reload go to the supervisor's notify socket
 (``NOTIFY_SOCKET`` points there), which speaks to systemd for the tree.
 """
 
@@ -390,13 +391,15 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
 
     def take_writes() -> None:
         """The outbound queue and housekeeping run where writes are taken: not on a follower
-        (it would send the leader's queue a second time), on a promoted one from then on."""
+        (it would send the leader's queue a second time), on a promoted one from then on.
+        Every worker runs the queue (an entry's lease keeps its attempts one at a time,
+        maild/queue/runner.py); housekeeping runs in the primary."""
         started.append(True)
         runner.start()
-        _housekeeping(store, reactor)
+        if primary:
+            _housekeeping(store, reactor)
     if store.repl_role == "standalone":
-        if primary:  # one queue runner and one housekeeper per tree (module docstring)
-            reactor.callWhenRunning(take_writes)
+        reactor.callWhenRunning(take_writes)
     else:
         try:
             if role is not None:  # the supervisor runs replicating nodes as one process
