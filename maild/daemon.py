@@ -12,9 +12,10 @@ Worker processes (``[server] workers``, maild/supervisor.py, docs/architecture.m
 several workers, :func:`serve` runs in each worker with a :class:`WorkerRole`. The listeners
 are then the sockets the supervisor bound and the worker inherited (adopted, never bound
 here); the store is opened here, after the worker was started, never across a fork. The
-services that must run once per tree (the metrics listener, the outbound queue runner,
-housekeeping) run in worker 0 only (:attr:`WorkerRole.primary`); a restarted worker 0 takes
-them up again. Readiness, the watchdog and reload go to the supervisor's notify socket
+services that must run once per tree (the metrics listener, housekeeping) run in worker 0
+only (:attr:`WorkerRole.primary`); a restarted worker 0 takes them up again. The outbound
+queue runner runs in every worker: a lease per entry in the store keeps its attempts one at
+a time. Readiness, the watchdog and reload go to the supervisor's notify socket
 (``NOTIFY_SOCKET`` points there), which speaks to systemd for the tree.
 """
 
@@ -68,7 +69,6 @@ from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
-from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild")
 
@@ -123,7 +123,6 @@ class WorkerRole:
     index: int  # 0 .. count-1; a restarted worker keeps its index
     count: int
     fds: dict[str, int]  # listener key (see :func:`listeners`) -> inherited listening socket
-    shared: str | None = None  # the tree's SharedTable file (maild/util/shared.py)
 
     @property
     def primary(self) -> bool:
@@ -150,8 +149,7 @@ def worker_role() -> WorkerRole | None:
         pass
     if os.getppid() != data["supervisor"]:
         raise SystemExit("maild worker: the supervisor is gone")  # died before prctl took hold
-    return WorkerRole(int(data["index"]), int(data["count"]), {str(k): int(v) for k, v in data["fds"].items()},
-                      data.get("shared"))
+    return WorkerRole(int(data["index"]), int(data["count"]), {str(k): int(v) for k, v in data["fds"].items()})
 
 
 def listeners(config: Config, primary: bool = True) -> list[tuple[str, str, Address, bool]]:
@@ -347,8 +345,8 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
     store = Store(config.data_dir, config.store, reactor, config.replication)
     reactor.suggestThreadPoolSize(16)
     filters = build_filters(config, store, reactor)
-    # Connection counts, rates, POP3 locks and login failures across the workers.
-    tree = None if role is None or role.shared is None else SharedTable(role.shared, role.count, role.index)
+    # Connection counts, rates and login failures across the workers (maild/store/shared.py).
+    tree = None if role is None else store.counters
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor, tree),
                         tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config), tree=tree)
     ports = []
@@ -393,13 +391,15 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
 
     def take_writes() -> None:
         """The outbound queue and housekeeping run where writes are taken: not on a follower
-        (it would send the leader's queue a second time), on a promoted one from then on."""
+        (it would send the leader's queue a second time), on a promoted one from then on.
+        Every worker runs the queue (an entry's lease keeps its attempts one at a time,
+        maild/queue/runner.py); housekeeping runs in the primary."""
         started.append(True)
         runner.start()
-        _housekeeping(store, reactor)
+        if primary:
+            _housekeeping(store, reactor)
     if store.repl_role == "standalone":
-        if primary:  # one queue runner and one housekeeper per tree (module docstring)
-            reactor.callWhenRunning(take_writes)
+        reactor.callWhenRunning(take_writes)
     else:
         try:
             if role is not None:  # the supervisor runs replicating nodes as one process

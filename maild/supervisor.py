@@ -32,10 +32,10 @@ Implementation notes (invariants):
 - SIGTERM / SIGINT: STOPPING=1, no more restarts, SIGTERM to every worker (each stops as
   maild/shutdown.py says); workers still alive ``shutdown_grace`` + STOP_MARGIN seconds later
   are killed. The supervisor exits when all have: 0, or 1 when one had to be killed.
-- Run-time files in a directory the supervisor makes and removes at exit: each worker's
-  metrics (``PROMETHEUS_MULTIPROC_DIR``; worker 0 serves their sum) and the shared table
-  (maild/util/shared.py) where connections, rates, POP3 locks and login failures are
-  counted across the workers; a dead worker's counts are zeroed before it restarts.
+- Metrics: each worker writes its values to its own file in a directory the supervisor
+  makes (``PROMETHEUS_MULTIPROC_DIR``) and removes at exit; worker 0 serves their sum.
+  Connections, rates, POP3 locks and login failures are counted across the workers in the
+  store's shared state (maild/store/shared.py), where a dead worker's share goes with it.
 - The workers die with the supervisor (PR_SET_PDEATHSIG): kill -9 of the supervisor is a
   kill -9 of the tree, and nothing is left holding the ports or the store.
 """
@@ -62,7 +62,6 @@ from pathlib import Path
 from maild import daemon
 from maild.config import Address, Config, ConfigError
 from maild.store import redo
-from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild.supervisor")
 
@@ -98,16 +97,11 @@ def serve(config: Config) -> int:
     daemon.setup_logging(several=True)
     daemon.tls_options(config)  # a bad certificate fails here, not in N workers
     sockets = bind(config)
-    # The tree's run-time files: each worker's metrics (the primary's /metrics sums them) and
-    # the shared table of counts and locks (maild/util/shared.py). Gone with the daemon.
+    # Each worker's metrics (the primary's /metrics sums them). Gone with the daemon.
     run_dir = Path(tempfile.mkdtemp(prefix="maild-run-"))
     try:
         (run_dir / "metrics").mkdir()
-        table = SharedTable(run_dir / "shared", count, create=True)
-        try:
-            return Supervisor(config, count, sockets, run_dir, table).run()
-        finally:
-            table.close()
+        return Supervisor(config, count, sockets, run_dir).run()
     finally:
         for sock in sockets.values():
             sock.close()
@@ -161,10 +155,9 @@ class _Notify:
 
 class Supervisor:
     def __init__(self, config: Config, count: int, sockets: dict[str, socket.socket],
-                 run_dir: Path | None = None, table: SharedTable | None = None) -> None:
+                 run_dir: Path | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.table = table
         self.count = count
         self.sockets = sockets
         self.workers = [Worker(i) for i in range(count)]
@@ -242,8 +235,7 @@ class Supervisor:
         fds = {key: sock.fileno() for key, sock in self.sockets.items()}
         env = dict(os.environ)
         env[daemon.WORKER_ENV] = json.dumps({"index": worker.index, "count": self.count, "fds": fds,
-                                             "supervisor": os.getpid(),
-                                             "shared": None if self.table is None else str(self.table.path)})
+                                             "supervisor": os.getpid()})
         env["NOTIFY_SOCKET"] = self.notify.address
         if self.run_dir is not None:
             env[daemon.MULTIPROC_ENV] = str(self.run_dir / "metrics")
@@ -279,8 +271,6 @@ class Supervisor:
                 self._begin_stop(now)
                 self.killed = True
                 continue
-            if self.table is not None:  # its connections and POP3 locks died with it
-                self.table.clear_worker(worker.index)
             ran = now - worker.started
             worker.deaths = worker.deaths + 1 if ran < STABLE else 1
             delay = min(RESTART_MIN * 2 ** (worker.deaths - 1), RESTART_MAX)

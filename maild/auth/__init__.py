@@ -16,7 +16,7 @@ password is verified, so an attacker who hangs up early learns nothing:
   spray from many IPs cannot lock the real user out of the IPs they use.
 - a failure is answered only after the delay it earned, as before;
 - an attempt whose client has gone by the end of its wait is not verified at all;
-- with several worker processes (``tree``, maild/util/shared.py) the failures per client
+- with several worker processes (``tree``, the store's counters) the failures per client
   IP are counted across the workers too, so a client cannot spread its guesses over them;
   the rest (per account, the queue of a penalised IP, trusted IPs) is per worker.
 
@@ -43,7 +43,7 @@ from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
-    from maild.util.shared import SharedTable
+    from maild.util.limits import SharedCounters
 
 log = logging.getLogger("maild.auth")
 
@@ -107,7 +107,7 @@ class _Account:
 
 
 class Authenticator:
-    def __init__(self, store: Store, config: AuthConfig, reactor: Any, tree: SharedTable | None = None) -> None:
+    def __init__(self, store: Store, config: AuthConfig, reactor: Any, tree: SharedCounters | None = None) -> None:
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -256,16 +256,12 @@ class Authenticator:
         account.last = now
 
     def _tree_failures(self, client_ip: str, change: int) -> int:
-        """The failures from ``client_ip`` in every worker within WINDOW, after adding ``change``."""
-        now = self._clock()
-
-        def update(count: float, last: float, _: float) -> tuple[float, float, int]:
-            if now - last > WINDOW:
-                count = 0.0
-            count = max(count + change, 0.0)
-            return count, (now if change > 0 else last), int(count)
+        """The failures from ``client_ip`` in every worker in the current WINDOW, after
+        adding ``change``."""
         assert self.tree is not None
-        return self.tree.update(f"auth ip {client_ip}", update, 0)
+        if change:
+            return max(self.tree.hit("auth-ip", client_ip, WINDOW, change), 0)
+        return max(self.tree.peek("auth-ip", client_ip, WINDOW), 0)
 
     def _failed(self, username: str, client_ip: str, protocol: str, mechanism: str, reason: str) -> None:
         self.failures[protocol or "?"] += 1

@@ -20,7 +20,7 @@ Implementation notes — invariants a contributor must keep:
    (docs/security.md); the answer never says whether the user exists.
 5. The maildrop is a snapshot of INBOX taken at login; message numbers never change
    during a session. One POP3 session per user (RFC 1939 §8, ``-ERR [IN-USE]``, RFC 2449
-   §8.1.1), across every worker process of the daemon (maild.util.limits.TreeMaildropLocks);
+   §8.1.1), across every worker process of the daemon (the store's maildrop_lock);
    IMAP is not blocked. The lock is released when the session ends (_session_ended), or
    when its worker dies.
 6. Nothing is deleted before QUIT: DELE only marks, and a connection that ends any other
@@ -166,7 +166,7 @@ class Pop3Factory(SessionFactory):
         self.config: Pop3Config
         tree = getattr(ctx, "tree", None)
         self.locked: MaildropLocks = self.shared(
-            "locked", lambda: MaildropLocks() if tree is None else TreeMaildropLocks(tree))
+            "locked", lambda: MaildropLocks() if tree is None else TreeMaildropLocks(ctx.store.maildrop_lock))
 
     def make_session(self) -> Pop3Session:
         return Pop3Session(self)

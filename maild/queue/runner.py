@@ -20,6 +20,11 @@ Implementation notes (invariants a contributor must keep):
 - Limits: at most ``max_connections`` deliveries in flight, ``max_per_domain`` per
   destination domain. The clock is injected (``clock``) so tests control time; the
   random order of equal MXes uses an injected ``random.Random``.
+- One attempt of an entry at a time across every worker process (``[server] workers``):
+  each runner takes the entry's lease in the store (``queue:<id>``, maild/store/shared.py)
+  before an attempt and re-reads the entry under it (another worker may have just finished
+  it), and gives the lease back after the attempt's ``queue_update``. The lease of a
+  worker that dies goes with it, so its entries are due again for the others.
 - TLS: STARTTLS by the domain's policy (:meth:`OutboundConfig.tls_policy_for`). Without
   a verified identity for MX hosts (no DANE/MTA-STS yet) certificates are not verified,
   as for any opportunistic TLS (RFC 7435). Under "opportunistic" a failed handshake is
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -94,6 +100,7 @@ def backoff(attempts: int, first: float, longest: float) -> float:
 
 
 Result = tuple[Reply, str | None]  # the reply, and the MX host that gave it (None: local)
+LEASE_SECONDS = 3600.0  # an attempt's lease; attempts end far sooner (every wait is bounded)
 
 
 class QueueRunner:
@@ -117,6 +124,7 @@ class QueueRunner:
         self._stopping = False
         # Opportunistic TLS (RFC 7435): encrypt, do not authenticate the MX.
         self._tls_creator = ssl.CertificateOptions(verify=False)
+        self._owner = str(os.getpid())  # whose leases (one runner per process)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -175,12 +183,28 @@ class QueueRunner:
                 continue
             if self._per_domain[domain] >= self.settings.max_per_domain:
                 continue
+            leased = self._lease(entry_id, now)
+            if leased is None:
+                continue  # another worker's attempt, or just finished by one
+            entry = leased
             self._held.pop(entry_id, None)
             self._per_domain[domain] += 1
             d = defer.ensureDeferred(self._run(entry))
             self._in_flight[entry_id] = d
             started.append(d)
         return defer.DeferredList(started)
+
+    def _lease(self, entry_id: str, now: float) -> dict[str, Any] | None:
+        """The entry, leased to this process and still due; None when another process
+        holds it or it is no longer due (an attempt elsewhere has just ended)."""
+        name = f"queue:{entry_id}"
+        if not self.store.lease(name, self._owner, LEASE_SECONDS):
+            return None
+        entry = self.store.queue_entry(entry_id)
+        if entry is None or entry.get("next_attempt", 0) > now:
+            self.store.release_lease(name, self._owner)
+            return None
+        return entry
 
     async def _run(self, entry: dict[str, Any]) -> None:
         try:
@@ -189,6 +213,7 @@ class QueueRunner:
             log.exception("queue entry %s: attempt failed internally", entry["id"])
             self._held[entry["id"]] = self.clock() + self.settings.retry_min
         finally:
+            self.store.release_lease(f"queue:{entry['id']}", self._owner)
             del self._in_flight[entry["id"]]
             self._per_domain[entry["domain"]] -= 1
             if not self._per_domain[entry["domain"]]:

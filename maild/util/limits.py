@@ -2,16 +2,29 @@
 token-bucket message rates, and the POP3 maildrop locks. Pure logic with an injected clock, so tests need
 no sleeps.
 
-With several worker processes the same questions are asked of the tree's
-:class:`~maild.util.shared.SharedTable` instead (``Tree*`` below, made when the daemon
-has one): a client's connections, messages and locks count in every worker.
+With several worker processes the same questions are asked of the state every process
+over the data directory shares (``Tree*`` below, made when the daemon has several workers:
+``ctx.tree`` is the store's ``counters``, maild/store/shared.py; the maildrop locks are the
+store's): a client's connections, messages and locks count in every worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
-from maild.util.shared import SharedTable
+
+class SharedCounters(Protocol):
+    """What the limits use of the store's cross-process counters (``store.counters``)."""
+
+    def take(self, namespace: str, key: str, per_minute: int) -> bool: ...
+
+    def add(self, namespace: str, key: str, delta: int) -> int: ...
+
+    def hit(self, namespace: str, key: str, window_s: float, n: int = 1) -> int: ...
+
+    def peek(self, namespace: str, key: str, window_s: float) -> int: ...
+
 
 MAX_TRACKED_KEYS = 100_000  # bounded memory when many addresses come and go
 
@@ -97,45 +110,40 @@ class ConnectionCounter:
 
 
 class TreeTokenBuckets(TokenBuckets):
-    """The same buckets, kept in the tree's shared table under ``name``."""
+    """The same buckets, counted across the worker processes under ``name``."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float], table: SharedTable, name: str) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float], counters: SharedCounters, name: str) -> None:
         super().__init__(per_minute, clock)
-        self.table = table
+        self.counters = counters
         self.name = name
+        self.per_minute = per_minute
 
     def take(self, key: str) -> bool:
-        if self.capacity == 0:
-            return True
-        now = self.clock()
-
-        def change(tokens: float, then: float, _: float) -> tuple[float, float, bool]:
-            if then == 0.0:  # a new bucket is full
-                tokens, then = self.capacity, now
-            tokens, taken = self._refill_and_take(tokens, then, max(now, then))
-            return tokens, max(now, then), taken
-        return self.table.update(f"{self.name} {key}", change, True)
+        return self.counters.take(self.name, key, self.per_minute)
 
 
 class TreeConnectionCounter(ConnectionCounter):
-    """Connections of one protocol section counted over every worker of the tree."""
+    """Connections of one protocol section counted over every worker process (each
+    worker's share goes with it when it dies)."""
 
-    def __init__(self, max_total: int, max_per_ip: int, table: SharedTable, section: str) -> None:
+    def __init__(self, max_total: int, max_per_ip: int, counters: SharedCounters, section: str) -> None:
         super().__init__(max_total, max_per_ip)
-        self.table = table
-        self.section = section
-
-    def _keys(self, ip: str) -> tuple[str, str]:
-        return f"{self.section} connections", f"{self.section} connections {ip}"
+        self.counters = counters
+        self.namespace = f"{section}-conn"
 
     def acquire(self, ip: str) -> Slot | None:
-        total, per_ip = self._keys(ip)
-        if not self.table.acquire([(total, self.max_total), (per_ip, self.max_per_ip)]):
-            return None
+        taken = []
+        for key, limit in (("", self.max_total), (ip, self.max_per_ip)):
+            taken.append(key)
+            if self.counters.add(self.namespace, key, 1) > limit:
+                for done in taken:  # over a limit: give back what was counted
+                    self.counters.add(self.namespace, done, -1)
+                return None
         return Slot(self, ip)
 
     def release(self, ip: str) -> None:
-        self.table.release(list(self._keys(ip)))
+        for key in ("", ip):
+            self.counters.add(self.namespace, key, -1)
 
 
 class MaildropLocks:
@@ -156,14 +164,25 @@ class MaildropLocks:
 
 
 class TreeMaildropLocks(MaildropLocks):
-    """The same locks, held across every worker of the tree."""
+    """The same locks across every worker process: ``lock(user)`` is the store's
+    ``maildrop_lock`` (a handle with ``release()``, or None when held elsewhere; the kernel
+    releases it when the holding process dies)."""
 
-    def __init__(self, table: SharedTable) -> None:
+    def __init__(self, lock: Callable[[str], Any]) -> None:
         super().__init__()
-        self.table = table
+        self.lock = lock
+        self.handles: dict[str, Any] = {}
 
     def acquire(self, user: str) -> bool:
-        return self.table.acquire([(f"pop3 lock {user}", 1)])
+        if user in self.handles:
+            return False
+        handle = self.lock(user)
+        if handle is None:
+            return False
+        self.handles[user] = handle
+        return True
 
     def release(self, user: str) -> None:
-        self.table.release([f"pop3 lock {user}"])
+        handle = self.handles.pop(user, None)
+        if handle is not None:
+            handle.release()

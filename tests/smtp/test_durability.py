@@ -36,10 +36,10 @@ def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer],
     server.start()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer],
-                                                        workers: int) -> None:
-    server = maild_factory(server={"workers": workers})
+def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer]) -> None:
+    # One process: with two workers the queue runs in both, and one may finish the entry
+    # (NXDOMAIN: a bounce) before the kill lands — a race this test cannot tell from a loss.
+    server = maild_factory()
     t = Transcript(server.host, server.ports["submissions"], implicit_tls=True, cafile=server.cafile)
     t.greeting()
     t.cmd("EHLO client.example", 250)

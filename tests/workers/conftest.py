@@ -20,6 +20,7 @@ import pytest
 
 from maild.store import Store
 from tests.conftest import MaildServer
+from tests.outbound.conftest import remotes  # noqa: F401 (the fixture, for test_queue)
 from tests.test_sd_notify import notify_socket  # noqa: F401 (the fixture, for test_notify)
 
 WORKERS = 2
