@@ -385,8 +385,7 @@ class SearchService:
         if not ix.writable:
             ix.refresh()
         if ix.index is None:
-            return [f"search index shard {shard:02d}: missing or unreadable (the daemon rebuilds it; "
-                    "or run 'maild reindex')"]
+            return []  # not built yet (or made anew): searches scan, the daemon builds it
         searcher = ix.searcher()
         cursor = ix.cursor_or_none()
         caught_up = cursor is not None and cursor >= changelog.log_head(self.store, shard)
