@@ -1,6 +1,6 @@
 """`make bench`: every maild benchmark, one table, with the machine it ran on.
 
-    python -m bench [--quick] [--only store,smtp,imap,pop3,memory,outbound,transfer] [--compare]
+    python -m bench [--quick] [--only store,smtp,imap,pop3,memory,outbound,transfer,api] [--compare]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from twisted.internet import defer, task
 # name -> module with `run(**options) -> list[dict]` (synchronous: drives a daemon subprocess)
 PROTOCOL_BENCHES = {"smtp": "bench.smtp_ingest", "imap": "bench.imap", "pop3": "bench.pop3", "memory": "bench.memory",
                     "outbound": "bench.outbound", "transfer": "bench.transfer",
-                    "replication": "bench.replication", "search": "bench.search"}
+                    "replication": "bench.replication", "search": "bench.search", "api": "bench.api"}
 
 
 def machine() -> str:

@@ -52,9 +52,11 @@ class Sizes:
     pop3_messages: int = 200  # of pop3_size bytes, RETR in turn by one client
     pop3_size: int = 100 * 1024
     clients: int = 10
+    mixed_seconds: float = 20.0  # the concurrent mixed IMAP workload, per server
 
 
-QUICK = Sizes(smtp_messages=400, logins=30, append_total=500, mailbox_messages=2000, pop3_messages=50)
+QUICK = Sizes(smtp_messages=400, logins=30, append_total=500, mailbox_messages=2000, pop3_messages=50,
+              mixed_seconds=8.0)
 REPEATS = 3  # read workloads: runs per server
 
 
@@ -132,7 +134,9 @@ class _Profiler:
             return
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.directory / f"{name}.txt"
-        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
+        # --subprocesses: with [server] workers > 1 the pid is the supervisor's; its workers do the work.
+        spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--gil",
+                                "--nonblocking",
                                 "--rate", "500", "--output", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # attached
@@ -198,6 +202,14 @@ def _smtp(target: _Target, port: int, account: Account, sizes: Sizes, *, lmtp: b
 
 def _fill(target: _Target, account: Account, count: int, size: int, clients: int) -> float:
     messages = [load.message(i, size, account.address) for i in range(min(count, 1000))]
+    # Open INBOX once first: Dovecot creates a user's INBOX on first use, and ten clients
+    # doing that at once can race ("NO [ALREADYEXISTS]").
+    conn = Imap(target.host, target.ports["imap"])
+    try:
+        conn.login(account.address, account.password)
+        conn.command("SELECT INBOX")
+    finally:
+        conn.close()
     return load.imap_append(target.host, target.ports["imap"], [account], messages, clients=clients, total=count)
 
 
@@ -251,6 +263,108 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
     return out
 
 
+def _mixed(target: _Target, account: Account, sizes: Sizes) -> tuple[float, _Cpu]:
+    """Commands/s of the concurrent mixed workload (load.imap_mixed), and the CPU it took."""
+    load.imap_mixed_setup(target.host, target.ports["imap"], account, clients=sizes.clients)
+    with _Cpu(target.cpu_roots) as cpu:
+        rate = load.imap_mixed(target.host, target.ports["imap"], account, clients=sizes.clients,
+                               seconds=sizes.mixed_seconds)
+    return rate, cpu
+
+
+def _process_model(ours: _Target, theirs: _Target, users: dict[str, str], hashes: dict[str, str],
+                   mixed_user: Account, login_users: list[Account], sizes: Sizes, cores: int,
+                   dovecot_logins: float, dovecot_login_cpu: _Cpu) -> list[dict[str, Any]]:
+    """Issue 21's rows: logins and the concurrent mixed IMAP workload with one maild process
+    ([server] workers = 1, a second throwaway maild) and with one worker per core (the
+    daemon of the other rows), beside Dovecot."""
+    rows = []
+    steps = ", ".join(name for _, name in load.MIXED_STEPS)
+    what = (f"IMAP concurrent mixed: {sizes.clients} clients of one user staying logged in, {steps} "
+            f"on {len(load.MIXED_BOXES)} shared mailboxes, {sizes.mixed_seconds:.0f} s")
+    with peers.Maild(users, hashes, overrides={"server": {"workers": 1}}) as single:
+        one = _Target("maild", single.host, single.ports, lambda: [p for p in [single.pid] if p])
+        with _Cpu(one.cpu_roots) as c_one:
+            m1 = load.imap_logins(one.host, one.ports["imap"], login_users, clients=sizes.clients,
+                                  total=sizes.logins)
+        rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
+                         "same argon2id hashes; maild workers = 1", "Dovecot", m1, dovecot_logins, "logins/s",
+                         _cpu_note(c_one, dovecot_login_cpu, sizes.logins, "login")))
+        m1, c_one = _mixed(one, mixed_user, sizes)
+    mn, c_many = _mixed(ours, mixed_user, sizes)
+    d, c_dovecot = _mixed(theirs, mixed_user, sizes)
+    for workers, rate, cpu in ((1, m1, c_one), (cores, mn, c_many)):
+        rows.append(_row(f"{what}; maild workers = {workers}", "Dovecot", rate, d, "commands/s",
+                         f"CPU {cpu.used / (rate * sizes.mixed_seconds or 1) * 1000:.2f} vs "
+                         f"{c_dovecot.used / (d * sizes.mixed_seconds or 1) * 1000:.2f} ms/command"))
+    return rows
+
+
+def _settle(target: _Target, timeout: float = 120.0) -> None:
+    """Wait (at most ``timeout``) until the server's processes use under a tenth of a core:
+    what a fill left running in the background (maild's search indexer follows the change
+    log) finishes before a read workload is timed, on either side."""
+    deadline = time.monotonic() + timeout
+    before = peers.cpu_seconds([p for root in target.cpu_roots() for p in peers.process_tree(root)])
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = peers.cpu_seconds([p for root in target.cpu_roots() for p in peers.process_tree(root)])
+        if now - before < 0.05:
+            return
+        before = now
+
+
+SCALING = {
+    "select": "IMAP SELECT INBOX",
+    "few": "IMAP FETCH of 10 messages in the middle (UID FLAGS RFC822.SIZE)",
+    "status": "IMAP STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)",
+    "resync": "IMAP UID FETCH 1:* (FLAGS) (CHANGEDSINCE m), 10 changed since m",
+    "idle": "IMAP IDLE: another session's STORE of one message until the idling one reads its FETCH",
+}
+SCALING_REPEATS = 9
+
+
+def _scaling(target: _Target, account: Account, n: int) -> dict[str, float]:
+    """Median seconds of each SCALING operation on ``account``'s INBOX of ``n`` messages."""
+    conn = Imap(target.host, target.ports["imap"])
+    other = Imap(target.host, target.ports["imap"])
+    out: dict[str, float] = {}
+    try:
+        conn.login(account.address, account.password)
+        other.login(account.address, account.password)
+        conn.command("SELECT INBOX")
+        other.command("SELECT INBOX")
+        middle = max(1, n // 2 - 5)
+        commands = {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
+                    "status": "STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)"}
+        for key, command in commands.items():
+            out[key] = statistics.median(load.timed(conn, command)[0] for _ in range(SCALING_REPEATS))
+        other.command(f"STORE {middle}:{middle + 9} -FLAGS.SILENT (\\Flagged)")  # each round changes them
+        times = []
+        for round_ in range(SCALING_REPEATS):
+            selected = conn.command("SELECT INBOX (CONDSTORE)")
+            highest = int(selected.split(b"HIGHESTMODSEQ ", 1)[1].split(b"]", 1)[0])
+            other.command(f"STORE {middle}:{middle + 9} {'+-'[round_ % 2]}FLAGS.SILENT (\\Flagged)")
+            times.append(load.timed(conn, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})")[0])
+        out["resync"] = statistics.median(times)
+        other.command(f"STORE {middle} -FLAGS.SILENT (\\Seen)")  # each round below changes it
+        conn.command("NOOP")
+        times = []
+        for round_ in range(SCALING_REPEATS):
+            tag = conn.idle()
+            start = time.perf_counter()
+            other.command(f"STORE {middle} {'+-'[round_ % 2]}FLAGS.SILENT (\\Seen)")
+            while b"FETCH" not in conn._line():
+                pass
+            times.append(time.perf_counter() - start)
+            conn.done(tag)
+        out["idle"] = statistics.median(times)
+    finally:
+        conn.close()
+        other.close()
+    return out
+
+
 def _pop3(target: _Target, account: Account, sizes: Sizes) -> float:
     """MB/s of RETRs over the whole maildrop (filled beforehand with _fill)."""
     seconds, received, count = load.pop3_retr(target.host, target.ports["pop3"], account)
@@ -280,10 +394,11 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
     sizes = QUICK if quick else Sizes()
     if messages:
         sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
-    users, hashes = peers.make_users(4 + sizes.clients)
+    users, hashes = peers.make_users(6 + sizes.clients)
     accounts = [Account(a, p) for a, p in users.items()]
-    big, smtp_user, lmtp_user, pop3_user = accounts[:4]
-    append_users = accounts[4:]
+    big, smtp_user, lmtp_user, pop3_user, mixed_user, small = accounts[:6]
+    append_users = accounts[6:]
+    cores = len(os.sched_getaffinity(0))  # maild's default [server] workers
     dovecot_v = _version(["dovecot", "--version"])
     postfix_v = _version(["postconf", "-d", "mail_version"])
     print(f"machine: {_machine()}; load average before: {open('/proc/loadavg').read().split()[:3]}")
@@ -327,8 +442,10 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         with _Cpu(theirs.cpu_roots) as c_theirs:
             d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
         rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
-                         "same argon2id hashes", "Dovecot", m, d, "logins/s",
+                         f"same argon2id hashes; maild workers = {cores}", "Dovecot", m, d, "logins/s",
                          _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
+        rows.extend(_process_model(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, d,
+                                   c_theirs))
 
         batch = [load.message(i, sizes.message_size) for i in range(200)]
         results = []
@@ -350,8 +467,10 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients into one "
                          f"INBOX, {n:,} messages", "Dovecot", m, d, "msg/s", _cpu_note(c_ours, c_theirs, n, "msg")))
 
+        _settle(ours)
         with spy("imap-reads"):
             m_reads = _reads(ours, big, n)
+        _settle(theirs)
         d_reads = _reads(theirs, big, n)
         labels = {
             "select": f"IMAP SELECT of a {n:,}-message INBOX",
@@ -378,6 +497,22 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
             else:
                 note += f" · {m_count:,} {counted_as[key]} each"
             rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
+
+        # Costs that follow the work (issue 25): the same operations on a mailbox a tenth the
+        # size, side by side; the ratio between the two sizes should stay near 1.
+        small_n = max(100, n // 10)
+        for target in (ours, theirs):
+            _fill(target, small, small_n, sizes.message_size, sizes.clients)
+        _settle(ours)
+        with spy("imap-scaling"):
+            m_small, m_big = _scaling(ours, small, small_n), _scaling(ours, big, n)
+        _settle(theirs)
+        d_small, d_big = _scaling(theirs, small, small_n), _scaling(theirs, big, n)
+        for key, label in SCALING.items():
+            grow_m, grow_d = m_big[key] / m_small[key], d_big[key] / d_small[key]
+            for count, m_t, d_t in ((small_n, m_small[key], d_small[key]), (n, m_big[key], d_big[key])):
+                rows.append(_row(f"{label}, {count:,} messages; median of {SCALING_REPEATS}", "Dovecot", m_t, d_t,
+                                 "ms", f"{small_n:,} -> {n:,} messages: maild x{grow_m:.2f}, Dovecot x{grow_d:.2f}"))
 
         # POP3 ---------------------------------------------------------------------------
         for target in (ours, theirs):

@@ -5,7 +5,8 @@ A throwaway `maild serve` (bench.peers.Maild) with 10 users. 10 clients log in a
 after fsync); one user's INBOX is filled with ``messages`` messages and a single
 connection times SELECT, FETCH 1:* (UID FLAGS), FETCH of 500 ENVELOPEs and SEARCH FROM /
 SUBJECT / BODY / UNSEEN on it (each run three times, the median reported; "hits" is the
-number of messages found).
+number of messages found). Last, the concurrent mixed workload (bench.load.imap_mixed: 10
+clients of one user on four shared mailboxes) with ``[server] workers`` = 1 and = the cores.
 
     python -m bench --only imap                     # through `make bench`
     python -c "import bench.imap as b; print(b.run(messages=100_000))"   # the 100k mailbox
@@ -13,6 +14,7 @@ number of messages found).
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
 
@@ -78,4 +80,19 @@ def run(quick: bool = False, messages: int | None = None) -> list[dict[str, Any]
                 rows.append(row)
         finally:
             conn.close()
+    rows.extend(mixed(users, hashes, accounts[1], seconds=8.0 if quick else 20.0))
+    return rows
+
+
+def mixed(users: dict[str, str], hashes: dict[str, str], account: load.Account,
+          seconds: float) -> list[dict[str, Any]]:
+    """Commands/s of the concurrent mixed workload with one process and one worker per core."""
+    rows: list[dict[str, Any]] = []
+    cores = len(os.sched_getaffinity(0))
+    for workers in sorted({1, cores}):
+        with Maild(users, hashes, overrides={"server": {"workers": workers}}) as server:
+            load.imap_mixed_setup(server.host, server.ports["imap"], account, clients=CLIENTS)
+            rate = load.imap_mixed(server.host, server.ports["imap"], account, clients=CLIENTS, seconds=seconds)
+        rows.append({"workload": f"concurrent mixed, {CLIENTS} clients, shared mailboxes, {seconds:.0f} s, "
+                                 f"workers = {workers}", "commands/s": rate})
     return rows

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import multiprocessing
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -129,8 +131,9 @@ class Imap:
         del self.buf[:end + 2]
         return line
 
-    def _complete(self, tag: bytes) -> bytes:
-        """Read up to and including the tagged completion; the whole response as bytes."""
+    def _complete(self, tag: bytes, accept: tuple[bytes, ...] = (b"OK",)) -> bytes:
+        """Read up to and including the tagged completion; the whole response as bytes.
+        A tagged status not in ``accept`` raises LoadError."""
         marker = b"\r\n" + tag + b" "
         self.buf[:0] = b"\r\n"  # so a tagged line at the very start matches the marker too
         scanned = 0
@@ -142,16 +145,16 @@ class Imap:
                     response = bytes(self.buf[2:end + 2])
                     status = bytes(self.buf[at + len(marker):end])
                     del self.buf[:end + 2]
-                    if not status.startswith(b"OK"):
+                    if not status.startswith(accept):
                         raise LoadError(f"IMAP {tag.decode()}: {status[:300]!r}")
                     return response
             scanned = max(0, len(self.buf) - len(marker))
             self._recv()
 
-    def command(self, text: str) -> bytes:
+    def command(self, text: str, accept: tuple[bytes, ...] = (b"OK",)) -> bytes:
         tag = f"A{next(self.tags)}".encode()
         self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
-        return self._complete(tag)
+        return self._complete(tag, accept)
 
     def login(self, user: str, password: str) -> None:
         response = self.command(f"LOGIN {_quote(user)} {_quote(password)}")
@@ -275,6 +278,90 @@ def imap_append(host: str, port: int, accounts: list[Account], messages: list[by
     finally:
         for conn in conns:
             conn.close()
+
+
+# The concurrent mixed workload: clients of one user that stay logged in and work on the
+# same few mailboxes, as the phones, laptops and webmail of a small office do.
+MIXED_BOXES = ("INBOX", "Shared 1", "Shared 2", "Shared 3")
+MIXED_PER_BOX = 200  # messages in each mailbox before the run
+# Each step: (cumulative probability, command); see _mixed_client for what each does.
+MIXED_STEPS = ((0.05, "list"), (0.15, "status"), (0.20, "select"), (0.45, "fetch"), (0.60, "body"),
+               (0.75, "store"), (0.90, "append"), (1.00, "expunge"))
+
+
+def imap_mixed_setup(host: str, port: int, account: Account, *, size: int = 4096, clients: int = 10) -> None:
+    """Create the mixed workload's mailboxes and put MIXED_PER_BOX messages in each."""
+    conn = Imap(host, port)
+    try:
+        conn.login(account.address, account.password)
+        for box in MIXED_BOXES[1:]:
+            conn.command(f"CREATE {_quote(box)}", accept=(b"OK", b"NO"))  # NO: it exists
+    finally:
+        conn.close()
+    corpus = [message(i, size, account.address) for i in range(MIXED_PER_BOX)]
+    for box in MIXED_BOXES:
+        imap_append(host, port, [account], corpus, clients=clients, total=MIXED_PER_BOX, mailbox=box)
+
+
+def _mixed_client(job: tuple[str, int, str, str, float, float, int]) -> int:
+    """One client process of :func:`imap_mixed`: commands completed until the deadline.
+    NO is an answer too (a message another client expunged), BAD or BYE are not."""
+    host, port, address, password, start_at, seconds, seed = job
+    rng = random.Random(seed)
+    corpus = [message(seed * 1000 + i, 4096, address) for i in range(20)]
+    conn = Imap(host, port)
+    either = (b"OK", b"NO")
+    try:
+        conn.login(address, password)
+        box = rng.choice(MIXED_BOXES)
+        conn.command(f"SELECT {_quote(box)}")
+        uids: list[str] = []
+        done = 0
+        time.sleep(max(0.0, start_at - time.time()))
+        while time.time() < start_at + seconds:
+            roll = rng.random()
+            step = next(name for limit, name in MIXED_STEPS if roll < limit)
+            if step in ("body", "store", "expunge") and not uids:
+                step = "fetch"
+            if step == "list":
+                conn.command('LIST "" "*"')
+            elif step == "status":
+                conn.command(f"STATUS {_quote(rng.choice(MIXED_BOXES))} (MESSAGES UIDNEXT UNSEEN)")
+            elif step == "select":
+                box = rng.choice(MIXED_BOXES)
+                conn.command(f"SELECT {_quote(box)}")
+                uids = []
+            elif step == "fetch":  # a client's message list: the first screenful
+                response = conn.command("FETCH 1:20 (UID FLAGS RFC822.SIZE ENVELOPE)", accept=either)
+                uids = [m.decode() for m in re.findall(rb"\bUID (\d+)", response)]
+            elif step == "body":
+                conn.command(f"UID FETCH {rng.choice(uids)} (BODY.PEEK[])", accept=either)
+            elif step == "store":
+                sign = rng.choice("+-")
+                conn.command(f"UID STORE {rng.choice(uids)} {sign}FLAGS (\\Seen)", accept=either)
+            elif step == "append":
+                conn.append(box, rng.choice(corpus))
+            else:  # RFC 4315 UID EXPUNGE: only the message this client deleted
+                uid = uids.pop(rng.randrange(len(uids)))
+                conn.command(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", accept=either)
+                conn.command(f"UID EXPUNGE {uid}", accept=either)
+                done += 1
+            done += 1
+        return done
+    finally:
+        conn.close()
+
+
+def imap_mixed(host: str, port: int, account: Account, *, clients: int = 10, seconds: float = 20.0) -> float:
+    """``clients`` client processes (not threads: the load generator must not share one
+    GIL), all logged in as ``account``, run the mixed steps on the MIXED_BOXES for
+    ``seconds``; commands/s over all of them. imap_mixed_setup must have run."""
+    start_at = time.time() + 2.0  # every client connected and logged in by then
+    jobs = [(host, port, account.address, account.password, start_at, seconds, n) for n in range(clients)]
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        result = pool.map_async(_mixed_client, jobs)
+        counts = result.get(timeout=seconds + TIMEOUT)
+    return sum(counts) / seconds
 
 
 def timed(conn: Imap, command: str) -> tuple[float, bytes]:

@@ -68,7 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
-    from maild.daemon import serve
+    from maild.supervisor import serve
 
     return serve(cfg)
 
@@ -142,6 +142,31 @@ def cmd_user(args: argparse.Namespace) -> int:
                 rows.append([user.address, str(user.shard), str(quota.messages),
                              str(quota.used_bytes), limit])
             _table(rows, ["address", "shard", "messages", "bytes", "quota"])
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """HTTP API bearer tokens (docs/api.md): the secret is shown once, stored as a hash."""
+    store = _store(args)
+    try:
+        if args.action == "add":
+            if store.user(args.address) is None:
+                raise StoreError(f"no user {args.address}")
+            if args.expires is not None and args.expires <= 0:
+                raise StoreError("--expires: a number of days greater than 0")
+            secret, record = store.token_add(args.address, args.name or "", args.expires or 0.0)
+            print(secret)
+            print(f"token {record['id']} for {record['user']} added (shown once: keep it)", file=sys.stderr)
+        elif args.action == "revoke":
+            store.token_revoke(args.id)
+            print(f"token {args.id} revoked")
+        else:
+            def when(t: float) -> str:
+                return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M") if t else "never"
+            _table([[t["id"], t["user"], t["name"] or "-", when(t["created"]), when(t["expires"])]
+                    for t in store.tokens(args.address)], ["id", "user", "name", "created", "expires"])
     finally:
         store.close()
     return 0
@@ -636,6 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
     usub.add_parser("remove").add_argument("address")
     usub.add_parser("list")
     user.set_defaults(func=cmd_user)
+
+    token = sub.add_parser("token", help="HTTP API bearer tokens: add (prints the secret once), list, revoke")
+    tsub = token.add_subparsers(dest="action", required=True)
+    p = tsub.add_parser("add")
+    p.add_argument("address")
+    p.add_argument("--name", default="", help="what the token is for (shown by list)")
+    p.add_argument("--expires", type=float, default=None, metavar="DAYS", help="days it is valid (default: forever)")
+    tsub.add_parser("list").add_argument("address", nargs="?")
+    tsub.add_parser("revoke").add_argument("id")
+    token.set_defaults(func=cmd_token)
 
     alias = sub.add_parser("alias", help="address aliases")
     asub = alias.add_subparsers(dest="action", required=True)

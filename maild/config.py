@@ -32,6 +32,7 @@ A new section is a dataclass of keys plus a field of :class:`Config` made with
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import tomllib
 import typing
@@ -173,8 +174,12 @@ class ImapConfig(Listeners):
     autologout_unauthenticated: float = key(60.0, "seconds before LOGIN/AUTHENTICATE")
     max_bad_commands: int = key(20, "in a row; then * BYE and close", positive=True)
     allow_plaintext_auth_on_loopback: bool = key(False, "LOGIN without TLS from 127.0.0.0/8 and ::1 (tests, dev)")
-    fetch_cache_mb: int = key(32, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
-                                  "(another device, a resync); 0: none (docs/imap.md)")
+    fetch_cache_mb: int = key(96, "MB of ENVELOPE, BODYSTRUCTURE and header fields kept for repeat FETCHes "
+                                  "(another device, a resync; Thunderbird's header fields of a 100,000-message "
+                                  "folder take ~55 MB); 0: none (docs/imap.md)")
+    response_cache_mb: int = key(32, "MB of formatted FETCH lines of whole mailboxes (the flag resync every client "
+                                     "runs: ~40 octets a message) reused until a mailbox changes, then brought "
+                                     "forward; 0: none (docs/imap.md)", low=0)
     sort_cache_mb: int = key(16, "MB of SORT keys and THREAD facts kept for a webmail's every page; "
                                  "0: none (docs/imap.md)")
     sent_copy_window: float = key(600.0, "seconds: an APPEND to Sent of what submission filed this recently is "
@@ -195,7 +200,28 @@ class Pop3Config(Listeners):
 
 @dataclass(frozen=True)
 class ApiConfig(Listeners):
-    pass
+    max_body_size: int = key(1024 * 1024, "bytes of a JSON request body; 413 above", positive=True)
+    max_send_size: int = key(25 * 1024 * 1024, "bytes of a message sent with POST /v1/messages (JSON or "
+                                                "multipart, attachments included); 413 above", positive=True)
+    request_timeout: float = key(60.0, "seconds a connection may stay idle or a request take to arrive",
+                                 positive=True)
+    requests_per_minute_per_token: int = key(600, "token bucket per token; 429 with Retry-After when empty; "
+                                                  "0: unlimited")
+    requests_per_minute_per_ip: int = key(1200, "token bucket per client address; 0: unlimited")
+    page_size_max: int = key(200, "most messages one page of a listing or search returns", positive=True)
+    max_connections: int = key(10_000, "HTTP and WebSocket connections in total; more are closed at accept",
+                               positive=True)
+    max_connections_per_ip: int = key(500, "from one client address", positive=True)
+    cors_origins: list[str] = key([], 'origins allowed by CORS, e.g. ["https://mail.example.org"]; '
+                                      'empty: no CORS headers (browsers refuse cross-origin calls)')
+    events_max_wait: float = key(60.0, "seconds a long-poll GET /v1/events may wait for a change",
+                                 positive=True)
+    token_max_days: float = key(365.0, "days a token from POST /v1/tokens may live at most; 0: no limit")
+    webhooks_per_user: int = key(10, "webhooks a user may register (POST /v1/webhooks); 0: no webhooks")
+    webhook_timeout: float = key(10.0, "seconds a webhook receiver has to answer; then the event is retried",
+                                 positive=True)
+    webhook_allow_private: bool = key(False, "let webhooks reach loopback, private and reserved addresses "
+                                             "(tests; a trusted internal receiver)")
 
 
 # Mozilla's "intermediate" profile (v5.7): forward secrecy and AEAD ciphers only, for TLS
@@ -240,6 +266,13 @@ class StoreConfig:
                                           "batch); larger ones are content-addressed files shared by hard links")
     orphan_sweep_age: float = key(3600.0, "seconds: unreferenced blob files older than this are removed at "
                                           "start-up and every 6 hours (docs/reliability.md)", positive=True)
+    changes_kept: int = key(200_000, "change-log records kept per shard for any consumer (docs/storage.md)",
+                            positive=True)
+    changes_retained: int = key(2_000_000, "change-log records per shard kept at most for a named cursor "
+                                           "behind; further behind it resyncs (docs/storage.md)", positive=True)
+    mailbox_index_mb: int = key(64, "MB per shard of packed per-mailbox columns (uid, modseq, flags, size: "
+                                    "32 octets a message) kept for SELECT, FETCH and STATUS of large "
+                                    "mailboxes; 0: none (docs/performance.md)", low=0)
 
 
 def _host_port(text: str) -> str | None:
@@ -280,6 +313,8 @@ class ReplicationConfig:
 class ServerConfig:
     shutdown_grace: float = key(10.0, "seconds in-flight commands get on SIGTERM to finish and be answered",
                                 positive=True)
+    workers: int = key(0, "worker processes sharing the listeners and the store (docs/architecture.md); "
+                          "0: one per CPU core, 1: a single process, no supervisor", low=0, high=256)
 
 
 @dataclass(frozen=True)
@@ -422,9 +457,11 @@ class Config:
                                listen=["127.0.0.1:2143"], tls_listen=["127.0.0.1:2993"])
     pop3: Pop3Config = section(Pop3Config, "110 STLS, 995 implicit TLS in production (docs/pop3.md)",
                                listen=["127.0.0.1:2110"], tls_listen=["127.0.0.1:2995"])
-    api: ApiConfig = section(ApiConfig, "HTTP JSON API: not available in this version (start-up refuses "
-                                        "a listener)")
-    tls: TlsConfig = section(TlsConfig, "required when any of smtp, submission, imap, pop3 is enabled")
+    api: ApiConfig = section(ApiConfig, "HTTP JSON API (docs/api.md): listen is plain HTTP, loopback "
+                                        "addresses only; tls_listen uses [tls]",
+                             listen=["127.0.0.1:2080"], tls_listen=["127.0.0.1:2443"])
+    tls: TlsConfig = section(TlsConfig, "required when any of smtp, submission, imap, pop3 is enabled, "
+                                        "or api.tls_listen")
     dns: DnsConfig = section(DnsConfig, "the resolver for MX, SPF, DKIM, DMARC and DNSBL lookups (docs/dns.md)")
     store: StoreConfig = section(StoreConfig, "the mail store (docs/storage.md)")
     auth: AuthConfig = section(AuthConfig, "login failures")
@@ -588,15 +625,27 @@ def from_dict(raw: dict[str, object], path: Path) -> Config:
     values.setdefault("hostname", "")
     values.setdefault("data_dir", base)
     config = Config(path=path, **values, **sections)
-    if config.api.enabled:
-        # The HTTP API (DESIGN.md) has no issue scheduled yet; refuse rather than ignore.
-        errors.append("api.listen: the HTTP API is not available in this version; leave it empty")
+    for i, address in enumerate(config.api.listen):
+        # Bearer tokens and passwords travel in the clear over plain HTTP: loopback only (a
+        # reverse proxy on the same host terminates TLS), tls_listen everywhere else.
+        if not _loopback(address.host):
+            errors.append(f"api.listen[{i}]: plain HTTP only on a loopback address (127.0.0.0/8, ::1); "
+                          f"use api.tls_listen for {address}")
     tls_needed = [name for name in ("smtp", "submission", "imap", "pop3") if getattr(config, name).enabled]
+    if config.api.tls_listen:
+        tls_needed.append("api")
     if tls_needed and (config.tls.cert_file is None or config.tls.key_file is None):
         errors.append(f"tls.cert_file: required when {tls_needed[0]} is enabled")
     if errors:
         raise ConfigError(*errors)
     return config
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 # -- etc/maild.toml --------------------------------------------------------------------------

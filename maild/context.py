@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from maild.delivery import Delivery
     from maild.filters.chain import FilterChain
     from maild.store import Store
+    from maild.util.shared import SharedTable
 
 
 @dataclass
@@ -28,6 +29,9 @@ class ServerContext:
     # State the listeners of one protocol section share (connection counts, rates, POP3
     # locks), by section name: maild.util.session.SessionFactory.shared.
     shared: dict[str, Any] = field(default_factory=dict)
+    # With several worker processes: the tree's shared table (maild/util/shared.py), where
+    # that state is counted across workers instead; None in a single process.
+    tree: SharedTable | None = None
 
     @property
     def read_only(self) -> str | None:

@@ -7,20 +7,34 @@ close the sessions and the store, which finishes every write still queued.
 Replication (docs/replication.md): a leader or follower also runs the replication service;
 the outbound queue runner and housekeeping run only on a node that takes writes (not on a
 follower, which would send the leader's queue again), from its promotion on.
+
+Worker processes (``[server] workers``, maild/supervisor.py, docs/architecture.md): with
+several workers, :func:`serve` runs in each worker with a :class:`WorkerRole`. The listeners
+are then the sockets the supervisor bound and the worker inherited (adopted, never bound
+here); the store is opened here, after the worker was started, never across a fork. The
+services that must run once per tree (the metrics listener, the outbound queue runner,
+housekeeping) run in worker 0 only (:attr:`WorkerRole.primary`); a restarted worker 0 takes
+them up again. Readiness, the watchdog and reload go to the supervisor's notify socket
+(``NOTIFY_SOCKET`` points there), which speaks to systemd for the tree.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.twisted import MetricsResource
 from twisted.internet import reactor as default_reactor
 from twisted.internet import ssl, task, threads
@@ -30,6 +44,8 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from maild.api.server import Hooks as ApiHooks
+from maild.api.server import build_site as build_api_site
 from maild.auth import Authenticator
 from maild.config import Address, Config, ConfigError
 from maild.context import ServerContext
@@ -37,7 +53,9 @@ from maild.delivery import Delivery
 from maild.dns.resolver import Resolver
 from maild.filters.build import build_filters as content_filters
 from maild.filters.chain import FilterChain
+from maild.imap.search import text_search
 from maild.imap.server import ImapFactory
+from maild.imap.thread import thread_tree
 from maild.mailauth.filter import build_filters as mailauth_filters
 from maild.pop3.server import Pop3Factory
 from maild.queue.runner import QueueRunner
@@ -46,9 +64,11 @@ from maild.replication import ReplicationService
 from maild.search import SearchService
 from maild.shutdown import Sessions
 from maild.smtp.server import SmtpFactory
+from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
+from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild")
 
@@ -96,14 +116,76 @@ def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
     return FilterChain([*mailauth_filters(config, store, reactor), *content_filters(config, store, reactor)])
 
 
-def _listen(reactor: Any, key: str, address: Address, factory: Factory,
-            tls: ssl.CertificateOptions | None) -> Any:
+@dataclass(frozen=True)
+class WorkerRole:
+    """What the supervisor (maild/supervisor.py) tells a worker process it started."""
+
+    index: int  # 0 .. count-1; a restarted worker keeps its index
+    count: int
+    fds: dict[str, int]  # listener key (see :func:`listeners`) -> inherited listening socket
+    shared: str | None = None  # the tree's SharedTable file (maild/util/shared.py)
+
+    @property
+    def primary(self) -> bool:
+        """Worker 0 runs what must run once per tree (module docstring)."""
+        return self.index == 0
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's: workers' metric files
+WORKER_ENV = "MAILD_WORKER"  # JSON {"index", "count", "fds", "supervisor"}: set by the supervisor
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def worker_role() -> WorkerRole | None:
+    """This process's role when the supervisor started it, else None. A worker dies with
+    its supervisor (PR_SET_PDEATHSIG, SIGKILL): a killed supervisor is a killed tree, and
+    no orphan keeps the ports or the store after it."""
+    text = os.environ.pop(WORKER_ENV, None)
+    if text is None:
+        return None
+    data = json.loads(text)
     try:
-        if tls is not None:
-            # Not listenSSL: the session factory counts the connection at accept and may
-            # refuse it before any TLS work (maild.util.session).
-            return reactor.listenTCP(address.port, GatedTLSFactory(tls, False, factory),
-                                     interface=address.host)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's exit is then unnoticed
+        pass
+    if os.getppid() != data["supervisor"]:
+        raise SystemExit("maild worker: the supervisor is gone")  # died before prctl took hold
+    return WorkerRole(int(data["index"]), int(data["count"]), {str(k): int(v) for k, v in data["fds"].items()},
+                      data.get("shared"))
+
+
+def listeners(config: Config, primary: bool = True) -> list[tuple[str, str, Address, bool]]:
+    """Every listening address: (key, section, address, implicit TLS). The key (e.g.
+    ``imap.tls_listen 127.0.0.1:993``) names a socket the supervisor hands to its workers;
+    the metrics listener belongs to the primary process only."""
+    found = []
+    for section in (*_PROTOCOLS, "api", "metrics"):
+        if section == "metrics" and not primary:
+            continue
+        table = getattr(config, section)
+        for name, implicit in (("listen", False), ("tls_listen", True)):
+            for address in getattr(table, name, ()):
+                found.append((f"{section}.{name} {address}", section, address, implicit))
+    return found
+
+
+def _listen(reactor: Any, key: str, address: Address, factory: Any,
+            tls: ssl.CertificateOptions | None, role: WorkerRole | None = None) -> Any:
+    if tls is not None:
+        # Not listenSSL: the session factory counts the connection at accept and may
+        # refuse it before any TLS work (maild.util.session).
+        factory = GatedTLSFactory(tls, False, factory)
+    if role is not None:
+        # The supervisor bound it; every worker accepts on the same socket (docs/architecture.md).
+        fd = role.fds.get(f"{key} {address}")
+        if fd is None:
+            raise ConfigError(f"{key}: {address} was not listening when maild started; "
+                              "a new listener needs a restart of maild")
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        port = reactor.adoptStreamPort(fd, family, factory)
+        os.close(fd)  # the port holds its own duplicate
+        return port
+    try:
         return reactor.listenTCP(address.port, factory, interface=address.host)
     except CannotListenError as exc:
         raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None
@@ -186,69 +268,115 @@ class _QuietSite(Site):
         """No access log line per scrape."""
 
 
-def _serve_metrics(config: Config, store: Store, reactor: Any) -> list[Any]:
+class _Scrape(CollectorRegistry):
+    """What /metrics serves: ``source``'s metrics, ``refresh`` run first (in the scrape's
+    thread: MetricsResource's)."""
+
+    def __init__(self, source: CollectorRegistry, refresh: Callable[[], None]) -> None:
+        super().__init__(auto_describe=False)
+        self.source = source
+        self.refresh = refresh
+
+    def collect(self) -> Any:
+        self.refresh()
+        yield from self.source.collect()
+
+
+def _serve_metrics(config: Config, store: Store, reactor: Any, role: WorkerRole | None) -> list[Any]:
     """Prometheus /metrics on ``[metrics] listen`` (maild/util/metrics.py); the queue
-    gauges are read from the store at scrape time (in a thread: MetricsResource's)."""
+    gauges are read from the store at scrape time. With several workers the primary serves
+    the sum of every worker's values (the files under PROMETHEUS_MULTIPROC_DIR)."""
     if not config.metrics.listen:
         return []
-    cache: dict[str, Any] = {"at": -1.0, "entries": 0, "oldest": 0.0}
+    cache: dict[str, Any] = {"at": -1.0}
 
-    def queue_state(field: str) -> float:
+    def refresh() -> None:
         now = time.monotonic()
         if now - cache["at"] > 1.0:
             entries = store.queue_entries()
             created = min((e["created"] for e in entries), default=None)
-            cache.update(at=now, entries=len(entries),
-                         oldest=0.0 if created is None else max(time.time() - created, 0.0))
-        return float(cache[field])
-    metrics.QUEUE_ENTRIES.set_function(lambda: queue_state("entries"))
-    metrics.QUEUE_OLDEST.set_function(lambda: queue_state("oldest"))
-    metrics.UP_SINCE.set(time.time())
+            cache["at"] = now
+            metrics.QUEUE_ENTRIES.set(len(entries))
+            metrics.QUEUE_OLDEST.set(0.0 if created is None else max(time.time() - created, 0.0))
+    source = metrics.REGISTRY
+    if role is not None and os.environ.get(MULTIPROC_ENV):
+        source = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(source)
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=metrics.REGISTRY))
+    root.putChild(b"metrics", MetricsResource(registry=_Scrape(source, refresh)))
     site = _QuietSite(root)
     factory: Any = site
-    return [_listen(reactor, "metrics.listen", address, factory, None) for address in config.metrics.listen]
+    return [_listen(reactor, "metrics.listen", address, factory, None, role) for address in config.metrics.listen]
 
 
-def serve(config: Config, reactor: Any = default_reactor) -> int:
-    return_large_allocations_to_the_os()
-    if journal.under_journald():  # structured fields (maild/util/journal.py)
+def _serve_api(ctx: ServerContext, reactor: Any, tls: ssl.CertificateOptions | None,
+               role: WorkerRole | None = None) -> list[tuple[Any, str]]:
+    """The HTTP JSON API (maild/api) on ``[api] listen`` (plain, loopback: config.py
+    checks) and ``tls_listen``; handed the IMAP and SMTP code it shares (search, threads,
+    submission), since front ends do not import each other."""
+    config = ctx.config.api
+    if not config.enabled:
+        return []
+    site = build_api_site(ctx, ApiHooks(search=text_search, threads=thread_tree, submit=submit))
+    reactor.addSystemEventTrigger("before", "shutdown", site.close)
+    factory: Any = site
+    return ([(_listen(reactor, "api.listen", a, factory, None, role), f"api {a}") for a in config.listen]
+            + [(_listen(reactor, "api.tls_listen", a, factory, tls, role), f"api+tls {a}")
+               for a in config.tls_listen])
+
+
+def setup_logging(several: bool = False) -> None:
+    """Log lines to the journal (structured fields, maild/util/journal.py) or stderr; with
+    several processes (the supervisor and its workers) each stderr line names its pid."""
+    if journal.under_journald():  # the journal records each line's _PID itself
         logging.basicConfig(level=logging.INFO, handlers=[journal.JournalHandler()],
                             format="%(name)s: %(message)s")
     else:
+        pid = "[%(process)d]" if several else ""
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                            format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
+
+
+def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | None = None) -> int:
+    """Run the daemon in this process: the whole of it, or (``role``) one worker of a tree."""
+    metrics.UP_SINCE.set(time.time())
+    return_large_allocations_to_the_os()
+    setup_logging(role is not None)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     tls = tls_options(config)
     store = Store(config.data_dir, config.store, reactor, config.replication)
     reactor.suggestThreadPoolSize(16)
     filters = build_filters(config, store, reactor)
-    ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor),
-                        tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config))
+    # Connection counts, rates, POP3 locks and login failures across the workers.
+    tree = None if role is None or role.shared is None else SharedTable(role.shared, role.count, role.index)
+    ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor, tree),
+                        tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config), tree=tree)
     ports = []
     sessions = Sessions(reactor, config.server.shutdown_grace)
+    primary = role is None or role.primary
     try:
-        for section, (factory_class, kwargs) in _PROTOCOLS.items():
-            listeners = getattr(config, section)
-            for address in listeners.listen:
-                sessions.ports.append(_listen(reactor, f"{section}.listen", address, sessions.track(
-                    factory_class(ctx, implicit_tls=False, **kwargs)), None))
-                ports.append(f"{section} {address}")
-            for address in listeners.tls_listen:
-                sessions.ports.append(_listen(reactor, f"{section}.tls_listen", address, sessions.track(
-                    factory_class(ctx, implicit_tls=True, **kwargs)), tls))
-                ports.append(f"{section}+tls {address}")
+        for key, section, address, implicit in listeners(config, primary=False):
+            if section == "api":  # a twisted.web site, not a session factory: _serve_api
+                continue
+            factory_class, kwargs = _PROTOCOLS[section]
+            sessions.ports.append(_listen(reactor, key.split()[0], address, sessions.track(
+                factory_class(ctx, implicit_tls=implicit, **kwargs)), tls if implicit else None, role))
+            ports.append(f"{section}{'+tls' if implicit else ''} {address}")
+        api_ports = _serve_api(ctx, reactor, tls, role)
+        sessions.ports.extend(port for port, _ in api_ports)
+        ports.extend(name for _, name in api_ports)
+        metric_ports = _serve_metrics(config, store, reactor, role) if primary else []
     except Exception:
         store.close()
         raise
-    try:
-        metric_ports = _serve_metrics(config, store, reactor)
-    except Exception:
-        store.close()
-        raise
+    if role is not None:
+        used = {key for key, *_ in listeners(config, primary)}
+        for key, fd in role.fds.items():
+            if key not in used:  # the metrics socket in a worker other than the primary
+                os.close(fd)
     sessions.ports.extend(metric_ports)
-    ports.extend(f"metrics {address}" for address in config.metrics.listen)
+    if primary:
+        ports.extend(f"metrics {address}" for address in config.metrics.listen)
     _systemd(reactor)
     Reloader(reactor, ctx, tls_options, sd_notify).install()
     if config.search.enabled:
@@ -270,9 +398,12 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
         runner.start()
         _housekeeping(store, reactor)
     if store.repl_role == "standalone":
-        reactor.callWhenRunning(take_writes)
+        if primary:  # one queue runner and one housekeeper per tree (module docstring)
+            reactor.callWhenRunning(take_writes)
     else:
         try:
+            if role is not None:  # the supervisor runs replicating nodes as one process
+                raise ConfigError("replication: a replicating node runs with [server] workers = 1")
             replication = ReplicationService(config, store, reactor)
             replication.on_leader.append(take_writes)
             ports.extend(replication.start())
@@ -282,7 +413,10 @@ def serve(config: Config, reactor: Any = default_reactor) -> int:
         reactor.addSystemEventTrigger("before", "shutdown", replication.stop)
 
     def ready() -> None:
-        log.info("maild ready: %s", ", ".join(ports) or "no listeners")
+        if role is None:
+            log.info("maild ready: %s", ", ".join(ports) or "no listeners")
+        else:  # the supervisor says "maild ready" once every worker is
+            log.info("worker %d of %d ready%s", role.index, role.count, " (primary)" if primary else "")
         sd_notify("READY=1")
 
     reactor.callWhenRunning(ready)

@@ -91,6 +91,9 @@ class MaildServer:
                                 "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1])},
                                 "store": {"shards": 2, "map_size_mb": 1024, "directory_map_size_mb": 256},
                                 "auth": {"failure_delay": 0.2, "max_failure_delay": 1.0},
+                                # One process unless a test asks for workers (tests/workers/):
+                                # the suite stays fast on two cores.
+                                "server": {"workers": 1},
                                 # Every query goes to the suite's own DNS server on loopback
                                 # (unknown names: NXDOMAIN), never to the host's resolver.
                                 "dns": {"nameservers": [shared_zone().nameserver], "timeout": 2.0}}
@@ -156,10 +159,20 @@ class MaildServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
-        """SIGKILL: no clean shutdown, exactly like a crash."""
+        """SIGKILL: no clean shutdown, exactly like a crash. With workers, the supervisor's
+        kill takes its workers with it (PR_SET_PDEATHSIG); returns once they are gone."""
         assert self.process is not None
+        workers = self.worker_pids()
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
+        wait_gone(workers)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a supervisor ([server] workers > 1), oldest first; [] for
+        a single process."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return children(self.process.pid)
 
     def stop(self) -> int:
         assert self.process is not None
@@ -193,6 +206,41 @@ class MaildServer:
         finally:
             store.close()
         self.start()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc), in the order they started."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return sorted((int(p) for p in text.split() if _alive(int(p))), key=lambda p: int(_stat(p, 19) or 0))
+
+
+def _stat(pid: int, field: int, task: int | None = None) -> str | None:
+    """A field of a thread's stat after the command name (0: the state), None when gone."""
+    try:
+        return Path(f"/proc/{pid}/task/{task or pid}/stat").read_text().rsplit(")", 1)[1].split()[field]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie. A killed process's leader thread turns zombie before its other
+    threads have exited and let go of the files (sockets) they share: every thread counts."""
+    try:
+        tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    return any(_stat(pid, 0, t) not in (None, "Z", "X") for t in tasks)
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {[p for p in pids if _alive(p)]} still alive")
+        time.sleep(0.01)
 
 
 @pytest.fixture

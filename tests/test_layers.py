@@ -30,8 +30,8 @@ for _layer, _names in (
     (SERVICES, {"auth", "delivery", "queue", "filters", "mailauth", "dns", "transfer", "replication",
                "search"}),
     (CONTEXT, {"context"}),  # the ServerContext the wiring hands to every front end
-    (FRONT_ENDS, {"smtp", "imap", "pop3"}),
-    (WIRING, {"cli", "daemon", "shutdown", "reload"}),
+    (FRONT_ENDS, {"smtp", "imap", "pop3", "api"}),
+    (WIRING, {"cli", "daemon", "supervisor", "shutdown", "reload"}),
 ):
     LAYERS.update(dict.fromkeys(_names, _layer))
 LAYER_NAMES = {BASE: "base", STORE: "store", SERVICES: "services", CONTEXT: "context",

@@ -15,7 +15,10 @@ password is verified, so an attacker who hangs up early learns nothing:
   attempts for it wait too — except from IPs that logged into that account before, so a
   spray from many IPs cannot lock the real user out of the IPs they use.
 - a failure is answered only after the delay it earned, as before;
-- an attempt whose client has gone by the end of its wait is not verified at all.
+- an attempt whose client has gone by the end of its wait is not verified at all;
+- with several worker processes (``tree``, maild/util/shared.py) the failures per client
+  IP are counted across the workers too, so a client cannot spread its guesses over them;
+  the rest (per account, the queue of a penalised IP, trusted IPs) is per worker.
 
 Every failure is one log line (``maild.auth``, :data:`FAILURE_FORMAT`) that the fail2ban
 filter in etc/fail2ban/filter.d/maild.conf matches, and is counted in ``failures``.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +43,7 @@ from maild.util import metrics
 
 if TYPE_CHECKING:
     from maild.store import Store
+    from maild.util.shared import SharedTable
 
 log = logging.getLogger("maild.auth")
 
@@ -103,10 +107,11 @@ class _Account:
 
 
 class Authenticator:
-    def __init__(self, store: Store, config: AuthConfig, reactor: Any) -> None:
+    def __init__(self, store: Store, config: AuthConfig, reactor: Any, tree: SharedTable | None = None) -> None:
         self.store = store
         self.config = config
         self.reactor = reactor
+        self.tree = tree
         self._clients: dict[str, _Client] = {}
         self._accounts: dict[str, _Account] = {}
         self.failures: collections.Counter[str] = collections.Counter()  # protocol -> failed logins
@@ -126,6 +131,8 @@ class Authenticator:
         delay = 0.0
         if client is not None and now - client.last <= WINDOW:
             delay = self._doubling(client.count())
+        if self.tree is not None:
+            delay = max(delay, self._doubling(self._tree_failures(client_ip, 0)))
         account = self._accounts.get(username.lower())
         if account is not None and now - account.last <= WINDOW and client_ip not in account.trusted:
             delay = max(delay, self._doubling(account.failures - self.config.account_free_failures + 1))
@@ -138,8 +145,20 @@ class Authenticator:
         return defer.Deferred.fromCoroutine(
             self._authenticate(username, password, client_ip, protocol, mechanism, alive))
 
+    def authenticate_token(self, lookup: Callable[[], User | None], client_ip: str, protocol: str,
+                           mechanism: str) -> defer.Deferred[User | None]:
+        """A bearer token (the HTTP API's) under the same per-IP penalty as passwords:
+        ``lookup`` is called after the IP's delay and answers the token's user or None.
+        Tokens name no account, so a wrong token counts against the IP only (a spray of
+        bad tokens from many IPs delays no real user)."""
+        async def check() -> User | None:
+            return lookup()
+        return defer.Deferred.fromCoroutine(
+            self._authenticate("", "", client_ip, protocol, mechanism, None, check))
+
     async def _authenticate(self, username: str, password: str, client_ip: str, protocol: str,
-                            mechanism: str, alive: Callable[[], bool] | None) -> User | None:
+                            mechanism: str, alive: Callable[[], bool] | None,
+                            check: Callable[[], Awaitable[User | None]] | None = None) -> User | None:
         client = self._clients.get(client_ip)
         queued = client is not None and bool(client.failures) and self._clock() - client.last <= WINDOW
         mine: defer.Deferred[None] | None = None
@@ -160,9 +179,13 @@ class Authenticator:
                 await deferLater(self.reactor, delay, lambda: None)
             if alive is not None and not alive():
                 return None  # the client hung up while it waited: nothing verified, nothing learnt
-            user: User | None = self.store.user(username)
-            password_hash = user.password_hash if user else _DUMMY_HASH
-            ok = await self._verify(password_hash, password)
+            if check is not None:
+                user = await check()
+                ok = user is not None
+            else:
+                user = self.store.user(username)
+                password_hash = user.password_hash if user else _DUMMY_HASH
+                ok = await self._verify(password_hash, password)
             if ok and user is not None:
                 self._succeeded(username, client_ip)
                 return user
@@ -187,9 +210,13 @@ class Authenticator:
         name = username.lower()
         client = self._clients.get(client_ip)
         if client is not None:
-            client.failures.pop(name, None)  # the user's own typos, not the names others tried
+            typos = client.failures.pop(name, 0)  # the user's own typos, not the names others tried
+            if typos and self.tree is not None:
+                self._tree_failures(client_ip, -typos)
             if not client.failures and not client.pending:
                 del self._clients[client_ip]
+        if not name:
+            return
         account = self._account(name)
         account.failures = 0
         account.trusted.pop(client_ip, None)
@@ -218,11 +245,27 @@ class Authenticator:
         key = name if name in client.failures or len(client.failures) < MAX_NAMES_PER_IP else "*"
         client.failures[key] = client.failures.get(key, 0) + 1
         client.last = now
+        if self.tree is not None:
+            self._tree_failures(client_ip, 1)
+        if not name:  # a token: no account to count against
+            return
         account = self._account(name)
         if now - account.last > WINDOW:
             account.failures = 0
         account.failures += 1
         account.last = now
+
+    def _tree_failures(self, client_ip: str, change: int) -> int:
+        """The failures from ``client_ip`` in every worker within WINDOW, after adding ``change``."""
+        now = self._clock()
+
+        def update(count: float, last: float, _: float) -> tuple[float, float, int]:
+            if now - last > WINDOW:
+                count = 0.0
+            count = max(count + change, 0.0)
+            return count, (now if change > 0 else last), int(count)
+        assert self.tree is not None
+        return self.tree.update(f"auth ip {client_ip}", update, 0)
 
     def _failed(self, username: str, client_ip: str, protocol: str, mechanism: str, reason: str) -> None:
         self.failures[protocol or "?"] += 1

@@ -161,6 +161,7 @@ class Delivery:
             return self.store.deliver(raw, recipients).addCallback(lambda _: None)
         queued = self.store.enqueue(raw, tx.mail_from or "", list(remote_rcpts))
         queued.addCallback(_log_queued, tx.queue_id, len(remote_rcpts))
+        queued.addCallback(lambda ids: tx.notes.__setitem__("queue_entries", ids))  # the API's queue status
         if recipients:
             queued.addCallback(lambda _: self.store.deliver(raw, recipients, queue_failures=True))
         return queued.addCallback(lambda _: None)

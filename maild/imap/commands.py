@@ -316,6 +316,7 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH RETURN options; None: plain
+    update_fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: UPDATE's fetch attributes
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ class Sort(Command):
     charset: str
     key: SearchKey
     returns: tuple[str, ...] | None = None  # RFC 5267 §3.2 ESORT RETURN options; None: plain
+    update_fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: UPDATE's fetch attributes
 
 
 @dataclass(frozen=True)
@@ -381,3 +383,25 @@ class Copy(Command):
 @dataclass(frozen=True)
 class UidExpunge(Command):
     sequence: SequenceSet  # RFC 4315 §2.1
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """One RFC 5465 §8 event-group: a mailbox filter and the events asked for on it.
+    ``filter`` is upper case: SELECTED, SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED,
+    SUBTREE or MAILBOXES (the last two with ``mailboxes``). ``events`` are the known event
+    names in RFC 5465's spelling (MessageNew, FlagChange...), any other as the client wrote
+    it; empty for NONE. ``fetch``: MessageNew's fetch attributes (§5.2)."""
+
+    filter: str
+    mailboxes: tuple[str, ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notify(Command):
+    """NOTIFY SET [STATUS] event-groups, or NOTIFY NONE (``groups`` None) (RFC 5465 §3.1)."""
+
+    groups: tuple[EventGroup, ...] | None
+    status: bool = False

@@ -26,6 +26,11 @@ Implementation notes — invariants a contributor must keep:
    tag already naming an UPDATE context is refused with BAD (§4.3).
 5. PARTIAL lo:hi (§4.4) answers ``PARTIAL (lo:hi set)`` with the results at those 1-based
    positions, or NIL when there are none.
+6. ``UPDATE (fetch-att ...)`` (RFC 5465 §7, with NOTIFY): a new message that joins the
+   results is FETCHed with those attributes after its EXISTS and before the ADDTO naming
+   it; one that joins by a flag change is not. ``refresh`` is synchronous, so it holds
+   back such a context's ADDTO in ``Contexts.held`` and ``fetch_held`` (awaited by the
+   session right after ``refresh``) sends the FETCHes, then the ADDTO.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from maild.imap import search as searching
 from maild.imap import sort as sorting
 from maild.imap import wire
-from maild.imap.commands import SearchKey, SortCriterion
+from maild.imap.commands import FetchAtt, SearchKey, SortCriterion
 from maild.imap.mailbox import MailboxView
 
 if TYPE_CHECKING:
@@ -52,6 +57,8 @@ class _Context:
     key: SearchKey
     uids: list[int]  # matching: ascending, or in SORT's order
     criteria: tuple[SortCriterion, ...] = ()  # a SORT context
+    fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: FETCH for new messages that join
+    newest: int = 0  # the mailbox's highest UID at the last refresh: above it, new messages
 
 
 @dataclass
@@ -59,10 +66,12 @@ class Contexts:
     view: MailboxView | None = None
     items: dict[str, _Context] = field(default_factory=dict)
     dirty: bool = False
+    # ADDTOs held for their FETCHes (invariant 6): context, (position, number) pairs, UIDs
+    held: list[tuple[_Context, list[tuple[int, int]], list[int]]] = field(default_factory=list)
 
     def of(self, view: MailboxView | None) -> dict[str, _Context]:
         if view is not self.view:
-            self.view, self.items, self.dirty = view, {}, False
+            self.view, self.items, self.dirty, self.held = view, {}, False, []
         return self.items
 
 
@@ -93,7 +102,7 @@ def check_tag(session: ImapSession, tag: str, returns: tuple[str, ...] | None) -
 
 
 def register(session: ImapSession, tag: str, uid: bool, key: SearchKey, returns: tuple[str, ...] | None,
-             uids: list[int], criteria: tuple[SortCriterion, ...] = ()) -> None:
+             uids: list[int], criteria: tuple[SortCriterion, ...] = (), fetch: tuple[FetchAtt, ...] = ()) -> None:
     """After a SEARCH or SORT: keep an UPDATE context, or say NOUPDATE (§4.3.1)."""
     if not returns or "UPDATE" not in returns:
         return
@@ -101,7 +110,9 @@ def register(session: ImapSession, tag: str, uid: bool, key: SearchKey, returns:
     if len(items) >= MAX_CONTEXTS or searching.reads_messages(key):
         session._send(b"* NO [NOUPDATE " + wire.string(tag) + b"] Not updating this search")
         return
-    items[tag] = _Context(tag, uid, key, list(uids) if criteria else sorted(uids), criteria)
+    view = session.view
+    newest = view.uids[-1] if view is not None and view.uids else 0
+    items[tag] = _Context(tag, uid, key, list(uids) if criteria else sorted(uids), criteria, fetch, newest)
 
 
 def cancel(session: ImapSession, tags: tuple[str, ...]) -> None:
@@ -172,8 +183,29 @@ def refresh(session: ImapSession) -> None:
         kept = set(context.uids)
         added = [(i + 1, u) for i, u in enumerate(now) if u not in kept]  # first position first
         context.uids = now
-        if added:
+        fresh = [u for _, u in added if u > context.newest] if context.fetch else []
+        context.newest = uids[-1] if uids else context.newest
+        if fresh:
+            state.held.append((context, _numbers(view, context, added), fresh))  # invariant 6
+        elif added:
             session._send(_line(context, b"ADDTO", _numbers(view, context, added)))
+
+
+def holding(session: ImapSession) -> bool:
+    """ADDTOs wait for the FETCH of their new messages (invariant 6)."""
+    state = session.__dict__.get("_search_contexts")
+    return state is not None and bool(state.held)
+
+
+async def fetch_held(session: ImapSession) -> None:
+    """RFC 5465 §7: the FETCH of each new message that joined a context with fetch
+    attributes, then that context's ADDTO."""
+    state = _contexts(session)
+    held, state.held = state.held, []
+    for context, pairs, fresh in held:
+        await session._fetch_uids(fresh, context.fetch)
+        if context.tag in state.items and pairs:
+            session._send(_line(context, b"ADDTO", pairs))
 
 
 def _numbers(view: MailboxView, context: _Context, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:

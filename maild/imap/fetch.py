@@ -23,7 +23,8 @@ Implementation notes — invariants a contributor must keep:
 4. BODY[] and the other non-PEEK sections set \\Seen (RFC 3501 §6.4.5) before the
    responses are written, in a writable mailbox only; when FLAGS was not asked for, the
    \\Seen set is reported with the message's FLAGS.
-5. ``_FLAG_SYNC`` answers the flag resync every client runs with the same bytes
+5. FETCHes of record items and own header fields that set nothing are answered by
+   ``maild/imap/fastfetch.py`` from the store's packed mailbox index, with the same bytes
    ``_fetch_items`` would assemble; a change to one is a change to both.
 """
 
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from maild.imap import binary, fetchcache, mime, objectid, preview, savedate, wire
+from maild.imap import binary, fastfetch, fetchcache, mime, objectid, preview, savedate, wire
 from maild.imap.commands import Fetch, FetchAtt, Section
 from maild.store.types import SEEN, FlagMode, MessageMeta, NotFound
 
@@ -57,15 +58,6 @@ _RECORD_ITEMS: dict[str, Callable[[MessageMeta], bytes]] = {
     "EMAILID": lambda meta: b"EMAILID (%s)" % objectid.email_id(meta).encode(),  # RFC 8474 §5.1
     "SAVEDATE": savedate.fetch_item,  # RFC 8514 §4
 }
-# The flag resync every client runs on every folder, FETCH 1:* (UID FLAGS) and UID FETCH
-# 1:* (FLAGS), one %-format per message: the same bytes _fetch_items assembles item by
-# item, in a third of the time.
-_FLAG_SYNC: dict[tuple[str, ...], Callable[[int, MessageMeta], bytes]] = {
-    ("UID", "FLAGS"): lambda seq, meta: b"* %d FETCH (UID %d FLAGS %s" % (seq, meta.uid, wire.flags(meta.flags)),
-    ("FLAGS", "UID"): lambda seq, meta: b"* %d FETCH (FLAGS %s UID %d" % (seq, wire.flags(meta.flags), meta.uid),
-}
-
-
 class FetchCommands:
     """FETCH's commands and helpers, mixed into :class:`maild.imap.server.ImapSession`."""
 
@@ -90,18 +82,29 @@ class FetchCommands:
 
         view = self._view()
         user = self._user()
-        indexes = view.resolve(cmd.sequence, cmd.uid)
+        if cmd.changed_since is None:
+            indexes = view.resolve(cmd.sequence, cmd.uid)
+        else:
+            # RFC 7162 §3.1.4.1: only messages changed since the given mod-sequence, found in
+            # the modseq index, then matched against the set: a client resyncing `1:*`
+            # costs the changes, not the mailbox.
+            changes = self.store.changed_since(user, view.mailbox_id, cmd.changed_since)
+            indexes = view.among(cmd.sequence, cmd.uid, [m.uid for m in changes])
         if cmd.vanished:
             self._vanished_earlier(view, cmd)
         if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
             self._enable_condstore()  # RFC 7162 §3.1
+        attributes = cmd.attributes
+        if self.qresync and not any(a.name == "UID" for a in attributes):
+            attributes = (FetchAtt("UID"), *attributes)  # RFC 7162 §3.2.4
+        if cmd.changed_since is None and (view.readonly or not any(a.sets_seen for a in attributes)):
+            columns = fastfetch.plan(attributes)
+            if columns is not None and await fastfetch.answer(self, view, indexes, columns):
+                return
         uids = [view.uids[i] for i in indexes]
         if cmd.changed_since is not None:
-            # RFC 7162 §3.1.4.1: only messages changed since the given mod-sequence, found in
-            # the modseq index (a client resyncing `1:*` reads the changes, not the mailbox).
             wanted = set(uids)
-            metas = {m.uid: m for m in self.store.changed_since(user, view.mailbox_id, cmd.changed_since)
-                     if m.uid in wanted}
+            metas = {m.uid: m for m in changes if m.uid in wanted}
         else:
             metas = {m.uid: m for m in self.store.messages(user, view.mailbox_id, uids)}
         seen_now: set[int] = set()
@@ -118,33 +121,26 @@ class FetchCommands:
         if view.recent:
             for uid in view.recent.intersection(metas):
                 metas[uid] = metas[uid]._replace(flags=metas[uid].flags | RECENT)
-        attributes = cmd.attributes
-        if self.qresync and not any(a.name == "UID" for a in attributes):
-            attributes = (FetchAtt("UID"), *attributes)  # RFC 7162 §3.2.4
         if seen_now or any(a.name == "FLAGS" for a in attributes):
             self._announce_keywords(frozenset().union(*(m.flags for m in metas.values())))
         # What each attribute asks, worked out once for all the messages.
         plan = [(att, _section_of(att)) for att in attributes]
         batch: list[bytes] = []  # small responses are written 64 KB at a time
         batched = 0
-        flag_sync = _FLAG_SYNC.get(tuple(a.name for a in attributes))
         literals: list[_Literal]
         for index, uid in zip(indexes, uids, strict=True):
             meta = metas.get(uid)
             if meta is None or self._closed:
                 continue
-            if flag_sync is not None and uid not in seen_now:
-                head, literals = flag_sync(index + 1, meta), []
-            else:
-                try:
-                    head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
-                                                       if uid in seen_now else plan)
-                except (NotFound, FileNotFoundError):
-                    # RFC 2180 §4.1.3: expunged by another session since the record was
-                    # read; the rest is answered, then a NO says what was left out.
-                    missing = True
-                    self._cache = None
-                    continue
+            try:
+                head, literals = self._fetch_items(index + 1, meta, plan + [(FetchAtt("FLAGS"), None)]
+                                                   if uid in seen_now else plan)
+            except (NotFound, FileNotFoundError):
+                # RFC 2180 §4.1.3: expunged by another session since the record was
+                # read; the rest is answered, then a NO says what was left out.
+                missing = True
+                self._cache = None
+                continue
             if not literals:
                 batch.append(head + b")\r\n")
                 batched += len(batch[-1])

@@ -4,6 +4,8 @@ changes of other sessions waiting to be announced (RFC 3501 §7.4.1, §5.2, §5.
 from __future__ import annotations
 
 import bisect
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maild.imap.commands import SequenceSet
@@ -19,7 +21,9 @@ class MailboxView:
     name: str
     readonly: bool
     uidvalidity: int
-    uids: list[int]  # ascending; message sequence number n is uids[n - 1]
+    # Ascending; message sequence number n is uids[n - 1]. A packed array (4 octets a
+    # message), the session's own copy of the store's index at SELECT.
+    uids: array[int]
     pending_expunge: set[int] = field(default_factory=set)
     pending_new: set[int] = field(default_factory=set)
     pending_flags: set[int] = field(default_factory=set)
@@ -49,8 +53,9 @@ class MailboxView:
         i = self.index_of(uid)
         return None if i is None else i + 1
 
-    def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
-        """Sorted 0-based indexes into ``uids`` named by a sequence set."""
+    def resolve(self, sequence: SequenceSet, uid: bool) -> Sequence[int]:
+        """Sorted 0-based indexes into ``uids`` named by a sequence set (one run: a range,
+        not a list of 100,000 numbers)."""
         if sequence.saved:  # "$" is the same messages in either form (RFC 5182 §2.1)
             return [i for i in (self.index_of(u) for u in sorted(self.saved)) if i is not None]
         n = len(self.uids)
@@ -72,11 +77,36 @@ class MailboxView:
                     raise BadSequence(f"message sequence number {hi} does not exist")
                 spans.append((lo - 1, hi))
         if len(spans) == 1:
-            return list(range(*spans[0]))
+            return range(*spans[0])
         out: set[int] = set()
         for a, b in spans:
             out.update(range(a, b))
         return sorted(out)
+
+    def among(self, sequence: SequenceSet, uid: bool, uids: list[int]) -> list[int]:
+        """Sorted 0-based indexes of those of ``uids`` (ascending) that are in the mailbox
+        and named by ``sequence``: :meth:`resolve` restricted to a few candidates, at the
+        cost of the candidates (CHANGEDSINCE: RFC 7162 §3.1.4.1), not of the mailbox."""
+        n = len(self.uids)
+        if not uid and not sequence.saved:
+            if not n and sequence.ranges:
+                raise BadSequence("no messages in the mailbox")
+            for _, hi in sequence.bounds(n):
+                if hi > n:
+                    raise BadSequence(f"message sequence number {hi} does not exist")
+        out = []
+        largest = self.uids[-1] if n else 0
+        for u in uids:
+            i = self.index_of(u)
+            if i is None:
+                continue
+            if sequence.saved:
+                named = u in self.saved
+            else:
+                named = sequence.contains(u, largest) if uid else sequence.contains(i + 1, n)
+            if named:
+                out.append(i)
+        return out
 
     # -- changes reported by the store -----------------------------------------------------
 
@@ -113,8 +143,12 @@ class MailboxView:
         return out
 
     def remove_indexes(self, indexes: list[int]) -> None:
+        if len(indexes) <= 64:  # a few: each a memmove, not a pass in Python
+            for i in sorted(set(indexes), reverse=True):
+                del self.uids[i]
+            return
         drop = set(indexes)
-        self.uids = [u for i, u in enumerate(self.uids) if i not in drop]
+        self.uids = array("I", [u for i, u in enumerate(self.uids) if i not in drop])
 
     def take_new(self) -> bool:
         """Add announced-able new messages; True when EXISTS must be sent."""

@@ -46,4 +46,5 @@ async def append(session: ImapSession, cmd: Append | MultiAppend) -> str:
     view = session.view
     if view is not None and view.mailbox_id == mailbox.id:
         view.note_new(tuple(uids))  # EXISTS in this response
+        session._notify_own_new(tuple(uids))
     return f"APPENDUID {results[0].uidvalidity} {_compress(uids).decode()}"

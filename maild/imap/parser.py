@@ -29,6 +29,7 @@ from maild.imap.commands import (
     Copy,
     Create,
     Enable,
+    EventGroup,
     Fetch,
     FetchAtt,
     GetMetadata,
@@ -37,6 +38,7 @@ from maild.imap.commands import (
     Login,
     MailboxCommand,
     MultiAppend,
+    Notify,
     Qresync,
     QuotaCommand,
     Rename,
@@ -546,6 +548,71 @@ def _cancelupdate(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     return CancelUpdate(tag, name, tuple(tags))
 
 
+MAX_EVENT_GROUPS = 64  # event-groups in one NOTIFY
+NOTIFY_FILTERS = frozenset({"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
+                            "SUBTREE", "MAILBOXES"})
+# RFC 5465 §8 event names (compared without case), in the RFC's spelling.
+NOTIFY_EVENTS = {name.upper(): name for name in (
+    "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+    "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")}
+
+
+def _notify(r: _Reader, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5465 §8: notify = "NOTIFY" SP (notify-set / notify-none);
+    # notify-set = "SET" [status-indicator] SP event-groups; status-indicator = SP "STATUS"
+    r.sp()
+    word = r.word()
+    if word == "NONE":
+        return Notify(tag, name, None)
+    if word != "SET":
+        raise r.error("NOTIFY takes SET or NONE")
+    r.sp()
+    status = r.maybe_ci("STATUS ")
+    groups = [_event_group(r)]
+    while r.maybe(b" "):
+        if len(groups) >= MAX_EVENT_GROUPS:
+            raise r.error("too many NOTIFY event groups")
+        groups.append(_event_group(r))
+    return Notify(tag, name, tuple(groups), status)
+
+
+def _event_group(r: _Reader) -> EventGroup:
+    # event-group = "(" filter-mailboxes SP events ")"; filter-mailboxes = "selected" /
+    # "selected-delayed" / "inboxes" / "personal" / "subscribed" /
+    # ("subtree" / "mailboxes") SP one-or-more-mailbox
+    r.open_paren()
+    kind = r.word()
+    if kind not in NOTIFY_FILTERS:
+        raise r.error(f"unknown NOTIFY mailbox filter {kind[:40]}")
+    mailboxes: list[str] = []
+    if kind in ("SUBTREE", "MAILBOXES"):
+        r.sp()
+        mailboxes = r.paren_list(r.mailbox) if r.peek() == 0x28 else [r.mailbox()]
+        if not mailboxes:
+            raise r.error("empty mailbox list")
+    r.sp()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    if not r.maybe_ci("NONE"):  # events = ( "(" event *(SP event) ")" ) / "NONE"
+        r.open_paren()
+        while True:
+            atom = r.atom("an event")
+            event = NOTIFY_EVENTS.get(atom.upper(), atom)
+            events.append(event)
+            # message-event = ("MessageNew" [SP "(" fetch-att *(SP fetch-att) ")"]) / ...
+            if event == "MessageNew" and r.data.startswith(b" (", r.pos):
+                r.sp()
+                fetch = r.paren_list(lambda: _fetch_att(r))
+                if not fetch:
+                    raise r.error("empty fetch attribute list")
+            if r.maybe(b")"):
+                break
+            r.sp()
+        r.depth -= 1
+    r.close_paren()
+    return EventGroup(kind, tuple(mailboxes), tuple(events), tuple(fetch))
+
+
 def _compress(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()  # RFC 4978 §5: "COMPRESS" SP algorithm
     return Compress(tag, name, r.word())
@@ -927,12 +994,14 @@ _ESEARCH_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})  # SAVE: RF
 _CONTEXT_RETURNS = frozenset({"CONTEXT", "UPDATE"})  # RFC 5267 §4, and PARTIAL
 
 
-def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
+def _return_options(r: _Reader, command: str) -> tuple[tuple[str, ...] | None, tuple[FetchAtt, ...]]:
     """``RETURN (...) SP`` of SEARCH (RFC 4731 §3, RFC 5267 §4) and SORT (RFC 5267 §3.2), if
-    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi)."""
+    present; an empty list means ALL. PARTIAL comes as "PARTIAL lo:hi" (lo <= hi). And
+    UPDATE's fetch attributes (RFC 5465 §7)."""
     if not r.maybe_ci("RETURN "):
-        return None
+        return None, ()
     allowed = _ESEARCH_RETURNS | _CONTEXT_RETURNS  # CONTEXT=SEARCH and CONTEXT=SORT
+    fetch: list[FetchAtt] = []
 
     def option() -> str:
         word = r.word()
@@ -945,22 +1014,28 @@ def _return_options(r: _Reader, command: str) -> tuple[str, ...] | None:
             return f"PARTIAL {min(low, high)}:{max(low, high)}"
         if word not in allowed:
             raise r.error(f"unknown {command} return option")
+        if word == "UPDATE" and r.data.startswith(b" (", r.pos):
+            # RFC 5465 §8: modifier-update = "UPDATE" [SP "(" fetch-att *(SP fetch-att) ")"]
+            r.sp()
+            fetch[:] = r.paren_list(lambda: _fetch_att(r))
+            if not fetch:
+                raise r.error("empty fetch attribute list")
         return word
     options = tuple(r.paren_list(option))
     if sum(1 for o in options if o == "ALL" or o.startswith("PARTIAL ")) > 1:
         raise r.error("at most one of PARTIAL and ALL")  # RFC 5267 §4.4
     r.sp()
-    return options or ("ALL",)
+    return options or ("ALL",), tuple(fetch)
 
 
 def _search(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     r.sp()
-    returns = _return_options(r, "SEARCH")
+    returns, update_fetch = _return_options(r, "SEARCH")
     charset = None
     if r.maybe_ci("CHARSET "):
         charset = r.astring().upper()
         r.sp()
-    return Search(tag, name, uid, _search_keys(r), charset, returns)
+    return Search(tag, name, uid, _search_keys(r), charset, returns, update_fetch)
 
 
 def _search_keys(r: _Reader) -> SearchKey:
@@ -975,14 +1050,14 @@ def _sort(r: _Reader, tag: str, name: str, uid: bool) -> Command:
     # RFC 5256 §5: SORT SP sort-criteria SP search-criteria, the charset required;
     # RFC 5267 §3.2 (ESORT): optionally RETURN (...) before the criteria.
     r.sp()
-    returns = _return_options(r, "SORT")
+    returns, update_fetch = _return_options(r, "SORT")
     criteria = r.paren_list(lambda: _sort_criterion(r))
     if not criteria:
         raise r.error("SORT needs at least one sort criterion")
     r.sp()
     charset = r.astring().upper()
     r.sp()
-    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r), returns)
+    return Sort(tag, name, uid, tuple(criteria), charset, _search_keys(r), returns, update_fetch)
 
 
 def _thread(r: _Reader, tag: str, name: str, uid: bool) -> Command:
@@ -1108,4 +1183,5 @@ _COMMANDS = {
     "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "SEARCH": _search,
     "SORT": _sort, "THREAD": _thread, "COMPRESS": _compress,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata, "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": _notify,
 }

@@ -417,3 +417,18 @@ def _beside(uids: list[int], envelopes: Iterator[tuple[int, StoredEnvelope]]
         while pending is not None and pending[0] < uid:
             pending = next(envelopes, None)
         yield i, uid, pending[1] if pending is not None and pending[0] == uid else None
+
+
+# The HTTP API's search (maild/api, handed this function by the wiring: front ends do not
+# import each other) is IMAP SEARCH itself, not a second matcher.
+TEXT_FIELDS = {"subject": "Subject", "from": "From", "to": "To", "cc": "Cc"}
+
+
+def text_search(store: Store, user: str, mailbox_id: int, fields: dict[str, str]) -> list[int]:
+    """UIDs of the mailbox's messages matching every one of ``fields`` ({"subject" | "from" |
+    "to" | "cc" | "body" | "text": substring}) as SEARCH SUBJECT / FROM / TO / CC / BODY /
+    TEXT does (RFC 3501 §6.4.4: case-insensitive substring). Reads messages: off the reactor."""
+    keys = [SearchKey(SearchOp.HEADER, (TEXT_FIELDS[name], value)) if name in TEXT_FIELDS
+            else SearchKey(SearchOp(name.upper()), value) for name, value in fields.items()]
+    key = keys[0] if len(keys) == 1 else SearchKey(SearchOp.AND, children=tuple(keys))
+    return [uid for _, uid, _ in search(store, user, mailbox_id, store.uids(user, mailbox_id), key)]

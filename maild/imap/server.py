@@ -19,10 +19,11 @@ Implementation notes — invariants a contributor must keep:
 5. Other sessions' changes arrive through the store's change feed into the
    :class:`MailboxView` and are announced only where RFC 3501 §7.4.1 allows: EXPUNGE (or
    VANISHED, once QRESYNC is enabled) never while answering FETCH, STORE, SEARCH or SORT
-   (the UID forms may), never with no command in progress except during IDLE.
+   (the UID forms may), never with no command in progress except during IDLE or as a
+   NOTIFY SELECTED asks (RFC 5465, ``maild/imap/notify.py``, whose notes hold its rules).
 6. Capabilities are advertised only when complete; the list is ``CAPABILITIES``. An
    extension with logic of its own lives in its own module (multiappend, catenate, binary,
-   preview, objectid, savedate, metadata, context, compress, searchres), whose notes hold
+   preview, objectid, savedate, metadata, context, compress, searchres, notify), whose notes hold
    its rules; so do IMAP4rev2's differences from IMAP4rev1 (imap4rev2, switched on by
    ENABLE IMAP4rev2);
    this module only dispatches to it and calls its hooks.
@@ -55,6 +56,7 @@ import dataclasses
 import enum
 import logging
 import time
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task, threads
@@ -68,6 +70,7 @@ from maild.delivery.sentcopy import submitted_copy
 from maild.imap import (
     compress,
     context,
+    fastfetch,
     fetchcache,
     imap4rev2,
     metadata,
@@ -113,6 +116,7 @@ from maild.imap.framer import Complete, FrameEvent, Framer, NeedContinuation, Re
 from maild.imap.list import ListCommands
 from maild.imap.mailbox import BadSequence, MailboxView
 from maild.imap.names import BadName
+from maild.imap.notify import NotifyCommands
 from maild.imap.parser import ParseError, parse_command
 from maild.imap.thread import thread as thread_messages
 from maild.store.types import (
@@ -155,7 +159,7 @@ CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE",
                 "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QRESYNC",
                 "MULTIAPPEND", "OBJECTID", "UTF8=ACCEPT", "STATUS=SIZE", "SAVEDATE", "BINARY",
                 "PREVIEW", "COMPRESS=DEFLATE", "METADATA", "CATENATE", "CONTEXT=SEARCH",
-                "CONTEXT=SORT", "SEARCHRES")
+                "CONTEXT=SORT", "SEARCHRES", "NOTIFY")
 PRE_AUTH_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 
 
@@ -170,7 +174,7 @@ _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                          "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
                          "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS", "GETMETADATA",
-                         "SETMETADATA"}
+                         "SETMETADATA", "NOTIFY"}
 # RFC 3501 §6: the commands each state accepts. ENABLE is for the authenticated state only
 # (RFC 5161 §3.1).
 ALLOWED: dict[State, frozenset[str]] = {
@@ -239,6 +243,7 @@ class ImapFactory(SessionFactory):
         super().__init__(ctx, "imap", ctx.config.imap, implicit_tls)
         self.config: ImapConfig
         fetchcache.CACHE.resize(self.config.fetch_cache_mb * 1024 * 1024)
+        fastfetch.LINES.resize(self.config.response_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.sessions: dict[str, set[ImapSession]] = {}
         self._unsubscribe = ctx.store.subscribe(self._changed)
@@ -255,7 +260,7 @@ class ImapFactory(SessionFactory):
 
 
 @implementer(IPushProducer)
-class ImapSession(FetchCommands, ListCommands, CommandSession):
+class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
     ctx: ServerContext
 
     def __init__(self, factory: ImapFactory) -> None:
@@ -330,6 +335,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         waiter, self._resume = self._resume, None
         if waiter is not None:
             waiter.callback(None)
+        self._notify_resumed()
 
     async def _drain(self) -> None:
         """Wait until the transport wants more output (backpressure for big FETCHes)."""
@@ -489,13 +495,17 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         if self._closed:
             return
         base = cmd.name.split(" ")[-1]
-        self._announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        await self._notify_announce(expunge=not (base in _NO_EXPUNGE_DURING and not cmd.name.startswith("UID ")))
+        if self._closed:
+            return
         line = f"{cmd.tag} {status} " + (f"[{code}] " if code else "") + text
         self._send(line.encode("utf-8"))
+        self._notify_after()
 
     # -- untagged updates from other sessions (RFC 3501 §7.4.1) --------------------------------
 
     def store_changed(self, change: Change) -> None:
+        self._notify_changed(change)  # other mailboxes' events, RFC 5465 (maild/imap/notify.py)
         view = self.view
         if view is None or change.mailbox_id != view.mailbox_id:
             return
@@ -510,13 +520,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         elif change.kind is ChangeKind.MAILBOX_RENAME and change.name:
             view.name = change.name
         context.changed(self)
-        if self._idle_tag is not None:
-            defer.ensureDeferred(self._idle_announce()).addErrback(self._internal_error)
-
-    async def _idle_announce(self) -> None:
-        await self._claim_recent()
-        if self._idle_tag is not None:
-            self._announce(expunge=True)
+        self._notify_wake()  # during IDLE, or between commands with NOTIFY
 
     async def _claim_recent(self) -> None:
         """RFC 3501 §2.3.2: claim the new messages about to be announced, so that they are
@@ -548,7 +552,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             log.warning("IMAP \\Recent claim not stored for %s: store full", user)
             return upto
 
-    def _announce(self, expunge: bool) -> None:
+    def _announce(self, expunge: bool, flags: bool = True) -> None:
         view = self.view
         if view is None or self._closed:
             return
@@ -569,7 +573,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             self._send(b"* %d EXISTS" % view.exists)
             if self.recent_flag:
                 self._send(b"* %d RECENT" % len(view.recent))  # RFC 3501 §7.3.2
-        uids = view.take_flags()
+        uids = view.take_flags() if flags else []
         if uids:
             assert self.user is not None
             for meta in self.store.messages(self.user, view.mailbox_id, uids):
@@ -746,7 +750,10 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             cmd = dataclasses.replace(cmd, readonly=True)
         mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
-        uids = self.store.uids(user, mailbox.id)
+        index = self.store.mailbox_index(user, mailbox.id)
+        if index is None:
+            raise MailboxNotFound(cmd.mailbox)
+        uids = array("I", index.uids)  # the session's own sequence map: a copy (memcpy)
         if cmd.condstore:
             self.condstore = True
         view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
@@ -764,7 +771,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
                 finally:
                     self.view = None
                 view.claimed = newest
-            view.recent = {uid for uid in uids if uid > before}
+            view.recent = set(uids[bisect.bisect_right(uids, before):])
         self._send(b"* FLAGS " + self._flag_list(view, False))
         self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
                    + b"] Flags permitted")
@@ -779,10 +786,10 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             seq = view.seq_of(first_unseen)
             if seq is not None:
                 self._send(b"* OK [UNSEEN %d] First unseen" % seq)
-        uidnext = max(mailbox.uidnext, uids[-1] + 1 if uids else 1)
+        uidnext = max(index.uidnext, uids[-1] + 1 if uids else 1)
         self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)  # RFC 7162 §3.1.2.1
+        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % index.highestmodseq)  # RFC 7162 §3.1.2.1
         self.view = view  # before the resync's FETCH responses, which show its \\Recent
         self.state = State.SELECTED
         self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
@@ -861,8 +868,9 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         (RFC 3501 §2.3.2)."""
         if not self.recent_flag:
             return 0
-        uids = self.store.uids(self._user(), mailbox.id) if mailbox.uidnext - 1 > mailbox.recent_uid else []
-        count = len(uids) - bisect.bisect_right(uids, mailbox.recent_uid)
+        index = self.store.mailbox_index(self._user(), mailbox.id) \
+            if mailbox.uidnext - 1 > mailbox.recent_uid else None
+        count = 0 if index is None else len(index.uids) - bisect.bisect_right(index.uids, mailbox.recent_uid)
         view = self.view
         if view is not None and view.mailbox_id == mailbox.id:
             count += sum(1 for uid in view.recent if uid <= mailbox.recent_uid and view.seq_of(uid))
@@ -873,12 +881,14 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         recent = self._recent_count(mailbox) if "RECENT" in items else 0
         deleted = 0
         if "DELETED" in items:  # RFC 9051 §6.3.11
-            deleted = sum(1 for m in self.store.messages(self._user(), mailbox.id) if DELETED in m.flags)
+            index = self.store.mailbox_index(self._user(), mailbox.id)
+            deleted = 0 if index is None else index.count_flag(DELETED)
         values = {"MESSAGES": mailbox.messages, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "SIZE": mailbox.size,
-                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted,
-                  "MAILBOXID": f"({objectid.mailbox_id(self._user(), mailbox)})"}  # RFC 8474 §4.3
+                  "APPENDLIMIT": self.config.append_limit, "DELETED": deleted}
+        if "MAILBOXID" in items:  # RFC 8474 §4.3 (a digest: only when asked)
+            values["MAILBOXID"] = f"({objectid.mailbox_id(self._user(), mailbox)})"
         body = " ".join(f"{item} {values[item]}" for item in items)
         self._send(b"* STATUS " + wire.mailbox(mailbox.name, self.utf8) + b" (" + body.encode() + b")")
 
@@ -898,6 +908,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         result = await self.store.append(self._user(), mailbox.id, cmd.message, cmd.flags, date)
         if self.view is not None and self.view.mailbox_id == mailbox.id:
             self.view.note_new((result.uid,))  # EXISTS in this response
+            self._notify_own_new((result.uid,))
         return f"APPENDUID {result.uidvalidity} {result.uid}"  # RFC 4315 §3
 
     async def _do_getmetadata(self, cmd: GetMetadata) -> str | None:
@@ -933,10 +944,11 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # RFC 2177: updates flow while idling; "DONE" ends it.
         self._idle_tag = cmd.tag
         self._send(b"+ idling")
-        self._announce(expunge=True)
-        self._line_waiter = defer.Deferred()
+        # Waiting for DONE from now: it may come while the announcement below writes.
+        waiter = self._line_waiter = defer.Deferred()
         try:
-            await self._line_waiter
+            await self._notify_announce(expunge=True)
+            await waiter
         finally:
             self._idle_tag = None
 
@@ -969,8 +981,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         view = self._view()
         self._deselect()
         if not view.readonly:
-            deleted = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                       if DELETED in m.flags]
+            deleted = self._deleted(view, None)
             if deleted:
                 await self.store.expunge(self._user(), view.mailbox_id, deleted)  # silently
 
@@ -979,8 +990,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
 
     async def _expunge(self, only: set[int] | None) -> str | None:
         view = self._writable()
-        targets = [m.uid for m in self.store.messages(self._user(), view.mailbox_id, view.uids)
-                   if DELETED in m.flags and (only is None or m.uid in only)]
+        targets = self._deleted(view, only)
         if not targets:
             return None
         result = await self.store.expunge(self._user(), view.mailbox_id, targets)
@@ -995,6 +1005,16 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         # mod-sequence past changes it has not seen).
         await task.deferLater(self.ctx.reactor, 0, lambda: None)
         return f"HIGHESTMODSEQ {result.modseq}"
+
+    def _deleted(self, view: MailboxView, only: set[int] | None) -> list[int]:
+        """The uids of the session's messages (of ``only``, when given) that carry
+        \\Deleted, from the store's mailbox index: nothing to look at when it counts none."""
+        index = self.store.mailbox_index(self._user(), view.mailbox_id)
+        if index is None or not index.count_flag(DELETED):
+            return []
+        marked = {i for i, flags in enumerate(index.flag_sets) if DELETED in flags}
+        uids = [u for u, f in zip(index.uids, index.flag_ids, strict=True) if f in marked]
+        return [u for u in uids if (only is None or u in only) and view.index_of(u) is not None]
 
     async def _do_expunge(self, cmd: Command) -> str | None:
         return await self._expunge(None)
@@ -1042,7 +1062,8 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             line += b" MODSEQ %d" % max(m for _, _, m in returned)
         if searchres.answers(returns):  # SAVE alone: no ESEARCH (RFC 5182 §2.4)
             self._send(line)
-        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found])  # RFC 5267 §4.3
+        context.register(self, cmd.tag, cmd.uid, unbound, returns, [uid for _, uid, _ in found],
+                         fetch=cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_search = _do_search
 
@@ -1060,17 +1081,18 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
                                               view.uidvalidity, list(view.uids),
                                               searching.bind_recent(unbound, view.recent), cmd.criteria)
-        numbers = [uid if cmd.uid else seq for seq, uid in ordered]
-        searchres.save(view, cmd.returns, [uid for _, uid in ordered])
+        numbers = [uid for _, uid in ordered] if cmd.uid else [seq for seq, _ in ordered]
+        if searchres.saving(cmd.returns):
+            searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
             # RFC 5256 §4: the SORT response, numbers in sorted order.
-            self._send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+            self._send(b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode())
             return
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
         if searchres.answers(cmd.returns):
             self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))
         context.register(self, cmd.tag, cmd.uid, unbound, cmd.returns, [uid for _, uid in ordered],
-                         cmd.criteria)  # RFC 5267 §4.3
+                         cmd.criteria, cmd.update_fetch)  # RFC 5267 §4.3, RFC 5465 §7
 
     _do_uid_sort = _do_sort
 
@@ -1135,6 +1157,7 @@ class ImapSession(FetchCommands, ListCommands, CommandSession):
             return None
         if target.id == view.mailbox_id:
             view.note_new(tuple(p[1] for p in result.pairs))
+            self._notify_own_new(tuple(p[1] for p in result.pairs))
         sources = _compress([p[0] for p in result.pairs]).decode()
         targets = _compress([p[1] for p in result.pairs]).decode()
         code = f"COPYUID {result.uidvalidity} {sources} {targets}"

@@ -256,19 +256,33 @@ def sort(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: list[
          criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
     every match's record and the envelopes of those whose keys are not in the cache: run
-    off the reactor."""
-    rows, metas = matching(store, user, mailbox_id, uids, key)
+    off the reactor. SORT ... ALL by envelope keys all in the cache (a webmail's every
+    page) reads neither: its cost is the sort."""
     owner = store.user(user)
-    if not rows or owner is None:
+    if owner is None or not uids:
         return []
-    keys = cached_values(store, user, mailbox_id, uids, metas,
-                         {(owner.id, uidvalidity, mailbox_id, c.key): _ENVELOPE_KEYS[c.key]
-                          for c in criteria if c.key in _ENVELOPE_KEYS})
-    # Stable sorts from the last criterion to the first: ties keep the order the later
-    # criteria, and finally the sequence numbers, gave them (RFC 5256 §3).
+    names = {c.key: (owner.id, uidvalidity, mailbox_id, c.key) for c in criteria if c.key in _ENVELOPE_KEYS}
+    keys: dict[Any, dict[int, Any]] | None = None
+    metas: dict[int, MessageMeta] = {}
+    if key.op is SearchOp.ALL and not any(c.key in _RECORD_KEYS for c in criteria):
+        known = {name: CACHE.get(name) for name in names.values()}
+        if all(all(map(values.__contains__, uids)) for values in known.values()):
+            keys, rows = known, [(i + 1, uid) for i, uid in enumerate(uids)]
+    if keys is None:
+        rows, metas = matching(store, user, mailbox_id, uids, key)
+        if not rows:
+            return []
+        keys = cached_values(store, user, mailbox_id, uids, metas,
+                            {name: _ENVELOPE_KEYS[k] for k, name in names.items()})
+    # Stable sorts of positions from the last criterion to the first: ties keep the order
+    # the later criteria, and finally the sequence numbers, gave them (RFC 5256 §3).
+    order = list(range(len(rows)))
+    row_uids = [uid for _, uid in rows]
     for criterion in reversed(criteria):
         record_key = _RECORD_KEYS.get(criterion.key)
-        values = ({uid: record_key(metas[uid]) for _, uid in rows} if record_key is not None
-                  else keys[(owner.id, uidvalidity, mailbox_id, criterion.key)])
-        rows.sort(key=lambda row: values[row[1]], reverse=criterion.reverse)
-    return rows
+        if record_key is not None:
+            values = [record_key(metas[uid]) for uid in row_uids]
+        else:
+            values = list(map(keys[names[criterion.key]].__getitem__, row_uids))
+        order.sort(key=values.__getitem__, reverse=criterion.reverse)
+    return list(map(rows.__getitem__, order))

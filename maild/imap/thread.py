@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from maild.imap import sort as sorting
-from maild.imap.commands import SearchKey
-from maild.store.types import Envelope, MessageMeta
+from maild.imap.commands import SearchKey, SearchOp
+from maild.store.types import Envelope, Mailbox, MessageMeta
 
 if TYPE_CHECKING:
     from maild.store import Store
@@ -289,3 +289,28 @@ def _render(root: _Node) -> bytes:
         for child in reversed(node.children):  # popped in order: "(" child ")" each
             stack.extend((b")", child, b"("))
     return b"".join(out)
+
+
+Tree = list[tuple[int | None, "Tree"]]  # (uid, or None for a missing parent; its children)
+
+
+def thread_tree(store: Store, user: str, mailbox: Mailbox) -> Tree:
+    """The REFERENCES threads of a whole mailbox (the THREAD command's, RFC 5256 §4) as
+    nested (uid, children) pairs, oldest thread first: the HTTP API's threads, handed this
+    function by the wiring. Off the reactor, as :func:`thread`."""
+    uids = store.uids(user, mailbox.id)
+    rows, metas = sorting.matching(store, user, mailbox.id, uids, SearchKey(SearchOp.ALL))
+    owner = store.user(user)
+    if not rows or owner is None:
+        return []
+    name = (owner.id, mailbox.uidvalidity, mailbox.id, "THREAD")
+    facts: dict[int, _Facts] = sorting.cached_values(store, user, mailbox.id, uids, metas, {name: _facts})[name]
+    roots = _references([_Message(uid, seq, *facts[uid]) for seq, uid in rows])
+    out: Tree = []
+    stack = [(root, out) for root in reversed(roots)]  # no recursion: a thread may be deep
+    while stack:
+        node, siblings = stack.pop()
+        children: Tree = []
+        siblings.append((node.number, children))
+        stack.extend((child, children) for child in reversed(node.children))
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_DOT = re.compile(rb"\n\.")
 TERMINATOR = b".\r\n"
 
 
@@ -43,7 +44,8 @@ class MessageEncoder:
             out = b"\n" + _BARE_LF.sub(b"\r\n", chunk[1:])
         else:
             out = _BARE_LF.sub(b"\r\n", chunk)
-        out = out.replace(b"\n.", b"\n..")  # RFC 1939 §3 byte-stuffing
+        if _LINE_DOT.search(out) is not None:  # a literal-prefix scan: far cheaper than a replace
+            out = out.replace(b"\n.", b"\n..")  # RFC 1939 §3 byte-stuffing
         if self._at_line_start and out[:1] == b".":
             out = b"." + out
         self._at_line_start = out.endswith(b"\n")

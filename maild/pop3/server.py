@@ -20,7 +20,9 @@ Implementation notes — invariants a contributor must keep:
    (docs/security.md); the answer never says whether the user exists.
 5. The maildrop is a snapshot of INBOX taken at login; message numbers never change
    during a session. One POP3 session per user (RFC 1939 §8, ``-ERR [IN-USE]``, RFC 2449
-   §8.1.1); IMAP is not blocked. The lock is released when the session ends (_session_ended).
+   §8.1.1), across every worker process of the daemon (maild.util.limits.TreeMaildropLocks);
+   IMAP is not blocked. The lock is released when the session ends (_session_ended), or
+   when its worker dies.
 6. Nothing is deleted before QUIT: DELE only marks, and a connection that ends any other
    way (drop, timeout, shutdown) deletes nothing (RFC 1939 §6). At QUIT the marked
    messages are expunged from the store, so IMAP sessions see them go.
@@ -81,6 +83,7 @@ from maild.pop3.parser import (
 )
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util import metrics
+from maild.util.limits import MaildropLocks, TreeMaildropLocks
 from maild.util.session import LineSession, SessionFactory
 
 if TYPE_CHECKING:
@@ -92,7 +95,7 @@ log = logging.getLogger(__name__)
 MAX_SASL_LINE = 4096
 SEEN_BATCH = 64  # RETRs whose \Seen flags are written in one store commit at most
 SEEN_FLUSH_SECONDS = 1.0  # how long a retrieved message may wait for its \Seen
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024  # octets read from the message and written per step (a 100 KB message: one)
 MECHANISMS = sasl.MECHANISMS
 
 _INTERNAL_ERROR = "-ERR [SYS/TEMP] Internal error, try again later"
@@ -161,7 +164,9 @@ class Pop3Factory(SessionFactory):
     def __init__(self, ctx: ServerContext, implicit_tls: bool) -> None:
         super().__init__(ctx, "pop3", ctx.config.pop3, implicit_tls)
         self.config: Pop3Config
-        self.locked: set[str] = self.shared("locked", set)
+        tree = getattr(ctx, "tree", None)
+        self.locked: MaildropLocks = self.shared(
+            "locked", lambda: MaildropLocks() if tree is None else TreeMaildropLocks(tree))
 
     def make_session(self) -> Pop3Session:
         return Pop3Session(self)
@@ -254,7 +259,7 @@ class Pop3Session(LineSession):
         (invariant 9). Nothing is deleted here (invariant 6)."""
         self._write_seen()
         if self._locked is not None:
-            self.factory.locked.discard(self._locked)  # invariant 5
+            self.factory.locked.release(self._locked)  # invariant 5
             self._locked = None
 
     # -- idle timeout (RFC 1939 §3: at least 10 minutes) --------------------------------------
@@ -448,15 +453,14 @@ class Pop3Session(LineSession):
         if user is None:
             self._send("-ERR [AUTH] Invalid user name or password")  # RFC 3206 §4
             return
-        if user.address in self.factory.locked:
-            self._send("-ERR [IN-USE] Maildrop is locked by another POP3 session")  # RFC 2449 §8.1.1
-            return
         inbox = self.ctx.store.mailbox(user.address, "INBOX")
         if inbox is None:
             self._send("-ERR [SYS/PERM] The account has no INBOX")
             return
         # Invariant 5: the lock and the snapshot are taken in one step, with no wait between.
-        self.factory.locked.add(user.address)
+        if not self.factory.locked.acquire(user.address):
+            self._send("-ERR [IN-USE] Maildrop is locked by another POP3 session")  # RFC 2449 §8.1.1
+            return
         self._locked = user.address
         self.maildrop = Maildrop(user.address, inbox.id, inbox.uidvalidity,
                                  list(self.ctx.store.messages(user.address, inbox.id)))

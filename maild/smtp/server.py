@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from maild.auth import sasl
 from maild.config import SmtpConfig
-from maild.delivery import complete_submission, new_queue_id
+from maild.delivery import new_queue_id
 from maild.smtp.data import DataReader, Problem, check_content
 from maild.smtp.parser import (
     Auth,
@@ -78,12 +78,10 @@ from maild.smtp.parser import (
     Vrfy,
     parse_command,
 )
-from maild.store.types import QuotaExceeded, ReadOnlyStore, ReplicaTimeout, StoreFull, User
+from maild.smtp.submit import Rates, accept_message, refusal
+from maild.store.types import User
 from maild.util import metrics
 from maild.util.authresults import AuthResults
-from maild.util.limits import TokenBuckets
-from maild.util.message import MAX_HEADER, ORIGINATOR_FIELDS, author_problem, originators
-from maild.util.mime import MAX_DEPTH, MAX_PARTS
 from maild.util.session import LineSession, SessionFactory, log_refusal
 from maild.util.transaction import Action, Reply, Transaction, Verdict
 
@@ -156,12 +154,6 @@ def _sequence_hint(cmd: Command, state: State) -> str:
     return "Not permitted during a mail transaction"
 
 
-class _Rates:
-    def __init__(self, config: SmtpConfig, clock: Any) -> None:
-        self.per_ip = TokenBuckets(config.messages_per_minute_per_ip, clock)
-        self.per_user = TokenBuckets(config.messages_per_minute_per_user, clock)
-
-
 class SmtpFactory(SessionFactory):
     """The plain and TLS listeners of a section share its connection count and message
     rates (maild.util.session), so 587 and 465 count a user's messages together."""
@@ -173,7 +165,8 @@ class SmtpFactory(SessionFactory):
         section = "submission" if submission else "smtp"
         super().__init__(ctx, section, getattr(ctx.config, section), implicit_tls)
         self.config: SmtpConfig
-        self.limits: _Rates = self.shared("rates", lambda: _Rates(self.config, ctx.reactor.seconds))
+        self.limits: Rates = self.shared("rates", lambda: Rates(self.config, ctx.reactor.seconds,
+                                                               getattr(ctx, "tree", None), section))
 
     def make_session(self) -> SmtpSession:
         return SmtpSession(self)
@@ -414,11 +407,9 @@ class SmtpSession(LineSession):
 
     def _refused(self, verdict: Verdict) -> bool:
         """Answer a REJECT or TEMPFAIL verdict; True when the phase was refused."""
-        if verdict.action is Action.ACCEPT:
+        reply = refusal(verdict)
+        if reply is None:
             return False
-        reply = verdict.reply or (Reply(550, "5.7.1", "Rejected by policy")
-                                  if verdict.action is Action.REJECT
-                                  else Reply(451, "4.7.1", "Try again later"))
         self._log_refusal(reply)
         self._reply(*_reply_args(reply))
         return True
@@ -680,79 +671,13 @@ class SmtpSession(LineSession):
             self._reset_transaction()
 
     async def _accept_message(self, body: bytes) -> None:
-        self.tx.raw = body
-        # Submission: an address the user does not own is the clearer answer, so first.
-        field = self._originator_not_owned(self.tx) if self.user is not None else None
-        if field is not None:
-            self._reply(553, "5.7.1", f"{field} header address not owned by the authenticated user")
-            return
-        refusal = self._malformed(self.tx)
-        if refusal is not None:
-            self._reply(*_reply_args(refusal))
-            return
-        if self.user is not None:
-            self.tx.raw = body = complete_submission(body, self.hostname, header=self.tx.header)
-        verdict = await self._run_filters("data")
-        if self._refused(verdict):
-            return
-        delivery = self.ctx.delivery
-        # Filters may rewrite the message (mail authentication removes forged
-        # Authentication-Results claiming our authserv-id, RFC 8601 §5): store tx.raw.
-        message = delivery.stamp(self.tx, self.tx.raw or body, verdict.add_headers)
-        try:
-            if self.user is not None:
-                await delivery.submit(self.tx, message, self._local_rcpts, self._remote_rcpts,
-                                      self.user)
-            else:
-                await delivery.deliver(self.tx, message, self._local_rcpts, verdict.folder)
-        except QuotaExceeded:
-            self._reply(552, "5.2.2", "Mailbox full")
-            return
-        except StoreFull:
-            log.error("store full: refusing message %s", self.tx.queue_id)
-            self._reply(452, "4.3.1", "Insufficient system storage")
-            return
-        except (ReadOnlyStore, ReplicaTimeout) as exc:  # docs/replication.md: the sender retries
-            log.warning("replication: not acknowledging %s: %s", self.tx.queue_id, exc)
-            self._reply(451, "4.3.0", "Not confirmed by the replica, try again later")
-            return
-        log.info("accepted %s from=<%s> rcpts=%d size=%d", self.tx.queue_id, self.tx.mail_from,
-                 len(self.tx.rcpt_to), sum(map(len, message)), extra={"maild_queue_id": self.tx.queue_id})
-        metrics.SMTP_ACCEPTED.labels("submission" if self.submission else "smtp").inc()
-        self._reply(250, "2.0.0", f"Ok: queued as {self.tx.queue_id}")
-
-    @staticmethod
-    def _malformed(tx: Transaction) -> Reply | None:
-        """RFC 7489 §6.6.1, RFC 5322 §3.6: the author must be unambiguous, since From is
-        what DMARC judges and what the user is shown; RFC 2046 nesting within MAX_DEPTH
-        (and MAX_PARTS) so every MIME walker sees every part. Permanent: resending the same
-        message cannot help."""
-        assert tx.header is not None
-        if tx.header.truncated:
-            return Reply(554, "5.6.0", f"Message header is larger than {MAX_HEADER} octets")
-        problem = author_problem(tx.header)
-        if problem is not None:
-            return Reply(554, "5.6.0", problem)
-        assert tx.mime is not None
-        if tx.mime.big_header:
-            return Reply(554, "5.6.0", f"MIME part header is larger than {MAX_HEADER} octets")
-        if tx.mime.too_deep:
-            return Reply(554, "5.6.0", f"MIME parts nested more than {MAX_DEPTH} levels deep")
-        if tx.mime.too_many:
-            return Reply(554, "5.6.0", f"Message has more than {MAX_PARTS} MIME parts")
-        return None
-
-    def _originator_not_owned(self, tx: Transaction) -> str | None:
-        """RFC 6409 §8.1-style sender check: every address of every originator field
-        (From, Sender, Resent-From, Resent-Sender; RFC 5322 §3.6.2, §3.6.6) is the
-        authenticated user's. The name of the first field that is not, or None."""
-        assert self.user is not None and tx.header is not None
-        owned = {a.lower() for a in self.ctx.store.addresses_of(self.user.address)}
-        found = originators(tx.header)
-        for name in ORIGINATOR_FIELDS:
-            if any(a.lower() not in owned for a in found.get(name, [])):
-                return "-".join(w.capitalize() for w in name.split("-")) + ":"
-        return None
+        self._phase = "data"  # the stage a filter's refusal is logged at
+        held = [body]
+        del body  # only the callee holds the message: it may replace it (docs/smtp.md, "Memory")
+        reply = await accept_message(self.ctx, self.tx, held.pop(), self.user, self._local_rcpts,
+                                     self._remote_rcpts, self._log_refusal,
+                                     "submission" if self.submission else "smtp")
+        self._reply(*_reply_args(reply))
 
 
 def _reply_args(reply: Reply) -> tuple[int, str, str]:

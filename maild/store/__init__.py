@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -27,8 +28,9 @@ from twisted.python.failure import Failure
 
 from maild.config import ReplicationConfig, StoreConfig
 from maild.store import blobs as blobfiles
-from maild.store import mapped, redo, retry, sweep
+from maild.store import changelog, mapped, redo, retry, shared, sweep, wake
 from maild.store import operations as ops
+from maild.store.changelog import ChangesTrimmed, Follower
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health
@@ -39,7 +41,6 @@ from maild.store.types import (
     AppendResult,
     BlobDamaged,
     Change,
-    ChangeKind,
     CopyResult,
     Domain,
     Envelope,
@@ -57,16 +58,27 @@ from maild.store.types import (
     User,
     UserNotFound,
 )
+from maild.store.views import MailboxIndex
 from maild.util.message import envelope_fields, header_end
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "canonical", "split_address"]
+__all__ = ["ChangesTrimmed", "Follower", "Store", "canonical", "split_address"]
 
 
-# A user removed or changed by `maild user` in another process is seen by the daemon's
-# message operations within this many seconds (logins always read the directory).
-USER_CACHE_SECONDS = 2.0
+RETRY_LEASE_SECONDS = 600.0  # one attempt at a local-delivery retry entry takes far less
+TOKEN_PREFIX = "mdt_"  # API bearer tokens: recognisable in logs and secret scanners
+
+
+def token_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def _of_user(records: list[dict[str, Any]], user: str | None) -> list[dict[str, Any]]:
+    """API tokens or webhooks: those of ``user`` (all when None), oldest first per user."""
+    address = None if user is None else canonical(user)
+    return sorted((r for r in records if address is None or r["user"] == address),
+                  key=lambda r: (r["user"], r["created"]))
 VERIFIED_FILES_MAX = 20_000  # bodies whose checksum was verified (files by inode), remembered
 
 
@@ -74,16 +86,6 @@ def shard_for(user_id: int, shards: int) -> int:
     """Stable placement of a new user; recorded in the directory so it can change later."""
     digest = hashlib.blake2b(user_id.to_bytes(8, "big"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # A message handed to the store: bytes, or pieces stored one after the other (a large
@@ -112,6 +114,12 @@ def _unlink_then(result: _T, path: Path) -> _T:
 
 def _append_result(address: str, written: tuple[int, int, int, int]) -> AppendResult:
     return AppendResult(address, *written)
+
+
+def _release_then(store: Store, name: str, owner: str, result: _T) -> _T:
+    """A Deferred callback: give a lease back, pass the result (or failure) on."""
+    store.release_lease(name, owner)
+    return result
 
 
 def _nonempty(path: Path) -> bool:
@@ -182,11 +190,17 @@ class Store:
         self.reactor = reactor
         redo_log = self._replication_state(replication)
         self._subscribers: list[Callable[[Change], None]] = []
+        # Written into every change record this Store logs (changelog.py invariant 2).
+        self.token = os.urandom(6).hex()
+        self._bell: wake.Bell | None = None
         self._fire_lock = threading.Lock()
-        self._user_cache: dict[str, tuple[User, float]] = {}
+        self._user_cache: dict[str, tuple[User, int]] = {}  # address -> (user, directory txn id)
         self._enqueue_listeners: list[Callable[[], None]] = []
         self._pending: list[Callable[[], None]] = []  # for the reactor thread (_in_reactor)
         self.tmp_dir = self._claim_tmp_dir()
+        # State the processes over this data directory share (shared.py): opened on use.
+        self.shared = shared.SharedState(self.data_dir / "run")
+        self.counters = self.shared.counters
         # The serving daemon tells `maild status` what state its store is in (health.py).
         self.health = Health(self.data_dir / "health.json" if reactor is not None else None)
         max_batch = config.max_batch if config.group_commit else 1
@@ -201,9 +215,11 @@ class Store:
         try:
             for i in range(config.shards):
                 self.shards.append(Shard(
-                    i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._publish,
+                    i, self.data_dir / "shards" / f"{i:02d}", map_size, max_batch, self._committed,
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
-                    functools.partial(self._shard_required, i), redo_log))
+                    functools.partial(self._shard_required, i), redo_log, token=self.token,
+                    kept=config.changes_kept, retained=config.changes_retained,
+                    index_cache_bytes=config.mailbox_index_mb * 1024 * 1024))
         except BaseException:
             for shard in self.shards:
                 shard.close()
@@ -212,6 +228,8 @@ class Store:
             raise
         if self.repl_fence is not None:
             self.set_fence(self.repl_fence)
+        self.tails = [changelog.Tail(s.index, s.env, s.dbs["changes"], self.token, self._publish, reactor)
+                      for s in self.shards]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
         self._verified_files: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
         self._verified_lock = threading.Lock()
@@ -238,7 +256,7 @@ class Store:
         root = self.data_dir / "tmp"
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.iterdir():
-            if not stale.name.isdigit() or not _pid_alive(int(stale.name)):
+            if not stale.name.isdigit() or not shared.pid_alive(int(stale.name)):
                 shutil.rmtree(stale, ignore_errors=True)
         mine = root / str(os.getpid())
         mine.mkdir(exist_ok=True)
@@ -247,10 +265,14 @@ class Store:
     def close(self) -> None:
         """Finish every queued write, then close the environments."""
         self._stager.shutdown(wait=True)
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         for s in self.shards:
             s.close()
         self.directory.close()
         self.health.close()
+        self.shared.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def release_mapped(self) -> int:
@@ -333,10 +355,7 @@ class Store:
         log = writer.redo
         if log is None:
             return defer.fail(redo.RecordError("replication is off on this node"))
-        after = None
-        if where != "directory":
-            after = self.shards[int(where.split()[1])].note_applied
-        op = redo.replicated_op(log, seq, record, after)
+        op = redo.replicated_op(log, seq, record)
         if self.reactor is None or writer.dispatch is None:  # the directory's writer has none
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
@@ -346,10 +365,7 @@ class Store:
         """One step of copying the leader's snapshot of ``where`` (redo.snapshot_op)."""
         writer, _ = self._environment(where)
         assert writer.redo is not None
-        after = None
-        if step == "end" and where != "directory":
-            after = self.shards[int(where.split()[1])].renumber_changes
-        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch, after)
+        op = redo.snapshot_op(writer.redo, step, chunk, position, epoch)
         if self.reactor is None or writer.dispatch is None:
             return self._deferred(writer.submit(op, blobs))
         return writer.submit_deferred(op, blobs)
@@ -398,12 +414,32 @@ class Store:
             except Exception:  # the rest must still run: each completes someone's work
                 log.exception("store completion failed")
 
-    def _publish(self, changes: list[dict[str, Any]]) -> None:
-        records = [Change(shard=c["shard"], seq=c["seq"], kind=ChangeKind(c["kind"]),
-                          user=c["user"], mailbox_id=c["mailbox_id"],
-                          uids=tuple(c.get("uids", ())), modseq=c.get("modseq", 0),
-                          flags=tuple(frozenset(f) for f in c.get("flags", ())),
-                          name=c.get("name"), extra=c.get("extra", {})) for c in changes]
+    # -- state shared by the processes over this data directory (shared.py) ------------
+
+    def maildrop_lock(self, user: str) -> shared.MaildropLock | None:
+        """Exclusive hold on ``user``'s maildrop across every process and session (POP3,
+        RFC 1939 §8: the maildrop is locked for the session); None when held elsewhere.
+        ``handle.release()``; the kernel releases it when the process dies."""
+        return shared.maildrop_lock(self.shared.run_dir, canonical(user))
+
+    def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Hold ``name`` (e.g. "queue:<entry id>") for ``owner`` for ``ttl_s`` seconds, or
+        renew it; False while another owner holds it (an unexpired lease of a live process)."""
+        return self.shared.lease(name, owner, ttl_s)
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        return self.shared.release(name, owner)
+
+    def lease_holder(self, name: str) -> str | None:
+        return self.shared.lease_holder(name)
+
+    # -- the change log (maild/store/changelog.py) -------------------------------------
+
+    def _committed(self, changes: list[dict[str, Any]]) -> None:
+        """A shard writer's commit, after its results were settled (or a replicated one)."""
+        self.tails[changes[0]["shard"]].committed(changes)
+
+    def _publish(self, records: list[Change]) -> None:
         for record in records:
             for callback in list(self._subscribers):
                 try:
@@ -411,24 +447,97 @@ class Store:
                 except Exception:
                     log.exception("change subscriber failed")
 
+    def _wake(self) -> None:
+        """Start following other processes' commits (wake.py), on first use."""
+        if self._bell is None:
+            self._bell = wake.Bell({s.index: s.path / "lmdb" / "data.mdb" for s in self.shards},
+                                   self._rung, self.reactor)
+
+    def _rung(self, shards: set[int]) -> None:
+        for index in shards:
+            more = self.tails[index].poll()
+            while more and self.reactor is None:
+                more = self.tails[index].poll()
+            if more:  # the rest on the next reactor turns, a batch each
+                self.reactor.callLater(0, self._rung, {index})
+
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback`` with every committed change of every shard, by any process over
+        this data directory, in seq order per shard (on the reactor thread); this Store's
+        own changes right after their results are settled."""
+        self._wake()
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
+    @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    def log_head(self, shard: int) -> int:
+        """The highest committed seq of ``shard``'s change log (0: empty)."""
+        return self.shards[shard].log_head()
+
+    def read_changes(self, shard: int, after: int, limit: int = 1000) -> list[Change]:
+        """Committed records of ``shard`` with seq > ``after``, ascending, at most ``limit``;
+        ChangesTrimmed when some of them were trimmed. Any thread."""
+        s = self.shards[shard]
+        return [changelog.to_change(r)
+                for r in changelog.read_records(s.env, s.dbs["changes"], shard, after, limit)]
+
+    def follow(self, shard: int, after: int, callback: Callable[[list[Change]], None], *,
+               cursor: str | None = None,
+               on_trimmed: Callable[[ChangesTrimmed], None] | None = None) -> Follower:
+        """Call ``callback`` on the reactor thread with every committed record of ``shard``
+        after ``after``, in batches, in seq order, no gap, no repeat, whichever process
+        committed it. With ``cursor`` the position is kept durably under that name
+        (``follower.ack(seq)``) and the log is not trimmed below it (up to
+        ``store.changes_retained`` records). ChangesTrimmed at once when records after
+        ``after`` are gone already; ``on_trimmed`` when that happens later (the follower
+        stops; without it, it is logged)."""
+        self.read_changes(shard, after, 1)  # ChangesTrimmed now rather than later
+        self._wake()
+        tail = self.tails[shard]
+        if cursor is not None:
+            self._save_cursor(shard, cursor, after)
+        follower = Follower(tail, after, callback, cursor, on_trimmed,
+                            functools.partial(self._save_cursor, shard))
+        follower.start()
+        return follower
+
+    def cursor(self, name: str, shard: int) -> int:
+        """A named cursor's durable position in ``shard``'s log (0: none)."""
+        s = self.shards[shard]
+        return changelog.cursor(s.env, s.cursors_db, name)
+
+    def cursors(self, shard: int) -> dict[str, int]:
+        s = self.shards[shard]
+        return changelog.cursors(s.env, s.cursors_db)
+
+    def drop_cursor(self, name: str, shard: int) -> defer.Deferred[None]:
+        """Forget a consumer that is gone, so the log no longer keeps records for it."""
+        return self._save_cursor(shard, name, None)
+
+    def _save_cursor(self, shard: int, name: str, seq: int | None) -> defer.Deferred[None]:
+        s = self.shards[shard]
+        op = changelog.op_set_cursor(s.cursors_db, name, seq)
+        if self.reactor is None:
+            return self._deferred(s.writer.submit(op))
+        return s.writer.submit_deferred(op)
+
     def _user(self, address: str) -> User:
-        """The directory record, cached briefly: protocol sessions resolve their user on
-        every read, and a directory lookup costs a transaction and a JSON decode."""
-        now = time.monotonic()
+        """The directory record, remembered while the directory has no newer commit (by
+        any process): protocol sessions resolve their user on every read, and a lookup
+        costs a JSON decode; the check, a read transaction's id."""
         cached = self._user_cache.get(address)
-        if cached is not None and now - cached[1] < USER_CACHE_SECONDS:
+        if cached is not None and cached[1] == self.directory.as_of():
             return cached[0]
-        user = self.directory.user(address)
+        user, stamp = self.directory.user_as_of(address)
         if user is None:
             self._user_cache.pop(address, None)
             raise UserNotFound(f"no user {address}")
         if len(self._user_cache) > 10_000:
             self._user_cache.clear()
-        self._user_cache[address] = (user, now)
+        self._user_cache[address] = (user, stamp)
         return user
 
     def _shard(self, user: User) -> Shard:
@@ -452,6 +561,11 @@ class Store:
                 self.health.write_failed("blob files", str(exc))
                 raise
             self.health.write_succeeded("blob files")
+            if staged.path is not None:
+                # Hashed from the very bytes written: its first read need not hash it again
+                # (open(), by inode, size and mtime, which the hard links keep).
+                st = os.stat(staged.path)
+                self._remember_verified((staged.sha, st.st_ino, st.st_size, st.st_mtime_ns))
             return staged, envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
@@ -504,10 +618,59 @@ class Store:
     def user_remove(self, address: str) -> None:
         self._user_cache.clear()
         user = self.directory.user_remove(address)
-        self._shard(user).writer.run(ops.op_purge_partition(user.id))
+        self._shard(user).writer.run(ops.op_purge_partition(user.address, user.id))
 
     def user_set_password(self, address: str, password_hash: str) -> None:
         self.directory.user_set_password(address, password_hash)
+
+    # API tokens (docs/api.md): the secret is returned once and stored only as its SHA-256
+    # (a 256-bit random secret needs no slow hash). Blocking writes: the daemon calls
+    # token_add and token_revoke from a worker thread.
+
+    def token_add(self, user: str, name: str = "", expires_days: float = 0.0,
+                  now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """A new bearer token for ``user``: (the secret, its record without the secret)."""
+        address = canonical(user)
+        now = time.time() if now is None else now
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = {"id": secrets.token_hex(6), "user": address, "name": name[:200], "created": now,
+                  "expires": now + expires_days * 86400 if expires_days else 0}
+        self.directory.token_add(token_digest(secret), record)
+        return secret, record
+
+    def token_user(self, secret: str, now: float | None = None) -> dict[str, Any] | None:
+        """The record of a valid, unexpired token whose user still exists, or None."""
+        if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+            return None
+        record = self.directory.token(token_digest(secret))
+        now = time.time() if now is None else now
+        if record is None or (record["expires"] and record["expires"] <= now):
+            return None
+        if self.directory.user(record["user"]) is None:
+            return None
+        return record
+
+    def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
+        return _of_user(self.directory.tokens(), user)
+
+    def token_revoke(self, token_id: str, user: str | None = None) -> None:
+        """NotFound when ``token_id`` is no token (of ``user``, when given)."""
+        self.directory.token_revoke(token_id, None if user is None else canonical(user))
+
+    # API webhooks (docs/api.md): where a user's events are POSTed, signed with ``secret``.
+
+    def webhook_add(self, user: str, url: str, events: list[str], max_per_user: int = 10) -> dict[str, Any]:
+        record = {"id": "w" + secrets.token_hex(8), "user": canonical(user), "url": url, "events": events,
+                  "secret": secrets.token_urlsafe(32), "created": time.time()}
+        self.directory.webhook_add(record, max_per_user)
+        return record
+
+    def webhooks(self, user: str | None = None) -> list[dict[str, Any]]:
+        return _of_user(self.directory.webhooks(), user)
+
+    def webhook_remove(self, webhook_id: str, user: str | None = None) -> None:
+        """NotFound when ``webhook_id`` is no webhook (of ``user``, when given)."""
+        self.directory.webhook_remove(webhook_id, None if user is None else canonical(user))
 
     def user_set_quota(self, address: str, quota_bytes: int) -> None:
         self._user_cache.clear()
@@ -576,7 +739,7 @@ class Store:
 
     def set_subscribed(self, user: str, name: str, subscribed: bool) -> defer.Deferred[None]:
         u = self._user(user)
-        return self._write(u, ops.op_set_subscribed(u.id, self._name(name), subscribed))
+        return self._write(u, ops.op_set_subscribed(u.address, u.id, self._name(name), subscribed))
 
     def subscriptions(self, user: str) -> list[str]:
         """The user's subscribed names, existing mailboxes or not, in name order."""
@@ -716,10 +879,17 @@ class Store:
 
     def retry_deliveries(self, now: float | None = None) -> defer.Deferred[int]:
         """One attempt at every due entry of the local-delivery retry queue; fires with the
-        number of deliveries made. The daemon calls it periodically."""
+        number of deliveries made. The daemon calls it periodically, in every worker
+        process: an entry is attempted by the one holding its lease ("retry:<id>")."""
         now = time.time() if now is None else now
-        waits = [self._retry_entry(entry, now)
-                 for entry in retry.due(self.directory.env, self.directory.dbs, now)]
+        owner = f"{os.getpid()}:{self.token}"
+        waits: list[defer.Deferred[int]] = []
+        for entry in retry.due(self.directory.env, self.directory.dbs, now):
+            name = f"retry:{entry['id']}"
+            if not self.lease(name, owner, RETRY_LEASE_SECONDS):
+                continue  # another process is at it
+            d = self._retry_entry(entry, now)
+            waits.append(d.addBoth(functools.partial(_release_then, self, name, owner)))
         return defer.gatherResults(waits, consumeErrors=True).addCallback(sum)
 
     def _retry_entry(self, entry: dict[str, Any], now: float) -> defer.Deferred[int]:
@@ -786,6 +956,12 @@ class Store:
     def uids(self, user: str, mailbox_id: int) -> list[int]:
         u = self._user(user)
         return self._shard(u).uids(u.id, mailbox_id)
+
+    def mailbox_index(self, user: str, mailbox_id: int) -> MailboxIndex | None:
+        """The mailbox's messages as packed columns (uids, modseqs, flags, sizes), current as
+        of the call, shared and immutable (maild/store/views.py); None: no such mailbox."""
+        u = self._user(user)
+        return self._shard(u).mailbox_index(u.id, mailbox_id)
 
     def messages(self, user: str, mailbox_id: int, uids: Iterable[int] | None = None) -> Iterator[MessageMeta]:
         u = self._user(user)

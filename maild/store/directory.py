@@ -24,7 +24,7 @@ from maild.store.types import (
 from maild.store.writer import Batch, Writer
 
 DB_NAMES = ("meta", "domains", "users", "userids", "aliases", "queue", "queue_due", "blobref",
-            *retry.DB_NAMES, redo.DB_NAME)
+            "tokens", "webhooks", *retry.DB_NAMES, redo.DB_NAME)
 ALIAS_DEPTH = 8  # alias chains longer than this are a configuration loop
 
 
@@ -141,12 +141,24 @@ class Directory:
                     record["quota_bytes"], record["created"])
 
     def user(self, address: str) -> User | None:
+        return self.user_as_of(address)[0]
+
+    def user_as_of(self, address: str) -> tuple[User | None, int]:
+        """The user and the directory's commit it was read at (see ``as_of``)."""
         try:
             address = canonical(address)
         except StoreError:
-            return None
-        record = self._get("users", address)
-        return None if record is None else self._user(address, record)
+            return None, -1
+        with self.env.begin() as txn:
+            raw = txn.get(address.encode("utf-8"), db=self.dbs["users"])
+            stamp = txn.id()
+        return (None if raw is None else self._user(address, jload(raw))), stamp
+
+    def as_of(self) -> int:
+        """The directory's last commit (LMDB transaction id), by any process: a value read
+        at an equal one is still what the directory holds."""
+        with self.env.begin() as txn:
+            return int(txn.id())
 
     def users(self) -> list[User]:
         return [self._user(k, v) for k, v in self._all("users")]
@@ -198,8 +210,68 @@ class Directory:
         def op(b: Batch) -> None:
             b.txn.delete(user.address.encode(), db=b.dbs["users"])
             b.txn.delete(codec.u32(user.id), db=b.dbs["userids"])
+            for db in ("tokens", "webhooks"):  # the user's API tokens and webhooks go with it
+                for key, value in list(b.txn.cursor(db=b.dbs[db])):
+                    if jload(value)["user"] == user.address:
+                        b.txn.delete(key, db=b.dbs[db])
         self.write(op)
         return user
+
+    # -- API tokens -----------------------------------------------------------------------
+    # Bearer tokens of the HTTP API (docs/api.md), keyed by the SHA-256 of the secret: the
+    # secret itself is never stored. A record: id (public, short), user, name, created,
+    # expires (0: never).
+
+    def token_add(self, digest: bytes, record: dict[str, Any]) -> None:
+        def op(b: Batch) -> None:
+            if b.txn.get(record["user"].encode(), db=b.dbs["users"]) is None:
+                raise UserNotFound(f"no user {record['user']}")
+            if not b.txn.put(digest, jdump(record), db=b.dbs["tokens"], overwrite=False):
+                raise StoreError("token exists")
+        self.write(op)
+
+    def token(self, digest: bytes) -> dict[str, Any] | None:
+        with self.env.begin() as txn:
+            raw = txn.get(digest, db=self.dbs["tokens"])
+        return None if raw is None else dict(jload(raw))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self.env.begin() as txn:
+            return [dict(jload(v)) for _k, v in txn.cursor(db=self.dbs["tokens"])]
+
+    # Webhooks of the HTTP API, keyed by their id: id, user, url, events, secret, created.
+
+    def webhook_add(self, record: dict[str, Any], max_per_user: int) -> None:
+        def op(b: Batch) -> None:
+            if b.txn.get(record["user"].encode(), db=b.dbs["users"]) is None:
+                raise UserNotFound(f"no user {record['user']}")
+            mine = sum(1 for _k, v in b.txn.cursor(db=b.dbs["webhooks"]) if jload(v)["user"] == record["user"])
+            if mine >= max_per_user:
+                raise StoreError(f"at most {max_per_user} webhooks per user")
+            b.txn.put(record["id"].encode(), jdump(record), db=b.dbs["webhooks"])
+        self.write(op)
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        return [dict(v) for _k, v in self._all("webhooks")]
+
+    def webhook_remove(self, webhook_id: str, user: str | None = None) -> None:
+        def op(b: Batch) -> None:
+            raw = b.txn.get(webhook_id.encode(), db=b.dbs["webhooks"])
+            if raw is None or (user is not None and jload(raw)["user"] != user):
+                raise NotFound(f"no webhook {webhook_id}")
+            b.txn.delete(webhook_id.encode(), db=b.dbs["webhooks"])
+        self.write(op)
+
+    def token_revoke(self, token_id: str, user: str | None = None) -> None:
+        """Remove the token with public id ``token_id`` (of ``user`` only, when given)."""
+        def op(b: Batch) -> None:
+            for key, value in list(b.txn.cursor(db=b.dbs["tokens"])):
+                record = jload(value)
+                if record["id"] == token_id and (user is None or record["user"] == user):
+                    b.txn.delete(key, db=b.dbs["tokens"])
+                    return
+            raise NotFound(f"no token {token_id}")
+        self.write(op)
 
     # -- aliases --------------------------------------------------------------------------
 

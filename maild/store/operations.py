@@ -229,14 +229,20 @@ def op_delete_mailbox(user: str, user_id: int, name: str) -> Callable[[Batch], N
     return op
 
 
-def op_set_subscribed(user_id: int, name: str, subscribed: bool) -> Callable[[Batch], None]:
+def op_set_subscribed(user: str, user_id: int, name: str, subscribed: bool) -> Callable[[Batch], None]:
     """Add or remove a name of the subscription list; the mailbox need not exist
-    (RFC 3501 §6.3.6, §6.3.9: a subscription outlives its mailbox)."""
+    (RFC 3501 §6.3.6, §6.3.9: a subscription outlives its mailbox). Logged when the list
+    changes (RFC 5465 §5.4 SubscriptionChange is sent for a change only)."""
     def op(b: Batch) -> None:
+        key = codec.name_key(user_id, name)
+        held = b.txn.get(key, db=b.dbs["subs"]) is not None
+        if subscribed == held:
+            return
         if subscribed:
-            b.txn.put(codec.name_key(user_id, name), b"", db=b.dbs["subs"])
+            b.txn.put(key, b"", db=b.dbs["subs"])
         else:
-            b.txn.delete(codec.name_key(user_id, name), db=b.dbs["subs"])
+            b.txn.delete(key, db=b.dbs["subs"])
+        _change(b, ChangeKind.SUBSCRIBE if subscribed else ChangeKind.UNSUBSCRIBE, user, 0, name=name)
     return op
 
 
@@ -479,8 +485,8 @@ def op_expunge(user: str, user_id: int, mailbox_id: int, uids: list[int]) -> Cal
     return op
 
 
-def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
-    """Remove a user's whole partition (user removal)."""
+def op_purge_partition(user: str, user_id: int) -> Callable[[Batch], None]:
+    """Remove a user's whole partition (user removal), logged as USER_DELETE."""
     def op(b: Batch) -> None:
         prefix = codec.u32(user_id)
         cur = b.txn.cursor(db=b.dbs["msg"])
@@ -494,4 +500,5 @@ def op_purge_partition(user_id: int) -> Callable[[Batch], None]:
             while cur.set_range(prefix) and cur.key()[:4] == prefix:
                 cur.delete()
         b.txn.delete(prefix, db=b.dbs["uinfo"])
+        _change(b, ChangeKind.USER_DELETE, user, 0)
     return op

@@ -5,17 +5,17 @@ maild/store/operations.py, run by the shard's writer."""
 from __future__ import annotations
 
 import threading
-from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
-from maild.store import codec, envfile, redo
+from maild.config import StoreConfig
+from maild.store import changelog, codec, envfile, redo, views
 from maild.store.blobs import BlobDir
-from maild.store.codec import MessageRecord, jdump, jload, mbox_key, msg_key
+from maild.store.codec import MessageRecord, jload, mbox_key, msg_key
+from maild.store.mapgate import Env
 from maild.store.types import (
     Envelope,
     FormatError,
@@ -29,7 +29,6 @@ from maild.store.writer import Batch, Writer
 # (RFC 3501 §6.3.6, §6.3.9).
 DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expunged",
             "blobref", "blobdata", "uinfo", "changes", "subs", "metadata", redo.DB_NAME)
-CHANGES_RETAINED = 200_000  # the change log keeps this many records per shard
 
 
 def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
@@ -38,8 +37,10 @@ def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
     envfile.check(path, what, required)
     path.mkdir(parents=True, exist_ok=True)
     try:
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
-                        sync=True, metasync=True, max_readers=1024)
+        # Env: follows a map another process grew (mapgate.py); typed as what it wraps.
+        env = cast(lmdb.Environment, Env(
+            lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
+                      sync=True, metasync=True, max_readers=1024), what))
         dbs = {name: env.open_db(name.encode()) for name in names}
     except lmdb.Error as exc:
         raise FormatError(f"{what} at {path} cannot be opened ({exc}): restore it from a "
@@ -76,7 +77,7 @@ def mailbox_uids(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[i
 # Shard.messages reads a run of uids in one cursor pass when they are at least one in this
 # many of the uids their range could hold, and looks each up otherwise.
 SCAN_DENSITY = 4
-UID_CACHE_MAX = 4_000_000  # uids remembered per shard, over all mailboxes (4 octets each)
+INDEX_CACHE_BYTES = 64 * 1024 * 1024  # [store] mailbox_index_mb's default
 
 
 class Shard:
@@ -86,21 +87,27 @@ class Shard:
                  ops_lock: threading.Lock | None = None, health: Any = None,
                  required: envfile.Required | None = None,
                  redo_log: Callable[[str, lmdb.Environment, dict[str, Any]], redo.RedoLog | None] | None = None,
-                 ) -> None:
+                 token: str = "", kept: int = StoreConfig.changes_kept,
+                 retained: int = StoreConfig.changes_retained,
+                 index_cache_bytes: int = INDEX_CACHE_BYTES) -> None:
         self.index = index
         self.path = path
         self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.dbs["changes"])
-            self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
+        # Named change-log cursors: this node's own, not in self.dbs, so the replication
+        # log neither records nor copies them (changelog.py invariant 4).
+        self.cursors_db = self.env.open_db(b"cursors")
+        self.token = token  # written into each change record (changelog.py invariant 2)
+        # The log keeps its last ``kept`` records, and those after the oldest named cursor
+        # up to ``retained`` (the hard bound): changelog.py invariant 5.
+        self.kept, self.retained = kept, max(kept, retained)
         self._migrate_subscriptions()
         # The replication log; None: replication is off (docs/replication.md).
         self.redo = None if redo_log is None else redo_log(f"shard {index:02d}", self.env, self.dbs)
-        self._uid_cache: OrderedDict[bytes, tuple[bytes, array[int]]] = OrderedDict()
-        self._uid_cache_size = 0
-        self._uid_cache_lock = threading.Lock()  # reads run on the reactor and in worker threads
+        # Packed per-mailbox columns, checked against the mailbox record at every read
+        # (maild/store/views.py); reads run on the reactor and in worker threads.
+        self.indexes = views.IndexCache(index_cache_bytes)
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -125,28 +132,11 @@ class Shard:
     # -- change log ---------------------------------------------------------------------
 
     def _log_changes(self, b: Batch) -> None:
-        db = self.dbs["changes"]
-        for change in b.changes:
-            change["shard"] = self.index
-            change["seq"] = self._next_seq
-            b.txn.put(codec.u64(self._next_seq), jdump(change), db=db)
-            self._next_seq += 1
-        oldest = self._next_seq - CHANGES_RETAINED
-        if oldest > 1:
-            cur = b.txn.cursor(db=db)
-            while cur.first() and codec.read_u64(cur.key()) < oldest:
-                cur.delete()
+        changelog.log_records(b, self.index, self.token, self.dbs["changes"], self.cursors_db,
+                              self.kept, self.retained)
 
-    def renumber_changes(self, txn: lmdb.Transaction[bytes]) -> None:
-        """A snapshot was copied in: number local change records after its own."""
-        cur = txn.cursor(db=self.dbs["changes"])
-        self._next_seq = codec.read_u64(cur.key()) + 1 if cur.last() else 1
-
-    def note_applied(self, ops: list[redo.Op]) -> None:
-        """A replicated record was applied: number local change records after its own."""
-        for kind, name, key, _ in ops:
-            if name == "changes" and kind == redo.PUT:
-                self._next_seq = max(self._next_seq, codec.read_u64(key) + 1)
+    def log_head(self) -> int:
+        return changelog.head(self.env, self.dbs["changes"])
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -188,35 +178,16 @@ class Shard:
             return None if raw is None else codec.mailbox_from(mailbox_id, jload(raw))
 
     def uids(self, user_id: int, mailbox_id: int) -> list[int]:
-        """The mailbox's uids, ascending. Remembered against the bytes of the mailbox
-        record, read in the same transaction: every change to a mailbox's uid set rewrites
-        that record (uidnext and messages on append, messages and highestmodseq on
-        expunge), so the same record means the same uids, whichever process wrote."""
-        key = mbox_key(user_id, mailbox_id)
-        with self.env.begin() as txn:
-            stamp = txn.get(key, db=self.dbs["mbox"])
-            if stamp is not None:
-                with self._uid_cache_lock:
-                    hit = self._uid_cache.get(key)
-                    if hit is not None and hit[0] == stamp:
-                        self._uid_cache.move_to_end(key)
-                        return hit[1].tolist()
-            uids = mailbox_uids(txn, self.dbs["msg"], key)
-        if stamp is not None:
-            self._remember_uids(key, stamp, uids)
-        return uids
+        """The mailbox's uids, ascending (from its index, :meth:`mailbox_index`)."""
+        index = self.mailbox_index(user_id, mailbox_id)
+        return [] if index is None else index.uids.tolist()
 
-    def _remember_uids(self, key: bytes, stamp: bytes, uids: list[int]) -> None:
-        packed = array("I", uids)
-        with self._uid_cache_lock:
-            old = self._uid_cache.pop(key, None)
-            if old is not None:
-                self._uid_cache_size -= len(old[1])
-            self._uid_cache[key] = (stamp, packed)
-            self._uid_cache_size += len(packed)
-            while self._uid_cache_size > UID_CACHE_MAX and len(self._uid_cache) > 1:
-                _, (_, evicted) = self._uid_cache.popitem(last=False)
-                self._uid_cache_size -= len(evicted)
+    def mailbox_index(self, user_id: int, mailbox_id: int) -> views.MailboxIndex | None:
+        """The mailbox's packed columns as of now (maild/store/views.py): kept between calls
+        and checked against the mailbox record read in the same transaction, so a change
+        by any process is seen; None when there is no such mailbox."""
+        with self.env.begin() as txn:
+            return views.mailbox_index(txn, self.dbs, self.indexes, user_id, mailbox_id)
 
     def messages(self, user_id: int, mailbox_id: int, uids: Iterable[int] | None) -> Iterator[MessageMeta]:
         """Metadata of the mailbox's messages, or of those of ``uids`` that exist, in uid order."""

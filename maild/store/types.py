@@ -213,6 +213,10 @@ class ChangeKind(enum.StrEnum):
     MAILBOX_RENAME = "mailbox-rename"
     MAILBOX_DELETE = "mailbox-delete"
     METADATA = "metadata"  # extra: {"entries": names set or removed}; mailbox_id 0: the user's own
+    # name: the mailbox name (that need not exist), mailbox_id 0 (RFC 5465 SubscriptionChange)
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    USER_DELETE = "user-delete"  # the user's partition was removed; mailbox_id 0
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ resume by themselves when space returns.
 Replication (docs/replication.md): with a redo log, the operations get a recording
 wrapper of the transaction and the batch's operations are appended as one record in the
 same transaction. A fenced writer (a follower, a fenced leader) fails every operation not
-marked ``replicated`` with ReadOnlyStore, without running it. In sync mode the ``gate``
-holds the answers of a committed batch until a follower has its record.
+marked ``replicated`` or ``local`` (the node's own state, such as change-log cursors,
+which the redo log does not record) with ReadOnlyStore, without running it. In sync mode
+the ``gate`` holds the answers of a committed batch until a follower has its record.
 """
 
 from __future__ import annotations
@@ -236,12 +237,15 @@ class Writer:
             self.health.write_succeeded(self.where)
         self.commits += 1
         self.operations += len(items)
-        if batch.unlink and self.blob_dir is not None:
-            with self.env.begin() as rtxn:
-                for sha in batch.unlink:
-                    if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
-                        self.blob_dir.remove(sha)
-
+        try:
+            if batch.unlink and self.blob_dir is not None:
+                with self.env.begin() as rtxn:
+                    for sha in batch.unlink:
+                        if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
+                            self.blob_dir.remove(sha)
+        except Exception:  # committed all the same: its results and changes must go out
+            log.exception("writer %s: removing unreferenced blob files failed (fsck/sweep "
+                          "removes them later)", self.name)
         self._complete(results, batch.changes, batch.seq)
 
     def _write(self, items: list[_Item], isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
@@ -264,7 +268,7 @@ class Writer:
         for item in items:
             if getattr(item.op, "replicated", False):
                 replicated = True
-            elif self.fence is not None:
+            elif self.fence is not None and not getattr(item.op, "local", False):
                 results.append((item, False, ReadOnlyStore(self.fence)))
                 continue
             if not isolate:

@@ -267,7 +267,7 @@ def from_domain(header: Header) -> str | None:
 ORIGINATOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 
 
-def _decoded_words(text: str) -> str:
+def decoded_words(text: str) -> str:
     """``text`` with RFC 2047 encoded words decoded, as a mail client shows it."""
     if "=?" not in text:
         return text
@@ -291,6 +291,6 @@ def originators(header: Header) -> dict[str, list[str]]:
             found = out.setdefault(f.lname, [])
             for a in address.parse(text):
                 if a.name:
-                    found.extend(_NAMED_ADDRESS.findall(_decoded_words(a.name)))
+                    found.extend(_NAMED_ADDRESS.findall(decoded_words(a.name)))
             found.extend(addresses(f.value))
     return out

@@ -41,10 +41,16 @@ COMMIT_BATCH = Histogram("maild_store_commit_batch_size", "Operations per store 
                          registry=REGISTRY)
 FILTER_SECONDS = Histogram("maild_filter_duration_seconds", "SMTP filter hooks, by filter and phase",
                            ["filter", "phase"], buckets=_SLOW, registry=REGISTRY)
-QUEUE_ENTRIES = Gauge("maild_queue_entries", "Outbound queue entries", registry=REGISTRY)
+# With several worker processes (PROMETHEUS_MULTIPROC_DIR set by the supervisor) every
+# process writes its values to a file there and the scrape sums counters and histograms
+# over them; a gauge says how its values combine (ignored in a single process): the queue
+# gauges are set at scrape time by the process that serves /metrics, the start time by each.
+QUEUE_ENTRIES = Gauge("maild_queue_entries", "Outbound queue entries", registry=REGISTRY,
+                      multiprocess_mode="mostrecent")
 QUEUE_OLDEST = Gauge("maild_queue_oldest_age_seconds", "Age of the oldest outbound queue entry",
-                     registry=REGISTRY)
-UP_SINCE = Gauge("maild_start_time_seconds", "When this daemon started (Unix time)", registry=REGISTRY)
+                     registry=REGISTRY, multiprocess_mode="mostrecent")
+UP_SINCE = Gauge("maild_start_time_seconds", "When this daemon started (Unix time)", registry=REGISTRY,
+                 multiprocess_mode="min")
 
 _REASONS = (  # (substring of the reply text, lower-case, or enhanced code prefix) -> reason
     ("virus", "virus"), ("spam", "spam"), ("dmarc", "dmarc"), ("spf", "spf"), ("rate limit", "rate"),

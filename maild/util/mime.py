@@ -17,6 +17,7 @@ closed or not.
 
 from __future__ import annotations
 
+import binascii
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -297,3 +298,31 @@ def walk(raw: bytes, max_depth: int = MAX_DEPTH) -> Structure:
             found = delims.find(raw, line_end, stop)
         pos, depth, parent = line_end, parts[multipart].depth + 1, multipart
         default = MESSAGE_RFC822 if parts[multipart].subtype == "digest" else TEXT_PLAIN
+
+
+# -- decoding (IMAP SEARCH and PREVIEW, the HTTP API) ---------------------------------------
+
+def decoded_text(body: bytes, transfer_encoding: str, charset: str | None) -> str:
+    """A text part's body as text: transfer encoding (RFC 2045 §6) and charset undone."""
+    payload = transfer_decoded(body, transfer_encoding)
+    # No Content-Type at all (charset None): the RFC 2045 default is us-ascii, but 8-bit
+    # text without a label is UTF-8 far more often than not.
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def transfer_decoded(body: bytes, encoding: str) -> bytes:
+    """RFC 2045 §6: base64 and quoted-printable undone; anything else is the text itself.
+    Damaged base64 is searched as it stands."""
+    encoding = encoding.strip().lower()
+    if encoding == "base64":
+        data = b"".join(body.split())
+        try:
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        except binascii.Error:
+            return body
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(body)
+    return body

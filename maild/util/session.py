@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from maild.util import metrics
-from maild.util.limits import ConnectionCounter, Slot
+from maild.util.limits import ConnectionCounter, Slot, TreeConnectionCounter
 from maild.util.transport import ConnectionTransport
 
 log = logging.getLogger("maild.session")
@@ -68,7 +68,8 @@ def log_refusal(stage: str, client_ip: str, reply: str, **envelope: object) -> N
 class SessionFactory(Factory):
     """Builds one protocol's sessions for one listener. Every listener of a protocol section
     (``[imap] listen`` and ``tls_listen``) shares the section's connection counter, kept in
-    ``ctx.shared`` under the section's name."""
+    ``ctx.shared`` under the section's name — counted across the worker processes when the
+    daemon has several (``ctx.tree``)."""
 
     noisy = False
     protocol_name = ""  # "smtp", "imap", "pop3": in log lines and auth records
@@ -78,8 +79,11 @@ class SessionFactory(Factory):
         self.section = section
         self.config = config
         self.implicit_tls = implicit_tls
+        tree = getattr(ctx, "tree", None)
         self.connections: ConnectionCounter = self.shared(
-            "connections", lambda: ConnectionCounter(config.max_connections, config.max_connections_per_ip))
+            "connections", lambda: ConnectionCounter(config.max_connections, config.max_connections_per_ip)
+            if tree is None else TreeConnectionCounter(config.max_connections, config.max_connections_per_ip,
+                                                       tree, section))
 
     def shared(self, name: str, make: Any) -> Any:
         """State the listeners of this section share (made by ``make()`` the first time)."""

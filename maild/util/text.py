@@ -16,13 +16,12 @@ scan compares with (docs/search.md: the exactness argument rests on it).
 
 from __future__ import annotations
 
-import binascii
 import html
 import re
 from email.header import decode_header, make_header
 
 from maild.util.message import parse_header
-from maild.util.mime import LEAF, split_params, walk
+from maild.util.mime import LEAF, decoded_text, split_params, walk
 
 _HIDDEN = re.compile(r"<(script|style|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
@@ -76,32 +75,6 @@ def attachment_names(raw: bytes) -> list[str]:
         if name:
             out.append(header_text(name))
     return out
-
-
-def decoded_text(body: bytes, transfer_encoding: str, charset: str | None) -> str:
-    """A leaf's text: transfer encoding and charset undone."""
-    payload = _transfer_decoded(body, transfer_encoding)
-    # No Content-Type at all (charset None): the RFC 2045 default is us-ascii, but 8-bit
-    # text without a label is UTF-8 far more often than not.
-    try:
-        return payload.decode(charset or "utf-8", "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
-
-
-def _transfer_decoded(body: bytes, encoding: str) -> bytes:
-    """RFC 2045 §6: base64 and quoted-printable undone; anything else is the text itself.
-    Damaged base64 is searched as it stands."""
-    encoding = encoding.strip().lower()
-    if encoding == "base64":
-        data = b"".join(body.split())
-        try:
-            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-        except binascii.Error:
-            return body
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
-    return body
 
 
 def all_headers_text(raw: bytes) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import MaildServer
 from tests.smtp.conftest import Transcript, messages, queue_entries
 
 
-def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer]) -> None:
-    server = maild_factory()
+# workers = 2: the kill takes the supervisor and both workers (issue 21).
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer], workers: int) -> None:
+    server = maild_factory(server={"workers": workers})
     t = Transcript(server.host, server.ports["smtp"])
     t.greeting()
     t.cmd("EHLO client.example", 250)
@@ -32,8 +36,10 @@ def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer])
     server.start()
 
 
-def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer]) -> None:
-    server = maild_factory()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer],
+                                                        workers: int) -> None:
+    server = maild_factory(server={"workers": workers})
     t = Transcript(server.host, server.ports["submissions"], implicit_tls=True, cafile=server.cafile)
     t.greeting()
     t.cmd("EHLO client.example", 250)

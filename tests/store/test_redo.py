@@ -102,7 +102,7 @@ def test_follower_refuses_local_writes_and_publishes_applied_changes(pair: tuple
     ship(leader, follower)
     assert [c.kind.value for c in seen] == ["append"] and seen[0].uids == (1,)
     # the follower numbers its own change log after the applied records (promotion)
-    assert follower.shards[seen[0].shard]._next_seq == seen[0].seq + 1
+    assert follower.log_head(seen[0].shard) == seen[0].seq
 
 
 def test_gap_and_double_apply(pair: tuple[Store, Store]) -> None:
