@@ -52,13 +52,16 @@ def test_full_shard_in_a_two_shard_delivery_is_answered_once(maild_factory) -> N
         assert store.user(ALICE).shard != store.user(BOB).shard
     finally:
         store.close()
-    for i in range(1000):  # fill bob's shard only
-        code, text = _send(server, [BOB], _message(f"fill {i}", 30_000))  # inline: in LMDB
-        if code != 250:
-            assert (code, text[:5]) == (452, b"4.3.1"), (code, text)
-            break
-    else:
-        raise AssertionError("bob's shard never filled up")
+    # Fill bob's shard only: large messages first, then ones the size of the message for
+    # both, so what room is left cannot take it either.
+    for size in (30_000, 6000):
+        for i in range(1000):
+            code, text = _send(server, [BOB], _message(f"fill {size} {i}", size))  # inline: in LMDB
+            if code != 250:
+                assert (code, text[:5]) == (452, b"4.3.1"), (code, text)
+                break
+        else:
+            raise AssertionError("bob's shard never filled up")
 
     code, _ = _send(server, [ALICE, BOB], _message("for both"))
     assert code == 250  # stored for alice, queued for bob: the sender must not retry
