@@ -117,3 +117,17 @@ def test_shutdown_says_going_away(alice: Api) -> None:
         assert "server shutting down" in str(exc)
     stopper.join(30)
     assert alice.server.process is not None and alice.server.process.returncode == 0
+
+
+def test_positions_hold_across_a_restart(alice: Api) -> None:
+    """The change log is durable: a client that was away while the daemon restarted gets
+    what it missed, before and after the restart."""
+    last = alice.ok("GET", "/v1/events")["position"]
+    deliver(alice.server, ALICE, "before the restart")
+    alice.server.restart()
+    deliver(alice.server, ALICE, "after the restart")
+    got = alice.ok("GET", f"/v1/events?since={last}")
+    assert [e["type"] for e in got["events"]] == ["message.new", "message.new"]
+    ws = connect(alice, f"?since={last}")
+    assert [ws.receive()["type"] for _ in range(3)] == ["message.new", "message.new", "ready"]
+    ws.close()
