@@ -1,17 +1,13 @@
-"""The indexer's one door to a shard's change log (/work/wt/FOLLOW_API.md's contract).
-
-``store.read_changes`` / ``store.log_head`` when the store has them (the change-log API);
-until then a stand-in reads the shard's committed "changes" records itself, through the
-shard object the store opened (read-only transactions; nothing else here touches it).
-"""
+"""The indexer's one door to a shard's change log: the store's change-log API
+(``store.read_changes`` / ``store.log_head``, maild/store/changelog.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from maild.store.types import Change, ChangeKind
+from maild.store import ChangesTrimmed
+from maild.store.types import Change
 
 if TYPE_CHECKING:
     from maild.store import Store
@@ -23,43 +19,16 @@ class Trimmed(Exception):
 
 def log_head(store: Store, shard: int) -> int:
     """The highest committed change-log position of the shard (0: empty)."""
-    if hasattr(store, "log_head"):
-        return int(store.log_head(shard))
-    s: Any = store.shards[shard]
-    with s.env.begin() as txn:
-        cur = txn.cursor(db=s.dbs["changes"])
-        return int.from_bytes(cur.key(), "big") if cur.last() else 0
+    return store.log_head(shard)
 
 
 def read_changes(store: Store, shard: int, after: int, limit: int = 1000) -> list[Change]:
-    """Committed records with seq > after, ascending, at most ``limit``; raises Trimmed
-    when the log no longer holds the record right after ``after``."""
-    if hasattr(store, "read_changes"):
-        try:
-            return list(store.read_changes(shard, after, limit))
-        except Exception as exc:
-            if type(exc).__name__ == "ChangesTrimmed":
-                raise Trimmed(str(exc)) from None
-            raise
-    s: Any = store.shards[shard]
-    out: list[Change] = []
-    with s.env.begin() as txn:
-        cur = txn.cursor(db=s.dbs["changes"])
-        if not cur.set_range((after + 1).to_bytes(8, "big")):
-            return out
-        first = True
-        for key, value in cur:
-            seq = int.from_bytes(key, "big")
-            if first and seq != after + 1 and after > 0:
-                raise Trimmed(f"change log of shard {shard} starts after {after + 1}")
-            first = False
-            c = json.loads(value)
-            out.append(Change(shard=shard, seq=seq, kind=ChangeKind(c["kind"]), user=c["user"],
-                              mailbox_id=c["mailbox_id"], uids=tuple(c.get("uids", ())),
-                              modseq=c.get("modseq", 0), name=c.get("name"), extra=c.get("extra", {})))
-            if len(out) >= limit:
-                break
-    return out
+    """Committed records with seq > after, ascending, at most ``limit``; Trimmed when the
+    log no longer holds the records right after ``after``."""
+    try:
+        return list(store.read_changes(shard, after, limit))
+    except ChangesTrimmed as exc:
+        raise Trimmed(str(exc)) from None
 
 
 def shard_identity(store: Store, shard: int) -> int:

@@ -26,6 +26,7 @@ Implementation notes — invariants a contributor must keep:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import threading
@@ -120,8 +121,15 @@ class ShardIndex:
         self.path = path
         self.max_text = max_text
         # Without ``create`` (the CLI's reports) a missing or unreadable index stays None:
-        # only the indexer makes one anew.
-        self.index = self._open() if create else self._open_existing()
+        # only the indexer makes one anew, under a lock file beside it, so worker processes
+        # starting together never remove the one another has just made.
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.parent / f"{path.name}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self.index = self._open()
+        else:
+            self.index = self._open_existing()
         self._writer: Any = None
         self._lock = threading.Lock()  # the writer: one thread adds and commits at a time
         self.reader_lock = threading.Lock()

@@ -137,3 +137,17 @@ def test_search_disabled_scans(maild_factory: Callable[..., MaildServer]) -> Non
     c.logout()
     assert "search" not in server.cli("status").stdout
     assert not (server.data_dir / "search").exists()
+
+
+def test_worker_processes_share_the_index(maild_factory: Callable[..., MaildServer]) -> None:
+    """With worker processes one writes each shard's index and every one searches it:
+    connections landing on any worker get the same, exact answers."""
+    server = maild_factory(server={"workers": 2})
+    _fill(server)
+    wait_indexed(server)
+    for _ in range(6):  # connections spread over the workers
+        c = client(server)
+        c.select("INBOX")
+        assert uids(c, "BODY", "numbers") == [1, 4]
+        assert uids(c, "FROM", "carol") == [1, 3]
+        c.logout()

@@ -62,3 +62,21 @@ def test_an_index_of_another_environment_is_rebuilt(indexed: tuple[Store, Search
     assert reader.matching(Needle(BODY, "ghost")) == set()
     assert reader.matching(Needle(BODY, "real")) == {1}
     assert not service.step(shard)
+
+
+def test_a_removed_users_documents_go(indexed: tuple[Store, SearchService]) -> None:
+    """USER_DELETE in the change log deletes the user's documents."""
+    import tantivy
+
+    from maild.search.index import SCHEMA
+
+    store, service = indexed
+    inbox = store.require_mailbox(USER, "INBOX")
+    store.append(USER, inbox.id, _mail("one", "a@example.org", "text"))
+    catch_up(service)
+    shard = store.user(USER).shard  # type: ignore[union-attr]
+    query = tantivy.Query.term_query(SCHEMA, "user", USER)
+    assert service.indexes[shard].searcher().search(query, 10, count=True).count == 2  # message, watermark
+    store.user_remove(USER)
+    catch_up(service)
+    assert service.indexes[shard].searcher().search(query, 10, count=True).count == 0
