@@ -300,7 +300,7 @@ def _process_model(ours: _Target, theirs: _Target, users: dict[str, str], hashes
     return rows
 
 
-def _settle(target: _Target, timeout: float = 120.0) -> None:
+def _settle(target: _Target, timeout: float = 900.0) -> None:
     """Wait (at most ``timeout``) until the server's processes use under a tenth of a core:
     what a fill left running in the background (maild's search indexer follows the change
     log) finishes before a read workload is timed, on either side."""
@@ -517,6 +517,8 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         # POP3 ---------------------------------------------------------------------------
         for target in (ours, theirs):
             _fill(target, pop3_user, sizes.pop3_messages, sizes.pop3_size, clients=1)
+        _settle(ours)
+        _settle(theirs)
         with spy("pop3-retr"):
             m = _pop3(ours, pop3_user, sizes)
         d = _pop3(theirs, pop3_user, sizes)

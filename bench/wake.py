@@ -10,6 +10,10 @@ moment the child's append returned (after its commit).
 
 Writer cost: the child's serial appends/s with 0 and with ``--watchers`` other processes
 following the shard (each woken by every commit), and the watchers' CPU time per commit.
+
+Group commit across processes: 8,000 appends into one mailbox from 40 concurrent
+appenders in one process, then from 20 in each of two processes (each with its own
+writer and group commit, LMDB's write lock between them): appends/s and appends per commit.
 """
 
 from __future__ import annotations
@@ -158,6 +162,49 @@ def writer_cost(data: Path, commits: int, watchers: int) -> dict[str, Any]:
     return row
 
 
+def _concurrent(data: Path, appends: int, concurrency: int) -> subprocess.Popen[str]:
+    """A child with a reactor: ``concurrency`` appenders share ``appends`` appends; writes
+    its elapsed time and the shard's commits to data/concurrent-<pid>.json."""
+    script = textwrap.dedent(f"""
+        import json, os, time
+        from pathlib import Path
+        from twisted.internet import defer, reactor
+        from bench.wake import CONFIG, USER
+        from maild.store import Store
+        store = Store(Path({str(data)!r}), CONFIG, reactor=reactor)
+        store.subscribe(lambda change: None)  # as a daemon's IMAP sessions do
+        out = {{}}
+        async def appender(box, n):
+            for i in range(n):
+                await store.append(USER, box, b"Subject: %d\\r\\n\\r\\nx\\r\\n" % i)
+        async def main():
+            box = store.require_mailbox(USER, "INBOX").id
+            started = time.monotonic()
+            await defer.gatherResults([defer.ensureDeferred(appender(box, {appends // concurrency}))
+                                       for _ in range({concurrency})])
+            out.update(elapsed=time.monotonic() - started, commits=store.shards[0].writer.commits)
+            reactor.stop()
+        reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
+        reactor.run(installSignalHandlers=False)
+        store.close()
+        Path({str(data)!r}, f"concurrent-{{os.getpid()}}.json").write_text(json.dumps(out))
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True)
+
+
+def group_commit(data: Path, appends: int, processes: int, concurrency: int) -> dict[str, Any]:
+    """``processes`` processes with ``concurrency`` appenders each, into one mailbox."""
+    children = [_concurrent(data, appends // processes, concurrency) for _ in range(processes)]
+    reports = []
+    for child in children:
+        child.wait()
+        reports.append(json.loads((data / f"concurrent-{child.pid}.json").read_text()))
+    slowest = max(r["elapsed"] for r in reports)
+    commits = sum(r["commits"] for r in reports)
+    return {"processes": processes, "appenders_each": concurrency,
+            "appends_per_s": round(appends / slowest), "appends_per_commit": round(appends / commits, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commits", type=int, default=500)
@@ -171,7 +218,10 @@ def main() -> None:
         store.close()
         rows = [writer_cost(data, args.commits, 0), writer_cost(data, args.commits, args.watchers),
                 writer_cost(data, args.commits, 0), writer_cost(data, args.commits, args.watchers)]
-        print(json.dumps({"latency": latency(data, args.commits), "writer": rows}, indent=1))
+        group = [group_commit(data, 8000, 1, 40), group_commit(data, 8000, 2, 20),
+                 group_commit(data, 8000, 1, 40), group_commit(data, 8000, 2, 20)]
+        print(json.dumps({"latency": latency(data, args.commits), "writer": rows,
+                          "group_commit": group}, indent=1))
 
 
 if __name__ == "__main__":

@@ -110,10 +110,12 @@ def tls_options(config: Config) -> ssl.CertificateOptions | None:
                                   acceptableCiphers=ciphers)
 
 
-def build_filters(config: Config, store: Store, reactor: Any) -> FilterChain:
+def build_filters(config: Config, store: Store, reactor: Any, primary: bool = True) -> FilterChain:
     """Policy hooks in order: authentication results first, content scanners after them
-    (the spam scorer reads the authentication results)."""
-    return FilterChain([*mailauth_filters(config, store, reactor), *content_filters(config, store, reactor)])
+    (the spam scorer reads the authentication results). Junk training runs in the primary
+    process only (``primary``)."""
+    return FilterChain([*mailauth_filters(config, store, reactor),
+                        *content_filters(config, store, reactor, train=primary)])
 
 
 @dataclass(frozen=True)
@@ -344,14 +346,14 @@ def serve(config: Config, reactor: Any = default_reactor, role: WorkerRole | Non
     tls = tls_options(config)
     store = Store(config.data_dir, config.store, reactor, config.replication)
     reactor.suggestThreadPoolSize(16)
-    filters = build_filters(config, store, reactor)
+    primary = role is None or role.primary
+    filters = build_filters(config, store, reactor, primary)
     # Connection counts, rates and login failures across the workers (maild/store/shared.py).
     tree = None if role is None else store.counters
     ctx = ServerContext(config=config, store=store, auth=Authenticator(store, config.auth, reactor, tree),
                         tls=tls, reactor=reactor, filters=filters, delivery=Delivery(store, config), tree=tree)
     ports = []
     sessions = Sessions(reactor, config.server.shutdown_grace)
-    primary = role is None or role.primary
     try:
         for key, section, address, implicit in listeners(config, primary=False):
             if section == "api":  # a twisted.web site, not a session factory: _serve_api

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from maild.store import Store
 
 
-def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
+def build_filters(config: Config, store: Store, reactor: Any, train: bool = True) -> list[Filter]:
+    """``train``: this process runs junk training (one process of a worker tree: the change
+    feed brings every worker's moves to each process, so each would teach rspamd again)."""
     settings = config.filters
     scanners: list[Filter] = []
     if settings.blocked_extensions:
@@ -42,7 +44,7 @@ def build_filters(config: Config, store: Store, reactor: Any) -> list[Filter]:
                               settings.rspamd_timeout, settings.rspamd_password,
                               authserv_id=config.hostname)
         scanners.append(RspamdFilter(rspamd, policy, settings.rspamd_on_error, fallback))
-        if settings.rspamd_controller_url:
+        if settings.rspamd_controller_url and train:
             JunkTrainer(store, rspamd).start()
     else:
         scanners.append(fallback)

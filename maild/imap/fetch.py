@@ -99,8 +99,12 @@ class FetchCommands:
             attributes = (FetchAtt("UID"), *attributes)  # RFC 7162 §3.2.4
         if cmd.changed_since is None and (view.readonly or not any(a.sets_seen for a in attributes)):
             columns = fastfetch.plan(attributes)
-            if columns is not None and await fastfetch.answer(self, view, indexes, columns):
-                return
+            if columns is not None:
+                try:
+                    if await fastfetch.answer(self, view, indexes, columns):
+                        return
+                finally:
+                    self._cache = None  # one FETCH's message, keyed by UID alone (invariant 2)
         uids = [view.uids[i] for i in indexes]
         if cmd.changed_since is not None:
             wanted = set(uids)

@@ -8,6 +8,7 @@ shard object the store opened (read-only transactions; nothing else here touches
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from maild.store.types import Change, ChangeKind
@@ -59,3 +60,11 @@ def read_changes(store: Store, shard: int, after: int, limit: int = 1000) -> lis
             if len(out) >= limit:
                 break
     return out
+
+
+def shard_identity(store: Store, shard: int) -> int:
+    """What tells this shard's environment from another made in its place (a restore, a
+    replication resync that set the old data aside): its data file's inode. An index
+    built from another environment is rebuilt, whatever its cursor says."""
+    s: Any = store.shards[shard]
+    return os.stat(s.path / "lmdb" / "data.mdb").st_ino

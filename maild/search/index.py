@@ -19,6 +19,9 @@ Implementation notes — invariants a contributor must keep:
    and the indexer replays from the committed cursor (adding a document deletes its key
    first, so a replay never doubles one).
 5. A search reads coverage and hits from one searcher (one commit's snapshot).
+6. The index records which shard environment it was built from (its data file's inode):
+   one built from another (a restore, a replication resync) is rebuilt, since the same
+   uid may name another message there.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ BODY, HEADERS, NAMES = "body", "hdr", "names"
 ENVELOPE_FIELDS = {attr: "e_" + attr for attr in ENVELOPE_HEADERS.values()}
 TEXT_FIELDS = (BODY, HEADERS, NAMES, *ENVELOPE_FIELDS.values())
 CURSOR_KEY = "\x00cursor"
+IDENTITY_KEY = "\x00shard"  # the environment the index was built from (changes.shard_identity)
 
 
 def _schema() -> Any:
@@ -228,15 +232,17 @@ class ShardIndex:
             self._writer.delete_documents_by_term("key", key)
             self._writer.add_document(doc)
 
-    def commit(self, cursor: int | None) -> None:
+    def commit(self, cursor: int | None, identity: int | None = None) -> None:
         """Make everything added durable, with the change-log position it reflects (None:
-        the cursor stays as it is: a rebuild's intermediate commits)."""
+        the cursor stays as it is: a rebuild's intermediate commits) and the identity of
+        the shard it reflects."""
         with self._lock:
-            if cursor is not None:
-                doc = tantivy.Document(key=CURSOR_KEY)
-                doc.add_unsigned("uid", cursor)
-                self._writer.delete_documents_by_term("key", CURSOR_KEY)
-                self._writer.add_document(doc)
+            for key, value in ((CURSOR_KEY, cursor), (IDENTITY_KEY, identity)):
+                if value is not None:
+                    doc = tantivy.Document(key=key)
+                    doc.add_unsigned("uid", value)
+                    self._writer.delete_documents_by_term("key", key)
+                    self._writer.add_document(doc)
             self._writer.commit()
         self.index.reload()
 
@@ -264,6 +270,9 @@ class ShardIndex:
         if self.index is None:
             return None
         return self._value(searcher or self.searcher(), CURSOR_KEY)
+
+    def identity(self) -> int | None:
+        return None if self.index is None else self._value(self.searcher(), IDENTITY_KEY)
 
     def watermark(self, searcher: Any, user: str, mailbox_id: int, uidvalidity: int) -> int:
         """The highest uid of the mailbox in the index (0: none yet)."""

@@ -187,6 +187,12 @@ class SearchService:
         the index has no cursor or its position was trimmed. True when it did work."""
         ix = self.indexes[shard]
         cursor = ix.cursor_or_none()
+        identity = changelog.shard_identity(self.store, shard)
+        built_from = ix.identity()
+        if cursor is not None and built_from is not None and built_from != identity:
+            log.warning("search: shard %02d is another environment than its index was built from "
+                        "(restored or resynced): rebuilding", shard)
+            cursor = None
         if cursor is None or shard in self._rebuild_requested:
             self._rebuild_requested.discard(shard)
             self.rebuild(shard, progress)
@@ -200,7 +206,7 @@ class SearchService:
         if not records:
             return False
         self._apply(ix, records)
-        ix.commit(records[-1].seq)
+        ix.commit(records[-1].seq, identity)
         return True
 
     def _apply(self, ix: ShardIndex, records: Iterable[Any]) -> None:
@@ -291,7 +297,7 @@ class SearchService:
                 ix.set_watermark(address, mailbox.id, mailbox.uidvalidity, highest)
         # A user's reindex keeps following from where the index was; a whole one from the
         # head noted before the first read (what came after is replayed).
-        ix.commit(None if keep_cursor else head)
+        ix.commit(None if keep_cursor else head, changelog.shard_identity(self.store, shard))
         self.rebuilding.pop(shard, None)
         if progress is not None:
             progress(done, total)
@@ -385,8 +391,7 @@ class SearchService:
         if not ix.writable:
             ix.refresh()
         if ix.index is None:
-            return [f"search index shard {shard:02d}: missing or unreadable (the daemon rebuilds it; "
-                    "or run 'maild reindex')"]
+            return []  # not built yet (or made anew): searches scan, the daemon builds it
         searcher = ix.searcher()
         cursor = ix.cursor_or_none()
         caught_up = cursor is not None and cursor >= changelog.log_head(self.store, shard)

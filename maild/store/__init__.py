@@ -34,7 +34,8 @@ from maild.store.changelog import ChangesTrimmed, Follower
 from maild.store.codec import MessageRecord, StoredEnvelope
 from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health
-from maild.store.health import read as health_file
+from maild.store.health import path_for as health_path
+from maild.store.health import read_all as health_files
 from maild.store.shard import Shard
 from maild.store.types import (
     DEFAULT_MAILBOXES,
@@ -202,7 +203,7 @@ class Store:
         self.shared = shared.SharedState(self.data_dir / "run")
         self.counters = self.shared.counters
         # The serving daemon tells `maild status` what state its store is in (health.py).
-        self.health = Health(self.data_dir / "health.json" if reactor is not None else None)
+        self.health = Health(health_path(self.data_dir) if reactor is not None else None)
         max_batch = config.max_batch if config.group_commit else 1
         map_size = config.map_size_mb * 1024 * 1024
         self.directory = Directory(self.data_dir / "directory",
@@ -1158,13 +1159,13 @@ class Store:
             row["bytes"] += used
         queue = self.queue_entries()
         oldest = min((e["created"] for e in queue), default=None)
-        # What the serving daemon reports (this process's own state when it is the daemon).
-        state = self.health.snapshot() if self.health.path is not None else \
-            health_file(self.data_dir / "health.json")
+        # What the serving processes report (this one's own state when it serves).
+        state = health_files(self.data_dir, self.health.snapshot() if self.health.path is not None else None)
         return {"domains": len(self.domains()), "users": len(users), "shards": per_shard,
                 "queue": {"entries": len(queue),
                           "oldest_age": None if oldest is None else time.time() - oldest},
                 "local_retry": retry.describe(self.retry_entries()),
                 "free_bytes": shutil.disk_usage(self.data_dir).free,
-                "daemon": None if state is None else {"pid": state["pid"], "full": state["full"],
+                "daemon": None if state is None else {"pid": state["pid"], "pids": state["pids"],
+                                                      "full": state["full"],
                                                       "damaged_blobs": state["damaged_blobs"]}}

@@ -1,10 +1,12 @@
 """Conditions the serving daemon's store is in, for the operator (``maild status``).
 
-The daemon keeps them in memory and mirrors them into ``data_dir/health.json``, a file of
-fixed size allocated at start-up and then rewritten in place: rewriting blocks a file
-already owns needs no free space, so the file still tells the truth while the disk is full,
-which is when it matters. ``maild status`` (another process) reads it while the daemon that
-wrote it is alive.
+Each serving process keeps them in memory and mirrors them into its own file,
+``data_dir/health/<pid>.json`` (worker processes each have one: a process never rewrites
+what another found), of fixed size allocated at start-up and then rewritten in place:
+rewriting blocks a file already owns needs no free space, so the file still tells the truth
+while the disk is full, which is when it matters. ``maild status`` (another process) merges
+the files of the processes alive (:func:`read_all`); files of dead ones are removed when a
+serving process starts.
 
 Conditions:
 - ``full``: per environment ("shard 00", "directory"), since when writes fail for lack of
@@ -22,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from maild.store.shared import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ class Health:
             except OSError:
                 pass
             os.close(fd)
+            if self.path is not None and self.path.parent.name == "health":
+                self.path.unlink(missing_ok=True)  # a process's own file (path_for)
 
     # -- reported by the store --------------------------------------------------------------
 
@@ -135,6 +141,46 @@ class Health:
             os.pwrite(self._fd, data.ljust(FILE_SIZE), 0)
         except OSError as exc:
             log.warning("cannot update %s: %s", self.path, exc.strerror)
+
+
+def path_for(data_dir: Path) -> Path:
+    """This process's health file; the files of processes no longer alive are removed."""
+    where = data_dir / "health"
+    where.mkdir(parents=True, exist_ok=True)
+    for old in where.glob("*.json"):
+        if old.stem.isdigit() and not pid_alive(int(old.stem)):
+            old.unlink(missing_ok=True)
+    return where / f"{os.getpid()}.json"
+
+
+def read_all(data_dir: Path, own: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The conditions of every serving process alive (with ``own``: this process's
+    snapshot instead of its file), merged: a condition of any of them counts. None when
+    none is alive. ``pid``: the lowest, ``pids``: all."""
+    states = [] if own is None else [own]
+    for path in sorted((data_dir / "health").glob("*.json")):
+        if own is not None and path.stem == str(own["pid"]):
+            continue
+        state = read(path)
+        if state is not None:
+            states.append(state)
+    if not states:
+        return None
+    full: dict[str, dict[str, Any]] = {}
+    damaged: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for where, entry in state["full"].items():
+            known = full.get(where)
+            if known is None:
+                full[where] = dict(entry)
+            else:
+                known["failures"] += entry["failures"]
+                known["since"] = min(known["since"], entry["since"])
+        for entry in state["damaged_blobs"]:
+            damaged.setdefault(entry["blob"], entry)
+    pids = sorted(int(state["pid"]) for state in states)
+    return {"pid": pids[0], "pids": pids, "full": full,
+            "damaged_blobs": sorted(damaged.values(), key=lambda d: d["seen"])[-MAX_DAMAGED:]}
 
 
 def read(path: Path) -> dict[str, Any] | None:

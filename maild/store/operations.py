@@ -149,8 +149,9 @@ def op_create_mailbox(user: str, user_id: int, name: str, special: SpecialUse | 
 
 def op_claim_recent(user_id: int, mailbox_id: int, upto: int) -> Callable[[Batch], int]:
     """RFC 3501 §2.3.2: claim the messages up to UID ``upto`` as \\Recent for the calling
-    session; the claim before (those above it and up to ``upto`` are the caller's). One
-    writer per shard makes the claim atomic: no two sessions get the same message."""
+    session; the claim before (those above it and up to ``upto`` are the caller's). Read
+    and written in one write transaction, which LMDB's write lock orders against those of
+    every process: no two sessions get the same message."""
     def op(b: Batch) -> int:
         record = _mbox(b, user_id, mailbox_id)
         before = record.get("recent_uid", 0)

@@ -4,11 +4,13 @@ between linking a body file and committing the record that refers to it (blobs.p
 Safe beside writes in flight:
 - only files unchanged (ctime: linking a name to an inode changes it) for ``min_age``
   seconds are candidates, far longer than any link-then-commit takes;
-- the removal itself is an operation of the environment's writer: it runs in the writer's
-  thread, where every link happens, checks the reference counts inside the write
-  transaction, and names the files in ``Batch.unlink``, which the writer removes only after
-  the commit and only if still unreferenced then (writer.py). An append that found one of
-  these files already there (a body it shares) and committed a reference first keeps it.
+- the removal itself is an operation of the environment's writer: it checks the reference
+  counts inside the write transaction and names the files in ``Batch.unlink``, which the
+  writer removes only after the commit, holding LMDB's write lock, and only if still
+  unreferenced then (writer.py). Every writer, of any process, links names holding that
+  lock too: an append that found one of these files already there (a body it shares)
+  either committed its reference first, which keeps the file, or runs after the removal
+  and links its own.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ run their operations at the same time hand the GIL to each other, and to the rea
 dozens of times per message; taking turns costs nothing, since only one of them can run
 Python at a time anyway. The commits (page writes and fsync) still overlap.
 
+Several processes over one data directory each have their own writers; LMDB's write lock
+orders their transactions. Everything a batch numbers (UIDs, modseqs, change-log seqs) is
+read inside its transaction, and body files are linked, and unreferenced ones removed,
+only while holding that lock (see _write and _commit).
+
 A commit that fails for lack of space (the LMDB map, ENOSPC/EDQUOT from the file system,
 or the EIO a short write gives on ext4) fails its operations with :class:`StoreFull`, is
 reported once to the store's :class:`~maild.store.health.Health` (one log line, not a
@@ -222,7 +227,6 @@ class Writer:
 
     @metrics.timed_commit
     def _commit(self, items: list[_Item]) -> None:
-        self._link_blobs(items)
         try:
             batch, results = self._write(items, isolate=False)
         except _OperationFailed:
@@ -239,10 +243,17 @@ class Writer:
         self.operations += len(items)
         try:
             if batch.unlink and self.blob_dir is not None:
-                with self.env.begin() as rtxn:
+                # Checked and removed holding LMDB's write lock (a transaction that writes
+                # nothing): a writer of another process links a name only holding it too
+                # (_write), so it either finds the file gone and links its own, or has
+                # committed its reference, which is seen here.
+                wtxn = self.env.begin(write=True)
+                try:
                     for sha in batch.unlink:
-                        if rtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
+                        if wtxn.get(bytes.fromhex(sha), db=self.dbs["blobref"]) is None:
                             self.blob_dir.remove(sha)
+                finally:
+                    wtxn.abort()
         except Exception:  # committed all the same: its results and changes must go out
             log.exception("writer %s: removing unreferenced blob files failed (fsck/sweep "
                           "removes them later)", self.name)
@@ -250,8 +261,11 @@ class Writer:
 
     def _write(self, items: list[_Item], isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
         # Leaving the outer block commits (page writes and fsync, outside the lock), or
-        # aborts when an exception leaves it.
+        # aborts when an exception leaves it. Body files are linked holding LMDB's write
+        # lock, so that no process removes a file found here before this batch's reference
+        # to it commits (see the removal in _commit; sweep.py).
         with self.env.begin(write=True) as txn:
+            self._link_blobs(items)
             with self._ops_lock:
                 return self._apply(txn, items, isolate)
 

@@ -64,7 +64,10 @@ class Api:
             headers.setdefault("Content-Type", "application/json")
         conn = self.connect()
         try:
-            conn.request(method, path, body=body, headers=headers)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered (413) and closed before the whole body was sent: read the answer
             resp = conn.getresponse()
             return Response(resp.status, resp.headers, resp.read())
         finally:

@@ -95,3 +95,14 @@ def test_fetch_envelope_group_syntax_and_routes(imap: Transcript) -> None:
                     b'(NIL NIL "other" NIL)(NIL NIL "c" "z.example")(NIL NIL NIL NIL))'
                     b' ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))'
                     b' ((NIL NIL "u" "domain.org")) NIL NIL))')
+
+
+def test_header_of_same_uid_in_another_mailbox(imap: Transcript) -> None:
+    """The octets one FETCH read (kept by UID for that FETCH only) never answer the next
+    FETCH: a message with the same UID in another mailbox has its own header."""
+    append(imap, "INBOX", message("in the inbox"))
+    append(imap, "Archive", message("archived"))
+    imap.ok("SELECT INBOX")
+    assert b"in the inbox" in imap.ok("UID FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (Subject)])")[0]
+    imap.ok("SELECT Archive")
+    assert b"archived" in imap.ok("UID FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (Subject)])")[0]

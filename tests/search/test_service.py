@@ -42,3 +42,23 @@ def test_search_service(indexed: tuple[Store, SearchService]) -> None:
     catch_up(service)
     assert service.search(USER, None, "numbers", ["body"]) == {}
     assert service.drift(0) == [] and service.drift(1) == []
+
+
+def test_an_index_of_another_environment_is_rebuilt(indexed: tuple[Store, SearchService]) -> None:
+    """A shard restored or resynced in place (another data file) may hold other messages
+    under the same uids: its old index is rebuilt, never trusted."""
+    from maild.search.index import BODY, Needle
+
+    store, service = indexed
+    inbox = store.require_mailbox(USER, "INBOX")
+    store.append(USER, inbox.id, _mail("one", "a@example.org", "the real text"))
+    catch_up(service)
+    shard = store.user(USER).shard  # type: ignore[union-attr]
+    ix = service.indexes[shard]
+    ix.add(USER, inbox.id, inbox.uidvalidity, 1, {BODY: "a ghost"})  # what the other one held
+    ix.commit(ix.cursor_or_none(), identity=1)
+    assert service.step(shard)  # rebuilt
+    reader = service.reader(USER, inbox.id, inbox.uidvalidity, 10)
+    assert reader.matching(Needle(BODY, "ghost")) == set()
+    assert reader.matching(Needle(BODY, "real")) == {1}
+    assert not service.step(shard)

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 
 from maild.config import StoreConfig
 from maild.store import Store, sweep
-from maild.store.health import Health
+from maild.store.health import Health, path_for, read_all
 from maild.store.health import read as read_health
 from maild.store.types import BlobDamaged, FormatError, Recipient, StoreFull
 from tests.store.conftest import SMALL, result
@@ -199,3 +203,41 @@ def test_an_emptied_shard_starts_anew_only_when_the_operator_says_so(tmp_path: P
         assert store.require_mailbox(ALICE, "INBOX").messages == 0
     finally:
         store.close()
+
+
+def test_each_serving_process_reports_its_own_conditions_and_status_merges_them(tmp_path: Path) -> None:
+    """Worker processes: one's damaged blob is not erased by another's report; a dead
+    process's file goes."""
+    data = tmp_path / "data"
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from maild.store.health import Health, path_for
+        health = Health(path_for(Path({str(data)!r})))
+        health.blob_damaged("shard 01", "ab" * 32, "uid 7 in 'INBOX' of bob@example.test")
+        health.write_failed("shard 00", "file system full")
+        print("ready", flush=True)
+        sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        mine = Health(path_for(data))
+        mine.write_failed("shard 00", "file system full")
+        merged = read_all(data, mine.snapshot())
+        assert merged is not None and merged["pids"] == sorted([child.pid, os.getpid()])
+        assert merged["full"]["shard 00"]["failures"] == 2  # both processes' refusals
+        assert [d["blob"] for d in merged["damaged_blobs"]] == ["ab" * 32]
+        mine.write_succeeded("shard 00")  # this process's report does not erase the other's
+        merged = read_all(data)
+        assert merged is not None and merged["damaged_blobs"] and "shard 00" in merged["full"]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    merged = read_all(data)
+    assert merged is not None and merged["pids"] == [os.getpid()] and merged["full"] == {}
+    path_for(data)  # a starting process removes the dead one's file
+    assert sorted(p.stem for p in (data / "health").iterdir()) == [str(os.getpid())]
+    mine.close()
+    assert read_all(data) is None and list((data / "health").iterdir()) == []

@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,8 +35,8 @@ def run_child(body: str, data: Path, config: str = "SMALL", wait: bool = True) -
         from tests.store.conftest import SMALL, result
         store = Store(Path({data!r}), {config})
     """).format(data=str(data), config=config) + textwrap.dedent(body) + "\nstore.close()\n"
-    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
@@ -119,3 +121,29 @@ def test_a_user_changed_by_another_process_is_seen_at_once(store: Store, tmp_pat
     run_child("""store.user_remove("bob@example.test")""", tmp_path / "data")
     with pytest.raises(UserNotFound):
         store.mailboxes("bob@example.test")
+
+
+def test_body_files_are_linked_holding_the_write_lock(store: Store, tmp_path: Path) -> None:
+    """So that no other process removes a shared body file between an append finding it and
+    the append's reference committing (writer.py, sweep.py)."""
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    shard = store.shards[store.user(ALICE).shard]  # type: ignore[union-attr]
+    body = b"Subject: large\r\n\r\n" + b"z" * 100_000  # above inline_body_max: a file
+    holder = run_child(f"""
+        shard = store.shards[store.user({ALICE!r}).shard]
+        txn = shard.env.begin(write=True)  # LMDB's write lock, across processes
+        print("locked", flush=True)
+        sys.stdin.read()
+        txn.abort()
+    """, tmp_path / "data", wait=False)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    done = threading.Event()
+    threading.Thread(target=lambda: (result(store.append(ALICE, inbox.id, body)), done.set()),
+                     daemon=True).start()
+    time.sleep(0.5)
+    assert not done.is_set() and list(shard.blobs.root.rglob("*")) == [
+        p for p in shard.blobs.root.rglob("*") if p.is_dir()]  # nothing linked yet
+    holder.kill()
+    holder.wait(30)
+    assert done.wait(30)
+    assert len([p for p in shard.blobs.root.rglob("*") if p.is_file()]) == 1

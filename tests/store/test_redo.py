@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,9 @@ def test_follower_refuses_local_writes_and_publishes_applied_changes(pair: tuple
     follower.subscribe(seen.append)
     result(leader.deliver(RAW, [Recipient(ALICE)]))
     ship(leader, follower)
+    deadline = time.monotonic() + 10  # published after the commit's result, by another thread
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert [c.kind.value for c in seen] == ["append"] and seen[0].uids == (1,)
     # the follower numbers its own change log after the applied records (promotion)
     assert follower.log_head(seen[0].shard) == seen[0].seq
