@@ -112,3 +112,23 @@ def test_another_process_writing_the_data_dir_is_seen(imap_server: Any, connect:
     assert b"$Other" in own
     fast, general = _both(s, f"UID RFC822.SIZE FLAGS {HEADERS}")
     assert fast == general and b"$Other" in fast
+
+
+def test_kept_lines_are_bounded_by_response_cache_mb() -> None:
+    """[imap] response_cache_mb bounds the kept lines of all mailboxes; what does not fit
+    is answered and not kept."""
+    from maild.imap.fastfetch import LineCache
+    from maild.store.views import MailboxIndex
+
+    index = MailboxIndex(1, 1, 1)
+    lines = [b"x" * 59] * 10  # 100 octets a line with the overhead
+    cache = LineCache(max_bytes=2500)
+    cache.put(("a",), index, lines, 1000)
+    cache.put(("b",), index, lines, 1000)
+    assert cache.get(("a",)) is not None  # now the most recently used
+    cache.put(("c",), index, lines, 1000)  # over the bound: "b" goes
+    assert cache.get(("b",)) is None and cache.get(("a",)) is not None and cache.get(("c",)) is not None
+    cache.put(("d",), index, lines, 5000)  # larger than the whole bound: not kept
+    assert cache.get(("d",)) is None
+    cache.resize(0)
+    assert cache.get(("a",)) is None and cache.get(("c",)) is None
