@@ -159,6 +159,10 @@ class SearchService:
                     if not ix.acquire_writer(self.config.writer_memory_mb * 1024 * 1024):
                         continue  # another process indexes this shard
                     worked = self._requested(shard) or self.step(shard) or worked
+                except (OSError, ValueError) as exc:  # tantivy's I/O errors: a full disk, say
+                    log.error("search indexing of shard %02d failed (%s); retrying in 5 s", shard, exc)
+                    ix.release_writer()
+                    self._stop.wait(5.0)
                 except Exception:
                     log.exception("search indexing of shard %02d failed; retrying", shard)
                     ix.release_writer()

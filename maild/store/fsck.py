@@ -24,7 +24,7 @@ import lmdb
 
 from maild.store import codec, retry
 from maild.store.codec import MessageRecord, jdump, jload
-from maild.store.types import SEEN
+from maild.store.types import SEEN, ChangeKind
 from maild.store.writer import Batch
 
 if TYPE_CHECKING:
@@ -268,9 +268,15 @@ def _check_shard(shard: Shard, users: dict[int, str], report: Report, repair: bo
     if lost_details:
         index_problems += 1
         stale_inline = inline_names - set(refs)  # the lost ones' inline bodies go too
+    # The dropped messages are expunged as far as every change-log consumer is concerned
+    # (IMAP sessions, the search index, API push): one EXPUNGE record per mailbox.
+    expunged: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for user_id, mid, *_rest, key in lost_details:
+        if user_id in users:
+            expunged[(user_id, mid)].append(codec.msg_uid(key))
     if index_problems or lost:
         shard.writer.run(lambda b: _rebuild(b, lost, mailboxes, counters, refs, expect_unseen,
-                                            expect_modseq, usage, stale_inline))
+                                            expect_modseq, usage, stale_inline, expunged, users))
         report.repaired.append(f"{where}: rebuilt indexes, counters and refcounts"
                                + (f"; dropped {len(lost)} message(s) whose body is lost" if lost else ""))
 
@@ -278,7 +284,8 @@ def _check_shard(shard: Shard, users: dict[int, str], report: Report, repair: bo
 def _rebuild(b: Batch, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[str, Any]],
              counters: dict[tuple[int, int], dict[str, int]], refs: Counter[bytes],
              unseen: set[bytes], modseq: dict[bytes, bytes], usage: dict[int, list[int]],
-             stale_inline: set[bytes]) -> None:
+             stale_inline: set[bytes], expunged: dict[tuple[int, int], list[int]],
+             users: dict[int, str]) -> None:
     txn: lmdb.Transaction[bytes] = b.txn
     for sha in stale_inline:
         txn.delete(sha, db=b.dbs["blobdata"])
@@ -300,6 +307,9 @@ def _rebuild(b: Batch, lost: list[bytes], mailboxes: dict[tuple[int, int], dict[
                       highestmodseq=max(record["highestmodseq"], c["maxmodseq"]))
         txn.put(codec.mbox_key(user_id, mid), jdump(record), db=b.dbs["mbox"])
         txn.put(codec.name_key(user_id, record["name"]), codec.u32(mid), db=b.dbs["mboxname"])
+        if (user_id, mid) in expunged:
+            b.changes.append({"kind": ChangeKind.EXPUNGE.value, "user": users[user_id], "mailbox_id": mid,
+                              "uids": sorted(expunged[(user_id, mid)]), "modseq": record["highestmodseq"]})
     for key, value in list(txn.cursor(db=b.dbs["uinfo"])):
         user_id = int.from_bytes(key, "big")
         info = jload(value)
