@@ -63,7 +63,7 @@ def test_full_shard_in_a_two_shard_delivery_is_answered_once(maild_factory) -> N
         else:
             raise AssertionError("bob's shard never filled up")
 
-    code, _ = _send(server, [ALICE, BOB], _message("for both"))
+    code, _ = _send(server, [ALICE, BOB], _message("for both", 30_000))
     assert code == 250  # stored for alice, queued for bob: the sender must not retry
     assert "queued for 1 more" in server.log()
     status = server.cli("status", "--json")
