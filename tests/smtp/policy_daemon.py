@@ -58,7 +58,7 @@ class PolicyFilter(Filter):
 
 
 def main() -> int:
-    daemon.build_filters = lambda config, store, reactor: FilterChain([PolicyFilter()])
+    daemon.build_filters = lambda config, store, reactor, primary=True: FilterChain([PolicyFilter()])
     return daemon.serve(load(sys.argv[1]))
 
 
