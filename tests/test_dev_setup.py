@@ -157,7 +157,7 @@ def test_readme_client_table_names_localhost() -> None:
     table = readme.split("## Client settings", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")]
     hosts = [cells[1].strip() for cells in rows[1:]]  # after the header row
-    assert len(hosts) == 7 and set(hosts) == {"localhost"}
+    assert len(hosts) == 8 and set(hosts) == {"localhost"}  # IMAP, POP3, submission x2; MX; API
     assert "var/tls/ca.pem" in table
 
 
