@@ -261,7 +261,11 @@ def test_mime_shaped_mail_is_accepted_over_smtp(maild_factory: Callable[..., Mai
         assert reply.code == 250 or (reply.code >= 500 and "4.3.0" not in reply.text), (raw, reply)
 
     deliver()
-    assert sum(code == 250 for code, _ in replies) > len(replies) // 2, replies[:20]
+    # A generated header may hold a From of its own (or lines that are not fields): those
+    # are refused 554 5.6.0 by the author rule (RFC 7489 §6.6.1), rightly; of the rest, most
+    # must be accepted, or the fuzz tests nothing past DATA.
+    rest = [code for code, text in replies if "5.6.0" not in text]
+    assert sum(code == 250 for code in rest) > len(rest) // 2, replies[:20]
     assert_serving(server)
 
 
