@@ -299,6 +299,9 @@ class ReplicationConfig:
     on_timeout: str = key("degrade", "sync mode, follower too slow or away: degrade (go on "
                                      "asynchronously, logged and shown in status) or tempfail (4xx/NO)",
                           choices=("degrade", "tempfail"))
+    peer_timeout: float = key(20.0, "seconds without a byte from the peer before the connection is "
+                                    "dropped and reopened (a PING goes every quarter of it)",
+                              low=1.0, high=3600.0)
     retain: int = key(100_000, "log records (one per group commit, small bodies inline) kept per "
                                "environment for a follower that is away; further behind: `maild replica resync`",
                       positive=True)

@@ -5,7 +5,7 @@ Implementation notes (invariants):
 - Nothing but HELLO and AUTH is accepted before the peer is authenticated (pinned
   certificate and/or shared-secret proof bound to the TLS channel); anything else closes.
 - Every wait has a deadline: the handshake and authentication (AUTH_TIMEOUT), and silence
-  of the peer (IDLE_TIMEOUT, with a PING every PING_INTERVAL), so a stalled or cut
+  of the peer ([replication] peer_timeout, with a PING every quarter of it), so a stalled or cut
   connection is dropped and the follower reconnects by itself.
 - Leader memory per follower is bounded: records, snapshot items and body files are read
   in slices of at most SLICE_BYTES / BLOB_CHUNK, only while the TLS transport has not asked
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 15.0
-IDLE_TIMEOUT = 20.0
-PING_INTERVAL = 5.0
 SLICE_BYTES = 256 * 1024
 MAX_PENDING = 2000
 MAX_PENDING_BYTES = 32 * 1024 * 1024
@@ -68,6 +66,8 @@ class Session(wire.FrameProtocol):
         self.service = service
         self.reactor = service.reactor
         self.nonce = secrets.token_hex(16)
+        # [replication] peer_timeout: silence this long drops the peer; PINGs keep it talking.
+        self.idle_timeout = service.settings.peer_timeout
         self.peer_nonce = ""
         self.peer_epoch = 0
         self.authenticated = False
@@ -84,7 +84,7 @@ class Session(wire.FrameProtocol):
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
         self._deadline = self.reactor.callLater(AUTH_TIMEOUT, self.abort, "authentication timed out")
-        self._idle = self.reactor.callLater(IDLE_TIMEOUT, self.abort, "peer silent")
+        self._idle = self.reactor.callLater(self.idle_timeout, self.abort, "peer silent")
         self.transport.write(b"")  # starts the TLS handshake from the client side
 
     def handshakeCompleted(self) -> None:
@@ -98,7 +98,7 @@ class Session(wire.FrameProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
-            self._idle.reset(IDLE_TIMEOUT)
+            self._idle.reset(self.idle_timeout)
         super().dataReceived(data)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -186,14 +186,14 @@ class Session(wire.FrameProtocol):
         self.authenticated = True
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
-        self._ping = self.reactor.callLater(PING_INTERVAL, self._send_ping)
+        self._ping = self.reactor.callLater(self.idle_timeout / 4, self._send_ping)
         log.info("replication %s: peer %s authenticated (epoch %d)", self.side, self.peer, self.peer_epoch)
         self.ready()
 
     def _send_ping(self) -> None:
         if not self.closed:
             self.send(wire.frame(wire.PING, b"{}"))
-            self._ping = self.reactor.callLater(PING_INTERVAL, self._send_ping)
+            self._ping = self.reactor.callLater(self.idle_timeout / 4, self._send_ping)
 
     def check_epoch(self) -> bool:
         return True

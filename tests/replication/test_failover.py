@@ -19,7 +19,7 @@ from tests.fixtures.ports import free_port
 from tests.replication.conftest import Pair, send
 from tests.replication.test_pair import _bodies
 
-ROUNDS = int(os.environ.get("MAILD_FAILOVER_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("MAILD_FAILOVER_ROUNDS", "2"))
 
 
 def _smtp_load(server, tag: str, acked: list[bytes], stop: threading.Event) -> None:  # type: ignore[no-untyped-def]

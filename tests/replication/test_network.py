@@ -81,7 +81,9 @@ def test_cut_and_stalled_connections_recover(pair_factory: Callable[..., Pair]) 
     leader_port = free_port()
     proxy = Proxy(leader_port)
     try:
-        pair = pair_factory(leader_port=leader_port, listen_port=proxy.port)
+        # A short [replication] peer_timeout on both sides: the stall is noticed in seconds.
+        pair = pair_factory(leader={"peer_timeout": 3.0}, follower={"peer_timeout": 3.0},
+                            leader_port=leader_port, listen_port=proxy.port)
         send(pair.leader, 5, "before")
         pair.wait_caught_up()
         proxy.cut()
@@ -89,7 +91,7 @@ def test_cut_and_stalled_connections_recover(pair_factory: Callable[..., Pair]) 
         pair.wait_caught_up()
         proxy.stall()
         send(pair.leader, 5, "after stall")
-        pair.wait_caught_up(timeout=60)  # the silent leader is dropped after IDLE_TIMEOUT
+        pair.wait_caught_up(timeout=60)  # the silent peer is dropped after peer_timeout
         assert "peer silent" in pair.follower.log() or "peer silent" in pair.leader.log()
         result = pair.follower.cli("replica", "verify", str(pair.leader.config_path))
         assert result.returncode == 0, result.stdout

@@ -34,7 +34,7 @@ def _matches(envelope: Envelope, needle: str) -> bool:
     return any(folded in header_text(value).casefold() for value in asdict(envelope).values() if value is not None)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(envelopes, text)
 def test_never_rules_out_a_match(envelope: Envelope, needle: str) -> None:
     stored = StoredEnvelope(jdump({k: v for k, v in asdict(envelope).items() if v is not None}))
@@ -43,7 +43,7 @@ def test_never_rules_out_a_match(envelope: Envelope, needle: str) -> None:
     assert stored.envelope == envelope
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(envelopes | ascii_envelopes, st.data())
 def test_substrings_of_fields_are_kept(envelope: Envelope, data: st.DataObject) -> None:
     values = [v for v in asdict(envelope).values() if v]
@@ -65,7 +65,7 @@ def test_plain_ascii_envelope_rules_out_absent_text() -> None:
     assert may_contain(quoted, '"bob \\ co"') and may_contain(quoted, "A\tB")  # escaped in the JSON
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(envelopes | ascii_envelopes, text, text)
 def test_several_needles_rule_out_only_what_one_would(envelope: Envelope, first: str, second: str) -> None:
     """A filter of several clauses admits what each clause's filter admits (AND); a clause
