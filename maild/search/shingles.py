@@ -33,6 +33,7 @@ longer than :data:`MAX_RUN` (tantivy drops a token over 64 KB), has no shingles:
 
 from __future__ import annotations
 
+import operator
 import re
 
 import tantivy
@@ -42,6 +43,8 @@ SPLIT = "\x02"  # between shingles
 TOKENIZER = "maild_shingle"
 MAX_RUN = 1000
 _RUNS = re.compile(r"\w+|\W+")
+_SEPARATORS = re.compile(r"(\W+)")
+_REVERSED = operator.itemgetter(slice(None, None, -1))
 _WORD = re.compile(r"\w")
 _UNFIT = re.compile(f"[{DELIM}{SPLIT}\ud800-\udfff]")
 
@@ -57,16 +60,24 @@ def shingles(folded: str) -> str | None:
     words); None when the text cannot be shingled exactly (see the module's note)."""
     if _UNFIT.search(folded):
         return None
-    runs = _RUNS.findall(folded)
-    if runs and not _WORD.match(runs[0]):
-        runs = runs[1:]
+    runs = _SEPARATORS.split(folded)  # word, separator, word, ..., word ("" at either end)
+    if not runs[0]:
+        runs = runs[2:]  # a separator before the first word
+    if runs and not runs[-1]:
+        runs = runs[:-2]  # after the last
     if len(runs) < 3:
         return ""
     if max(map(len, runs)) > MAX_RUN:
         return None
-    words, seps = runs[0::2], runs[1::2]
-    return SPLIT.join([words[i][::-1] + DELIM + seps[i] + DELIM + words[i + 1]
-                       for i in range(len(words) - 1)])
+    # Built by strided slice assignment (C speed, not a concatenation per pair): per pair,
+    # reversed(w_i) D s_(i+1) D w_(i+1) SPLIT.
+    pairs = len(runs) // 2
+    out: list[str] = [DELIM] * (6 * pairs)
+    out[0::6] = map(_REVERSED, runs[0:-1:2])
+    out[2::6] = runs[1::2]
+    out[4::6] = runs[2::2]
+    out[5::6] = [SPLIT] * pairs
+    return "".join(out[:-1])
 
 
 def _literal(text: str) -> str:
