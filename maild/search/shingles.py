@@ -38,6 +38,8 @@ import re
 
 import tantivy
 
+from maild.search.grams import literal
+
 DELIM = "\x01"  # inside a shingle: between a word and a separator
 SPLIT = "\x02"  # between shingles
 TOKENIZER = "maild_shingle"
@@ -80,10 +82,6 @@ def shingles(folded: str) -> str | None:
     return "".join(out[:-1])
 
 
-def _literal(text: str) -> str:
-    return "".join(f"\\x{{{ord(c):x}}}" for c in text)
-
-
 def needle_regexes(folded: str) -> list[str] | None:
     """The regular expressions (tantivy's) of a casefolded needle's shingles, one per pair
     of neighbouring words in order; None when the needle is not one this path answers
@@ -102,7 +100,7 @@ def needle_regexes(folded: str) -> list[str] | None:
     for i in range(last):
         # The first word is a suffix of the text's (its reversal a prefix), the last a
         # prefix; the ones between are whole words, the separators whole separators.
-        left = _literal(words[i][::-1]) + ("[^\\x{1}]*" if i == 0 else "")
-        right = _literal(words[i + 1]) + (".*" if i + 1 == last else "")
-        out.append(left + _literal(DELIM + seps[i] + DELIM) + right)
+        left = literal(words[i][::-1]) + ("[^\\x{1}]*" if i == 0 else "")
+        right = literal(words[i + 1]) + (".*" if i + 1 == last else "")
+        out.append(left + literal(DELIM + seps[i] + DELIM) + right)
     return out
