@@ -57,8 +57,8 @@ TEXT_FIELDS = (BODY, HEADERS, NAMES, *ENVELOPE_FIELDS.values())
 # Texts also indexed as word shingles (note 7): index field -> its shingle field
 SHINGLED = {BODY: "s_body", HEADERS: "s_hdr"}
 CURSOR_KEY = "\x00cursor"
-_FIRST = operator.itemgetter(0)
 IDENTITY_KEY = "\x00shard"  # the environment the index was built from (changes.shard_identity)
+_FIRST = operator.itemgetter(0)
 
 
 def _schema() -> Any:

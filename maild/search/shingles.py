@@ -26,8 +26,9 @@ separators and the words between exact. A needle of one pair is one regular expr
 over the term dictionary (no positions read); a longer one a phrase of them.
 
 The token stream reaches tantivy as the shingles joined by :data:`SPLIT`, cut apart by a
-regular-expression tokenizer (:data:`TOKENIZER`). A text holding D or SPLIT, or a run
-longer than :data:`MAX_RUN` (tantivy drops a token over 64 KB), has no shingles:
+regular-expression tokenizer (:data:`TOKENIZER`). A text holding D or SPLIT, a lone
+surrogate (no UTF-8 for it), or a run longer than :data:`MAX_RUN` (tantivy drops a token
+over 64 KB) has no shingles:
 :func:`shingles` returns None and the index answers it by the grams (index.py).
 """
 
