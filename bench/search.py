@@ -7,7 +7,8 @@ and measure APPEND), then ``maild reindex`` builds the index (the reindex rate a
 index size), then the daemon answers each query ``RUNS`` times over one IMAP connection
 (p50 and p99 of all runs): words found in one message each (100 such messages are
 added), as selective as most users' queries, and phrases of the corpus's 27 words, where
-every 3-gram is in every message (an n-gram index's worst case). The lag rows: 2,000
+every 3-gram is in every message (an n-gram index's worst case; the index answers phrases
+of words from its word shingles, docs/search.md). The lag rows: 2,000
 messages from smtp-source (20 sessions) to another user while probe messages with a
 unique word go to the bench user over SMTP; per probe, the time from its 250 to the first
 SEARCH BODY that finds it, and to its being in the index (the mailbox's watermark past

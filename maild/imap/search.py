@@ -224,7 +224,15 @@ def _text_search(store: Store, user: str, mailbox_id: int, uids: list[int], key:
         if any(k.op in (SearchOp.NOT, SearchOp.ALL) for k in _walk(key)):
             universe = set(uids[:above]) - partial
         settled = _settle(key, answer.known, universe)
-        if len(settled) * 16 > above:  # many: one pass beats a bisection each
+        if len(settled) * 16 > above and not partial and current is None:
+            # many, and nothing else to check (the usual case): no call per uid, and in a
+            # mailbox without gaps below the watermark a uid's sequence number is its offset
+            if above and uids[above - 1] - uids[0] == above - 1:
+                low, high = uids[0], uids[above - 1]
+                out = [(uid - low + 1, uid, 0) for uid in sorted(settled) if low <= uid <= high]
+            else:
+                out = [(i + 1, uid, 0) for i, uid in enumerate(uids[:above]) if uid in settled]
+        elif len(settled) * 16 > above:  # many: one pass beats a bisection each
             out = [(i + 1, uid, 0) for i, uid in enumerate(uids[:above]) if uid in settled
                    and uid not in partial and _exists(current, uid)]
         else:

@@ -78,5 +78,10 @@ def phrase(folded_needle: str) -> list[tuple[int, str]]:
 def prefix_regex(folded_needle: str) -> str:
     """A regular expression (tantivy's) matching every token that starts with a needle
     shorter than GRAM: each character written as a \\x{...} escape."""
-    n = prepare(folded_needle)
-    return "".join(f"\\x{{{ord(c):x}}}" for c in n) + ".*"
+    return literal(prepare(folded_needle)) + ".*"
+
+
+def literal(text: str) -> str:
+    """A regular expression (tantivy's) matching ``text`` itself: each character written
+    as a \\x{...} escape, so none is an operator."""
+    return "".join(f"\\x{{{ord(c):x}}}" for c in text)

@@ -103,8 +103,15 @@ class MailboxReader:
         answer for it (the empty text, which every message holds)."""
         if not needle.text:
             return None
-        return self.index.uids(self.searcher, self.user, self.mailbox_id, self.uidvalidity,
-                               self.index.query(needle), self.limit)
+        try:
+            query = self.index.query(needle)
+            return self.index.uids(self.searcher, self.user, self.mailbox_id, self.uidvalidity,
+                                   query, self.limit)
+        except ValueError:
+            # A shingle phrase whose first or last word expands to more terms than tantivy
+            # takes (a word of one letter, say): the grams answer it as exactly.
+            return self.index.uids(self.searcher, self.user, self.mailbox_id, self.uidvalidity,
+                                   self.index.query(needle, by_shingles=False), self.limit)
 
 
 # API search fields -> the index fields whose texts each compares

@@ -16,15 +16,20 @@ from hypothesis import strategies as st
 import maild.search
 from maild.imap import search as searching
 from maild.imap.commands import SearchKey, SearchOp
-from maild.search import SearchService
+from maild.search import SearchService, shingles
 from maild.search.index import BODY, Needle
 from maild.store import Store
 from tests.search.conftest import USER, catch_up
 
 # Letters that fold in interesting ways: ß -> ss, İ -> i̇, ﬁ -> fi, final sigma, Kelvin sign.
 ALPHABET = "abcXYZ019 ._-@\n\tßİﬁΣσςKÅåéÉüÜ€🙂<>&;中文" + "\u0301\ue000\ufffd"
-text = st.text(alphabet=ALPHABET, min_size=0, max_size=60)
 word = st.text(alphabet=ALPHABET.replace("\n", "").replace("\t", ""), min_size=1, max_size=12)
+# Prose: words (of letters, digits, non-ASCII, marks) between separators (spaces,
+# punctuation, line ends), so that needles span words: the shingle path (shingles.py).
+prose = st.lists(st.tuples(st.text(alphabet="abcXYZ019_ßİﬁΣσςKÅéü中\u0301", min_size=1, max_size=7),
+                           st.sampled_from([" ", "  ", ", ", ".\n", "-", "@", " \x01", "\t", "🙂"])),
+                 max_size=8).map(lambda pairs: "".join(w + s for w, s in pairs))
+text = st.one_of(st.text(alphabet=ALPHABET, min_size=0, max_size=60), prose)
 _counter = itertools.count()
 
 
@@ -62,12 +67,12 @@ def messages(draw: Any) -> tuple[bytes, list[str]]:
 
 @st.composite
 def needles(draw: Any, sources: list[str]) -> str:
-    """A substring of some text (inside words, shorter than the grams, case-changed), or
-    any text at all."""
+    """A substring of some text (inside words, shorter than the grams, across words,
+    case-changed), or any text at all."""
     source = draw(st.sampled_from(sources))
     if source and draw(st.integers(0, 3)):
         start = draw(st.integers(0, len(source) - 1))
-        cut = source[start:start + draw(st.integers(1, 8))]
+        cut = source[start:start + draw(st.sampled_from([1, 2, 3, 5, 8, 12, 20]))]
         return draw(st.sampled_from([cut, cut.upper(), cut.lower(), cut.casefold()]))
     return draw(st.text(alphabet=ALPHABET, min_size=1, max_size=5))
 
@@ -135,3 +140,35 @@ def test_index_rules_out_and_short_needles_stay_complete(indexed: tuple[Store, S
     assert reader.matching(Needle(BODY, "zq")) == set(range(1, 31))
     assert reader.matching(Needle(BODY, "29")) == {30}
     assert reader.matching(Needle(BODY, "absent")) == set()
+
+
+def test_phrases_by_shingles_and_without(indexed: tuple[Store, SearchService],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A needle of several words is answered from the word shingles, exactly: a word cut
+    at either end, not across other separators; a text that cannot be shingled (a control
+    character of the token format, an over-long word) is still found, by its grams; and so
+    is every needle when the shingle query fails (too many expansions)."""
+    store, service = indexed
+    inbox = store.mailbox(USER, "INBOX")
+    assert inbox is not None
+    bodies = ["the deadline forecast, today", "deadline  forecast", "deadlines forecasting",
+              "a deadline\r\nforecast", "nodeadline forecastx", "deadline \x01 forecast deadline forecast",
+              "x" * 1200 + " deadline forecast", "deadline-forecast"]
+    for body in bodies:
+        store.append(USER, inbox.id, f"Subject: s\r\n\r\n{body}".encode())
+    catch_up(service)
+    reader = service.reader(USER, inbox.id, inbox.uidvalidity, 100)
+
+    def found(needle: str) -> set[int]:
+        answer = reader.matching(Needle(BODY, needle))
+        assert answer is not None
+        return answer
+    assert found("DEADLINE FORECAST") == {1, 5, 6, 7}
+    assert found("e forecast") == {1, 5, 6, 7}
+    assert found("deadline forecast,") == {1}
+    assert found("dline forec") == {1, 5, 6, 7}
+    assert found("deadlines forecasting") == {3}
+    assert found("deadline-forecast") == {8}
+    assert found("deadline\r\nforecast") == {4}
+    monkeypatch.setattr(shingles, "needle_regexes", lambda folded: ["("])  # an invalid query
+    assert found("dline forec") == {1, 5, 6, 7}
