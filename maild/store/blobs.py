@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.store.codec import body_shape
 from maild.store.types import StoreFull
 
 
@@ -27,10 +28,11 @@ class StagedBlob:
     path: Path | None  # in data_dir/tmp, fsynced; None for a body kept inline in LMDB
     size: int
     inline: bytes | None = None  # small bodies live in the shard's LMDB (one group-commit fsync)
+    shape: int = 0  # codec.body_shape's bits, noted in each message record; 0: unknown
 
 
 def inline(data: bytes) -> StagedBlob:
-    return StagedBlob(hashlib.sha256(data).hexdigest(), None, len(data), data)
+    return StagedBlob(hashlib.sha256(data).hexdigest(), None, len(data), data, body_shape((data,)))
 
 
 def fsync_dir(path: Path) -> None:
@@ -62,7 +64,7 @@ def stage(tmp_dir: Path, data: bytes | Sequence[bytes]) -> StagedBlob:
         if exc.errno in (28, 122):  # ENOSPC, EDQUOT
             raise StoreFull(f"blob file system full: {exc}") from exc
         raise
-    return StagedBlob(sha, path, sum(map(len, pieces)))
+    return StagedBlob(sha, path, sum(map(len, pieces)), shape=body_shape(pieces))
 
 
 class BlobDir:
