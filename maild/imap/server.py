@@ -753,10 +753,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         index = self.store.mailbox_index(user, mailbox.id)
         if index is None:
             raise MailboxNotFound(cmd.mailbox)
-        uids = array("I", index.uids)  # the session's own sequence map: a copy (memcpy)
+        uids = index.uids  # the session's sequence map, shared until it changes (MailboxView)
         if cmd.condstore:
             self.condstore = True
-        view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
+        view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids, uids_shared=True)
         view.keywords = set(mailbox.keywords)
         if self.recent_flag:
             # RFC 3501 §2.3.2: SELECT claims the messages no session was told of yet;
