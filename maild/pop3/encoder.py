@@ -22,6 +22,7 @@ import re
 from maild.store.codec import SHAPE_CLEAN, SHAPE_CRLF, SHAPE_KNOWN
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_DOT = re.compile(rb"\n\.")
 TERMINATOR = b".\r\n"
 
 
@@ -57,7 +58,7 @@ class MessageEncoder:
             out = b"\n" + _BARE_LF.sub(b"\r\n", chunk[1:])
         else:
             out = _BARE_LF.sub(b"\r\n", chunk)
-        if b"\n." in out:  # a C substring scan: cheaper than the replace that may follow
+        if _LINE_DOT.search(out) is not None:  # re's literal-prefix scan: cheaper than ``in`` on text
             out = out.replace(b"\n.", b"\n..")  # RFC 1939 §3 byte-stuffing
         if self._at_line_start and out[:1] == b".":
             out = b"." + out

@@ -28,11 +28,15 @@ class StagedBlob:
     path: Path | None  # in data_dir/tmp, fsynced; None for a body kept inline in LMDB
     size: int
     inline: bytes | None = None  # small bodies live in the shard's LMDB (one group-commit fsync)
-    shape: int = 0  # codec.body_shape's bits, noted in each message record; 0: unknown
+    # codec.body_shape's bits, noted in each message record; 0: unknown. Worked out for
+    # bodies staged to a file only (in the staging thread): an inline body is hashed on the
+    # reactor thread, where three scans would cost three times its hash, and it is small
+    # enough for POP3 to scan as it sends it.
+    shape: int = 0
 
 
 def inline(data: bytes) -> StagedBlob:
-    return StagedBlob(hashlib.sha256(data).hexdigest(), None, len(data), data, body_shape((data,)))
+    return StagedBlob(hashlib.sha256(data).hexdigest(), None, len(data), data)
 
 
 def fsync_dir(path: Path) -> None:

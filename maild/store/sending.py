@@ -3,10 +3,11 @@ of its bytes as the message record noted it at delivery (codec.SHAPE_*).
 
 Implementation notes — invariants a contributor must keep:
 
-1. The shape is the body's, noted once when the body was staged (codec.body_shape); the
-   per-recipient prefix maild wrote itself is checked here, on open (it is a few header
-   lines). A record without a shape (written before shapes were kept) opens with shape 0:
-   the reader takes its general path. Nothing here reads the body to learn its shape.
+1. The shape is the body's, noted once when the body was staged to a file
+   (codec.body_shape); the per-recipient prefix maild wrote itself is checked here, on
+   open (it is a few header lines). A record without a shape (a body kept inline, or a
+   record written before shapes were kept) opens with shape 0: the reader takes its
+   general path. Nothing here reads the body to learn its shape.
 2. A body file not yet known to be intact is hashed while it is read, not in a pass of
    its own before: :class:`VerifyingReader` compares the sha256 when it reaches the end of
    the file and raises BlobDamaged there, before the read that reached the end returns.

@@ -1,8 +1,9 @@
 """RETR and TOP by the shape the store noted at delivery (RFC 1939 §3, §7): a clean body
 (CRLF only, no line starting with ".") is sent as stored; a body with dot-lines is
 byte-stuffed; a body with bare LFs gets CRLF; a message record written before shapes were
-kept (no shape octet) takes the general path. Each byte-exact on the wire against a plain
-line-by-line reading of RFC 1939 §3, and through poplib.
+kept (no shape octet) takes the general path, as does a body kept inline in LMDB (small
+enough to scan as it is sent: no shape is worked out for it). Each byte-exact on the wire
+against a plain line-by-line reading of RFC 1939 §3, and through poplib.
 
 This module has a daemon of its own: the old-record test stops it to rewrite a record."""
 
@@ -16,6 +17,7 @@ from tests.conftest import MaildServer
 from tests.pop3.conftest import Account, Pop3Transcript, deliver, message, poplib_session
 
 MAILD_OVERRIDES = {"pop3": {"mark_seen_on_retr": False}}
+FILLER = b"".join(b"filler line %d of a body staged to a file\r\n" % i for i in range(1000))  # > 32 KB inline
 
 
 def rfc1939(raw: bytes, body_lines: int | None = None) -> bytes:
@@ -109,7 +111,8 @@ def test_dot_lines_are_stuffed(pop: Pop3Transcript, server: MaildServer, account
 def test_bare_lf_body_gets_crlf(pop: Pop3Transcript, server: MaildServer, account: Account) -> None:
     # IMAP APPEND keeps a literal's octets as they are: LF-only lines, a dot-line after a
     # bare LF, a last line without its line end.
-    raw_in = b"From: a@remote.example\nSubject: unix\n\nfirst\n.dot after LF\r\nmixed\n\nlast"
+    raw_in = (b"From: a@remote.example\nSubject: unix\n\nfirst\n.dot after LF\r\nmixed\n\n" + FILLER
+              + b"last")
     with imaplib.IMAP4(server.host, server.ports["imap"], timeout=30) as imap:
         imap.starttls()
         imap.login(account.address, account.password)
@@ -122,6 +125,7 @@ def test_bare_lf_body_gets_crlf(pop: Pop3Transcript, server: MaildServer, accoun
     check(pop, server, account, raw)
     assert wire(pop, "TOP 1 2")[1] == (b"From: a@remote.example\r\nSubject: unix\r\n\r\nfirst\r\n"
                                        b"..dot after LF\r\n.\r\n")
+    assert wire(pop, "TOP 1 3")[1].endswith(b"\r\nmixed\r\n.\r\n")
     pop.cmd("QUIT", ok=True)
     client = poplib_session(server, account)
     _, lines, _ = client.retr(1)
@@ -130,11 +134,11 @@ def test_bare_lf_body_gets_crlf(pop: Pop3Transcript, server: MaildServer, accoun
 
 
 def test_record_without_shape_takes_the_general_path(server: MaildServer, account: Account) -> None:
-    body = b"one\r\n.two\r\nthree\r\n"
-    deliver(server, account.address, message(1, body))
-    deliver(server, account.address, message(2, b"clean\r\nbody\r\n"))
+    deliver(server, account.address, message(1, b"one\r\n.two\r\nthree\r\n" + FILLER))
+    deliver(server, account.address, message(2, b"clean\r\nbody\r\n" + FILLER))
+    deliver(server, account.address, message(3, b"kept inline\r\n"))
     before = opened(server, account.address)
-    assert [shape for _, shape in before] == [SHAPE_KNOWN | SHAPE_CRLF, SHAPE_CLEAN]
+    assert [shape for _, shape in before] == [SHAPE_KNOWN | SHAPE_CRLF, SHAPE_CLEAN, 0]
     # Rewrite both records as a maild that kept no shape wrote them: they end with the
     # save date. The daemon is stopped meanwhile (one writer).
     server.stop()
@@ -160,6 +164,7 @@ def test_record_without_shape_takes_the_general_path(server: MaildServer, accoun
     server.start()
     after = opened(server, account.address)
     assert after == [(raw, 0) for raw, _ in before]
+    assert len(after) == 3
     pop = Pop3Transcript(server.host, server.ports["pop3"], cafile=server.cafile)
     try:
         pop.greeting()
@@ -171,7 +176,7 @@ def test_record_without_shape_takes_the_general_path(server: MaildServer, accoun
     finally:
         pop.close()
     client = poplib_session(server, account)
-    assert [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in (1, 2)] == [raw for raw, _ in after]
+    assert [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in (1, 2, 3)] == [raw for raw, _ in after]
     client.quit()
     server.stop()  # fsck wants the store to itself; it finds nothing amiss in a record without a shape
     result = server.fsck()
