@@ -55,7 +55,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -85,6 +85,7 @@ from maild.pop3.parser import (
     UserCommand,
     parse_command,
 )
+from maild.store.sending import MessageReader
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util import metrics
 from maild.util.limits import MaildropLocks, TreeMaildropLocks
@@ -180,7 +181,7 @@ class Pop3Factory(SessionFactory):
 class _MessageSender:
     """Streams one message through a :class:`MessageEncoder` as the transport drains."""
 
-    def __init__(self, status: bytes, source: BinaryIO, encoder: MessageEncoder, consumer: Any) -> None:
+    def __init__(self, status: bytes, source: MessageReader, encoder: MessageEncoder, consumer: Any) -> None:
         self.source = source
         self.encoder = encoder
         self.consumer = consumer

@@ -36,7 +36,7 @@ from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health
 from maild.store.health import path_for as health_path
 from maild.store.health import read_all as health_files
-from maild.store.sending import OpenMessage, VerifyingReader, message_shape
+from maild.store.sending import MessageReader, OpenMessage, message_shape
 from maild.store.shard import Shard
 from maild.store.types import (
     DEFAULT_MAILBOXES,
@@ -1028,19 +1028,23 @@ class Store:
         shape = message_shape(record.prefix, record.shape)
         if body is not None:
             self._verify(shard, record, body, user, mailbox_id, uid)
-            return OpenMessage(io.BufferedReader(_PrefixedReader(record.prefix, io.BytesIO(body))), shape)
+            return OpenMessage(MessageReader(record.prefix, len(body), inline=body), shape)
         sha = record.sha.hex()
-        blob = shard.blobs.open(sha)
-        st = os.fstat(blob.fileno())
+        fd = shard.blobs.open_fd(sha)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._verified_lock:
             known = stamp in self._verified_files
-        source: Any = blob
-        if not known:
-            source = io.BufferedReader(VerifyingReader(
-                blob, record.sha, lambda: self._damaged(shard, sha, user, mailbox_id, uid),
-                lambda: self._remember_verified(stamp)))
-        return OpenMessage(io.BufferedReader(_PrefixedReader(record.prefix, source)), shape)
+        if known:
+            return OpenMessage(MessageReader(record.prefix, st.st_size, fd), shape)
+        return OpenMessage(MessageReader(
+            record.prefix, st.st_size, fd, sha=record.sha,
+            damaged=lambda: self._damaged(shard, sha, user, mailbox_id, uid),
+            intact=lambda: self._remember_verified(stamp)), shape)
 
     def read(self, user: str, mailbox_id: int, uid: int, *, verify: bool = True) -> bytes:
         """The whole message, its body verified against its sha256 (BlobDamaged) unless

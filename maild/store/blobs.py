@@ -105,6 +105,10 @@ class BlobDir:
         # A string path: pathlib's parsing costs more than the open on POP3's RETR path.
         return open(os.path.join(self.root, sha[:2], sha), "rb")
 
+    def open_fd(self, sha: str) -> int:
+        """The body file as a bare descriptor (POP3's reader: no buffering layers)."""
+        return os.open(os.path.join(self.root, sha[:2], sha), os.O_RDONLY | os.O_CLOEXEC)
+
     def read(self, sha: str) -> bytes:
         with self.open(sha) as fh:
             return fh.read()
