@@ -1,7 +1,7 @@
 """`make bench-compare`: the same SMTP, IMAP and POP3 workloads against maild and its peers,
 in the same run, on the same machine and disk.
 
-    python -m bench.compare [--quick] [--messages 100000] [--profile DIR]
+    python -m bench.compare [--quick] [--messages 100000] [--profile DIR] [--only reads,pop3]
 
 Peers (bench/peers.py): a throwaway Dovecot (IMAP, POP3, LMTP; fsync at its default) and a
 real Postfix instance relaying to that Dovecot over LMTP. SMTP ingest is compared twice:
@@ -390,7 +390,13 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(quick: bool = False, messages: int | None = None, profile: Path | None = None) -> list[dict[str, Any]]:
+# Row groups, in run order; --only runs some of them (the mailbox fill runs for "reads" and
+# "scaling", which read it).
+GROUPS = ("smtp", "login", "append", "reads", "scaling", "pop3")
+
+
+def run(quick: bool = False, messages: int | None = None, profile: Path | None = None,
+        only: frozenset[str] = frozenset(GROUPS)) -> list[dict[str, Any]]:
     sizes = QUICK if quick else Sizes()
     if messages:
         sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
@@ -420,112 +426,163 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         spy = _Profiler(profile, lambda: maild.pid)
 
         # SMTP ingest ------------------------------------------------------------------
-        smtp_what = (f"smtp-source {sizes.smtp_sessions} sessions, {sizes.smtp_messages} x "
-                     f"{sizes.smtp_size // 1024} KB, one connection per message")
-        with _Cpu(ours.cpu_roots) as c_ours, spy("smtp-ingest"):
-            m_acc, m_box = _smtp(ours, maild.ports["smtp"], smtp_user, sizes, lmtp=False)
-        with _Cpu(relay.cpu_roots) as c_relay:
-            p_acc, p_box = _smtp(relay, postfix.ports["smtp"], smtp_user, sizes, lmtp=False)
-        rows.append(_row(f"SMTP ingest, accepted (250): {smtp_what}", "Postfix", m_acc, p_acc, "msg/s",
-                         _cpu_note(c_ours, c_relay, sizes.smtp_messages, "msg")))
-        rows.append(_row(f"SMTP ingest, all in the IMAP mailbox: {smtp_what}", "Postfix+Dovecot LMTP",
-                         m_box, p_box, "msg/s"))
-        with _Cpu(theirs.cpu_roots) as c_lmtp:
-            l_acc, _l_box = _smtp(theirs, dovecot.ports["lmtp"], lmtp_user, sizes, lmtp=True)
-        rows.append(_row(f"SMTP into maild vs LMTP into Dovecot (smtp-source -L), in mailbox at 250: {smtp_what}",
-                         "Dovecot LMTP", m_acc, l_acc, "msg/s", _cpu_note(c_ours, c_lmtp, sizes.smtp_messages, "msg")))
-
-        # IMAP ---------------------------------------------------------------------------
-        imap = ours.ports["imap"], theirs.ports["imap"]
-        with _Cpu(ours.cpu_roots) as c_ours, spy("imap-login"):
-            m = load.imap_logins(ours.host, imap[0], append_users, clients=sizes.clients, total=sizes.logins)
-        with _Cpu(theirs.cpu_roots) as c_theirs:
-            d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
-        rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
-                         f"same argon2id hashes; maild workers = {cores}", "Dovecot", m, d, "logins/s",
-                         _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
-        rows.extend(_process_model(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, d,
-                                   c_theirs))
-
-        batch = [load.message(i, sizes.message_size) for i in range(200)]
-        results = []
-        for target in (ours, theirs):
-            with _Cpu(target.cpu_roots) as cpu, (spy("imap-append") if target is ours else contextlib.nullcontext()):
-                # client n is logged in as append_users[n]
-                rate = load.imap_append(target.host, target.ports["imap"], append_users, batch,
-                                        clients=len(append_users), total=sizes.append_total)
-            results.append((rate, cpu))
-        rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients each into "
-                         f"its own INBOX, {sizes.append_total} messages", "Dovecot", results[0][0], results[1][0],
-                         "msg/s", _cpu_note(results[0][1], results[1][1], sizes.append_total, "msg")))
-
-        n = sizes.mailbox_messages
-        with _Cpu(ours.cpu_roots) as c_ours, spy("imap-append-one-mailbox"):
-            m = _fill(ours, big, n, sizes.message_size, sizes.clients)
-        with _Cpu(theirs.cpu_roots) as c_theirs:
-            d = _fill(theirs, big, n, sizes.message_size, sizes.clients)
-        rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients into one "
-                         f"INBOX, {n:,} messages", "Dovecot", m, d, "msg/s", _cpu_note(c_ours, c_theirs, n, "msg")))
-
-        _settle(ours)
-        with spy("imap-reads"):
-            m_reads = _reads(ours, big, n)
-        _settle(theirs)
-        d_reads = _reads(theirs, big, n)
-        labels = {
-            "select": f"IMAP SELECT of a {n:,}-message INBOX",
-            "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
-            "headers": f"IMAP UID FETCH 1:* of Thunderbird's header fields, size and flags, {n:,} messages",
-            "envelope": "IMAP FETCH 500 ENVELOPE (the newest 500)",
-            "from": f'IMAP SEARCH FROM "{load.search_from()}" over {n:,} messages',
-            "subject": f'IMAP SEARCH SUBJECT "{load.search_subject()}" over {n:,} messages',
-            "quickfilter": f'IMAP Thunderbird quick filter (sender, recipients, subject) "{load.search_subject()}" '
-                     f"over {n:,} messages",
-            "body": f'IMAP SEARCH BODY "{load.search_body()}" over {n:,} messages (no FTS index)',
-            "sort": f"IMAP SORT (REVERSE DATE) UTF-8 ALL over {n:,} messages (RFC 5256)",
-            "resync": f"IMAP UID FETCH 1:* (FLAGS) (CHANGEDSINCE m), 10 of {n:,} changed since m",
-        }
-        counted_as = {"select": "EXISTS", "flags": "FETCH responses", "headers": "FETCH responses",
-                      "envelope": "FETCH responses", "resync": "FETCH responses",
-                      "from": "hits", "subject": "hits", "quickfilter": "hits", "body": "hits",
-                      "sort": "messages"}
-        for key, label in labels.items():
-            (m_first, m_med, m_count), (d_first, d_med, d_count) = m_reads[key], d_reads[key]
-            note = f"first run {_fmt(m_first, 'ms')} vs {_fmt(d_first, 'ms')}"
-            if m_count != d_count:
-                note += f" · RESULT COUNTS DIFFER: maild {m_count}, Dovecot {d_count}"
-            else:
-                note += f" · {m_count:,} {counted_as[key]} each"
-            rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
-
-        # Costs that follow the work (issue 25): the same operations on a mailbox a tenth the
-        # size, side by side; the ratio between the two sizes should stay near 1.
-        small_n = max(100, n // 10)
-        for target in (ours, theirs):
-            _fill(target, small, small_n, sizes.message_size, sizes.clients)
-        _settle(ours)
-        with spy("imap-scaling"):
-            m_small, m_big = _scaling(ours, small, small_n), _scaling(ours, big, n)
-        _settle(theirs)
-        d_small, d_big = _scaling(theirs, small, small_n), _scaling(theirs, big, n)
-        for key, label in SCALING.items():
-            grow_m, grow_d = m_big[key] / m_small[key], d_big[key] / d_small[key]
-            for count, m_t, d_t in ((small_n, m_small[key], d_small[key]), (n, m_big[key], d_big[key])):
-                rows.append(_row(f"{label}, {count:,} messages; median of {SCALING_REPEATS}", "Dovecot", m_t, d_t,
-                                 "ms", f"{small_n:,} -> {n:,} messages: maild x{grow_m:.2f}, Dovecot x{grow_d:.2f}"))
-
-        # POP3 ---------------------------------------------------------------------------
-        for target in (ours, theirs):
-            _fill(target, pop3_user, sizes.pop3_messages, sizes.pop3_size, clients=1)
-        _settle(ours)
-        _settle(theirs)
-        with spy("pop3-retr"):
-            m = _pop3(ours, pop3_user, sizes)
-        d = _pop3(theirs, pop3_user, sizes)
-        rows.append(_row(f"POP3 RETR of {sizes.pop3_messages} x {sizes.pop3_size // 1024} KB in turn, one client",
-                         "Dovecot", m, d, "MB/s"))
+        if "smtp" in only:
+            rows.extend(_smtp_rows(ours, theirs, relay, maild, dovecot, postfix, smtp_user, lmtp_user, sizes, spy))
+        if "login" in only:
+            rows.extend(_login_rows(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, spy))
+        if "append" in only:
+            rows.extend(_append_rows(ours, theirs, append_users, sizes, spy))
+        if only & {"reads", "scaling"}:
+            rows.extend(_one_mailbox_rows(ours, theirs, big, small, sizes, spy, only))
+        if "pop3" in only:
+            rows.extend(_pop3_rows(ours, theirs, pop3_user, sizes, spy))
         spy.report()
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
+    return rows
+
+
+def _smtp_rows(ours: _Target, theirs: _Target, relay: _Target, maild: peers.Maild, dovecot: peers.Dovecot,
+               postfix: peers.Postfix, smtp_user: Account, lmtp_user: Account, sizes: Sizes,
+               spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    smtp_what = (f"smtp-source {sizes.smtp_sessions} sessions, {sizes.smtp_messages} x "
+                 f"{sizes.smtp_size // 1024} KB, one connection per message")
+    with _Cpu(ours.cpu_roots) as c_ours, spy("smtp-ingest"):
+        m_acc, m_box = _smtp(ours, maild.ports["smtp"], smtp_user, sizes, lmtp=False)
+    with _Cpu(relay.cpu_roots) as c_relay:
+        p_acc, p_box = _smtp(relay, postfix.ports["smtp"], smtp_user, sizes, lmtp=False)
+    rows.append(_row(f"SMTP ingest, accepted (250): {smtp_what}", "Postfix", m_acc, p_acc, "msg/s",
+                     _cpu_note(c_ours, c_relay, sizes.smtp_messages, "msg")))
+    rows.append(_row(f"SMTP ingest, all in the IMAP mailbox: {smtp_what}", "Postfix+Dovecot LMTP",
+                     m_box, p_box, "msg/s"))
+    with _Cpu(theirs.cpu_roots) as c_lmtp:
+        l_acc, _l_box = _smtp(theirs, dovecot.ports["lmtp"], lmtp_user, sizes, lmtp=True)
+    rows.append(_row(f"SMTP into maild vs LMTP into Dovecot (smtp-source -L), in mailbox at 250: {smtp_what}",
+                     "Dovecot LMTP", m_acc, l_acc, "msg/s", _cpu_note(c_ours, c_lmtp, sizes.smtp_messages, "msg")))
+    return rows
+
+
+def _login_rows(ours: _Target, theirs: _Target, users: dict[str, str], hashes: dict[str, str],
+                mixed_user: Account, append_users: list[Account], sizes: Sizes, cores: int,
+                spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    imap = ours.ports["imap"], theirs.ports["imap"]
+    with _Cpu(ours.cpu_roots) as c_ours, spy("imap-login"):
+        m = load.imap_logins(ours.host, imap[0], append_users, clients=sizes.clients, total=sizes.logins)
+    with _Cpu(theirs.cpu_roots) as c_theirs:
+        d = load.imap_logins(theirs.host, imap[1], append_users, clients=sizes.clients, total=sizes.logins)
+    rows.append(_row(f"IMAP connect+LOGIN+LOGOUT, {sizes.clients} clients, {sizes.logins} logins, "
+                     f"same argon2id hashes; maild workers = {cores}", "Dovecot", m, d, "logins/s",
+                     _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
+    rows.extend(_process_model(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, d,
+                               c_theirs))
+    return rows
+
+
+def _append_rows(ours: _Target, theirs: _Target, append_users: list[Account], sizes: Sizes,
+                 spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    batch = [load.message(i, sizes.message_size) for i in range(200)]
+    results = []
+    for target in (ours, theirs):
+        with _Cpu(target.cpu_roots) as cpu, (spy("imap-append") if target is ours else contextlib.nullcontext()):
+            # client n is logged in as append_users[n]
+            rate = load.imap_append(target.host, target.ports["imap"], append_users, batch,
+                                    clients=len(append_users), total=sizes.append_total)
+        results.append((rate, cpu))
+    rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients each into "
+                     f"its own INBOX, {sizes.append_total} messages", "Dovecot", results[0][0], results[1][0],
+                     "msg/s", _cpu_note(results[0][1], results[1][1], sizes.append_total, "msg")))
+    return rows
+
+
+def _one_mailbox_rows(ours: _Target, theirs: _Target, big: Account, small: Account, sizes: Sizes,
+                      spy: _Profiler, only: frozenset[str]) -> list[dict[str, Any]]:
+    """The fill of one INBOX of ``sizes.mailbox_messages``, then the read workloads on it
+    ("reads") and the operations whose cost should follow the work ("scaling")."""
+    rows: list[dict[str, Any]] = []
+    n = sizes.mailbox_messages
+    with _Cpu(ours.cpu_roots) as c_ours, spy("imap-append-one-mailbox"):
+        m = _fill(ours, big, n, sizes.message_size, sizes.clients)
+    with _Cpu(theirs.cpu_roots) as c_theirs:
+        d = _fill(theirs, big, n, sizes.message_size, sizes.clients)
+    rows.append(_row(f"IMAP APPEND {sizes.message_size // 1024} KB, {sizes.clients} clients into one "
+                     f"INBOX, {n:,} messages", "Dovecot", m, d, "msg/s", _cpu_note(c_ours, c_theirs, n, "msg")))
+    if "reads" in only:
+        rows.extend(_read_rows(ours, theirs, big, n, spy))
+    if "scaling" in only:
+        rows.extend(_scaling_rows(ours, theirs, big, small, n, sizes, spy))
+    return rows
+
+
+def _read_rows(ours: _Target, theirs: _Target, big: Account, n: int, spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    _settle(ours)
+    with spy("imap-reads"):
+        m_reads = _reads(ours, big, n)
+    _settle(theirs)
+    d_reads = _reads(theirs, big, n)
+    labels = {
+        "select": f"IMAP SELECT of a {n:,}-message INBOX",
+        "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
+        "headers": f"IMAP UID FETCH 1:* of Thunderbird's header fields, size and flags, {n:,} messages",
+        "envelope": "IMAP FETCH 500 ENVELOPE (the newest 500)",
+        "from": f'IMAP SEARCH FROM "{load.search_from()}" over {n:,} messages',
+        "subject": f'IMAP SEARCH SUBJECT "{load.search_subject()}" over {n:,} messages',
+        "quickfilter": f'IMAP Thunderbird quick filter (sender, recipients, subject) "{load.search_subject()}" '
+                       f"over {n:,} messages",
+        "body": f'IMAP SEARCH BODY "{load.search_body()}" over {n:,} messages (no FTS index)',
+        "sort": f"IMAP SORT (REVERSE DATE) UTF-8 ALL over {n:,} messages (RFC 5256)",
+        "resync": f"IMAP UID FETCH 1:* (FLAGS) (CHANGEDSINCE m), 10 of {n:,} changed since m",
+    }
+    counted_as = {"select": "EXISTS", "flags": "FETCH responses", "headers": "FETCH responses",
+                  "envelope": "FETCH responses", "resync": "FETCH responses",
+                  "from": "hits", "subject": "hits", "quickfilter": "hits", "body": "hits",
+                  "sort": "messages"}
+    for key, label in labels.items():
+        (m_first, m_med, m_count), (d_first, d_med, d_count) = m_reads[key], d_reads[key]
+        note = f"first run {_fmt(m_first, 'ms')} vs {_fmt(d_first, 'ms')}"
+        if m_count != d_count:
+            note += f" · RESULT COUNTS DIFFER: maild {m_count}, Dovecot {d_count}"
+        else:
+            note += f" · {m_count:,} {counted_as[key]} each"
+        rows.append(_row(f"{label}; median of {REPEATS}", "Dovecot", m_med, d_med, "ms", note))
+    return rows
+
+
+def _scaling_rows(ours: _Target, theirs: _Target, big: Account, small: Account, n: int, sizes: Sizes,
+                  spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    # Costs that follow the work (issue 25): the same operations on a mailbox a tenth the
+    # size, side by side; the ratio between the two sizes should stay near 1.
+    small_n = max(100, n // 10)
+    for target in (ours, theirs):
+        _fill(target, small, small_n, sizes.message_size, sizes.clients)
+    _settle(ours)
+    with spy("imap-scaling"):
+        m_small, m_big = _scaling(ours, small, small_n), _scaling(ours, big, n)
+    _settle(theirs)
+    d_small, d_big = _scaling(theirs, small, small_n), _scaling(theirs, big, n)
+    for key, label in SCALING.items():
+        grow_m, grow_d = m_big[key] / m_small[key], d_big[key] / d_small[key]
+        for count, m_t, d_t in ((small_n, m_small[key], d_small[key]), (n, m_big[key], d_big[key])):
+            rows.append(_row(f"{label}, {count:,} messages; median of {SCALING_REPEATS}", "Dovecot", m_t, d_t,
+                             "ms", f"{small_n:,} -> {n:,} messages: maild x{grow_m:.2f}, Dovecot x{grow_d:.2f}"))
+    return rows
+
+
+def _pop3_rows(ours: _Target, theirs: _Target, pop3_user: Account, sizes: Sizes,
+               spy: _Profiler) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for target in (ours, theirs):
+        _fill(target, pop3_user, sizes.pop3_messages, sizes.pop3_size, clients=1)
+    _settle(ours)
+    _settle(theirs)
+    with spy("pop3-retr"):
+        m = _pop3(ours, pop3_user, sizes)
+    d = _pop3(theirs, pop3_user, sizes)
+    rows.append(_row(f"POP3 RETR of {sizes.pop3_messages} x {sizes.pop3_size // 1024} KB in turn, one client",
+                     "Dovecot", m, d, "MB/s"))
     return rows
 
 
@@ -536,10 +593,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages in the read-workload mailbox (default 10,000; 2,000 with --quick)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="sample maild with py-spy during its workloads; collapsed stacks into DIR")
+    parser.add_argument("--only", default=",".join(GROUPS), metavar="GROUPS",
+                        help=f"comma-separated row groups to run, of {', '.join(GROUPS)} (default: all)")
     args = parser.parse_args(argv)
+    only = frozenset(args.only.split(","))
+    if not only <= set(GROUPS):
+        parser.error(f"--only: unknown groups {', '.join(sorted(only - set(GROUPS)))}")
     from bench.__main__ import print_table
 
-    print_table(run(quick=args.quick, messages=args.messages, profile=args.profile))
+    print_table(run(quick=args.quick, messages=args.messages, profile=args.profile, only=only))
     return 0
 
 

@@ -294,6 +294,9 @@ def imap_mixed_setup(host: str, port: int, account: Account, *, size: int = 4096
     conn = Imap(host, port)
     try:
         conn.login(account.address, account.password)
+        # Dovecot creates a user's INBOX on first use: ten clients appending to it at once
+        # can race ("NO [ALREADYEXISTS]"), so it is opened once here first.
+        conn.command("SELECT INBOX")
         for box in MIXED_BOXES[1:]:
             conn.command(f"CREATE {_quote(box)}", accept=(b"OK", b"NO"))  # NO: it exists
     finally:

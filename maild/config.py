@@ -180,8 +180,8 @@ class ImapConfig(Listeners):
     response_cache_mb: int = key(32, "MB of formatted FETCH lines of whole mailboxes (the flag resync every client "
                                      "runs: ~40 octets a message) reused until a mailbox changes, then brought "
                                      "forward; 0: none (docs/imap.md)", low=0)
-    sort_cache_mb: int = key(16, "MB of SORT keys and THREAD facts kept for a webmail's every page; "
-                                 "0: none (docs/imap.md)")
+    sort_cache_mb: int = key(16, "MB of SORT keys, sorted orders (~35 octets a message) and THREAD facts "
+                                 "kept for a webmail's every page; 0: none (docs/imap.md)")
     sent_copy_window: float = key(600.0, "seconds: an APPEND to Sent of what submission filed this recently is "
                                          "answered with that copy, not stored again (docs/imap.md)")
 

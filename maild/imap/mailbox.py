@@ -22,8 +22,11 @@ class MailboxView:
     readonly: bool
     uidvalidity: int
     # Ascending; message sequence number n is uids[n - 1]. A packed array (4 octets a
-    # message), the session's own copy of the store's index at SELECT.
+    # message). At SELECT it is the store's index's own array, which nobody changes
+    # (maild/store/views.py): ``uids_shared`` until the view first changes its map, when it
+    # copies it (_own_uids). Nothing else may change ``uids`` in place.
     uids: array[int]
+    uids_shared: bool = False
     pending_expunge: set[int] = field(default_factory=set)
     pending_new: set[int] = field(default_factory=set)
     pending_flags: set[int] = field(default_factory=set)
@@ -142,13 +145,21 @@ class MailboxView:
             self.remove_indexes([seq - 1 for seq, _ in out])
         return out
 
+    def _own_uids(self) -> None:
+        """Copy a shared sequence map (memcpy) before the first change to it."""
+        if self.uids_shared:
+            self.uids = array("I", self.uids)
+            self.uids_shared = False
+
     def remove_indexes(self, indexes: list[int]) -> None:
         if len(indexes) <= 64:  # a few: each a memmove, not a pass in Python
+            self._own_uids()
             for i in sorted(set(indexes), reverse=True):
                 del self.uids[i]
             return
         drop = set(indexes)
         self.uids = array("I", [u for i, u in enumerate(self.uids) if i not in drop])
+        self.uids_shared = False
 
     def take_new(self) -> bool:
         """Add announced-able new messages; True when EXISTS must be sent."""
@@ -156,7 +167,9 @@ class MailboxView:
         self.pending_new.clear()
         last = self.uids[-1] if self.uids else 0
         fresh = [u for u in fresh if u > last]
-        self.uids.extend(fresh)
+        if fresh:
+            self._own_uids()
+            self.uids.extend(fresh)
         return bool(fresh)
 
     def take_flags(self) -> list[int]:

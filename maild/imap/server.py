@@ -753,10 +753,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         index = self.store.mailbox_index(user, mailbox.id)
         if index is None:
             raise MailboxNotFound(cmd.mailbox)
-        uids = array("I", index.uids)  # the session's own sequence map: a copy (memcpy)
+        uids = index.uids  # the session's sequence map, shared until it changes (MailboxView)
         if cmd.condstore:
             self.condstore = True
-        view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids)
+        view = MailboxView(mailbox.id, mailbox.name, cmd.readonly, mailbox.uidvalidity, uids, uids_shared=True)
         view.keywords = set(mailbox.keywords)
         if self.recent_flag:
             # RFC 3501 §2.3.2: SELECT claims the messages no session was told of yet;
@@ -1078,16 +1078,17 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         searchres.start(view, cmd.returns)  # RFC 5182 §2.1
         imap4rev2.check_search_key(self, cmd.key)
         unbound = searchres.bind(cmd.key, view)  # "$"
+        # The session's sequence map as it is now, copied (memcpy): the thread must not see it move.
         ordered = await threads.deferToThread(sorting.sort, self.store, self._user(), view.mailbox_id,
-                                              view.uidvalidity, list(view.uids),
+                                              view.uidvalidity, array("I", view.uids),
                                               searching.bind_recent(unbound, view.recent), cmd.criteria)
-        numbers = [uid for _, uid in ordered] if cmd.uid else [seq for seq, _ in ordered]
         if searchres.saving(cmd.returns):
             searchres.save(view, cmd.returns, [uid for _, uid in ordered])
         if cmd.returns is None:
-            # RFC 5256 §4: the SORT response, numbers in sorted order.
-            self._send(b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode())
+            # RFC 5256 §4: the SORT response, numbers in sorted order (kept with a kept order).
+            self._send(sorting.response_line(ordered, cmd.uid))
             return
+        numbers = [uid for _, uid in ordered] if cmd.uid else [seq for seq, _ in ordered]
         # RFC 5267 §3.2: MIN and MAX are the first and last in sort order, ALL keeps that order.
         if searchres.answers(cmd.returns):
             self._send(_esearch(cmd.tag, cmd.uid, cmd.returns, numbers) + context.partial(cmd.returns, numbers))

@@ -4,6 +4,14 @@ key matches, ordered by keys taken from their message records and stored envelop
 Strings compare under i;ascii-casemap (RFC 5256 §3: ASCII letters folded, other octets
 as they are), display names under i;unicode-casemap (RFC 5957 §3, here case folding).
 Messages equal under every criterion keep their sequence order, REVERSE or not.
+
+SORT ... ALL of a whole mailbox (a webmail's message list, newest first, on every page)
+is answered from a remembered order: every criterion's key is immutable (a message's
+envelope, internal date and size never change), so the order of the same uids is the same
+order. It is kept beside the uids it was made for and used only for exactly those (the
+session's own sequence map: a message added or expunged by anyone makes another list, and
+another order); its response lines are kept with it. Orders share ``[imap] sort_cache_mb``
+with the keys.
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from __future__ import annotations
 import calendar
 import re
 import threading
+from array import array
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -165,6 +174,36 @@ def matching(store: Store, user: str, mailbox_id: int, uids: list[int], key: Sea
 # user id, UIDVALIDITY, mailbox id, and a SORT criterion or "THREAD" (thread.py's facts)
 ListName = tuple[int, int, int, str]
 _ENTRY_OVERHEAD = 90  # octets of a uid -> float entry (tracemalloc); bytes and str add their length
+_ORDER_ENTRY = 30  # octets a message of a kept order: its seq and uid (8), its numbers in the two lines
+
+
+class Ordered:
+    """SORT's (sequence number, uid) pairs in sorted order, as two packed columns; a kept
+    one also keeps the response lines made of it (:func:`response_line`). Never changed
+    once returned: sessions of the process share a kept one."""
+
+    __slots__ = ("seqs", "uids", "lines")
+
+    def __init__(self, pairs: Iterable[tuple[int, int]] = ()) -> None:
+        listed = list(pairs)
+        self.seqs = array("I", [seq for seq, _ in listed])
+        self.uids = array("I", [uid for _, uid in listed])
+        self.lines: dict[bool, bytes] = {}
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(self.seqs, self.uids, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+
+def response_line(ordered: Ordered, uid: bool) -> bytes:
+    """RFC 5256 §4: ``* SORT`` and the numbers (uids for UID SORT) in sorted order."""
+    line = ordered.lines.get(uid)
+    if line is None:
+        numbers = ordered.uids if uid else ordered.seqs
+        line = ordered.lines[uid] = b"* SORT" + "".join(map(" %d".__mod__, numbers)).encode()
+    return line
 
 
 def _size(value: Any) -> int:
@@ -189,8 +228,33 @@ class SortKeyCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lists: OrderedDict[ListName, tuple[dict[int, Any], int]] = OrderedDict()
+        # (list name of the first criterion, the criteria) -> (uids, their order, octets)
+        self._orders: OrderedDict[tuple[ListName, tuple[SortCriterion, ...]], tuple[array[int], Ordered, int]] = \
+            OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def order(self, name: tuple[ListName, tuple[SortCriterion, ...]], uids: array[int]) -> Ordered | None:
+        """The order remembered for exactly ``uids`` under ``name``, if any."""
+        with self._lock:
+            found = self._orders.get(name)
+            if found is None or found[0] != uids:  # array ==: one C comparison
+                return None
+            self._orders.move_to_end(name)
+            return found[1]
+
+    def put_order(self, name: tuple[ListName, tuple[SortCriterion, ...]], uids: array[int],
+                  ordered: Ordered) -> None:
+        # The uids it was made for (4 octets each) and the order (_ORDER_ENTRY).
+        size = len(uids) * (4 + _ORDER_ENTRY)
+        with self._lock:
+            old = self._orders.pop(name, None)
+            if old is not None:
+                self._bytes -= old[2]
+            if size <= self.max_bytes:
+                self._orders[name] = (uids, ordered, size)
+                self._bytes += size
+                self._evict()
 
     def resize(self, max_bytes: int) -> None:
         with self._lock:
@@ -221,6 +285,9 @@ class SortKeyCache:
                 self._evict()
 
     def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._orders:  # orders first: remade from the keys
+            _, (_, _, size) = self._orders.popitem(last=False)
+            self._bytes -= size
         while self._bytes > self.max_bytes:
             _, (_, size) = self._lists.popitem(last=False)
             self._bytes -= size
@@ -252,16 +319,31 @@ def cached_values(store: Store, user: str, mailbox_id: int, uids: list[int], met
     return out
 
 
-def sort(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: list[int], key: SearchKey,
-         criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
+def sort(store: Store, user: str, mailbox_id: int, uidvalidity: int, uids: Sequence[int], key: SearchKey,
+         criteria: tuple[SortCriterion, ...]) -> Ordered:
     """(sequence number, uid) of the messages of ``uids`` matching ``key``, sorted. Reads
     every match's record and the envelopes of those whose keys are not in the cache: run
-    off the reactor. SORT ... ALL by envelope keys all in the cache (a webmail's every
-    page) reads neither: its cost is the sort."""
+    off the reactor. SORT ... ALL by envelope keys all in the cache reads neither: its
+    cost is the sort; a second SORT ... ALL of the same uids by the same criteria (a
+    webmail's every page) is not even that (module notes)."""
     owner = store.user(user)
     if owner is None or not uids:
-        return []
-    names = {c.key: (owner.id, uidvalidity, mailbox_id, c.key) for c in criteria if c.key in _ENVELOPE_KEYS}
+        return Ordered()
+    if key.op is SearchOp.ALL:
+        packed = uids if isinstance(uids, array) else array("I", uids)
+        order_name = ((owner.id, uidvalidity, mailbox_id, "ORDER"), criteria)
+        found = CACHE.order(order_name, packed)
+        if found is None:
+            found = Ordered(_sort(store, user, owner.id, mailbox_id, uidvalidity, uids, key, criteria))
+            CACHE.put_order(order_name, packed, found)
+        return found
+    return Ordered(_sort(store, user, owner.id, mailbox_id, uidvalidity, uids, key, criteria))
+
+
+def _sort(store: Store, user: str, owner_id: int, mailbox_id: int, uidvalidity: int, given: Sequence[int],
+          key: SearchKey, criteria: tuple[SortCriterion, ...]) -> list[tuple[int, int]]:
+    uids = given if isinstance(given, list) else list(given)
+    names = {c.key: (owner_id, uidvalidity, mailbox_id, c.key) for c in criteria if c.key in _ENVELOPE_KEYS}
     keys: dict[Any, dict[int, Any]] | None = None
     metas: dict[int, MessageMeta] = {}
     if key.op is SearchOp.ALL and not any(c.key in _RECORD_KEYS for c in criteria):

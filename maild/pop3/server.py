@@ -28,10 +28,14 @@ Implementation notes — invariants a contributor must keep:
    messages are expunged from the store, so IMAP sessions see them go.
 7. UIDLs are ``<UIDVALIDITY>.<UID>`` of INBOX: stable for the life of the message and
    never reused (RFC 1939 §7 "unique-id").
-8. RETR and TOP stream the message from ``store.open`` in fixed-size chunks through a pull
-   producer; a message is never read whole into memory. Byte-stuffing and line ends are
-   :mod:`maild.pop3.encoder`'s job. A client that reads nothing for ``idle_timeout`` is
-   disconnected like an idle one.
+8. RETR and TOP stream the message from ``store.open_message`` in fixed-size chunks through
+   a pull producer; a message is never read whole into memory. Byte-stuffing and line ends
+   are :mod:`maild.pop3.encoder`'s job; a body the store recorded as clean at delivery
+   (CRLF only, no line starting with ".") goes out as stored, unscanned. One chunk is
+   always read ahead: the store checks a body's sha256 as it is read and fails the read
+   that reaches the end, so the end of a damaged body is never sent, and a message of one
+   chunk is refused ``-ERR [SYS/PERM]`` before its "+OK". A client that reads nothing for
+   ``idle_timeout`` is disconnected like an idle one.
 9. \\Seen set by RETR is written in batches (every SEEN_BATCH messages, SEEN_FLUSH_SECONDS
    after the first, at QUIT and when the connection ends): a download of a thousand
    messages is a handful of store commits, not a thousand fsyncs. QUIT answers after its
@@ -51,7 +55,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -81,6 +85,7 @@ from maild.pop3.parser import (
     UserCommand,
     parse_command,
 )
+from maild.store.sending import MessageReader
 from maild.store.types import SEEN, BlobDamaged, FlagMode, MessageMeta, NotFound, StoreFull
 from maild.util import metrics
 from maild.util.limits import MaildropLocks, TreeMaildropLocks
@@ -176,14 +181,20 @@ class Pop3Factory(SessionFactory):
 class _MessageSender:
     """Streams one message through a :class:`MessageEncoder` as the transport drains."""
 
-    def __init__(self, status: bytes, source: BinaryIO, encoder: MessageEncoder, consumer: Any) -> None:
+    def __init__(self, status: bytes, source: MessageReader, encoder: MessageEncoder, consumer: Any) -> None:
         self.source = source
         self.encoder = encoder
         self.consumer = consumer
         self._status: bytes = status  # the "+OK" line, sent with the first chunk
         self.finished: defer.Deferred[bool] = defer.Deferred()  # True: all sent
         self.chunks = 0  # chunks handed to the transport: progress, for the stall timeout
+        self.failure: Exception | None = None  # why it ended early
         self._ahead: bytes | None = None
+
+    @property
+    def unsent(self) -> bool:
+        """Nothing has been written yet, not even the "+OK" line."""
+        return bool(self._status)
 
     def _read(self) -> bytes:
         return b"" if self.encoder.done else self.source.read(CHUNK)
@@ -212,8 +223,12 @@ class _MessageSender:
                     self.chunks += 1
                     self.consumer.write(data)
                     return
-        except Exception:  # a blob read failed after "+OK": log, give up
+        except BlobDamaged as exc:  # the store has logged the blob's name
+            self.failure = exc
+            self._end(False)
+        except Exception as exc:  # a blob read failed: log, give up
             log.exception("pop3: reading a message failed while sending it")
+            self.failure = exc
             self._end(False)
 
     def stopProducing(self) -> None:
@@ -522,7 +537,7 @@ class Pop3Session(LineSession):
             self._missing(msg)
             return
         try:
-            source = self.ctx.store.open(drop.user, drop.mailbox_id, meta.uid)
+            opened = self.ctx.store.open_message(drop.user, drop.mailbox_id, meta.uid)
         except (NotFound, FileNotFoundError):
             self._send(f"-ERR Message {msg} was removed by another session")
             return
@@ -530,12 +545,16 @@ class Pop3Session(LineSession):
             self._send(f"-ERR [SYS/PERM] Message {msg} is damaged on the server")
             return
         status = f"+OK {meta.size} octets" if body_lines is None else "+OK Top of message follows"
-        self._sender = _MessageSender(status.encode() + b"\r\n", source, MessageEncoder(body_lines), self.transport)
+        sender = self._sender = _MessageSender(status.encode() + b"\r\n", opened.stream,
+                                               MessageEncoder(body_lines, opened.shape), self.transport)
         self._sender_mark = -1
-        complete = await self._sender.start()
+        complete = await sender.start()
         self._sender = None
         if not complete:
-            self._close()
+            if sender.unsent and isinstance(sender.failure, BlobDamaged) and not self._closed:
+                self._send(f"-ERR [SYS/PERM] Message {msg} is damaged on the server")  # as above
+                return
+            self._close()  # invariant 10: after "+OK" only the connection's end can tell
             return
         if body_lines is None and self.config.mark_seen_on_retr and SEEN not in meta.flags:
             self._mark_seen(drop, msg, meta)

@@ -36,6 +36,7 @@ from maild.store.directory import Directory, canonical, split_address
 from maild.store.health import Health
 from maild.store.health import path_for as health_path
 from maild.store.health import read_all as health_files
+from maild.store.sending import MessageReader, OpenMessage, message_shape
 from maild.store.shard import Shard
 from maild.store.types import (
     DEFAULT_MAILBOXES,
@@ -772,7 +773,8 @@ class Store:
         def file(staged: list[tuple[blobfiles.StagedBlob, dict[str, str]]]) -> defer.Deferred[list[AppendResult]]:
             now = time.time()
             appends = [ops.op_append(u.address, u.id, mailbox_id, blob.sha, blob.size, b"", frozenset(flags),
-                                     now if date is None else date, envelope, u.quota_bytes, blob.inline)
+                                     now if date is None else date, envelope, u.quota_bytes, blob.inline,
+                                     blob.shape)
                        for (blob, envelope), (_, flags, date) in zip(staged, messages, strict=True)]
             d = self._write(u, ops.op_all(appends), tuple(blob for blob, _ in staged))
             return d.addCallback(lambda rs: [AppendResult(u.address, *r) for r in rs])
@@ -853,7 +855,7 @@ class Store:
         waits: list[defer.Deferred[Any]] = []
         for user, mailbox, flags, prefix in targets:
             op = ops.op_append(user.address, user.id, mailbox, staged.sha, staged.size, prefix,
-                               flags, when, envelope, user.quota_bytes, staged.inline)
+                               flags, when, envelope, user.quota_bytes, staged.inline, staged.shape)
             waits.append(self._write(user, op, (staged,)).addCallback(
                 functools.partial(_append_result, user.address)))
         if len(waits) == 1:  # one target (IMAP APPEND, most deliveries): no DeferredList
@@ -1016,6 +1018,33 @@ class Store:
             blob.close()
             raise
         return io.BufferedReader(_PrefixedReader(record.prefix, blob))
+
+    def open_message(self, user: str, mailbox_id: int, uid: int) -> OpenMessage:
+        """The whole message as a stream for sending it whole (POP3), with its shape as
+        recorded at delivery (maild/store/sending.py). Unlike :meth:`open`, a body file not
+        yet verified is hashed as it is read: BlobDamaged comes from the read that reaches
+        its end."""
+        shard, record, body = self._locate(user, mailbox_id, uid)
+        shape = message_shape(record.prefix, record.shape)
+        if body is not None:
+            self._verify(shard, record, body, user, mailbox_id, uid)
+            return OpenMessage(MessageReader(record.prefix, len(body), inline=body), shape)
+        sha = record.sha.hex()
+        fd = shard.blobs.open_fd(sha)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._verified_lock:
+            known = stamp in self._verified_files
+        if known:
+            return OpenMessage(MessageReader(record.prefix, st.st_size, fd), shape)
+        return OpenMessage(MessageReader(
+            record.prefix, st.st_size, fd, sha=record.sha,
+            damaged=lambda: self._damaged(shard, sha, user, mailbox_id, uid),
+            intact=lambda: self._remember_verified(stamp)), shape)
 
     def read(self, user: str, mailbox_id: int, uid: int, *, verify: bool = True) -> bytes:
         """The whole message, its body verified against its sha256 (BlobDamaged) unless

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.store.codec import body_shape
 from maild.store.types import StoreFull
 
 
@@ -27,6 +28,11 @@ class StagedBlob:
     path: Path | None  # in data_dir/tmp, fsynced; None for a body kept inline in LMDB
     size: int
     inline: bytes | None = None  # small bodies live in the shard's LMDB (one group-commit fsync)
+    # codec.body_shape's bits, noted in each message record; 0: unknown. Worked out for
+    # bodies staged to a file only (in the staging thread): an inline body is hashed on the
+    # reactor thread, where three scans would cost three times its hash, and it is small
+    # enough for POP3 to scan as it sends it.
+    shape: int = 0
 
 
 def inline(data: bytes) -> StagedBlob:
@@ -62,7 +68,7 @@ def stage(tmp_dir: Path, data: bytes | Sequence[bytes]) -> StagedBlob:
         if exc.errno in (28, 122):  # ENOSPC, EDQUOT
             raise StoreFull(f"blob file system full: {exc}") from exc
         raise
-    return StagedBlob(sha, path, sum(map(len, pieces)))
+    return StagedBlob(sha, path, sum(map(len, pieces)), shape=body_shape(pieces))
 
 
 class BlobDir:
@@ -98,6 +104,10 @@ class BlobDir:
     def open(self, sha: str) -> io.BufferedReader:
         # A string path: pathlib's parsing costs more than the open on POP3's RETR path.
         return open(os.path.join(self.root, sha[:2], sha), "rb")
+
+    def open_fd(self, sha: str) -> int:
+        """The body file as a bare descriptor (POP3's reader: no buffering layers)."""
+        return os.open(os.path.join(self.root, sha[:2], sha), os.O_RDONLY | os.O_CLOEXEC)
 
     def read(self, sha: str) -> bytes:
         with self.open(sha) as fh:

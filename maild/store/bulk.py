@@ -48,7 +48,7 @@ def append_batch(store: Store, user: str, items: Sequence[BulkItem]) -> list[tup
                     staged_files.append(staged.path)
                 op = ops.op_append(u.address, u.id, item.mailbox_id, staged.sha, staged.size, b"",
                                    item.flags, item.internal_date, envelope_fields(item.raw),
-                                   u.quota_bytes, staged.inline)
+                                   u.quota_bytes, staged.inline, staged.shape)
                 futures.append((staged.sha, writer.submit(op, (staged,))))
             except Exception as exc:  # this message only (e.g. the blob file system is full)
                 futures.append(("", exc))

@@ -7,6 +7,7 @@ over ``user | mailbox | uid`` returns a mailbox's messages in UID order.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,36 @@ _RECORD = struct.Struct("<QdIB32sHI")
 # After the keywords and the prefix, optionally: the save date (RFC 8514), a double. Records
 # written before it existed end with the prefix; every reader skips what follows the prefix.
 _SAVED = struct.Struct("<d")
+# After the save date, optionally: the body's shape, one octet of SHAPE_* bits, noted once
+# when the body was staged. Records written before it existed end with the save date: their
+# shape is 0, unknown, and a reader that needs it (POP3 RETR) takes the general path.
+_SHAPE = struct.Struct("<B")
+SHAPE_KNOWN = 1  # the other bits were computed from the body
+SHAPE_CRLF = 2  # every LF follows a CR, and a non-empty body ends with CRLF
+SHAPE_NO_DOT = 4  # no line of the body begins with "." (its first line included)
+SHAPE_CLEAN = SHAPE_KNOWN | SHAPE_CRLF | SHAPE_NO_DOT  # RFC 1939 §3: sent as it is stored
+_LINE_DOT = re.compile(rb"\n\.")  # re's literal-prefix scan: twice as fast as ``in`` on text
+
+
+def body_shape(pieces: Iterable[bytes]) -> int:
+    """The SHAPE_* bits of the body made of ``pieces``: C scans over each piece, a CRLF or
+    an LF "." split between two pieces included. Never a Python loop over lines."""
+    crlf, no_dot = True, True
+    prev = b"\n"  # the body starts a line: after the prefix's CRLF, or the message's start
+    tail = b""  # the body's last two octets
+    for piece in pieces:
+        if not piece:
+            continue
+        if crlf:
+            split = piece[:1] == b"\n" and prev == b"\r"  # a CRLF across the pieces
+            crlf = piece.count(b"\n") - piece.count(b"\r\n") - split == 0
+        if no_dot and (_LINE_DOT.search(piece) is not None or (prev == b"\n" and piece[:1] == b".")):
+            no_dot = False
+        tail = (tail + piece[-2:])[-2:]
+        prev = tail[-1:]
+    if tail and tail != b"\r\n":
+        crlf = False  # the last line has no line end: POP3 adds one
+    return SHAPE_KNOWN | (SHAPE_CRLF if crlf else 0) | (SHAPE_NO_DOT if no_dot else 0)
 
 
 def u32(n: int) -> bytes:
@@ -139,6 +170,7 @@ class MessageRecord:
     sha: bytes
     prefix: bytes
     saved: float | None = None  # when it was saved into its mailbox (RFC 8514); None: before it was kept
+    shape: int = 0  # the body's SHAPE_* bits; 0: unknown (recorded before they were kept)
 
     def encode(self) -> bytes:
         bits = 0
@@ -151,7 +183,9 @@ class MessageRecord:
         kw = "\0".join(sorted(keywords)).encode("utf-8")
         head = _RECORD.pack(self.modseq, self.internal_date, self.blob_size, bits, self.sha,
                             len(kw), len(self.prefix))
-        return head + kw + self.prefix + (b"" if self.saved is None else _SAVED.pack(self.saved))
+        if self.saved is None:  # the shape follows the save date; every stored record has one
+            return head + kw + self.prefix
+        return head + kw + self.prefix + _SAVED.pack(self.saved) + (_SHAPE.pack(self.shape) if self.shape else b"")
 
     @classmethod
     def decode(cls, data: bytes) -> MessageRecord:
@@ -160,7 +194,8 @@ class MessageRecord:
         prefix = bytes(data[pos + kwlen:pos + kwlen + plen])
         end = pos + kwlen + plen
         saved = _SAVED.unpack_from(data, end)[0] if len(data) >= end + 8 else None
-        return cls(modseq, idate, size, _flags(bits, data, kwlen), bytes(sha), prefix, saved)
+        shape = data[end + 8] if len(data) > end + 8 else 0
+        return cls(modseq, idate, size, _flags(bits, data, kwlen), bytes(sha), prefix, saved, shape)
 
     def meta(self, uid: int) -> MessageMeta:
         return MessageMeta(uid=uid, flags=self.flags, internal_date=self.internal_date,

@@ -312,9 +312,10 @@ def _charge(b: Batch, user_id: int, size: int, count: int, quota: int) -> None:
 
 def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_size: int,
               prefix: bytes, flags: frozenset[str], internal_date: float, envelope: dict[str, str],
-              quota: int, inline: bytes | None) -> Callable[[Batch], tuple[int, int, int, int]]:
-    """Append one message; ``mailbox_id`` may be a name (delivery). Returns
-    (mailbox id, uidvalidity, uid, modseq)."""
+              quota: int, inline: bytes | None, shape: int = 0) -> Callable[[Batch], tuple[int, int, int, int]]:
+    """Append one message; ``mailbox_id`` may be a name (delivery); ``shape``: the body's
+    codec.SHAPE_* bits, as staging found them (0: unknown). Returns (mailbox id,
+    uidvalidity, uid, modseq)."""
     env_bytes = jdump(envelope)
 
     def op(b: Batch) -> tuple[int, int, int, int]:
@@ -326,7 +327,7 @@ def op_append(user: str, user_id: int, mailbox_id: int | str, sha: str, blob_siz
             mid = codec.read_u32(raw)
         record = _mbox(b, user_id, mid)
         _charge(b, user_id, len(prefix) + blob_size, 1, quota)
-        rec = MessageRecord(0, internal_date, blob_size, flags, bytes.fromhex(sha), prefix)
+        rec = MessageRecord(0, internal_date, blob_size, flags, bytes.fromhex(sha), prefix, shape=shape)
         uid = _insert(b, user_id, mid, record, rec, env_bytes)
         _put_mbox(b, user_id, mid, record)
         if inline is not None:

@@ -69,3 +69,26 @@ def test_keywords_announced(connect: Callable[..., Transcript]) -> None:
     assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Fresh Work)"
     assert lines[-1] == b"* 3 FETCH (FLAGS (Fresh))"
     assert b"$Label1 Fresh Work)" in [line for line in s.ok("SELECT INBOX") if line.startswith(b"* FLAGS")][0]
+
+
+def test_sessions_sharing_a_sequence_map_change_their_own(connect: Callable[..., Transcript]) -> None:
+    """SELECT hands each session the store's index array, shared until the session's map
+    changes: one session told of an expunge and a new message changes its own map only,
+    neither another session's (told later, in its turn) nor the store's (a new SELECT)."""
+    first = connect()
+    uids = [append(first, "INBOX", message(f"m{n}")) for n in range(4)]
+    a, b, other = connect(), connect(), connect()
+    for s in (a, b, other):
+        s.ok("SELECT INBOX")
+    other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    other.ok("EXPUNGE")
+    newest = append(other, "INBOX", message("m4"))
+    told = a.ok("NOOP")
+    assert b"* 2 EXPUNGE" in told and b"* 4 EXISTS" in told
+    assert a.ok("UID SEARCH ALL") == [b"* SEARCH " + " ".join(map(str, [uids[0], *uids[2:], newest])).encode()]
+    fetched = b.ok("FETCH 4 (UID)")  # b's map is as it was; the new message may be told now
+    assert fetched[0] == b"* 4 FETCH (UID %d)" % uids[3] and b"* 5 EXISTS" in fetched
+    assert b"* 2 EXPUNGE" in b.ok("NOOP")  # an EXPUNGE waits for a command that allows it
+    fresh = connect()
+    assert b"* 4 EXISTS" in fresh.ok("SELECT INBOX")
+    assert fresh.ok("UID SEARCH ALL") == a.ok("UID SEARCH ALL") == b.ok("UID SEARCH ALL")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import imaplib
+from array import array
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -12,8 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maild.imap.commands import SortKey
-from maild.imap.sort import _ENTRY_OVERHEAD, SortKeyCache, base_subject, sent_timestamp, subject_parts
+from maild.imap.commands import SortCriterion, SortKey
+from maild.imap.sort import (
+    _ENTRY_OVERHEAD,
+    _ORDER_ENTRY,
+    Ordered,
+    SortKeyCache,
+    base_subject,
+    sent_timestamp,
+    subject_parts,
+)
 from tests.imap.conftest import Transcript, append, fresh_account, message
 
 
@@ -182,6 +191,42 @@ def test_repeat_sorts_new_messages_and_other_users(imap: Transcript, connect: Ca
     second.ok("SELECT INBOX")
     assert sort(second, "SORT (SUBJECT) UTF-8 ALL") == [3, 2, 1]
     assert sort(second, "SORT (REVERSE SUBJECT) UTF-8 ALL") == [1, 2, 3]
+
+
+def test_kept_order_answers_only_for_the_same_uids() -> None:
+    """A kept order is used for exactly the uids it was made for; orders go before keys
+    when the budget is spent."""
+    cache = SortKeyCache(max_bytes=10 * (_ORDER_ENTRY + 4) + 10 * (_ENTRY_OVERHEAD + 4))
+    name = ((1, 7, 1, "ORDER"), (SortCriterion(SortKey.DATE, reverse=True),))
+    uids = array("I", range(1, 11))
+    ordered = Ordered((11 - i, 11 - i) for i in range(1, 11))
+    cache.put_order(name, uids, ordered)
+    assert cache.order(name, array("I", range(1, 11))) is ordered
+    assert cache.order(name, array("I", range(1, 12))) is None  # another message came
+    assert cache.order(name, array("I", range(2, 11))) is None  # one was expunged
+    assert cache.order((name[0], (SortCriterion(SortKey.DATE),)), uids) is None  # other criteria
+    cache.put((1, 7, 1, SortKey.SUBJECT), {uid: b"K" for uid in range(11)}, set(range(11)))
+    assert cache.order(name, uids) is None and len(cache.get((1, 7, 1, SortKey.SUBJECT))) == 11
+
+
+def test_sort_sees_another_sessions_change(imap: Transcript, connect: Callable[..., Transcript]) -> None:
+    """A repeated SORT ... ALL (answered from the kept order) follows what another session
+    did once this session has been told of it: an expunge and a newer message."""
+    uids = fill(imap)
+    for _ in range(2):
+        assert sort(imap, "SORT (REVERSE DATE) UTF-8 ALL") == [4, 1, 3, 2]
+        assert sort(imap, "UID SORT (REVERSE DATE) UTF-8 ALL") == [uids[3], uids[0], uids[2], uids[1]]
+    other = connect()
+    other.ok("SELECT INBOX")
+    other.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    other.ok("EXPUNGE")
+    newest = put(other, "05-Jan-2024 00:00:00", "From: x@example.test\r\nSubject: new\r\n"
+                 "Date: Tue, 1 Jan 2030 00:00:00 +0000\r\n", 10)
+    told = imap.ok("NOOP")
+    assert b"* 1 EXPUNGE" in told and b"* 4 EXISTS" in told
+    for _ in range(2):
+        assert sort(imap, "SORT (REVERSE DATE) UTF-8 ALL") == [4, 3, 2, 1]
+        assert sort(imap, "UID SORT (REVERSE DATE) UTF-8 ALL") == [newest, uids[3], uids[2], uids[1]]
 
 
 def test_base_subject_of_hostile_subjects() -> None:

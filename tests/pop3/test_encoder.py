@@ -9,11 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.pop3.encoder import MessageEncoder
+from maild.store.codec import SHAPE_CLEAN, SHAPE_CRLF, SHAPE_KNOWN, body_shape
 
 
-def encode(message: bytes, chunks: list[int] | None = None, body_lines: int | None = None) -> bytes:
+def encode(message: bytes, chunks: list[int] | None = None, body_lines: int | None = None, shape: int = 0) -> bytes:
     """Encode ``message`` fed in pieces of the given sizes (the rest in one piece)."""
-    encoder = MessageEncoder(body_lines)
+    encoder = MessageEncoder(body_lines, shape)
     out, pos = [], 0
     for size in chunks or []:
         out.append(encoder.feed(message[pos:pos + size]))
@@ -113,3 +114,33 @@ def test_top_is_a_prefix_with_n_body_lines(message: bytes, chunks: list[int], n:
         assert len(top) == min(len(whole), header_end + n)
     else:
         assert top == whole
+
+
+def pieces(message: bytes, chunks: list[int]) -> list[bytes]:
+    out, pos = [], 0
+    for size in chunks:
+        out.append(message[pos:pos + size])
+        pos += size
+    return [*out, message[pos:]]
+
+
+def test_body_shape() -> None:
+    assert body_shape([b""]) == SHAPE_CLEAN
+    assert body_shape([b"a\r\nb.\r\n"]) == SHAPE_CLEAN
+    assert body_shape([b"a\r", b"\nb\r\n"]) == SHAPE_CLEAN  # CRLF split between pieces
+    assert body_shape([b".a\r\n"]) == SHAPE_KNOWN | SHAPE_CRLF  # the first line counts
+    assert body_shape([b"a\r\n", b".b\r\n"]) == SHAPE_KNOWN | SHAPE_CRLF
+    assert body_shape([b"a\nb\r\n"]) & SHAPE_CRLF == 0
+    assert body_shape([b"a\r\nlast"]) & SHAPE_CRLF == 0  # POP3 adds the last line's end
+    assert body_shape([b"a\r\n\r"]) & SHAPE_CRLF == 0
+
+
+@given(messages(), st.lists(st.integers(min_value=0, max_value=8), max_size=10))
+def test_shape_does_not_depend_on_the_pieces(message: bytes, chunks: list[int]) -> None:
+    assert body_shape(pieces(message, chunks)) == body_shape([message])
+
+
+@given(messages(), st.lists(st.integers(min_value=0, max_value=8), max_size=10), st.sampled_from([None, 0, 1, 3]))
+def test_recorded_shape_gives_the_same_octets(message: bytes, chunks: list[int], n: int | None) -> None:
+    """The shortcuts a recorded shape allows send what the general path sends."""
+    assert encode(message, chunks, n, shape=body_shape([message])) == encode(message, body_lines=n)
