@@ -16,7 +16,15 @@ Python at a time anyway. The commits (page writes and fsync) still overlap.
 Several processes over one data directory each have their own writers; LMDB's write lock
 orders their transactions. Everything a batch numbers (UIDs, modseqs, change-log seqs) is
 read inside its transaction, and body files are linked, and unreferenced ones removed,
-only while holding that lock (see _write and _commit).
+only while holding that lock (see _write and _committed).
+
+Shared meta sync (``[store] shared_meta_sync``, maild/store/metasync.py): an environment
+opened with MDB_NOMETASYNC commits holding LMDB's write lock for one flush instead of two,
+and a second thread of the writer (``maild-sync-...``) makes each committed batch durable
+(:meth:`MetaSync.wait`, one fsync shared by every process's commits meanwhile) before it
+answers the batch's operations, publishes its changes or removes the body files it
+unreferenced. The writer thread meanwhile runs the next batch, so one batch's meta sync
+overlaps the next one's commit. Batches are settled in commit order, failed ones included.
 
 A commit that fails for lack of space (the LMDB map, ENOSPC/EDQUOT from the file system,
 or the EIO a short write gives on ext4) fails its operations with :class:`StoreFull`, is
@@ -51,6 +59,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from maild.store.blobs import BlobDir, StagedBlob, fsync_dir
+from maild.store.metasync import MetaSync
 from maild.store.types import ReadOnlyStore, StoreFull
 from maild.util import metrics
 
@@ -67,6 +76,7 @@ class Batch:
     unlink: set[str] = field(default_factory=set)  # blob names whose refcount reached 0
     logged: bool = False  # changes already in the change log (a replicated record's)
     seq: int = 0  # the redo record this batch wrote (0: none)
+    txnid: int = 0  # LMDB's id of the committed transaction (shared meta sync waits for it)
 
 
 Operation = Callable[[Batch], Any]
@@ -124,6 +134,7 @@ class Writer:
         ops_lock: threading.Lock | None = None,
         health: Any = None,
         redo: Any = None,
+        meta_sync: MetaSync | None = None,
     ) -> None:
         self.name = name
         # The environment's name for the operator: "shard 00", "directory".
@@ -148,6 +159,16 @@ class Writer:
         self.dispatch = dispatch
         self._ops_lock: contextlib.AbstractContextManager[Any] = ops_lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # The environment was opened with MDB_NOMETASYNC: batches are made durable by the
+        # syncer thread (module docstring); None: LMDB's commit fsyncs everything itself.
+        if meta_sync is None and not env.flags()["metasync"]:
+            meta_sync = MetaSync(env, Path(env.path()) / "synced")
+        self.meta_sync = meta_sync
+        self._synced: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
+        if meta_sync is not None:
+            self._syncer = threading.Thread(target=self._sync_run, name=f"maild-sync-{name}", daemon=True)
+            self._syncer.start()
         self._thread = threading.Thread(target=self._run, name=f"maild-writer-{name}", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -178,6 +199,12 @@ class Writer:
         """Finish everything queued so far, then stop the thread."""
         self._queue.put(_STOP)
         self._thread.join()
+        if self._syncer is not None and self.meta_sync is not None:
+            self._synced.put(_STOP)
+            self._syncer.join()
+            # Commits made outside the writer (migrations at open) are durable at close too.
+            self.meta_sync.wait(int(self.env.info()["last_txnid"]))
+            self.meta_sync.close()
 
     def _run(self) -> None:
         stopping = False
@@ -203,7 +230,50 @@ class Writer:
                     self._report_full(error)
                 else:
                     log.exception("writer %s: batch of %d failed", self.name, len(items))
-                self._complete([(item, False, error) for item in items if not item.settled], None)
+                failed = [(item, False, error) for item in items if not item.settled]
+                if self._syncer is None:
+                    self._complete(failed, None)
+                else:  # after the batches committed before it: answers go out in order
+                    self._synced.put((None, failed))
+
+    def _sync_run(self) -> None:
+        """The syncer thread: make committed batches durable, then settle them, in order."""
+        assert self.meta_sync is not None
+        stopping = False
+        while not stopping:
+            first = self._synced.get()
+            if first is _STOP:
+                return
+            done = [first]
+            while True:
+                try:
+                    nxt = self._synced.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                done.append(nxt)
+            newest = max((batch.txnid for batch, _ in done if batch is not None), default=0)
+            try:
+                if newest:
+                    self.meta_sync.wait(newest)
+            except BaseException as exc:  # committed, maybe not durable: fail the answers
+                error = _storage_error(exc)
+                log.error("writer %s: syncing committed batches failed: %s", self.name, error)
+                for batch, results in done:
+                    self._complete([(item, False, error) for item, _, _ in results if not item.settled],
+                                   None if batch is None else batch.changes)
+                continue
+            for batch, results in done:
+                try:
+                    if batch is None:
+                        self._complete(results, None)
+                    else:
+                        self._committed(batch, results)
+                except BaseException as exc:  # every waiter must hear about it
+                    log.exception("writer %s: settling a committed batch failed", self.name)
+                    self._complete([(item, False, exc) for item, _, _ in results if not item.settled], None)
 
     def _report_full(self, error: BaseException) -> None:
         if self.health is not None:
@@ -236,11 +306,18 @@ class Writer:
             # LMDB a copy of its dirty pages, and with bodies on overflow pages (above
             # ~2 KB) they took a third of the append throughput.
             batch, results = self._write(items, isolate=True)
-        # Committed and fsynced (lmdb sync=True) from here on.
+        if self._syncer is not None:  # the syncer thread goes on once it is durable
+            self._synced.put((batch, results))
+            return
+        self._committed(batch, results)
+
+    def _committed(self, batch: Batch, results: list[tuple[_Item, bool, Any]]) -> None:
+        """After the batch's commit is durable: count, remove the body files it left
+        unreferenced, answer and publish."""
         if self.health is not None and any(ok for _, ok, _ in results):
             self.health.write_succeeded(self.where)
         self.commits += 1
-        self.operations += len(items)
+        self.operations += len(results)
         try:
             if batch.unlink and self.blob_dir is not None:
                 # Checked and removed holding LMDB's write lock (a transaction that writes
@@ -263,11 +340,13 @@ class Writer:
         # Leaving the outer block commits (page writes and fsync, outside the lock), or
         # aborts when an exception leaves it. Body files are linked holding LMDB's write
         # lock, so that no process removes a file found here before this batch's reference
-        # to it commits (see the removal in _commit; sweep.py).
+        # to it commits (see the removal in _committed; sweep.py).
         with self.env.begin(write=True) as txn:
             self._link_blobs(items)
             with self._ops_lock:
-                return self._apply(txn, items, isolate)
+                batch, results = self._apply(txn, items, isolate)
+            batch.txnid = txn.id()
+            return batch, results
 
     def _apply(self, txn: lmdb.Transaction[bytes], items: list[_Item],
                isolate: bool) -> tuple[Batch, list[tuple[_Item, bool, Any]]]:
