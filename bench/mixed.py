@@ -61,6 +61,9 @@ def _spy(directory: Path | None, label: str, root: int | None, seconds: float, i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mixed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smtp", action="store_true",
+                        help="SMTP ingest instead (smtp-source, 20 sessions, 2000 x 5 KB, a fresh user per run): "
+                             "accepted msgs/s, no Dovecot")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -73,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", action="store_true", help="--profile: sample waiting threads too")
     args = parser.parse_args(argv)
     overrides = _overrides(args.set)
-    users, hashes = peers.make_users(1)
-    account = Account(*next(iter(users.items())))
+    users, hashes = peers.make_users(1 + (args.runs if args.smtp else 0))
+    accounts = [Account(*item) for item in users.items()]
+    account = accounts[0]
+    unit = "msgs/s" if args.smtp else "commands/s"
+    if args.smtp:
+        args.no_dovecot = True
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}; overrides {overrides}", flush=True)
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -95,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(("Dovecot", compare._Target("Dovecot", dovecot.host, dovecot.ports,
                                                         lambda: [p for p in [dovecot.pid] if p])))
         for _, target in targets:
-            load.imap_mixed_setup(target.host, target.ports["imap"], account, clients=args.clients)
+            if not args.smtp:
+                load.imap_mixed_setup(target.host, target.ports["imap"], account, clients=args.clients)
         for run in range(args.runs):
             order = targets[run % len(targets):] + targets[:run % len(targets)]
             for label, target in order:
@@ -103,15 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                 spy_dir = args.profile if run == 0 and label.startswith("maild") else None
                 with _spy(spy_dir, re.sub(r"[^A-Za-z0-9]+", "-", label), roots[0] if roots else None,
                           args.seconds + 2, args.idle), compare._Cpu(target.cpu_roots) as used:
-                    rate = load.imap_mixed(target.host, target.ports["imap"], account, clients=args.clients,
-                                           seconds=args.seconds)
+                    if args.smtp:
+                        sizes = compare.Sizes()
+                        rate, _ = compare._smtp(target, target.ports["smtp"], accounts[1 + run], sizes, lmtp=False)
+                    else:
+                        rate = load.imap_mixed(target.host, target.ports["imap"], account, clients=args.clients,
+                                               seconds=args.seconds)
                 rates.setdefault(label, []).append(rate)
-                cpu.setdefault(label, []).append(used.used / (rate * args.seconds or 1) * 1000)
-                print(f"run {run + 1} {label}: {rate:,.0f} commands/s, CPU {cpu[label][-1]:.2f} ms/command, "
+                ops = compare.Sizes().smtp_messages if args.smtp else rate * args.seconds
+                cpu.setdefault(label, []).append(used.used / (ops or 1) * 1000)
+                print(f"run {run + 1} {label}: {rate:,.0f} {unit}, CPU {cpu[label][-1]:.2f} ms/operation, "
                       f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     base = statistics.median(rates["Dovecot"]) if "Dovecot" in rates else None
-    print("| server | commands/s per run | median | CPU ms/command | median/Dovecot |")
+    print(f"| server | {unit} per run | median | CPU ms/operation | median/Dovecot |")
     print("|---|---|---|---|---|")
     for label, values in rates.items():
         med = statistics.median(values)
