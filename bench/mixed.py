@@ -93,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
                 for section, table in _overrides([variant] if variant else []).items():
                     over.setdefault(section, {}).update(table)
                 over.setdefault("server", {})["workers"] = workers
-                server = stack.enter_context(peers.Maild(users, hashes, overrides=over))
+                environ = {k: str(v) for k, v in over.pop("env", {}).items()}  # env.NAME=VALUE
+                saved = dict(os.environ)
+                os.environ.update(environ)
+                try:
+                    server = stack.enter_context(peers.Maild(users, hashes, overrides=over))
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
                 targets.append((f"maild workers={workers}{' ' + variant if variant else ''}",
                                 compare._Target("maild", server.host, server.ports,
                                                 lambda s=server: [p for p in [s.pid] if p])))

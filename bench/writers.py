@@ -34,6 +34,10 @@ from maild.store.types import FlagMode
 BASE = StoreConfig(shards=4, map_size_mb=2048, directory_map_size_mb=256)
 USER = "writer@example.test"
 BOXES = ("INBOX", "Shared 1", "Shared 2", "Shared 3")
+MODES = {  # label: [store] shared_meta_sync
+    "shared, after the lock": True,
+    "in the lock": False,
+}
 
 
 def _message(i: int) -> bytes:
@@ -126,27 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
-    settings = [(p, shared) for p in args.processes for shared in (True, False)]
-    rates: dict[tuple[int, bool], list[tuple[float, float]]] = {s: [] for s in settings}
+    settings = [(p, mode) for p in args.processes for mode in MODES]
+    rates: dict[tuple[int, str], list[tuple[float, float]]] = {s: [] for s in settings}
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="maild-bench-writers-") as tmp:
         for run in range(args.runs):
             order = settings[run % len(settings):] + settings[:run % len(settings)]
-            for processes, shared in order:
+            for processes, mode in order:
+                shared = MODES[mode]
                 root = Path(tmp) / f"{processes}-{shared}-{run}"
                 config = dataclasses.replace(BASE, shared_meta_sync=shared)
                 _prepare(root, config)
                 rate, per_commit = _run(root, config, processes, args.clients, args.seconds)
-                rates[(processes, shared)].append((rate, per_commit))
+                rates[(processes, mode)].append((rate, per_commit))
                 shutil.rmtree(root, ignore_errors=True)
-                print(f"run {run + 1}: {processes} process(es), meta sync {'shared' if shared else 'in the lock'}: "
+                print(f"run {run + 1}: {processes} process(es), meta sync {mode}: "
                       f"{rate:,.0f} writes/s, {per_commit:.1f} writes/commit, "
                       f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
     print("| processes | meta sync | writes/s per run | median | writes per commit |")
     print("|---|---|---|---|---|")
-    for (processes, shared), values in rates.items():
-        print(f"| {processes} | {'shared, after the lock' if shared else 'in the lock'} | "
+    for (processes, mode), values in rates.items():
+        print(f"| {processes} | {mode} | "
               f"{' / '.join(f'{r:,.0f}' for r, _ in values)} | {statistics.median(r for r, _ in values):,.0f} | "
               f"{statistics.median(c for _, c in values):.1f} |")
     print(json.dumps({f"{p}-{s}": v for (p, s), v in rates.items()}))

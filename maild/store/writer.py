@@ -19,12 +19,13 @@ read inside its transaction, and body files are linked, and unreferenced ones re
 only while holding that lock (see _write and _committed).
 
 Shared meta sync (``[store] shared_meta_sync``, maild/store/metasync.py): an environment
-opened with MDB_NOMETASYNC commits holding LMDB's write lock for one flush instead of two,
-and a second thread of the writer (``maild-sync-...``) makes each committed batch durable
-(:meth:`MetaSync.wait`, one fsync shared by every process's commits meanwhile) before it
-answers the batch's operations, publishes its changes or removes the body files it
-unreferenced. The writer thread meanwhile runs the next batch, so one batch's meta sync
-overlaps the next one's commit. Batches are settled in commit order, failed ones included.
+opened with MDB_NOMETASYNC commits holding LMDB's write lock for one flush instead of two;
+the writer then makes the batch durable after releasing the lock (:meth:`MetaSync.wait`:
+one fsync, shared with every process's commits meanwhile) before it answers the batch's
+operations, publishes its changes or removes the body files it unreferenced. Another
+process commits while this one syncs. (A second thread doing the sync while the writer ran
+the next batch was measured too: smaller batches, ~10 % more CPU per command, and SMTP
+ingest slower on this 2-core machine — docs/performance.md.)
 
 A commit that fails for lack of space (the LMDB map, ENOSPC/EDQUOT from the file system,
 or the EIO a short write gives on ext4) fails its operations with :class:`StoreFull`, is
@@ -159,16 +160,11 @@ class Writer:
         self.dispatch = dispatch
         self._ops_lock: contextlib.AbstractContextManager[Any] = ops_lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # The environment was opened with MDB_NOMETASYNC: batches are made durable by the
-        # syncer thread (module docstring); None: LMDB's commit fsyncs everything itself.
+        # The environment was opened with MDB_NOMETASYNC: each batch is synced after its
+        # commit (module docstring); None: LMDB's commit fsyncs everything itself.
         if meta_sync is None and not env.flags()["metasync"]:
             meta_sync = MetaSync(env, Path(env.path()) / "synced")
         self.meta_sync = meta_sync
-        self._synced: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._syncer: threading.Thread | None = None
-        if meta_sync is not None:
-            self._syncer = threading.Thread(target=self._sync_run, name=f"maild-sync-{name}", daemon=True)
-            self._syncer.start()
         self._thread = threading.Thread(target=self._run, name=f"maild-writer-{name}", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -199,9 +195,7 @@ class Writer:
         """Finish everything queued so far, then stop the thread."""
         self._queue.put(_STOP)
         self._thread.join()
-        if self._syncer is not None and self.meta_sync is not None:
-            self._synced.put(_STOP)
-            self._syncer.join()
+        if self.meta_sync is not None:
             # Commits made outside the writer (migrations at open) are durable at close too.
             self.meta_sync.wait(int(self.env.info()["last_txnid"]))
             self.meta_sync.close()
@@ -230,50 +224,7 @@ class Writer:
                     self._report_full(error)
                 else:
                     log.exception("writer %s: batch of %d failed", self.name, len(items))
-                failed = [(item, False, error) for item in items if not item.settled]
-                if self._syncer is None:
-                    self._complete(failed, None)
-                else:  # after the batches committed before it: answers go out in order
-                    self._synced.put((None, failed))
-
-    def _sync_run(self) -> None:
-        """The syncer thread: make committed batches durable, then settle them, in order."""
-        assert self.meta_sync is not None
-        stopping = False
-        while not stopping:
-            first = self._synced.get()
-            if first is _STOP:
-                return
-            done = [first]
-            while True:
-                try:
-                    nxt = self._synced.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                done.append(nxt)
-            newest = max((batch.txnid for batch, _ in done if batch is not None), default=0)
-            try:
-                if newest:
-                    self.meta_sync.wait(newest)
-            except BaseException as exc:  # committed, maybe not durable: fail the answers
-                error = _storage_error(exc)
-                log.error("writer %s: syncing committed batches failed: %s", self.name, error)
-                for batch, results in done:
-                    self._complete([(item, False, error) for item, _, _ in results if not item.settled],
-                                   None if batch is None else batch.changes)
-                continue
-            for batch, results in done:
-                try:
-                    if batch is None:
-                        self._complete(results, None)
-                    else:
-                        self._committed(batch, results)
-                except BaseException as exc:  # every waiter must hear about it
-                    log.exception("writer %s: settling a committed batch failed", self.name)
-                    self._complete([(item, False, exc) for item, _, _ in results if not item.settled], None)
+                self._complete([(item, False, error) for item in items if not item.settled], None)
 
     def _report_full(self, error: BaseException) -> None:
         if self.health is not None:
@@ -306,9 +257,14 @@ class Writer:
             # LMDB a copy of its dirty pages, and with bodies on overflow pages (above
             # ~2 KB) they took a third of the append throughput.
             batch, results = self._write(items, isolate=True)
-        if self._syncer is not None:  # the syncer thread goes on once it is durable
-            self._synced.put((batch, results))
-            return
+        if self.meta_sync is not None:  # the meta page, after the write lock is released
+            try:
+                self.meta_sync.wait(batch.txnid)
+            except BaseException as exc:  # committed, maybe not durable: fail the answers
+                error = _storage_error(exc)
+                log.error("writer %s: syncing a committed batch failed: %s", self.name, error)
+                self._complete([(item, False, error) for item, _, _ in results], batch.changes)
+                return
         self._committed(batch, results)
 
     def _committed(self, batch: Batch, results: list[tuple[_Item, bool, Any]]) -> None:
