@@ -30,9 +30,10 @@ Implementation notes — invariants a contributor must keep:
    finds its transaction covered when it gets the lock returns without syncing — that is
    the group commit across processes. A thread of this process waits on a
    ``threading.Lock`` first (flock is per open file, shared by this process's threads).
-4. A transaction whose meta page was written but not yet synced is visible to readers
-   (LMDB's doing, of every process); nothing is acknowledged, published on the change-log
-   bus or removed from disk (blob files) on its account before ``wait`` returns.
+4. A transaction whose meta page was written but not yet synced is visible to readers of
+   every process (LMDB's doing; another process's change-log follower may read its
+   records then, woken by the page write: wake.py). Its own writer acknowledges nothing,
+   publishes nothing and removes no body file on its account before ``wait`` returns.
 """
 
 from __future__ import annotations

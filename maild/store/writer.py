@@ -197,8 +197,12 @@ class Writer:
         self._thread.join()
         if self.meta_sync is not None:
             # Commits made outside the writer (migrations at open) are durable at close too.
-            self.meta_sync.wait(int(self.env.info()["last_txnid"]))
-            self.meta_sync.close()
+            try:
+                self.meta_sync.wait(int(self.env.info()["last_txnid"]))
+            except lmdb.Error as exc:  # a failed environment: nothing was answered for it
+                log.error("writer %s: syncing at close failed: %s", self.name, _storage_error(exc))
+            finally:
+                self.meta_sync.close()
 
     def _run(self) -> None:
         stopping = False

@@ -124,6 +124,5 @@ def test_a_failed_sync_fails_the_answers(tmp_path: Path) -> None:
         with pytest.raises(StoreFull):
             w.submit(_put(b"a")).result(10)
     finally:
-        w.meta_sync = None  # close() syncs: not through the failing stand-in
         w.close()
         raw.close()
