@@ -13,6 +13,8 @@ from typing import Any
 import lmdb
 import pytest
 
+from maild.config import StoreConfig
+from maild.store import Store
 from maild.store.metasync import MetaSync
 from maild.store.types import StoreFull
 from maild.store.writer import Batch, Writer
@@ -126,3 +128,19 @@ def test_a_failed_sync_fails_the_answers(tmp_path: Path) -> None:
     finally:
         w.close()
         raw.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_store_opens_its_environments_as_configured(tmp_path: Path, shared: bool) -> None:
+    store = Store(tmp_path / "data", StoreConfig(shards=2, map_size_mb=64, directory_map_size_mb=64,
+                                                 shared_meta_sync=shared))
+    try:
+        for writer in [store.directory.writer, *(s.writer for s in store.shards)]:
+            assert (writer.meta_sync is not None) is shared
+            assert writer.env.flags()["metasync"] is not shared
+        store.domain_add("example.test")  # a directory write, answered after its sync
+        if shared:
+            assert store.directory.writer.meta_sync is not None
+            assert store.directory.writer.meta_sync.synced() >= store.directory.env.info()["last_txnid"]
+    finally:
+        store.close()
