@@ -361,9 +361,16 @@ def imap_mixed(host: str, port: int, account: Account, *, clients: int = 10, sec
     ``seconds``; commands/s over all of them. imap_mixed_setup must have run."""
     start_at = time.time() + 2.0  # every client connected and logged in by then
     jobs = [(host, port, account.address, account.password, start_at, seconds, n) for n in range(clients)]
-    with multiprocessing.get_context("fork").Pool(clients) as pool:
+    pool = multiprocessing.get_context("fork").Pool(clients)
+    try:
         result = pool.map_async(_mixed_client, jobs)
         counts = result.get(timeout=seconds + TIMEOUT)
+        # close + join, not the context manager's terminate: a worker terminated while
+        # another waits on the task queue's lock can leave that one blocked for ever.
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
     return sum(counts) / seconds
 
 

@@ -261,6 +261,10 @@ class StoreConfig:
                                      positive=True)
     group_commit: bool = key(True, "many writes share one fsync; false: one fsync per write")
     max_batch: int = key(256, "writes per group commit at most", positive=True)
+    shared_meta_sync: bool = key(True, "commit holding LMDB's write lock for one fsync, and fsync the "
+                                       "meta page after it, one fsync shared by the commits of every "
+                                       "worker, before acknowledging (MDB_NOMETASYNC); false: both "
+                                       "inside the lock (docs/storage.md)")
     default_quota_mb: int = key(0, "for new users; 0: unlimited")
     inline_body_max: int = key(32 * 1024, "bytes: smaller bodies live in the shard's LMDB (one fsync per "
                                           "batch); larger ones are content-addressed files shared by hard links")

@@ -211,7 +211,8 @@ class Store:
                                    config.directory_map_size_mb * 1024 * 1024, max_batch,
                                    config.shards, self.health, self._directory_required, redo_log,
                                    # results on the reactor: sync replication gates them there
-                                   None if reactor is None or redo_log is None else self._in_reactor)
+                                   None if reactor is None or redo_log is None else self._in_reactor,
+                                   meta_sync=config.shared_meta_sync)
         ops_lock = threading.Lock()  # the shard writers take turns running Python (writer.py)
         self.shards: list[Shard] = []
         try:
@@ -221,7 +222,8 @@ class Store:
                     None if reactor is None else self._in_reactor, ops_lock, self.health,
                     functools.partial(self._shard_required, i), redo_log, token=self.token,
                     kept=config.changes_kept, retained=config.changes_retained,
-                    index_cache_bytes=config.mailbox_index_mb * 1024 * 1024))
+                    index_cache_bytes=config.mailbox_index_mb * 1024 * 1024,
+                    meta_sync=config.shared_meta_sync))
         except BaseException:
             for shard in self.shards:
                 shard.close()

@@ -44,8 +44,10 @@ class Directory:
     def __init__(self, path: Path, map_size: int, max_batch: int, shards: int,
                  health: Any = None, required: envfile.Required | None = None,
                  redo_log: Callable[[str, Any, dict[str, Any]], redo.RedoLog | None] | None = None,
-                 dispatch: Callable[[Callable[[], None]], None] | None = None) -> None:
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required)
+                 dispatch: Callable[[Callable[[], None]], None] | None = None,
+                 meta_sync: bool = True) -> None:
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, "directory", required,
+                                      meta_sync)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         with self.env.begin(write=True) as txn:

@@ -32,15 +32,18 @@ DB_NAMES = ("meta", "mbox", "mboxname", "msg", "env", "unseen", "modseq", "expun
 
 
 def open_env(path: Path, map_size: int, names: Iterable[str], what: str,
-             required: envfile.Required | None = None) -> tuple[lmdb.Environment, dict[str, Any]]:
-    """Open (or, unless ``required`` says why it must exist, create) an environment."""
+             required: envfile.Required | None = None,
+             meta_sync: bool = True) -> tuple[lmdb.Environment, dict[str, Any]]:
+    """Open (or, unless ``required`` says why it must exist, create) an environment.
+    ``meta_sync``: with MDB_NOMETASYNC, its writer syncing the meta page after the write
+    lock (``[store] shared_meta_sync``, maild/store/metasync.py)."""
     envfile.check(path, what, required)
     path.mkdir(parents=True, exist_ok=True)
     try:
         # Env: follows a map another process grew (mapgate.py); typed as what it wraps.
         env = cast(lmdb.Environment, Env(
             lmdb.open(str(path), map_size=map_size, max_dbs=len(tuple(names)) + 2,
-                      sync=True, metasync=True, max_readers=1024), what))
+                      sync=True, metasync=not meta_sync, max_readers=1024), what))
         dbs = {name: env.open_db(name.encode()) for name in names}
     except lmdb.Error as exc:
         raise FormatError(f"{what} at {path} cannot be opened ({exc}): restore it from a "
@@ -89,10 +92,11 @@ class Shard:
                  redo_log: Callable[[str, lmdb.Environment, dict[str, Any]], redo.RedoLog | None] | None = None,
                  token: str = "", kept: int = StoreConfig.changes_kept,
                  retained: int = StoreConfig.changes_retained,
-                 index_cache_bytes: int = INDEX_CACHE_BYTES) -> None:
+                 index_cache_bytes: int = INDEX_CACHE_BYTES, meta_sync: bool = True) -> None:
         self.index = index
         self.path = path
-        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required)
+        self.env, self.dbs = open_env(path / "lmdb", map_size, DB_NAMES, f"shard {index}", required,
+                                      meta_sync)
         self.blobs = BlobDir(path / "blobs")
         self.blobs.root.mkdir(exist_ok=True)
         # Named change-log cursors: this node's own, not in self.dbs, so the replication
