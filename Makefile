@@ -54,7 +54,7 @@ deps-debian:
 	  fi; \
 	else echo "not root: skipping Debian packages ($(TEST_DEBS)); tests needing them will fail"; fi
 
-deps-bench:
+deps-bench: venv
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
@@ -62,6 +62,7 @@ deps-bench:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	else echo "not root: skipping Debian packages ($(BENCH_DEBS)); the peers need them and root"; fi
+	$(BIN)/pip install -q -e '.[bench]'
 
 test: venv deps-debian
 	$(BIN)/ruff check maild tests bench
