@@ -274,7 +274,8 @@ def _mixed(target: _Target, account: Account, sizes: Sizes) -> tuple[float, _Cpu
 
 def _process_model(ours: _Target, theirs: _Target, users: dict[str, str], hashes: dict[str, str],
                    mixed_user: Account, login_users: list[Account], sizes: Sizes, cores: int,
-                   dovecot_logins: float, dovecot_login_cpu: _Cpu) -> list[dict[str, Any]]:
+                   dovecot_logins: float, dovecot_login_cpu: _Cpu,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Issue 21's rows: logins and the concurrent mixed IMAP workload with one maild process
     ([server] workers = 1, a second throwaway maild) and with one worker per core (the
     daemon of the other rows), beside Dovecot."""
@@ -282,7 +283,8 @@ def _process_model(ours: _Target, theirs: _Target, users: dict[str, str], hashes
     steps = ", ".join(name for _, name in load.MIXED_STEPS)
     what = (f"IMAP concurrent mixed: {sizes.clients} clients of one user staying logged in, {steps} "
             f"on {len(load.MIXED_BOXES)} shared mailboxes, {sizes.mixed_seconds:.0f} s")
-    with peers.Maild(users, hashes, overrides={"server": {"workers": 1}}) as single:
+    single_overrides = {**(overrides or {}), "server": {**(overrides or {}).get("server", {}), "workers": 1}}
+    with peers.Maild(users, hashes, overrides=single_overrides) as single:
         one = _Target("maild", single.host, single.ports, lambda: [p for p in [single.pid] if p])
         with _Cpu(one.cpu_roots) as c_one:
             m1 = load.imap_logins(one.host, one.ports["imap"], login_users, clients=sizes.clients,
@@ -396,7 +398,9 @@ GROUPS = ("smtp", "login", "append", "reads", "scaling", "pop3")
 
 
 def run(quick: bool = False, messages: int | None = None, profile: Path | None = None,
-        only: frozenset[str] = frozenset(GROUPS)) -> list[dict[str, Any]]:
+        only: frozenset[str] = frozenset(GROUPS),
+        overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``overrides``: maild config keys by section (``--set``), e.g. {"search": {"enabled": False}}."""
     sizes = QUICK if quick else Sizes()
     if messages:
         sizes = Sizes(**{**sizes.__dict__, "mailbox_messages": messages})
@@ -409,11 +413,12 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
     postfix_v = _version(["postconf", "-d", "mail_version"])
     print(f"machine: {_machine()}; load average before: {open('/proc/loadavg').read().split()[:3]}")
     print(f"peers: Dovecot {dovecot_v} ({peers.DOVECOT_MAIL_FORMAT}, mail_fsync=optimized), Postfix {postfix_v}; "
-          f"maild group commit with fsync; all on 127.0.0.1, same disk ({os.environ.get('TMPDIR', '/tmp')})")
+          f"maild group commit with fsync; all on 127.0.0.1, same disk ({os.environ.get('TMPDIR', '/tmp')})"
+          + (f"; maild overrides {overrides}" if overrides else ""))
     sys.stdout.flush()
     rows: list[dict[str, Any]] = []
     with _terminate_cleanly(), contextlib.ExitStack() as stack:
-        maild = stack.enter_context(peers.Maild(users, hashes))
+        maild = stack.enter_context(peers.Maild(users, hashes, overrides=overrides))
         dovecot = stack.enter_context(peers.Dovecot(users, hashes))
         postfix = stack.enter_context(peers.Postfix(users, dovecot.ports["lmtp"]))
         ours = _Target("maild", maild.host, maild.ports, lambda: [p for p in [maild.pid] if p])
@@ -429,7 +434,8 @@ def run(quick: bool = False, messages: int | None = None, profile: Path | None =
         if "smtp" in only:
             rows.extend(_smtp_rows(ours, theirs, relay, maild, dovecot, postfix, smtp_user, lmtp_user, sizes, spy))
         if "login" in only:
-            rows.extend(_login_rows(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, spy))
+            rows.extend(_login_rows(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, spy,
+                                    overrides))
         if "append" in only:
             rows.extend(_append_rows(ours, theirs, append_users, sizes, spy))
         if only & {"reads", "scaling"}:
@@ -464,7 +470,7 @@ def _smtp_rows(ours: _Target, theirs: _Target, relay: _Target, maild: peers.Mail
 
 def _login_rows(ours: _Target, theirs: _Target, users: dict[str, str], hashes: dict[str, str],
                 mixed_user: Account, append_users: list[Account], sizes: Sizes, cores: int,
-                spy: _Profiler) -> list[dict[str, Any]]:
+                spy: _Profiler, overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     imap = ours.ports["imap"], theirs.ports["imap"]
     with _Cpu(ours.cpu_roots) as c_ours, spy("imap-login"):
@@ -475,7 +481,7 @@ def _login_rows(ours: _Target, theirs: _Target, users: dict[str, str], hashes: d
                      f"same argon2id hashes; maild workers = {cores}", "Dovecot", m, d, "logins/s",
                      _cpu_note(c_ours, c_theirs, sizes.logins, "login")))
     rows.extend(_process_model(ours, theirs, users, hashes, mixed_user, append_users, sizes, cores, d,
-                               c_theirs))
+                               c_theirs, overrides))
     return rows
 
 
@@ -595,13 +601,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample maild with py-spy during its workloads; collapsed stacks into DIR")
     parser.add_argument("--only", default=",".join(GROUPS), metavar="GROUPS",
                         help=f"comma-separated row groups to run, of {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a maild config override, e.g. search.enabled=false (repeatable)")
     args = parser.parse_args(argv)
     only = frozenset(args.only.split(","))
     if not only <= set(GROUPS):
         parser.error(f"--only: unknown groups {', '.join(sorted(only - set(GROUPS)))}")
     from bench.__main__ import print_table
 
-    print_table(run(quick=args.quick, messages=args.messages, profile=args.profile, only=only))
+    print_table(run(quick=args.quick, messages=args.messages, profile=args.profile, only=only,
+                    overrides=peers.overrides(args.set)))
     return 0
 
 

@@ -25,7 +25,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from bench import compare, load, peers
 from bench.load import Account
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
     parser.add_argument("--idle", action="store_true", help="--profile: sample waiting threads too")
     args = parser.parse_args(argv)
-    overrides = _overrides(args.set)
+    overrides = peers.overrides(args.set)
     users, hashes = peers.make_users(1 + (args.runs if args.smtp else 0))
     accounts = [Account(*item) for item in users.items()]
     account = accounts[0]
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in args.workers:
             for variant in ["", *args.variant]:
                 over = {section: dict(table) for section, table in overrides.items()}
-                for section, table in _overrides([variant] if variant else []).items():
+                for section, table in peers.overrides([variant] if variant else []).items():
                     over.setdefault(section, {}).update(table)
                 over.setdefault("server", {})["workers"] = workers
                 environ = {k: str(v) for k, v in over.pop("env", {}).items()}  # env.NAME=VALUE
@@ -142,19 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(args.profile.glob("*.txt")):
             _hot(path)
     return 0
-
-
-def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``section.key=value`` items as config overrides (true/false and integers parsed)."""
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        section, _, name = key.partition(".")
-        value: Any = {"true": True, "false": False}.get(raw, raw)
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)
-        overrides.setdefault(section, {})[name] = value
-    return overrides
 
 
 def _hot(path: Path, top: int = 12) -> None:

@@ -369,3 +369,16 @@ def make_users(count: int, prefix: str = "bench") -> tuple[dict[str, str], dict[
     """(address -> password, address -> argon2id hash): the same hash for every server."""
     users = {f"{prefix}{n}@{DOMAIN}": f"{prefix}{n}-secret" for n in range(count)}
     return users, {address: hash_password(password) for address, password in users.items()}
+
+
+def overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``section.key=value`` items as config overrides (true/false and integers parsed)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        section, _, name = key.partition(".")
+        value: Any = {"true": True, "false": False}.get(raw, raw)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        overrides.setdefault(section, {})[name] = value
+    return overrides
