@@ -457,13 +457,25 @@ class Store:
             self._bell = wake.Bell({s.index: s.path / "lmdb" / "data.mdb" for s in self.shards},
                                    self._rung, self.reactor)
 
-    def _rung(self, shards: set[int]) -> None:
+    def _rung(self, shards: set[int], attempt: int = 0) -> None:
+        pending: set[int] = set()
         for index in shards:
-            more = self.tails[index].poll()
+            tail = self.tails[index]
+            more = tail.poll()
             while more and self.reactor is None:
-                more = self.tails[index].poll()
+                more = tail.poll()
             if more:  # the rest on the next reactor turns, a batch each
                 self.reactor.callLater(0, self._rung, {index})
+            elif tail.pending:
+                pending.add(index)
+        if pending and attempt < len(wake.REPOLL):
+            # A commit caught between writing its meta page and publishing it (Tail.poll):
+            # its wake-up is spent, so look again shortly rather than at the safety poll.
+            if self.reactor is None:
+                time.sleep(wake.REPOLL[attempt])
+                self._rung(pending, attempt + 1)
+            else:
+                self.reactor.callLater(wake.REPOLL[attempt], self._rung, pending, attempt + 1)
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback`` with every committed change of every shard, by any process over

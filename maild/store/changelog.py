@@ -185,6 +185,9 @@ class Tail:
         self._blocked: tuple[int, float] | None = None  # own record a wake-up waits for, since
         self._mine = b',"' + TOKEN.encode() + b'":"' + token.encode() + b'"}'  # how its records end
         self._txnid = -1  # the snapshot (LMDB txn id) whose records were all handed over
+        # A commit whose meta page is written but not yet published to readers (see poll):
+        # the wake-up that page write caused has been spent, so the caller polls again soon.
+        self.pending = False
 
     def committed(self, changes: list[dict[str, Any]]) -> None:
         """This Store's writer committed ``changes`` and settled their results."""
@@ -217,14 +220,17 @@ class Tail:
             self._hand([to_change(r) for r in rows])
 
     def poll(self) -> bool:
-        """Hand over what other processes committed; True when more may be waiting."""
+        """Hand over what other processes committed; True when more may be waiting.
+        ``pending`` is set when a commit was written but not yet visible: poll again soon."""
         with self.lock:
+            self.pending = False
             try:
                 with self.env.begin() as txn:
                     # A wake-up for pages written before the commit's meta page, or for a
                     # commit already handed over: the snapshot is the one last read to its end.
                     txnid = txn.id()
                     if txnid == self._txnid:
+                        self.pending = self._unpublished(txnid)
                         return False
                     rows, own = _read(txn, self.db, self.index, self.position, READ_BATCH, self._mine)
                     if own:
@@ -246,7 +252,17 @@ class Tail:
             more = len(rows) == READ_BATCH
             if not more and not own:
                 self._txnid = txnid  # everything in that snapshot was handed over
+                self.pending = self._unpublished(txnid)
             return more
+
+    def _unpublished(self, txnid: int) -> bool:
+        """Whether a commit newer than snapshot ``txnid`` has its meta page in the data
+        file already. LMDB's commit writes the meta page (the write wake.py's inotify
+        watch sees) and only then publishes the transaction id to new readers (the lock
+        file's shared memory, no file event): a wake-up read in between finds the old
+        snapshot, and no further event follows. mdb_env_info reads the meta pages
+        themselves, so it sees such a commit."""
+        return int(self.env.info()["last_txnid"]) > txnid
 
     def _hand(self, records: list[Change]) -> None:
         self.position = records[-1].seq

@@ -8,7 +8,11 @@ Implementation notes — invariants a contributor must keep:
    transaction; the store never opens LMDB with ``writemap``), in whatever process it
    runs, so a writer pays nothing for waking the others: no socket, no extra syscall.
 2. An event read before the meta page was written may find nothing new; the meta page's
-   own write queues another event then, so a wake-up is never lost, only sometimes early.
+   own write queues another event then. An event read after the meta page's write but
+   before LMDB publishes the transaction to readers (the lock file's shared memory, which
+   raises no event) finds nothing new either, and nothing follows it: the follower sees the
+   written meta page (mdb_env_info) and looks again after ``REPOLL`` delays
+   (changelog.Tail.poll, Store._rung). So a wake-up is never lost, only sometimes early.
    Events of one file coalesce in the kernel while unread: one poll per burst.
 3. Besides the events, the bell rings every shard each ``SAFETY_POLL`` seconds (a lost
    inotify queue overflow, a file system without inotify); without inotify at all
@@ -36,10 +40,12 @@ log = logging.getLogger(__name__)
 IN_MODIFY = 0x2
 IN_Q_OVERFLOW = 0x4000
 # seconds: every shard is looked at this often anyway (a read transaction that finds the
-# snapshot it last read costs microseconds). A cross-worker notification was seen, rarely,
-# to wait for this poll rather than its inotify event (the cause is not found yet), so it
-# is short enough that such a wait stays far below a second.
-SAFETY_POLL = 0.25
+# snapshot it last read costs microseconds).
+SAFETY_POLL = 1.0
+# seconds: the looks again at a commit written but not yet published (invariant 2); the
+# window is LMDB's few instructions after the meta page's write, unless the committing
+# thread is descheduled there.
+REPOLL = (0.0005, 0.002, 0.008, 0.032, 0.128)
 FALLBACK_POLL = 0.05  # seconds between looks without inotify
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
