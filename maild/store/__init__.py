@@ -1016,10 +1016,7 @@ class Store:
         sha = record.sha.hex()
         blob = shard.blobs.open(sha)
         try:
-            st = os.fstat(blob.fileno())
-            stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
-            with self._verified_lock:
-                known = stamp in self._verified_files
+            stamp, _, known = self._file_stamp(sha, blob.fileno())
             if not known:
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: blob.read(1 << 20), b""):
@@ -1046,17 +1043,14 @@ class Store:
         sha = record.sha.hex()
         fd = shard.blobs.open_fd(sha)
         try:
-            st = os.fstat(fd)
+            stamp, size, known = self._file_stamp(sha, fd)
         except BaseException:
             os.close(fd)
             raise
-        stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._verified_lock:
-            known = stamp in self._verified_files
         if known:
-            return OpenMessage(MessageReader(record.prefix, st.st_size, fd), shape)
+            return OpenMessage(MessageReader(record.prefix, size, fd), shape)
         return OpenMessage(MessageReader(
-            record.prefix, st.st_size, fd, sha=record.sha,
+            record.prefix, size, fd, sha=record.sha,
             damaged=lambda: self._damaged(shard, sha, user, mailbox_id, uid),
             intact=lambda: self._remember_verified(stamp)), shape)
 
@@ -1091,6 +1085,14 @@ class Store:
         if hashlib.sha256(body).digest() != record.sha:
             self._damaged(shard, record.sha.hex(), user, mailbox_id, uid)
         self._remember_verified(stamp)
+
+    def _file_stamp(self, sha: str, fd: int) -> tuple[tuple[str, int, int, int], int, bool]:
+        """An open body file's stamp (sha, inode, size, mtime), its size, and whether a
+        file of that stamp was verified already."""
+        st = os.fstat(fd)
+        stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._verified_lock:
+            return stamp, st.st_size, stamp in self._verified_files
 
     def _remember_verified(self, stamp: tuple[str, int, int, int]) -> None:
         with self._verified_lock:
