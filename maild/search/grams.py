@@ -32,10 +32,11 @@ _SPACE = ord(" ")
 
 def prepare(folded: str) -> str:
     """A casefolded text in the index's alphabet (one character for one)."""
+    maybe_surrogates = not folded.isascii()  # asked before the mapping makes it non-ASCII
     for char, private in _SPACES:
         if char in folded:
             folded = folded.replace(char, private)
-    if not folded.isascii():
+    if maybe_surrogates:
         folded = _SURROGATE.sub("\ufffd", folded)
     return folded
 
