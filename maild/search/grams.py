@@ -32,10 +32,11 @@ _SPACE = ord(" ")
 
 def prepare(folded: str) -> str:
     """A casefolded text in the index's alphabet (one character for one)."""
+    maybe_surrogates = not folded.isascii()  # asked before the mapping makes it non-ASCII
     for char, private in _SPACES:
         if char in folded:
             folded = folded.replace(char, private)
-    if not folded.isascii():
+    if maybe_surrogates:
         folded = _SURROGATE.sub("\ufffd", folded)
     return folded
 
@@ -52,7 +53,11 @@ def ambiguous(folded: str) -> bool:
 def tokens(folded: str) -> str:
     """The whitespace-separated token string of a casefolded text: ``t[i:i+3]`` for every
     i, built by strided copies of the code points (C speed, not a slice per position)."""
-    t = prepare(folded)
+    return prepared_tokens(prepare(folded))
+
+
+def prepared_tokens(t: str) -> str:
+    """:func:`tokens` of a text already in the index's alphabet (:func:`prepare`)."""
     n = len(t)
     if n < 64:  # short texts (envelope fields): slicing costs less than the arrays' set-up
         return " ".join([t[i:i + GRAM] for i in range(n)])

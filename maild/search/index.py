@@ -48,7 +48,7 @@ from maild.util.text import all_headers_text, attachment_names, body_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: shingles cut by the whitespace tokenizer (shingles.py)
 # Index fields for texts: the message's header (TEXT, HEADER), its text parts (BODY, TEXT),
 # its attachments' names (TEXT) and each envelope field (FROM, TO, CC, BCC, SUBJECT, HEADER).
 BODY, HEADERS, NAMES = "body", "hdr", "names"
@@ -71,17 +71,11 @@ def _schema() -> Any:
     for name in TEXT_FIELDS:
         sb.add_text_field(name, stored=False, tokenizer_name="whitespace", index_option="position")
     for name in SHINGLED.values():
-        sb.add_text_field(name, stored=False, tokenizer_name=shingles.TOKENIZER, index_option="position")
+        sb.add_text_field(name, stored=False, tokenizer_name="whitespace", index_option="position")
     return sb.build()
 
 
 SCHEMA = _schema()
-
-
-def _tokenizers(index: Any) -> Any:
-    """The index with the tokenizers its schema names registered (they are not stored)."""
-    index.register_tokenizer(shingles.TOKENIZER, shingles.analyzer())
-    return index
 
 
 def doc_key(user: str, mailbox_id: int, uid: int) -> str:
@@ -153,7 +147,7 @@ class ShardIndex:
 
     def _open_existing(self) -> Any:
         try:
-            index = _tokenizers(tantivy.Index.open(str(self.path)))
+            index = tantivy.Index.open(str(self.path))
             index.searcher()
             return index
         except (OSError, ValueError):
@@ -165,12 +159,12 @@ class ShardIndex:
         version = self.path / "maild-schema"
         if not version.exists() and not self.path.exists():
             self.path.mkdir(parents=True)
-            index = _tokenizers(tantivy.Index(SCHEMA, path=str(self.path), reuse=False))
+            index = tantivy.Index(SCHEMA, path=str(self.path), reuse=False)
             version.write_text(SCHEMA_VERSION + "\n")
             return index
         try:
             if version.read_text().strip() == SCHEMA_VERSION and tantivy.Index.exists(str(self.path)):
-                index = _tokenizers(tantivy.Index.open(str(self.path)))
+                index = tantivy.Index.open(str(self.path))
                 index.searcher()  # reads the commit's meta: a damaged one fails here
                 return index
         except (OSError, ValueError) as exc:
@@ -178,7 +172,7 @@ class ShardIndex:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        index = _tokenizers(tantivy.Index(SCHEMA, path=str(self.path), reuse=False))
+        index = tantivy.Index(SCHEMA, path=str(self.path), reuse=False)
         version.write_text(SCHEMA_VERSION + "\n")
         return index
 
@@ -197,10 +191,14 @@ class ShardIndex:
     def writable(self) -> bool:
         return self._writer is not None
 
-    def release_writer(self) -> None:
+    def release_writer(self, wait: bool = False) -> None:
+        """Drop what is not committed and the lock; ``wait``: after the merges running
+        finish (a benchmark counting their cost)."""
         with self._lock:
             if self._writer is not None:
                 self._writer.rollback()
+                if wait:
+                    self._writer.wait_merging_threads()
                 self._writer = None
 
     def add(self, user: str, mailbox_id: int, uidvalidity: int, uid: int, texts: dict[str, str]) -> None:
@@ -215,9 +213,10 @@ class ShardIndex:
                 text, partial = text[:self.max_text], True
             if text:
                 partial = partial or grams.ambiguous(text)
-                doc.add_text(name, grams.tokens(text))
+                prepared = grams.prepare(text)  # once for both token strings
+                doc.add_text(name, grams.prepared_tokens(prepared))
                 if name in SHINGLED:
-                    tokens = shingles.shingles(text)
+                    tokens = shingles.shingles(prepared)
                     if tokens is None:
                         shingled = False
                     elif tokens:

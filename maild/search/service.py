@@ -17,6 +17,11 @@ Implementation notes — invariants a contributor must keep:
    docs/search.md "Exactness"); ``[search] verify_all`` makes it decide every one.
 5. Memory stays bounded: at most ``batch`` change records and one message's text at a time
    in Python, tantivy's writer heap set by ``[search] writer_memory_mb``.
+6. A shard's log is read (and what it holds committed to the index, one tantivy commit)
+   when an indexed change of any process is announced (``store.subscribe``) or at each
+   ``poll_interval``, at most once per COMMIT_INTERVAL while changes keep coming and at
+   once again while a read fills a whole batch (a backlog): the commits' cost is paced,
+   never the coverage (note 4).
 """
 
 from __future__ import annotations
@@ -48,10 +53,18 @@ Progress = Callable[[int, int], None]  # (messages done, messages in all)
 _SERVICES: weakref.WeakKeyDictionary[Any, SearchService] = weakref.WeakKeyDictionary()
 
 
-# A stream of appends is indexed in commits at most this often (each tantivy commit writes
-# and syncs a segment; one per change would cost more than the change): the p99 from a 250
-# to "SEARCH finds it" stays well under a second.
-COMMIT_INTERVAL = 0.2
+# Under a stream of changes a shard's log is read, its records applied and committed at
+# most this often (a change after a quiet spell is indexed at once, a full batch is
+# followed at once). Each tantivy commit writes and syncs a segment, reloads the reader
+# and feeds the merges, ~5-15 ms of CPU: at 0.2 s the commits and their merges cost about
+# as much as indexing the messages themselves (docs/performance.md, "The indexer's
+# cost"). SEARCH does not wait for it: what is above a mailbox's watermark is admitted and
+# matched exactly (note 4), so this only bounds how long a message is read by the matcher
+# rather than answered by the index.
+COMMIT_INTERVAL = 1.0
+# A shard whose index another process writes (its writer lock held) is tried again this
+# often: that process may have stopped.
+WRITER_RETRY = 2.0
 # Records that change nothing in the index (FLAGS, mailbox renames...) advance the cursor in
 # memory; it is committed when there is other work or after this many seconds.
 CURSOR_INTERVAL = 1.0
@@ -136,13 +149,15 @@ class SearchService:
         self._rebuild_requested: set[int] = set()
         self._position: dict[int, int] = {}  # shard -> log position past records needing nothing
         self._committed_at: dict[int, float] = {}  # shard -> monotonic time of its last commit
+        self._dirty: set[int] = set()  # shards with an indexed change since their log was last read
+        self._backlog: set[int] = set()  # shards whose last read filled a whole batch
         _SERVICES[store] = self
 
     # -- the indexer ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Follow the change logs in a thread; a commit in this process wakes it at once."""
-        self._unsubscribe = self.store.subscribe(lambda change: self._wake.set())
+        self._unsubscribe = self.store.subscribe(self._changed)
         self._thread = threading.Thread(target=self._run, name="maild-search", daemon=True)
         self._thread.start()
 
@@ -156,16 +171,40 @@ class SearchService:
         for ix in self.indexes:
             ix.release_writer()
 
+    def _changed(self, change: Any) -> None:
+        """A committed change, of this process or another (the reactor's thread): wake the
+        indexer once per shard with something to index; the rest (FLAGS, renames) only
+        moves the cursor, which the poll takes care of."""
+        if change.kind in INDEXED and change.shard not in self._dirty:
+            self._dirty.add(change.shard)
+            self._wake.set()
+
     def _run(self) -> None:
+        """Step each shard when it has indexed changes (or at each poll), at most once per
+        COMMIT_INTERVAL while they keep coming, at once while a backlog lasts."""
+        due = [0.0] * len(self.indexes)  # monotonic time a shard may be stepped again
+        looked = [float("-inf")] * len(self.indexes)  # ... its log was last read
         while not self._stop.is_set():
             worked = False
+            timeout = self.config.poll_interval
             for shard, ix in enumerate(self.indexes):
                 if self._stop.is_set():
                     break
+                now = time.monotonic()
+                wanted = shard in self._dirty or shard in self._backlog or shard in self._rebuild_requested
+                ready = due[shard] if wanted else max(due[shard], looked[shard] + self.config.poll_interval)
+                if now < ready:
+                    timeout = min(timeout, ready - now)
+                    continue
+                self._dirty.discard(shard)  # before reading: a change from now on marks it again
+                looked[shard] = now
                 try:
                     if not ix.acquire_writer(self.config.writer_memory_mb * 1024 * 1024):
-                        continue  # another process indexes this shard
-                    worked = self._requested(shard) or self.step(shard) or worked
+                        due[shard] = now + WRITER_RETRY  # another process indexes this shard
+                        continue
+                    if self._requested(shard) or self.step(shard):
+                        worked = True
+                        due[shard] = now + (0.0 if shard in self._backlog else COMMIT_INTERVAL)
                 except (OSError, ValueError) as exc:  # tantivy's I/O errors: a full disk, say
                     log.error("search indexing of shard %02d failed (%s); retrying in 5 s", shard, exc)
                     ix.release_writer()
@@ -175,7 +214,7 @@ class SearchService:
                     ix.release_writer()
                     self._stop.wait(5.0)
             if not worked:
-                self._wake.wait(self.config.poll_interval)
+                self._wake.wait(max(timeout, 0.0))
                 self._wake.clear()
 
     def request_rebuild(self, shard: int) -> None:
@@ -221,11 +260,12 @@ class SearchService:
             self.rebuild(shard, progress)
             return True
         position = max(cursor, self._position.get(shard, 0))
-        wait = self._committed_at.get(shard, 0.0) + COMMIT_INTERVAL - time.monotonic()
-        if wait > 0:  # a commit just now: let a stream of changes gather into the next one
-            self._stop.wait(wait)
         try:
             records = changelog.read_changes(self.store, shard, position, self.config.batch)
+            if len(records) >= self.config.batch:
+                self._backlog.add(shard)
+            else:
+                self._backlog.discard(shard)
         except changelog.Trimmed:
             log.warning("search: the change log of shard %02d was trimmed past the index: rebuilding", shard)
             self._position.pop(shard, None)

@@ -25,10 +25,16 @@ as a prefix of its first word, the last with ``v_m`` as a prefix of its second w
 separators and the words between exact. A needle of one pair is one regular expression
 over the term dictionary (no positions read); a longer one a phrase of them.
 
-The token stream reaches tantivy as the shingles joined by :data:`SPLIT`, cut apart by a
-regular-expression tokenizer (:data:`TOKENIZER`). A text holding D or SPLIT, a lone
-surrogate (no UTF-8 for it), or a run longer than :data:`MAX_RUN` (tantivy drops a token
-over 64 KB) has no shingles:
+The token stream reaches tantivy as the shingles joined by spaces, cut apart by its
+whitespace tokenizer (the grams' one: no regular expression to run): the shingles are
+made from the text in the index's alphabet (:func:`maild.search.grams.prepare`, shared
+with the grams), where ASCII whitespace is mapped to private-use characters, and a
+needle's separators get the same mapping. The mapping takes separator characters to
+separator characters (``\\W`` to ``\\W``), so the runs are the same before and after it,
+and it is one-to-one except on the characters that make a document partial and a needle
+verified (grams.AMBIGUOUS): an occurrence of the needle in the text is an occurrence of
+the mapped needle in the mapped text, so the argument above holds. A text holding D, or
+a run longer than :data:`MAX_RUN` (tantivy drops a token over 64 KB), has no shingles:
 :func:`shingles` returns None and the index answers it by the grams (index.py).
 """
 
@@ -37,33 +43,25 @@ from __future__ import annotations
 import operator
 import re
 
-import tantivy
-
-from maild.search.grams import literal
+from maild.search.grams import literal, prepare
 
 DELIM = "\x01"  # inside a shingle: between a word and a separator
-SPLIT = "\x02"  # between shingles
-TOKENIZER = "maild_shingle"
+SPLIT = " "  # between shingles (tantivy's whitespace tokenizer)
 MAX_RUN = 1000
 _RUNS = re.compile(r"\w+|\W+")
 _SEPARATORS = re.compile(r"(\W+)")
 _REVERSED = operator.itemgetter(slice(None, None, -1))
 _WORD = re.compile(r"\w")
-_UNFIT = re.compile(f"[{DELIM}{SPLIT}\ud800-\udfff]")
+_UNFIT = re.compile(f"[{DELIM}\ud800-\udfff]")
 
 
-def analyzer() -> tantivy.TextAnalyzer:
-    """The tokenizer of the shingle fields: one token between SPLITs (no lowercasing: the
-    text is casefolded already)."""
-    return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex("[^\\x{2}]+")).build()
-
-
-def shingles(folded: str) -> str | None:
-    """The shingle token string of a casefolded text ("" when it has fewer than two
-    words); None when the text cannot be shingled exactly (see the module's note)."""
-    if _UNFIT.search(folded):
+def shingles(prepared: str) -> str | None:
+    """The shingle token string of a casefolded text in the index's alphabet
+    (:func:`maild.search.grams.prepare`: no ASCII whitespace left in it), "" when it has
+    fewer than two words; None when it cannot be shingled exactly (see the module's note)."""
+    if DELIM in prepared:
         return None
-    runs = _SEPARATORS.split(folded)  # word, separator, word, ..., word ("" at either end)
+    runs = _SEPARATORS.split(prepared)  # word, separator, word, ..., word ("" at either end)
     if not runs[0]:
         runs = runs[2:]  # a separator before the first word
     if runs and not runs[-1]:
@@ -103,5 +101,5 @@ def needle_regexes(folded: str) -> list[str] | None:
         # prefix; the ones between are whole words, the separators whole separators.
         left = literal(words[i][::-1]) + ("[^\\x{1}]*" if i == 0 else "")
         right = literal(words[i + 1]) + (".*" if i + 1 == last else "")
-        out.append(left + literal(DELIM + seps[i] + DELIM) + right)
+        out.append(left + literal(DELIM + prepare(seps[i]) + DELIM) + right)
     return out
