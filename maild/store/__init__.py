@@ -232,6 +232,7 @@ class Store:
             raise
         if self.repl_fence is not None:
             self.set_fence(self.repl_fence)
+        self._repolling: set[int] = set()  # shards with a look-again scheduled (_rung)
         self.tails = [changelog.Tail(s.index, s.env, s.dbs["changes"], self.token, self._publish, reactor)
                       for s in self.shards]
         self._stager = ThreadPoolExecutor(max_workers=8, thread_name_prefix="maild-stage")
@@ -471,11 +472,19 @@ class Store:
         if pending and attempt < len(wake.REPOLL):
             # A commit caught between writing its meta page and publishing it (Tail.poll):
             # its wake-up is spent, so look again shortly rather than at the safety poll.
+            # One look-again at a time per shard (under a stream of commits many rings
+            # find one in flight).
             if self.reactor is None:
                 time.sleep(wake.REPOLL[attempt])
                 self._rung(pending, attempt + 1)
-            else:
-                self.reactor.callLater(wake.REPOLL[attempt], self._rung, pending, attempt + 1)
+            elif pending - self._repolling:
+                pending -= self._repolling
+                self._repolling |= pending
+                self.reactor.callLater(wake.REPOLL[attempt], self._repoll, pending, attempt + 1)
+
+    def _repoll(self, shards: set[int], attempt: int) -> None:
+        self._repolling -= shards
+        self._rung(shards, attempt)
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback`` with every committed change of every shard, by any process over
