@@ -124,3 +124,10 @@ def test_check_content_in_windows_is_the_whole_check(pieces: list[bytes]) -> Non
         assert check_content(content, 10) == whole
     finally:
         data._CHECK_WINDOW = saved
+
+
+@given(st.binary(max_size=200) | st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\x00", b" "]),
+                                          max_size=60).map(b"".join))
+def test_has_bare_is_the_bare_ending_definition(payload: bytes) -> None:
+    """RFC 5321 §2.3.8: a CR not followed by LF, an LF not preceded by CR, or a NUL."""
+    assert data.has_bare(payload) == (data._BARE.search(payload) is not None)
