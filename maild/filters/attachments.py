@@ -166,6 +166,10 @@ def blocked_extension(raw: bytes, blocked: Iterable[str], scan_zip: bool = True,
     return None
 
 
+# octets: messages up to this size are checked on the reactor thread (on_data)
+INLINE_CHECK_MAX = 64 * 1024
+
+
 class AttachmentFilter(Filter):
     name = "attachments"
 
@@ -186,7 +190,14 @@ class AttachmentFilter(Filter):
             if ambiguous_type(structure):
                 return _AMBIGUOUS
             return blocked_extension(raw, self.blocked, self.scan_zip, structure)
-        ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), check)
+        # A small message is checked here: handing it to a thread (a wake-up there, one
+        # back to the reactor, and the two threads contending for the GIL) cost more than
+        # walking it. A big one (an archive to list, long base64 to decode) goes to a thread
+        # so the reactor keeps serving the other sessions meanwhile.
+        if len(raw) <= INLINE_CHECK_MAX:
+            ext = check()
+        else:
+            ext = yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), check)
         if ext is _AMBIGUOUS:
             log.info("attachments: refused an ambiguous MIME structure from %s", tx.client_ip)
             return Verdict.reject(554, "5.7.1", "Message refused: a MIME part has several "

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from maild.config import FiltersConfig
-from maild.filters.attachments import AttachmentFilter, attachment_names, blocked_extension, extension
+from maild.filters.attachments import INLINE_CHECK_MAX, AttachmentFilter, attachment_names, blocked_extension, extension
 from maild.util.mime import walk
 from maild.util.transaction import Action
 from tests.filters.conftest import make_tx
@@ -25,6 +25,19 @@ def test_exe_attachment_is_rejected(reactor_thread):
     assert verdict.action is Action.REJECT
     assert (verdict.reply.code, verdict.reply.enhanced) == (554, "5.7.1")
     assert verdict.reply.text == "Message refused: .exe attachments are not accepted"
+
+
+@pytest.mark.parametrize("padding", [0, INLINE_CHECK_MAX], ids=["checked inline", "checked in a thread"])
+def test_exe_attachment_is_rejected_small_or_big(reactor_thread, padding):
+    raw = message(attachments=(("report.pdf", b"%PDF-1.4 " + b"x" * padding, "application/pdf"),
+                               ("setup.exe", PE, "application/octet-stream")))
+    assert (len(raw) > INLINE_CHECK_MAX) == bool(padding)
+    flt = AttachmentFilter(reactor_thread.reactor, DEFAULT)
+    verdict = reactor_thread.call(flt.on_data, make_tx(raw))
+    assert verdict.action is Action.REJECT
+    assert verdict.reply.text == "Message refused: .exe attachments are not accepted"
+    clean = message(attachments=(("report.pdf", b"%PDF-1.4 " + b"x" * padding, "application/pdf"),))
+    assert reactor_thread.call(flt.on_data, make_tx(clean)) is None
 
 
 def test_clean_attachments_pass(reactor_thread):
