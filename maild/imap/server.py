@@ -199,6 +199,23 @@ class _Answered(enum.Enum):
 ANSWERED = _Answered.ANSWERED
 
 
+SELECT_ANSWERS_KEPT = 4096  # ImapFactory.select_answers: about 0.5 KB each
+
+
+@dataclasses.dataclass(frozen=True)
+class _SelectAnswer:
+    """SELECT's untagged responses for one version of a mailbox (``_select_answer``)."""
+
+    mailbox: Mailbox  # the record and index it was made from: valid while both are current
+    index: Any
+    uidnext: int
+    head: bytes  # FLAGS
+    readonly: bytes  # PERMANENTFLAGS () and EXISTS (EXAMINE)
+    writable: bytes  # PERMANENTFLAGS and EXISTS (SELECT)
+    unseen: bytes  # [UNSEEN n], or nothing
+    tail: bytes  # UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, MAILBOXID
+
+
 class ImapError(Exception):
     """A tagged NO or BAD: ``text`` is public, never an exception text."""
 
@@ -246,6 +263,7 @@ class ImapFactory(SessionFactory):
         fastfetch.LINES.resize(self.config.response_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.sessions: dict[str, set[ImapSession]] = {}
+        self.select_answers: dict[tuple[str, int], _SelectAnswer] = {}  # _select_answer
         self._unsubscribe = ctx.store.subscribe(self._changed)
 
     def make_session(self) -> ImapSession:
@@ -772,30 +790,54 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
                     self.view = None
                 view.claimed = newest
             view.recent = set(uids[bisect.bisect_right(uids, before):])
-        self._send(b"* FLAGS " + self._flag_list(view, False))
-        self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
-                   + b"] Flags permitted")
-        self._send(b"* %d EXISTS" % len(uids))
+        answer = self._select_answer(user, mailbox, index, view)
+        out = [answer.head, answer.readonly if cmd.readonly else answer.writable]
         if self.recent_flag:
-            self._send(b"* %d RECENT" % len(view.recent))
-        first_unseen = self.store.first_unseen_uid(user, mailbox.id)
+            out.append(b"* %d RECENT\r\n" % len(view.recent))
         if self.rev2:  # RFC 9051 §6.3.2: LIST is required, UNSEEN is gone
-            first_unseen = None
-            self._send(imap4rev2.select_list(self, mailbox, [m.name for m in self.store.mailboxes(user)]))
+            out += [imap4rev2.select_list(self, mailbox, [m.name for m in self.store.mailboxes(user)]), b"\r\n"]
+        else:
+            out.append(answer.unseen)
+        out.append(answer.tail)
+        self._write(b"".join(out))
+        self.view = view  # before the resync's FETCH responses, which show its \\Recent
+        self.state = State.SELECTED
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
+            self._resync(view, cmd.qresync, answer.uidnext)
+        return "READ-ONLY" if cmd.readonly else "READ-WRITE"
+
+    def _select_answer(self, user: str, mailbox: Mailbox, index: Any, view: MailboxView) -> _SelectAnswer:
+        """SELECT's untagged responses but RECENT (this session's), made once per version of
+        the mailbox: kept while the store returns the same Mailbox record and the same
+        index (both shared and immutable, renewed by any change of the mailbox)."""
+        answers = self.factory.select_answers
+        key = (user, mailbox.id)
+        answer = answers.get(key)
+        if answer is not None and answer.mailbox is mailbox and answer.index is index:
+            return answer
+        uids = index.uids
+        unseen = b""
+        first_unseen = self.store.first_unseen_uid(user, mailbox.id)
         if first_unseen is not None:
             seq = view.seq_of(first_unseen)
             if seq is not None:
-                self._send(b"* OK [UNSEEN %d] First unseen" % seq)
+                unseen = b"* OK [UNSEEN %d] First unseen\r\n" % seq
         uidnext = max(index.uidnext, uids[-1] + 1 if uids else 1)
-        self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
-        self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % index.highestmodseq)  # RFC 7162 §3.1.2.1
-        self.view = view  # before the resync's FETCH responses, which show its \\Recent
-        self.state = State.SELECTED
-        self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
-        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
-            self._resync(view, cmd.qresync, uidnext)
-        return "READ-ONLY" if cmd.readonly else "READ-WRITE"
+        head = b"* FLAGS " + self._flag_list(view, False) + b"\r\n"
+        answer = _SelectAnswer(
+            mailbox, index, uidnext, head,
+            b"* OK [PERMANENTFLAGS ()] Flags permitted\r\n* %d EXISTS\r\n" % len(uids),
+            b"* OK [PERMANENTFLAGS " + self._flag_list(view, True) + b"] Flags permitted\r\n"
+            b"* %d EXISTS\r\n" % len(uids),
+            unseen,
+            b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % mailbox.uidvalidity
+            + b"* OK [UIDNEXT %d] Predicted next UID\r\n" % uidnext
+            + b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % index.highestmodseq  # RFC 7162 §3.1.2.1
+            + b"* OK [%s] Ok\r\n" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
+        if len(answers) >= SELECT_ANSWERS_KEPT:
+            answers.clear()
+        answers[key] = answer
+        return answer
 
     _do_examine = _do_select
 
