@@ -240,11 +240,19 @@ def _check_names(cmd: Command) -> None:
     not valid mUTF-7 matches nothing (see ``maild.imap.list``)."""
     if isinstance(cmd, ListCommand):
         return
-    for f in dataclasses.fields(cmd):
-        value = getattr(cmd, f.name)
+    kind = type(cmd)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(cmd))
+    for name in names:
+        value = getattr(cmd, name)
         if isinstance(value, BadName):
-            creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and f.name == "new")
+            creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and name == "new")
             raise _no(value.reason, "CANNOT" if creates else "NONEXISTENT")
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # _check_names: each command class's fields
+_HANDLERS: dict[str, str] = {}  # command name -> its ImapSession method's name (_execute)
 
 
 def _check_charset(charset: str | None) -> None:
@@ -469,7 +477,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
 
     @metrics.timed_command("imap")
     async def _execute(self, cmd: Command) -> None:
-        handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
+        method = _HANDLERS.get(cmd.name)
+        if method is None:
+            method = _HANDLERS[cmd.name] = "_do_" + cmd.name.replace(" ", "_").lower()
+        handler = getattr(self, method)
         status, code, text = "OK", None, f"{cmd.name} completed"
         try:
             _check_names(cmd)
