@@ -8,10 +8,10 @@ One client on one connection sends one command at a time and waits for its tagge
 (bench/load.py's raw client, so the client's parsing is not what is measured): NOOP,
 SELECT INBOX of a small and of a large mailbox, a FETCH of one message's
 (UID FLAGS RFC822.SIZE ENVELOPE) and a STORE of one message's flag (alternately set and
-cleared; a write, so it waits for the store's fsync). Each server gets every workload in
-turn, the servers alternating workload by workload, so they are measured under the same
-machine load. Reported per workload and server: the median and p99 round trip, and the CPU
-the server's process tree used per command (every thread's /proc schedstat; Dovecot's too).
+cleared; a write, so it waits for the store's fsync). The servers take turns within each
+workload (20 slices of its rounds each), so they are measured under the same machine load.
+Reported per workload and server: the median and p99 round trip, and the CPU the server's
+process tree used per command (every thread's /proc schedstat; Dovecot's too).
 
 ``--base DIR``: a second maild run from the package in DIR (``git archive <commit> maild |
 tar -x -C DIR``), measured the same way: a before/after in one run.
@@ -31,6 +31,8 @@ from typing import Any
 
 from bench import compare, load, peers
 from bench.load import Account, Imap
+
+SLICES = 20  # each server's rounds of a workload are run in this many turns
 
 
 class BaseMaild(peers.Maild):
@@ -151,9 +153,17 @@ def run(messages: int, small: int, rounds: int, size: int, base: Path | None, do
             results = {}
             for side in sides:
                 side.run(key, account, command, max(10, rounds // 10))  # warm
-            for side in sides:
-                times, cpu = side.run(key, account, command, rounds)
-                results[side.name] = (statistics.median(times), _p99(times), cpu / rounds)
+            # The servers take turns in slices of the rounds, so a change in the machine's
+            # load (other processes) falls on all of them alike.
+            got: dict[str, tuple[list[float], float]] = {side.name: ([], 0.0) for side in sides}
+            per = max(1, rounds // SLICES)
+            for _ in range(SLICES):
+                for side in sides:
+                    times, cpu = side.run(key, account, command, per)
+                    got[side.name][0].extend(times)
+                    got[side.name] = (got[side.name][0], got[side.name][1] + cpu)
+            for name, (times, cpu) in got.items():
+                results[name] = (statistics.median(times), _p99(times), cpu / len(times))
             cells = " ".join(f"{f'{m * 1000:.3f} / {p * 1000:.3f}, {c * 1000:.3f}':>34}"
                              for m, p, c in results.values())
             print(f"{labels[key]:58} {cells}")

@@ -8,6 +8,11 @@ anything else, whatever the input (property-tested).
 
 Mailbox names arrive in modified UTF-7 (RFC 3501 §5.1.3) and are decoded here; the rest of
 maild sees Unicode names with "/" as the hierarchy delimiter.
+
+A parse depends only on the octets and the session's UTF8=ACCEPT; so the parse of a
+repeated read or flag command is kept by the octets after its tag (``_PARSED``, bounded)
+and handed out again under the new tag. Commands are frozen dataclasses of immutable
+values; a command object must never be changed after parsing.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ Implementation notes — invariants a contributor must keep:
     NO (``_check_names``), never BAD; BAD is for syntax errors.
 14. A FETCH never fails for a message another session expunged meanwhile (RFC 2180 §4.1.3,
     ``maild/imap/fetch.py``).
+15. SELECT's kept answer (``_select_answer``) is used only while the store returns the very
+    Mailbox record and index it was made from (both immutable, renewed by any change of
+    the mailbox in any process); what is the session's own (RECENT, the resync) is never
+    kept. A kept parse (``maild/imap/parser.py``) is a frozen command, only retagged.
 """
 
 from __future__ import annotations

@@ -12,8 +12,12 @@ from its commands.
 - The slot is given back when the session ends — QUIT answered, a timeout, a refusal —
   not when the transport is gone, which for TLS waits for the peer's close_notify: a client
   that reconnects at once finds its slot free.
-- One command at a time (:meth:`CommandSession._start`); an idle timer on the reactor's
-  clock that whole commands restart; reading paused while too much input waits.
+- One command at a time (:meth:`CommandSession._start`), a coroutine the core drives itself:
+  one that never awaits ends inside ``_start`` with no Deferred made; one that awaits is
+  resumed from the awaited Deferred's callback (a failure thrown in). An idle timer on the
+  reactor's clock that whole commands restart; reading paused while too much input waits.
+- Output leaves through :class:`maild.util.transport.DirectServer` (the listeners' TCP
+  transport): what a command writes while input is handled goes out in one ``send()``.
 - One bad-command policy: ``max_bad_commands`` errors in a row end the session.
 - One plaintext-authentication rule (:meth:`CommandSession._plaintext_auth_allowed`), one
   loopback test (:func:`is_loopback`), one SASL driver (:meth:`_sasl_exchange`) of
