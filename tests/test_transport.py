@@ -182,3 +182,19 @@ def test_nothing_is_sent_after_the_connection_is_gone(pair: Any) -> None:
     reactor.advance(0)
     assert counting.sends == 0
     assert not reactor.getDelayedCalls()
+
+
+def test_an_aborted_connection_sends_nothing_it_held(pair: Any) -> None:
+    client, transport, counting, reactor, _ = pair
+
+    class _Abort(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(b"* OK half an answer\r\n")
+            self.transport.abortConnection()  # e.g. the TLS handshake deadline
+
+    transport.protocol = _Abort()
+    transport.protocol.makeConnection(transport)
+    client.sendall(b"x\r\n")
+    transport.doRead()
+    reactor.advance(0)
+    assert counting.sends == 0

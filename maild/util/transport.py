@@ -46,7 +46,7 @@ class ConnectionTransport(ITLSTransport, IConsumer, IPushProducer, ISystemHandle
 def _write_direct(conn: Any, data: bytes) -> None:
     """Queue ``data`` on the connection's hold (see the module's notes), sending it now when
     the hold is full."""
-    if not conn.connected or conn._writeDisconnected or not data:
+    if not conn.connected or conn._writeDisconnected or conn._aborting or not data:
         return
     if conn._writer or conn.disconnecting:
         abstract.FileDescriptor.write(conn, data)  # invariant 3: Twisted is sending, queue behind
@@ -110,6 +110,10 @@ class DirectServer(tcp.Server):
 
     def _send_held(self) -> None:
         """Send what is held with one ``send()``; the rest goes to Twisted's path."""
+        if self._aborting:  # abortConnection drops buffered data
+            self._tempDataBuffer = []
+            self._tempDataLen = 0
+            return
         if not self.connected or self.disconnecting:
             if self.connected:
                 self.startWriting()  # loseConnection's doWrite sends it, then closes
