@@ -222,6 +222,7 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
     """workload -> (first run, median run, result count) for the read workloads on INBOX of n messages."""
     conn = Imap(target.host, target.ports["imap"])
     commands = {
+        "noop": "NOOP",  # the command path's fixed cost: a round trip with no work
         "select": "SELECT INBOX",
         "flags": "FETCH 1:* (UID FLAGS)",
         "headers": f"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS ({THUNDERBIRD_HEADERS})])",
@@ -243,6 +244,8 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
                 counted = response.count(b" FETCH (")
             elif name in ("from", "subject", "quickfilter", "body", "sort"):
                 counted = len(response.split(b"\r\n", 1)[0].split()) - 2
+            elif name == "noop":
+                counted = response.count(b"\r\n")
             else:
                 counted = int(response.split(b" EXISTS", 1)[0].rsplit(b"* ", 1)[1])
         out[name] = (times[0], statistics.median(times), counted)
@@ -529,6 +532,7 @@ def _read_rows(ours: _Target, theirs: _Target, big: Account, n: int, spy: _Profi
     _settle(theirs)
     d_reads = _reads(theirs, big, n)
     labels = {
+        "noop": "IMAP NOOP round trip (the command path's fixed cost)",
         "select": f"IMAP SELECT of a {n:,}-message INBOX",
         "flags": f"IMAP FETCH 1:* (UID FLAGS), {n:,} messages",
         "headers": f"IMAP UID FETCH 1:* of Thunderbird's header fields, size and flags, {n:,} messages",
@@ -541,7 +545,8 @@ def _read_rows(ours: _Target, theirs: _Target, big: Account, n: int, spy: _Profi
         "sort": f"IMAP SORT (REVERSE DATE) UTF-8 ALL over {n:,} messages (RFC 5256)",
         "resync": f"IMAP UID FETCH 1:* (FLAGS) (CHANGEDSINCE m), 10 of {n:,} changed since m",
     }
-    counted_as = {"select": "EXISTS", "flags": "FETCH responses", "headers": "FETCH responses",
+    counted_as = {"noop": "response lines", "select": "EXISTS", "flags": "FETCH responses",
+                  "headers": "FETCH responses",
                   "envelope": "FETCH responses", "resync": "FETCH responses",
                   "from": "hits", "subject": "hits", "quickfilter": "hits", "body": "hits",
                   "sort": "messages"}

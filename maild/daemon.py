@@ -69,6 +69,7 @@ from maild.smtp.submit import submit
 from maild.store import Store
 from maild.util import journal, metrics
 from maild.util.session import GatedTLSFactory
+from maild.util.transport import adopt_port, listen_tcp
 
 log = logging.getLogger("maild")
 
@@ -182,11 +183,11 @@ def _listen(reactor: Any, key: str, address: Address, factory: Any,
             raise ConfigError(f"{key}: {address} was not listening when maild started; "
                               "a new listener needs a restart of maild")
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        port = reactor.adoptStreamPort(fd, family, factory)
+        port = adopt_port(reactor, fd, family, factory)
         os.close(fd)  # the port holds its own duplicate
         return port
     try:
-        return reactor.listenTCP(address.port, factory, interface=address.host)
+        return listen_tcp(reactor, address.port, factory, address.host)
     except CannotListenError as exc:
         raise ConfigError(f"{key}: cannot listen on {address}: {exc.socketError}") from None
 

@@ -239,3 +239,73 @@ def test_sasl_failures(mechanism: str, initial: str | None, lines: list[bytes], 
 def test_unknown_mechanism() -> None:
     with pytest.raises(sasl.UnknownMechanism):
         sasl.start("CRAM-MD5")
+
+
+# -- commands: the coroutine driver (_start) -----------------------------------------------------
+
+class _Commands(CommandSession):
+    """Just the command driver: what ran, what was processed after, what failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctx = SimpleNamespace(reactor=Clock())
+        self.processed = 0
+        self.errors: list[BaseException] = []
+
+    def _idle_timeout(self) -> float:
+        return 60.0
+
+    def _timed_out(self) -> None:
+        pass
+
+    def _process(self) -> None:
+        self.processed += 1
+
+    def _internal_error(self, failure: Any) -> None:
+        self.errors.append(failure.value)
+
+
+def test_a_command_that_never_waits_ends_inside_start() -> None:
+    session, ran = _Commands(), []
+
+    async def noop() -> None:
+        ran.append("noop")
+
+    session._start(noop())
+    assert ran == ["noop"] and not session._busy
+    assert session.processed == 0  # the caller's loop goes on; no nested _process
+
+
+def test_a_command_that_waits_resumes_with_the_value_or_the_exception() -> None:
+    session, seen = _Commands(), []
+    store: defer.Deferred[int] = defer.Deferred()
+    failing: defer.Deferred[int] = defer.Deferred()
+
+    async def command() -> None:
+        seen.append(await store)
+        try:
+            await failing
+        except KeyError as exc:  # a store refusal the command answers (MailboxExists...)
+            seen.append(exc.args[0])
+
+    session._start(command())
+    assert session._busy and seen == []
+    store.callback(5)
+    assert seen == [5] and session._busy
+    failing.errback(KeyError("exists"))
+    assert seen == [5, "exists"] and not session._busy
+    assert session.processed == 1  # resumed later: the session reads on
+    assert session.errors == []
+
+
+def test_an_exception_a_command_does_not_handle_reaches_internal_error() -> None:
+    session = _Commands()
+    waiting: defer.Deferred[None] = defer.Deferred()
+
+    async def broken() -> None:
+        await waiting
+        raise RuntimeError("bug")
+
+    session._start(broken())
+    waiting.callback(None)
+    assert [type(e) for e in session.errors] == [RuntimeError] and not session._busy

@@ -8,6 +8,11 @@ anything else, whatever the input (property-tested).
 
 Mailbox names arrive in modified UTF-7 (RFC 3501 §5.1.3) and are decoded here; the rest of
 maild sees Unicode names with "/" as the hierarchy delimiter.
+
+A parse depends only on the octets and the session's UTF8=ACCEPT; so the parse of a
+repeated read or flag command is kept by the octets after its tag (``_PARSED``, bounded)
+and handed out again under the new tag. Commands are frozen dataclasses of immutable
+values; a command object must never be changed after parsing.
 """
 
 from __future__ import annotations
@@ -107,6 +112,10 @@ THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 # -- the reader ---------------------------------------------------------------------------------
 
+# _Reader._run's compiled pattern per (specials, eight_bit): a handful of fixed sets.
+_RUNS: dict[tuple[frozenset[int], bool], re.Pattern[bytes]] = {}
+
+
 @dataclass
 class _Reader:
     data: bytes
@@ -150,12 +159,17 @@ class _Reader:
             raise self.error("unexpected characters at the end of the command")
 
     def _run(self, specials: frozenset[int], eight_bit: bool = False) -> bytes:
-        start = self.pos
-        data = self.data
-        while self.pos < len(data) and data[self.pos] not in specials \
-                and (data[self.pos] < 0x80 or eight_bit):
-            self.pos += 1
-        return data[start:self.pos]
+        """The longest run of octets from here not in ``specials`` (nor 8-bit, unless
+        ``eight_bit``): one regular-expression match, not a loop over the octets."""
+        key = (specials, eight_bit)
+        pattern = _RUNS.get(key)
+        if pattern is None:
+            excluded = b"".join(re.escape(bytes([c])) for c in sorted(specials))
+            pattern = _RUNS[key] = re.compile(b"[^" + excluded + (b"" if eight_bit else b"\x80-\xff") + b"]*")
+        match = pattern.match(self.data, self.pos)
+        assert match is not None  # a starred class matches the empty run
+        self.pos = match.end()
+        return match.group()
 
     def atom(self, what: str = "an atom") -> str:
         raw = self._run(_ATOM_SPECIALS)
@@ -404,6 +418,37 @@ def parse_command(data: bytes, utf8: bool = False) -> Command:
     r.tag = tag_raw.decode("ascii")
     if r.at_end():
         raise r.error("missing command")
+    key = (data[r.pos:], utf8)
+    parsed = _PARSED.get(key)
+    if parsed is not None:
+        return _retagged(parsed, r.tag)
+    command = _parse_rest(r)
+    if len(key[0]) <= PARSED_MAX_LENGTH and command.name in _REPEATED:
+        if len(_PARSED) >= PARSED_KEPT:
+            _PARSED.clear()
+        _PARSED[key] = command
+    return command
+
+
+# Clients repeat the same commands with new tags (a FETCH of the newest messages, a UID
+# STORE, STATUS of every folder, NOOP): their parse is kept by the octets after the tag.
+# Commands are frozen dataclasses of immutable values, so a kept one is shared, retagged.
+_REPEATED = frozenset({"NOOP", "CHECK", "SELECT", "EXAMINE", "STATUS", "FETCH", "UID FETCH", "STORE",
+                       "UID STORE", "SEARCH", "UID SEARCH", "LIST", "LSUB", "IDLE", "UNSELECT", "CLOSE"})
+PARSED_KEPT = 1024
+PARSED_MAX_LENGTH = 256
+_PARSED: dict[tuple[bytes, bool], Command] = {}
+
+
+def _retagged(command: Command, tag: str) -> Command:
+    copy = object.__new__(type(command))
+    copy.__dict__.update(command.__dict__)
+    object.__setattr__(copy, "tag", tag)
+    return copy
+
+
+def _parse_rest(r: _Reader) -> Command:
+    assert r.tag is not None
     r.sp()
     name = r.word()
     uid = False

@@ -46,6 +46,10 @@ Implementation notes — invariants a contributor must keep:
     NO (``_check_names``), never BAD; BAD is for syntax errors.
 14. A FETCH never fails for a message another session expunged meanwhile (RFC 2180 §4.1.3,
     ``maild/imap/fetch.py``).
+15. SELECT's kept answer (``_select_answer``) is used only while the store returns the very
+    Mailbox record and index it was made from (both immutable, renewed by any change of
+    the mailbox in any process); what is the session's own (RECENT, the resync) is never
+    kept. A kept parse (``maild/imap/parser.py``) is a frozen command, only retagged.
 """
 
 from __future__ import annotations
@@ -199,6 +203,23 @@ class _Answered(enum.Enum):
 ANSWERED = _Answered.ANSWERED
 
 
+SELECT_ANSWERS_KEPT = 4096  # ImapFactory.select_answers: about 0.5 KB each
+
+
+@dataclasses.dataclass(frozen=True)
+class _SelectAnswer:
+    """SELECT's untagged responses for one version of a mailbox (``_select_answer``)."""
+
+    mailbox: Mailbox  # the record and index it was made from: valid while both are current
+    index: Any
+    uidnext: int
+    head: bytes  # FLAGS
+    readonly: bytes  # PERMANENTFLAGS () and EXISTS (EXAMINE)
+    writable: bytes  # PERMANENTFLAGS and EXISTS (SELECT)
+    unseen: bytes  # [UNSEEN n], or nothing
+    tail: bytes  # UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, MAILBOXID
+
+
 class ImapError(Exception):
     """A tagged NO or BAD: ``text`` is public, never an exception text."""
 
@@ -223,11 +244,19 @@ def _check_names(cmd: Command) -> None:
     not valid mUTF-7 matches nothing (see ``maild.imap.list``)."""
     if isinstance(cmd, ListCommand):
         return
-    for f in dataclasses.fields(cmd):
-        value = getattr(cmd, f.name)
+    kind = type(cmd)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(cmd))
+    for name in names:
+        value = getattr(cmd, name)
         if isinstance(value, BadName):
-            creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and f.name == "new")
+            creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and name == "new")
             raise _no(value.reason, "CANNOT" if creates else "NONEXISTENT")
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # _check_names: each command class's fields
+_HANDLERS: dict[str, str] = {}  # command name -> its ImapSession method's name (_execute)
 
 
 def _check_charset(charset: str | None) -> None:
@@ -246,6 +275,7 @@ class ImapFactory(SessionFactory):
         fastfetch.LINES.resize(self.config.response_cache_mb * 1024 * 1024)
         sorting.CACHE.resize(self.config.sort_cache_mb * 1024 * 1024)
         self.sessions: dict[str, set[ImapSession]] = {}
+        self.select_answers: dict[tuple[str, int], _SelectAnswer] = {}  # _select_answer
         self._unsubscribe = ctx.store.subscribe(self._changed)
 
     def make_session(self) -> ImapSession:
@@ -451,7 +481,10 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
 
     @metrics.timed_command("imap")
     async def _execute(self, cmd: Command) -> None:
-        handler = getattr(self, "_do_" + cmd.name.replace(" ", "_").lower())
+        method = _HANDLERS.get(cmd.name)
+        if method is None:
+            method = _HANDLERS[cmd.name] = "_do_" + cmd.name.replace(" ", "_").lower()
+        handler = getattr(self, method)
         status, code, text = "OK", None, f"{cmd.name} completed"
         try:
             _check_names(cmd)
@@ -772,30 +805,54 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
                     self.view = None
                 view.claimed = newest
             view.recent = set(uids[bisect.bisect_right(uids, before):])
-        self._send(b"* FLAGS " + self._flag_list(view, False))
-        self._send(b"* OK [PERMANENTFLAGS " + (b"()" if cmd.readonly else self._flag_list(view, True))
-                   + b"] Flags permitted")
-        self._send(b"* %d EXISTS" % len(uids))
+        answer = self._select_answer(user, mailbox, index, view)
+        out = [answer.head, answer.readonly if cmd.readonly else answer.writable]
         if self.recent_flag:
-            self._send(b"* %d RECENT" % len(view.recent))
-        first_unseen = self.store.first_unseen_uid(user, mailbox.id)
+            out.append(b"* %d RECENT\r\n" % len(view.recent))
         if self.rev2:  # RFC 9051 §6.3.2: LIST is required, UNSEEN is gone
-            first_unseen = None
-            self._send(imap4rev2.select_list(self, mailbox, [m.name for m in self.store.mailboxes(user)]))
+            out += [imap4rev2.select_list(self, mailbox, [m.name for m in self.store.mailboxes(user)]), b"\r\n"]
+        else:
+            out.append(answer.unseen)
+        out.append(answer.tail)
+        self._write(b"".join(out))
+        self.view = view  # before the resync's FETCH responses, which show its \\Recent
+        self.state = State.SELECTED
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
+            self._resync(view, cmd.qresync, answer.uidnext)
+        return "READ-ONLY" if cmd.readonly else "READ-WRITE"
+
+    def _select_answer(self, user: str, mailbox: Mailbox, index: Any, view: MailboxView) -> _SelectAnswer:
+        """SELECT's untagged responses but RECENT (this session's), made once per version of
+        the mailbox: kept while the store returns the same Mailbox record and the same
+        index (both shared and immutable, renewed by any change of the mailbox)."""
+        answers = self.factory.select_answers
+        key = (user, mailbox.id)
+        answer = answers.get(key)
+        if answer is not None and answer.mailbox is mailbox and answer.index is index:
+            return answer
+        uids = index.uids
+        unseen = b""
+        first_unseen = self.store.first_unseen_uid(user, mailbox.id)
         if first_unseen is not None:
             seq = view.seq_of(first_unseen)
             if seq is not None:
-                self._send(b"* OK [UNSEEN %d] First unseen" % seq)
+                unseen = b"* OK [UNSEEN %d] First unseen\r\n" % seq
         uidnext = max(index.uidnext, uids[-1] + 1 if uids else 1)
-        self._send(b"* OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
-        self._send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._send(b"* OK [HIGHESTMODSEQ %d] Highest" % index.highestmodseq)  # RFC 7162 §3.1.2.1
-        self.view = view  # before the resync's FETCH responses, which show its \\Recent
-        self.state = State.SELECTED
-        self._send(b"* OK [%s] Ok" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
-        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
-            self._resync(view, cmd.qresync, uidnext)
-        return "READ-ONLY" if cmd.readonly else "READ-WRITE"
+        head = b"* FLAGS " + self._flag_list(view, False) + b"\r\n"
+        answer = _SelectAnswer(
+            mailbox, index, uidnext, head,
+            b"* OK [PERMANENTFLAGS ()] Flags permitted\r\n* %d EXISTS\r\n" % len(uids),
+            b"* OK [PERMANENTFLAGS " + self._flag_list(view, True) + b"] Flags permitted\r\n"
+            b"* %d EXISTS\r\n" % len(uids),
+            unseen,
+            b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % mailbox.uidvalidity
+            + b"* OK [UIDNEXT %d] Predicted next UID\r\n" % uidnext
+            + b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % index.highestmodseq  # RFC 7162 §3.1.2.1
+            + b"* OK [%s] Ok\r\n" % objectid.response_code(user, mailbox).encode())  # RFC 8474 §4.2
+        if len(answers) >= SELECT_ANSWERS_KEPT:
+            answers.clear()
+        answers[key] = answer
+        return answer
 
     _do_examine = _do_select
 

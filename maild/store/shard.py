@@ -81,6 +81,7 @@ def mailbox_uids(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[i
 # many of the uids their range could hold, and looks each up otherwise.
 SCAN_DENSITY = 4
 INDEX_CACHE_BYTES = 64 * 1024 * 1024  # [store] mailbox_index_mb's default
+MAILBOX_RECORDS_CACHED = 4096  # decoded mailbox records kept per shard (~1 KB each)
 
 
 class Shard:
@@ -112,6 +113,11 @@ class Shard:
         # Packed per-mailbox columns, checked against the mailbox record at every read
         # (maild/store/views.py); reads run on the reactor and in worker threads.
         self.indexes = views.IndexCache(index_cache_bytes)
+        # Decoded mailbox records, each kept with the record's bytes it was decoded from and
+        # returned only while the stored record is still those bytes: SELECT, STATUS and
+        # every command naming a mailbox read it, and the JSON decoding was a third of a
+        # SELECT. Shared and immutable (Mailbox is frozen); at most MAILBOX_RECORDS_CACHED.
+        self._mailbox_records: dict[bytes, tuple[bytes, Mailbox]] = {}
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -173,13 +179,26 @@ class Shard:
             mid = self.mailbox_id(txn, user_id, name)
             if mid is None:
                 return None
-            raw = txn.get(mbox_key(user_id, mid), db=self.dbs["mbox"])
-            return None if raw is None else codec.mailbox_from(mid, jload(raw))
+            key = mbox_key(user_id, mid)
+            raw = txn.get(key, db=self.dbs["mbox"])
+            return None if raw is None else self._mailbox_record(key, mid, raw)
 
     def mailbox_by_id(self, user_id: int, mailbox_id: int) -> Mailbox | None:
         with self.env.begin() as txn:
-            raw = txn.get(mbox_key(user_id, mailbox_id), db=self.dbs["mbox"])
-            return None if raw is None else codec.mailbox_from(mailbox_id, jload(raw))
+            key = mbox_key(user_id, mailbox_id)
+            raw = txn.get(key, db=self.dbs["mbox"])
+            return None if raw is None else self._mailbox_record(key, mailbox_id, raw)
+
+    def _mailbox_record(self, key: bytes, mailbox_id: int, raw: bytes) -> Mailbox:
+        """The Mailbox of a stored record, decoded once per version of the record."""
+        found = self._mailbox_records.get(key)
+        if found is not None and found[0] == raw:
+            return found[1]
+        mailbox = codec.mailbox_from(mailbox_id, jload(raw))
+        if len(self._mailbox_records) >= MAILBOX_RECORDS_CACHED:
+            self._mailbox_records.clear()
+        self._mailbox_records[key] = (bytes(raw), mailbox)
+        return mailbox
 
     def uids(self, user_id: int, mailbox_id: int) -> list[int]:
         """The mailbox's uids, ascending (from its index, :meth:`mailbox_index`)."""

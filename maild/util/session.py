@@ -12,8 +12,12 @@ from its commands.
 - The slot is given back when the session ends — QUIT answered, a timeout, a refusal —
   not when the transport is gone, which for TLS waits for the peer's close_notify: a client
   that reconnects at once finds its slot free.
-- One command at a time (:meth:`CommandSession._start`); an idle timer on the reactor's
-  clock that whole commands restart; reading paused while too much input waits.
+- One command at a time (:meth:`CommandSession._start`), a coroutine the core drives itself:
+  one that never awaits ends inside ``_start`` with no Deferred made; one that awaits is
+  resumed from the awaited Deferred's callback (a failure thrown in). An idle timer on the
+  reactor's clock that whole commands restart; reading paused while too much input waits.
+- Output leaves through :class:`maild.util.transport.DirectServer` (the listeners' TCP
+  transport): what a command writes while input is handled goes out in one ``send()``.
 - One bad-command policy: ``max_bad_commands`` errors in a row end the session.
 - One plaintext-authentication rule (:meth:`CommandSession._plaintext_auth_allowed`), one
   loopback test (:func:`is_loopback`), one SASL driver (:meth:`_sasl_exchange`) of
@@ -294,11 +298,37 @@ class CommandSession(Protocol):
         self._erred = False
         self._starting = True
         try:
-            d = defer.Deferred.fromCoroutine(work)
-            d.addErrback(self._internal_error)
-            d.addBoth(self._finished)
+            self._step(work)
         finally:
             self._starting = False
+
+    def _step(self, work: Coroutine[Any, Any, None], failure: Failure | None = None) -> None:
+        """Run the command's coroutine until it waits on a Deferred or ends. A command that
+        never waits (NOOP, SELECT, a FETCH answered from memory) ends here, with no
+        Deferred made for it; one that waits is resumed from the Deferred's callback, as
+        Twisted's inlineCallbacks does, without its bookkeeping (a per-command cost of
+        every command)."""
+        try:
+            waiting = work.send(None) if failure is None else failure.throwExceptionIntoGenerator(work)
+        except StopIteration:
+            self._finished(None)
+            return
+        except BaseException:
+            self._internal_error(Failure())
+            self._finished(None)
+            return
+        if not isinstance(waiting, defer.Deferred):  # only Deferreds are awaited in maild
+            work.close()
+            self._internal_error(Failure(TypeError(f"a command awaited {type(waiting).__name__}")))
+            self._finished(None)
+            return
+        waiting.addBoth(self._resume_command, work)
+
+    def _resume_command(self, result: object, work: Coroutine[Any, Any, None]) -> None:
+        # A value the awaiting coroutine reads from the Deferred itself (Deferred.__iter__,
+        # while this callback runs); a failure is thrown into it, as inlineCallbacks does.
+        # Returning None consumes either: the coroutine has it.
+        self._step(work, result if isinstance(result, Failure) else None)
 
     def _finished(self, _: object) -> None:
         self._busy = False

@@ -251,3 +251,20 @@ def test_sequence_set_of_ten_thousand_ranges_is_one_value() -> None:
     assert isinstance(cmd, Fetch) and len(cmd.sequence.ranges) == 10_000
     assert cmd.sequence.contains(39_998, 1) and not cmd.sequence.contains(39_999, 1)
     assert cmd.sequence == SequenceSet(cmd.sequence.ranges)  # the index is no part of the value
+
+
+def test_a_repeated_command_is_the_same_command_under_its_new_tag() -> None:
+    first = parse_command(b"a1 UID FETCH 1:20 (UID FLAGS RFC822.SIZE ENVELOPE)")
+    again = parse_command(b"b77 UID FETCH 1:20 (UID FLAGS RFC822.SIZE ENVELOPE)")
+    assert isinstance(again, Fetch) and again.tag == "b77" and first.tag == "a1"
+    assert again == Fetch(**{**first.__dict__, "tag": "b77"})
+    # A mailbox name is decoded per the session's UTF8=ACCEPT (RFC 6855 §3: no modified
+    # UTF-7 then), so the two parses are never shared.
+    plain = parse_command(b"c SELECT &AOQ-")
+    utf8 = parse_command(b"d SELECT &AOQ-", utf8=True)
+    assert isinstance(plain, Select) and isinstance(utf8, Select)
+    assert (plain.mailbox, utf8.mailbox) == ("\u00e4", "&AOQ-")
+    with pytest.raises(ParseError):  # an error is never kept as a command
+        parse_command(b"e FETCH 1:20 (UID FLAGS")
+    with pytest.raises(ParseError):
+        parse_command(b"f FETCH 1:20 (UID FLAGS")

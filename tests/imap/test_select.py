@@ -92,3 +92,45 @@ def test_sessions_sharing_a_sequence_map_change_their_own(connect: Callable[...,
     fresh = connect()
     assert b"* 4 EXISTS" in fresh.ok("SELECT INBOX")
     assert fresh.ok("UID SEARCH ALL") == a.ok("UID SEARCH ALL") == b.ok("UID SEARCH ALL")
+
+
+def test_a_kept_select_answer_follows_every_change_of_the_mailbox(connect: Callable[..., Transcript]) -> None:
+    """SELECT's responses are kept per version of the mailbox (server.py invariant 15):
+    each change another session makes shows in the next SELECT."""
+    me, other = connect(), connect()
+    append(other, "INBOX", message("one"))
+    append(other, "INBOX", message("two"))
+
+    def select(name: str = "INBOX") -> dict[str, bytes]:
+        lines = me.ok(f"SELECT {name}")
+        found = {}
+        for line in lines:
+            for word in (b"EXISTS", b"UNSEEN", b"UIDNEXT", b"HIGHESTMODSEQ", b"UIDVALIDITY", b"MAILBOXID"):
+                if word in line:
+                    found[word.decode()] = line
+            if line.startswith(b"* FLAGS "):
+                found["FLAGS"] = line
+        return found
+
+    first = select()
+    assert first == select()  # nothing changed: the same answer
+    other.ok("SELECT INBOX")
+    other.ok("STORE 1 +FLAGS.SILENT (\\Seen)")  # the first unseen is now message 2
+    after_seen = select()
+    assert after_seen["UNSEEN"] == b"* OK [UNSEEN 2] First unseen"
+    assert after_seen["HIGHESTMODSEQ"] != first["HIGHESTMODSEQ"]
+    other.ok("STORE 2 +FLAGS.SILENT ($Project)")  # a new keyword: in FLAGS (RFC 3501 §7.2.6)
+    assert b"$Project" in select()["FLAGS"] and b"$Project" not in after_seen["FLAGS"]
+    append(other, "INBOX", message("three"))
+    after_append = select()
+    assert after_append["EXISTS"] == b"* 3 EXISTS"
+    assert after_append["UIDNEXT"] == b"* OK [UIDNEXT 4] Predicted next UID"
+    other.ok("CREATE Work")
+    work = select("Work")
+    other.ok("RENAME Work Play")  # the same mailbox under a new name
+    me.no("SELECT Work", code="NONEXISTENT")
+    play = select("Play")
+    assert (play["UIDVALIDITY"], play["MAILBOXID"]) == (work["UIDVALIDITY"], work["MAILBOXID"])
+    other.ok("DELETE Play")
+    other.ok("CREATE Play")  # a new mailbox of the old name: a new answer
+    assert select("Play")["MAILBOXID"] != play["MAILBOXID"]
