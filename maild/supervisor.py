@@ -54,7 +54,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +61,7 @@ from pathlib import Path
 from maild import daemon
 from maild.config import Address, Config, ConfigError
 from maild.store import redo
+from maild.store.shared import pid_alive
 
 log = logging.getLogger("maild.supervisor")
 
@@ -97,8 +97,9 @@ def serve(config: Config) -> int:
     daemon.setup_logging(several=True)
     daemon.tls_options(config)  # a bad certificate fails here, not in N workers
     sockets = bind(config)
-    # Each worker's metrics (the primary's /metrics sums them). Gone with the daemon.
-    run_dir = Path(tempfile.mkdtemp(prefix="maild-run-"))
+    # Each worker's metrics (the primary's /metrics sums them). Gone with the daemon, or
+    # at the next start when the tree was killed (SIGKILL runs no clean-up).
+    run_dir = supervisor_dir(Path(config.data_dir))
     try:
         (run_dir / "metrics").mkdir()
         return Supervisor(config, count, sockets, run_dir).run()
@@ -106,6 +107,24 @@ def serve(config: Config) -> int:
         for sock in sockets.values():
             sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def supervisor_dir(data_dir: Path) -> Path:
+    """This supervisor's directory, ``<data_dir>/run/supervisor-<pid>`` (made empty); those
+    of supervisors no longer running are removed first."""
+    base = data_dir / "run"
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob("supervisor-*"):
+        try:
+            pid = int(stale.name.partition("-")[2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    mine = base / f"supervisor-{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir(mode=0o700)
+    return mine
 
 
 def bind(config: Config) -> dict[str, socket.socket]:

@@ -93,8 +93,13 @@ def test_a_killed_supervisor_takes_its_workers(workers_factory: Callable[..., Ma
     server = workers_factory()
     pids = server.worker_pids()
     port = server.ports["smtp"]
+    assert server.process is not None
+    killed = server.process.pid
+    run = server.data_dir / "run"
+    assert (run / f"supervisor-{killed}" / "metrics").is_dir()  # the workers' metric files
     server.kill()  # returns once the workers are gone as well
     wait_gone(pids)
+    assert (run / f"supervisor-{killed}").is_dir()  # SIGKILL ran no clean-up
     # Nothing holds the port any more: it binds again at once.
     probe = socket.socket()
     try:
@@ -107,3 +112,5 @@ def test_a_killed_supervisor_takes_its_workers(workers_factory: Callable[..., Ma
     t = smtp(server)
     assert worker_of(server, t.sock) in server.worker_pids()
     t.cmd("QUIT", 221)
+    # The dead supervisor's directory went at this start; the running one has its own.
+    assert sorted(p.name for p in run.glob("supervisor-*")) == [f"supervisor-{server.process.pid}"]
