@@ -25,15 +25,23 @@ __all__ = ["Action", "Filter", "FilterChain", "Reply", "Transaction", "Verdict"]
 class FilterChain:
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = list(filters)
+        self._timers: dict[tuple[str, str], Any] = {}  # (filter, phase) -> its histogram child
 
     @defer.inlineCallbacks
     def run(self, phase: str, tx: Transaction, *args: Any):  # type: ignore[no-untyped-def]
-        """Run hook ``on_<phase>`` of every filter; return the combined Verdict."""
+        """Run hook ``on_<phase>`` of every filter; return the combined Verdict. A hook
+        that answers at once (most do) is not wrapped in a Deferred; one that raises fails
+        the chain's Deferred, as a failed Deferred of its own would."""
         combined = Verdict()
         for flt in self.filters:
             started = time.monotonic()
-            result = yield defer.maybeDeferred(getattr(flt, f"on_{phase}"), tx, *args)
-            metrics.FILTER_SECONDS.labels(flt.name, phase).observe(time.monotonic() - started)
+            result = getattr(flt, f"on_{phase}")(tx, *args)
+            if isinstance(result, defer.Deferred):
+                result = yield result
+            timer = self._timers.get((flt.name, phase))
+            if timer is None:
+                timer = self._timers[(flt.name, phase)] = metrics.FILTER_SECONDS.labels(flt.name, phase)
+            timer.observe(time.monotonic() - started)
             if result is None:
                 continue
             if result.action is not Action.ACCEPT:
