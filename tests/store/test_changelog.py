@@ -331,10 +331,12 @@ def test_a_follower_node_keeps_its_own_cursors(tmp_path: Path) -> None:
         store.close()
 
 
-def test_another_process_commit_wakes_a_follower_within_milliseconds(
-        reactor_store: tuple[ReactorThread, Store], tmp_path: Path) -> None:
-    """Not the 1 s safety poll: the inotify wake-up (wake.py). The child notes when each
-    append was answered (after its commit), on the clock both processes share."""
+def _heard_after(reactor_store: tuple[ReactorThread, Store], tmp_path: Path, count: int,
+                 pause: str) -> list[float]:
+    """A child process appends ``count`` messages, sleeping ``pause`` (an expression)
+    after each, and notes when each append was answered (after its commit) on the clock
+    both processes share; returns, sorted, how long after that a follower here heard of
+    each."""
     loop, store = reactor_store
     shard = shard_of(store, ALICE)
     heard: dict[int, float] = {}
@@ -346,24 +348,30 @@ def test_another_process_commit_wakes_a_follower_within_milliseconds(
     loop.call(store.follow, shard, store.log_head(shard), got)
     stamps = tmp_path / "stamps"
     script = textwrap.dedent(f"""
-        import time
+        import random, time
         from pathlib import Path
         from maild.store import Store
         from tests.store.conftest import SMALL, result
         store = Store(Path({str(tmp_path / "data")!r}), SMALL)
         inbox = store.require_mailbox({ALICE!r}, "INBOX")
         lines = []
-        for _ in range(20):
+        for _ in range({count}):
             uid = result(store.append({ALICE!r}, inbox.id, {RAW!r})).uid
             lines.append(f"{{uid}} {{time.monotonic()}}")
-            time.sleep(0.02)
+            time.sleep({pause})
         store.close()
         Path({str(stamps)!r}).write_text("\\n".join(lines))
     """)
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=120)
     acked = {int(uid): float(t) for uid, t in (line.split() for line in stamps.read_text().splitlines())}
-    wait_for(lambda: len(heard) == 20)
-    delays = sorted(heard[uid] - acked[uid] for uid in acked)
+    wait_for(lambda: len(heard) == count)
+    return sorted(heard[uid] - acked[uid] for uid in acked)
+
+
+def test_another_process_commit_wakes_a_follower_within_milliseconds(
+        reactor_store: tuple[ReactorThread, Store], tmp_path: Path) -> None:
+    """Not the 1 s safety poll: the inotify wake-up (wake.py)."""
+    delays = _heard_after(reactor_store, tmp_path, 20, "0.02")
     assert delays[10] < 0.05, delays  # the median; a safety poll would take ~0.5 s
 
 
@@ -393,36 +401,7 @@ def test_no_wake_up_of_another_process_commit_is_lost(
     """Every one of a stream of another process's commits is heard within a fraction of
     the safety poll: a wake-up read between LMDB's meta-page write and its publication to
     readers finds nothing new, and no further file event follows (wake.py invariant 2)."""
-    loop, store = reactor_store
-    shard = shard_of(store, ALICE)
-    heard: dict[int, float] = {}
-
-    def got(records: list[Change]) -> None:
-        now = time.monotonic()
-        for record in records:
-            heard.update(dict.fromkeys(record.uids, now))
-    loop.call(store.follow, shard, store.log_head(shard), got)
-    stamps = tmp_path / "stamps"
-    count = 100
-    script = textwrap.dedent(f"""
-        import random, time
-        from pathlib import Path
-        from maild.store import Store
-        from tests.store.conftest import SMALL, result
-        store = Store(Path({str(tmp_path / "data")!r}), SMALL)
-        inbox = store.require_mailbox({ALICE!r}, "INBOX")
-        lines = []
-        for _ in range({count}):
-            uid = result(store.append({ALICE!r}, inbox.id, {RAW!r})).uid
-            lines.append(f"{{uid}} {{time.monotonic()}}")
-            time.sleep(0.03 + random.random() * 0.02)
-        store.close()
-        Path({str(stamps)!r}).write_text("\\n".join(lines))
-    """)
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=120)
-    acked = {int(uid): float(t) for uid, t in (line.split() for line in stamps.read_text().splitlines())}
-    wait_for(lambda: len(heard) == count)
-    delays = sorted(heard[uid] - acked[uid] for uid in acked)
+    delays = _heard_after(reactor_store, tmp_path, 100, "0.03 + random.random() * 0.02")
     late = [round(d, 3) for d in delays if d > 0.025]
     # A lost wake-up waits for the child's next commit (30-50 ms later) or the 1 s safety
     # poll; a heard one takes a millisecond or so (two allowed for a loaded machine).
