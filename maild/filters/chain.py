@@ -25,7 +25,6 @@ __all__ = ["Action", "Filter", "FilterChain", "Reply", "Transaction", "Verdict"]
 class FilterChain:
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = list(filters)
-        self._timers: dict[tuple[str, str], Any] = {}  # (filter, phase) -> its histogram child
 
     @defer.inlineCallbacks
     def run(self, phase: str, tx: Transaction, *args: Any):  # type: ignore[no-untyped-def]
@@ -38,10 +37,7 @@ class FilterChain:
             result = getattr(flt, f"on_{phase}")(tx, *args)
             if isinstance(result, defer.Deferred):
                 result = yield result
-            timer = self._timers.get((flt.name, phase))
-            if timer is None:
-                timer = self._timers[(flt.name, phase)] = metrics.FILTER_SECONDS.labels(flt.name, phase)
-            timer.observe(time.monotonic() - started)
+            metrics.child(metrics.FILTER_SECONDS, flt.name, phase).observe(time.monotonic() - started)
             if result is None:
                 continue
             if result.action is not Action.ACCEPT:

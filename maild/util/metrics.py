@@ -85,11 +85,22 @@ def smtp_reply(service: str, code: int, enhanced: str, text: str) -> None:
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per process: ``labels()`` takes a lock
+    and, with several worker processes, opens the series' shared file entry (~5 us a call,
+    on the path of every command and filter hook)."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 def timed_command(protocol: str) -> Callable[[_F], _F]:
     """Decorate a session's ``async def execute(self, cmd)``: its latency by command name."""
-    # The histogram's child per command name, looked up once: ``labels()`` takes a lock and,
-    # with several worker processes, opens the series' shared file entry (~5 us a command).
-    children: dict[str, Any] = {}
 
     def wrap(execute: _F) -> _F:
         @functools.wraps(execute)
@@ -99,10 +110,7 @@ def timed_command(protocol: str) -> Callable[[_F], _F]:
                 return await execute(self, cmd, *args)
             finally:
                 name = str(getattr(cmd, "name", type(cmd).__name__)).upper()[:32]
-                child = children.get(name)
-                if child is None:
-                    child = children[name] = COMMANDS.labels(protocol, name)
-                child.observe(time.monotonic() - started)
+                child(COMMANDS, protocol, name).observe(time.monotonic() - started)
         return timed  # type: ignore[return-value]
     return wrap
 
@@ -114,6 +122,6 @@ def timed_commit(commit: Callable[[Any, list[Any]], None]) -> Callable[[Any, lis
         started = time.monotonic()
         commit(self, items)
         kind = "shard" if str(getattr(self, "name", "")).startswith("shard") else "directory"
-        COMMIT_SECONDS.labels(kind).observe(time.monotonic() - started)
-        COMMIT_BATCH.labels(kind).observe(len(items))
+        child(COMMIT_SECONDS, kind).observe(time.monotonic() - started)
+        child(COMMIT_BATCH, kind).observe(len(items))
     return timed

@@ -129,5 +129,8 @@ def test_check_content_in_windows_is_the_whole_check(pieces: list[bytes]) -> Non
 @given(st.binary(max_size=200) | st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\x00", b" "]),
                                           max_size=60).map(b"".join))
 def test_has_bare_is_the_bare_ending_definition(payload: bytes) -> None:
-    """RFC 5321 §2.3.8: a CR not followed by LF, an LF not preceded by CR, or a NUL."""
+    """RFC 5321 §2.3.8: a CR not followed by LF, an LF not preceded by CR, or a NUL; on a
+    prefix too (the decoder asks about a bytearray up to a kept trailing CR)."""
     assert data.has_bare(payload) == (data._BARE.search(payload) is not None)
+    for end in range(len(payload) + 1):
+        assert data.has_bare(bytearray(payload), end) == (data._BARE.search(payload, 0, end) is not None), end
