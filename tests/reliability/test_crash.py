@@ -37,6 +37,7 @@ import pytest
 
 from maild.store import Store
 from tests.conftest import MaildServer
+from tests.workers.conftest import wait_replaced
 
 KILLS = 12
 SEED = 20240909
@@ -383,18 +384,9 @@ def fetch_all(server: MaildServer, user: str, name: str) -> Iterator[bytes]:
 def _kill_one_worker(server: MaildServer, rng: random.Random) -> None:
     """SIGKILL one worker (the other goes on serving and writing); return once the
     supervisor's replacement said it is ready."""
-    before = server.worker_pids()
-    victim = rng.choice(before)
+    victim = rng.choice(server.worker_pids())
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
-        pids = server.worker_pids()
-        fresh = [p for p in pids if p not in before]
-        if len(pids) == len(before) and fresh and all(
-                re.search(rf"\[{p}\]: worker \d+ of \d+ ready", server.log()) for p in fresh):
-            return
-        assert time.monotonic() < deadline, f"worker {victim} was not replaced:\n{server.log()[-3000:]}"
-        time.sleep(0.02)
+    wait_replaced(server, victim, timeout=60)
 
 
 # With two worker processes (issue 21) SIGKILL hits the supervisor, which takes both workers
