@@ -184,6 +184,12 @@ def _unlink_staged(staged: tuple[blobfiles.StagedBlob, dict[str, str]] | None) -
         staged[0].path.unlink(missing_ok=True)
 
 
+
+def _stamp(sha: str, st: os.stat_result) -> tuple[str, int, int, int]:
+    """What a verified body file is remembered by: its name, inode, size and mtime (hard
+    links keep them; a rewrite changes them)."""
+    return (sha, st.st_ino, st.st_size, st.st_mtime_ns)
+
 class Store:
     def __init__(self, data_dir: Path, config: StoreConfig, reactor: Any = None,
                  replication: ReplicationConfig | None = None) -> None:
@@ -589,8 +595,7 @@ class Store:
             if staged.path is not None:
                 # Hashed from the very bytes written: its first read need not hash it again
                 # (open(), by inode, size and mtime, which the hard links keep).
-                st = os.stat(staged.path)
-                self._remember_verified((staged.sha, st.st_ino, st.st_size, st.st_mtime_ns))
+                self._remember_verified(_stamp(staged.sha, os.stat(staged.path)))
             return staged, envelope_fields(_header_of(raw))
         if self.reactor is None:
             return defer.maybeDeferred(work)
@@ -1025,7 +1030,7 @@ class Store:
         sha = record.sha.hex()
         blob = shard.blobs.open(sha)
         try:
-            stamp, _, known = self._file_stamp(sha, blob.fileno())
+            stamp, known = self._file_stamp(sha, blob.fileno())
             if not known:
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: blob.read(1 << 20), b""):
@@ -1052,10 +1057,11 @@ class Store:
         sha = record.sha.hex()
         fd = shard.blobs.open_fd(sha)
         try:
-            stamp, size, known = self._file_stamp(sha, fd)
+            stamp, known = self._file_stamp(sha, fd)
         except BaseException:
             os.close(fd)
             raise
+        size = stamp[2]
         if known:
             return OpenMessage(MessageReader(record.prefix, size, fd), shape)
         return OpenMessage(MessageReader(
@@ -1095,13 +1101,11 @@ class Store:
             self._damaged(shard, record.sha.hex(), user, mailbox_id, uid)
         self._remember_verified(stamp)
 
-    def _file_stamp(self, sha: str, fd: int) -> tuple[tuple[str, int, int, int], int, bool]:
-        """An open body file's stamp (sha, inode, size, mtime), its size, and whether a
-        file of that stamp was verified already."""
-        st = os.fstat(fd)
-        stamp = (sha, st.st_ino, st.st_size, st.st_mtime_ns)
+    def _file_stamp(self, sha: str, fd: int) -> tuple[tuple[str, int, int, int], bool]:
+        """An open body file's stamp, and whether a file of that stamp was verified."""
+        stamp = _stamp(sha, os.fstat(fd))
         with self._verified_lock:
-            return stamp, st.st_size, stamp in self._verified_files
+            return stamp, stamp in self._verified_files
 
     def _remember_verified(self, stamp: tuple[str, int, int, int]) -> None:
         with self._verified_lock:
