@@ -68,6 +68,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
+    from maild.util import reactor
+
+    reactor.install()  # before anything imports twisted.internet.reactor (maild/util/reactor.py)
     from maild.supervisor import serve
 
     return serve(cfg)

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from maild.util.transport import DirectServer
+from maild.util.transport import DirectServer, send_now
 
 
 class _Reactor(Clock):
@@ -198,3 +198,27 @@ def test_an_aborted_connection_sends_nothing_it_held(pair: Any) -> None:
     transport.doRead()
     reactor.advance(0)
     assert counting.sends == 0
+
+
+def test_send_now_sends_the_answer_before_the_protocol_returns(pair: Any) -> None:
+    """Invariant 6: the last answer of an input leaves when the protocol says so, before its
+    bookkeeping; what the protocol writes afterwards leaves at the end as before."""
+    client, transport, counting, reactor, _ = pair
+    seen: list[int] = []
+
+    class _Answer(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(b"* 1 EXISTS\r\n")
+            self.transport.write(b"a1 OK done\r\n")
+            send_now(self.transport)
+            seen.append(counting.sends)  # sent already, inside dataReceived
+            send_now(self.transport)  # nothing held: no empty send
+
+    transport.protocol = _Answer()
+    transport.protocol.makeConnection(transport)
+    client.sendall(b"a1 NOOP\r\n")
+    transport.doRead()
+    assert seen == [1]
+    assert _receive(client, 24) == b"* 1 EXISTS\r\na1 OK done\r\n"
+    assert counting.sends == 1  # one send for the input all the same
+    assert not reactor.getDelayedCalls() and reactor.writer_registrations == 0

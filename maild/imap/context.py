@@ -161,7 +161,9 @@ def changed(session: ImapSession) -> None:
 
 def refresh(session: ImapSession) -> None:
     """After EXISTS and flag updates: ADDTO and REMOVEFROM for what now (no longer) matches."""
-    state = _contexts(session)
+    state = session.__dict__.get("_search_contexts")
+    if state is None or not state.dirty:
+        return  # no context, or nothing changed since its last refresh
     view = session.view
     items = state.of(view)
     if not items or not state.dirty or view is None:

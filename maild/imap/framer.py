@@ -74,6 +74,12 @@ class Framer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[FrameEvent]:
+        if (not self._buffer and not self._parts and not self._literal and not self._skipping
+                and data.find(b"\n") == len(data) - 1 and len(data) <= self.max_line
+                and data.endswith(b"\r\n") and data[-3:-2] not in (b"}", b"\r")):
+            # The usual input: one whole command line with nothing before it and no
+            # literal: what the loop below would make of it, without the buffer's copies.
+            return [Complete(data[:-2])]
         self._buffer += data
         events: list[FrameEvent] = []
         while True:

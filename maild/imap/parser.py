@@ -116,6 +116,17 @@ THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 _RUNS: dict[tuple[frozenset[int], bool], re.Pattern[bytes]] = {}
 
 
+def _run_pattern(specials: frozenset[int], eight_bit: bool) -> re.Pattern[bytes]:
+    """The regular expression of a run of octets not in ``specials`` (nor 8-bit, unless
+    ``eight_bit``)."""
+    key = (specials, eight_bit)
+    pattern = _RUNS.get(key)
+    if pattern is None:
+        excluded = b"".join(re.escape(bytes([c])) for c in sorted(specials))
+        pattern = _RUNS[key] = re.compile(b"[^" + excluded + (b"" if eight_bit else b"\x80-\xff") + b"]*")
+    return pattern
+
+
 @dataclass
 class _Reader:
     data: bytes
@@ -161,12 +172,7 @@ class _Reader:
     def _run(self, specials: frozenset[int], eight_bit: bool = False) -> bytes:
         """The longest run of octets from here not in ``specials`` (nor 8-bit, unless
         ``eight_bit``): one regular-expression match, not a loop over the octets."""
-        key = (specials, eight_bit)
-        pattern = _RUNS.get(key)
-        if pattern is None:
-            excluded = b"".join(re.escape(bytes([c])) for c in sorted(specials))
-            pattern = _RUNS[key] = re.compile(b"[^" + excluded + (b"" if eight_bit else b"\x80-\xff") + b"]*")
-        match = pattern.match(self.data, self.pos)
+        match = _run_pattern(specials, eight_bit).match(self.data, self.pos)
         assert match is not None  # a starred class matches the empty run
         self.pos = match.end()
         return match.group()
@@ -411,6 +417,11 @@ def _utf8(raw: bytes, reader: _Reader) -> str:
 def parse_command(data: bytes, utf8: bool = False) -> Command:
     """Parse one complete command (literals inline, no final CRLF); ``utf8``: the session
     enabled UTF8=ACCEPT (RFC 6855)."""
+    space = data.find(b" ")
+    if space > 0:
+        parsed = _PARSED.get((data[space:], utf8))
+        if parsed is not None and _TAG_RUN.fullmatch(data, 0, space):
+            return _retagged(parsed, data[:space].decode("ascii"))  # as below, without a reader
     r = _Reader(data, utf8=utf8)
     tag_raw = r._run(_TAG_SPECIALS)
     if not tag_raw:
@@ -438,6 +449,7 @@ _REPEATED = frozenset({"NOOP", "CHECK", "SELECT", "EXAMINE", "STATUS", "FETCH", 
 PARSED_KEPT = 1024
 PARSED_MAX_LENGTH = 256
 _PARSED: dict[tuple[bytes, bool], Command] = {}
+_TAG_RUN = _run_pattern(_TAG_SPECIALS, False)
 
 
 def _retagged(command: Command, tag: str) -> Command:

@@ -141,7 +141,7 @@ from maild.store.types import (
     StoreFull,
     User,
 )
-from maild.util import metrics
+from maild.util import metrics, transport
 from maild.util.session import CommandSession, SessionFactory
 
 if TYPE_CHECKING:
@@ -244,18 +244,12 @@ def _check_names(cmd: Command) -> None:
     not valid mUTF-7 matches nothing (see ``maild.imap.list``)."""
     if isinstance(cmd, ListCommand):
         return
-    kind = type(cmd)
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(cmd))
-    for name in names:
-        value = getattr(cmd, name)
+    for name, value in vars(cmd).items():  # a command's fields (frozen dataclasses)
         if isinstance(value, BadName):
             creates = isinstance(cmd, Create) or (isinstance(cmd, Rename) and name == "new")
             raise _no(value.reason, "CANNOT" if creates else "NONEXISTENT")
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # _check_names: each command class's fields
 _HANDLERS: dict[str, str] = {}  # command name -> its ImapSession method's name (_execute)
 
 
@@ -534,6 +528,8 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         line = f"{cmd.tag} {status} " + (f"[{code}] " if code else "") + text
         self._send(line.encode("utf-8"))
         self._notify_after()
+        if not self._queue:
+            transport.send_now(self.transport)  # the answer leaves before the bookkeeping
 
     # -- untagged updates from other sessions (RFC 3501 §7.4.1) --------------------------------
 
@@ -592,6 +588,9 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
         if view.deleted:
             self._send(b"* BYE The selected mailbox was deleted")
             self._close()
+            return
+        if not (view.pending_expunge or view.pending_new or view.pending_flags):
+            context.refresh(self)  # nothing came since the last announcement: the usual case
             return
         if expunge:
             gone = view.take_expunges()
@@ -781,11 +780,11 @@ class ImapSession(FetchCommands, ListCommands, NotifyCommands, CommandSession):
             self._send(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
         if self.ctx.read_only and not cmd.readonly:  # a replica: RFC 3501 §6.3.1 [READ-ONLY]
             cmd = dataclasses.replace(cmd, readonly=True)
-        mailbox = self._mailbox(cmd.mailbox)
         user = self._user()
-        index = self.store.mailbox_index(user, mailbox.id)
-        if index is None:
-            raise MailboxNotFound(cmd.mailbox)
+        opened = self.store.open_mailbox(user, cmd.mailbox)
+        if opened is None:
+            raise _no("No such mailbox", "NONEXISTENT")
+        mailbox, index = opened
         uids = index.uids  # the session's sequence map, shared until it changes (MailboxView)
         if cmd.condstore:
             self.condstore = True

@@ -735,6 +735,12 @@ class Store:
         u = self._user(user)
         return self._shard(u).mailbox_by_name(u.id, self._name(name))
 
+    def open_mailbox(self, user: str, name: str) -> tuple[Mailbox, MailboxIndex] | None:
+        """``name`` and its index (:meth:`mailbox_index`) as of one moment, for SELECT;
+        None: no such mailbox."""
+        u = self._user(user)
+        return self._shard(u).open_mailbox(u.id, self._name(name))
+
     def mailbox_by_id(self, user: str, mailbox_id: int) -> Mailbox | None:
         u = self._user(user)
         return self._shard(u).mailbox_by_id(u.id, mailbox_id)

@@ -118,6 +118,11 @@ class Shard:
         # every command naming a mailbox read it, and the JSON decoding was a third of a
         # SELECT. Shared and immutable (Mailbox is frozen); at most MAILBOX_RECORDS_CACHED.
         self._mailbox_records: dict[bytes, tuple[bytes, Mailbox]] = {}
+        # What open_mailbox read, by (user id, name), with the id of the snapshot it was
+        # read in: a read transaction with that same id sees the very same database, so
+        # the pair is returned with no further read (an LMDB transaction id names one
+        # committed state, whichever process committed it). At most MAILBOX_RECORDS_CACHED.
+        self._opened: dict[tuple[int, str], tuple[int, Mailbox, views.MailboxIndex]] = {}
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -182,6 +187,31 @@ class Shard:
             key = mbox_key(user_id, mid)
             raw = txn.get(key, db=self.dbs["mbox"])
             return None if raw is None else self._mailbox_record(key, mid, raw)
+
+    def open_mailbox(self, user_id: int, name: str) -> tuple[Mailbox, views.MailboxIndex] | None:
+        """The mailbox called ``name`` and its index, read in one transaction (SELECT,
+        EXAMINE); None: there is no such mailbox."""
+        with self.env.begin() as txn:
+            snapshot = txn.id()
+            key = (user_id, name)
+            found = self._opened.get(key)
+            if found is not None and found[0] == snapshot:
+                return found[1], found[2]
+            mid = self.mailbox_id(txn, user_id, name)
+            if mid is None:
+                return None
+            record_key = mbox_key(user_id, mid)
+            raw = txn.get(record_key, db=self.dbs["mbox"])
+            if raw is None:
+                return None
+            mailbox = self._mailbox_record(record_key, mid, raw)
+            index = views.mailbox_index(txn, self.dbs, self.indexes, user_id, mid)
+            if index is None:
+                return None
+        if len(self._opened) >= MAILBOX_RECORDS_CACHED:
+            self._opened.clear()
+        self._opened[key] = (snapshot, mailbox, index)
+        return mailbox, index
 
     def mailbox_by_id(self, user_id: int, mailbox_id: int) -> Mailbox | None:
         with self.env.begin() as txn:

@@ -102,6 +102,8 @@ def child(metric: Any, *labels: str) -> Any:
 def timed_command(protocol: str) -> Callable[[_F], _F]:
     """Decorate a session's ``async def execute(self, cmd)``: its latency by command name."""
 
+    series: dict[Any, Any] = {}  # the command's name (IMAP) or class (POP3) -> its series
+
     def wrap(execute: _F) -> _F:
         @functools.wraps(execute)
         async def timed(self: Any, cmd: Any, *args: Any) -> Any:
@@ -109,8 +111,12 @@ def timed_command(protocol: str) -> Callable[[_F], _F]:
             try:
                 return await execute(self, cmd, *args)
             finally:
-                name = str(getattr(cmd, "name", type(cmd).__name__)).upper()[:32]
-                child(COMMANDS, protocol, name).observe(time.monotonic() - started)
+                key = getattr(cmd, "name", None) or type(cmd)
+                found = series.get(key)
+                if found is None:
+                    name = str(getattr(cmd, "name", type(cmd).__name__)).upper()[:32]
+                    found = series[key] = child(COMMANDS, protocol, name)
+                found.observe(time.monotonic() - started)
         return timed  # type: ignore[return-value]
     return wrap
 

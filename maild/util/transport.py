@@ -29,6 +29,10 @@ way) and changes when the bytes leave:
 - Invariant 5: TLS keeps working: under implicit TLS the TLS protocol is this transport's
   protocol, so its records go out the same way; after ``startTLS`` the TLS layer writes its
   records through :class:`_Bypass`, the same direct path.
+- Invariant 6: a protocol that has answered the last command of its input may send what is
+  held at once (:func:`send_now`) instead of at the end of ``dataReceived``: still one
+  ``send()`` for the input, and the session's bookkeeping after the answer (metrics,
+  timers) no longer delays it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,14 @@ def _write_direct(conn: Any, data: bytes) -> None:
         conn._send_held()  # invariant 4
     elif not conn._held and conn._flush_call is None:
         conn._flush_call = conn.reactor.callLater(0, conn._flush_turn)  # invariant 2
+
+
+def send_now(transport: object) -> None:
+    """Send what ``transport`` (a :class:`DirectServer`, or the TLS layer over one) holds now
+    (invariant 6); nothing on any other transport."""
+    conn = transport if isinstance(transport, DirectServer) else getattr(transport, "transport", None)
+    if isinstance(conn, DirectServer) and conn._tempDataLen and not conn._writer:
+        conn._send_held()
 
 
 class _Bypass(abstract.FileDescriptor):

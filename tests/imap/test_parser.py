@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maild.imap import parser as parser_module
 from maild.imap.commands import (
     Append,
     Create,
@@ -268,3 +269,37 @@ def test_a_repeated_command_is_the_same_command_under_its_new_tag() -> None:
         parse_command(b"e FETCH 1:20 (UID FLAGS")
     with pytest.raises(ParseError):
         parse_command(b"f FETCH 1:20 (UID FLAGS")
+
+
+def _events(framer: Framer, chunks: list[bytes]) -> list[object]:
+    return [event for chunk in chunks for event in framer.feed(chunk)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"a NOOP", b"b SELECT {3}", b"{5+}", b"}", b"\r", b"\n", b"\r\n", b"x" * 25,
+                                 b" ", b"c1 UID FETCH 1:* FLAGS", b"\r\r\n", b"}\r\n", b"a NOOP\r\n",
+                                 b"b SELECT {3}\r\n", b"c LOGIN a {2+}\r\n", b"d NOOP {1}\r\r\n"]), max_size=12))
+def test_framer_cuts_the_same_commands_from_whole_lines_as_from_pieces(parts: list[bytes]) -> None:
+    """A whole line fed at once takes a shortcut (Framer.feed): the same events as when its
+    last octet comes apart, which always goes through the buffer."""
+    whole = Framer(max_line=30, max_command=100, append_limit=60)
+    split = Framer(max_line=30, max_command=100, append_limit=60)
+    assert _events(whole, parts) == _events(split, [piece for p in parts for piece in (p[:-1], p[-1:])])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=6).filter(lambda t: b" " not in t),
+       st.sampled_from([b" NOOP", b" SELECT INBOX", b" UID FETCH 1:* (FLAGS)", b" STATUS x (MESSAGES)", b" NOOP x"]))
+def test_a_kept_parse_is_used_only_under_a_valid_tag(tag: bytes, rest: bytes) -> None:
+    """A repeated command's kept parse is looked up before the tag is read: whatever the
+    tag, the answer is that of a parse from scratch."""
+    def outcome(data: bytes) -> object:
+        try:
+            return parse_command(data)
+        except ParseError as exc:
+            return ("BAD", exc.tag, exc.text)
+
+    parser_module._PARSED.clear()
+    fresh = outcome(tag + rest)
+    outcome(b"kept" + rest)  # now kept (when valid)
+    assert outcome(tag + rest) == fresh

@@ -9,6 +9,7 @@ from maild.store.types import MailboxExists, MailboxNotFound, SpecialUse
 from tests.store.conftest import result
 
 ALICE = "alice@example.test"
+BOB = "bob@example.test"
 RAW = b"Subject: x\r\n\r\nx\r\n"
 
 
@@ -76,3 +77,22 @@ def test_claim_recent(store: Store) -> None:
     assert result(store.claim_recent(ALICE, inbox.id, 3)) == 5  # never goes back
     assert result(store.claim_recent(ALICE, inbox.id, 8)) == 5
     assert store.require_mailbox(ALICE, "INBOX").recent_uid == 8
+
+
+def test_open_mailbox_reads_the_mailbox_and_its_index_as_of_now(store: Store) -> None:
+    """SELECT's read (Store.open_mailbox): kept while nothing was committed to the shard,
+    read anew after any commit (here: an append, a rename)."""
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    first = store.open_mailbox(ALICE, "inbox")  # INBOX is case-insensitive (RFC 3501 §5.1)
+    assert first is not None and first[0] == inbox and len(first[1].uids) == 0
+    again = store.open_mailbox(ALICE, "INBOX")
+    assert again is not None and again[0] is first[0] and again[1] is first[1]  # nothing committed since
+    result(store.append(ALICE, inbox.id, RAW))
+    after = store.open_mailbox(ALICE, "INBOX")
+    assert after is not None and list(after[1].uids) == [1] and after[0].messages == 1
+    result(store.create_mailbox(ALICE, "Box"))
+    assert store.open_mailbox(ALICE, "Box") is not None
+    result(store.rename_mailbox(ALICE, "Box", "Other"))
+    assert store.open_mailbox(ALICE, "Box") is None
+    assert store.open_mailbox(ALICE, "Other") is not None
+    assert store.open_mailbox(BOB, "Other") is None

@@ -147,3 +147,18 @@ def test_body_files_are_linked_holding_the_write_lock(store: Store, tmp_path: Pa
     holder.wait(30)
     assert done.wait(30)
     assert len([p for p in shard.blobs.root.rglob("*") if p.is_file()]) == 1
+
+
+def test_another_process_commit_is_seen_by_open_mailbox(store: Store, tmp_path: Path) -> None:
+    """SELECT's kept read is keyed by the snapshot's transaction id, which a commit of any
+    process moves."""
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    before = store.open_mailbox(ALICE, "INBOX")
+    assert before is not None and len(before[1].uids) == 0
+    run_child("""
+        inbox = store.require_mailbox("alice@example.test", "INBOX")
+        result(store.append("alice@example.test", inbox.id, b"Subject: x\\r\\n\\r\\nx\\r\\n"))
+    """, tmp_path / "data")
+    after = store.open_mailbox(ALICE, "INBOX")
+    assert after is not None and list(after[1].uids) == [1] and after[0].messages == 1
+    assert after[0].id == inbox.id
