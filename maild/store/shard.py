@@ -123,6 +123,7 @@ class Shard:
         # the pair is returned with no further read (an LMDB transaction id names one
         # committed state, whichever process committed it). At most MAILBOX_RECORDS_CACHED.
         self._opened: dict[tuple[int, str], tuple[int, Mailbox, views.MailboxIndex]] = {}
+        self._named: dict[tuple[int, str], tuple[int, Mailbox]] = {}  # mailbox_by_name's, the same way
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -181,12 +182,21 @@ class Shard:
 
     def mailbox_by_name(self, user_id: int, name: str) -> Mailbox | None:
         with self.env.begin() as txn:
+            snapshot = txn.id()
+            found = self._named.get((user_id, name))
+            if found is not None and found[0] == snapshot:
+                return found[1]  # read in this very snapshot before (see _opened)
             mid = self.mailbox_id(txn, user_id, name)
             if mid is None:
                 return None
             key = mbox_key(user_id, mid)
             raw = txn.get(key, db=self.dbs["mbox"])
-            return None if raw is None else self._mailbox_record(key, mid, raw)
+            mailbox = None if raw is None else self._mailbox_record(key, mid, raw)
+        if mailbox is not None:
+            if len(self._named) >= MAILBOX_RECORDS_CACHED:
+                self._named.clear()
+            self._named[(user_id, name)] = (snapshot, mailbox)
+        return mailbox
 
     def open_mailbox(self, user_id: int, name: str) -> tuple[Mailbox, views.MailboxIndex] | None:
         """The mailbox called ``name`` and its index, read in one transaction (SELECT,
