@@ -165,7 +165,8 @@ def _lines(session: FetchCommands, index: MailboxIndex, columns: tuple[Column, .
     if found is not None:
         old, old_lines = found
         n = len(old)
-        if old.uidvalidity == index.uidvalidity and n <= len(index) and index.uids[:n] == old.uids:
+        if old.uidvalidity == index.uidvalidity and n <= len(index) and (
+                index.uids is old.uids or index.uids[:n] == old.uids):
             # No expunge since: the numbers stand; re-format what changed and what is new.
             lines = list(old_lines)
             size = LINES.get_size(key)
@@ -201,7 +202,10 @@ async def answer(session: FetchCommands, view: MailboxView, indexes: Sequence[in
     if any(c.name == "FLAGS" for c in columns):
         session._announce_keywords(frozenset().union(*index.flag_sets[32:]))
     n = len(view.uids)
-    prefix = n <= len(index) and (index.uids == view.uids if n == len(index) else index.uids[:n] == view.uids)
+    # The map is the index's own array (taken at SELECT, kept through flag changes: views.py)
+    # or else compared, uid by uid.
+    prefix = view.uids is index.uids or (
+        n <= len(index) and (index.uids == view.uids if n == len(index) else index.uids[:n] == view.uids))
     recent = view.recent
     missing = False
     if prefix and not recent and not any(c.name == "SECTION" for c in columns) and indexes:

@@ -18,7 +18,9 @@ Implementation notes — invariants a contributor must keep:
    changed since its modseq: the modseq index (messages appended or changed after it,
    each listed once at its latest modseq) and the expunged index (uids expunged after
    it, kept for as long as the mailbox exists). Cost: the changes, plus one copy of the
-   columns (memcpy). Many changes, or a count that does not add up, rebuild from one pass.
+   columns they alter (memcpy: modseqs and flag ids for flag changes; all five when
+   messages come or go; the columns not copied are shared with the older snapshot, which
+   is immutable too). Many changes, or a count that does not add up, rebuild from one pass.
 4. :class:`IndexCache` holds the snapshots of a shard, least recently used first out past
    ``[store] mailbox_index_mb``; a snapshot larger than that is used and not kept. Beside
    each it keeps the record bytes it was last checked against: the same bytes need no
@@ -70,7 +72,7 @@ class MailboxIndex:
     ``flag_ids[i]`` indexes ``flag_sets``; ``tags[i]`` is :func:`body_tag` of message i."""
 
     __slots__ = ("uidvalidity", "uidnext", "highestmodseq", "uids", "modseqs", "flag_ids", "sizes",
-                 "tags", "flag_sets", "_set_ids", "_counts")
+                 "tags", "flag_sets", "_set_ids", "_counts", "_order_shared")
 
     def __init__(self, uidvalidity: int, uidnext: int, highestmodseq: int) -> None:
         self.uidvalidity = uidvalidity
@@ -84,6 +86,7 @@ class MailboxIndex:
         self.flag_sets: list[frozenset[str]] = list(_SYSTEM_SETS)
         self._set_ids: dict[frozenset[str], int] = {}
         self._counts: dict[int, int] | None = None  # flag-set id -> messages, made on first use
+        self._order_shared = False  # uids, sizes, tags are the predecessor's (_successor)
 
     @property
     def nbytes(self) -> int:
@@ -126,16 +129,30 @@ class MailboxIndex:
         return modseq, self._set_id(bits, data, kwlen), plen + size, body_tag(sha, plen)
 
     def _successor(self, record: dict[str, Any]) -> MailboxIndex:
-        """A copy of the columns under the newer record's counters."""
+        """The snapshot to bring up to ``record`` (:func:`_apply_changes`): a copy of the
+        columns a flag change alters, the others (uids, sizes, tags) shared with this one
+        until :meth:`_own_order` copies them for an append or an expunge. So a mailbox
+        whose flags alone changed keeps the very uid array a session's sequence map took
+        at SELECT, and the map is known to be the index's by identity, not a comparison
+        of every uid (maild/imap/fastfetch.py)."""
         new = MailboxIndex(record["uidvalidity"], record["uidnext"], record["highestmodseq"])
-        new.uids = array("I", self.uids)
+        new.uids, new.sizes, new.tags = self.uids, self.sizes, self.tags
+        new._order_shared = True
         new.modseqs = array("Q", self.modseqs)
         new.flag_ids = array("I", self.flag_ids)
-        new.sizes = array("Q", self.sizes)
-        new.tags = array("Q", self.tags)
         new.flag_sets = list(self.flag_sets)
         new._set_ids = dict(self._set_ids)
         return new
+
+    def _own_order(self) -> None:
+        """Copy the shared columns before messages are added or removed (invariant 1: the
+        predecessor never changes)."""
+        if self._order_shared:
+            self.uids, self.sizes, self.tags = array("I", self.uids), array("Q", self.sizes), array("Q", self.tags)
+            self._order_shared = False
+
+    def _columns(self) -> tuple[array[int], ...]:
+        return self.uids, self.modseqs, self.flag_ids, self.sizes, self.tags
 
 
 def build(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: int, mailbox_id: int,
@@ -205,13 +222,14 @@ def _apply_changes(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: i
         if len(gone) > budget:
             return None
     new = old._successor(record)
-    columns = (new.uids, new.modseqs, new.flag_ids, new.sizes, new.tags)
     counts = None if old._counts is None else dict(old._counts)
     drop = sorted({i for i in map(new.index_of, gone) if i is not None}, reverse=True)
+    if drop:
+        new._own_order()
     for i in drop:
         if counts is not None:
             counts[new.flag_ids[i]] -= 1
-        for column in columns:
+        for column in new._columns():
             del column[i]
     msg = dbs["msg"]
     for uid in sorted(changed):
@@ -227,7 +245,8 @@ def _apply_changes(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], user_id: i
                 counts[new.flag_ids[i]] -= 1
             new.modseqs[i], new.flag_ids[i] = modseq, set_id
             continue
-        for column, item in zip(columns, (uid, modseq, set_id, size, tag), strict=True):
+        new._own_order()
+        for column, item in zip(new._columns(), (uid, modseq, set_id, size, tag), strict=True):
             column.insert(i, item)  # new uids are the largest: an append, in practice
     if len(new) != record["messages"]:
         return None
