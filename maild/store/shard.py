@@ -118,12 +118,12 @@ class Shard:
         # every command naming a mailbox read it, and the JSON decoding was a third of a
         # SELECT. Shared and immutable (Mailbox is frozen); at most MAILBOX_RECORDS_CACHED.
         self._mailbox_records: dict[bytes, tuple[bytes, Mailbox]] = {}
-        # What open_mailbox read, by (user id, name), with the id of the snapshot it was
-        # read in: a read transaction with that same id sees the very same database, so
-        # the pair is returned with no further read (an LMDB transaction id names one
-        # committed state, whichever process committed it). At most MAILBOX_RECORDS_CACHED.
-        self._opened: dict[tuple[int, str], tuple[int, Mailbox, views.MailboxIndex]] = {}
-        self._named: dict[tuple[int, str], tuple[int, Mailbox]] = {}  # mailbox_by_name's, the same way
+        # What a read by name (mailbox_by_name, open_mailbox) found, by (user id, name),
+        # with the id of the snapshot it was read in: a read transaction of that same id
+        # sees the very same database, so it is returned with no further read (an LMDB
+        # transaction id names one committed state, whichever process committed it).
+        # At most MAILBOX_RECORDS_CACHED.
+        self._named: dict[tuple[int, str], tuple[int, Mailbox, views.MailboxIndex | None]] = {}
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -182,45 +182,39 @@ class Shard:
 
     def mailbox_by_name(self, user_id: int, name: str) -> Mailbox | None:
         with self.env.begin() as txn:
-            snapshot = txn.id()
-            found = self._named.get((user_id, name))
-            if found is not None and found[0] == snapshot:
-                return found[1]  # read in this very snapshot before (see _opened)
-            mid = self.mailbox_id(txn, user_id, name)
-            if mid is None:
-                return None
-            key = mbox_key(user_id, mid)
-            raw = txn.get(key, db=self.dbs["mbox"])
-            mailbox = None if raw is None else self._mailbox_record(key, mid, raw)
-        if mailbox is not None:
-            if len(self._named) >= MAILBOX_RECORDS_CACHED:
-                self._named.clear()
-            self._named[(user_id, name)] = (snapshot, mailbox)
-        return mailbox
+            found = self._named_in(txn, user_id, name, False)
+        return None if found is None else found[0]
 
     def open_mailbox(self, user_id: int, name: str) -> tuple[Mailbox, views.MailboxIndex] | None:
         """The mailbox called ``name`` and its index, read in one transaction (SELECT,
         EXAMINE); None: there is no such mailbox."""
         with self.env.begin() as txn:
-            snapshot = txn.id()
-            key = (user_id, name)
-            found = self._opened.get(key)
-            if found is not None and found[0] == snapshot:
-                return found[1], found[2]
-            mid = self.mailbox_id(txn, user_id, name)
-            if mid is None:
-                return None
-            record_key = mbox_key(user_id, mid)
-            raw = txn.get(record_key, db=self.dbs["mbox"])
-            if raw is None:
-                return None
-            mailbox = self._mailbox_record(record_key, mid, raw)
-            index = views.mailbox_index(txn, self.dbs, self.indexes, user_id, mid)
-            if index is None:
-                return None
-        if len(self._opened) >= MAILBOX_RECORDS_CACHED:
-            self._opened.clear()
-        self._opened[key] = (snapshot, mailbox, index)
+            found = self._named_in(txn, user_id, name, True)
+        if found is None or found[1] is None:
+            return None
+        return found[0], found[1]
+
+    def _named_in(self, txn: lmdb.Transaction[bytes], user_id: int, name: str,
+                  with_index: bool) -> tuple[Mailbox, views.MailboxIndex | None] | None:
+        """The mailbox called ``name`` as ``txn`` sees it, and its index when asked for;
+        what an earlier call read in a snapshot of the same id is returned as it is."""
+        snapshot = txn.id()
+        key = (user_id, name)
+        found = self._named.get(key)
+        if found is not None and found[0] == snapshot and (found[2] is not None or not with_index):
+            return found[1], found[2]
+        mid = self.mailbox_id(txn, user_id, name)
+        if mid is None:
+            return None
+        record_key = mbox_key(user_id, mid)
+        raw = txn.get(record_key, db=self.dbs["mbox"])
+        if raw is None:
+            return None
+        mailbox = self._mailbox_record(record_key, mid, raw)
+        index = views.mailbox_index(txn, self.dbs, self.indexes, user_id, mid) if with_index else None
+        if len(self._named) >= MAILBOX_RECORDS_CACHED:
+            self._named.clear()
+        self._named[key] = (snapshot, mailbox, index)
         return mailbox, index
 
     def mailbox_by_id(self, user_id: int, mailbox_id: int) -> Mailbox | None:
