@@ -148,7 +148,9 @@ class Imap:
                     if not status.startswith(accept):
                         raise LoadError(f"IMAP {tag.decode()}: {status[:300]!r}")
                     return response
-            scanned = max(0, len(self.buf) - len(marker))
+                scanned = at  # the tagged line has begun: look here again once its end came
+            else:
+                scanned = max(0, len(self.buf) - len(marker))
             self._recv()
 
     def command(self, text: str, accept: tuple[bytes, ...] = (b"OK",)) -> bytes:
