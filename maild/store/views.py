@@ -273,22 +273,32 @@ class IndexCache:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: bytes, stamp: bytes, index: MailboxIndex) -> None:
+    def put(self, key: bytes, stamp: bytes, index: MailboxIndex) -> MailboxIndex:
+        """Keep ``index``, checked against the record bytes ``stamp``; the snapshot to use:
+        one kept already for the same state (another thread built it meanwhile) stays and is
+        returned, so the readers of one state share one object (a session's sequence map is
+        then known to be the index's by identity: maild/imap/fastfetch.py)."""
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 old = found[1]
-                if old.uidvalidity == index.uidvalidity and old.highestmodseq > index.highestmodseq:
-                    return  # another thread kept a newer one meanwhile
+                if old.uidvalidity == index.uidvalidity:
+                    if old.highestmodseq > index.highestmodseq:
+                        return index  # another thread kept a newer one meanwhile
+                    if old.highestmodseq == index.highestmodseq and len(old) == len(index):
+                        self._items[key] = (stamp, old)  # the same messages (module note 2)
+                        self._items.move_to_end(key)
+                        return old
                 del self._items[key]
                 self._bytes -= old.nbytes
             if index.nbytes > self.max_bytes:
-                return
+                return index
             self._items[key] = (stamp, index)
             self._bytes += index.nbytes
             while self._bytes > self.max_bytes:
                 _, (_, evicted) = self._items.popitem(last=False)
                 self._bytes -= evicted.nbytes
+            return index
 
     def discard(self, key: bytes) -> None:
         with self._lock:
@@ -314,5 +324,4 @@ def mailbox_index(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], cache: Inde
         return found[1]  # the very record it was checked against: nothing to decode
     old = None if found is None else found[1]
     index = refresh(txn, dbs, user_id, mailbox_id, old, jload(raw))
-    cache.put(key, bytes(raw), index)
-    return index
+    return cache.put(key, bytes(raw), index)

@@ -117,3 +117,23 @@ def test_index_rebuilt_after_many_changes_and_bounded(tmp_path: Path) -> None:
         check(s, mid)
     finally:
         s.close()
+
+
+def test_one_state_is_one_snapshot_object(store: Store) -> None:
+    """Two readers that build the same mailbox state (two threads missing the cache at
+    once) end up sharing the first snapshot kept: a session's sequence map from one is then
+    the other's by identity (maild/imap/fastfetch.py), and memory holds one copy."""
+    mid = store.require_mailbox(ALICE, "INBOX").id
+    for i in range(3):
+        result(store.append(ALICE, mid, RAW + b"x" * i))
+    first = check(store, mid)
+    shard = store.shards[store.user(ALICE).shard]
+    user_id = store.user(ALICE).id
+    with shard.env.begin() as txn:
+        raw = txn.get(mbox_key(user_id, mid), db=shard.dbs["mbox"])
+        twin = views.build(txn, shard.dbs, user_id, mid, jload(raw))
+        assert twin is not first and list(twin.uids) == list(first.uids)
+        kept = shard.indexes.put(mbox_key(user_id, mid), bytes(raw), twin)
+    assert kept is first and store.mailbox_index(ALICE, mid) is first
+    result(store.append(ALICE, mid, RAW))  # a new state is a new object, as before
+    assert store.mailbox_index(ALICE, mid) is not first
