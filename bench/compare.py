@@ -64,6 +64,11 @@ ROUND_TRIPS = 201
 ONE_ROUND_TRIP = frozenset({"noop", "select", "status", "few"})
 
 
+def _read_runs(workload: str) -> int:
+    """Runs per server of a read workload: many for a round trip, REPEATS for the rest."""
+    return ROUND_TRIPS if workload in ONE_ROUND_TRIP else REPEATS
+
+
 def _machine() -> str:
     from bench.__main__ import machine
 
@@ -243,7 +248,7 @@ def _reads(target: _Target, account: Account, n: int) -> dict[str, tuple[float, 
 
     def measure(name: str, command: str) -> None:
         times, counted = [], 0
-        for _ in range(ROUND_TRIPS if name in ONE_ROUND_TRIP else REPEATS):
+        for _ in range(_read_runs(name)):
             elapsed, response = load.timed(conn, command)
             times.append(elapsed)
             if name in ("flags", "headers", "envelope", "resync"):
@@ -593,8 +598,7 @@ def _read_rows(ours: _Target, theirs: _Target, big: Account, n: int, spy: _Profi
             note += f" · RESULT COUNTS DIFFER: maild {m_count}, Dovecot {d_count}"
         else:
             note += f" · {m_count:,} {counted_as[key]} each"
-        runs = ROUND_TRIPS if key in ONE_ROUND_TRIP else REPEATS
-        rows.append(_row(f"{label}; median of {runs}", "Dovecot", m_med, d_med, "ms", note))
+        rows.append(_row(f"{label}; median of {_read_runs(key)}", "Dovecot", m_med, d_med, "ms", note))
     return rows
 
 
