@@ -118,12 +118,12 @@ class Shard:
         # every command naming a mailbox read it, and the JSON decoding was a third of a
         # SELECT. Shared and immutable (Mailbox is frozen); at most MAILBOX_RECORDS_CACHED.
         self._mailbox_records: dict[bytes, tuple[bytes, Mailbox]] = {}
-        # What a read by name (mailbox_by_name, open_mailbox) found, by (user id, name),
+        # The mailbox a read by name (mailbox_by_name, open_mailbox) found, by (user id, name),
         # with the id of the snapshot it was read in: a read transaction of that same id
         # sees the very same database, so it is returned with no further read (an LMDB
         # transaction id names one committed state, whichever process committed it).
         # At most MAILBOX_RECORDS_CACHED.
-        self._named: dict[tuple[int, str], tuple[int, Mailbox, views.MailboxIndex | None]] = {}
+        self._named: dict[tuple[int, str], tuple[int, Mailbox]] = {}
         self.writer = Writer(f"shard{index:02d}", self.env, self.dbs, blob_dir=self.blobs,
                              max_batch=max_batch, on_commit=on_commit,
                              log_changes=self._log_changes, dispatch=dispatch, ops_lock=ops_lock,
@@ -196,25 +196,28 @@ class Shard:
 
     def _named_in(self, txn: lmdb.Transaction[bytes], user_id: int, name: str,
                   with_index: bool) -> tuple[Mailbox, views.MailboxIndex | None] | None:
-        """The mailbox called ``name`` as ``txn`` sees it, and its index when asked for;
-        what an earlier call read in a snapshot of the same id is returned as it is."""
+        """The mailbox called ``name`` as ``txn`` sees it, and its index when asked for. The
+        mailbox an earlier call read in a snapshot of the same id is returned as it was
+        (no name lookup, no record read); the index always comes from the index cache, so
+        only that cache, bounded by ``[store] mailbox_index_mb``, holds indexes."""
         snapshot = txn.id()
         key = (user_id, name)
         found = self._named.get(key)
-        if found is not None and found[0] == snapshot and (found[2] is not None or not with_index):
-            return found[1], found[2]
-        mid = self.mailbox_id(txn, user_id, name)
-        if mid is None:
-            return None
-        record_key = mbox_key(user_id, mid)
-        raw = txn.get(record_key, db=self.dbs["mbox"])
-        if raw is None:
-            return None
-        mailbox = self._mailbox_record(record_key, mid, raw)
-        index = views.mailbox_index(txn, self.dbs, self.indexes, user_id, mid) if with_index else None
-        if len(self._named) >= MAILBOX_RECORDS_CACHED:
-            self._named.clear()
-        self._named[key] = (snapshot, mailbox, index)
+        if found is not None and found[0] == snapshot:
+            mailbox = found[1]
+        else:
+            mid = self.mailbox_id(txn, user_id, name)
+            if mid is None:
+                return None
+            record_key = mbox_key(user_id, mid)
+            raw = txn.get(record_key, db=self.dbs["mbox"])
+            if raw is None:
+                return None
+            mailbox = self._mailbox_record(record_key, mid, raw)
+            if len(self._named) >= MAILBOX_RECORDS_CACHED:
+                self._named.clear()
+            self._named[key] = (snapshot, mailbox)
+        index = views.mailbox_index(txn, self.dbs, self.indexes, user_id, mailbox.id) if with_index else None
         return mailbox, index
 
     def mailbox_by_id(self, user_id: int, mailbox_id: int) -> Mailbox | None:
