@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import MaildServer
+from tests.fixtures.dns import DnsZone
 from tests.smtp.conftest import Transcript, messages, queue_entries
 
 
@@ -36,9 +37,12 @@ def test_kill_after_250_loses_nothing(maild_factory: Callable[..., MaildServer],
     server.start()
 
 
-def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer]) -> None:
-    # One process: with two workers the queue runs in both, and one may finish the entry
-    # (NXDOMAIN: a bounce) before the kill lands — a race this test cannot tell from a loss.
+def test_kill_after_submission_250_keeps_queue_and_sent(maild_factory: Callable[..., MaildServer],
+                                                        dns_zone: DnsZone) -> None:
+    # The queue runner is woken by the enqueue and could finish the entry (NXDOMAIN: a
+    # bounce) before the kill lands, a race this test could not tell from a loss; the
+    # destination's DNS never answers, so the entry is still in flight when the kill comes.
+    dns_zone.timeout("remote.example")
     server = maild_factory()
     t = Transcript(server.host, server.ports["submissions"], implicit_tls=True, cafile=server.cafile)
     t.greeting()
