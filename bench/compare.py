@@ -348,7 +348,9 @@ def _round_trips(targets: list[_Target], account: Account, n: int) -> list[dict[
     STATUS) on ``account``'s INBOX of ``n`` messages, per target: the servers take turns
     (SLICES slices of each workload), so both are measured under the same machine load, as
     bench/latency.py does; run one after the other, minutes apart, a round trip of ~0.1 ms
-    moved by half between them on this VM."""
+    moved by half between them on this VM. The client and both servers run on one core
+    meanwhile (peers.one_core): across cores the same round trip took 60 or 100 us by where
+    the scheduler put the two ends, which looked like a cost of the mailbox's size."""
     conns = [Imap(t.host, t.ports["imap"]) for t in targets]
     out: list[dict[str, float]] = [{} for _ in targets]
     try:
@@ -358,15 +360,16 @@ def _round_trips(targets: list[_Target], account: Account, n: int) -> list[dict[
         middle = max(1, n // 2 - 5)
         commands = {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
                     "status": "STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)"}
-        for key, command in commands.items():
-            times: list[list[float]] = [[] for _ in targets]
-            for conn in conns:
-                conn.command(command)  # once untimed: a first run is not a round trip
-            for _ in range(SLICES):
-                for conn, spent in zip(conns, times, strict=True):
-                    spent.extend(load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
-            for result, spent in zip(out, times, strict=True):
-                result[key] = statistics.median(spent)
+        with peers.one_core([root for t in targets for root in t.cpu_roots()]):
+            for key, command in commands.items():
+                times: list[list[float]] = [[] for _ in targets]
+                for conn in conns:
+                    conn.command(command)  # once untimed: a first run is not a round trip
+                for _ in range(SLICES):
+                    for conn, spent in zip(conns, times, strict=True):
+                        spent.extend(load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
+                for result, spent in zip(out, times, strict=True):
+                    result[key] = statistics.median(spent)
     finally:
         for conn in conns:
             conn.close()
@@ -386,25 +389,26 @@ def _scaling(target: _Target, account: Account, n: int) -> dict[str, float]:
         other.command("SELECT INBOX")
         middle = max(1, n // 2 - 5)
         other.command(f"STORE {middle}:{middle + 9} -FLAGS.SILENT (\\Flagged)")  # each round changes them
-        times = []
-        for round_ in range(SCALING_REPEATS):
-            selected = conn.command("SELECT INBOX (CONDSTORE)")
-            highest = int(selected.split(b"HIGHESTMODSEQ ", 1)[1].split(b"]", 1)[0])
-            other.command(f"STORE {middle}:{middle + 9} {'+-'[round_ % 2]}FLAGS.SILENT (\\Flagged)")
-            times.append(load.timed(conn, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})")[0])
-        out["resync"] = statistics.median(times)
-        other.command(f"STORE {middle} -FLAGS.SILENT (\\Seen)")  # each round below changes it
-        conn.command("NOOP")
-        times = []
-        for round_ in range(SCALING_REPEATS):
-            tag = conn.idle()
-            start = time.perf_counter()
-            other.command(f"STORE {middle} {'+-'[round_ % 2]}FLAGS.SILENT (\\Seen)")
-            while b"FETCH" not in conn._line():
-                pass
-            times.append(time.perf_counter() - start)
-            conn.done(tag)
-        out["idle"] = statistics.median(times)
+        with peers.one_core(target.cpu_roots()):  # as _round_trips
+            times = []
+            for round_ in range(SCALING_REPEATS):
+                selected = conn.command("SELECT INBOX (CONDSTORE)")
+                highest = int(selected.split(b"HIGHESTMODSEQ ", 1)[1].split(b"]", 1)[0])
+                other.command(f"STORE {middle}:{middle + 9} {'+-'[round_ % 2]}FLAGS.SILENT (\\Flagged)")
+                times.append(load.timed(conn, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})")[0])
+            out["resync"] = statistics.median(times)
+            other.command(f"STORE {middle} -FLAGS.SILENT (\\Seen)")  # each round below changes it
+            conn.command("NOOP")
+            times = []
+            for round_ in range(SCALING_REPEATS):
+                tag = conn.idle()
+                start = time.perf_counter()
+                other.command(f"STORE {middle} {'+-'[round_ % 2]}FLAGS.SILENT (\\Seen)")
+                while b"FETCH" not in conn._line():
+                    pass
+                times.append(time.perf_counter() - start)
+                conn.done(tag)
+            out["idle"] = statistics.median(times)
     finally:
         conn.close()
         other.close()
