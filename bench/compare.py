@@ -343,37 +343,43 @@ SCALING_REPEATS = 9
 SLICES = 20  # _round_trips: each server's runs of a workload are made in this many turns
 
 
-def _round_trips(targets: list[_Target], account: Account, n: int) -> list[dict[str, float]]:
+def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -> list[list[dict[str, float]]]:
     """Median seconds of the one-round-trip SCALING operations (SELECT, a FETCH of 10,
-    STATUS) on ``account``'s INBOX of ``n`` messages, per target: the servers take turns
-    (SLICES slices of each workload), so both are measured under the same machine load, as
-    bench/latency.py does; run one after the other, minutes apart, a round trip of ~0.1 ms
-    moved by half between them on this VM. The client and both servers run on one core
-    meanwhile (peers.one_core): across cores the same round trip took 60 or 100 us by where
-    the scheduler put the two ends, which looked like a cost of the mailbox's size."""
-    conns = [Imap(t.host, t.ports["imap"]) for t in targets]
-    out: list[dict[str, float]] = [{} for _ in targets]
+    STATUS) on each of ``mailboxes`` (an account's INBOX of n messages), per mailbox and
+    target. Every server and every mailbox takes turns (SLICES slices of each workload), so
+    all are measured under the same machine load, as bench/latency.py does: run one after
+    the other, minutes apart, a round trip of ~0.1 ms moved by a third between them on this
+    VM, and the growth from the small mailbox to the large looked like a cost of its size,
+    for both servers at once. The client and the servers run on one core meanwhile
+    (peers.one_core): across cores the same round trip took 60 or 100 us by where the
+    scheduler put the two ends."""
+    pairs = [(t, account, n) for account, n in mailboxes for t in targets]
+    conns = [Imap(t.host, t.ports["imap"]) for t, _, _ in pairs]
+    spent: list[dict[str, list[float]]] = [{} for _ in pairs]
     try:
-        for conn in conns:
+        for conn, (_, account, _) in zip(conns, pairs, strict=True):
             conn.login(account.address, account.password)
             conn.command("SELECT INBOX")
-        middle = max(1, n // 2 - 5)
-        commands = {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
+
+        def commands(n: int) -> dict[str, str]:
+            middle = max(1, n // 2 - 5)
+            return {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
                     "status": "STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)"}
+
         with peers.one_core([root for t in targets for root in t.cpu_roots()]):
-            for key, command in commands.items():
-                times: list[list[float]] = [[] for _ in targets]
-                for conn in conns:
+            for key in commands(1):
+                lines = [commands(n)[key] for _, _, n in pairs]
+                for conn, command in zip(conns, lines, strict=True):
                     conn.command(command)  # once untimed: a first run is not a round trip
                 for _ in range(SLICES):
-                    for conn, spent in zip(conns, times, strict=True):
-                        spent.extend(load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
-                for result, spent in zip(out, times, strict=True):
-                    result[key] = statistics.median(spent)
+                    for conn, command, times in zip(conns, lines, spent, strict=True):
+                        times.setdefault(key, []).extend(
+                            load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
     finally:
         for conn in conns:
             conn.close()
-    return out
+    medians = [{key: statistics.median(v) for key, v in times.items()} for times in spent]
+    return [medians[k * len(targets):(k + 1) * len(targets)] for k in range(len(mailboxes))]
 
 
 def _scaling(target: _Target, account: Account, n: int) -> dict[str, float]:
@@ -616,8 +622,7 @@ def _scaling_rows(ours: _Target, theirs: _Target, big: Account, small: Account, 
         _fill(target, small, small_n, sizes.message_size, sizes.clients)
     _settle(ours)
     _settle(theirs)
-    (m_small, d_small), (m_big, d_big) = (_round_trips([ours, theirs], small, small_n),
-                                          _round_trips([ours, theirs], big, n))
+    (m_small, d_small), (m_big, d_big) = _round_trips([ours, theirs], [(small, small_n), (big, n)])
     _settle(ours)
     with spy("imap-scaling"):
         m_small.update(_scaling(ours, small, small_n))
