@@ -341,6 +341,9 @@ SCALING_REPEATS = 9
 
 
 SLICES = 20  # _round_trips: each server's runs of a workload are made in this many turns
+# Untimed round trips at the start of each turn: the first after the switch from another
+# server's (or mailbox's) turn took ~2x, the next few ~1.2x (caches refilled), on both servers.
+SLICE_WARMUP = 5
 
 
 def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -> list[list[dict[str, float]]]:
@@ -350,9 +353,9 @@ def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -
     all are measured under the same machine load, as bench/latency.py does: run one after
     the other, minutes apart, a round trip of ~0.1 ms moved by a third between them on this
     VM, and the growth from the small mailbox to the large looked like a cost of its size,
-    for both servers at once. The client and the servers run on one core meanwhile
-    (peers.one_core): across cores the same round trip took 60 or 100 us by where the
-    scheduler put the two ends."""
+    for both servers at once. Each turn begins with SLICE_WARMUP untimed round trips. The
+    client and the servers run on one core meanwhile (peers.one_core): across cores the same
+    round trip took 60 or 100 us by where the scheduler put the two ends."""
     pairs = [(t, account, n) for account, n in mailboxes for t in targets]
     conns = [Imap(t.host, t.ports["imap"]) for t, _, _ in pairs]
     spent: list[dict[str, list[float]]] = [{} for _ in pairs]
@@ -373,6 +376,8 @@ def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -
                     conn.command(command)  # once untimed: a first run is not a round trip
                 for _ in range(SLICES):
                     for conn, command, times in zip(conns, lines, spent, strict=True):
+                        for _ in range(SLICE_WARMUP):
+                            conn.command(command)
                         times.setdefault(key, []).extend(
                             load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
     finally:
