@@ -465,16 +465,16 @@ class Store:
                                    self._rung, self.reactor)
 
     def _rung(self, shards: set[int], attempt: int = 0) -> None:
-        pending: set[int] = set()
-        for index in shards:
-            tail = self.tails[index]
-            more = tail.poll()
-            while more and self.reactor is None:
-                more = tail.poll()
-            if more:  # the rest on the next reactor turns, a batch each
-                self.reactor.callLater(0, self._rung, {index})
-            elif tail.pending:
-                pending.add(index)
+        pending = self._poll_tails(shards)
+        for _ in range(wake.YIELDS if attempt == 0 else 0):
+            if not pending:
+                break
+            # Mostly this wake-up preempted the committing thread on its core between
+            # its meta page's write and the publication (wake.py invariant 2): let it run
+            # and look again at once, rather than after a timer (the reactor's poll counts
+            # whole milliseconds, so REPOLL's first 0.5 ms was 1 ms or more).
+            os.sched_yield()
+            pending = self._poll_tails(pending)
         if pending and attempt < len(wake.REPOLL):
             # A commit caught between writing its meta page and publishing it (Tail.poll):
             # its wake-up is spent, so look again shortly rather than at the safety poll.
@@ -487,6 +487,21 @@ class Store:
                 pending -= self._repolling
                 self._repolling |= pending
                 self.reactor.callLater(wake.REPOLL[attempt], self._repoll, pending, attempt + 1)
+
+    def _poll_tails(self, shards: set[int]) -> set[int]:
+        """Hand over what other processes committed to ``shards``; the shards whose
+        newest commit is written but not yet published (to look at again)."""
+        pending: set[int] = set()
+        for index in shards:
+            tail = self.tails[index]
+            more = tail.poll()
+            while more and self.reactor is None:
+                more = tail.poll()
+            if more:  # the rest on the next reactor turns, a batch each
+                self.reactor.callLater(0, self._rung, {index})
+            elif tail.pending:
+                pending.add(index)
+        return pending
 
     def _repoll(self, shards: set[int], attempt: int) -> None:
         self._repolling -= shards

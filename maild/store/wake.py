@@ -11,8 +11,10 @@ Implementation notes — invariants a contributor must keep:
    own write queues another event then. An event read after the meta page's write but
    before LMDB publishes the transaction to readers (the lock file's shared memory, which
    raises no event) finds nothing new either, and nothing follows it: the follower sees the
-   written meta page (mdb_env_info) and looks again after ``REPOLL`` delays
-   (changelog.Tail.poll, Store._rung). So a wake-up is never lost, only sometimes early.
+   written meta page (mdb_env_info) and looks again (changelog.Tail.poll, Store._rung):
+   first at once after yielding the core, up to ``YIELDS`` times (mostly the wake-up itself
+   preempted the committing thread on its core, inside that window), then after ``REPOLL``
+   delays. So a wake-up is never lost, only sometimes early.
    Events of one file coalesce in the kernel while unread: one poll per burst.
 3. Besides the events, the bell rings every shard each ``SAFETY_POLL`` seconds (a lost
    inotify queue overflow, a file system without inotify); without inotify at all
@@ -46,6 +48,8 @@ SAFETY_POLL = 1.0
 # window is LMDB's few instructions after the meta page's write, unless the committing
 # thread is descheduled there.
 REPOLL = (0.0005, 0.002, 0.008, 0.032, 0.128)
+# Before the first look-again: times to yield the core and look at once (invariant 2).
+YIELDS = 2
 FALLBACK_POLL = 0.05  # seconds between looks without inotify
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 

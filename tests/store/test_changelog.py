@@ -406,3 +406,40 @@ def test_no_wake_up_of_another_process_commit_is_lost(
     # A lost wake-up waits for the child's next commit (30-50 ms later) or the 1 s safety
     # poll; a heard one takes a millisecond or so (two allowed for a loaded machine).
     assert len(late) <= 2, late
+
+
+def test_a_wake_up_in_the_publication_window_yields_and_looks_again_at_once(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wake.py invariant 2: a wake-up read between a commit's meta-page write and its
+    publication finds the commit unpublished. Mostly the committing thread was preempted
+    on its core by this very wake-up, so the follower yields the core and looks again at
+    once; only if the commit is still unpublished does it wait for a REPOLL delay (whole
+    milliseconds under the reactor's poll)."""
+    index = shard_of(store, ALICE)
+    shard = store.shards[index]
+    inbox = store.require_mailbox(ALICE, "INBOX")
+    result(store.append(ALICE, inbox.id, RAW))
+    handed: list[Change] = []
+    # the shard's tail as another process's would be: its record not yet read
+    tail = changelog.Tail(index, shard.env, shard.dbs["changes"], "another", handed.extend)
+    tail.position -= 1
+    monkeypatch.setattr(store, "tails", [tail if i == index else t for i, t in enumerate(store.tails)])
+    real_poll = tail.poll
+    polls: list[bool] = []
+
+    def poll() -> bool:  # the first look lands in the window: nothing new yet
+        polls.append(not polls)
+        if len(polls) == 1:
+            tail.pending = True
+            return False
+        return real_poll()
+
+    monkeypatch.setattr(tail, "poll", poll)
+    yields: list[None] = []
+    monkeypatch.setattr("os.sched_yield", lambda: yields.append(None))
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    store._rung({index})
+    assert polls == [True, False] and len(yields) == 1
+    assert slept == []  # no REPOLL delay
+    assert [c.seq for c in handed] == [store.log_head(index)]
