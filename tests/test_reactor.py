@@ -8,6 +8,7 @@ import logging
 import socket
 import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -68,3 +69,26 @@ def test_installed_before_the_daemon_imports_the_reactor() -> None:
             "print(type(r).__module__ + '.' + type(r).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "maild.util.reactor.Reactor"
+
+
+def test_a_second_stop_signal_while_stopping_changes_nothing() -> None:
+    """Ctrl-C of `make run` reaches every worker as SIGINT and the supervisor forwards a
+    SIGTERM too: the reactor stops once, and the second signal is no CRITICAL traceback."""
+    code = textwrap.dedent("""
+        import logging, os, signal, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        from maild.util import reactor as r
+        r.install()
+        from twisted.internet import reactor
+        def both():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        reactor.callWhenRunning(both)
+        reactor.callLater(10, os._exit, 3)  # the stop never came
+        reactor.run()
+        print("stopped")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "stopped", out.stderr
+    assert "ReactorNotRunning" not in out.stderr and "CRITICAL" not in out.stderr, out.stderr
+    assert "SIGTERM while stopping already" in out.stderr, out.stderr

@@ -11,6 +11,11 @@ Implementation notes:
 - Invariant: an exception ``_doReadOrWrite`` lets out (it already catches what a protocol
   raises and drops that connection) is logged, with the descriptor, as Twisted's net would
   log it; the loop goes on with the other descriptors.
+- A stop signal stops once: SIGINT, SIGTERM or SIGBREAK while the reactor is stopping
+  already (a terminal's Ctrl-C reaches every worker and the supervisor forwards it as
+  SIGTERM too) is logged and changes nothing. Twisted's handlers would call ``stop`` again,
+  which raises ``ReactorNotRunning`` and logged a CRITICAL traceback on every Ctrl-C of
+  ``make run``.
 - Everything else is Twisted's: timers, threads, signals, the waker, writability.
 - :func:`install` must run before anything imports ``twisted.internet.reactor`` (the
   ``serve`` command does it first); a process that already has a reactor keeps it (tests
@@ -22,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from types import FrameType
 
 from twisted.internet import epollreactor
 
@@ -51,6 +57,27 @@ class Reactor(epollreactor.EPollReactor):
                 log.exception("reactor: handling events %#x of descriptor %d (%r) failed", event, fd, selectable)
 
     doIteration = doPoll
+
+    def sigInt(self, number: int, frame: FrameType | None = None) -> None:
+        self._stop_signal("SIGINT", number)
+
+    def sigTerm(self, number: int, frame: FrameType | None = None) -> None:
+        self._stop_signal("SIGTERM", number)
+
+    def sigBreak(self, number: int, frame: FrameType | None = None) -> None:
+        self._stop_signal("SIGBREAK", number)
+
+    def _stop_signal(self, name: str, number: int) -> None:
+        """In the signal handler: stop on the reactor thread, once (module notes)."""
+        log.info("received %s, shutting down", name)
+        self.callFromThread(self._stop_once, name)
+        self._exitSignal = number
+
+    def _stop_once(self, name: str) -> None:
+        if self._stopped:
+            log.info("%s while stopping already: nothing more to do", name)
+            return
+        self.stop()
 
 
 def install() -> bool:
