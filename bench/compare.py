@@ -344,6 +344,14 @@ SLICES = 20  # _round_trips: each server's runs of a workload are made in this m
 # Untimed round trips at the start of each turn: the first after the switch from another
 # server's (or mailbox's) turn took ~2x, the next few ~1.2x (caches refilled), on both servers.
 SLICE_WARMUP = 5
+TURN = ROUND_TRIPS // SLICES + 1  # timed round trips per turn
+
+
+def _round_trip_commands(n: int) -> dict[str, str]:
+    """The one-round-trip SCALING commands for an INBOX of ``n`` messages."""
+    middle = max(1, n // 2 - 5)
+    return {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
+            "status": "STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)"}
 
 
 def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -> list[list[dict[str, float]]]:
@@ -363,23 +371,16 @@ def _round_trips(targets: list[_Target], mailboxes: list[tuple[Account, int]]) -
         for conn, (_, account, _) in zip(conns, pairs, strict=True):
             conn.login(account.address, account.password)
             conn.command("SELECT INBOX")
-
-        def commands(n: int) -> dict[str, str]:
-            middle = max(1, n // 2 - 5)
-            return {"select": "SELECT INBOX", "few": f"FETCH {middle}:{middle + 9} (UID FLAGS RFC822.SIZE)",
-                    "status": "STATUS INBOX (MESSAGES UNSEEN UIDNEXT HIGHESTMODSEQ)"}
-
         with peers.one_core([root for t in targets for root in t.cpu_roots()]):
-            for key in commands(1):
-                lines = [commands(n)[key] for _, _, n in pairs]
+            for key in _round_trip_commands(1):
+                lines = [_round_trip_commands(n)[key] for _, _, n in pairs]
                 for conn, command in zip(conns, lines, strict=True):
                     conn.command(command)  # once untimed: a first run is not a round trip
                 for _ in range(SLICES):
                     for conn, command, times in zip(conns, lines, spent, strict=True):
                         for _ in range(SLICE_WARMUP):
                             conn.command(command)
-                        times.setdefault(key, []).extend(
-                            load.timed(conn, command)[0] for _ in range(ROUND_TRIPS // SLICES + 1))
+                        times.setdefault(key, []).extend(load.timed(conn, command)[0] for _ in range(TURN))
     finally:
         for conn in conns:
             conn.close()
@@ -640,7 +641,7 @@ def _scaling_rows(ours: _Target, theirs: _Target, big: Account, small: Account, 
     for key, label in SCALING.items():
         grow_m, grow_d = m_big[key] / m_small[key], d_big[key] / d_small[key]
         for count, m_t, d_t in ((small_n, m_small[key], d_small[key]), (n, m_big[key], d_big[key])):
-            runs = (f"median of {(ROUND_TRIPS // SLICES + 1) * SLICES}, the servers in turns"
+            runs = (f"median of {TURN * SLICES}, servers and sizes in turns on one core"
                     if key in ONE_ROUND_TRIP else f"median of {SCALING_REPEATS}")
             rows.append(_row(f"{label}, {count:,} messages; {runs}", "Dovecot", m_t, d_t,
                              "ms", f"{small_n:,} -> {n:,} messages: maild x{grow_m:.2f}, Dovecot x{grow_d:.2f}"))

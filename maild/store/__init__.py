@@ -466,13 +466,13 @@ class Store:
 
     def _rung(self, shards: set[int], attempt: int = 0) -> None:
         pending = self._poll_tails(shards)
-        for _ in range(wake.YIELDS if attempt == 0 else 0):
-            if not pending:
-                break
-            # Mostly this wake-up preempted the committing thread on its core between
-            # its meta page's write and the publication (wake.py invariant 2): let it run
-            # and look again at once, rather than after a timer (the reactor's poll counts
-            # whole milliseconds, so REPOLL's first 0.5 ms was 1 ms or more).
+        # Mostly this wake-up preempted the committing thread on its core between its meta
+        # page's write and the publication (wake.py invariant 2): let it run and look again
+        # at once, before any timer (the reactor's poll counts whole milliseconds, so
+        # REPOLL's first 0.5 ms was 1 ms or more). Timed look-agains go straight to REPOLL.
+        yields = wake.YIELDS if attempt == 0 else 0
+        while pending and yields:
+            yields -= 1
             os.sched_yield()
             pending = self._poll_tails(pending)
         if pending and attempt < len(wake.REPOLL):
